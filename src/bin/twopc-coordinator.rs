@@ -1,0 +1,24 @@
+//! `twopc-coordinator`: parse flags, load configuration, serve.
+
+use clap::Parser;
+use twopc::config::{init_tracing, CoordinatorArgs, CoordinatorConfig};
+
+#[derive(Parser)]
+#[command(name = "twopc-coordinator", version, about = "Two-phase commit coordinator")]
+struct Cli {
+    #[command(flatten)]
+    args: CoordinatorArgs,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let cfg = match CoordinatorConfig::load(&cli.args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("twopc-coordinator: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    init_tracing(&cfg.log_level, &cfg.log_format);
+    twopc::cli::run_coordinator(cfg)
+}

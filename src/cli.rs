@@ -1,0 +1,104 @@
+//! Process entry points shared by the binaries: build the runtime, install
+//! signal handlers, start the server, print the readiness line, and map
+//! failures to exit statuses.
+
+use crate::config::{CoordinatorConfig, ParticipantConfig};
+use crate::resource::VoteResource;
+use crate::runtime::coordinator::CoordinatorServer;
+use crate::runtime::crash;
+use crate::runtime::participant::ParticipantNode;
+use std::io::Write;
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+}
+
+/// Cancel `token` on SIGINT or SIGTERM.
+async fn cancel_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutdown requested; finishing");
+    token.cancel();
+}
+
+fn check_crash_env(who: &str) -> Result<(), ExitCode> {
+    crash::validate().map_err(|e| {
+        eprintln!("{who}: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// Run a coordinator until SIGINT/SIGTERM.
+pub fn run_coordinator(cfg: CoordinatorConfig) -> ExitCode {
+    if let Err(code) = check_crash_env("twopc-coordinator") {
+        return code;
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("twopc-coordinator: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        let server = match CoordinatorServer::start(cfg).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("twopc-coordinator: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        match server.local_addr() {
+            Ok(a) => {
+                tracing::info!("listening on {a}");
+                println!("twopc-coordinator listening on {a}");
+                let _ = std::io::stdout().flush();
+            }
+            Err(e) => {
+                eprintln!("twopc-coordinator: cannot read the bound address: {e}");
+                return ExitCode::from(1);
+            }
+        }
+        let token = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(token.clone()));
+        server.run(token).await;
+        ExitCode::SUCCESS
+    })
+}
+
+/// Run a participant until SIGINT/SIGTERM.
+pub fn run_participant(cfg: ParticipantConfig) -> ExitCode {
+    if let Err(code) = check_crash_env("twopc-participant") {
+        return code;
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("twopc-participant: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let resource = Box::new(VoteResource::new(cfg.vote_preference(), cfg.commit_probability, None));
+    rt.block_on(async move {
+        let node = match ParticipantNode::start(cfg.clone(), resource) {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("twopc-participant: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        tracing::info!(id = %cfg.id, vote_preference = %cfg.vote_preference, "participant started");
+        let token = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(token.clone()));
+        node.run(token).await;
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,515 @@
+//! Configuration: built-in defaults < YAML file (`--config`) < environment
+//! (`TWOPC_<FLAG>`) < command-line flags, and one `validate()` per role whose
+//! messages name the key, the value and what is allowed.
+//!
+//! The YAML file has one section per role (`coordinator:`, `participant:`);
+//! see `config.yaml` at the repository root for every key with its default
+//! and unit. Unknown keys are errors, so a typo cannot silently fall back to
+//! a default.
+
+use crate::resource::VotePreference;
+use clap::Args;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+
+/// A configuration problem; the process exits with status 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: `{key}` = {value}: {allowed}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        allowed: String,
+    },
+}
+
+/// Write-ahead log settings (YAML `wal:` inside a role's section).
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WalConfig {
+    /// Bytes; a segment past this size is checkpointed into a new one.
+    pub segment_max_bytes: u64,
+    /// Benchmarks only: skip fsync, so a machine crash can lose decisions.
+    pub unsafe_no_fsync: bool,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig {
+            segment_max_bytes: 64 * 1024 * 1024,
+            unsafe_no_fsync: false,
+        }
+    }
+}
+
+/// The coordinator's configuration, after defaults, file, env and flags.
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    pub host: String,
+    pub port: u16,
+    pub expected_participants: usize,
+    /// Seconds (fractions allowed): the vote deadline of a transaction.
+    pub timeout_seconds: f64,
+    pub enable_dynamic_joining: bool,
+    pub data_dir: PathBuf,
+    pub max_frame_bytes: usize,
+    pub log_level: String,
+    pub log_format: String,
+    pub max_connections: usize,
+    pub max_in_flight: usize,
+    pub heartbeat_interval_ms: u64,
+    pub heartbeat_failure_threshold: u32,
+    pub handshake_timeout_ms: u64,
+    pub resend_initial_ms: u64,
+    pub resend_max_ms: u64,
+    pub history_limit: usize,
+    pub wal: WalConfig,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            host: "127.0.0.1".into(),
+            port: 8080,
+            expected_participants: 3,
+            timeout_seconds: 30.0,
+            enable_dynamic_joining: false,
+            data_dir: PathBuf::from("./data/coordinator"),
+            max_frame_bytes: 1024 * 1024,
+            log_level: "info".into(),
+            log_format: "text".into(),
+            max_connections: 1024,
+            max_in_flight: 1024,
+            heartbeat_interval_ms: 1000,
+            heartbeat_failure_threshold: 3,
+            handshake_timeout_ms: 10_000,
+            resend_initial_ms: 200,
+            resend_max_ms: 5_000,
+            history_limit: 10_000,
+            wal: WalConfig::default(),
+        }
+    }
+}
+
+/// A participant's configuration.
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ParticipantConfig {
+    #[serde(with = "pid_serde")]
+    pub id: crate::protocol::ParticipantId,
+    pub coordinator_host: String,
+    pub coordinator_port: u16,
+    pub vote_preference: String,
+    pub commit_probability: f64,
+    /// Seconds (fractions allowed) a prepared transaction waits for its
+    /// decision before the participant asks the coordinator.
+    pub timeout_seconds: f64,
+    /// Milliseconds added before each vote (testing slow participants).
+    pub vote_delay_ms: u64,
+    pub data_dir: Option<PathBuf>,
+    pub max_frame_bytes: usize,
+    pub log_level: String,
+    pub log_format: String,
+    pub heartbeat_interval_ms: u64,
+    pub heartbeat_failure_threshold: u32,
+    pub reconnect_initial_ms: u64,
+    pub reconnect_max_ms: u64,
+    pub query_max_ms: u64,
+    pub history_limit: usize,
+    pub wal: WalConfig,
+}
+
+mod pid_serde {
+    use crate::protocol::ParticipantId;
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(p: &ParticipantId, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&p.0)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ParticipantId, D::Error> {
+        Ok(ParticipantId(String::deserialize(d)?))
+    }
+}
+
+impl Default for ParticipantConfig {
+    fn default() -> Self {
+        ParticipantConfig {
+            id: "p1".into(),
+            coordinator_host: "127.0.0.1".into(),
+            coordinator_port: 8080,
+            vote_preference: "commit".into(),
+            commit_probability: 0.5,
+            timeout_seconds: 30.0,
+            vote_delay_ms: 0,
+            data_dir: None,
+            max_frame_bytes: 1024 * 1024,
+            log_level: "info".into(),
+            log_format: "text".into(),
+            heartbeat_interval_ms: 1000,
+            heartbeat_failure_threshold: 3,
+            reconnect_initial_ms: 100,
+            reconnect_max_ms: 5_000,
+            query_max_ms: 5_000,
+            history_limit: 100_000,
+            wal: WalConfig::default(),
+        }
+    }
+}
+
+impl ParticipantConfig {
+    /// `data_dir`, or `./data/<id>` when unset.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("./data").join(&self.id.0))
+    }
+
+    pub fn vote_preference(&self) -> VotePreference {
+        VotePreference::parse(&self.vote_preference).unwrap_or(VotePreference::Commit)
+    }
+}
+
+/// The whole YAML file: one optional section per role.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
+    pub coordinator: Option<serde_yaml_ng::Value>,
+    pub participant: Option<serde_yaml_ng::Value>,
+}
+
+fn load_section<T: serde::de::DeserializeOwned + Default>(
+    path: Option<&Path>,
+    pick: fn(FileConfig) -> Option<serde_yaml_ng::Value>,
+    section: &str,
+) -> Result<T, ConfigError> {
+    let Some(path) = path else {
+        return Ok(T::default());
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let parse_err = |e: serde_yaml_ng::Error, prefix: &str| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: format!("{prefix}{e}"),
+    };
+    let file: FileConfig = if text.trim().is_empty() {
+        FileConfig::default()
+    } else {
+        serde_yaml_ng::from_str(&text).map_err(|e| parse_err(e, ""))?
+    };
+    match pick(file) {
+        Some(v) if !v.is_null() => {
+            serde_yaml_ng::from_value(v).map_err(|e| parse_err(e, &format!("in section `{section}`: ")))
+        }
+        _ => Ok(T::default()),
+    }
+}
+
+/// Flags of `twopc-coordinator`. Each also reads `TWOPC_<FLAG>`.
+#[derive(Args, Debug, Default, Clone)]
+pub struct CoordinatorArgs {
+    /// YAML configuration file (section `coordinator:`).
+    #[arg(long, env = "TWOPC_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "TWOPC_HOST")]
+    pub host: Option<String>,
+    /// TCP port to listen on (0 picks a free port and prints it).
+    #[arg(long, env = "TWOPC_PORT")]
+    pub port: Option<u16>,
+    /// Participants that must register before transactions run.
+    #[arg(long, env = "TWOPC_EXPECTED_PARTICIPANTS")]
+    pub expected_participants: Option<usize>,
+    /// Vote deadline in seconds.
+    #[arg(long, env = "TWOPC_TIMEOUT_SECONDS")]
+    pub timeout_seconds: Option<f64>,
+    /// Accept participants beyond expected_participants (true/false).
+    #[arg(long, env = "TWOPC_ENABLE_DYNAMIC_JOINING", num_args = 0..=1, default_missing_value = "true")]
+    pub enable_dynamic_joining: Option<bool>,
+    /// Directory of the write-ahead log.
+    #[arg(long, env = "TWOPC_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Largest accepted frame in bytes.
+    #[arg(long, env = "TWOPC_MAX_FRAME_BYTES")]
+    pub max_frame_bytes: Option<usize>,
+    /// trace, debug, info, warn or error.
+    #[arg(long, env = "TWOPC_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// text or json.
+    #[arg(long, env = "TWOPC_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Most simultaneous connections.
+    #[arg(long, env = "TWOPC_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Most transactions in the prepare phase at once.
+    #[arg(long, env = "TWOPC_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<usize>,
+    /// Expected heartbeat interval of participants, milliseconds.
+    #[arg(long, env = "TWOPC_HEARTBEAT_INTERVAL_MS")]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Missed heartbeats before a participant counts as not alive.
+    #[arg(long, env = "TWOPC_HEARTBEAT_FAILURE_THRESHOLD")]
+    pub heartbeat_failure_threshold: Option<u32>,
+    /// Milliseconds a new connection has to send its first frame.
+    #[arg(long, env = "TWOPC_HANDSHAKE_TIMEOUT_MS")]
+    pub handshake_timeout_ms: Option<u64>,
+    /// First delay before re-sending an unacknowledged decision, ms.
+    #[arg(long, env = "TWOPC_RESEND_INITIAL_MS")]
+    pub resend_initial_ms: Option<u64>,
+    /// Cap of the re-send delay, ms.
+    #[arg(long, env = "TWOPC_RESEND_MAX_MS")]
+    pub resend_max_ms: Option<u64>,
+    /// Ended transactions remembered for status and queries.
+    #[arg(long, env = "TWOPC_HISTORY_LIMIT")]
+    pub history_limit: Option<usize>,
+    /// Log segment size before a checkpoint, bytes.
+    #[arg(long, env = "TWOPC_WAL_SEGMENT_MAX_BYTES")]
+    pub wal_segment_max_bytes: Option<u64>,
+    /// Benchmarks only: do not fsync the log.
+    #[arg(long, env = "TWOPC_UNSAFE_NO_FSYNC", num_args = 0..=1, default_missing_value = "true")]
+    pub unsafe_no_fsync: Option<bool>,
+}
+
+/// Flags of `twopc-participant`. Each also reads `TWOPC_<FLAG>`.
+#[derive(Args, Debug, Default, Clone)]
+pub struct ParticipantArgs {
+    /// YAML configuration file (section `participant:`).
+    #[arg(long, env = "TWOPC_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Durable participant id (1-64 of [A-Za-z0-9_.-]).
+    #[arg(long, env = "TWOPC_ID")]
+    pub id: Option<String>,
+    #[arg(long, env = "TWOPC_COORDINATOR_HOST")]
+    pub coordinator_host: Option<String>,
+    #[arg(long, env = "TWOPC_COORDINATOR_PORT")]
+    pub coordinator_port: Option<u16>,
+    /// commit, abort or random.
+    #[arg(long, env = "TWOPC_VOTE_PREFERENCE")]
+    pub vote_preference: Option<String>,
+    /// Probability of a commit vote when vote_preference is random (0..1).
+    #[arg(long, env = "TWOPC_COMMIT_PROBABILITY")]
+    pub commit_probability: Option<f64>,
+    /// Seconds to wait for a decision before asking the coordinator.
+    #[arg(long, env = "TWOPC_TIMEOUT_SECONDS")]
+    pub timeout_seconds: Option<f64>,
+    /// Milliseconds to wait before each vote (testing slow participants).
+    #[arg(long, env = "TWOPC_VOTE_DELAY_MS")]
+    pub vote_delay_ms: Option<u64>,
+    #[arg(long, env = "TWOPC_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, env = "TWOPC_MAX_FRAME_BYTES")]
+    pub max_frame_bytes: Option<usize>,
+    #[arg(long, env = "TWOPC_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    #[arg(long, env = "TWOPC_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    #[arg(long, env = "TWOPC_HEARTBEAT_INTERVAL_MS")]
+    pub heartbeat_interval_ms: Option<u64>,
+    #[arg(long, env = "TWOPC_HEARTBEAT_FAILURE_THRESHOLD")]
+    pub heartbeat_failure_threshold: Option<u32>,
+    #[arg(long, env = "TWOPC_RECONNECT_INITIAL_MS")]
+    pub reconnect_initial_ms: Option<u64>,
+    #[arg(long, env = "TWOPC_RECONNECT_MAX_MS")]
+    pub reconnect_max_ms: Option<u64>,
+    #[arg(long, env = "TWOPC_QUERY_MAX_MS")]
+    pub query_max_ms: Option<u64>,
+    #[arg(long, env = "TWOPC_HISTORY_LIMIT")]
+    pub history_limit: Option<usize>,
+    #[arg(long, env = "TWOPC_WAL_SEGMENT_MAX_BYTES")]
+    pub wal_segment_max_bytes: Option<u64>,
+    #[arg(long, env = "TWOPC_UNSAFE_NO_FSYNC", num_args = 0..=1, default_missing_value = "true")]
+    pub unsafe_no_fsync: Option<bool>,
+}
+
+macro_rules! overlay {
+    ($cfg:ident, $args:ident, [$($field:ident),* $(,)?]) => {
+        $( if let Some(v) = $args.$field.clone() { $cfg.$field = v; } )*
+    };
+}
+
+impl CoordinatorConfig {
+    /// Defaults < file < env < flags (clap already merged env under flags).
+    pub fn load(args: &CoordinatorArgs) -> Result<CoordinatorConfig, ConfigError> {
+        let mut c: CoordinatorConfig = load_section(args.config.as_deref(), |f| f.coordinator, "coordinator")?;
+        overlay!(c, args, [
+            host, port, expected_participants, timeout_seconds, enable_dynamic_joining, data_dir,
+            max_frame_bytes, log_level, log_format, max_connections, max_in_flight,
+            heartbeat_interval_ms, heartbeat_failure_threshold, handshake_timeout_ms,
+            resend_initial_ms, resend_max_ms, history_limit,
+        ]);
+        if let Some(v) = args.wal_segment_max_bytes {
+            c.wal.segment_max_bytes = v;
+        }
+        if let Some(v) = args.unsafe_no_fsync {
+            c.wal.unsafe_no_fsync = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        non_empty("host", &self.host)?;
+        range_usize("expected_participants", self.expected_participants, 1, 10_000)?;
+        seconds("timeout_seconds", self.timeout_seconds)?;
+        frame_bytes(self.max_frame_bytes)?;
+        log_settings(&self.log_level, &self.log_format)?;
+        range_usize("max_connections", self.max_connections, 1, 1_000_000)?;
+        range_usize("max_in_flight", self.max_in_flight, 1, 1_000_000)?;
+        range_u64("heartbeat_interval_ms", self.heartbeat_interval_ms, 10, 3_600_000)?;
+        range_u64("heartbeat_failure_threshold", self.heartbeat_failure_threshold as u64, 1, 1000)?;
+        range_u64("handshake_timeout_ms", self.handshake_timeout_ms, 10, 3_600_000)?;
+        range_u64("resend_initial_ms", self.resend_initial_ms, 1, 3_600_000)?;
+        range_u64("resend_max_ms", self.resend_max_ms, self.resend_initial_ms, 3_600_000)?;
+        range_usize("history_limit", self.history_limit, 0, 10_000_000)?;
+        wal(&self.wal)
+    }
+}
+
+impl ParticipantConfig {
+    pub fn load(args: &ParticipantArgs) -> Result<ParticipantConfig, ConfigError> {
+        let mut c: ParticipantConfig = load_section(args.config.as_deref(), |f| f.participant, "participant")?;
+        if let Some(id) = &args.id {
+            c.id = crate::protocol::ParticipantId(id.clone());
+        }
+        if let Some(d) = &args.data_dir {
+            c.data_dir = Some(d.clone());
+        }
+        overlay!(c, args, [
+            coordinator_host, coordinator_port, vote_preference, commit_probability, timeout_seconds,
+            vote_delay_ms, max_frame_bytes, log_level, log_format, heartbeat_interval_ms,
+            heartbeat_failure_threshold, reconnect_initial_ms, reconnect_max_ms, query_max_ms,
+            history_limit,
+        ]);
+        if let Some(v) = args.wal_segment_max_bytes {
+            c.wal.segment_max_bytes = v;
+        }
+        if let Some(v) = args.unsafe_no_fsync {
+            c.wal.unsafe_no_fsync = v;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !crate::protocol::coordinator::valid_participant_id(&self.id.0) {
+            return Err(invalid("id", &self.id.0, "1-64 characters from A-Z a-z 0-9 _ . -"));
+        }
+        non_empty("coordinator_host", &self.coordinator_host)?;
+        if self.coordinator_port == 0 {
+            return Err(invalid("coordinator_port", 0, "a port between 1 and 65535"));
+        }
+        if VotePreference::parse(&self.vote_preference).is_none() {
+            return Err(invalid("vote_preference", &self.vote_preference, VotePreference::ALLOWED));
+        }
+        if !(0.0..=1.0).contains(&self.commit_probability) {
+            return Err(invalid("commit_probability", self.commit_probability, "a number between 0.0 and 1.0"));
+        }
+        seconds("timeout_seconds", self.timeout_seconds)?;
+        range_u64("vote_delay_ms", self.vote_delay_ms, 0, 3_600_000)?;
+        frame_bytes(self.max_frame_bytes)?;
+        log_settings(&self.log_level, &self.log_format)?;
+        range_u64("heartbeat_interval_ms", self.heartbeat_interval_ms, 10, 3_600_000)?;
+        range_u64("heartbeat_failure_threshold", self.heartbeat_failure_threshold as u64, 1, 1000)?;
+        range_u64("reconnect_initial_ms", self.reconnect_initial_ms, 1, 3_600_000)?;
+        range_u64("reconnect_max_ms", self.reconnect_max_ms, self.reconnect_initial_ms, 3_600_000)?;
+        range_u64("query_max_ms", self.query_max_ms, 10, 3_600_000)?;
+        range_usize("history_limit", self.history_limit, 0, 100_000_000)?;
+        wal(&self.wal)
+    }
+}
+
+fn invalid(key: &'static str, value: impl std::fmt::Display, allowed: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        value: value.to_string(),
+        allowed: allowed.into(),
+    }
+}
+
+fn non_empty(key: &'static str, v: &str) -> Result<(), ConfigError> {
+    if v.trim().is_empty() {
+        return Err(invalid(key, "\"\"", "a non-empty host name or address"));
+    }
+    Ok(())
+}
+
+fn range_u64(key: &'static str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
+    if v < lo || v > hi {
+        return Err(invalid(key, v, format!("an integer between {lo} and {hi}")));
+    }
+    Ok(())
+}
+
+fn range_usize(key: &'static str, v: usize, lo: usize, hi: usize) -> Result<(), ConfigError> {
+    range_u64(key, v as u64, lo as u64, hi as u64)
+}
+
+fn seconds(key: &'static str, v: f64) -> Result<(), ConfigError> {
+    if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
+        return Err(invalid(key, v, "a number of seconds greater than 0 and at most 86400"));
+    }
+    Ok(())
+}
+
+fn frame_bytes(v: usize) -> Result<(), ConfigError> {
+    range_usize("max_frame_bytes", v, 1024, 64 * 1024 * 1024)
+}
+
+fn log_settings(level: &str, format: &str) -> Result<(), ConfigError> {
+    if !["trace", "debug", "info", "warn", "error"].contains(&level.to_ascii_lowercase().as_str()) {
+        return Err(invalid("log_level", level, "one of trace, debug, info, warn, error"));
+    }
+    if !["text", "json"].contains(&format) {
+        return Err(invalid("log_format", format, "text or json"));
+    }
+    Ok(())
+}
+
+fn wal(w: &WalConfig) -> Result<(), ConfigError> {
+    range_u64("wal.segment_max_bytes", w.segment_max_bytes, 4096, 1 << 40)
+}
+
+/// Set up tracing on stderr in the configured format. `RUST_LOG`, when set,
+/// overrides `level` for fine-grained filtering.
+pub fn init_tracing(level: &str, format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.to_ascii_lowercase()));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        let _ = builder.json().try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate() {
+        CoordinatorConfig::default().validate().unwrap();
+        ParticipantConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn invalid_values_name_key_and_value() {
+        let c = ParticipantConfig {
+            commit_probability: 1.5,
+            ..Default::default()
+        };
+        let msg = c.validate().unwrap_err().to_string();
+        assert!(msg.contains("commit_probability") && msg.contains("1.5") && msg.contains("between"), "{msg}");
+    }
+}

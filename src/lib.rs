@@ -1,0 +1,18 @@
+//! twopc: a two-phase commit coordinator and participants over framed TCP.
+//!
+//! - [`protocol`]: the pure state machines and the message model;
+//! - [`net`]: frame codec and connections;
+//! - [`wal`]: the write-ahead log with group commit;
+//! - [`runtime`]: the tokio drivers that execute the cores' actions;
+//! - [`resource`]: what a participant votes with;
+//! - [`config`]: configuration (defaults < YAML < environment < flags);
+//! - [`client`]: the `twopc` client and operator commands.
+
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod net;
+pub mod protocol;
+pub mod resource;
+pub mod runtime;
+pub mod wal;

@@ -1,0 +1,101 @@
+//! Framing and connections: 4-byte big-endian length prefix + one JSON
+//! object, with an explicit maximum frame size. No protocol decisions here.
+
+use crate::protocol::{Body, ErrorCode, Message, WireError};
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+
+/// The codec for one direction of a connection.
+pub fn codec(max_frame_bytes: usize) -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .length_field_length(4)
+        .big_endian()
+        .max_frame_length(max_frame_bytes)
+        .new_codec()
+}
+
+/// Seconds since the Unix epoch, for the `timestamp` field.
+pub fn wall_clock_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Encode `body` as one frame payload stamped with the wall clock.
+pub fn encode(body: Body) -> Bytes {
+    Bytes::from(body.encode(wall_clock_secs()))
+}
+
+/// What a reader got from the stream.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A well-formed message.
+    Message(Body),
+    /// A frame that is not a valid message; the stream is still usable.
+    Invalid(WireError),
+    /// The stream is unusable (oversized frame, I/O error); the connection
+    /// must be closed after telling the peer.
+    Broken(WireError),
+}
+
+/// Read the next inbound item; `None` at a clean EOF.
+pub async fn read_next<R: AsyncRead + Unpin>(
+    reader: &mut FramedRead<R, LengthDelimitedCodec>,
+    max_frame_bytes: usize,
+) -> Option<Inbound> {
+    match reader.next().await? {
+        Ok(frame) => Some(match Message::decode(&frame) {
+            Ok(body) => Inbound::Message(body),
+            Err(e) => Inbound::Invalid(e),
+        }),
+        Err(e) => {
+            let frame_too_big = e.kind() == std::io::ErrorKind::InvalidData
+                || e.to_string().contains("frame size too big");
+            Some(Inbound::Broken(if frame_too_big {
+                WireError::new(
+                    ErrorCode::FrameTooLarge,
+                    format!("frame length exceeds max_frame_bytes ({max_frame_bytes} bytes); the connection is closed"),
+                )
+            } else {
+                WireError::new(ErrorCode::InvalidMessage, format!("connection error: {e}"))
+            }))
+        }
+    }
+}
+
+/// Something for a connection's writer task.
+#[derive(Debug)]
+pub enum Outgoing {
+    Frame(Bytes),
+    /// Write the frame, then run the crash point named (used by fault
+    /// injection to stop exactly after a message left the process).
+    FrameThenCrash(Bytes, &'static str),
+    /// Close the connection after what was queued before.
+    Close,
+}
+
+/// Drive the writing half of a connection until `Close` or the channel ends.
+pub async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: FramedWrite<W, LengthDelimitedCodec>,
+    mut rx: mpsc::Receiver<Outgoing>,
+) {
+    while let Some(item) = rx.recv().await {
+        let res = match item {
+            Outgoing::Frame(b) => writer.send(b).await,
+            Outgoing::FrameThenCrash(b, point) => {
+                let r = writer.send(b).await;
+                crate::runtime::crash::hit(point);
+                r
+            }
+            Outgoing::Close => break,
+        };
+        if res.is_err() {
+            break;
+        }
+    }
+    let _ = SinkExt::<Bytes>::close(&mut writer).await;
+}

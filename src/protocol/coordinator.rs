@@ -1,0 +1,1050 @@
+//! The coordinator's state machine: membership, the voting protocol for many
+//! concurrent transactions, and the safety rules that guard every decision.
+//!
+//! Events go in ([`Coordinator::handle`]), actions come out. The core never
+//! touches a socket, a file or a clock: connection ids, message bodies and
+//! `now` are handed in by the runtime, and effects are returned as
+//! [`Action`]s which the runtime performs in order.
+//!
+//! Presumed abort: nothing is logged before the decision; only commit
+//! decisions are logged (and forced before the first COMMIT leaves); an
+//! `End` record follows, unforced, once every participant has acknowledged.
+//! A transaction the coordinator does not know is answered as aborted.
+
+use super::message::{Body, ErrorCode, Outcome, Role, SubmitRequest, WireError};
+use super::record::{Action, Record};
+use super::types::{ConnId, Decision, Millis, ParticipantId, TxnId, Vote, PROTOCOL_VERSION};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+/// Tunables of the coordinator core. All durations are milliseconds.
+#[derive(Clone, Debug)]
+pub struct CoordinatorOptions {
+    /// Participants that must register before transactions are accepted.
+    pub expected_participants: usize,
+    /// Vote deadline: a transaction still missing a vote after this long aborts.
+    pub vote_timeout_ms: u64,
+    /// Upper bound on transactions in the prepare phase at once; a submit past
+    /// it is refused with `overloaded`.
+    pub max_in_flight: usize,
+    /// Upper bound on submits queued while waiting for participants.
+    pub max_pending_submits: usize,
+    /// Accept participants beyond `expected_participants` once ready.
+    pub dynamic_joining: bool,
+    /// First delay before a decision is re-sent to a participant that has not
+    /// acknowledged; doubles up to `resend_max_ms`.
+    pub resend_initial_ms: u64,
+    pub resend_max_ms: u64,
+    /// A participant whose last heartbeat is older than this is not alive.
+    pub liveness_timeout_ms: u64,
+    /// How many ended transactions are kept in memory for status and queries.
+    pub history_limit: usize,
+    /// Prefix of generated transaction ids; must differ between two runs of
+    /// the same coordinator (the runtime derives it from the start time).
+    pub txn_id_prefix: String,
+}
+
+impl Default for CoordinatorOptions {
+    fn default() -> Self {
+        CoordinatorOptions {
+            expected_participants: 1,
+            vote_timeout_ms: 30_000,
+            max_in_flight: 1024,
+            max_pending_submits: 1024,
+            dynamic_joining: false,
+            resend_initial_ms: 200,
+            resend_max_ms: 5_000,
+            liveness_timeout_ms: 3_000,
+            history_limit: 10_000,
+            txn_id_prefix: "t".into(),
+        }
+    }
+}
+
+/// Cluster-level state of the coordinator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterState {
+    Init,
+    WaitingForParticipants,
+    Ready,
+}
+
+impl ClusterState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClusterState::Init => "INIT",
+            ClusterState::WaitingForParticipants => "WAITING_FOR_PARTICIPANTS",
+            ClusterState::Ready => "READY",
+        }
+    }
+}
+
+/// Per-transaction protocol state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxnPhase {
+    PreparePhase,
+    CommitPhase,
+    Completed,
+    Aborted,
+}
+
+impl TxnPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TxnPhase::PreparePhase => "PREPARE_PHASE",
+            TxnPhase::CommitPhase => "COMMIT_PHASE",
+            TxnPhase::Completed => "COMPLETED",
+            TxnPhase::Aborted => "ABORTED",
+        }
+    }
+}
+
+/// What the coordinator knows about one registered participant.
+#[derive(Clone, Debug)]
+pub struct Member {
+    /// The connection it is registered on, if connected.
+    pub conn: Option<ConnId>,
+    pub last_heartbeat_ms: Millis,
+}
+
+/// A client waiting for an outcome.
+#[derive(Clone, Debug, PartialEq)]
+struct Waiter {
+    conn: ConnId,
+    request_id: Option<u64>,
+}
+
+/// One transaction the coordinator is driving or has recently ended.
+#[derive(Clone, Debug)]
+pub struct Txn {
+    pub id: TxnId,
+    pub participants: Vec<ParticipantId>,
+    pub phase: TxnPhase,
+    pub votes: BTreeMap<ParticipantId, Vote>,
+    pub acks: BTreeSet<ParticipantId>,
+    pub decision: Option<Decision>,
+    pub reason: Option<String>,
+    pub started_ms: Millis,
+    pub decided_ms: Option<Millis>,
+    pub ended_ms: Option<Millis>,
+    pub retries: u32,
+    /// True for transactions re-driven from the log after a restart.
+    pub recovered: bool,
+    deadline_ms: Millis,
+    next_resend_ms: Millis,
+    resend_backoff_ms: u64,
+    waiter: Option<Waiter>,
+}
+
+impl Txn {
+    fn new(id: TxnId, participants: Vec<ParticipantId>, now: Millis, deadline_ms: Millis) -> Txn {
+        Txn {
+            id,
+            participants,
+            phase: TxnPhase::PreparePhase,
+            votes: BTreeMap::new(),
+            acks: BTreeSet::new(),
+            decision: None,
+            reason: None,
+            started_ms: now,
+            decided_ms: None,
+            ended_ms: None,
+            retries: 0,
+            recovered: false,
+            deadline_ms,
+            next_resend_ms: 0,
+            resend_backoff_ms: 0,
+            waiter: None,
+        }
+    }
+
+    /// A JSON summary for `status`/`txn show`.
+    pub fn summary(&self, now: Millis) -> Value {
+        json!({
+            "transaction_id": self.id,
+            "state": self.phase.as_str(),
+            "participants": self.participants,
+            "votes": self.votes,
+            "decision": self.decision,
+            "acks": self.acks,
+            "reason": self.reason,
+            "age_ms": now.saturating_sub(self.started_ms),
+            "retries": self.retries,
+            "recovered": self.recovered,
+        })
+    }
+}
+
+/// Inputs to the coordinator core.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// A frame arrived on `conn` and parsed to `body`.
+    Message { conn: ConnId, body: Body },
+    /// `conn` closed (EOF, error, or the runtime dropped it).
+    Disconnected { conn: ConnId },
+    /// Time passed; deadlines and resends are checked.
+    Tick,
+}
+
+/// The coordinator core. See the module documentation.
+#[derive(Debug)]
+pub struct Coordinator {
+    opts: CoordinatorOptions,
+    state: ClusterState,
+    members: BTreeMap<ParticipantId, Member>,
+    /// Connections that said hello, and as whom.
+    peers: HashMap<ConnId, Peer>,
+    /// Transactions not yet ended (deciding, or waiting for acks).
+    active: HashMap<TxnId, Txn>,
+    /// Recently ended transactions, oldest first, bounded by `history_limit`.
+    history: VecDeque<Txn>,
+    history_index: HashMap<TxnId, Decision>,
+    /// Submits that arrived before the cluster was ready.
+    pending: VecDeque<(Waiter, SubmitRequest, Millis)>,
+    next_seq: u64,
+    in_prepare: usize,
+    committed: u64,
+    aborted: u64,
+    now: Millis,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+enum Peer {
+    Participant(ParticipantId),
+    Client,
+}
+
+impl Coordinator {
+    /// A fresh coordinator with no log.
+    pub fn new(opts: CoordinatorOptions, now: Millis) -> Coordinator {
+        let state = if opts.expected_participants == 0 {
+            ClusterState::Ready
+        } else {
+            ClusterState::WaitingForParticipants
+        };
+        Coordinator {
+            opts,
+            state,
+            members: BTreeMap::new(),
+            peers: HashMap::new(),
+            active: HashMap::new(),
+            history: VecDeque::new(),
+            history_index: HashMap::new(),
+            pending: VecDeque::new(),
+            next_seq: 1,
+            in_prepare: 0,
+            committed: 0,
+            aborted: 0,
+            now,
+        }
+    }
+
+    /// Rebuild from the records found in the log. Every commit decision
+    /// without an `End` is re-driven; everything else is presumed aborted.
+    pub fn recover(opts: CoordinatorOptions, now: Millis, records: &[Record]) -> Coordinator {
+        let mut c = Coordinator::new(opts, now);
+        for r in records {
+            match r {
+                Record::Decision {
+                    txn,
+                    decision: Decision::Commit,
+                    participants,
+                } => {
+                    let mut t = Txn::new(txn.clone(), participants.clone(), now, now);
+                    t.phase = TxnPhase::CommitPhase;
+                    t.decision = Some(Decision::Commit);
+                    t.decided_ms = Some(now);
+                    t.recovered = true;
+                    for p in participants {
+                        t.votes.insert(p.clone(), Vote::Commit);
+                    }
+                    c.active.insert(txn.clone(), t);
+                }
+                Record::End { txn } => {
+                    if let Some(t) = c.active.remove(txn) {
+                        c.committed += 1;
+                        c.remember(t);
+                    }
+                }
+                // Abort decisions are never logged; participant records do
+                // not belong in a coordinator's log and are ignored.
+                Record::Decision {
+                    decision: Decision::Abort,
+                    ..
+                }
+                | Record::Prepared { .. }
+                | Record::Decided { .. } => {}
+            }
+        }
+        c
+    }
+
+    /// The records that must survive a log checkpoint: the commit decisions
+    /// of transactions that have not ended.
+    pub fn live_records(&self) -> Vec<Record> {
+        let mut v: Vec<Record> = self
+            .active
+            .values()
+            .filter(|t| t.decision == Some(Decision::Commit))
+            .map(|t| Record::Decision {
+                txn: t.id.clone(),
+                decision: Decision::Commit,
+                participants: t.participants.clone(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.txn().cmp(b.txn()));
+        v
+    }
+
+    pub fn state(&self) -> ClusterState {
+        self.state
+    }
+
+    pub fn members(&self) -> &BTreeMap<ParticipantId, Member> {
+        &self.members
+    }
+
+    /// A transaction by id, active or recently ended.
+    pub fn txn(&self, id: &TxnId) -> Option<&Txn> {
+        self.active
+            .get(id)
+            .or_else(|| self.history.iter().rev().find(|t| &t.id == id))
+    }
+
+    /// Active transactions followed by recently ended ones.
+    pub fn txns(&self) -> impl Iterator<Item = &Txn> {
+        self.active.values().chain(self.history.iter())
+    }
+
+    pub fn counts(&self) -> (u64, u64, usize) {
+        (self.committed, self.aborted, self.in_prepare)
+    }
+
+    /// Feed one event; returns the actions to perform, in order.
+    pub fn handle(&mut self, now: Millis, event: Event) -> Vec<Action> {
+        self.now = now.max(self.now);
+        let mut out = Vec::new();
+        match event {
+            Event::Message { conn, body } => self.on_message(conn, body, &mut out),
+            Event::Disconnected { conn } => self.on_disconnect(conn, &mut out),
+            Event::Tick => self.on_tick(&mut out),
+        }
+        out
+    }
+
+    fn on_message(&mut self, conn: ConnId, body: Body, out: &mut Vec<Action>) {
+        let peer = self.peers.get(&conn).cloned();
+        match (peer, body) {
+            (
+                None,
+                Body::Hello {
+                    role,
+                    id,
+                    protocol_version,
+                },
+            ) => self.on_hello(conn, role, id, protocol_version, out),
+            (Some(_), Body::Hello { .. }) => reject(
+                out,
+                conn,
+                ErrorCode::InvalidMessage,
+                "`hello` was already received on this connection",
+                false,
+            ),
+            (None, other) => reject(
+                out,
+                conn,
+                ErrorCode::HelloRequired,
+                format!(
+                    "`{}` before `hello`; the first message must be hello with a role",
+                    other.message_type()
+                ),
+                true,
+            ),
+            (Some(_), Body::Heartbeat) => {
+                if let Some(Peer::Participant(p)) = self.peers.get(&conn) {
+                    if let Some(m) = self.members.get_mut(p) {
+                        m.last_heartbeat_ms = self.now;
+                    }
+                }
+                send(out, conn, Body::HeartbeatAck, false);
+            }
+            (Some(_), Body::Status) => {
+                let report = self.status_report();
+                send(out, conn, Body::StatusReport(report), false);
+            }
+            (Some(Peer::Client), Body::Submit(req)) => self.on_submit(conn, req, out),
+            (Some(Peer::Participant(p)), Body::VoteCommit { txn }) => {
+                self.on_vote(conn, p, txn, Vote::Commit, None, out)
+            }
+            (Some(Peer::Participant(p)), Body::VoteAbort { txn, reason }) => {
+                self.on_vote(conn, p, txn, Vote::Abort, reason, out)
+            }
+            (Some(Peer::Participant(p)), Body::Ack { txn, .. }) => self.on_ack(conn, p, txn, out),
+            (Some(Peer::Participant(p)), Body::Query { txn }) => self.on_query(conn, p, txn, out),
+            (Some(_), Body::HeartbeatAck) => {}
+            (Some(role), other) => reject(
+                out,
+                conn,
+                ErrorCode::InvalidMessage,
+                format!(
+                    "a {} may not send `{}` to the coordinator",
+                    match role {
+                        Peer::Participant(_) => "participant",
+                        Peer::Client => "client",
+                    },
+                    other.message_type()
+                ),
+                false,
+            ),
+        }
+    }
+
+    fn on_hello(
+        &mut self,
+        conn: ConnId,
+        role: Role,
+        id: Option<ParticipantId>,
+        version: u32,
+        out: &mut Vec<Action>,
+    ) {
+        if version != PROTOCOL_VERSION {
+            return reject(
+                out,
+                conn,
+                ErrorCode::UnsupportedVersion,
+                format!("protocol_version {version} is not supported; this coordinator speaks {PROTOCOL_VERSION}"),
+                true,
+            );
+        }
+        match role {
+            Role::Client => {
+                self.peers.insert(conn, Peer::Client);
+                let state = self.state.as_str().to_string();
+                send(out, conn, Body::Welcome { state }, false);
+            }
+            Role::Participant => {
+                let Some(id) = id.filter(|i| valid_participant_id(&i.0)) else {
+                    return reject(
+                        out,
+                        conn,
+                        ErrorCode::InvalidMessage,
+                        "participant hello needs an `id` of 1-64 characters from [A-Za-z0-9_.-]",
+                        true,
+                    );
+                };
+                self.register(conn, id, out);
+            }
+        }
+    }
+
+    fn register(&mut self, conn: ConnId, id: ParticipantId, out: &mut Vec<Action>) {
+        if let Some(m) = self.members.get(&id) {
+            if m.conn.is_some() {
+                return reject(
+                    out,
+                    conn,
+                    ErrorCode::DuplicateParticipant,
+                    format!("participant id `{id}` is already connected; ids must be unique (retry after the old connection closes)"),
+                    true,
+                );
+            }
+        } else if self.state == ClusterState::Ready && !self.opts.dynamic_joining {
+            return reject(
+                out,
+                conn,
+                ErrorCode::MembershipClosed,
+                format!(
+                    "participant `{id}` is not a member and the cluster is complete ({} participants); set enable_dynamic_joining: true to allow joins",
+                    self.members.len()
+                ),
+                true,
+            );
+        }
+        self.members.insert(
+            id.clone(),
+            Member {
+                conn: Some(conn),
+                last_heartbeat_ms: self.now,
+            },
+        );
+        self.peers.insert(conn, Peer::Participant(id.clone()));
+        if self.state == ClusterState::WaitingForParticipants
+            && self.members.len() >= self.opts.expected_participants
+        {
+            self.state = ClusterState::Ready;
+        }
+        let state = self.state.as_str().to_string();
+        send(out, conn, Body::Welcome { state }, false);
+        // Give a returning participant every decision it has not acknowledged.
+        let mut owed: Vec<&Txn> = self
+            .active
+            .values()
+            .filter(|t| t.decision.is_some() && t.participants.contains(&id) && !t.acks.contains(&id))
+            .collect();
+        owed.sort_by(|a, b| a.id.cmp(&b.id));
+        for t in owed {
+            if let Some(d) = t.decision {
+                send(out, conn, Body::decision(t.id.clone(), d), true);
+            }
+        }
+        if self.state == ClusterState::Ready {
+            self.start_pending(out);
+        }
+    }
+
+    fn start_pending(&mut self, out: &mut Vec<Action>) {
+        while let Some((w, req, _)) = self.pending.pop_front() {
+            self.start_txn(w, req, out);
+        }
+    }
+
+    fn on_submit(&mut self, conn: ConnId, req: SubmitRequest, out: &mut Vec<Action>) {
+        let waiter = Waiter {
+            conn,
+            request_id: req.request_id,
+        };
+        if self.state != ClusterState::Ready {
+            if self.pending.len() >= self.opts.max_pending_submits {
+                return refuse(out, &waiter, ErrorCode::Overloaded, "too many submits are waiting for participants to register; retry later");
+            }
+            let deadline = self.now + self.opts.vote_timeout_ms;
+            self.pending.push_back((waiter, req, deadline));
+            return;
+        }
+        self.start_txn(waiter, req, out);
+    }
+
+    fn start_txn(&mut self, waiter: Waiter, req: SubmitRequest, out: &mut Vec<Action>) {
+        if self.in_prepare >= self.opts.max_in_flight {
+            return refuse(
+                out,
+                &waiter,
+                ErrorCode::Overloaded,
+                format!(
+                    "{} transactions are already in flight (max_in_flight); retry later",
+                    self.in_prepare
+                ),
+            );
+        }
+        let participants: Vec<ParticipantId> = match req.participants {
+            Some(list) => {
+                let mut seen = BTreeSet::new();
+                let list: Vec<ParticipantId> =
+                    list.into_iter().filter(|p| seen.insert(p.clone())).collect();
+                if let Some(unknown) = list.iter().find(|p| !self.members.contains_key(*p)) {
+                    return refuse(
+                        out,
+                        &waiter,
+                        ErrorCode::UnknownParticipant,
+                        format!(
+                            "participant `{unknown}` is not registered; registered: {}",
+                            self.member_list()
+                        ),
+                    );
+                }
+                list
+            }
+            None => self.members.keys().cloned().collect(),
+        };
+        if participants.is_empty() {
+            return refuse(
+                out,
+                &waiter,
+                ErrorCode::UnknownParticipant,
+                "the transaction has no participants: name some, or register participants first",
+            );
+        }
+        let id = TxnId(format!("{}-{}", self.opts.txn_id_prefix, self.next_seq));
+        self.next_seq += 1;
+        let mut t = Txn::new(id.clone(), participants.clone(), self.now, self.now + self.opts.vote_timeout_ms);
+        t.waiter = Some(waiter);
+        self.in_prepare += 1;
+        let mut unreachable = None;
+        for p in &participants {
+            match self.members.get(p).and_then(|m| m.conn) {
+                Some(c) => send(
+                    out,
+                    c,
+                    Body::Prepare {
+                        txn: id.clone(),
+                        participants: participants.clone(),
+                        data: req.data.clone(),
+                    },
+                    false,
+                ),
+                None => {
+                    unreachable = Some(p.clone());
+                    break;
+                }
+            }
+        }
+        self.active.insert(id.clone(), t);
+        if let Some(p) = unreachable {
+            self.decide(&id, Decision::Abort, format!("participant_disconnected: {p}"), out);
+        }
+    }
+
+    fn on_vote(
+        &mut self,
+        conn: ConnId,
+        from: ParticipantId,
+        txn: TxnId,
+        vote: Vote,
+        reason: Option<String>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(t) = self.active.get_mut(&txn) else {
+            let known = self.history_index.get(&txn).copied();
+            reject(
+                out,
+                conn,
+                ErrorCode::UnknownTransaction,
+                format!("vote for transaction `{txn}` which is not in progress here; ignored"),
+                false,
+            );
+            // A participant that voted commit for a transaction we no longer
+            // drive must still learn its outcome: the remembered one, or abort
+            // by presumption.
+            if vote == Vote::Commit {
+                let d = known.unwrap_or(Decision::Abort);
+                send(out, conn, Body::decision(txn, d), d == Decision::Commit);
+            }
+            return;
+        };
+        if !t.participants.contains(&from) {
+            return reject(
+                out,
+                conn,
+                ErrorCode::NotAMember,
+                format!("`{from}` is not a participant of transaction `{txn}`; vote ignored"),
+                false,
+            );
+        }
+        if let Some(prev) = t.votes.get(&from) {
+            let msg = if *prev == vote {
+                format!("duplicate vote from `{from}` for `{txn}`; ignored")
+            } else {
+                format!(
+                    "`{from}` already voted {} for `{txn}`; the second vote ({}) is ignored",
+                    prev.as_str(),
+                    vote.as_str()
+                )
+            };
+            return reject(out, conn, ErrorCode::Refused, msg, false);
+        }
+        if t.phase != TxnPhase::PreparePhase {
+            // Vote after the decision (for example after the deadline fired).
+            let d = t.decision;
+            reject(
+                out,
+                conn,
+                ErrorCode::Refused,
+                format!("late vote from `{from}` for `{txn}`: already decided; ignored"),
+                false,
+            );
+            if let (Some(d), Vote::Commit) = (d, vote) {
+                send(out, conn, Body::decision(txn, d), true);
+            }
+            return;
+        }
+        t.votes.insert(from.clone(), vote);
+        match vote {
+            Vote::Abort => {
+                let why = match reason {
+                    Some(r) if !r.is_empty() => format!("participant {from} voted abort: {r}"),
+                    _ => format!("participant {from} voted abort"),
+                };
+                self.decide(&txn, Decision::Abort, why, out);
+            }
+            Vote::Commit => {
+                if t.votes.len() == t.participants.len() {
+                    self.decide(&txn, Decision::Commit, String::new(), out);
+                }
+            }
+        }
+    }
+
+    /// Take the decision for `txn`. This is the single place where the safety
+    /// rules are checked; a decision that breaks them is refused.
+    fn decide(&mut self, txn: &TxnId, decision: Decision, reason: String, out: &mut Vec<Action>) {
+        let now = self.now;
+        let Some(t) = self.active.get_mut(txn) else {
+            return;
+        };
+        if let Err(why) = check_decision(t, decision) {
+            // Unreachable by construction; refusing keeps a bug from becoming
+            // a split outcome, and the alert makes it visible.
+            out.push(Action::Alert {
+                txn: Some(txn.clone()),
+                message: format!("decision {decision} refused: {why}"),
+            });
+            return;
+        }
+        t.decision = Some(decision);
+        t.decided_ms = Some(now);
+        t.reason = if reason.is_empty() { None } else { Some(reason) };
+        t.resend_backoff_ms = self.opts.resend_initial_ms;
+        t.next_resend_ms = now + t.resend_backoff_ms;
+        self.in_prepare -= 1;
+        let durable = match decision {
+            Decision::Commit => {
+                t.phase = TxnPhase::CommitPhase;
+                out.push(Action::Persist {
+                    record: Record::Decision {
+                        txn: txn.clone(),
+                        decision,
+                        participants: t.participants.clone(),
+                    },
+                    sync: true,
+                });
+                true
+            }
+            Decision::Abort => {
+                t.phase = TxnPhase::Aborted;
+                false
+            }
+        };
+        for p in &t.participants {
+            // A participant that voted abort has already aborted on its own
+            // and needs no message; everyone else gets the decision.
+            if t.votes.get(p) == Some(&Vote::Abort) {
+                t.acks.insert(p.clone());
+                continue;
+            }
+            if let Some(c) = self.members.get(p).and_then(|m| m.conn) {
+                send(out, c, Body::decision(txn.clone(), decision), durable);
+            }
+        }
+        if let Some(w) = t.waiter.take() {
+            let outcome = Outcome {
+                decision,
+                votes: t.votes.clone(),
+                reason: t.reason.clone(),
+                duration_ms: now.saturating_sub(t.started_ms) as f64,
+                request_id: w.request_id,
+            };
+            send(
+                out,
+                w.conn,
+                Body::Outcome {
+                    txn: txn.clone(),
+                    outcome,
+                },
+                durable,
+            );
+        }
+        self.maybe_end(txn, out);
+    }
+
+    fn on_ack(&mut self, conn: ConnId, from: ParticipantId, txn: TxnId, out: &mut Vec<Action>) {
+        let Some(t) = self.active.get_mut(&txn) else {
+            // Duplicate ack after the end, or for a presumed-abort
+            // transaction: harmless.
+            return;
+        };
+        if t.decision.is_none() {
+            return reject(
+                out,
+                conn,
+                ErrorCode::Refused,
+                format!("ack from `{from}` for `{txn}` before any decision; ignored"),
+                false,
+            );
+        }
+        if !t.participants.contains(&from) {
+            return reject(
+                out,
+                conn,
+                ErrorCode::NotAMember,
+                format!("`{from}` is not a participant of transaction `{txn}`; ack ignored"),
+                false,
+            );
+        }
+        t.acks.insert(from);
+        self.maybe_end(&txn, out);
+    }
+
+    fn maybe_end(&mut self, txn: &TxnId, out: &mut Vec<Action>) {
+        let done = self
+            .active
+            .get(txn)
+            .is_some_and(|t| t.acks.len() == t.participants.len());
+        if !done {
+            return;
+        }
+        let Some(mut t) = self.active.remove(txn) else {
+            return;
+        };
+        t.ended_ms = Some(self.now);
+        match t.decision {
+            Some(Decision::Commit) => {
+                t.phase = TxnPhase::Completed;
+                self.committed += 1;
+                out.push(Action::Persist {
+                    record: Record::End { txn: txn.clone() },
+                    sync: false,
+                });
+            }
+            Some(Decision::Abort) => {
+                t.phase = TxnPhase::Aborted;
+                self.aborted += 1;
+            }
+            None => {}
+        }
+        self.remember(t);
+    }
+
+    fn remember(&mut self, t: Txn) {
+        if let Some(d) = t.decision {
+            self.history_index.insert(t.id.clone(), d);
+        }
+        self.history.push_back(t);
+        while self.history.len() > self.opts.history_limit {
+            if let Some(old) = self.history.pop_front() {
+                self.history_index.remove(&old.id);
+            }
+        }
+    }
+
+    fn on_query(&mut self, conn: ConnId, from: ParticipantId, txn: TxnId, out: &mut Vec<Action>) {
+        if let Some(t) = self.active.get(&txn) {
+            if !t.participants.contains(&from) {
+                return reject(
+                    out,
+                    conn,
+                    ErrorCode::NotAMember,
+                    format!("`{from}` is not a participant of transaction `{txn}`"),
+                    false,
+                );
+            }
+            // Still voting: say nothing; the decision will be sent when taken.
+            if let Some(d) = t.decision {
+                send(out, conn, Body::decision(txn, d), true);
+            }
+            return;
+        }
+        let d = self
+            .history_index
+            .get(&txn)
+            .copied()
+            .unwrap_or(Decision::Abort);
+        send(out, conn, Body::decision(txn, d), d == Decision::Commit);
+    }
+
+    fn on_disconnect(&mut self, conn: ConnId, out: &mut Vec<Action>) {
+        let Some(peer) = self.peers.remove(&conn) else {
+            return;
+        };
+        match peer {
+            Peer::Client => {
+                for t in self.active.values_mut() {
+                    if t.waiter.as_ref().is_some_and(|w| w.conn == conn) {
+                        t.waiter = None;
+                    }
+                }
+                self.pending.retain(|(w, _, _)| w.conn != conn);
+            }
+            Peer::Participant(p) => {
+                if let Some(m) = self.members.get_mut(&p) {
+                    if m.conn == Some(conn) {
+                        m.conn = None;
+                    }
+                }
+                let mut victims: Vec<TxnId> = self
+                    .active
+                    .values()
+                    .filter(|t| {
+                        t.phase == TxnPhase::PreparePhase
+                            && t.participants.contains(&p)
+                            && !t.votes.contains_key(&p)
+                    })
+                    .map(|t| t.id.clone())
+                    .collect();
+                victims.sort();
+                for id in victims {
+                    self.decide(&id, Decision::Abort, format!("participant_disconnected: {p}"), out);
+                }
+            }
+        }
+    }
+
+    fn on_tick(&mut self, out: &mut Vec<Action>) {
+        let now = self.now;
+        // Submits that waited too long for the cluster to become ready.
+        while self.pending.front().is_some_and(|(_, _, d)| *d <= now) {
+            if let Some((w, _, _)) = self.pending.pop_front() {
+                refuse(
+                    out,
+                    &w,
+                    ErrorCode::NotReady,
+                    format!(
+                        "coordinator is {} ({} of {} participants registered); start the missing participants",
+                        self.state.as_str(),
+                        self.members.len(),
+                        self.opts.expected_participants
+                    ),
+                );
+            }
+        }
+        let mut expired: Vec<TxnId> = Vec::new();
+        let mut resend: Vec<(TxnId, Decision, Vec<ConnId>)> = Vec::new();
+        for t in self.active.values_mut() {
+            match t.decision {
+                None if t.deadline_ms <= now => expired.push(t.id.clone()),
+                None => {}
+                Some(d) if t.next_resend_ms <= now => {
+                    let conns: Vec<ConnId> = t
+                        .participants
+                        .iter()
+                        .filter(|p| !t.acks.contains(*p))
+                        .filter_map(|p| self.members.get(p).and_then(|m| m.conn))
+                        .collect();
+                    t.resend_backoff_ms = (t.resend_backoff_ms * 2)
+                        .clamp(self.opts.resend_initial_ms, self.opts.resend_max_ms);
+                    t.next_resend_ms = now + t.resend_backoff_ms;
+                    if !conns.is_empty() {
+                        t.retries += 1;
+                        resend.push((t.id.clone(), d, conns));
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        expired.sort();
+        for id in expired {
+            let missing: Vec<String> = self
+                .active
+                .get(&id)
+                .map(|t| {
+                    t.participants
+                        .iter()
+                        .filter(|p| !t.votes.contains_key(*p))
+                        .map(|p| p.0.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.decide(&id, Decision::Abort, format!("vote_timeout: no vote from {}", missing.join(", ")), out);
+        }
+        resend.sort_by(|a, b| a.0.cmp(&b.0));
+        for (id, d, conns) in resend {
+            for c in conns {
+                send(out, c, Body::decision(id.clone(), d), d == Decision::Commit);
+            }
+        }
+    }
+
+    fn member_list(&self) -> String {
+        let v: Vec<&str> = self.members.keys().map(|p| p.0.as_str()).collect();
+        if v.is_empty() {
+            "none".into()
+        } else {
+            v.join(", ")
+        }
+    }
+
+    /// The `status_report` payload.
+    pub fn status_report(&self) -> Value {
+        let now = self.now;
+        let participants: Vec<Value> = self
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let age = now.saturating_sub(m.last_heartbeat_ms);
+                json!({
+                    "id": id,
+                    "connected": m.conn.is_some(),
+                    "alive": m.conn.is_some() && age <= self.opts.liveness_timeout_ms,
+                    "last_heartbeat_age_ms": age,
+                })
+            })
+            .collect();
+        let awaiting_acks = self.active.len() - self.in_prepare;
+        json!({
+            "state": self.state.as_str(),
+            "expected_participants": self.opts.expected_participants,
+            "participants": participants,
+            "transactions": {
+                "committed": self.committed,
+                "aborted": self.aborted,
+                "in_flight": self.in_prepare,
+                "awaiting_acks": awaiting_acks,
+            },
+        })
+    }
+}
+
+/// The safety rules, checked before any decision leaves the core.
+///
+/// - COMMIT only when every participant voted commit.
+/// - ABORT only when someone voted abort, or a vote is missing (deadline or
+///   disconnect; the caller only decides abort for those reasons).
+/// - A decision never changes.
+pub fn check_decision(t: &Txn, decision: Decision) -> Result<(), String> {
+    if let Some(prev) = t.decision {
+        return Err(format!("already decided {prev}"));
+    }
+    match decision {
+        Decision::Commit => {
+            let all = t
+                .participants
+                .iter()
+                .all(|p| t.votes.get(p) == Some(&Vote::Commit));
+            if all {
+                Ok(())
+            } else {
+                Err("commit needs a commit vote from every participant".into())
+            }
+        }
+        Decision::Abort => {
+            let all_commit = t
+                .participants
+                .iter()
+                .all(|p| t.votes.get(p) == Some(&Vote::Commit));
+            if all_commit {
+                Err("every participant voted commit; abort is not allowed".into())
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Participant ids are short and printable so they can appear in logs, file
+/// names and PostgreSQL gids.
+pub fn valid_participant_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+}
+
+fn send(out: &mut Vec<Action>, conn: ConnId, body: Body, after_durable: bool) {
+    out.push(Action::Send {
+        conn,
+        body,
+        after_durable,
+    });
+}
+
+fn reject(out: &mut Vec<Action>, conn: ConnId, code: ErrorCode, message: impl Into<String>, close: bool) {
+    out.push(Action::Reject {
+        conn,
+        error: WireError::new(code, message),
+        close,
+    });
+}
+
+/// Refuse a submit: an `error` reply that carries the client's request id.
+fn refuse(out: &mut Vec<Action>, w: &Waiter, code: ErrorCode, message: impl Into<String>) {
+    send(
+        out,
+        w.conn,
+        Body::Error {
+            code: code.as_str().to_string(),
+            message: message.into(),
+            request_id: w.request_id,
+        },
+        false,
+    );
+}

@@ -1,0 +1,626 @@
+//! The wire message model: the JSON object carried in every frame, and its
+//! typed form.
+//!
+//! Every frame holds one object `{message_type, transaction_id?, payload,
+//! timestamp}`. [`Message::decode`] turns untrusted bytes into a typed
+//! [`Body`] or a [`WireError`] with a stable code; it never panics and never
+//! allocates more than the bytes it was given (plus parsed JSON). Framing (the
+//! length prefix) lives in `net::codec`; this module only sees one frame's
+//! payload bytes.
+
+use super::types::{Decision, ParticipantId, TxnId, Vote, PROTOCOL_VERSION};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// Who is saying `hello`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Participant,
+    Client,
+}
+
+/// Stable error codes sent in `error` frames. Clients may match on them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    FrameTooLarge,
+    InvalidJson,
+    InvalidMessage,
+    UnknownMessageType,
+    HelloRequired,
+    UnsupportedVersion,
+    DuplicateParticipant,
+    MembershipClosed,
+    NotReady,
+    Overloaded,
+    UnknownParticipant,
+    UnknownTransaction,
+    NotAMember,
+    Refused,
+    ShuttingDown,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::FrameTooLarge => "frame_too_large",
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::InvalidMessage => "invalid_message",
+            ErrorCode::UnknownMessageType => "unknown_message_type",
+            ErrorCode::HelloRequired => "hello_required",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::DuplicateParticipant => "duplicate_participant",
+            ErrorCode::MembershipClosed => "membership_closed",
+            ErrorCode::NotReady => "not_ready",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::UnknownParticipant => "unknown_participant",
+            ErrorCode::UnknownTransaction => "unknown_transaction",
+            ErrorCode::NotAMember => "not_a_member",
+            ErrorCode::Refused => "refused",
+            ErrorCode::ShuttingDown => "shutting_down",
+        }
+    }
+}
+
+/// A rejected frame: the code to send back and a sentence for humans.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", code.as_str())]
+pub struct WireError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl WireError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        WireError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// A client's request to run one transaction.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct SubmitRequest {
+    /// Application data handed to every participant in PREPARE.
+    #[serde(default)]
+    pub data: Value,
+    /// Participants to involve; all registered participants when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub participants: Option<Vec<ParticipantId>>,
+    /// Echoed in the reply so a client can pipeline several submits on one
+    /// connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<u64>,
+}
+
+/// The reply to a submit once the decision is taken (and, for commit, durable).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub decision: Decision,
+    pub votes: BTreeMap<ParticipantId, Vote>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub duration_ms: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<u64>,
+}
+
+/// Typed form of every message. `transaction_id` of the wire object is the
+/// `txn` field of the transaction variants.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Body {
+    Hello {
+        role: Role,
+        id: Option<ParticipantId>,
+        protocol_version: u32,
+    },
+    Welcome {
+        state: String,
+    },
+    Prepare {
+        txn: TxnId,
+        participants: Vec<ParticipantId>,
+        data: Value,
+    },
+    VoteCommit {
+        txn: TxnId,
+    },
+    VoteAbort {
+        txn: TxnId,
+        reason: Option<String>,
+    },
+    Commit {
+        txn: TxnId,
+    },
+    Abort {
+        txn: TxnId,
+    },
+    Ack {
+        txn: TxnId,
+        decision: Option<Decision>,
+    },
+    Query {
+        txn: TxnId,
+    },
+    Heartbeat,
+    HeartbeatAck,
+    Submit(SubmitRequest),
+    Outcome {
+        txn: TxnId,
+        outcome: Outcome,
+    },
+    Status,
+    StatusReport(Value),
+    Error {
+        code: String,
+        message: String,
+        request_id: Option<u64>,
+    },
+}
+
+/// Every message type this build knows, in wire spelling.
+pub const MESSAGE_TYPES: &[&str] = &[
+    "hello",
+    "welcome",
+    "prepare",
+    "vote_commit",
+    "vote_abort",
+    "commit",
+    "abort",
+    "ack",
+    "query",
+    "heartbeat",
+    "heartbeat_ack",
+    "submit",
+    "outcome",
+    "status",
+    "status_report",
+    "error",
+];
+
+/// The JSON object of one frame, exactly as on the wire.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub message_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<String>,
+    #[serde(default)]
+    pub payload: Map<String, Value>,
+    #[serde(default)]
+    pub timestamp: f64,
+}
+
+impl Body {
+    /// Wire spelling of this body's `message_type`.
+    pub fn message_type(&self) -> &'static str {
+        match self {
+            Body::Hello { .. } => "hello",
+            Body::Welcome { .. } => "welcome",
+            Body::Prepare { .. } => "prepare",
+            Body::VoteCommit { .. } => "vote_commit",
+            Body::VoteAbort { .. } => "vote_abort",
+            Body::Commit { .. } => "commit",
+            Body::Abort { .. } => "abort",
+            Body::Ack { .. } => "ack",
+            Body::Query { .. } => "query",
+            Body::Heartbeat => "heartbeat",
+            Body::HeartbeatAck => "heartbeat_ack",
+            Body::Submit(_) => "submit",
+            Body::Outcome { .. } => "outcome",
+            Body::Status => "status",
+            Body::StatusReport(_) => "status_report",
+            Body::Error { .. } => "error",
+        }
+    }
+
+    /// The transaction this message is about, if any.
+    pub fn txn(&self) -> Option<&TxnId> {
+        match self {
+            Body::Prepare { txn, .. }
+            | Body::VoteCommit { txn }
+            | Body::VoteAbort { txn, .. }
+            | Body::Commit { txn }
+            | Body::Abort { txn }
+            | Body::Ack { txn, .. }
+            | Body::Query { txn }
+            | Body::Outcome { txn, .. } => Some(txn),
+            Body::Hello { .. }
+            | Body::Welcome { .. }
+            | Body::Heartbeat
+            | Body::HeartbeatAck
+            | Body::Submit(_)
+            | Body::Status
+            | Body::StatusReport(_)
+            | Body::Error { .. } => None,
+        }
+    }
+
+    /// The decision message for `decision`.
+    pub fn decision(txn: TxnId, decision: Decision) -> Body {
+        match decision {
+            Decision::Commit => Body::Commit { txn },
+            Decision::Abort => Body::Abort { txn },
+        }
+    }
+
+    /// The vote message for `vote`.
+    pub fn vote(txn: TxnId, vote: Vote, reason: Option<String>) -> Body {
+        match vote {
+            Vote::Commit => Body::VoteCommit { txn },
+            Vote::Abort => Body::VoteAbort { txn, reason },
+        }
+    }
+
+    /// An `error` frame.
+    pub fn error(err: &WireError) -> Body {
+        Body::Error {
+            code: err.code.as_str().to_string(),
+            message: err.message.clone(),
+            request_id: None,
+        }
+    }
+
+    /// Convert to the wire object, stamping it with `timestamp` (seconds since
+    /// the Unix epoch, supplied by the caller).
+    pub fn into_message(self, timestamp: f64) -> Message {
+        let message_type = self.message_type().to_string();
+        let transaction_id = self.txn().map(|t| t.0.clone());
+        let payload = match self {
+            Body::Hello {
+                role,
+                id,
+                protocol_version,
+            } => {
+                let mut m = Map::new();
+                m.insert("role".into(), json_of(&role));
+                if let Some(id) = id {
+                    m.insert("id".into(), Value::String(id.0));
+                }
+                m.insert("protocol_version".into(), protocol_version.into());
+                m
+            }
+            Body::Welcome { state } => obj([("state", Value::String(state))]),
+            Body::Prepare {
+                participants, data, ..
+            } => obj([("participants", json_of(&participants)), ("data", data)]),
+            Body::VoteAbort { reason, .. } => match reason {
+                Some(r) => obj([("reason", Value::String(r))]),
+                None => Map::new(),
+            },
+            Body::Ack { decision, .. } => match decision {
+                Some(d) => obj([("decision", json_of(&d))]),
+                None => Map::new(),
+            },
+            Body::Submit(req) => as_object(json_of(&req)),
+            Body::Outcome { outcome, .. } => as_object(json_of(&outcome)),
+            Body::StatusReport(v) => as_object(v),
+            Body::Error {
+                code,
+                message,
+                request_id,
+            } => {
+                let mut m = obj([
+                    ("code", Value::String(code)),
+                    ("message", Value::String(message)),
+                ]);
+                if let Some(r) = request_id {
+                    m.insert("request_id".into(), r.into());
+                }
+                m
+            }
+            Body::VoteCommit { .. }
+            | Body::Commit { .. }
+            | Body::Abort { .. }
+            | Body::Query { .. }
+            | Body::Heartbeat
+            | Body::HeartbeatAck
+            | Body::Status => Map::new(),
+        };
+        Message {
+            message_type,
+            transaction_id,
+            payload,
+            timestamp,
+        }
+    }
+
+    /// Serialise to the bytes of one frame (without the length prefix).
+    pub fn encode(self, timestamp: f64) -> Vec<u8> {
+        // A `Message` holds only strings, numbers, maps and arrays; encoding
+        // it cannot fail.
+        serde_json::to_vec(&self.into_message(timestamp)).unwrap_or_default()
+    }
+}
+
+impl Message {
+    /// Parse one frame's bytes into a typed body. Errors carry the stable code
+    /// the receiver sends back.
+    pub fn decode(bytes: &[u8]) -> Result<Body, WireError> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+            WireError::new(
+                ErrorCode::InvalidJson,
+                format!("frame is not valid UTF-8 JSON ({e}); each frame must hold one JSON object"),
+            )
+        })?;
+        let msg: Message = match &value {
+            Value::Object(o) => {
+                if !matches!(o.get("message_type"), Some(Value::String(_))) {
+                    return Err(WireError::new(
+                        ErrorCode::InvalidMessage,
+                        "message has no string field `message_type`",
+                    ));
+                }
+                serde_json::from_value(value).map_err(|e| {
+                    WireError::new(
+                        ErrorCode::InvalidMessage,
+                        format!("message does not match the message model: {e}"),
+                    )
+                })?
+            }
+            _ => {
+                return Err(WireError::new(
+                    ErrorCode::InvalidMessage,
+                    "frame holds JSON that is not an object; expected {message_type, transaction_id, payload, timestamp}",
+                ))
+            }
+        };
+        msg.into_body()
+    }
+
+    /// Convert a parsed wire object to its typed body.
+    pub fn into_body(self) -> Result<Body, WireError> {
+        let Message {
+            message_type,
+            transaction_id,
+            payload,
+            ..
+        } = self;
+        let txn = || -> Result<TxnId, WireError> {
+            match &transaction_id {
+                Some(t) if !t.is_empty() => Ok(TxnId(t.clone())),
+                _ => Err(WireError::new(
+                    ErrorCode::InvalidMessage,
+                    format!("`{message_type}` needs a non-empty `transaction_id`"),
+                )),
+            }
+        };
+        let body = match message_type.as_str() {
+            "hello" => {
+                let p: HelloPayload = payload_as(&message_type, payload)?;
+                Body::Hello {
+                    role: p.role,
+                    id: p.id.map(ParticipantId),
+                    protocol_version: p.protocol_version.unwrap_or(PROTOCOL_VERSION),
+                }
+            }
+            "welcome" => {
+                let p: WelcomePayload = payload_as(&message_type, payload)?;
+                Body::Welcome { state: p.state }
+            }
+            "prepare" => {
+                let p: PreparePayload = payload_as(&message_type, payload)?;
+                Body::Prepare {
+                    txn: txn()?,
+                    participants: p.participants,
+                    data: p.data,
+                }
+            }
+            "vote_commit" => Body::VoteCommit { txn: txn()? },
+            "vote_abort" => {
+                let p: ReasonPayload = payload_as(&message_type, payload)?;
+                Body::VoteAbort {
+                    txn: txn()?,
+                    reason: p.reason,
+                }
+            }
+            "commit" => Body::Commit { txn: txn()? },
+            "abort" => Body::Abort { txn: txn()? },
+            "ack" => {
+                let p: AckPayload = payload_as(&message_type, payload)?;
+                Body::Ack {
+                    txn: txn()?,
+                    decision: p.decision,
+                }
+            }
+            "query" => Body::Query { txn: txn()? },
+            "heartbeat" => Body::Heartbeat,
+            "heartbeat_ack" => Body::HeartbeatAck,
+            "submit" => Body::Submit(payload_as(&message_type, payload)?),
+            "outcome" => Body::Outcome {
+                txn: txn()?,
+                outcome: payload_as(&message_type, payload)?,
+            },
+            "status" => Body::Status,
+            "status_report" => Body::StatusReport(Value::Object(payload)),
+            "error" => {
+                let p: ErrorPayload = payload_as(&message_type, payload)?;
+                Body::Error {
+                    code: p.code,
+                    message: p.message,
+                    request_id: p.request_id,
+                }
+            }
+            other => {
+                return Err(WireError::new(
+                    ErrorCode::UnknownMessageType,
+                    format!(
+                        "unknown message_type `{}`; known types: {}",
+                        truncate(other, 64),
+                        MESSAGE_TYPES.join(", ")
+                    ),
+                ))
+            }
+        };
+        Ok(body)
+    }
+}
+
+#[derive(Deserialize)]
+struct HelloPayload {
+    role: Role,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    protocol_version: Option<u32>,
+}
+
+#[derive(Deserialize)]
+struct WelcomePayload {
+    #[serde(default)]
+    state: String,
+}
+
+#[derive(Deserialize)]
+struct PreparePayload {
+    #[serde(default)]
+    participants: Vec<ParticipantId>,
+    #[serde(default)]
+    data: Value,
+}
+
+#[derive(Deserialize)]
+struct ReasonPayload {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AckPayload {
+    #[serde(default)]
+    decision: Option<Decision>,
+}
+
+#[derive(Deserialize)]
+struct ErrorPayload {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    request_id: Option<u64>,
+}
+
+fn payload_as<T: serde::de::DeserializeOwned>(
+    message_type: &str,
+    payload: Map<String, Value>,
+) -> Result<T, WireError> {
+    serde_json::from_value(Value::Object(payload)).map_err(|e| {
+        WireError::new(
+            ErrorCode::InvalidMessage,
+            format!("payload of `{message_type}` is invalid: {e}"),
+        )
+    })
+}
+
+fn json_of<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+fn as_object(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        other => obj([("value", other)]),
+    }
+}
+
+fn obj<const N: usize>(fields: [(&str, Value); N]) -> Map<String, Value> {
+    fields
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+}
+
+fn truncate(s: &str, max_chars: usize) -> String {
+    s.chars().take(max_chars).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(b: Body) {
+        let bytes = b.clone().encode(1.5);
+        assert_eq!(Message::decode(&bytes).unwrap(), b);
+    }
+
+    #[test]
+    fn every_body_round_trips() {
+        let t = TxnId::from("t1");
+        roundtrip(Body::Hello {
+            role: Role::Participant,
+            id: Some("p1".into()),
+            protocol_version: 1,
+        });
+        roundtrip(Body::Welcome {
+            state: "ready".into(),
+        });
+        roundtrip(Body::Prepare {
+            txn: t.clone(),
+            participants: vec!["p1".into(), "p2".into()],
+            data: serde_json::json!({"x": 1}),
+        });
+        roundtrip(Body::VoteCommit { txn: t.clone() });
+        roundtrip(Body::VoteAbort {
+            txn: t.clone(),
+            reason: Some("no".into()),
+        });
+        roundtrip(Body::Commit { txn: t.clone() });
+        roundtrip(Body::Abort { txn: t.clone() });
+        roundtrip(Body::Ack {
+            txn: t.clone(),
+            decision: Some(Decision::Commit),
+        });
+        roundtrip(Body::Query { txn: t.clone() });
+        roundtrip(Body::Heartbeat);
+        roundtrip(Body::HeartbeatAck);
+        roundtrip(Body::Submit(SubmitRequest {
+            data: serde_json::json!({"k": "v"}),
+            participants: Some(vec!["p1".into()]),
+            request_id: Some(7),
+        }));
+        let mut votes = BTreeMap::new();
+        votes.insert(ParticipantId::from("p1"), Vote::Commit);
+        roundtrip(Body::Outcome {
+            txn: t.clone(),
+            outcome: Outcome {
+                decision: Decision::Commit,
+                votes,
+                reason: None,
+                duration_ms: 2.5,
+                request_id: Some(3),
+            },
+        });
+        roundtrip(Body::Status);
+        roundtrip(Body::StatusReport(serde_json::json!({"state": "ready"})));
+        roundtrip(Body::Error {
+            code: "overloaded".into(),
+            message: "busy".into(),
+            request_id: Some(1),
+        });
+    }
+
+    #[test]
+    fn bad_frames_get_stable_codes() {
+        let code = |b: &[u8]| Message::decode(b).unwrap_err().code;
+        assert_eq!(code(b"\xff\xfe"), ErrorCode::InvalidJson);
+        assert_eq!(code(b"{not json"), ErrorCode::InvalidJson);
+        assert_eq!(code(b"[1,2]"), ErrorCode::InvalidMessage);
+        assert_eq!(code(b"{\"payload\":{}}"), ErrorCode::InvalidMessage);
+        assert_eq!(
+            code(b"{\"message_type\":\"explode\"}"),
+            ErrorCode::UnknownMessageType
+        );
+        assert_eq!(
+            code(b"{\"message_type\":\"commit\"}"),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            code(b"{\"message_type\":\"hello\",\"payload\":{\"role\":\"king\"}}"),
+            ErrorCode::InvalidMessage
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! The pure protocol core: message model, durable records, and the
+//! coordinator and participant state machines with their safety rules.
+//!
+//! Nothing in this module performs IO, spawns tasks or reads a clock. Time is
+//! passed in as [`types::Millis`]; effects come out as [`record::Action`]s.
+
+pub mod coordinator;
+pub mod message;
+pub mod participant;
+pub mod record;
+pub mod types;
+
+pub use message::{Body, ErrorCode, Message, Outcome, Role, SubmitRequest, WireError};
+pub use record::{Action, Record};
+pub use types::{ConnId, Decision, Millis, ParticipantId, TxnId, Vote, PROTOCOL_VERSION};

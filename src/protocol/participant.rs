@@ -1,0 +1,623 @@
+//! The participant's state machine: voting, applying decisions, asking about
+//! transactions left in doubt, and answering duplicates the same way twice.
+//!
+//! Like the coordinator core it is pure: the resource that actually decides a
+//! vote (a preference, a key-value store, a database) is reached through the
+//! `PrepareResource`/`FinishResource` actions, and its answer comes back as
+//! an event.
+//!
+//! Write-ahead rules expressed here as data:
+//! - `Prepared` is persisted with `sync` before VOTE_COMMIT (`after_durable`);
+//! - a commit `Decided` is persisted with `sync` before ACK (`after_durable`);
+//! - aborts are persisted without sync (presumed abort: forgetting an abort
+//!   is safe, the coordinator answers unknown transactions with abort).
+
+use super::message::{Body, ErrorCode, WireError};
+use super::record::{Action, Record};
+use super::types::{ConnId, Decision, Millis, ParticipantId, TxnId, Vote};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+/// Tunables of the participant core. All durations are milliseconds.
+#[derive(Clone, Debug)]
+pub struct ParticipantOptions {
+    pub id: ParticipantId,
+    /// How long a prepared transaction waits for its decision before the
+    /// participant asks the coordinator (`query`).
+    pub decision_timeout_ms: u64,
+    /// Cap of the doubling delay between two queries for the same transaction.
+    pub query_max_ms: u64,
+    /// How many decided transactions are remembered to answer duplicates.
+    pub history_limit: usize,
+}
+
+impl Default for ParticipantOptions {
+    fn default() -> Self {
+        ParticipantOptions {
+            id: ParticipantId::from("p1"),
+            decision_timeout_ms: 5_000,
+            query_max_ms: 5_000,
+            history_limit: 100_000,
+        }
+    }
+}
+
+/// Where one transaction stands at this participant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PState {
+    /// The resource is preparing; no vote yet.
+    Preparing,
+    /// Voted commit and made it durable; waiting for the decision (in doubt).
+    Prepared,
+    Committed,
+    Aborted,
+}
+
+impl PState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PState::Preparing => "preparing",
+            PState::Prepared => "prepared",
+            PState::Committed => "committed",
+            PState::Aborted => "aborted",
+        }
+    }
+}
+
+/// One transaction as this participant knows it.
+#[derive(Clone, Debug)]
+pub struct PTxn {
+    pub state: PState,
+    pub participants: Vec<ParticipantId>,
+    /// The vote given, once given (re-sent unchanged for a duplicate PREPARE).
+    pub vote: Option<Vote>,
+    pub reason: Option<String>,
+    pub heuristic: Option<String>,
+    pub since_ms: Millis,
+    pub queries: u32,
+    next_query_ms: Millis,
+    query_backoff_ms: u64,
+    /// ABORT arrived while the resource was still preparing.
+    abort_requested: bool,
+}
+
+impl PTxn {
+    fn new(state: PState, participants: Vec<ParticipantId>, now: Millis) -> PTxn {
+        PTxn {
+            state,
+            participants,
+            vote: None,
+            reason: None,
+            heuristic: None,
+            since_ms: now,
+            queries: 0,
+            next_query_ms: 0,
+            query_backoff_ms: 0,
+            abort_requested: false,
+        }
+    }
+
+    pub fn summary(&self, id: &TxnId, now: Millis) -> Value {
+        json!({
+            "transaction_id": id,
+            "state": self.state.as_str(),
+            "participants": self.participants,
+            "vote": self.vote,
+            "reason": self.reason,
+            "heuristic": self.heuristic,
+            "age_ms": now.saturating_sub(self.since_ms),
+            "queries": self.queries,
+        })
+    }
+}
+
+/// Inputs to the participant core.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// The coordinator accepted our hello on `conn`.
+    Connected { conn: ConnId },
+    /// The coordinator connection is gone.
+    Disconnected,
+    /// A message from the coordinator.
+    Message { body: Body },
+    /// The resource finished preparing `txn`: `Ok(state)` to vote commit
+    /// (`state` goes into the `Prepared` record), `Err(reason)` to vote abort.
+    ResourcePrepared {
+        txn: TxnId,
+        result: Result<Value, String>,
+    },
+    /// An operator decided an in-doubt transaction by hand.
+    Resolve {
+        txn: TxnId,
+        decision: Decision,
+        reason: String,
+    },
+    /// Time passed; queries for in-doubt transactions are due.
+    Tick,
+}
+
+/// The participant core. See the module documentation.
+#[derive(Debug)]
+pub struct Participant {
+    opts: ParticipantOptions,
+    conn: Option<ConnId>,
+    txns: HashMap<TxnId, PTxn>,
+    /// Decided transactions in the order they ended, to bound `txns`.
+    ended: VecDeque<TxnId>,
+    committed: u64,
+    aborted: u64,
+    now: Millis,
+}
+
+impl Participant {
+    pub fn new(opts: ParticipantOptions, now: Millis) -> Participant {
+        Participant {
+            opts,
+            conn: None,
+            txns: HashMap::new(),
+            ended: VecDeque::new(),
+            committed: 0,
+            aborted: 0,
+            now,
+        }
+    }
+
+    /// Rebuild from the log. A `Prepared` without a `Decided` is in doubt and
+    /// will be asked about as soon as the coordinator is reachable.
+    pub fn recover(opts: ParticipantOptions, now: Millis, records: &[Record]) -> Participant {
+        let mut p = Participant::new(opts, now);
+        for r in records {
+            match r {
+                Record::Prepared {
+                    txn, participants, ..
+                } => {
+                    let mut t = PTxn::new(PState::Prepared, participants.clone(), now);
+                    t.vote = Some(Vote::Commit);
+                    p.txns.insert(txn.clone(), t);
+                }
+                Record::Decided {
+                    txn,
+                    decision,
+                    heuristic,
+                } => {
+                    let state = match decision {
+                        Decision::Commit => PState::Committed,
+                        Decision::Abort => PState::Aborted,
+                    };
+                    // A checkpoint may repeat a record; count each outcome once.
+                    let already = p
+                        .txns
+                        .get(txn)
+                        .is_some_and(|t| matches!(t.state, PState::Committed | PState::Aborted));
+                    let t = p
+                        .txns
+                        .entry(txn.clone())
+                        .or_insert_with(|| PTxn::new(state, Vec::new(), now));
+                    t.state = state;
+                    t.heuristic = heuristic.clone();
+                    if !already {
+                        p.count(*decision);
+                        p.ended.push_back(txn.clone());
+                    }
+                }
+                Record::Decision { .. } | Record::End { .. } => {}
+            }
+        }
+        p.trim_history();
+        p
+    }
+
+    /// Records that must survive a checkpoint: every transaction in doubt,
+    /// plus remembered outcomes so duplicates are answered consistently.
+    pub fn live_records(&self, states: &dyn Fn(&TxnId) -> Value) -> Vec<Record> {
+        let mut ids: Vec<&TxnId> = self.txns.keys().collect();
+        ids.sort();
+        let mut v = Vec::new();
+        for id in ids {
+            let t = &self.txns[id];
+            match t.state {
+                PState::Prepared => v.push(Record::Prepared {
+                    txn: id.clone(),
+                    participants: t.participants.clone(),
+                    state: states(id),
+                }),
+                PState::Committed => v.push(Record::Decided {
+                    txn: id.clone(),
+                    decision: Decision::Commit,
+                    heuristic: t.heuristic.clone(),
+                }),
+                // Aborts need not survive (presumed abort); a heuristic abort
+                // does, so operators can still see it.
+                PState::Aborted if t.heuristic.is_some() => v.push(Record::Decided {
+                    txn: id.clone(),
+                    decision: Decision::Abort,
+                    heuristic: t.heuristic.clone(),
+                }),
+                PState::Aborted | PState::Preparing => {}
+            }
+        }
+        v
+    }
+
+    pub fn id(&self) -> &ParticipantId {
+        &self.opts.id
+    }
+
+    pub fn txn(&self, id: &TxnId) -> Option<&PTxn> {
+        self.txns.get(id)
+    }
+
+    pub fn txns(&self) -> impl Iterator<Item = (&TxnId, &PTxn)> {
+        self.txns.iter()
+    }
+
+    /// Transactions voted commit and not yet decided.
+    pub fn in_doubt(&self) -> Vec<TxnId> {
+        let mut v: Vec<TxnId> = self
+            .txns
+            .iter()
+            .filter(|(_, t)| t.state == PState::Prepared)
+            .map(|(id, _)| id.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn counts(&self) -> (u64, u64) {
+        (self.committed, self.aborted)
+    }
+
+    pub fn connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    pub fn handle(&mut self, now: Millis, event: Event) -> Vec<Action> {
+        self.now = now.max(self.now);
+        let mut out = Vec::new();
+        match event {
+            Event::Connected { conn } => {
+                self.conn = Some(conn);
+                // Ask about everything in doubt right away: the coordinator
+                // may have restarted and the decision may be waiting.
+                for id in self.in_doubt() {
+                    self.query(&id, &mut out);
+                }
+            }
+            Event::Disconnected => self.conn = None,
+            Event::Message { body } => self.on_message(body, &mut out),
+            Event::ResourcePrepared { txn, result } => self.on_prepared(txn, result, &mut out),
+            Event::Resolve {
+                txn,
+                decision,
+                reason,
+            } => self.on_resolve(txn, decision, reason, &mut out),
+            Event::Tick => {
+                let due: Vec<TxnId> = self
+                    .in_doubt()
+                    .into_iter()
+                    .filter(|id| self.txns[id].next_query_ms <= self.now)
+                    .collect();
+                for id in due {
+                    self.query(&id, &mut out);
+                }
+            }
+        }
+        out
+    }
+
+    fn on_message(&mut self, body: Body, out: &mut Vec<Action>) {
+        match body {
+            Body::Prepare {
+                txn,
+                participants,
+                data,
+            } => self.on_prepare(txn, participants, data, out),
+            Body::Commit { txn } => self.on_decision(txn, Decision::Commit, out),
+            Body::Abort { txn } => self.on_decision(txn, Decision::Abort, out),
+            Body::HeartbeatAck | Body::Welcome { .. } | Body::StatusReport(_) => {}
+            Body::Error { code, message, .. } => out.push(Action::Alert {
+                txn: None,
+                message: format!("coordinator reported error {code}: {message}"),
+            }),
+            other => {
+                if let Some(c) = self.conn {
+                    out.push(Action::Reject {
+                        conn: c,
+                        error: WireError::new(
+                            ErrorCode::InvalidMessage,
+                            format!("a participant does not accept `{}`", other.message_type()),
+                        ),
+                        close: false,
+                    });
+                }
+            }
+        }
+    }
+
+    fn on_prepare(
+        &mut self,
+        txn: TxnId,
+        participants: Vec<ParticipantId>,
+        data: Value,
+        out: &mut Vec<Action>,
+    ) {
+        if let Some(t) = self.txns.get(&txn) {
+            // Duplicate PREPARE: the same vote again (or nothing while the
+            // resource is still working). A tombstone answers abort.
+            let vote = match t.state {
+                PState::Preparing => return,
+                PState::Prepared | PState::Committed => Vote::Commit,
+                PState::Aborted => Vote::Abort,
+            };
+            let reason = match (vote, &t.vote) {
+                (Vote::Abort, None) => Some("already aborted by the coordinator".to_string()),
+                _ => t.reason.clone(),
+            };
+            self.send(Body::vote(txn, vote, reason), vote == Vote::Commit, out);
+            return;
+        }
+        if !participants.is_empty() && !participants.contains(&self.opts.id) {
+            let reason = format!("not a listed participant of this transaction ({})", self.opts.id);
+            let mut t = PTxn::new(PState::Aborted, participants, self.now);
+            t.vote = Some(Vote::Abort);
+            t.reason = Some(reason.clone());
+            self.insert_ended(txn.clone(), t, Decision::Abort);
+            self.send(Body::vote(txn, Vote::Abort, Some(reason)), false, out);
+            return;
+        }
+        self.txns.insert(
+            txn.clone(),
+            PTxn::new(PState::Preparing, participants.clone(), self.now),
+        );
+        out.push(Action::PrepareResource {
+            txn,
+            participants,
+            data,
+        });
+    }
+
+    fn on_prepared(&mut self, txn: TxnId, result: Result<Value, String>, out: &mut Vec<Action>) {
+        let now = self.now;
+        let Some(t) = self.txns.get_mut(&txn) else {
+            return;
+        };
+        if t.state != PState::Preparing {
+            return;
+        }
+        match result {
+            Ok(state) if !t.abort_requested => {
+                t.state = PState::Prepared;
+                t.vote = Some(Vote::Commit);
+                t.since_ms = now;
+                t.query_backoff_ms = self.opts.decision_timeout_ms;
+                t.next_query_ms = now + self.opts.decision_timeout_ms;
+                out.push(Action::Persist {
+                    record: Record::Prepared {
+                        txn: txn.clone(),
+                        participants: t.participants.clone(),
+                        state,
+                    },
+                    sync: true,
+                });
+                self.send(Body::VoteCommit { txn }, true, out);
+            }
+            Ok(_) => {
+                // The coordinator aborted while we prepared: release the
+                // resource and acknowledge the abort we had deferred.
+                t.vote = Some(Vote::Abort);
+                self.finish(txn.clone(), Decision::Abort, out);
+                self.send(
+                    Body::Ack {
+                        txn,
+                        decision: Some(Decision::Abort),
+                    },
+                    false,
+                    out,
+                );
+            }
+            Err(reason) => {
+                t.vote = Some(Vote::Abort);
+                t.reason = Some(reason.clone());
+                let abort_requested = t.abort_requested;
+                self.finish(txn.clone(), Decision::Abort, out);
+                if abort_requested {
+                    self.send(
+                        Body::Ack {
+                            txn,
+                            decision: Some(Decision::Abort),
+                        },
+                        false,
+                        out,
+                    );
+                } else {
+                    self.send(Body::vote(txn, Vote::Abort, Some(reason)), false, out);
+                }
+            }
+        }
+    }
+
+    fn on_decision(&mut self, txn: TxnId, decision: Decision, out: &mut Vec<Action>) {
+        let ack = Body::Ack {
+            txn: txn.clone(),
+            decision: Some(decision),
+        };
+        let Some(t) = self.txns.get_mut(&txn) else {
+            match decision {
+                // A commit for a transaction we no longer remember was applied
+                // and forgotten: only decided transactions are ever dropped.
+                Decision::Commit => self.send(ack, false, out),
+                // An abort before (or without) PREPARE leaves a tombstone so
+                // that a late PREPARE is voted down.
+                Decision::Abort => {
+                    let t = PTxn::new(PState::Aborted, Vec::new(), self.now);
+                    self.insert_ended(txn, t, Decision::Abort);
+                    self.send(ack, false, out);
+                }
+            }
+            return;
+        };
+        match (t.state, decision) {
+            (PState::Preparing, Decision::Abort) => {
+                // Finish once the resource answers; ACK then.
+                t.abort_requested = true;
+            }
+            (PState::Preparing, Decision::Commit) => out.push(Action::Alert {
+                txn: Some(txn),
+                message: "COMMIT received before this participant voted; refused".into(),
+            }),
+            (PState::Prepared, d) => {
+                self.finish(txn, d, out);
+                self.send(ack, d == Decision::Commit, out);
+            }
+            (PState::Committed, Decision::Commit) | (PState::Aborted, Decision::Abort) => {
+                self.send(ack, decision == Decision::Commit, out);
+            }
+            (PState::Committed, Decision::Abort) | (PState::Aborted, Decision::Commit) => {
+                let heuristic = t.heuristic.is_some();
+                out.push(Action::Alert {
+                    txn: Some(txn.clone()),
+                    message: format!(
+                        "coordinator says {decision} but this participant already {}{}; the message is refused",
+                        t.state.as_str(),
+                        if heuristic { " by a heuristic (operator) decision: HEURISTIC MIXED OUTCOME" } else { "" }
+                    ),
+                });
+                // Acknowledge so the coordinator stops re-sending; the
+                // mismatch is on record above for the operator.
+                if heuristic {
+                    self.send(ack, false, out);
+                }
+            }
+        }
+    }
+
+    fn on_resolve(&mut self, txn: TxnId, decision: Decision, reason: String, out: &mut Vec<Action>) {
+        let Some(t) = self.txns.get_mut(&txn) else {
+            return out.push(Action::Alert {
+                txn: Some(txn),
+                message: "resolve refused: this participant does not know the transaction".into(),
+            });
+        };
+        if t.state != PState::Prepared {
+            let state = t.state;
+            return out.push(Action::Alert {
+                txn: Some(txn),
+                message: format!("resolve refused: the transaction is {}, not in doubt", state.as_str()),
+            });
+        }
+        t.heuristic = Some(reason.clone());
+        self.finish_with(txn, decision, Some(reason), out);
+    }
+
+    /// Apply `decision` to a transaction: record it (forced for commit), then
+    /// let the resource finish.
+    fn finish(&mut self, txn: TxnId, decision: Decision, out: &mut Vec<Action>) {
+        self.finish_with(txn, decision, None, out)
+    }
+
+    fn finish_with(
+        &mut self,
+        txn: TxnId,
+        decision: Decision,
+        heuristic: Option<String>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(t) = self.txns.get_mut(&txn) else {
+            return;
+        };
+        let was_prepared = t.state == PState::Prepared;
+        t.state = match decision {
+            Decision::Commit => PState::Committed,
+            Decision::Abort => PState::Aborted,
+        };
+        t.since_ms = self.now;
+        // Only a transaction that reached the log needs its outcome logged.
+        if was_prepared {
+            out.push(Action::Persist {
+                record: Record::Decided {
+                    txn: txn.clone(),
+                    decision,
+                    heuristic: heuristic.clone(),
+                },
+                sync: decision == Decision::Commit || heuristic.is_some(),
+            });
+        }
+        out.push(Action::FinishResource {
+            txn: txn.clone(),
+            decision,
+        });
+        self.count(decision);
+        self.ended.push_back(txn);
+        self.trim_history();
+    }
+
+    fn insert_ended(&mut self, txn: TxnId, t: PTxn, decision: Decision) {
+        self.txns.insert(txn.clone(), t);
+        self.count(decision);
+        self.ended.push_back(txn);
+        self.trim_history();
+    }
+
+    fn count(&mut self, d: Decision) {
+        match d {
+            Decision::Commit => self.committed += 1,
+            Decision::Abort => self.aborted += 1,
+        }
+    }
+
+    fn trim_history(&mut self) {
+        while self.ended.len() > self.opts.history_limit {
+            if let Some(old) = self.ended.pop_front() {
+                if self
+                    .txns
+                    .get(&old)
+                    .is_some_and(|t| matches!(t.state, PState::Committed | PState::Aborted))
+                {
+                    self.txns.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn query(&mut self, id: &TxnId, out: &mut Vec<Action>) {
+        let now = self.now;
+        let max = self.opts.query_max_ms;
+        if let Some(t) = self.txns.get_mut(id) {
+            t.queries += 1;
+            t.query_backoff_ms = (t.query_backoff_ms.max(100) * 2).min(max);
+            t.next_query_ms = now + t.query_backoff_ms;
+        }
+        self.send(Body::Query { txn: id.clone() }, false, out);
+    }
+
+    fn send(&self, body: Body, after_durable: bool, out: &mut Vec<Action>) {
+        if let Some(conn) = self.conn {
+            out.push(Action::Send {
+                conn,
+                body,
+                after_durable,
+            });
+        }
+    }
+
+    /// The participant's view for `status`.
+    pub fn status(&self) -> Value {
+        let in_doubt: Vec<Value> = self
+            .in_doubt()
+            .iter()
+            .map(|id| self.txns[id].summary(id, self.now))
+            .collect();
+        json!({
+            "id": self.opts.id,
+            "connected": self.conn.is_some(),
+            "committed": self.committed,
+            "aborted": self.aborted,
+            "in_doubt": in_doubt,
+        })
+    }
+}
+
+/// Remembered outcome of a transaction, as the participant would answer it.
+pub fn outcome_map(p: &Participant) -> BTreeMap<TxnId, PState> {
+    p.txns.iter().map(|(k, v)| (k.clone(), v.state)).collect()
+}

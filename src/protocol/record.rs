@@ -1,0 +1,95 @@
+//! Durable log records and the actions the cores ask the runtime to perform.
+//!
+//! Records are what a process writes to its write-ahead log; actions are the
+//! cores' only way to have an effect on the world. The runtime executes the
+//! actions of one step in order, and a `Send` marked `after_durable` is held
+//! back until every record persisted before it is on disk: durability order is
+//! part of the output, not an accident of call order.
+
+use super::message::{Body, WireError};
+use super::types::{ConnId, Decision, ParticipantId, TxnId};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One write-ahead log record. Coordinators write `Decision` and `End`;
+/// participants write `Prepared` and `Decided`. `twopc wal inspect` reads
+/// either kind of log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Record {
+    /// Coordinator: the decision for `txn`. Only commit decisions are logged
+    /// (presumed abort); the record is forced before any COMMIT is sent.
+    Decision {
+        txn: TxnId,
+        decision: Decision,
+        participants: Vec<ParticipantId>,
+    },
+    /// Coordinator: every participant acknowledged; `txn` can be forgotten.
+    End { txn: TxnId },
+    /// Participant: voted commit for `txn`. Forced before VOTE_COMMIT is sent.
+    /// `state` is whatever the resource needs to finish the transaction after
+    /// a restart (for example the writes of a key-value transaction).
+    Prepared {
+        txn: TxnId,
+        participants: Vec<ParticipantId>,
+        #[serde(default)]
+        state: Value,
+    },
+    /// Participant: the outcome of `txn` as applied here. A commit is forced
+    /// before ACK; an abort need not be (presumed abort). `heuristic` holds the
+    /// operator's reason when the outcome was decided by hand, not by the
+    /// coordinator.
+    Decided {
+        txn: TxnId,
+        decision: Decision,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        heuristic: Option<String>,
+    },
+}
+
+impl Record {
+    /// The transaction the record belongs to.
+    pub fn txn(&self) -> &TxnId {
+        match self {
+            Record::Decision { txn, .. }
+            | Record::End { txn }
+            | Record::Prepared { txn, .. }
+            | Record::Decided { txn, .. } => txn,
+        }
+    }
+}
+
+/// Something the runtime must do on behalf of a core.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Append `record` to the log; when `sync`, the record must be made
+    /// durable before any later `Send { after_durable: true }` goes out.
+    Persist { record: Record, sync: bool },
+    /// Send `body` on connection `conn`. With `after_durable`, hold it until
+    /// every record persisted so far is durable.
+    Send {
+        conn: ConnId,
+        body: Body,
+        after_durable: bool,
+    },
+    /// Tell the peer on `conn` that its message was refused, and log it. The
+    /// connection stays open unless `close` is set.
+    Reject {
+        conn: ConnId,
+        error: WireError,
+        close: bool,
+    },
+    /// Something an operator must see: a refused decision or a message that
+    /// would have broken a safety rule. The runtime logs it at error level.
+    Alert { txn: Option<TxnId>, message: String },
+    /// Participant only: ask the resource to prepare `txn` with `data`; its
+    /// answer comes back as a `ResourcePrepared` event.
+    PrepareResource {
+        txn: TxnId,
+        participants: Vec<ParticipantId>,
+        data: Value,
+    },
+    /// Participant only: apply the decision for `txn` to the resource
+    /// (after the decision record is persisted, before the ACK is sent).
+    FinishResource { txn: TxnId, decision: Decision },
+}

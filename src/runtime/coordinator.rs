@@ -1,0 +1,317 @@
+//! The coordinator process: accepts connections, feeds their messages to the
+//! coordinator core, and performs the core's actions in order. Records go to
+//! the group-commit log; messages that must follow a durable record wait for
+//! the log's durable watermark.
+
+use super::outbox::Outbox;
+use super::{alert, crash, spawn_connection, Clock, ConnEvent};
+use crate::config::CoordinatorConfig;
+use crate::protocol::coordinator::{Coordinator, CoordinatorOptions, Event};
+use crate::protocol::{Action, Body, ConnId, Record, TxnId};
+use crate::wal::{GroupCommit, Wal, WalError, WalOptions};
+use serde_json::json;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Why the coordinator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("cannot listen on {addr}: {source}; choose another port or stop the process using it")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A coordinator that has opened its log and bound its port.
+pub struct CoordinatorServer {
+    cfg: CoordinatorConfig,
+    listener: TcpListener,
+    core: Coordinator,
+    log: GroupCommit,
+    clock: Clock,
+    _lock: crate::wal::DirLock,
+}
+
+impl CoordinatorServer {
+    /// Open the log, recover the core from it, and bind the listening port.
+    pub async fn start(cfg: CoordinatorConfig) -> Result<CoordinatorServer, StartError> {
+        let clock = Clock::start();
+        let wal_opts = WalOptions {
+            segment_max_bytes: cfg.wal.segment_max_bytes,
+            unsafe_no_fsync: cfg.wal.unsafe_no_fsync,
+        };
+        if wal_opts.unsafe_no_fsync {
+            tracing::warn!("!!! wal.unsafe_no_fsync is ON: decisions are NOT durable; a machine crash can lose or split transactions. Use for benchmarks only. !!!");
+        }
+        let (wal, lock, records, torn) = Wal::open(&cfg.data_dir, wal_opts)?;
+        if let Some((path, offset, why)) = torn {
+            tracing::warn!(file = %path.display(), offset, "cut a torn record at the end of the log ({why}); it was never acknowledged");
+        }
+        let opts = core_options(&cfg);
+        let core = Coordinator::recover(opts, clock.now(), &records);
+        let redriven = core.txns().filter(|t| t.recovered && t.ended_ms.is_none()).count();
+        if redriven > 0 {
+            tracing::info!(redriven, "recovered commit decisions without END; re-driving them");
+        }
+        let addr = format!("{}:{}", cfg.host, cfg.port);
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let log = GroupCommit::start(wal, cfg.max_in_flight * 4 + 1024);
+        Ok(CoordinatorServer {
+            cfg,
+            listener,
+            core,
+            log,
+            clock,
+            _lock: lock,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serve until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let CoordinatorServer {
+            cfg,
+            listener,
+            core,
+            log,
+            clock,
+            _lock,
+        } = self;
+        let tracker = TaskTracker::new();
+        let (ev_tx, ev_rx) = mpsc::channel(cfg.max_connections.max(16) * 4);
+        tracker.spawn(accept_loop(listener, cfg.clone(), ev_tx, shutdown.clone(), tracker.clone()));
+        let mut driver = Driver {
+            core,
+            out: Outbox::new(log, cfg.wal.segment_max_bytes),
+            clock,
+            decision_sent: HashSet::new(),
+        };
+        driver.main_loop(ev_rx, shutdown.clone()).await;
+        tracker.close();
+        // Let writers flush what is queued; bounded so shutdown cannot hang.
+        drop(driver);
+        let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
+    }
+}
+
+fn core_options(cfg: &CoordinatorConfig) -> CoordinatorOptions {
+    let start_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    CoordinatorOptions {
+        expected_participants: cfg.expected_participants,
+        vote_timeout_ms: (cfg.timeout_seconds * 1000.0) as u64,
+        max_in_flight: cfg.max_in_flight,
+        max_pending_submits: cfg.max_in_flight,
+        dynamic_joining: cfg.enable_dynamic_joining,
+        resend_initial_ms: cfg.resend_initial_ms,
+        resend_max_ms: cfg.resend_max_ms,
+        liveness_timeout_ms: cfg.heartbeat_interval_ms * cfg.heartbeat_failure_threshold as u64,
+        history_limit: cfg.history_limit,
+        // Base-36 start time: ids stay unique across restarts.
+        txn_id_prefix: to_base36(start_ms),
+    }
+}
+
+fn to_base36(mut n: u128) -> String {
+    const DIGITS: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut s = Vec::new();
+    loop {
+        s.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    s.reverse();
+    String::from_utf8(s).unwrap_or_default()
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    cfg: CoordinatorConfig,
+    events: mpsc::Sender<ConnEvent>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let limit = Arc::new(Semaphore::new(cfg.max_connections));
+    let mut next_conn = 1u64;
+    loop {
+        // Take a connection slot before accepting: past the limit, new
+        // connections wait in the kernel's backlog instead of using memory.
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = ConnId(next_conn);
+        next_conn += 1;
+        spawn_connection(
+            stream,
+            conn,
+            peer.to_string(),
+            cfg.max_frame_bytes,
+            Duration::from_millis(cfg.handshake_timeout_ms),
+            events.clone(),
+            Some(permit),
+            &tracker,
+        );
+    }
+}
+
+struct Driver {
+    core: Coordinator,
+    out: Outbox,
+    clock: Clock,
+    /// Commit decisions of which at least one message left (crash points).
+    decision_sent: HashSet<TxnId>,
+}
+
+/// Events handled per loop turn before held messages are released; bounds
+/// latency while still batching under load.
+const EVENTS_PER_TURN: usize = 512;
+
+impl Driver {
+    async fn main_loop(&mut self, mut events: mpsc::Receiver<ConnEvent>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                ev = events.recv() => {
+                    let Some(ev) = ev else { break };
+                    self.on_event(ev);
+                    for _ in 0..EVENTS_PER_TURN {
+                        match events.try_recv() {
+                            Ok(ev) => self.on_event(ev),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                ok = self.out.durable_changed() => {
+                    if !ok { break; }
+                }
+                _ = tick.tick() => self.step(Event::Tick),
+            }
+            for (conn, body) in self.out.ready() {
+                self.send_checked(conn, body);
+            }
+            if self.out.checkpoint_due() {
+                let live = self.core.live_records();
+                self.out.checkpoint(live);
+            }
+        }
+        self.out.close_all();
+    }
+
+    fn on_event(&mut self, ev: ConnEvent) {
+        match ev {
+            ConnEvent::Opened { conn, tx, peer } => {
+                tracing::debug!(%peer, conn = conn.0, "connection opened");
+                self.out.open(conn, tx, peer);
+            }
+            ConnEvent::Message {
+                conn,
+                body: Body::Status,
+            } => {
+                // Status is answered here so it can include runtime figures.
+                let mut report = self.core.status_report();
+                report["wal"] = self.out.log.stats.snapshot();
+                report["connections"] = json!(self.out.connections());
+                self.out.deliver(conn, Body::StatusReport(report), None);
+            }
+            ConnEvent::Message { conn, body } => self.step(Event::Message { conn, body }),
+            ConnEvent::Closed { conn } => {
+                self.out.closed(conn);
+                self.step(Event::Disconnected { conn });
+            }
+        }
+    }
+
+    fn step(&mut self, ev: Event) {
+        let now = self.clock.now();
+        let actions = self.core.handle(now, ev);
+        for a in actions {
+            self.perform(a);
+        }
+    }
+
+    fn perform(&mut self, action: Action) {
+        match action {
+            Action::Persist { record, sync } => {
+                match &record {
+                    Record::Decision { .. } => crash::hit("coordinator.before_decision_logged"),
+                    Record::End { txn } => {
+                        crash::hit("coordinator.before_end_logged");
+                        self.decision_sent.remove(txn);
+                    }
+                    Record::Prepared { .. } | Record::Decided { .. } => {}
+                }
+                self.out.persist(&record, sync);
+            }
+            Action::Send {
+                conn,
+                body,
+                after_durable,
+            } => {
+                if let Some((conn, body)) = self.out.gate(conn, body, after_durable) {
+                    self.send_checked(conn, body);
+                }
+            }
+            Action::Reject { conn, error, close } => {
+                let peer = self.out.peer(conn);
+                tracing::warn!(%peer, code = error.code.as_str(), "refused: {}", error.message);
+                self.out.deliver(conn, Body::error(&error), None);
+                if close {
+                    self.out.close(conn);
+                }
+            }
+            Action::Alert { txn, message } => alert(txn.as_ref(), &message),
+            Action::PrepareResource { .. } | Action::FinishResource { .. } => {
+                tracing::error!("coordinator core asked for a participant-only action; ignored");
+            }
+        }
+    }
+
+    /// Send a message whose durability requirement is met, running the crash
+    /// points that surround the first COMMIT of a transaction.
+    fn send_checked(&mut self, conn: ConnId, body: Body) {
+        if let Body::Commit { txn } = &body {
+            if crash::enabled() && !self.decision_sent.contains(txn) {
+                crash::hit("coordinator.after_decision_logged");
+                self.decision_sent.insert(txn.clone());
+                return self
+                    .out
+                    .deliver(conn, body, Some("coordinator.after_first_decision_sent"));
+            }
+        }
+        self.out.deliver(conn, body, None);
+    }
+}

@@ -1,0 +1,144 @@
+//! The only place where the protocol cores meet tokio: connections, timers,
+//! the write-ahead log, and execution of the cores' actions in order
+//! (persist → sync → send).
+
+pub mod coordinator;
+pub mod crash;
+pub mod outbox;
+pub mod participant;
+
+use crate::net::{self, Inbound, Outgoing};
+use crate::protocol::{Body, ConnId, Millis, WireError};
+use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+/// Monotonic milliseconds since the process started; the only clock the
+/// cores see.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock(Instant);
+
+impl Clock {
+    pub fn start() -> Clock {
+        Clock(Instant::now())
+    }
+    pub fn now(&self) -> Millis {
+        self.0.elapsed().as_millis() as Millis
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::start()
+    }
+}
+
+/// Frames queued for one connection's writer before it counts as stuck.
+pub const CONN_QUEUE_FRAMES: usize = 4096;
+
+/// What a connection's reader reports to the loop that owns the core.
+#[derive(Debug)]
+pub enum ConnEvent {
+    Opened {
+        conn: ConnId,
+        tx: mpsc::Sender<Outgoing>,
+        peer: String,
+    },
+    Message {
+        conn: ConnId,
+        body: Body,
+    },
+    Closed {
+        conn: ConnId,
+    },
+}
+
+/// Split a stream into a writer task and a reader task that forwards
+/// messages to `events`. Frames that are not valid messages are answered
+/// with an `error` frame right here and never reach the core; a broken
+/// stream is closed. `first_frame_timeout` closes connections that never
+/// say anything.
+pub fn spawn_connection<S>(
+    stream: S,
+    conn: ConnId,
+    peer: String,
+    max_frame_bytes: usize,
+    first_frame_timeout: std::time::Duration,
+    events: mpsc::Sender<ConnEvent>,
+    permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    tracker: &tokio_util::task::TaskTracker,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (rd, wr) = tokio::io::split(stream);
+    let mut reader = FramedRead::new(rd, net::codec(max_frame_bytes));
+    let writer = FramedWrite::new(wr, net::codec(max_frame_bytes));
+    let (tx, rx) = mpsc::channel(CONN_QUEUE_FRAMES);
+    tracker.spawn(net::write_loop(writer, rx));
+    tracker.spawn(async move {
+        // Held for the life of the connection: frees a connection slot.
+        let _permit = permit;
+        if events
+            .send(ConnEvent::Opened {
+                conn,
+                tx: tx.clone(),
+                peer: peer.clone(),
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut first = true;
+        loop {
+            let next = if first {
+                match tokio::time::timeout(first_frame_timeout, net::read_next(&mut reader, max_frame_bytes)).await {
+                    Ok(n) => n,
+                    Err(_) => {
+                        tracing::warn!(%peer, "connection sent nothing within the handshake timeout; closing");
+                        let err = WireError::new(
+                            crate::protocol::ErrorCode::HelloRequired,
+                            "no hello within the handshake timeout; closing",
+                        );
+                        let _ = tx.try_send(Outgoing::Frame(net::encode(Body::error(&err))));
+                        let _ = tx.try_send(Outgoing::Close);
+                        break;
+                    }
+                }
+            } else {
+                net::read_next(&mut reader, max_frame_bytes).await
+            };
+            first = false;
+            match next {
+                None => break,
+                Some(Inbound::Message(body)) => {
+                    if events.send(ConnEvent::Message { conn, body }).await.is_err() {
+                        break;
+                    }
+                }
+                Some(Inbound::Invalid(err)) => {
+                    tracing::warn!(%peer, code = err.code.as_str(), "refused frame: {}", err.message);
+                    if tx.try_send(Outgoing::Frame(net::encode(Body::error(&err)))).is_err() {
+                        break;
+                    }
+                }
+                Some(Inbound::Broken(err)) => {
+                    tracing::warn!(%peer, code = err.code.as_str(), "closing connection: {}", err.message);
+                    let _ = tx.try_send(Outgoing::Frame(net::encode(Body::error(&err))));
+                    let _ = tx.try_send(Outgoing::Close);
+                    break;
+                }
+            }
+        }
+        let _ = events.send(ConnEvent::Closed { conn }).await;
+    });
+}
+
+/// Log an `Alert` action from a core.
+pub fn alert(txn: Option<&crate::protocol::TxnId>, message: &str) {
+    match txn {
+        Some(t) => tracing::error!(transaction_id = %t, "{message}"),
+        None => tracing::error!("{message}"),
+    }
+}

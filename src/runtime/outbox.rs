@@ -1,0 +1,128 @@
+//! Everything a driver needs to perform a core's effects in order: the
+//! group-commit log, the live connections, and the messages held back until
+//! the log is durable up to the record they depend on.
+
+use crate::net::{self, Outgoing};
+use crate::protocol::{Body, ConnId, Record};
+use crate::wal::GroupCommit;
+use std::collections::{HashMap, VecDeque};
+use tokio::sync::{mpsc, watch};
+
+pub struct Outbox {
+    pub log: GroupCommit,
+    durable: watch::Receiver<u64>,
+    conns: HashMap<ConnId, (mpsc::Sender<Outgoing>, String)>,
+    /// Messages waiting for the log to be durable up to their LSN, in the
+    /// order the core produced them.
+    deferred: VecDeque<(u64, ConnId, Body)>,
+    bytes_at_checkpoint: u64,
+    segment_max_bytes: u64,
+}
+
+impl Outbox {
+    pub fn new(log: GroupCommit, segment_max_bytes: u64) -> Outbox {
+        Outbox {
+            durable: log.watch(),
+            log,
+            conns: HashMap::new(),
+            deferred: VecDeque::new(),
+            bytes_at_checkpoint: 0,
+            segment_max_bytes,
+        }
+    }
+
+    pub fn open(&mut self, conn: ConnId, tx: mpsc::Sender<Outgoing>, peer: String) {
+        self.conns.insert(conn, (tx, peer));
+    }
+
+    pub fn closed(&mut self, conn: ConnId) {
+        self.conns.remove(&conn);
+    }
+
+    pub fn peer(&self, conn: ConnId) -> String {
+        self.conns.get(&conn).map(|c| c.1.clone()).unwrap_or_default()
+    }
+
+    pub fn connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Wait until more of the log is durable. Returns false when the log
+    /// writer is gone.
+    pub async fn durable_changed(&mut self) -> bool {
+        self.durable.changed().await.is_ok()
+    }
+
+    /// Append a record (the writer thread batches and syncs).
+    pub fn persist(&mut self, record: &Record, sync: bool) {
+        self.log.append(record, sync);
+    }
+
+    /// Queue `body` for `conn`. Returns it back when it may go now; holds it
+    /// when it must wait for the log (or for earlier held messages, to keep
+    /// order).
+    pub fn gate(&mut self, conn: ConnId, body: Body, after_durable: bool) -> Option<(ConnId, Body)> {
+        let barrier = self.log.barrier();
+        if after_durable && (barrier > self.log.durable() || !self.deferred.is_empty()) {
+            self.deferred.push_back((barrier, conn, body));
+            None
+        } else {
+            Some((conn, body))
+        }
+    }
+
+    /// Messages whose records are now durable, in order.
+    pub fn ready(&mut self) -> Vec<(ConnId, Body)> {
+        let durable = self.log.durable();
+        let mut v = Vec::new();
+        while self.deferred.front().is_some_and(|(lsn, _, _)| *lsn <= durable) {
+            if let Some((_, conn, body)) = self.deferred.pop_front() {
+                v.push((conn, body));
+            }
+        }
+        v
+    }
+
+    /// Hand a frame to the connection's writer. A peer that does not read
+    /// (its queue is full) is disconnected rather than buffered without bound.
+    pub fn deliver(&mut self, conn: ConnId, body: Body, crash_after: Option<&'static str>) {
+        let Some((tx, peer)) = self.conns.get(&conn) else {
+            return;
+        };
+        let txn = body.txn().cloned();
+        let frame = net::encode(body);
+        let item = match crash_after {
+            Some(p) => Outgoing::FrameThenCrash(frame, p),
+            None => Outgoing::Frame(frame),
+        };
+        if tx.try_send(item).is_err() {
+            tracing::warn!(%peer, transaction_id = ?txn, "peer is not reading its messages (queue full); closing the connection");
+            let _ = tx.try_send(Outgoing::Close);
+            self.conns.remove(&conn);
+        }
+    }
+
+    pub fn close(&mut self, conn: ConnId) {
+        if let Some((tx, _)) = self.conns.get(&conn) {
+            let _ = tx.try_send(Outgoing::Close);
+        }
+    }
+
+    pub fn close_all(&mut self) {
+        for (tx, _) in self.conns.values() {
+            let _ = tx.try_send(Outgoing::Close);
+        }
+    }
+
+    /// True when the log grew past a segment since the last checkpoint; the
+    /// caller then passes the live records to [`Outbox::checkpoint`].
+    pub fn checkpoint_due(&self) -> bool {
+        self.log.bytes_appended() - self.bytes_at_checkpoint > self.segment_max_bytes
+    }
+
+    pub fn checkpoint(&mut self, live: Vec<Record>) {
+        self.bytes_at_checkpoint = self.log.bytes_appended();
+        tracing::info!(live = live.len(), "checkpointing the log");
+        self.log.checkpoint(live);
+    }
+}

@@ -1,0 +1,396 @@
+//! The participant process: keeps one connection to the coordinator
+//! (reconnecting with capped, jittered exponential backoff), feeds its
+//! messages to the participant core, runs the resource, and performs the
+//! core's actions in order through the group-commit log.
+
+use super::outbox::Outbox;
+use super::{alert, crash, spawn_connection, Clock, ConnEvent};
+use crate::config::ParticipantConfig;
+use crate::protocol::participant::{Event, Participant, ParticipantOptions};
+use crate::protocol::{Action, Body, ConnId, Decision, Record, Role, TxnId, PROTOCOL_VERSION};
+use crate::resource::Resource;
+use crate::wal::{GroupCommit, Wal, WalError, WalOptions};
+use rand::Rng;
+use serde_json::Value;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A participant that has opened its log and recovered.
+pub struct ParticipantNode {
+    cfg: ParticipantConfig,
+    core: Participant,
+    log: GroupCommit,
+    clock: Clock,
+    resource: Box<dyn Resource>,
+    _lock: crate::wal::DirLock,
+}
+
+/// Result of a resource's prepare, delivered after the configured delay.
+struct Prepared {
+    txn: TxnId,
+    result: Result<Value, String>,
+}
+
+impl ParticipantNode {
+    /// Open the log and recover: transactions prepared but undecided are in
+    /// doubt and will be asked about once the coordinator is reachable.
+    pub fn start(cfg: ParticipantConfig, mut resource: Box<dyn Resource>) -> Result<ParticipantNode, WalError> {
+        let clock = Clock::start();
+        let wal_opts = WalOptions {
+            segment_max_bytes: cfg.wal.segment_max_bytes,
+            unsafe_no_fsync: cfg.wal.unsafe_no_fsync,
+        };
+        if wal_opts.unsafe_no_fsync {
+            tracing::warn!("!!! wal.unsafe_no_fsync is ON: votes and decisions are NOT durable; a machine crash can split transactions. Use for benchmarks only. !!!");
+        }
+        let (wal, lock, records, torn) = Wal::open(&cfg.data_dir(), wal_opts)?;
+        if let Some((path, offset, why)) = torn {
+            tracing::warn!(file = %path.display(), offset, "cut a torn record at the end of the log ({why}); it was never acknowledged");
+        }
+        let opts = ParticipantOptions {
+            id: cfg.id.clone(),
+            decision_timeout_ms: (cfg.timeout_seconds * 1000.0) as u64,
+            query_max_ms: cfg.query_max_ms,
+            history_limit: cfg.history_limit,
+        };
+        let core = Participant::recover(opts, clock.now(), &records);
+        let in_doubt = core.in_doubt();
+        let prepared: Vec<(TxnId, Value)> = records
+            .iter()
+            .filter_map(|r| match r {
+                Record::Prepared { txn, state, .. } if in_doubt.contains(txn) => Some((txn.clone(), state.clone())),
+                _ => None,
+            })
+            .collect();
+        resource.recover(&prepared);
+        if !in_doubt.is_empty() {
+            tracing::warn!(count = in_doubt.len(), "transactions in doubt after restart; asking the coordinator");
+        }
+        let log = GroupCommit::start(wal, 16_384);
+        Ok(ParticipantNode {
+            cfg,
+            core,
+            log,
+            clock,
+            resource,
+            _lock: lock,
+        })
+    }
+
+    /// Run until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let ParticipantNode {
+            cfg,
+            core,
+            log,
+            clock,
+            resource,
+            _lock,
+        } = self;
+        let tracker = TaskTracker::new();
+        let (ev_tx, ev_rx) = mpsc::channel(1024);
+        let (prep_tx, prep_rx) = mpsc::channel(1024);
+        let reconnect = Arc::new(Notify::new());
+        let attempts = Arc::new(AtomicU32::new(0));
+        tracker.spawn(connector(
+            cfg.clone(),
+            ev_tx,
+            reconnect.clone(),
+            attempts.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+        let mut d = Driver {
+            out: Outbox::new(log, cfg.wal.segment_max_bytes),
+            cfg,
+            core,
+            clock,
+            resource,
+            conn: None,
+            welcomed: false,
+            announced: false,
+            last_heard: Instant::now(),
+            reconnect,
+            attempts,
+            prep_tx,
+            queue: VecDeque::new(),
+            tracker: tracker.clone(),
+        };
+        d.main_loop(ev_rx, prep_rx, shutdown).await;
+        tracker.close();
+        drop(d);
+        let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
+    }
+}
+
+/// Keep (re)connecting to the coordinator. Each connection's reader reports
+/// to the driver; the driver wakes us when the connection is gone.
+async fn connector(
+    cfg: ParticipantConfig,
+    events: mpsc::Sender<ConnEvent>,
+    reconnect: Arc<Notify>,
+    attempts: Arc<AtomicU32>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let addr = format!("{}:{}", cfg.coordinator_host, cfg.coordinator_port);
+    let mut next_conn = 1u64;
+    loop {
+        let connected = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = tokio::net::TcpStream::connect(&addr) => r,
+        };
+        match connected {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                let conn = ConnId(next_conn);
+                next_conn += 1;
+                spawn_connection(
+                    stream,
+                    conn,
+                    addr.clone(),
+                    cfg.max_frame_bytes,
+                    Duration::from_secs(3600 * 24 * 365),
+                    events.clone(),
+                    None,
+                    &tracker,
+                );
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = reconnect.notified() => {}
+                }
+            }
+            Err(e) => {
+                let n = attempts.load(Ordering::Relaxed);
+                if n == 0 || n % 20 == 0 {
+                    tracing::warn!("cannot reach coordinator at {addr}: {e}; retrying");
+                }
+            }
+        }
+        let n = attempts.fetch_add(1, Ordering::Relaxed);
+        let delay = backoff_ms(cfg.reconnect_initial_ms, cfg.reconnect_max_ms, n);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(delay)) => {}
+        }
+    }
+}
+
+/// Capped exponential backoff with "equal jitter": half fixed, half random.
+pub fn backoff_ms(initial_ms: u64, max_ms: u64, attempt: u32) -> u64 {
+    let exp = initial_ms.saturating_mul(1u64 << attempt.min(20)).min(max_ms).max(1);
+    exp / 2 + rand::rng().random_range(0..=exp / 2)
+}
+
+struct Driver {
+    cfg: ParticipantConfig,
+    core: Participant,
+    out: Outbox,
+    clock: Clock,
+    resource: Box<dyn Resource>,
+    conn: Option<ConnId>,
+    welcomed: bool,
+    /// The readiness line is printed once, on the first registration.
+    announced: bool,
+    last_heard: Instant,
+    reconnect: Arc<Notify>,
+    attempts: Arc<AtomicU32>,
+    prep_tx: mpsc::Sender<Prepared>,
+    /// Events produced while performing actions, handled before the next
+    /// input so one step's effects stay in order.
+    queue: VecDeque<Event>,
+    tracker: TaskTracker,
+}
+
+impl Driver {
+    async fn main_loop(
+        &mut self,
+        mut events: mpsc::Receiver<ConnEvent>,
+        mut prepared: mpsc::Receiver<Prepared>,
+        shutdown: CancellationToken,
+    ) {
+        let hb_ms = self.cfg.heartbeat_interval_ms.max(10);
+        let mut heartbeat = tokio::time::interval(Duration::from_millis(hb_ms));
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let silence = Duration::from_millis(hb_ms * self.cfg.heartbeat_failure_threshold.max(1) as u64);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                ev = events.recv() => {
+                    let Some(ev) = ev else { break };
+                    self.on_conn_event(ev);
+                    while let Ok(ev) = events.try_recv() {
+                        self.on_conn_event(ev);
+                    }
+                }
+                p = prepared.recv() => {
+                    if let Some(p) = p {
+                        self.step(Event::ResourcePrepared { txn: p.txn, result: p.result });
+                    }
+                }
+                ok = self.out.durable_changed() => {
+                    if !ok { break; }
+                }
+                _ = heartbeat.tick() => {
+                    if let (Some(c), true) = (self.conn, self.welcomed) {
+                        if self.last_heard.elapsed() > silence {
+                            tracing::warn!("coordinator silent for {} ms; reconnecting", silence.as_millis());
+                            self.out.close(c);
+                        } else {
+                            self.out.deliver(c, Body::Heartbeat, None);
+                        }
+                    }
+                }
+                _ = tick.tick() => self.step(Event::Tick),
+            }
+            for (conn, body) in self.out.ready() {
+                self.send_checked(conn, body);
+            }
+            if self.out.checkpoint_due() {
+                let live = self.core.live_records(&|_| Value::Null);
+                self.out.checkpoint(live);
+            }
+        }
+        self.out.close_all();
+    }
+
+    fn on_conn_event(&mut self, ev: ConnEvent) {
+        match ev {
+            ConnEvent::Opened { conn, tx, peer } => {
+                self.out.open(conn, tx, peer);
+                self.conn = Some(conn);
+                self.welcomed = false;
+                self.last_heard = Instant::now();
+                let hello = Body::Hello {
+                    role: Role::Participant,
+                    id: Some(self.cfg.id.clone()),
+                    protocol_version: PROTOCOL_VERSION,
+                };
+                self.out.deliver(conn, hello, None);
+            }
+            ConnEvent::Message { conn, body } => {
+                if Some(conn) != self.conn {
+                    return;
+                }
+                self.last_heard = Instant::now();
+                match body {
+                    Body::Welcome { state } if !self.welcomed => {
+                        self.welcomed = true;
+                        self.attempts.store(0, Ordering::Relaxed);
+                        tracing::info!(coordinator_state = %state, "registered with the coordinator");
+                        if !self.announced {
+                            self.announced = true;
+                            println!(
+                                "twopc-participant {} registered with {}:{}",
+                                self.cfg.id, self.cfg.coordinator_host, self.cfg.coordinator_port
+                            );
+                        }
+                        self.step(Event::Connected { conn });
+                    }
+                    Body::Error { code, message, .. } if !self.welcomed => {
+                        tracing::error!(code = %code, "coordinator refused registration: {message}");
+                    }
+                    other if self.welcomed => self.step(Event::Message { body: other }),
+                    other => tracing::warn!(
+                        "`{}` from the coordinator before welcome; ignored",
+                        other.message_type()
+                    ),
+                }
+            }
+            ConnEvent::Closed { conn } => {
+                self.out.closed(conn);
+                if Some(conn) == self.conn {
+                    self.conn = None;
+                    if self.welcomed {
+                        tracing::warn!("lost the coordinator connection; reconnecting");
+                    }
+                    self.welcomed = false;
+                    self.step(Event::Disconnected);
+                    self.reconnect.notify_one();
+                }
+            }
+        }
+    }
+
+    fn step(&mut self, ev: Event) {
+        self.queue.push_back(ev);
+        while let Some(ev) = self.queue.pop_front() {
+            let actions = self.core.handle(self.clock.now(), ev);
+            for a in actions {
+                self.perform(a);
+            }
+        }
+    }
+
+    fn perform(&mut self, action: Action) {
+        match action {
+            Action::Persist { record, sync } => self.out.persist(&record, sync),
+            Action::Send {
+                conn,
+                body,
+                after_durable,
+            } => {
+                if let Some((conn, body)) = self.out.gate(conn, body, after_durable) {
+                    self.send_checked(conn, body);
+                }
+            }
+            Action::Reject { conn, error, close } => {
+                tracing::warn!(code = error.code.as_str(), "refused message from the coordinator: {}", error.message);
+                self.out.deliver(conn, Body::error(&error), None);
+                if close {
+                    self.out.close(conn);
+                }
+            }
+            Action::Alert { txn, message } => alert(txn.as_ref(), &message),
+            Action::PrepareResource { txn, data, .. } => {
+                let result = self.resource.prepare(&txn, &data);
+                if let Err(reason) = &result {
+                    tracing::info!(transaction_id = %txn, "voting abort: {reason}");
+                }
+                if self.cfg.vote_delay_ms == 0 {
+                    self.queue.push_back(Event::ResourcePrepared { txn, result });
+                } else {
+                    let tx = self.prep_tx.clone();
+                    let delay = Duration::from_millis(self.cfg.vote_delay_ms);
+                    self.tracker.spawn(async move {
+                        tokio::time::sleep(delay).await;
+                        let _ = tx.send(Prepared { txn, result }).await;
+                    });
+                }
+            }
+            Action::FinishResource { txn, decision } => {
+                tracing::debug!(transaction_id = %txn, %decision, "applying decision");
+                self.resource.finish(&txn, decision);
+            }
+        }
+    }
+
+    /// Send a message whose durability requirement is met, running the
+    /// participant's crash points around votes and acknowledgements.
+    fn send_checked(&mut self, conn: ConnId, body: Body) {
+        let after = match &body {
+            Body::VoteCommit { .. } => {
+                crash::hit("participant.after_prepare_logged");
+                Some("participant.after_vote_sent")
+            }
+            Body::VoteAbort { .. } => Some("participant.after_vote_sent"),
+            Body::Ack {
+                decision: Some(Decision::Commit),
+                ..
+            } => {
+                crash::hit("participant.after_decision_logged");
+                None
+            }
+            _ => None,
+        };
+        let after = after.filter(|_| crash::enabled());
+        self.out.deliver(conn, body, after);
+    }
+}

@@ -1,0 +1,457 @@
+//! The write-ahead log: CRC-framed records in bounded segments, recovery scan,
+//! checkpoints, a data-directory lock, and a group-commit writer thread.
+//!
+//! Record frame: `u32 length (LE) | u32 crc32c(payload) (LE) | payload`,
+//! where the payload is one JSON-encoded [`Record`]. Segments are files
+//! `wal-<16 digits>.log` in the data directory; a checkpoint writes the live
+//! records into a fresh segment, makes it durable, then deletes older ones.
+//!
+//! Start-up rules: a damaged record at the very end of the newest segment is a
+//! torn write from a crash and is cut off (logged); a damaged record anywhere
+//! else is corruption and opening fails with the file and offset. This module
+//! never skips data silently.
+
+mod lock;
+mod writer;
+
+pub use lock::DirLock;
+pub use writer::{GroupCommit, WalStats};
+
+use crate::protocol::Record;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Bytes before each record's payload: length and CRC.
+pub const HEADER_BYTES: usize = 8;
+/// A record larger than this is treated as damage, never allocated.
+pub const RECORD_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// Errors of the log, grouped by what the caller should do: all of them stop
+/// the process at start-up; none is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum WalError {
+    #[error("log I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("log corruption in {path} at byte offset {offset}: {why}. The log cannot be trusted; restore this data directory from a backup or inspect it with `twopc wal inspect`")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        why: String,
+    },
+    #[error("data directory {dir} is in use by another process (pid {pid}, lock file {lock}); stop that process or point this one at another data_dir")]
+    Locked {
+        dir: PathBuf,
+        pid: String,
+        lock: PathBuf,
+    },
+}
+
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
+    move |source| WalError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Options of the log.
+#[derive(Clone, Debug)]
+pub struct WalOptions {
+    /// A segment larger than this triggers a checkpoint into a new segment.
+    pub segment_max_bytes: u64,
+    /// Skip fsync. For benchmarks only: a crash of the machine (not just the
+    /// process) can then lose acknowledged decisions.
+    pub unsafe_no_fsync: bool,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            segment_max_bytes: 64 * 1024 * 1024,
+            unsafe_no_fsync: false,
+        }
+    }
+}
+
+/// Where a record was found.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Located {
+    pub segment: PathBuf,
+    pub offset: u64,
+    pub record: Record,
+}
+
+/// What a scan of a data directory found.
+#[derive(Debug, Default)]
+pub struct ScanReport {
+    pub records: Vec<Located>,
+    pub segments: Vec<PathBuf>,
+    /// A damaged last record of the newest segment: (file, offset, why).
+    pub torn_tail: Option<(PathBuf, u64, String)>,
+    /// Damage before the tail: (file, offset, why). Opening refuses to start.
+    pub corruption: Option<(PathBuf, u64, String)>,
+}
+
+/// Encode one record as a frame.
+pub fn encode_record(r: &Record) -> Vec<u8> {
+    let payload = serde_json::to_vec(r).unwrap_or_default();
+    let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());
+    out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// Result of decoding the frame at the start of `buf`.
+#[derive(Debug, PartialEq)]
+pub enum Decoded {
+    /// A good record and the frame's total length.
+    Record(Box<Record>, usize),
+    /// The buffer ends inside the frame.
+    Incomplete,
+    /// The frame is damaged.
+    Bad(String),
+}
+
+/// Decode the frame at the start of `buf`. Never panics and never allocates
+/// more than the payload present in `buf`.
+pub fn decode_record(buf: &[u8]) -> Decoded {
+    if buf.len() < HEADER_BYTES {
+        return Decoded::Incomplete;
+    }
+    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    if len == 0 || len > RECORD_MAX_BYTES {
+        return Decoded::Bad(format!("record length {len} is outside 1..={RECORD_MAX_BYTES}"));
+    }
+    let Some(payload) = buf.get(HEADER_BYTES..HEADER_BYTES + len) else {
+        return Decoded::Incomplete;
+    };
+    if crc32c::crc32c(payload) != crc {
+        return Decoded::Bad("checksum mismatch".into());
+    }
+    match serde_json::from_slice::<Record>(payload) {
+        Ok(r) => Decoded::Record(Box::new(r), HEADER_BYTES + len),
+        Err(e) => Decoded::Bad(format!("checksum ok but record does not parse: {e}")),
+    }
+}
+
+fn segment_name(seq: u64) -> String {
+    format!("wal-{seq:016}.log")
+}
+
+fn segment_seq(name: &str) -> Option<u64> {
+    name.strip_prefix("wal-")?.strip_suffix(".log")?.parse().ok()
+}
+
+/// The log's segments in `dir`, oldest first.
+pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
+    let mut v = Vec::new();
+    let rd = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(v),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    for entry in rd {
+        let entry = entry.map_err(io_err(dir))?;
+        if let Some(seq) = entry.file_name().to_str().and_then(segment_seq) {
+            v.push((seq, entry.path()));
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// Read every segment of `dir` without changing anything. Safe to run while
+/// the owning process is writing (a record being appended shows as a torn
+/// tail).
+pub fn scan(dir: &Path) -> Result<ScanReport, WalError> {
+    let segments = list_segments(dir)?;
+    let mut report = ScanReport::default();
+    let last = segments.len().saturating_sub(1);
+    for (i, (_, path)) in segments.iter().enumerate() {
+        report.segments.push(path.clone());
+        let mut buf = Vec::new();
+        File::open(path)
+            .and_then(|mut f| f.read_to_end(&mut buf))
+            .map_err(io_err(path))?;
+        let mut off = 0usize;
+        while off < buf.len() {
+            match decode_record(&buf[off..]) {
+                Decoded::Record(r, n) => {
+                    report.records.push(Located {
+                        segment: path.clone(),
+                        offset: off as u64,
+                        record: *r,
+                    });
+                    off += n;
+                }
+                Decoded::Incomplete if i == last => {
+                    report.torn_tail = Some((path.clone(), off as u64, "record cut short".into()));
+                    break;
+                }
+                Decoded::Bad(why) if i == last && is_tail(&buf[off..]) => {
+                    report.torn_tail = Some((path.clone(), off as u64, why));
+                    break;
+                }
+                Decoded::Incomplete => {
+                    report.corruption = Some((path.clone(), off as u64, "record cut short in a sealed segment".into()));
+                    return Ok(report);
+                }
+                Decoded::Bad(why) => {
+                    report.corruption = Some((path.clone(), off as u64, why));
+                    return Ok(report);
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// A damaged frame is a torn tail when no intact record follows it: the crash
+/// cut the last append short. Any intact record after the damage means the
+/// damage is in the middle of the log.
+fn is_tail(rest: &[u8]) -> bool {
+    (1..rest.len()).all(|i| !matches!(decode_record(&rest[i..]), Decoded::Record(..)))
+}
+
+/// The open log of one process: the segment being appended to.
+#[derive(Debug)]
+pub struct Wal {
+    dir: PathBuf,
+    file: File,
+    seq: u64,
+    bytes: u64,
+    opts: WalOptions,
+}
+
+impl Wal {
+    /// Open (creating if needed) the log in `dir`: lock the directory, scan,
+    /// cut a torn tail, refuse corruption. Returns the log, the records in
+    /// order, and the torn tail that was cut, if any.
+    pub fn open(
+        dir: &Path,
+        opts: WalOptions,
+    ) -> Result<(Wal, DirLock, Vec<Record>, Option<(PathBuf, u64, String)>), WalError> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let lock = DirLock::acquire(dir)?;
+        let report = scan(dir)?;
+        if let Some((path, offset, why)) = report.corruption {
+            return Err(WalError::Corrupt { path, offset, why });
+        }
+        if let Some((path, offset, _)) = &report.torn_tail {
+            let f = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
+            f.set_len(*offset).map_err(io_err(path))?;
+            f.sync_all().map_err(io_err(path))?;
+        }
+        let segments = list_segments(dir)?;
+        let (seq, path) = match segments.last() {
+            Some((s, p)) => (*s, p.clone()),
+            None => {
+                let p = dir.join(segment_name(1));
+                create_durable(dir, &p)?;
+                (1, p)
+            }
+        };
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let bytes = file.metadata().map_err(io_err(&path))?.len();
+        let records = report.records.into_iter().map(|l| l.record).collect();
+        Ok((
+            Wal {
+                dir: dir.to_path_buf(),
+                file,
+                seq,
+                bytes,
+                opts,
+            },
+            lock,
+            records,
+            report.torn_tail,
+        ))
+    }
+
+    /// Append already-encoded frames (one write).
+    pub fn write(&mut self, frames: &[u8]) -> Result<(), WalError> {
+        let path = self.dir.join(segment_name(self.seq));
+        self.file.write_all(frames).map_err(io_err(&path))?;
+        self.bytes += frames.len() as u64;
+        Ok(())
+    }
+
+    /// Make everything written so far durable (fdatasync), unless the
+    /// unsafe no-fsync mode is on. Returns whether a sync was performed.
+    pub fn sync(&mut self) -> Result<bool, WalError> {
+        if self.opts.unsafe_no_fsync {
+            return Ok(false);
+        }
+        let path = self.dir.join(segment_name(self.seq));
+        self.file.sync_data().map_err(io_err(&path))?;
+        Ok(true)
+    }
+
+    /// True when the current segment outgrew `segment_max_bytes`.
+    pub fn needs_checkpoint(&self) -> bool {
+        self.bytes > self.opts.segment_max_bytes
+    }
+
+    /// Start a new segment holding `live`, make it durable, then delete every
+    /// older segment. A crash at any point leaves a readable log: before the
+    /// new segment is durable the old ones are intact; after, the new one
+    /// holds everything still needed (records repeated in both are harmless).
+    pub fn checkpoint(&mut self, live: &[Record]) -> Result<(), WalError> {
+        let next = self.seq + 1;
+        let path = self.dir.join(segment_name(next));
+        let mut buf = Vec::new();
+        for r in live {
+            buf.extend_from_slice(&encode_record(r));
+        }
+        {
+            let mut f = OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            f.write_all(&buf).map_err(io_err(&path))?;
+            f.sync_all().map_err(io_err(&path))?;
+        }
+        sync_dir(&self.dir)?;
+        let file = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        self.file = file;
+        self.seq = next;
+        self.bytes = buf.len() as u64;
+        for (seq, old) in list_segments(&self.dir)? {
+            if seq < next {
+                fs::remove_file(&old).map_err(io_err(&old))?;
+            }
+        }
+        sync_dir(&self.dir)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Create an empty file and make its directory entry durable.
+fn create_durable(dir: &Path, path: &Path) -> Result<(), WalError> {
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    f.sync_all().map_err(io_err(path))?;
+    sync_dir(dir)
+}
+
+/// fsync a directory so that file creations and removals in it survive.
+pub fn sync_dir(dir: &Path) -> Result<(), WalError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Decision, TxnId};
+
+    fn rec(i: u32) -> Record {
+        Record::Decided {
+            txn: TxnId(format!("t{i}")),
+            decision: Decision::Commit,
+            heuristic: None,
+        }
+    }
+
+    #[test]
+    fn frames_round_trip_and_reject_damage() {
+        let f = encode_record(&rec(1));
+        assert_eq!(decode_record(&f), Decoded::Record(Box::new(rec(1)), f.len()));
+        assert_eq!(decode_record(&f[..f.len() - 1]), Decoded::Incomplete);
+        let mut bad = f.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0x40;
+        assert!(matches!(decode_record(&bad), Decoded::Bad(_)));
+        assert!(matches!(decode_record(&[0xff; 8]), Decoded::Bad(_)));
+    }
+
+    #[test]
+    fn reopen_sees_records_and_cuts_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let (mut w, _l, recs, torn) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+            assert!(recs.is_empty() && torn.is_none());
+            w.write(&encode_record(&rec(1))).unwrap();
+            w.write(&encode_record(&rec(2))).unwrap();
+            let half = encode_record(&rec(3));
+            w.write(&half[..half.len() / 2]).unwrap();
+            w.sync().unwrap();
+        }
+        let (_w, _l, recs, torn) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+        assert_eq!(recs, vec![rec(1), rec(2)]);
+        assert!(torn.is_some());
+    }
+
+    #[test]
+    fn damage_before_the_tail_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let first_len;
+        {
+            let (mut w, _l, _, _) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+            let a = encode_record(&rec(1));
+            first_len = a.len();
+            w.write(&a).unwrap();
+            w.write(&encode_record(&rec(2))).unwrap();
+        }
+        let seg = list_segments(dir.path()).unwrap()[0].1.clone();
+        let mut bytes = fs::read(&seg).unwrap();
+        bytes[first_len - 2] ^= 0x01;
+        fs::write(&seg, bytes).unwrap();
+        match Wal::open(dir.path(), WalOptions::default()) {
+            Err(WalError::Corrupt { offset, .. }) => assert_eq!(offset, 0),
+            other => panic!("expected corruption, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn checkpoint_keeps_live_records_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = WalOptions {
+            segment_max_bytes: 100,
+            unsafe_no_fsync: false,
+        };
+        {
+            let (mut w, _l, _, _) = Wal::open(dir.path(), opts.clone()).unwrap();
+            for i in 0..10 {
+                w.write(&encode_record(&rec(i))).unwrap();
+            }
+            assert!(w.needs_checkpoint());
+            w.checkpoint(&[rec(9)]).unwrap();
+            w.write(&encode_record(&rec(10))).unwrap();
+        }
+        assert_eq!(list_segments(dir.path()).unwrap().len(), 1);
+        let (_w, _l, recs, _) = Wal::open(dir.path(), opts).unwrap();
+        assert_eq!(recs, vec![rec(9), rec(10)]);
+    }
+
+    #[test]
+    fn second_open_of_a_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let _first = Wal::open(dir.path(), WalOptions::default()).unwrap();
+        match Wal::open(dir.path(), WalOptions::default()) {
+            Err(WalError::Locked { pid, .. }) => assert_eq!(pid, std::process::id().to_string()),
+            other => panic!("expected lock error, got {other:?}"),
+        }
+    }
+}
