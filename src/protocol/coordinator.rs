@@ -1048,3 +1048,7 @@ fn refuse(out: &mut Vec<Action>, w: &Waiter, code: ErrorCode, message: impl Into
         false,
     );
 }
+
+#[cfg(test)]
+#[path = "coordinator_tests.rs"]
+mod tests;

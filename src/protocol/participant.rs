@@ -621,3 +621,7 @@ impl Participant {
 pub fn outcome_map(p: &Participant) -> BTreeMap<TxnId, PState> {
     p.txns.iter().map(|(k, v)| (k.clone(), v.state)).collect()
 }
+
+#[cfg(test)]
+#[path = "participant_tests.rs"]
+mod tests;
