@@ -88,13 +88,17 @@ pub fn run_participant(cfg: ParticipantConfig) -> ExitCode {
     };
     let resource = Box::new(VoteResource::new(cfg.vote_preference(), cfg.commit_probability, None));
     rt.block_on(async move {
-        let node = match ParticipantNode::start(cfg.clone(), resource) {
+        let node = match ParticipantNode::start(cfg.clone(), resource).await {
             Ok(n) => n,
             Err(e) => {
                 eprintln!("twopc-participant: {e}");
                 return ExitCode::from(1);
             }
         };
+        if let Some(a) = node.admin_addr() {
+            println!("twopc-participant {} admin listening on {a}", cfg.id);
+            let _ = std::io::stdout().flush();
+        }
         tracing::info!(id = %cfg.id, vote_preference = %cfg.vote_preference, "participant started");
         let token = CancellationToken::new();
         tokio::spawn(cancel_on_signal(token.clone()));

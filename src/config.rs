@@ -125,6 +125,10 @@ pub struct ParticipantConfig {
     pub reconnect_max_ms: u64,
     pub query_max_ms: u64,
     pub history_limit: usize,
+    /// Operator port (status, txn list/show, resolve); off when unset,
+    /// 0 picks a free port and logs it.
+    pub admin_port: Option<u16>,
+    pub admin_host: String,
     pub wal: WalConfig,
 }
 
@@ -159,6 +163,8 @@ impl Default for ParticipantConfig {
             reconnect_max_ms: 5_000,
             query_max_ms: 5_000,
             history_limit: 100_000,
+            admin_port: None,
+            admin_host: "127.0.0.1".into(),
             wal: WalConfig::default(),
         }
     }
@@ -324,6 +330,11 @@ pub struct ParticipantArgs {
     pub query_max_ms: Option<u64>,
     #[arg(long, env = "TWOPC_HISTORY_LIMIT")]
     pub history_limit: Option<usize>,
+    /// Operator port for `twopc txn resolve` and status (0 = any free port).
+    #[arg(long, env = "TWOPC_ADMIN_PORT")]
+    pub admin_port: Option<u16>,
+    #[arg(long, env = "TWOPC_ADMIN_HOST")]
+    pub admin_host: Option<String>,
     #[arg(long, env = "TWOPC_WAL_SEGMENT_MAX_BYTES")]
     pub wal_segment_max_bytes: Option<u64>,
     #[arg(long, env = "TWOPC_UNSAFE_NO_FSYNC", num_args = 0..=1, default_missing_value = "true")]
@@ -383,11 +394,14 @@ impl ParticipantConfig {
         if let Some(d) = &args.data_dir {
             c.data_dir = Some(d.clone());
         }
+        if let Some(p) = args.admin_port {
+            c.admin_port = Some(p);
+        }
         overlay!(c, args, [
             coordinator_host, coordinator_port, vote_preference, commit_probability, timeout_seconds,
             vote_delay_ms, max_frame_bytes, log_level, log_format, heartbeat_interval_ms,
             heartbeat_failure_threshold, reconnect_initial_ms, reconnect_max_ms, query_max_ms,
-            history_limit,
+            history_limit, admin_host,
         ]);
         if let Some(v) = args.wal_segment_max_bytes {
             c.wal.segment_max_bytes = v;
@@ -423,6 +437,7 @@ impl ParticipantConfig {
         range_u64("reconnect_max_ms", self.reconnect_max_ms, self.reconnect_initial_ms, 3_600_000)?;
         range_u64("query_max_ms", self.query_max_ms, 10, 3_600_000)?;
         range_usize("history_limit", self.history_limit, 0, 100_000_000)?;
+        non_empty("admin_host", &self.admin_host)?;
         wal(&self.wal)
     }
 }

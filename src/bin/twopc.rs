@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 use twopc::client::bench::{self, BenchArgs};
 use twopc::client::commands::{self, DemoArgs, StatusArgs, SubmitArgs};
+use twopc::client::ops::{self, TxnCommand, WalCommand};
 use twopc::config::{init_tracing, CoordinatorArgs, CoordinatorConfig, ParticipantArgs, ParticipantConfig};
 
 #[derive(Parser)]
@@ -25,6 +26,12 @@ enum Command {
     Demo(DemoArgs),
     /// Closed-loop load: throughput and latency percentiles.
     Bench(BenchArgs),
+    /// Inspect and resolve transactions.
+    #[command(subcommand)]
+    Txn(TxnCommand),
+    /// Read a node's write-ahead log.
+    #[command(subcommand)]
+    Wal(WalCommand),
     /// Run a coordinator (same as `twopc-coordinator`).
     Coordinator(CoordinatorArgs),
     /// Run a participant (same as `twopc-participant`).
@@ -48,6 +55,8 @@ fn main() -> ExitCode {
         Command::Status(a) => client_runtime(commands::status(a)),
         Command::Demo(a) => client_runtime(commands::demo(a)),
         Command::Bench(a) => client_runtime(bench::bench(a)),
+        Command::Txn(c) => client_runtime(ops::txn(c)),
+        Command::Wal(c) => ops::wal_cmd(c),
         Command::Coordinator(a) => match CoordinatorConfig::load(&a) {
             Ok(cfg) => {
                 init_tracing(&cfg.log_level, &cfg.log_format);

@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod cluster;
 pub mod commands;
+pub mod ops;
 
 use crate::net::{self, Inbound};
 use crate::protocol::{Body, Outcome, Role, SubmitRequest, TxnId, PROTOCOL_VERSION};
@@ -134,6 +135,13 @@ impl Client {
             Body::StatusReport(v) => Ok(v),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Send any request and return the first reply (errors become
+    /// `ClientError::Refused`).
+    pub async fn request(&mut self, body: Body) -> Result<Body, ClientError> {
+        self.send(body).await?;
+        self.recv().await
     }
 
     /// Send raw frame bytes (for tools and tests that probe the server).

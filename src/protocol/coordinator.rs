@@ -130,6 +130,8 @@ pub struct Txn {
     pub retries: u32,
     /// True for transactions re-driven from the log after a restart.
     pub recovered: bool,
+    /// The latest problem seen while driving the transaction, for operators.
+    pub last_error: Option<String>,
     deadline_ms: Millis,
     next_resend_ms: Millis,
     resend_backoff_ms: u64,
@@ -151,6 +153,7 @@ impl Txn {
             ended_ms: None,
             retries: 0,
             recovered: false,
+            last_error: None,
             deadline_ms,
             next_resend_ms: 0,
             resend_backoff_ms: 0,
@@ -171,7 +174,22 @@ impl Txn {
             "age_ms": now.saturating_sub(self.started_ms),
             "retries": self.retries,
             "recovered": self.recovered,
+            "last_error": self.last_error,
+            "awaiting_acks_from": self.participants.iter().filter(|p| self.decision.is_some() && !self.acks.contains(*p)).collect::<Vec<_>>(),
         })
+    }
+
+    /// Does the transaction match an operator's `--state` filter?
+    /// `in-flight`: still voting; `in-doubt`: decided but not acknowledged
+    /// by every participant; `committed` / `aborted`: by decision.
+    pub fn matches_state(&self, state: &str) -> bool {
+        match state {
+            "in-flight" => self.phase == TxnPhase::PreparePhase,
+            "in-doubt" => self.decision.is_some() && self.ended_ms.is_none(),
+            "committed" => self.decision == Some(Decision::Commit),
+            "aborted" => self.decision == Some(Decision::Abort),
+            _ => false,
+        }
     }
 }
 
@@ -850,6 +868,11 @@ impl Coordinator {
                         m.conn = None;
                     }
                 }
+                for t in self.active.values_mut() {
+                    if t.decision.is_some() && t.participants.contains(&p) && !t.acks.contains(&p) {
+                        t.last_error = Some(format!("participant {p} disconnected before acknowledging"));
+                    }
+                }
                 let mut victims: Vec<TxnId> = self
                     .active
                     .values()
@@ -902,6 +925,13 @@ impl Coordinator {
                     t.resend_backoff_ms = (t.resend_backoff_ms * 2)
                         .clamp(self.opts.resend_initial_ms, self.opts.resend_max_ms);
                     t.next_resend_ms = now + t.resend_backoff_ms;
+                    let missing: Vec<&str> = t
+                        .participants
+                        .iter()
+                        .filter(|p| !t.acks.contains(*p))
+                        .map(|p| p.0.as_str())
+                        .collect();
+                    t.last_error = Some(format!("no ack yet from {}", missing.join(", ")));
                     if !conns.is_empty() {
                         t.retries += 1;
                         resend.push((t.id.clone(), d, conns));
@@ -972,6 +1002,9 @@ impl Coordinator {
         })
     }
 }
+
+/// The `--state` values `txn list` accepts.
+pub const TXN_STATES: &[&str] = &["in-flight", "in-doubt", "committed", "aborted"];
 
 /// The safety rules, checked before any decision leaves the core.
 ///

@@ -160,6 +160,24 @@ pub enum Body {
         message: String,
         request_id: Option<u64>,
     },
+    /// Operator: list transactions, optionally only those in `state`
+    /// (`in-flight`, `in-doubt`, `committed`, `aborted`).
+    TxnList {
+        state: Option<String>,
+    },
+    /// Operator: one transaction in detail.
+    TxnShow {
+        txn: TxnId,
+    },
+    /// Reply to `txn_list`, `txn_show` and `resolve`.
+    TxnInfo(Value),
+    /// Operator, to a participant's admin port: decide an in-doubt
+    /// transaction by hand (a heuristic decision, logged with `reason`).
+    Resolve {
+        txn: TxnId,
+        decision: Decision,
+        reason: String,
+    },
 }
 
 /// Every message type this build knows, in wire spelling.
@@ -180,6 +198,10 @@ pub const MESSAGE_TYPES: &[&str] = &[
     "status",
     "status_report",
     "error",
+    "txn_list",
+    "txn_show",
+    "txn_info",
+    "resolve",
 ];
 
 /// The JSON object of one frame, exactly as on the wire.
@@ -214,6 +236,10 @@ impl Body {
             Body::Status => "status",
             Body::StatusReport(_) => "status_report",
             Body::Error { .. } => "error",
+            Body::TxnList { .. } => "txn_list",
+            Body::TxnShow { .. } => "txn_show",
+            Body::TxnInfo(_) => "txn_info",
+            Body::Resolve { .. } => "resolve",
         }
     }
 
@@ -227,6 +253,8 @@ impl Body {
             | Body::Abort { txn }
             | Body::Ack { txn, .. }
             | Body::Query { txn }
+            | Body::TxnShow { txn }
+            | Body::Resolve { txn, .. }
             | Body::Outcome { txn, .. } => Some(txn),
             Body::Hello { .. }
             | Body::Welcome { .. }
@@ -235,6 +263,8 @@ impl Body {
             | Body::Submit(_)
             | Body::Status
             | Body::StatusReport(_)
+            | Body::TxnList { .. }
+            | Body::TxnInfo(_)
             | Body::Error { .. } => None,
         }
     }
@@ -297,7 +327,14 @@ impl Body {
             },
             Body::Submit(req) => as_object(json_of(&req)),
             Body::Outcome { outcome, .. } => as_object(json_of(&outcome)),
-            Body::StatusReport(v) => as_object(v),
+            Body::StatusReport(v) | Body::TxnInfo(v) => as_object(v),
+            Body::TxnList { state } => match state {
+                Some(st) => obj([("state", Value::String(st))]),
+                None => Map::new(),
+            },
+            Body::Resolve {
+                decision, reason, ..
+            } => obj([("decision", json_of(&decision)), ("reason", Value::String(reason))]),
             Body::Error {
                 code,
                 message,
@@ -316,6 +353,7 @@ impl Body {
             | Body::Commit { .. }
             | Body::Abort { .. }
             | Body::Query { .. }
+            | Body::TxnShow { .. }
             | Body::Heartbeat
             | Body::HeartbeatAck
             | Body::Status => Map::new(),
@@ -444,6 +482,26 @@ impl Message {
                     request_id: p.request_id,
                 }
             }
+            "txn_list" => {
+                let p: TxnListPayload = payload_as(&message_type, payload)?;
+                Body::TxnList { state: p.state }
+            }
+            "txn_show" => Body::TxnShow { txn: txn()? },
+            "txn_info" => Body::TxnInfo(Value::Object(payload)),
+            "resolve" => {
+                let p: ResolvePayload = payload_as(&message_type, payload)?;
+                if p.reason.trim().is_empty() {
+                    return Err(WireError::new(
+                        ErrorCode::InvalidMessage,
+                        "`resolve` needs a non-empty `reason` (it is kept in the log)",
+                    ));
+                }
+                Body::Resolve {
+                    txn: txn()?,
+                    decision: p.decision,
+                    reason: p.reason,
+                }
+            }
             other => {
                 return Err(WireError::new(
                     ErrorCode::UnknownMessageType,
@@ -492,6 +550,19 @@ struct ReasonPayload {
 struct AckPayload {
     #[serde(default)]
     decision: Option<Decision>,
+}
+
+#[derive(Deserialize)]
+struct TxnListPayload {
+    #[serde(default)]
+    state: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ResolvePayload {
+    decision: Decision,
+    #[serde(default)]
+    reason: String,
 }
 
 #[derive(Deserialize)]
@@ -595,6 +666,16 @@ mod tests {
             },
         });
         roundtrip(Body::Status);
+        roundtrip(Body::TxnList {
+            state: Some("in-doubt".into()),
+        });
+        roundtrip(Body::TxnShow { txn: t.clone() });
+        roundtrip(Body::TxnInfo(serde_json::json!({"transactions": []})));
+        roundtrip(Body::Resolve {
+            txn: t.clone(),
+            decision: Decision::Abort,
+            reason: "coordinator lost".into(),
+        });
         roundtrip(Body::StatusReport(serde_json::json!({"state": "ready"})));
         roundtrip(Body::Error {
             code: "overloaded".into(),

@@ -6,7 +6,7 @@
 use super::outbox::Outbox;
 use super::{alert, crash, spawn_connection, Clock, ConnEvent};
 use crate::config::CoordinatorConfig;
-use crate::protocol::coordinator::{Coordinator, CoordinatorOptions, Event};
+use crate::protocol::coordinator::{Coordinator, CoordinatorOptions, Event, Txn, TXN_STATES};
 use crate::protocol::{Action, Body, ConnId, Record, TxnId};
 use crate::wal::{GroupCommit, Wal, WalError, WalOptions};
 use serde_json::json;
@@ -194,6 +194,9 @@ struct Driver {
     decision_sent: HashSet<TxnId>,
 }
 
+/// Most transactions one `txn_list` reply carries.
+const TXN_LIST_MAX: usize = 1000;
+
 /// Events handled per loop turn before held messages are released; bounds
 /// latency while still batching under load.
 const EVENTS_PER_TURN: usize = 512;
@@ -247,12 +250,57 @@ impl Driver {
                 report["connections"] = json!(self.out.connections());
                 self.out.deliver(conn, Body::StatusReport(report), None);
             }
+            ConnEvent::Message {
+                conn,
+                body: Body::TxnList { state },
+            } => {
+                let reply = self.txn_list(state.as_deref());
+                self.out.deliver(conn, reply, None);
+            }
+            ConnEvent::Message {
+                conn,
+                body: Body::TxnShow { txn },
+            } => {
+                let now = self.clock.now();
+                let reply = match self.core.txn(&txn) {
+                    Some(t) => Body::TxnInfo(t.summary(now)),
+                    None => Body::Error {
+                        code: "unknown_transaction".into(),
+                        message: format!("transaction `{txn}` is not known here: it never existed, ended long ago (history_limit), or was aborted before a restart (presumed abort)"),
+                        request_id: None,
+                    },
+                };
+                self.out.deliver(conn, reply, None);
+            }
             ConnEvent::Message { conn, body } => self.step(Event::Message { conn, body }),
             ConnEvent::Closed { conn } => {
                 self.out.closed(conn);
                 self.step(Event::Disconnected { conn });
             }
         }
+    }
+
+    /// Reply to `txn_list`: newest first, at most `TXN_LIST_MAX` entries.
+    fn txn_list(&self, state: Option<&str>) -> Body {
+        if let Some(st) = state {
+            if !TXN_STATES.contains(&st) {
+                return Body::Error {
+                    code: "invalid_message".into(),
+                    message: format!("unknown state `{st}`; use one of {}", TXN_STATES.join(", ")),
+                    request_id: None,
+                };
+            }
+        }
+        let now = self.clock.now();
+        let mut txns: Vec<&Txn> = self
+            .core
+            .txns()
+            .filter(|t| state.is_none_or(|st| t.matches_state(st)))
+            .collect();
+        txns.sort_by(|a, b| b.started_ms.cmp(&a.started_ms).then(b.id.cmp(&a.id)));
+        let total = txns.len();
+        let list: Vec<serde_json::Value> = txns.iter().take(TXN_LIST_MAX).map(|t| t.summary(now)).collect();
+        Body::TxnInfo(json!({ "total": total, "transactions": list }))
     }
 
     fn step(&mut self, ev: Event) {
@@ -307,9 +355,11 @@ impl Driver {
             if crash::enabled() && !self.decision_sent.contains(txn) {
                 crash::hit("coordinator.after_decision_logged");
                 self.decision_sent.insert(txn.clone());
-                return self
-                    .out
-                    .deliver(conn, body, Some("coordinator.after_first_decision_sent"));
+                const POINT: &str = "coordinator.after_first_decision_sent";
+                if crash::take(POINT) {
+                    self.out.deliver(conn, body, Some(POINT));
+                    crash::halt(POINT);
+                }
             }
         }
         self.out.deliver(conn, body, None);

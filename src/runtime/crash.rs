@@ -57,17 +57,41 @@ pub fn enabled() -> bool {
     armed().is_some()
 }
 
-/// Reach crash point `point`.
+/// Reach crash point `point`: die here if it is the armed occurrence.
 pub fn hit(point: &str) {
-    if let Some(a) = armed() {
-        if a.point == point && a.seen.fetch_add(1, Ordering::SeqCst) + 1 == a.nth {
-            eprintln!("twopc: crash point {point} reached; killing this process (TWOPC_CRASH_AT)");
-            // SAFETY: raising a signal at ourselves has no memory-safety
-            // preconditions.
-            unsafe {
-                libc::kill(libc::getpid(), libc::SIGKILL);
-            }
-            std::process::abort();
-        }
+    if take(point) {
+        kill_now(point);
     }
+}
+
+/// Count a pass through `point`; true when this pass is the armed one. The
+/// caller then arranges to die at the exact place (for example right after
+/// a message has been written) with [`kill_now`], and must not make further
+/// progress until then (see [`halt`]).
+pub fn take(point: &str) -> bool {
+    match armed() {
+        Some(a) => a.point == point && a.seen.fetch_add(1, Ordering::SeqCst) + 1 == a.nth,
+        None => false,
+    }
+}
+
+/// Die like kill -9: no cleanup, no flush.
+pub fn kill_now(point: &str) -> ! {
+    eprintln!("twopc: crash point {point} reached; killing this process (TWOPC_CRASH_AT)");
+    // SAFETY: raising a signal at ourselves has no memory-safety
+    // preconditions.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+    std::process::abort()
+}
+
+/// Block the calling thread until another thread runs [`kill_now`] for
+/// `point` (bounded: after 10 s it kills the process itself). Keeps the
+/// event loop from sending anything after the crash point.
+pub fn halt(point: &str) -> ! {
+    // block_in_place hands this worker's queued tasks (the connection writer
+    // that will write the last frame and kill us) to another thread.
+    tokio::task::block_in_place(|| std::thread::sleep(std::time::Duration::from_secs(10)));
+    kill_now(point)
 }

@@ -6,16 +6,17 @@
 use super::outbox::Outbox;
 use super::{alert, crash, spawn_connection, Clock, ConnEvent};
 use crate::config::ParticipantConfig;
-use crate::protocol::participant::{Event, Participant, ParticipantOptions};
+use crate::protocol::participant::{Event, PState, PTxn, Participant, ParticipantOptions};
 use crate::protocol::{Action, Body, ConnId, Decision, Record, Role, TxnId, PROTOCOL_VERSION};
 use crate::resource::Resource;
 use crate::wal::{GroupCommit, Wal, WalError, WalOptions};
 use rand::Rng;
 use serde_json::Value;
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -27,8 +28,26 @@ pub struct ParticipantNode {
     log: GroupCommit,
     clock: Clock,
     resource: Box<dyn Resource>,
+    admin: Option<TcpListener>,
     _lock: crate::wal::DirLock,
 }
+
+/// Why a participant could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Wal(#[from] WalError),
+    #[error("cannot listen on admin address {addr}: {source}; choose another admin_port")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Connection ids of operator connections start here, far from the ids of
+/// coordinator connections.
+const ADMIN_CONN_BASE: u64 = 1 << 32;
 
 /// Result of a resource's prepare, delivered after the configured delay.
 struct Prepared {
@@ -39,7 +58,7 @@ struct Prepared {
 impl ParticipantNode {
     /// Open the log and recover: transactions prepared but undecided are in
     /// doubt and will be asked about once the coordinator is reachable.
-    pub fn start(cfg: ParticipantConfig, mut resource: Box<dyn Resource>) -> Result<ParticipantNode, WalError> {
+    pub async fn start(cfg: ParticipantConfig, mut resource: Box<dyn Resource>) -> Result<ParticipantNode, StartError> {
         let clock = Clock::start();
         let wal_opts = WalOptions {
             segment_max_bytes: cfg.wal.segment_max_bytes,
@@ -71,6 +90,19 @@ impl ParticipantNode {
         if !in_doubt.is_empty() {
             tracing::warn!(count = in_doubt.len(), "transactions in doubt after restart; asking the coordinator");
         }
+        let admin = match cfg.admin_port {
+            Some(port) => {
+                let addr = format!("{}:{}", cfg.admin_host, port);
+                let l = TcpListener::bind(&addr)
+                    .await
+                    .map_err(|source| StartError::Bind { addr, source })?;
+                if let Ok(a) = l.local_addr() {
+                    tracing::info!("admin listening on {a}");
+                }
+                Some(l)
+            }
+            None => None,
+        };
         let log = GroupCommit::start(wal, 16_384);
         Ok(ParticipantNode {
             cfg,
@@ -78,8 +110,14 @@ impl ParticipantNode {
             log,
             clock,
             resource,
+            admin,
             _lock: lock,
         })
+    }
+
+    /// The operator port's address, when enabled.
+    pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Run until `shutdown` is cancelled.
@@ -90,9 +128,14 @@ impl ParticipantNode {
             log,
             clock,
             resource,
+            admin,
             _lock,
         } = self;
         let tracker = TaskTracker::new();
+        let (admin_tx, admin_rx) = mpsc::channel(256);
+        if let Some(l) = admin {
+            tracker.spawn(admin_accept(l, cfg.max_frame_bytes, admin_tx, shutdown.clone(), tracker.clone()));
+        }
         let (ev_tx, ev_rx) = mpsc::channel(1024);
         let (prep_tx, prep_rx) = mpsc::channel(1024);
         let reconnect = Arc::new(Notify::new());
@@ -120,13 +163,56 @@ impl ParticipantNode {
             prep_tx,
             queue: VecDeque::new(),
             tracker: tracker.clone(),
+            admins: HashSet::new(),
         };
-        d.main_loop(ev_rx, prep_rx, shutdown).await;
+        d.main_loop(ev_rx, prep_rx, admin_rx, shutdown).await;
         tracker.close();
         drop(d);
         let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
     }
 }
+
+/// Accept operator connections (at most `ADMIN_CONNECTIONS_MAX` at once).
+async fn admin_accept(
+    listener: TcpListener,
+    max_frame_bytes: usize,
+    events: mpsc::Sender<ConnEvent>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(ADMIN_CONNECTIONS_MAX));
+    let mut next = ADMIN_CONN_BASE;
+    loop {
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("admin accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        next += 1;
+        spawn_connection(
+            stream,
+            ConnId(next),
+            peer.to_string(),
+            max_frame_bytes,
+            Duration::from_secs(10),
+            events.clone(),
+            Some(permit),
+            &tracker,
+        );
+    }
+}
+
+/// Simultaneous operator connections on the admin port.
+const ADMIN_CONNECTIONS_MAX: usize = 16;
 
 /// Keep (re)connecting to the coordinator. Each connection's reader reports
 /// to the driver; the driver wakes us when the connection is gone.
@@ -181,6 +267,17 @@ async fn connector(
     }
 }
 
+/// Does a participant-side state match an operator's `--state` filter?
+fn participant_state_matches(s: PState, filter: &str) -> bool {
+    matches!(
+        (s, filter),
+        (PState::Preparing, "in-flight")
+            | (PState::Prepared, "in-doubt")
+            | (PState::Committed, "committed")
+            | (PState::Aborted, "aborted")
+    )
+}
+
 /// Capped exponential backoff with "equal jitter": half fixed, half random.
 pub fn backoff_ms(initial_ms: u64, max_ms: u64, attempt: u32) -> u64 {
     let exp = initial_ms.saturating_mul(1u64 << attempt.min(20)).min(max_ms).max(1);
@@ -205,6 +302,8 @@ struct Driver {
     /// input so one step's effects stay in order.
     queue: VecDeque<Event>,
     tracker: TaskTracker,
+    /// Operator connections that said hello.
+    admins: HashSet<ConnId>,
 }
 
 impl Driver {
@@ -212,6 +311,7 @@ impl Driver {
         &mut self,
         mut events: mpsc::Receiver<ConnEvent>,
         mut prepared: mpsc::Receiver<Prepared>,
+        mut admin: mpsc::Receiver<ConnEvent>,
         shutdown: CancellationToken,
     ) {
         let hb_ms = self.cfg.heartbeat_interval_ms.max(10);
@@ -230,6 +330,7 @@ impl Driver {
                         self.on_conn_event(ev);
                     }
                 }
+                Some(ev) = admin.recv() => self.on_admin_event(ev),
                 p = prepared.recv() => {
                     if let Some(p) = p {
                         self.step(Event::ResourcePrepared { txn: p.txn, result: p.result });
@@ -319,6 +420,92 @@ impl Driver {
         }
     }
 
+    /// Operator requests: status, txn list/show, resolve.
+    fn on_admin_event(&mut self, ev: ConnEvent) {
+        let (conn, body) = match ev {
+            ConnEvent::Opened { conn, tx, peer } => return self.out.open(conn, tx, peer),
+            ConnEvent::Closed { conn } => {
+                self.admins.remove(&conn);
+                return self.out.closed(conn);
+            }
+            ConnEvent::Message { conn, body } => (conn, body),
+        };
+        let now = self.clock.now();
+        let err = |code: &str, message: String| Body::Error {
+            code: code.into(),
+            message,
+            request_id: None,
+        };
+        if !self.admins.contains(&conn) {
+            match body {
+                Body::Hello { role: Role::Client, .. } => {
+                    self.admins.insert(conn);
+                    let state = "participant".to_string();
+                    self.out.deliver(conn, Body::Welcome { state }, None);
+                }
+                _ => {
+                    let e = err("hello_required", "say hello with role client first".into());
+                    self.out.deliver(conn, e, None);
+                    self.out.close(conn);
+                }
+            }
+            return;
+        }
+        let reply = match body {
+            Body::Status => {
+                let mut s = self.core.status();
+                s["wal"] = self.out.log.stats.snapshot();
+                s["coordinator"] = format!("{}:{}", self.cfg.coordinator_host, self.cfg.coordinator_port).into();
+                Body::StatusReport(s)
+            }
+            Body::TxnList { state } => {
+                let mut v: Vec<(&TxnId, &PTxn)> = self
+                    .core
+                    .txns()
+                    .filter(|(_, t)| state.as_deref().is_none_or(|st| participant_state_matches(t.state, st)))
+                    .collect();
+                v.sort_by(|a, b| b.1.since_ms.cmp(&a.1.since_ms).then(b.0.cmp(a.0)));
+                let total = v.len();
+                let list: Vec<Value> = v.iter().take(1000).map(|(id, t)| t.summary(id, now)).collect();
+                Body::TxnInfo(serde_json::json!({ "total": total, "transactions": list }))
+            }
+            Body::TxnShow { txn } => match self.core.txn(&txn) {
+                Some(t) => Body::TxnInfo(t.summary(&txn, now)),
+                None => err("unknown_transaction", format!("transaction `{txn}` is not known to this participant")),
+            },
+            Body::Resolve {
+                txn,
+                decision,
+                reason,
+            } => match self.core.txn(&txn).map(|t| t.state) {
+                Some(PState::Prepared) => {
+                    tracing::warn!(transaction_id = %txn, %decision, %reason, "heuristic decision by an operator");
+                    self.step(Event::Resolve {
+                        txn: txn.clone(),
+                        decision,
+                        reason,
+                    });
+                    let summary = self.core.txn(&txn).map(|t| t.summary(&txn, now)).unwrap_or_default();
+                    // Answer once the heuristic record is durable.
+                    if let Some((c, b)) = self.out.gate(conn, Body::TxnInfo(summary), true) {
+                        self.out.deliver(c, b, None);
+                    }
+                    return;
+                }
+                Some(s) => err(
+                    "refused",
+                    format!("transaction `{txn}` is {}, not in doubt; nothing to resolve", s.as_str()),
+                ),
+                None => err("unknown_transaction", format!("transaction `{txn}` is not known to this participant")),
+            },
+            other => err(
+                "invalid_message",
+                format!("the admin port does not accept `{}`", other.message_type()),
+            ),
+        };
+        self.out.deliver(conn, reply, None);
+    }
+
     fn step(&mut self, ev: Event) {
         self.queue.push_back(ev);
         while let Some(ev) = self.queue.pop_front() {
@@ -375,22 +562,21 @@ impl Driver {
     /// Send a message whose durability requirement is met, running the
     /// participant's crash points around votes and acknowledgements.
     fn send_checked(&mut self, conn: ConnId, body: Body) {
-        let after = match &body {
-            Body::VoteCommit { .. } => {
-                crash::hit("participant.after_prepare_logged");
-                Some("participant.after_vote_sent")
+        if crash::enabled() {
+            const VOTE_SENT: &str = "participant.after_vote_sent";
+            match &body {
+                Body::VoteCommit { .. } => crash::hit("participant.after_prepare_logged"),
+                Body::Ack {
+                    decision: Some(Decision::Commit),
+                    ..
+                } => crash::hit("participant.after_decision_logged"),
+                _ => {}
             }
-            Body::VoteAbort { .. } => Some("participant.after_vote_sent"),
-            Body::Ack {
-                decision: Some(Decision::Commit),
-                ..
-            } => {
-                crash::hit("participant.after_decision_logged");
-                None
+            if matches!(body, Body::VoteCommit { .. } | Body::VoteAbort { .. }) && crash::take(VOTE_SENT) {
+                self.out.deliver(conn, body, Some(VOTE_SENT));
+                crash::halt(VOTE_SENT);
             }
-            _ => None,
-        };
-        let after = after.filter(|_| crash::enabled());
-        self.out.deliver(conn, body, after);
+        }
+        self.out.deliver(conn, body, None);
     }
 }

@@ -1,0 +1,295 @@
+//! Operator commands: `twopc txn list|show|resolve` and `twopc wal inspect`.
+
+use super::commands::{EXIT_NO_DECISION, EXIT_USAGE};
+use super::Client;
+use crate::protocol::coordinator::TXN_STATES;
+use crate::protocol::{Body, Decision, Record, TxnId};
+use crate::wal;
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Which process to ask.
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// Coordinator address.
+    #[arg(long, env = "TWOPC_COORDINATOR", default_value = "127.0.0.1:8080")]
+    pub coordinator: String,
+    /// A participant's admin address (its --admin-port) instead of the coordinator.
+    #[arg(long)]
+    pub participant: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Target {
+    fn addr(&self) -> &str {
+        self.participant.as_deref().unwrap_or(&self.coordinator)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TxnCommand {
+    /// List transactions (newest first).
+    List {
+        #[command(flatten)]
+        target: Target,
+        /// in-flight, in-doubt, committed or aborted.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Show one transaction: participants, votes, decision, acks, age, retries, last error.
+    Show {
+        id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Decide an in-doubt transaction on a participant by hand (heuristic decision).
+    Resolve {
+        id: String,
+        /// The participant's admin address (its --admin-port).
+        #[arg(long)]
+        participant: String,
+        #[arg(long, conflicts_with = "abort", required_unless_present = "abort")]
+        commit: bool,
+        #[arg(long)]
+        abort: bool,
+        /// Why; kept in the participant's log.
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum WalCommand {
+    /// Read a data directory's log offline (safe while the node runs).
+    Inspect {
+        data_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+async fn ask(addr: &str, body: Body) -> Result<Value, ExitCode> {
+    let result = async {
+        let mut c = Client::connect(addr, Duration::from_secs(30)).await?;
+        c.request(body).await
+    }
+    .await;
+    match result {
+        Ok(Body::TxnInfo(v)) | Ok(Body::StatusReport(v)) => Ok(v),
+        Ok(other) => {
+            eprintln!("twopc: unexpected reply `{}`", other.message_type());
+            Err(ExitCode::from(EXIT_NO_DECISION))
+        }
+        Err(e) => {
+            eprintln!("twopc: {e}");
+            Err(ExitCode::from(EXIT_NO_DECISION))
+        }
+    }
+}
+
+pub async fn txn(cmd: TxnCommand) -> ExitCode {
+    match cmd {
+        TxnCommand::List { target, state } => {
+            if let Some(s) = &state {
+                if !TXN_STATES.contains(&s.as_str()) {
+                    eprintln!("twopc: --state {s} is not one of {}", TXN_STATES.join(", "));
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            }
+            match ask(target.addr(), Body::TxnList { state }).await {
+                Ok(v) if target.json => println!("{v}"),
+                Ok(v) => print_list(&v),
+                Err(code) => return code,
+            }
+        }
+        TxnCommand::Show { id, target } => match ask(target.addr(), Body::TxnShow { txn: TxnId(id) }).await {
+            Ok(v) if target.json => println!("{v}"),
+            Ok(v) => print_txn(&v),
+            Err(code) => return code,
+        },
+        TxnCommand::Resolve {
+            id,
+            participant,
+            commit,
+            abort: _,
+            reason,
+            json,
+        } => {
+            if reason.trim().is_empty() {
+                eprintln!("twopc: --reason must say why (it is kept in the log)");
+                return ExitCode::from(EXIT_USAGE);
+            }
+            let decision = if commit { Decision::Commit } else { Decision::Abort };
+            let body = Body::Resolve {
+                txn: TxnId(id),
+                decision,
+                reason,
+            };
+            match ask(&participant, body).await {
+                Ok(v) if json => println!("{v}"),
+                Ok(v) => {
+                    println!("resolved by hand (heuristic {decision}); recorded in the participant's log:");
+                    print_txn(&v);
+                }
+                Err(code) => return code,
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn print_list(v: &Value) {
+    let list = v["transactions"].as_array().cloned().unwrap_or_default();
+    println!("{:<22} {:<15} {:<9} {:>9} {:>7}  PARTICIPANTS", "TRANSACTION", "STATE", "DECISION", "AGE", "RETRIES");
+    for t in &list {
+        println!(
+            "{:<22} {:<15} {:<9} {:>7.1} s {:>7}  {}",
+            t["transaction_id"].as_str().unwrap_or("?"),
+            t["state"].as_str().unwrap_or("?"),
+            t["decision"].as_str().unwrap_or(t["vote"].as_str().map(|_| "-").unwrap_or("-")),
+            t["age_ms"].as_f64().unwrap_or(0.0) / 1000.0,
+            t["retries"].as_u64().or(t["queries"].as_u64()).unwrap_or(0),
+            join(&t["participants"])
+        );
+    }
+    println!("{} shown of {}", list.len(), v["total"]);
+}
+
+fn join(v: &Value) -> String {
+    v.as_array()
+        .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(","))
+        .unwrap_or_default()
+}
+
+fn print_txn(t: &Value) {
+    if let Some(m) = t.as_object() {
+        for (k, v) in m {
+            let shown = match v {
+                Value::String(s) => s.clone(),
+                Value::Null => "-".into(),
+                other => other.to_string(),
+            };
+            println!("  {k:<20} {shown}");
+        }
+    }
+}
+
+/// Durable state of each transaction found in a log, in first-seen order.
+pub fn summarize(records: &[wal::Located]) -> Vec<Value> {
+    let mut order: Vec<TxnId> = Vec::new();
+    let mut by: BTreeMap<TxnId, (Vec<&'static str>, String, Option<String>, &'static str)> = BTreeMap::new();
+    for l in records {
+        let id = l.record.txn().clone();
+        let e = by.entry(id.clone()).or_insert_with(|| {
+            order.push(id.clone());
+            (Vec::new(), String::new(), None, "")
+        });
+        match &l.record {
+            Record::Decision { decision, .. } => {
+                e.0.push("decision");
+                e.1 = format!("{decision} decided, not ended (re-driven on restart)");
+                e.3 = "coordinator";
+            }
+            Record::End { .. } => {
+                e.0.push("end");
+                e.1 = "commit decided and acknowledged by all (ended)".into();
+                e.3 = "coordinator";
+            }
+            Record::Prepared { .. } => {
+                e.0.push("prepared");
+                e.1 = "prepared, no decision (in doubt)".into();
+                e.3 = "participant";
+            }
+            Record::Decided {
+                decision, heuristic, ..
+            } => {
+                e.0.push("decided");
+                e.1 = match heuristic {
+                    Some(_) => format!("{decision} (heuristic, decided by an operator)"),
+                    None => format!("{decision}"),
+                };
+                e.2 = heuristic.clone();
+                e.3 = "participant";
+            }
+        }
+    }
+    order
+        .into_iter()
+        .filter_map(|id| {
+            let (kinds, state, heuristic, role) = by.remove(&id)?;
+            Some(json!({
+                "transaction_id": id,
+                "role": role,
+                "state": state,
+                "heuristic_reason": heuristic,
+                "records": kinds,
+            }))
+        })
+        .collect()
+}
+
+pub fn wal_cmd(cmd: WalCommand) -> ExitCode {
+    let WalCommand::Inspect { data_dir, json } = cmd;
+    if !data_dir.is_dir() {
+        eprintln!("twopc: {} is not a directory; pass a node's data_dir", data_dir.display());
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let report = match wal::scan(&data_dir) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("twopc: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let txns = summarize(&report.records);
+    let place = |p: &Option<(PathBuf, u64, String)>| {
+        p.as_ref()
+            .map(|(f, o, w)| json!({"file": f.display().to_string(), "offset": o, "why": w}))
+            .unwrap_or(Value::Null)
+    };
+    let out = json!({
+        "data_dir": data_dir.display().to_string(),
+        "segments": report.segments.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
+        "records": report.records.len(),
+        "torn_tail": place(&report.torn_tail),
+        "corruption": place(&report.corruption),
+        "transactions": txns,
+    });
+    if json {
+        println!("{out}");
+    } else {
+        println!("log in {}: {} segment(s), {} records", data_dir.display(), report.segments.len(), report.records.len());
+        if let Some((f, o, w)) = &report.torn_tail {
+            println!("torn tail: {} at offset {o} ({w}); cut off when the node starts", f.display());
+        }
+        if let Some((f, o, w)) = &report.corruption {
+            println!("CORRUPTION: {} at offset {o}: {w}; the node will refuse to start", f.display());
+        }
+        println!("{:<24} {:<12} STATE", "TRANSACTION", "ROLE");
+        for t in out["transactions"].as_array().into_iter().flatten() {
+            let mut line = format!(
+                "{:<24} {:<12} {}",
+                t["transaction_id"].as_str().unwrap_or("?"),
+                t["role"].as_str().unwrap_or("?"),
+                t["state"].as_str().unwrap_or("?")
+            );
+            if let Some(r) = t["heuristic_reason"].as_str() {
+                line.push_str(&format!(" — reason: {r}"));
+            }
+            println!("{line}");
+        }
+    }
+    if report.corruption.is_some() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
