@@ -519,6 +519,36 @@ mod tests {
     }
 
     #[test]
+    fn repository_config_yaml_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml");
+        let c: CoordinatorConfig = load_section(Some(&path), |f| f.coordinator, "coordinator").unwrap();
+        let p: ParticipantConfig = load_section(Some(&path), |f| f.participant, "participant").unwrap();
+        let json = |v: &dyn erased::Ser| v.to_json();
+        assert_eq!(json(&c), json(&CoordinatorConfig::default()));
+        assert_eq!(json(&p), json(&ParticipantConfig::default()));
+    }
+
+    mod erased {
+        pub trait Ser {
+            fn to_json(&self) -> serde_json::Value;
+        }
+        impl<T: serde::Serialize> Ser for T {
+            fn to_json(&self) -> serde_json::Value {
+                serde_json::to_value(self).unwrap()
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "coordinator:\n  prot: 9000\n").unwrap();
+        let err = load_section::<CoordinatorConfig>(Some(&path), |f| f.coordinator, "coordinator").unwrap_err();
+        assert!(err.to_string().contains("prot"), "{err}");
+    }
+
+    #[test]
     fn invalid_values_name_key_and_value() {
         let c = ParticipantConfig {
             commit_probability: 1.5,
