@@ -12,13 +12,18 @@ use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
 fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
 }
 
 /// Cancel `token` on SIGINT or SIGTERM.
 async fn cancel_on_signal(token: CancellationToken) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return;
     };
     tokio::select! {
@@ -86,7 +91,11 @@ pub fn run_participant(cfg: ParticipantConfig) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let resource = Box::new(VoteResource::new(cfg.vote_preference(), cfg.commit_probability, None));
+    let resource = Box::new(VoteResource::new(
+        cfg.vote_preference(),
+        cfg.commit_probability,
+        None,
+    ));
     rt.block_on(async move {
         let node = match ParticipantNode::start(cfg.clone(), resource).await {
             Ok(n) => n,

@@ -213,9 +213,8 @@ fn load_section<T: serde::de::DeserializeOwned + Default>(
         serde_yaml_ng::from_str(&text).map_err(|e| parse_err(e, ""))?
     };
     match pick(file) {
-        Some(v) if !v.is_null() => {
-            serde_yaml_ng::from_value(v).map_err(|e| parse_err(e, &format!("in section `{section}`: ")))
-        }
+        Some(v) if !v.is_null() => serde_yaml_ng::from_value(v)
+            .map_err(|e| parse_err(e, &format!("in section `{section}`: "))),
         _ => Ok(T::default()),
     }
 }
@@ -350,13 +349,31 @@ macro_rules! overlay {
 impl CoordinatorConfig {
     /// Defaults < file < env < flags (clap already merged env under flags).
     pub fn load(args: &CoordinatorArgs) -> Result<CoordinatorConfig, ConfigError> {
-        let mut c: CoordinatorConfig = load_section(args.config.as_deref(), |f| f.coordinator, "coordinator")?;
-        overlay!(c, args, [
-            host, port, expected_participants, timeout_seconds, enable_dynamic_joining, data_dir,
-            max_frame_bytes, log_level, log_format, max_connections, max_in_flight,
-            heartbeat_interval_ms, heartbeat_failure_threshold, handshake_timeout_ms,
-            resend_initial_ms, resend_max_ms, history_limit,
-        ]);
+        let mut c: CoordinatorConfig =
+            load_section(args.config.as_deref(), |f| f.coordinator, "coordinator")?;
+        overlay!(
+            c,
+            args,
+            [
+                host,
+                port,
+                expected_participants,
+                timeout_seconds,
+                enable_dynamic_joining,
+                data_dir,
+                max_frame_bytes,
+                log_level,
+                log_format,
+                max_connections,
+                max_in_flight,
+                heartbeat_interval_ms,
+                heartbeat_failure_threshold,
+                handshake_timeout_ms,
+                resend_initial_ms,
+                resend_max_ms,
+                history_limit,
+            ]
+        );
         if let Some(v) = args.wal_segment_max_bytes {
             c.wal.segment_max_bytes = v;
         }
@@ -369,17 +386,42 @@ impl CoordinatorConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         non_empty("host", &self.host)?;
-        range_usize("expected_participants", self.expected_participants, 1, 10_000)?;
+        range_usize(
+            "expected_participants",
+            self.expected_participants,
+            1,
+            10_000,
+        )?;
         seconds("timeout_seconds", self.timeout_seconds)?;
         frame_bytes(self.max_frame_bytes)?;
         log_settings(&self.log_level, &self.log_format)?;
         range_usize("max_connections", self.max_connections, 1, 1_000_000)?;
         range_usize("max_in_flight", self.max_in_flight, 1, 1_000_000)?;
-        range_u64("heartbeat_interval_ms", self.heartbeat_interval_ms, 10, 3_600_000)?;
-        range_u64("heartbeat_failure_threshold", self.heartbeat_failure_threshold as u64, 1, 1000)?;
-        range_u64("handshake_timeout_ms", self.handshake_timeout_ms, 10, 3_600_000)?;
+        range_u64(
+            "heartbeat_interval_ms",
+            self.heartbeat_interval_ms,
+            10,
+            3_600_000,
+        )?;
+        range_u64(
+            "heartbeat_failure_threshold",
+            self.heartbeat_failure_threshold as u64,
+            1,
+            1000,
+        )?;
+        range_u64(
+            "handshake_timeout_ms",
+            self.handshake_timeout_ms,
+            10,
+            3_600_000,
+        )?;
         range_u64("resend_initial_ms", self.resend_initial_ms, 1, 3_600_000)?;
-        range_u64("resend_max_ms", self.resend_max_ms, self.resend_initial_ms, 3_600_000)?;
+        range_u64(
+            "resend_max_ms",
+            self.resend_max_ms,
+            self.resend_initial_ms,
+            3_600_000,
+        )?;
         range_usize("history_limit", self.history_limit, 0, 10_000_000)?;
         wal(&self.wal)
     }
@@ -387,7 +429,8 @@ impl CoordinatorConfig {
 
 impl ParticipantConfig {
     pub fn load(args: &ParticipantArgs) -> Result<ParticipantConfig, ConfigError> {
-        let mut c: ParticipantConfig = load_section(args.config.as_deref(), |f| f.participant, "participant")?;
+        let mut c: ParticipantConfig =
+            load_section(args.config.as_deref(), |f| f.participant, "participant")?;
         if let Some(id) = &args.id {
             c.id = crate::protocol::ParticipantId(id.clone());
         }
@@ -397,12 +440,28 @@ impl ParticipantConfig {
         if let Some(p) = args.admin_port {
             c.admin_port = Some(p);
         }
-        overlay!(c, args, [
-            coordinator_host, coordinator_port, vote_preference, commit_probability, timeout_seconds,
-            vote_delay_ms, max_frame_bytes, log_level, log_format, heartbeat_interval_ms,
-            heartbeat_failure_threshold, reconnect_initial_ms, reconnect_max_ms, query_max_ms,
-            history_limit, admin_host,
-        ]);
+        overlay!(
+            c,
+            args,
+            [
+                coordinator_host,
+                coordinator_port,
+                vote_preference,
+                commit_probability,
+                timeout_seconds,
+                vote_delay_ms,
+                max_frame_bytes,
+                log_level,
+                log_format,
+                heartbeat_interval_ms,
+                heartbeat_failure_threshold,
+                reconnect_initial_ms,
+                reconnect_max_ms,
+                query_max_ms,
+                history_limit,
+                admin_host,
+            ]
+        );
         if let Some(v) = args.wal_segment_max_bytes {
             c.wal.segment_max_bytes = v;
         }
@@ -415,26 +474,58 @@ impl ParticipantConfig {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         if !crate::protocol::coordinator::valid_participant_id(&self.id.0) {
-            return Err(invalid("id", &self.id.0, "1-64 characters from A-Z a-z 0-9 _ . -"));
+            return Err(invalid(
+                "id",
+                &self.id.0,
+                "1-64 characters from A-Z a-z 0-9 _ . -",
+            ));
         }
         non_empty("coordinator_host", &self.coordinator_host)?;
         if self.coordinator_port == 0 {
             return Err(invalid("coordinator_port", 0, "a port between 1 and 65535"));
         }
         if VotePreference::parse(&self.vote_preference).is_none() {
-            return Err(invalid("vote_preference", &self.vote_preference, VotePreference::ALLOWED));
+            return Err(invalid(
+                "vote_preference",
+                &self.vote_preference,
+                VotePreference::ALLOWED,
+            ));
         }
         if !(0.0..=1.0).contains(&self.commit_probability) {
-            return Err(invalid("commit_probability", self.commit_probability, "a number between 0.0 and 1.0"));
+            return Err(invalid(
+                "commit_probability",
+                self.commit_probability,
+                "a number between 0.0 and 1.0",
+            ));
         }
         seconds("timeout_seconds", self.timeout_seconds)?;
         range_u64("vote_delay_ms", self.vote_delay_ms, 0, 3_600_000)?;
         frame_bytes(self.max_frame_bytes)?;
         log_settings(&self.log_level, &self.log_format)?;
-        range_u64("heartbeat_interval_ms", self.heartbeat_interval_ms, 10, 3_600_000)?;
-        range_u64("heartbeat_failure_threshold", self.heartbeat_failure_threshold as u64, 1, 1000)?;
-        range_u64("reconnect_initial_ms", self.reconnect_initial_ms, 1, 3_600_000)?;
-        range_u64("reconnect_max_ms", self.reconnect_max_ms, self.reconnect_initial_ms, 3_600_000)?;
+        range_u64(
+            "heartbeat_interval_ms",
+            self.heartbeat_interval_ms,
+            10,
+            3_600_000,
+        )?;
+        range_u64(
+            "heartbeat_failure_threshold",
+            self.heartbeat_failure_threshold as u64,
+            1,
+            1000,
+        )?;
+        range_u64(
+            "reconnect_initial_ms",
+            self.reconnect_initial_ms,
+            1,
+            3_600_000,
+        )?;
+        range_u64(
+            "reconnect_max_ms",
+            self.reconnect_max_ms,
+            self.reconnect_initial_ms,
+            3_600_000,
+        )?;
         range_u64("query_max_ms", self.query_max_ms, 10, 3_600_000)?;
         range_usize("history_limit", self.history_limit, 0, 100_000_000)?;
         non_empty("admin_host", &self.admin_host)?;
@@ -442,7 +533,11 @@ impl ParticipantConfig {
     }
 }
 
-fn invalid(key: &'static str, value: impl std::fmt::Display, allowed: impl Into<String>) -> ConfigError {
+fn invalid(
+    key: &'static str,
+    value: impl std::fmt::Display,
+    allowed: impl Into<String>,
+) -> ConfigError {
     ConfigError::Invalid {
         key,
         value: value.to_string(),
@@ -470,7 +565,11 @@ fn range_usize(key: &'static str, v: usize, lo: usize, hi: usize) -> Result<(), 
 
 fn seconds(key: &'static str, v: f64) -> Result<(), ConfigError> {
     if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
-        return Err(invalid(key, v, "a number of seconds greater than 0 and at most 86400"));
+        return Err(invalid(
+            key,
+            v,
+            "a number of seconds greater than 0 and at most 86400",
+        ));
     }
     Ok(())
 }
@@ -481,7 +580,11 @@ fn frame_bytes(v: usize) -> Result<(), ConfigError> {
 
 fn log_settings(level: &str, format: &str) -> Result<(), ConfigError> {
     if !["trace", "debug", "info", "warn", "error"].contains(&level.to_ascii_lowercase().as_str()) {
-        return Err(invalid("log_level", level, "one of trace, debug, info, warn, error"));
+        return Err(invalid(
+            "log_level",
+            level,
+            "one of trace, debug, info, warn, error",
+        ));
     }
     if !["text", "json"].contains(&format) {
         return Err(invalid("log_format", format, "text or json"));
@@ -521,8 +624,10 @@ mod tests {
     #[test]
     fn repository_config_yaml_matches_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml");
-        let c: CoordinatorConfig = load_section(Some(&path), |f| f.coordinator, "coordinator").unwrap();
-        let p: ParticipantConfig = load_section(Some(&path), |f| f.participant, "participant").unwrap();
+        let c: CoordinatorConfig =
+            load_section(Some(&path), |f| f.coordinator, "coordinator").unwrap();
+        let p: ParticipantConfig =
+            load_section(Some(&path), |f| f.participant, "participant").unwrap();
         let json = |v: &dyn erased::Ser| v.to_json();
         assert_eq!(json(&c), json(&CoordinatorConfig::default()));
         assert_eq!(json(&p), json(&ParticipantConfig::default()));
@@ -544,7 +649,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.yaml");
         std::fs::write(&path, "coordinator:\n  prot: 9000\n").unwrap();
-        let err = load_section::<CoordinatorConfig>(Some(&path), |f| f.coordinator, "coordinator").unwrap_err();
+        let err = load_section::<CoordinatorConfig>(Some(&path), |f| f.coordinator, "coordinator")
+            .unwrap_err();
         assert!(err.to_string().contains("prot"), "{err}");
     }
 
@@ -555,6 +661,9 @@ mod tests {
             ..Default::default()
         };
         let msg = c.validate().unwrap_err().to_string();
-        assert!(msg.contains("commit_probability") && msg.contains("1.5") && msg.contains("between"), "{msg}");
+        assert!(
+            msg.contains("commit_probability") && msg.contains("1.5") && msg.contains("between"),
+            "{msg}"
+        );
     }
 }

@@ -4,7 +4,11 @@ use clap::Parser;
 use twopc::config::{init_tracing, CoordinatorArgs, CoordinatorConfig};
 
 #[derive(Parser)]
-#[command(name = "twopc-coordinator", version, about = "Two-phase commit coordinator")]
+#[command(
+    name = "twopc-coordinator",
+    version,
+    about = "Two-phase commit coordinator"
+)]
 struct Cli {
     #[command(flatten)]
     args: CoordinatorArgs,

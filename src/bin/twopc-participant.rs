@@ -4,7 +4,11 @@ use clap::Parser;
 use twopc::config::{init_tracing, ParticipantArgs, ParticipantConfig};
 
 #[derive(Parser)]
-#[command(name = "twopc-participant", version, about = "Two-phase commit participant")]
+#[command(
+    name = "twopc-participant",
+    version,
+    about = "Two-phase commit participant"
+)]
 struct Cli {
     #[command(flatten)]
     args: ParticipantArgs,

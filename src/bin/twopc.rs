@@ -7,10 +7,16 @@ use std::process::ExitCode;
 use twopc::client::bench::{self, BenchArgs};
 use twopc::client::commands::{self, DemoArgs, StatusArgs, SubmitArgs};
 use twopc::client::ops::{self, TxnCommand, WalCommand};
-use twopc::config::{init_tracing, CoordinatorArgs, CoordinatorConfig, ParticipantArgs, ParticipantConfig};
+use twopc::config::{
+    init_tracing, CoordinatorArgs, CoordinatorConfig, ParticipantArgs, ParticipantConfig,
+};
 
 #[derive(Parser)]
-#[command(name = "twopc", version, about = "Two-phase commit: client, operator tool, demo and benchmark")]
+#[command(
+    name = "twopc",
+    version,
+    about = "Two-phase commit: client, operator tool, demo and benchmark"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -39,7 +45,10 @@ enum Command {
 }
 
 fn client_runtime<F: std::future::Future<Output = ExitCode>>(f: F) -> ExitCode {
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt.block_on(f),
         Err(e) => {
             eprintln!("twopc: cannot start the async runtime: {e}");

@@ -60,7 +60,9 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
     }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    // The small epsilon keeps float error (99.9% of 1000 = 999.0000001) from
+    // moving the rank up by one.
+    let rank = (p * sorted.len() as f64 / 100.0 - 1e-9).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
@@ -131,7 +133,9 @@ pub async fn bench(args: BenchArgs) -> ExitCode {
 }
 
 async fn status_of(addr: &str) -> Result<Value, String> {
-    let mut c = Client::connect(addr, Duration::from_secs(10)).await.map_err(|e| e.to_string())?;
+    let mut c = Client::connect(addr, Duration::from_secs(10))
+        .await
+        .map_err(|e| e.to_string())?;
     c.status().await.map_err(|e| e.to_string())
 }
 
@@ -139,7 +143,11 @@ async fn run(addr: &str, args: &BenchArgs, req: SubmitRequest) -> Result<Value, 
     let before = status_of(addr).await?;
     let mut clients = Vec::with_capacity(args.concurrency);
     for _ in 0..args.concurrency {
-        clients.push(Client::connect(addr, Duration::from_secs(60)).await.map_err(|e| e.to_string())?);
+        clients.push(
+            Client::connect(addr, Duration::from_secs(60))
+                .await
+                .map_err(|e| e.to_string())?,
+        );
     }
     let remaining = Arc::new(AtomicU64::new(args.transactions.unwrap_or(u64::MAX)));
     let done = Arc::new(AtomicU64::new(0));
@@ -148,7 +156,8 @@ async fn run(addr: &str, args: &BenchArgs, req: SubmitRequest) -> Result<Value, 
     let deadline = args.duration.map(|d| start + Duration::from_secs_f64(d));
     let mut tasks = Vec::new();
     for mut client in clients {
-        let (remaining, done, stop, req) = (remaining.clone(), done.clone(), stop.clone(), req.clone());
+        let (remaining, done, stop, req) =
+            (remaining.clone(), done.clone(), stop.clone(), req.clone());
         tasks.push(tokio::spawn(async move {
             let mut t = Totals::default();
             loop {
@@ -193,7 +202,10 @@ async fn run(addr: &str, args: &BenchArgs, req: SubmitRequest) -> Result<Value, 
             while progress && !stop.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let d = done.load(Ordering::Relaxed);
-                eprint!("\r  {d} transactions, {} txn/s in the last second   ", d - last);
+                eprint!(
+                    "\r  {d} transactions, {} txn/s in the last second   ",
+                    d - last
+                );
                 last = d;
             }
         })
@@ -219,7 +231,8 @@ async fn run(addr: &str, args: &BenchArgs, req: SubmitRequest) -> Result<Value, 
     let l = &totals.latencies_us;
     let ms = |us: u64| us as f64 / 1000.0;
     let decided = totals.commits + totals.aborts;
-    let syncs = after["wal"]["syncs"].as_u64().unwrap_or(0) - before["wal"]["syncs"].as_u64().unwrap_or(0);
+    let syncs =
+        after["wal"]["syncs"].as_u64().unwrap_or(0) - before["wal"]["syncs"].as_u64().unwrap_or(0);
     Ok(json!({
         "coordinator": addr,
         "participants": after["participants"].as_array().map(|a| a.len()).unwrap_or(0),
@@ -250,11 +263,18 @@ fn print_report(r: &Value) {
         "twopc bench: {} participants, {} in flight{}, {} transactions in {:.2} s",
         r["participants"],
         r["concurrency"],
-        if r["unsafe_no_fsync"] == true { " (UNSAFE: no fsync)" } else { "" },
+        if r["unsafe_no_fsync"] == true {
+            " (UNSAFE: no fsync)"
+        } else {
+            ""
+        },
         r["transactions"],
         r["elapsed_s"].as_f64().unwrap_or(0.0)
     );
-    println!("  throughput   {:.0} txn/s", r["throughput_tps"].as_f64().unwrap_or(0.0));
+    println!(
+        "  throughput   {:.0} txn/s",
+        r["throughput_tps"].as_f64().unwrap_or(0.0)
+    );
     println!(
         "  latency ms   p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
         l["p50"].as_f64().unwrap_or(0.0),
@@ -263,7 +283,10 @@ fn print_report(r: &Value) {
         l["p99_9"].as_f64().unwrap_or(0.0),
         l["max"].as_f64().unwrap_or(0.0)
     );
-    println!("  outcomes     {} committed, {} aborted, errors {}", r["commits"], r["aborts"], r["errors"]);
+    println!(
+        "  outcomes     {} committed, {} aborted, errors {}",
+        r["commits"], r["aborts"], r["errors"]
+    );
     println!(
         "  coordinator  {} log syncs, {:.3} per transaction",
         r["coordinator_log_syncs"],

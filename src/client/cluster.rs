@@ -56,7 +56,8 @@ fn command(exe: &Path, log: &Path) -> Result<Command, String> {
             cmd.env_remove(k);
         }
     }
-    let err = std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+    let err =
+        std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
     cmd.stdin(Stdio::null()).stderr(err).kill_on_drop(true);
     Ok(cmd)
 }
@@ -82,7 +83,9 @@ impl LocalCluster {
         if opts.unsafe_no_fsync {
             cmd.arg("--unsafe-no-fsync");
         }
-        let mut coord = cmd.spawn().map_err(|e| format!("cannot start the coordinator ({}): {e}", exe.display()))?;
+        let mut coord = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start the coordinator ({}): {e}", exe.display()))?;
         let stdout = coord.stdout.take().ok_or("coordinator has no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
@@ -112,7 +115,14 @@ impl LocalCluster {
             let id = format!("p{i}");
             let mut cmd = command(&exe, &cluster.dir.path().join(format!("{id}.log")))?;
             cmd.arg("participant")
-                .args(["--id", &id, "--coordinator-host", "127.0.0.1", "--coordinator-port", &port])
+                .args([
+                    "--id",
+                    &id,
+                    "--coordinator-host",
+                    "127.0.0.1",
+                    "--coordinator-port",
+                    &port,
+                ])
                 .args(["--vote-preference", &opts.vote_preference])
                 .args(["--commit-probability", &opts.commit_probability.to_string()])
                 .args(["--log-level", &opts.log_level])
@@ -122,11 +132,15 @@ impl LocalCluster {
             if opts.unsafe_no_fsync {
                 cmd.arg("--unsafe-no-fsync");
             }
-            let child = cmd.spawn().map_err(|e| format!("cannot start participant {id}: {e}"))?;
+            let child = cmd
+                .spawn()
+                .map_err(|e| format!("cannot start participant {id}: {e}"))?;
             cluster.children.push((id.clone(), child));
             cluster.participant_ids.push(id);
         }
-        cluster.wait_ready(opts.participants, Duration::from_secs(30)).await?;
+        cluster
+            .wait_ready(opts.participants, Duration::from_secs(30))
+            .await?;
         Ok(cluster)
     }
 
@@ -176,7 +190,10 @@ impl LocalCluster {
             }
         }
         for (_, child) in self.children.iter_mut() {
-            if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), child.wait())
+                .await
+                .is_err()
+            {
                 let _ = child.kill().await;
             }
         }

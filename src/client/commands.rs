@@ -71,10 +71,14 @@ fn timeout_of(secs: f64) -> Option<Duration> {
 }
 
 /// Build a submit request from the command-line payload and participants.
-pub fn build_request(payload: Option<&str>, participants: Option<&[String]>) -> Result<SubmitRequest, String> {
+pub fn build_request(
+    payload: Option<&str>,
+    participants: Option<&[String]>,
+) -> Result<SubmitRequest, String> {
     let data = match payload {
-        Some(p) => serde_json::from_str::<Value>(p)
-            .map_err(|e| format!("--payload is not valid JSON ({e}); example: --payload '{{\"order\": 42}}'"))?,
+        Some(p) => serde_json::from_str::<Value>(p).map_err(|e| {
+            format!("--payload is not valid JSON ({e}); example: --payload '{{\"order\": 42}}'")
+        })?,
         None => Value::Null,
     };
     let participants = participants.map(|ps| {
@@ -85,7 +89,10 @@ pub fn build_request(payload: Option<&str>, participants: Option<&[String]>) -> 
             .collect::<Vec<_>>()
     });
     if participants.as_ref().is_some_and(|p| p.is_empty()) {
-        return Err("--participants is empty; name at least one participant id, or omit it to use all".into());
+        return Err(
+            "--participants is empty; name at least one participant id, or omit it to use all"
+                .into(),
+        );
     }
     Ok(SubmitRequest {
         data,
@@ -132,7 +139,10 @@ pub async fn submit(args: SubmitArgs) -> ExitCode {
         }
         Err(e) => {
             if args.json {
-                println!("{}", json!({"error": e.code().unwrap_or("no_decision"), "message": e.to_string()}));
+                println!(
+                    "{}",
+                    json!({"error": e.code().unwrap_or("no_decision"), "message": e.to_string()})
+                );
             }
             eprintln!("twopc: no decision obtained: {e}");
             ExitCode::from(EXIT_NO_DECISION)
@@ -193,7 +203,10 @@ fn print_status(s: &Value) {
         s["expected_participants"]
     );
     if !parts.is_empty() {
-        println!("  {:<16} {:<10} {:<6} LAST HEARTBEAT", "PARTICIPANT", "CONNECTED", "ALIVE");
+        println!(
+            "  {:<16} {:<10} {:<6} LAST HEARTBEAT",
+            "PARTICIPANT", "CONNECTED", "ALIVE"
+        );
         for p in &parts {
             let age = p["last_heartbeat_age_ms"].as_f64().unwrap_or(0.0) / 1000.0;
             println!(
@@ -222,7 +235,9 @@ fn print_status(s: &Value) {
 /// vote commit; abort only with an abort vote or a stated reason.
 pub fn outcome_is_safe(o: &Outcome, participants: usize) -> bool {
     match o.decision {
-        Decision::Commit => o.votes.len() == participants && o.votes.values().all(|v| *v == Vote::Commit),
+        Decision::Commit => {
+            o.votes.len() == participants && o.votes.values().all(|v| *v == Vote::Commit)
+        }
         Decision::Abort => o.votes.values().any(|v| *v == Vote::Abort) || o.reason.is_some(),
     }
 }
@@ -264,7 +279,11 @@ pub async fn demo(args: DemoArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    println!("Coordinator listening on {}; data in {}\n", cluster.addr, cluster.dir().display());
+    println!(
+        "Coordinator listening on {}; data in {}\n",
+        cluster.addr,
+        cluster.dir().display()
+    );
     let code = run_demo(&cluster, &args).await;
     println!("\nShutting down...");
     cluster.shutdown().await;
@@ -341,7 +360,12 @@ async fn run_demo(cluster: &LocalCluster, args: &DemoArgs) -> ExitCode {
     let mut status = client.status().await;
     for _ in 0..40 {
         match &status {
-            Ok(s) if s["transactions"]["in_flight"] == 0 && s["transactions"]["awaiting_acks"] == 0 => break,
+            Ok(s)
+                if s["transactions"]["in_flight"] == 0
+                    && s["transactions"]["awaiting_acks"] == 0 =>
+            {
+                break
+            }
             _ => {}
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -110,9 +110,13 @@ impl Client {
             .map_err(|_| ClientError::Timeout(t))?;
         match next {
             None => Err(ClientError::Closed),
-            Some(Inbound::Message(Body::Error { code, message, .. })) => Err(ClientError::Refused { code, message }),
+            Some(Inbound::Message(Body::Error { code, message, .. })) => {
+                Err(ClientError::Refused { code, message })
+            }
             Some(Inbound::Message(b)) => Ok(b),
-            Some(Inbound::Invalid(e)) | Some(Inbound::Broken(e)) => Err(ClientError::Protocol(e.to_string())),
+            Some(Inbound::Invalid(e)) | Some(Inbound::Broken(e)) => {
+                Err(ClientError::Protocol(e.to_string()))
+            }
         }
     }
 
@@ -146,7 +150,10 @@ impl Client {
 
     /// Send raw frame bytes (for tools and tests that probe the server).
     pub async fn send_raw(&mut self, bytes: bytes::Bytes) -> Result<(), ClientError> {
-        self.writer.send(bytes).await.map_err(|_| ClientError::Closed)
+        self.writer
+            .send(bytes)
+            .await
+            .map_err(|_| ClientError::Closed)
     }
 }
 

@@ -110,11 +110,13 @@ pub async fn txn(cmd: TxnCommand) -> ExitCode {
                 Err(code) => return code,
             }
         }
-        TxnCommand::Show { id, target } => match ask(target.addr(), Body::TxnShow { txn: TxnId(id) }).await {
-            Ok(v) if target.json => println!("{v}"),
-            Ok(v) => print_txn(&v),
-            Err(code) => return code,
-        },
+        TxnCommand::Show { id, target } => {
+            match ask(target.addr(), Body::TxnShow { txn: TxnId(id) }).await {
+                Ok(v) if target.json => println!("{v}"),
+                Ok(v) => print_txn(&v),
+                Err(code) => return code,
+            }
+        }
         TxnCommand::Resolve {
             id,
             participant,
@@ -127,7 +129,11 @@ pub async fn txn(cmd: TxnCommand) -> ExitCode {
                 eprintln!("twopc: --reason must say why (it is kept in the log)");
                 return ExitCode::from(EXIT_USAGE);
             }
-            let decision = if commit { Decision::Commit } else { Decision::Abort };
+            let decision = if commit {
+                Decision::Commit
+            } else {
+                Decision::Abort
+            };
             let body = Body::Resolve {
                 txn: TxnId(id),
                 decision,
@@ -148,13 +154,18 @@ pub async fn txn(cmd: TxnCommand) -> ExitCode {
 
 fn print_list(v: &Value) {
     let list = v["transactions"].as_array().cloned().unwrap_or_default();
-    println!("{:<22} {:<15} {:<9} {:>9} {:>7}  PARTICIPANTS", "TRANSACTION", "STATE", "DECISION", "AGE", "RETRIES");
+    println!(
+        "{:<22} {:<15} {:<9} {:>9} {:>7}  PARTICIPANTS",
+        "TRANSACTION", "STATE", "DECISION", "AGE", "RETRIES"
+    );
     for t in &list {
         println!(
             "{:<22} {:<15} {:<9} {:>7.1} s {:>7}  {}",
             t["transaction_id"].as_str().unwrap_or("?"),
             t["state"].as_str().unwrap_or("?"),
-            t["decision"].as_str().unwrap_or(t["vote"].as_str().map(|_| "-").unwrap_or("-")),
+            t["decision"]
+                .as_str()
+                .unwrap_or(t["vote"].as_str().map(|_| "-").unwrap_or("-")),
             t["age_ms"].as_f64().unwrap_or(0.0) / 1000.0,
             t["retries"].as_u64().or(t["queries"].as_u64()).unwrap_or(0),
             join(&t["participants"])
@@ -165,7 +176,12 @@ fn print_list(v: &Value) {
 
 fn join(v: &Value) -> String {
     v.as_array()
-        .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(","))
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        })
         .unwrap_or_default()
 }
 
@@ -182,55 +198,66 @@ fn print_txn(t: &Value) {
     }
 }
 
+/// What one log says about one transaction.
+#[derive(Default)]
+struct Durable {
+    records: Vec<&'static str>,
+    state: String,
+    heuristic: Option<String>,
+    role: &'static str,
+}
+
 /// Durable state of each transaction found in a log, in first-seen order.
 pub fn summarize(records: &[wal::Located]) -> Vec<Value> {
     let mut order: Vec<TxnId> = Vec::new();
-    let mut by: BTreeMap<TxnId, (Vec<&'static str>, String, Option<String>, &'static str)> = BTreeMap::new();
+    let mut by: BTreeMap<TxnId, Durable> = BTreeMap::new();
     for l in records {
         let id = l.record.txn().clone();
         let e = by.entry(id.clone()).or_insert_with(|| {
             order.push(id.clone());
-            (Vec::new(), String::new(), None, "")
+            Durable::default()
         });
         match &l.record {
             Record::Decision { decision, .. } => {
-                e.0.push("decision");
-                e.1 = format!("{decision} decided, not ended (re-driven on restart)");
-                e.3 = "coordinator";
+                e.records.push("decision");
+                e.state = format!("{decision} decided, not ended (re-driven on restart)");
+                e.role = "coordinator";
             }
             Record::End { .. } => {
-                e.0.push("end");
-                e.1 = "commit decided and acknowledged by all (ended)".into();
-                e.3 = "coordinator";
+                e.records.push("end");
+                e.state = "commit decided and acknowledged by all (ended)".into();
+                e.role = "coordinator";
             }
             Record::Prepared { .. } => {
-                e.0.push("prepared");
-                e.1 = "prepared, no decision (in doubt)".into();
-                e.3 = "participant";
+                e.records.push("prepared");
+                e.state = "prepared, no decision (in doubt)".into();
+                e.role = "participant";
             }
             Record::Decided {
-                decision, heuristic, ..
+                decision,
+                heuristic,
+                ..
             } => {
-                e.0.push("decided");
-                e.1 = match heuristic {
+                e.records.push("decided");
+                e.state = match heuristic {
                     Some(_) => format!("{decision} (heuristic, decided by an operator)"),
                     None => format!("{decision}"),
                 };
-                e.2 = heuristic.clone();
-                e.3 = "participant";
+                e.heuristic = heuristic.clone();
+                e.role = "participant";
             }
         }
     }
     order
         .into_iter()
         .filter_map(|id| {
-            let (kinds, state, heuristic, role) = by.remove(&id)?;
+            let d = by.remove(&id)?;
             Some(json!({
                 "transaction_id": id,
-                "role": role,
-                "state": state,
-                "heuristic_reason": heuristic,
-                "records": kinds,
+                "role": d.role,
+                "state": d.state,
+                "heuristic_reason": d.heuristic,
+                "records": d.records,
             }))
         })
         .collect()
@@ -239,7 +266,10 @@ pub fn summarize(records: &[wal::Located]) -> Vec<Value> {
 pub fn wal_cmd(cmd: WalCommand) -> ExitCode {
     let WalCommand::Inspect { data_dir, json } = cmd;
     if !data_dir.is_dir() {
-        eprintln!("twopc: {} is not a directory; pass a node's data_dir", data_dir.display());
+        eprintln!(
+            "twopc: {} is not a directory; pass a node's data_dir",
+            data_dir.display()
+        );
         return ExitCode::from(EXIT_USAGE);
     }
     let report = match wal::scan(&data_dir) {
@@ -250,9 +280,11 @@ pub fn wal_cmd(cmd: WalCommand) -> ExitCode {
         }
     };
     let txns = summarize(&report.records);
-    let place = |p: &Option<(PathBuf, u64, String)>| {
+    let place = |p: &Option<wal::Damage>| {
         p.as_ref()
-            .map(|(f, o, w)| json!({"file": f.display().to_string(), "offset": o, "why": w}))
+            .map(
+                |d| json!({"file": d.file.display().to_string(), "offset": d.offset, "why": d.why}),
+            )
             .unwrap_or(Value::Null)
     };
     let out = json!({
@@ -266,12 +298,27 @@ pub fn wal_cmd(cmd: WalCommand) -> ExitCode {
     if json {
         println!("{out}");
     } else {
-        println!("log in {}: {} segment(s), {} records", data_dir.display(), report.segments.len(), report.records.len());
-        if let Some((f, o, w)) = &report.torn_tail {
-            println!("torn tail: {} at offset {o} ({w}); cut off when the node starts", f.display());
+        println!(
+            "log in {}: {} segment(s), {} records",
+            data_dir.display(),
+            report.segments.len(),
+            report.records.len()
+        );
+        if let Some(d) = &report.torn_tail {
+            println!(
+                "torn tail: {} at offset {} ({}); cut off when the node starts",
+                d.file.display(),
+                d.offset,
+                d.why
+            );
         }
-        if let Some((f, o, w)) = &report.corruption {
-            println!("CORRUPTION: {} at offset {o}: {w}; the node will refuse to start", f.display());
+        if let Some(d) = &report.corruption {
+            println!(
+                "CORRUPTION: {} at offset {}: {}; the node will refuse to start",
+                d.file.display(),
+                d.offset,
+                d.why
+            );
         }
         println!("{:<24} {:<12} STATE", "TRANSACTION", "ROLE");
         for t in out["transactions"].as_array().into_iter().flatten() {

@@ -279,7 +279,10 @@ impl Coordinator {
                     c.active.insert(txn.clone(), t);
                 }
                 Record::End { txn } => {
-                    if let Some(t) = c.active.remove(txn) {
+                    if let Some(mut t) = c.active.remove(txn) {
+                        t.phase = TxnPhase::Completed;
+                        t.ended_ms = Some(now);
+                        t.acks = t.participants.iter().cloned().collect();
                         c.committed += 1;
                         c.remember(t);
                     }
@@ -312,6 +315,12 @@ impl Coordinator {
             .collect();
         v.sort_by(|a, b| a.txn().cmp(b.txn()));
         v
+    }
+
+    /// Has `conn` said a valid hello? Operator requests are answered only
+    /// on such connections.
+    pub fn is_greeted(&self, conn: ConnId) -> bool {
+        self.peers.contains_key(&conn)
     }
 
     pub fn state(&self) -> ClusterState {
@@ -466,7 +475,10 @@ impl Coordinator {
                     true,
                 );
             }
-        } else if self.state == ClusterState::Ready && !self.opts.dynamic_joining {
+        } else if self.state == ClusterState::Ready
+            && !self.opts.dynamic_joining
+            && !self.owed_to(&id)
+        {
             return reject(
                 out,
                 conn,
@@ -497,7 +509,9 @@ impl Coordinator {
         let mut owed: Vec<&Txn> = self
             .active
             .values()
-            .filter(|t| t.decision.is_some() && t.participants.contains(&id) && !t.acks.contains(&id))
+            .filter(|t| {
+                t.decision.is_some() && t.participants.contains(&id) && !t.acks.contains(&id)
+            })
             .collect();
         owed.sort_by(|a, b| a.id.cmp(&b.id));
         for t in owed {
@@ -508,6 +522,15 @@ impl Coordinator {
         if self.state == ClusterState::Ready {
             self.start_pending(out);
         }
+    }
+
+    /// Does an unended transaction (for example one recovered from the log)
+    /// still owe `id` its decision? Such a participant may always register,
+    /// even when membership is closed.
+    fn owed_to(&self, id: &ParticipantId) -> bool {
+        self.active
+            .values()
+            .any(|t| t.decision.is_some() && t.participants.contains(id) && !t.acks.contains(id))
     }
 
     fn start_pending(&mut self, out: &mut Vec<Action>) {
@@ -523,7 +546,12 @@ impl Coordinator {
         };
         if self.state != ClusterState::Ready {
             if self.pending.len() >= self.opts.max_pending_submits {
-                return refuse(out, &waiter, ErrorCode::Overloaded, "too many submits are waiting for participants to register; retry later");
+                return refuse(
+                    out,
+                    &waiter,
+                    ErrorCode::Overloaded,
+                    "too many submits are waiting for participants to register; retry later",
+                );
             }
             let deadline = self.now + self.opts.vote_timeout_ms;
             self.pending.push_back((waiter, req, deadline));
@@ -547,8 +575,10 @@ impl Coordinator {
         let participants: Vec<ParticipantId> = match req.participants {
             Some(list) => {
                 let mut seen = BTreeSet::new();
-                let list: Vec<ParticipantId> =
-                    list.into_iter().filter(|p| seen.insert(p.clone())).collect();
+                let list: Vec<ParticipantId> = list
+                    .into_iter()
+                    .filter(|p| seen.insert(p.clone()))
+                    .collect();
                 if let Some(unknown) = list.iter().find(|p| !self.members.contains_key(*p)) {
                     return refuse(
                         out,
@@ -574,7 +604,12 @@ impl Coordinator {
         }
         let id = TxnId(format!("{}-{}", self.opts.txn_id_prefix, self.next_seq));
         self.next_seq += 1;
-        let mut t = Txn::new(id.clone(), participants.clone(), self.now, self.now + self.opts.vote_timeout_ms);
+        let mut t = Txn::new(
+            id.clone(),
+            participants.clone(),
+            self.now,
+            self.now + self.opts.vote_timeout_ms,
+        );
         t.waiter = Some(waiter);
         self.in_prepare += 1;
         let mut unreachable = None;
@@ -598,7 +633,12 @@ impl Coordinator {
         }
         self.active.insert(id.clone(), t);
         if let Some(p) = unreachable {
-            self.decide(&id, Decision::Abort, format!("participant_disconnected: {p}"), out);
+            self.decide(
+                &id,
+                Decision::Abort,
+                format!("participant_disconnected: {p}"),
+                out,
+            );
         }
     }
 
@@ -700,7 +740,11 @@ impl Coordinator {
         }
         t.decision = Some(decision);
         t.decided_ms = Some(now);
-        t.reason = if reason.is_empty() { None } else { Some(reason) };
+        t.reason = if reason.is_empty() {
+            None
+        } else {
+            Some(reason)
+        };
         t.resend_backoff_ms = self.opts.resend_initial_ms;
         t.next_resend_ms = now + t.resend_backoff_ms;
         self.in_prepare -= 1;
@@ -870,7 +914,8 @@ impl Coordinator {
                 }
                 for t in self.active.values_mut() {
                     if t.decision.is_some() && t.participants.contains(&p) && !t.acks.contains(&p) {
-                        t.last_error = Some(format!("participant {p} disconnected before acknowledging"));
+                        t.last_error =
+                            Some(format!("participant {p} disconnected before acknowledging"));
                     }
                 }
                 let mut victims: Vec<TxnId> = self
@@ -885,7 +930,12 @@ impl Coordinator {
                     .collect();
                 victims.sort();
                 for id in victims {
-                    self.decide(&id, Decision::Abort, format!("participant_disconnected: {p}"), out);
+                    self.decide(
+                        &id,
+                        Decision::Abort,
+                        format!("participant_disconnected: {p}"),
+                        out,
+                    );
                 }
             }
         }
@@ -953,7 +1003,12 @@ impl Coordinator {
                         .collect()
                 })
                 .unwrap_or_default();
-            self.decide(&id, Decision::Abort, format!("vote_timeout: no vote from {}", missing.join(", ")), out);
+            self.decide(
+                &id,
+                Decision::Abort,
+                format!("vote_timeout: no vote from {}", missing.join(", ")),
+                out,
+            );
         }
         resend.sort_by(|a, b| a.0.cmp(&b.0));
         for (id, d, conns) in resend {
@@ -1060,7 +1115,13 @@ fn send(out: &mut Vec<Action>, conn: ConnId, body: Body, after_durable: bool) {
     });
 }
 
-fn reject(out: &mut Vec<Action>, conn: ConnId, code: ErrorCode, message: impl Into<String>, close: bool) {
+fn reject(
+    out: &mut Vec<Action>,
+    conn: ConnId,
+    code: ErrorCode,
+    message: impl Into<String>,
+    close: bool,
+) {
     out.push(Action::Reject {
         conn,
         error: WireError::new(code, message),

@@ -334,7 +334,10 @@ impl Body {
             },
             Body::Resolve {
                 decision, reason, ..
-            } => obj([("decision", json_of(&decision)), ("reason", Value::String(reason))]),
+            } => obj([
+                ("decision", json_of(&decision)),
+                ("reason", Value::String(reason)),
+            ]),
             Body::Error {
                 code,
                 message,
@@ -381,7 +384,9 @@ impl Message {
         let value: Value = serde_json::from_slice(bytes).map_err(|e| {
             WireError::new(
                 ErrorCode::InvalidJson,
-                format!("frame is not valid UTF-8 JSON ({e}); each frame must hold one JSON object"),
+                format!(
+                    "frame is not valid UTF-8 JSON ({e}); each frame must hold one JSON object"
+                ),
             )
         })?;
         let msg: Message = match &value {

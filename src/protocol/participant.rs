@@ -357,7 +357,10 @@ impl Participant {
             return;
         }
         if !participants.is_empty() && !participants.contains(&self.opts.id) {
-            let reason = format!("not a listed participant of this transaction ({})", self.opts.id);
+            let reason = format!(
+                "not a listed participant of this transaction ({})",
+                self.opts.id
+            );
             let mut t = PTxn::new(PState::Aborted, participants, self.now);
             t.vote = Some(Vote::Abort);
             t.reason = Some(reason.clone());
@@ -491,7 +494,13 @@ impl Participant {
         }
     }
 
-    fn on_resolve(&mut self, txn: TxnId, decision: Decision, reason: String, out: &mut Vec<Action>) {
+    fn on_resolve(
+        &mut self,
+        txn: TxnId,
+        decision: Decision,
+        reason: String,
+        out: &mut Vec<Action>,
+    ) {
         let Some(t) = self.txns.get_mut(&txn) else {
             return out.push(Action::Alert {
                 txn: Some(txn),
@@ -502,7 +511,10 @@ impl Participant {
             let state = t.state;
             return out.push(Action::Alert {
                 txn: Some(txn),
-                message: format!("resolve refused: the transaction is {}, not in doubt", state.as_str()),
+                message: format!(
+                    "resolve refused: the transaction is {}, not in doubt",
+                    state.as_str()
+                ),
             });
         }
         t.heuristic = Some(reason.clone());

@@ -82,7 +82,10 @@ impl Resource for VoteResource {
             VotePreference::Commit => Ok(Value::Null),
             VotePreference::Abort => Err("vote_preference is abort".into()),
             VotePreference::Random => {
-                if self.rng.random_bool(self.commit_probability.clamp(0.0, 1.0)) {
+                if self
+                    .rng
+                    .random_bool(self.commit_probability.clamp(0.0, 1.0))
+                {
                     Ok(Value::Null)
                 } else {
                     Err(format!(
@@ -111,7 +114,12 @@ mod tests {
         let mut a = VoteResource::new(VotePreference::Abort, 1.0, Some(1));
         assert!(a.prepare(&t, &Value::Null).is_err());
         let mut r = VoteResource::new(VotePreference::Random, 0.5, Some(7));
-        let commits = (0..1000).filter(|_| r.prepare(&t, &Value::Null).is_ok()).count();
-        assert!((350..650).contains(&commits), "{commits} commits of 1000 at p=0.5");
+        let commits = (0..1000)
+            .filter(|_| r.prepare(&t, &Value::Null).is_ok())
+            .count();
+        assert!(
+            (350..650).contains(&commits),
+            "{commits} commits of 1000 at p=0.5"
+        );
     }
 }

@@ -4,7 +4,7 @@
 //! the log's durable watermark.
 
 use super::outbox::Outbox;
-use super::{alert, crash, spawn_connection, Clock, ConnEvent};
+use super::{alert, crash, spawn_connection, Clock, ConnEvent, ConnSpec};
 use crate::config::CoordinatorConfig;
 use crate::protocol::coordinator::{Coordinator, CoordinatorOptions, Event, Txn, TXN_STATES};
 use crate::protocol::{Action, Body, ConnId, Record, TxnId};
@@ -53,15 +53,31 @@ impl CoordinatorServer {
         if wal_opts.unsafe_no_fsync {
             tracing::warn!("!!! wal.unsafe_no_fsync is ON: decisions are NOT durable; a machine crash can lose or split transactions. Use for benchmarks only. !!!");
         }
-        let (wal, lock, records, torn) = Wal::open(&cfg.data_dir, wal_opts)?;
-        if let Some((path, offset, why)) = torn {
-            tracing::warn!(file = %path.display(), offset, "cut a torn record at the end of the log ({why}); it was never acknowledged");
+        let crate::wal::Opened {
+            wal,
+            lock,
+            records,
+            torn_tail,
+        } = Wal::open(&cfg.data_dir, wal_opts)?;
+        if let Some(d) = torn_tail {
+            tracing::warn!(
+                file = %d.file.display(),
+                offset = d.offset,
+                "cut a torn record at the end of the log ({}); it was never acknowledged",
+                d.why
+            );
         }
         let opts = core_options(&cfg);
         let core = Coordinator::recover(opts, clock.now(), &records);
-        let redriven = core.txns().filter(|t| t.recovered && t.ended_ms.is_none()).count();
+        let redriven = core
+            .txns()
+            .filter(|t| t.recovered && t.ended_ms.is_none())
+            .count();
         if redriven > 0 {
-            tracing::info!(redriven, "recovered commit decisions without END; re-driving them");
+            tracing::info!(
+                redriven,
+                "recovered commit decisions without END; re-driving them"
+            );
         }
         let addr = format!("{}:{}", cfg.host, cfg.port);
         let listener = TcpListener::bind(&addr)
@@ -94,7 +110,13 @@ impl CoordinatorServer {
         } = self;
         let tracker = TaskTracker::new();
         let (ev_tx, ev_rx) = mpsc::channel(cfg.max_connections.max(16) * 4);
-        tracker.spawn(accept_loop(listener, cfg.clone(), ev_tx, shutdown.clone(), tracker.clone()));
+        tracker.spawn(accept_loop(
+            listener,
+            cfg.clone(),
+            ev_tx,
+            shutdown.clone(),
+            tracker.clone(),
+        ));
         let mut driver = Driver {
             core,
             out: Outbox::new(log, cfg.wal.segment_max_bytes),
@@ -125,7 +147,12 @@ fn core_options(cfg: &CoordinatorConfig) -> CoordinatorOptions {
         liveness_timeout_ms: cfg.heartbeat_interval_ms * cfg.heartbeat_failure_threshold as u64,
         history_limit: cfg.history_limit,
         // Base-36 start time: ids stay unique across restarts.
-        txn_id_prefix: to_base36(start_ms),
+        // plus a random suffix for two starts within one millisecond.
+        txn_id_prefix: format!(
+            "{}{}",
+            to_base36(start_ms),
+            to_base36(rand::random::<u16>() as u128 % (36 * 36) + 36 * 36)
+        ),
     }
 }
 
@@ -173,16 +200,14 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let conn = ConnId(next_conn);
         next_conn += 1;
-        spawn_connection(
-            stream,
+        let spec = ConnSpec {
             conn,
-            peer.to_string(),
-            cfg.max_frame_bytes,
-            Duration::from_millis(cfg.handshake_timeout_ms),
-            events.clone(),
-            Some(permit),
-            &tracker,
-        );
+            peer: peer.to_string(),
+            max_frame_bytes: cfg.max_frame_bytes,
+            first_frame_timeout: Duration::from_millis(cfg.handshake_timeout_ms),
+            permit: Some(permit),
+        };
+        spawn_connection(stream, spec, events.clone(), &tracker);
     }
 }
 
@@ -202,7 +227,11 @@ const TXN_LIST_MAX: usize = 1000;
 const EVENTS_PER_TURN: usize = 512;
 
 impl Driver {
-    async fn main_loop(&mut self, mut events: mpsc::Receiver<ConnEvent>, shutdown: CancellationToken) {
+    async fn main_loop(
+        &mut self,
+        mut events: mpsc::Receiver<ConnEvent>,
+        shutdown: CancellationToken,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -239,6 +268,11 @@ impl Driver {
             ConnEvent::Opened { conn, tx, peer } => {
                 tracing::debug!(%peer, conn = conn.0, "connection opened");
                 self.out.open(conn, tx, peer);
+            }
+            // Operator requests are answered here (they need runtime figures),
+            // but only after hello; before it the core refuses them.
+            ConnEvent::Message { conn, body } if !self.core.is_greeted(conn) => {
+                self.step(Event::Message { conn, body })
             }
             ConnEvent::Message {
                 conn,
@@ -299,7 +333,11 @@ impl Driver {
             .collect();
         txns.sort_by(|a, b| b.started_ms.cmp(&a.started_ms).then(b.id.cmp(&a.id)));
         let total = txns.len();
-        let list: Vec<serde_json::Value> = txns.iter().take(TXN_LIST_MAX).map(|t| t.summary(now)).collect();
+        let list: Vec<serde_json::Value> = txns
+            .iter()
+            .take(TXN_LIST_MAX)
+            .map(|t| t.summary(now))
+            .collect();
         Body::TxnInfo(json!({ "total": total, "transactions": list }))
     }
 

@@ -54,6 +54,18 @@ pub enum ConnEvent {
     },
 }
 
+/// How to run one connection.
+pub struct ConnSpec {
+    pub conn: ConnId,
+    /// Peer address, for logs.
+    pub peer: String,
+    pub max_frame_bytes: usize,
+    /// A connection that sends nothing for this long is closed.
+    pub first_frame_timeout: std::time::Duration,
+    /// Connection slot, released when the connection ends.
+    pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
 /// Split a stream into a writer task and a reader task that forwards
 /// messages to `events`. Frames that are not valid messages are answered
 /// with an `error` frame right here and never reach the core; a broken
@@ -61,16 +73,19 @@ pub enum ConnEvent {
 /// say anything.
 pub fn spawn_connection<S>(
     stream: S,
-    conn: ConnId,
-    peer: String,
-    max_frame_bytes: usize,
-    first_frame_timeout: std::time::Duration,
+    spec: ConnSpec,
     events: mpsc::Sender<ConnEvent>,
-    permit: Option<tokio::sync::OwnedSemaphorePermit>,
     tracker: &tokio_util::task::TaskTracker,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
+    let ConnSpec {
+        conn,
+        peer,
+        max_frame_bytes,
+        first_frame_timeout,
+        permit,
+    } = spec;
     let (rd, wr) = tokio::io::split(stream);
     let mut reader = FramedRead::new(rd, net::codec(max_frame_bytes));
     let writer = FramedWrite::new(wr, net::codec(max_frame_bytes));

@@ -40,7 +40,10 @@ impl Outbox {
     }
 
     pub fn peer(&self, conn: ConnId) -> String {
-        self.conns.get(&conn).map(|c| c.1.clone()).unwrap_or_default()
+        self.conns
+            .get(&conn)
+            .map(|c| c.1.clone())
+            .unwrap_or_default()
     }
 
     pub fn connections(&self) -> usize {
@@ -61,7 +64,12 @@ impl Outbox {
     /// Queue `body` for `conn`. Returns it back when it may go now; holds it
     /// when it must wait for the log (or for earlier held messages, to keep
     /// order).
-    pub fn gate(&mut self, conn: ConnId, body: Body, after_durable: bool) -> Option<(ConnId, Body)> {
+    pub fn gate(
+        &mut self,
+        conn: ConnId,
+        body: Body,
+        after_durable: bool,
+    ) -> Option<(ConnId, Body)> {
         let barrier = self.log.barrier();
         if after_durable && (barrier > self.log.durable() || !self.deferred.is_empty()) {
             self.deferred.push_back((barrier, conn, body));
@@ -75,7 +83,11 @@ impl Outbox {
     pub fn ready(&mut self) -> Vec<(ConnId, Body)> {
         let durable = self.log.durable();
         let mut v = Vec::new();
-        while self.deferred.front().is_some_and(|(lsn, _, _)| *lsn <= durable) {
+        while self
+            .deferred
+            .front()
+            .is_some_and(|(lsn, _, _)| *lsn <= durable)
+        {
             if let Some((_, conn, body)) = self.deferred.pop_front() {
                 v.push((conn, body));
             }

@@ -4,7 +4,7 @@
 //! core's actions in order through the group-commit log.
 
 use super::outbox::Outbox;
-use super::{alert, crash, spawn_connection, Clock, ConnEvent};
+use super::{alert, crash, spawn_connection, Clock, ConnEvent, ConnSpec};
 use crate::config::ParticipantConfig;
 use crate::protocol::participant::{Event, PState, PTxn, Participant, ParticipantOptions};
 use crate::protocol::{Action, Body, ConnId, Decision, Record, Role, TxnId, PROTOCOL_VERSION};
@@ -58,7 +58,10 @@ struct Prepared {
 impl ParticipantNode {
     /// Open the log and recover: transactions prepared but undecided are in
     /// doubt and will be asked about once the coordinator is reachable.
-    pub async fn start(cfg: ParticipantConfig, mut resource: Box<dyn Resource>) -> Result<ParticipantNode, StartError> {
+    pub async fn start(
+        cfg: ParticipantConfig,
+        mut resource: Box<dyn Resource>,
+    ) -> Result<ParticipantNode, StartError> {
         let clock = Clock::start();
         let wal_opts = WalOptions {
             segment_max_bytes: cfg.wal.segment_max_bytes,
@@ -67,9 +70,19 @@ impl ParticipantNode {
         if wal_opts.unsafe_no_fsync {
             tracing::warn!("!!! wal.unsafe_no_fsync is ON: votes and decisions are NOT durable; a machine crash can split transactions. Use for benchmarks only. !!!");
         }
-        let (wal, lock, records, torn) = Wal::open(&cfg.data_dir(), wal_opts)?;
-        if let Some((path, offset, why)) = torn {
-            tracing::warn!(file = %path.display(), offset, "cut a torn record at the end of the log ({why}); it was never acknowledged");
+        let crate::wal::Opened {
+            wal,
+            lock,
+            records,
+            torn_tail,
+        } = Wal::open(&cfg.data_dir(), wal_opts)?;
+        if let Some(d) = torn_tail {
+            tracing::warn!(
+                file = %d.file.display(),
+                offset = d.offset,
+                "cut a torn record at the end of the log ({}); it was never acknowledged",
+                d.why
+            );
         }
         let opts = ParticipantOptions {
             id: cfg.id.clone(),
@@ -82,13 +95,18 @@ impl ParticipantNode {
         let prepared: Vec<(TxnId, Value)> = records
             .iter()
             .filter_map(|r| match r {
-                Record::Prepared { txn, state, .. } if in_doubt.contains(txn) => Some((txn.clone(), state.clone())),
+                Record::Prepared { txn, state, .. } if in_doubt.contains(txn) => {
+                    Some((txn.clone(), state.clone()))
+                }
                 _ => None,
             })
             .collect();
         resource.recover(&prepared);
         if !in_doubt.is_empty() {
-            tracing::warn!(count = in_doubt.len(), "transactions in doubt after restart; asking the coordinator");
+            tracing::warn!(
+                count = in_doubt.len(),
+                "transactions in doubt after restart; asking the coordinator"
+            );
         }
         let admin = match cfg.admin_port {
             Some(port) => {
@@ -134,7 +152,13 @@ impl ParticipantNode {
         let tracker = TaskTracker::new();
         let (admin_tx, admin_rx) = mpsc::channel(256);
         if let Some(l) = admin {
-            tracker.spawn(admin_accept(l, cfg.max_frame_bytes, admin_tx, shutdown.clone(), tracker.clone()));
+            tracker.spawn(admin_accept(
+                l,
+                cfg.max_frame_bytes,
+                admin_tx,
+                shutdown.clone(),
+                tracker.clone(),
+            ));
         }
         let (ev_tx, ev_rx) = mpsc::channel(1024);
         let (prep_tx, prep_rx) = mpsc::channel(1024);
@@ -198,16 +222,14 @@ async fn admin_accept(
             },
         };
         next += 1;
-        spawn_connection(
-            stream,
-            ConnId(next),
-            peer.to_string(),
+        let spec = ConnSpec {
+            conn: ConnId(next),
+            peer: peer.to_string(),
             max_frame_bytes,
-            Duration::from_secs(10),
-            events.clone(),
-            Some(permit),
-            &tracker,
-        );
+            first_frame_timeout: Duration::from_secs(10),
+            permit: Some(permit),
+        };
+        spawn_connection(stream, spec, events.clone(), &tracker);
     }
 }
 
@@ -236,16 +258,15 @@ async fn connector(
                 let _ = stream.set_nodelay(true);
                 let conn = ConnId(next_conn);
                 next_conn += 1;
-                spawn_connection(
-                    stream,
+                let spec = ConnSpec {
                     conn,
-                    addr.clone(),
-                    cfg.max_frame_bytes,
-                    Duration::from_secs(3600 * 24 * 365),
-                    events.clone(),
-                    None,
-                    &tracker,
-                );
+                    peer: addr.clone(),
+                    max_frame_bytes: cfg.max_frame_bytes,
+                    // The coordinator speaks first only after our hello.
+                    first_frame_timeout: Duration::from_secs(3600 * 24 * 365),
+                    permit: None,
+                };
+                spawn_connection(stream, spec, events.clone(), &tracker);
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = reconnect.notified() => {}
@@ -280,7 +301,10 @@ fn participant_state_matches(s: PState, filter: &str) -> bool {
 
 /// Capped exponential backoff with "equal jitter": half fixed, half random.
 pub fn backoff_ms(initial_ms: u64, max_ms: u64, attempt: u32) -> u64 {
-    let exp = initial_ms.saturating_mul(1u64 << attempt.min(20)).min(max_ms).max(1);
+    let exp = initial_ms
+        .saturating_mul(1u64 << attempt.min(20))
+        .min(max_ms)
+        .max(1);
     exp / 2 + rand::rng().random_range(0..=exp / 2)
 }
 
@@ -319,7 +343,8 @@ impl Driver {
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let silence = Duration::from_millis(hb_ms * self.cfg.heartbeat_failure_threshold.max(1) as u64);
+        let silence =
+            Duration::from_millis(hb_ms * self.cfg.heartbeat_failure_threshold.max(1) as u64);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -438,7 +463,9 @@ impl Driver {
         };
         if !self.admins.contains(&conn) {
             match body {
-                Body::Hello { role: Role::Client, .. } => {
+                Body::Hello {
+                    role: Role::Client, ..
+                } => {
                     self.admins.insert(conn);
                     let state = "participant".to_string();
                     self.out.deliver(conn, Body::Welcome { state }, None);
@@ -455,23 +482,38 @@ impl Driver {
             Body::Status => {
                 let mut s = self.core.status();
                 s["wal"] = self.out.log.stats.snapshot();
-                s["coordinator"] = format!("{}:{}", self.cfg.coordinator_host, self.cfg.coordinator_port).into();
+                s["coordinator"] = format!(
+                    "{}:{}",
+                    self.cfg.coordinator_host, self.cfg.coordinator_port
+                )
+                .into();
                 Body::StatusReport(s)
             }
             Body::TxnList { state } => {
                 let mut v: Vec<(&TxnId, &PTxn)> = self
                     .core
                     .txns()
-                    .filter(|(_, t)| state.as_deref().is_none_or(|st| participant_state_matches(t.state, st)))
+                    .filter(|(_, t)| {
+                        state
+                            .as_deref()
+                            .is_none_or(|st| participant_state_matches(t.state, st))
+                    })
                     .collect();
                 v.sort_by(|a, b| b.1.since_ms.cmp(&a.1.since_ms).then(b.0.cmp(a.0)));
                 let total = v.len();
-                let list: Vec<Value> = v.iter().take(1000).map(|(id, t)| t.summary(id, now)).collect();
+                let list: Vec<Value> = v
+                    .iter()
+                    .take(1000)
+                    .map(|(id, t)| t.summary(id, now))
+                    .collect();
                 Body::TxnInfo(serde_json::json!({ "total": total, "transactions": list }))
             }
             Body::TxnShow { txn } => match self.core.txn(&txn) {
                 Some(t) => Body::TxnInfo(t.summary(&txn, now)),
-                None => err("unknown_transaction", format!("transaction `{txn}` is not known to this participant")),
+                None => err(
+                    "unknown_transaction",
+                    format!("transaction `{txn}` is not known to this participant"),
+                ),
             },
             Body::Resolve {
                 txn,
@@ -485,7 +527,11 @@ impl Driver {
                         decision,
                         reason,
                     });
-                    let summary = self.core.txn(&txn).map(|t| t.summary(&txn, now)).unwrap_or_default();
+                    let summary = self
+                        .core
+                        .txn(&txn)
+                        .map(|t| t.summary(&txn, now))
+                        .unwrap_or_default();
                     // Answer once the heuristic record is durable.
                     if let Some((c, b)) = self.out.gate(conn, Body::TxnInfo(summary), true) {
                         self.out.deliver(c, b, None);
@@ -494,9 +540,15 @@ impl Driver {
                 }
                 Some(s) => err(
                     "refused",
-                    format!("transaction `{txn}` is {}, not in doubt; nothing to resolve", s.as_str()),
+                    format!(
+                        "transaction `{txn}` is {}, not in doubt; nothing to resolve",
+                        s.as_str()
+                    ),
                 ),
-                None => err("unknown_transaction", format!("transaction `{txn}` is not known to this participant")),
+                None => err(
+                    "unknown_transaction",
+                    format!("transaction `{txn}` is not known to this participant"),
+                ),
             },
             other => err(
                 "invalid_message",
@@ -529,7 +581,11 @@ impl Driver {
                 }
             }
             Action::Reject { conn, error, close } => {
-                tracing::warn!(code = error.code.as_str(), "refused message from the coordinator: {}", error.message);
+                tracing::warn!(
+                    code = error.code.as_str(),
+                    "refused message from the coordinator: {}",
+                    error.message
+                );
                 self.out.deliver(conn, Body::error(&error), None);
                 if close {
                     self.out.close(conn);
@@ -542,7 +598,8 @@ impl Driver {
                     tracing::info!(transaction_id = %txn, "voting abort: {reason}");
                 }
                 if self.cfg.vote_delay_ms == 0 {
-                    self.queue.push_back(Event::ResourcePrepared { txn, result });
+                    self.queue
+                        .push_back(Event::ResourcePrepared { txn, result });
                 } else {
                     let tx = self.prep_tx.clone();
                     let delay = Duration::from_millis(self.cfg.vote_delay_ms);
@@ -572,7 +629,9 @@ impl Driver {
                 } => crash::hit("participant.after_decision_logged"),
                 _ => {}
             }
-            if matches!(body, Body::VoteCommit { .. } | Body::VoteAbort { .. }) && crash::take(VOTE_SENT) {
+            if matches!(body, Body::VoteCommit { .. } | Body::VoteAbort { .. })
+                && crash::take(VOTE_SENT)
+            {
                 self.out.deliver(conn, body, Some(VOTE_SENT));
                 crash::halt(VOTE_SENT);
             }

@@ -34,7 +34,11 @@ impl DirLock {
             let pid = pid.trim();
             return Err(WalError::Locked {
                 dir: dir.to_path_buf(),
-                pid: if pid.is_empty() { "unknown".into() } else { pid.to_string() },
+                pid: if pid.is_empty() {
+                    "unknown".into()
+                } else {
+                    pid.to_string()
+                },
                 lock: path,
             });
         }

@@ -85,15 +85,44 @@ pub struct Located {
     pub record: Record,
 }
 
+/// A damaged record: where, and why it was rejected.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Damage {
+    pub file: PathBuf,
+    pub offset: u64,
+    pub why: String,
+}
+
+impl Damage {
+    fn new(file: &Path, offset: usize, why: impl Into<String>) -> Damage {
+        Damage {
+            file: file.to_path_buf(),
+            offset: offset as u64,
+            why: why.into(),
+        }
+    }
+}
+
 /// What a scan of a data directory found.
 #[derive(Debug, Default)]
 pub struct ScanReport {
     pub records: Vec<Located>,
     pub segments: Vec<PathBuf>,
-    /// A damaged last record of the newest segment: (file, offset, why).
-    pub torn_tail: Option<(PathBuf, u64, String)>,
-    /// Damage before the tail: (file, offset, why). Opening refuses to start.
-    pub corruption: Option<(PathBuf, u64, String)>,
+    /// A damaged last record of the newest segment (a crash mid-append).
+    pub torn_tail: Option<Damage>,
+    /// Damage before the tail. Opening refuses to start.
+    pub corruption: Option<Damage>,
+}
+
+/// A log opened for appending, with what recovery found.
+#[derive(Debug)]
+pub struct Opened {
+    pub wal: Wal,
+    pub lock: DirLock,
+    /// Every intact record, oldest first.
+    pub records: Vec<Record>,
+    /// The torn tail that was cut off, if any.
+    pub torn_tail: Option<Damage>,
 }
 
 /// Encode one record as a frame.
@@ -126,7 +155,9 @@ pub fn decode_record(buf: &[u8]) -> Decoded {
     let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
     let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
     if len == 0 || len > RECORD_MAX_BYTES {
-        return Decoded::Bad(format!("record length {len} is outside 1..={RECORD_MAX_BYTES}"));
+        return Decoded::Bad(format!(
+            "record length {len} is outside 1..={RECORD_MAX_BYTES}"
+        ));
     }
     let Some(payload) = buf.get(HEADER_BYTES..HEADER_BYTES + len) else {
         return Decoded::Incomplete;
@@ -145,7 +176,10 @@ fn segment_name(seq: u64) -> String {
 }
 
 fn segment_seq(name: &str) -> Option<u64> {
-    name.strip_prefix("wal-")?.strip_suffix(".log")?.parse().ok()
+    name.strip_prefix("wal-")?
+        .strip_suffix(".log")?
+        .parse()
+        .ok()
 }
 
 /// The log's segments in `dir`, oldest first.
@@ -191,19 +225,23 @@ pub fn scan(dir: &Path) -> Result<ScanReport, WalError> {
                     off += n;
                 }
                 Decoded::Incomplete if i == last => {
-                    report.torn_tail = Some((path.clone(), off as u64, "record cut short".into()));
+                    report.torn_tail = Some(Damage::new(path, off, "record cut short"));
                     break;
                 }
                 Decoded::Bad(why) if i == last && is_tail(&buf[off..]) => {
-                    report.torn_tail = Some((path.clone(), off as u64, why));
+                    report.torn_tail = Some(Damage::new(path, off, why));
                     break;
                 }
                 Decoded::Incomplete => {
-                    report.corruption = Some((path.clone(), off as u64, "record cut short in a sealed segment".into()));
+                    report.corruption = Some(Damage::new(
+                        path,
+                        off,
+                        "record cut short in a sealed segment",
+                    ));
                     return Ok(report);
                 }
                 Decoded::Bad(why) => {
-                    report.corruption = Some((path.clone(), off as u64, why));
+                    report.corruption = Some(Damage::new(path, off, why));
                     return Ok(report);
                 }
             }
@@ -231,21 +269,25 @@ pub struct Wal {
 
 impl Wal {
     /// Open (creating if needed) the log in `dir`: lock the directory, scan,
-    /// cut a torn tail, refuse corruption. Returns the log, the records in
-    /// order, and the torn tail that was cut, if any.
-    pub fn open(
-        dir: &Path,
-        opts: WalOptions,
-    ) -> Result<(Wal, DirLock, Vec<Record>, Option<(PathBuf, u64, String)>), WalError> {
+    /// cut a torn tail, refuse corruption.
+    pub fn open(dir: &Path, opts: WalOptions) -> Result<Opened, WalError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let lock = DirLock::acquire(dir)?;
         let report = scan(dir)?;
-        if let Some((path, offset, why)) = report.corruption {
-            return Err(WalError::Corrupt { path, offset, why });
+        if let Some(d) = report.corruption {
+            return Err(WalError::Corrupt {
+                path: d.file,
+                offset: d.offset,
+                why: d.why,
+            });
         }
-        if let Some((path, offset, _)) = &report.torn_tail {
-            let f = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
-            f.set_len(*offset).map_err(io_err(path))?;
+        if let Some(d) = &report.torn_tail {
+            let path = &d.file;
+            let f = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(io_err(path))?;
+            f.set_len(d.offset).map_err(io_err(path))?;
             f.sync_all().map_err(io_err(path))?;
         }
         let segments = list_segments(dir)?;
@@ -263,8 +305,8 @@ impl Wal {
             .map_err(io_err(&path))?;
         let bytes = file.metadata().map_err(io_err(&path))?.len();
         let records = report.records.into_iter().map(|l| l.record).collect();
-        Ok((
-            Wal {
+        Ok(Opened {
+            wal: Wal {
                 dir: dir.to_path_buf(),
                 file,
                 seq,
@@ -273,8 +315,8 @@ impl Wal {
             },
             lock,
             records,
-            report.torn_tail,
-        ))
+            torn_tail: report.torn_tail,
+        })
     }
 
     /// Append already-encoded frames (one write).
@@ -377,7 +419,10 @@ mod tests {
     #[test]
     fn frames_round_trip_and_reject_damage() {
         let f = encode_record(&rec(1));
-        assert_eq!(decode_record(&f), Decoded::Record(Box::new(rec(1)), f.len()));
+        assert_eq!(
+            decode_record(&f),
+            Decoded::Record(Box::new(rec(1)), f.len())
+        );
         assert_eq!(decode_record(&f[..f.len() - 1]), Decoded::Incomplete);
         let mut bad = f.clone();
         let last = bad.len() - 1;
@@ -390,17 +435,18 @@ mod tests {
     fn reopen_sees_records_and_cuts_torn_tail() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let (mut w, _l, recs, torn) = Wal::open(dir.path(), WalOptions::default()).unwrap();
-            assert!(recs.is_empty() && torn.is_none());
+            let o = Wal::open(dir.path(), WalOptions::default()).unwrap();
+            assert!(o.records.is_empty() && o.torn_tail.is_none());
+            let mut w = o.wal;
             w.write(&encode_record(&rec(1))).unwrap();
             w.write(&encode_record(&rec(2))).unwrap();
             let half = encode_record(&rec(3));
             w.write(&half[..half.len() / 2]).unwrap();
             w.sync().unwrap();
         }
-        let (_w, _l, recs, torn) = Wal::open(dir.path(), WalOptions::default()).unwrap();
-        assert_eq!(recs, vec![rec(1), rec(2)]);
-        assert!(torn.is_some());
+        let o = Wal::open(dir.path(), WalOptions::default()).unwrap();
+        assert_eq!(o.records, vec![rec(1), rec(2)]);
+        assert!(o.torn_tail.is_some());
     }
 
     #[test]
@@ -408,7 +454,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let first_len;
         {
-            let (mut w, _l, _, _) = Wal::open(dir.path(), WalOptions::default()).unwrap();
+            let mut w = Wal::open(dir.path(), WalOptions::default()).unwrap().wal;
             let a = encode_record(&rec(1));
             first_len = a.len();
             w.write(&a).unwrap();
@@ -432,7 +478,7 @@ mod tests {
             unsafe_no_fsync: false,
         };
         {
-            let (mut w, _l, _, _) = Wal::open(dir.path(), opts.clone()).unwrap();
+            let mut w = Wal::open(dir.path(), opts.clone()).unwrap().wal;
             for i in 0..10 {
                 w.write(&encode_record(&rec(i))).unwrap();
             }
@@ -441,8 +487,8 @@ mod tests {
             w.write(&encode_record(&rec(10))).unwrap();
         }
         assert_eq!(list_segments(dir.path()).unwrap().len(), 1);
-        let (_w, _l, recs, _) = Wal::open(dir.path(), opts).unwrap();
-        assert_eq!(recs, vec![rec(9), rec(10)]);
+        let o = Wal::open(dir.path(), opts).unwrap();
+        assert_eq!(o.records, vec![rec(9), rec(10)]);
     }
 
     #[test]

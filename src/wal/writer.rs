@@ -37,7 +37,11 @@ impl WalStats {
 }
 
 enum Cmd {
-    Append { frame: Vec<u8>, sync: bool, lsn: u64 },
+    Append {
+        frame: Vec<u8>,
+        sync: bool,
+        lsn: u64,
+    },
     Checkpoint(Vec<Record>),
 }
 
@@ -86,7 +90,9 @@ impl GroupCommit {
         }
         let frame = encode_record(record);
         self.stats.records.fetch_add(1, Ordering::Relaxed);
-        self.stats.bytes.fetch_add(frame.len() as u64, Ordering::Relaxed);
+        self.stats
+            .bytes
+            .fetch_add(frame.len() as u64, Ordering::Relaxed);
         if let Some(tx) = &self.tx {
             if tx.send(Cmd::Append { frame, sync, lsn }).is_err() {
                 fatal("the log writer thread is gone");
@@ -138,12 +144,19 @@ impl Drop for GroupCommit {
 }
 
 fn fatal(what: &str) -> ! {
-    tracing::error!("fatal log error: {what}; stopping so that recovery can start from the last durable state");
+    tracing::error!(
+        "fatal log error: {what}; stopping so that recovery can start from the last durable state"
+    );
     eprintln!("twopc: fatal log error: {what}; the process stops so that a restart recovers from the durable log");
     std::process::exit(74)
 }
 
-fn writer_loop(mut wal: Wal, rx: mpsc::Receiver<Cmd>, durable: watch::Sender<u64>, stats: Arc<WalStats>) {
+fn writer_loop(
+    mut wal: Wal,
+    rx: mpsc::Receiver<Cmd>,
+    durable: watch::Sender<u64>,
+    stats: Arc<WalStats>,
+) {
     let mut buf = Vec::new();
     let mut pending = Vec::new();
     while let Ok(first) = rx.recv() {

@@ -125,7 +125,10 @@ pub struct Cluster {
 impl Cluster {
     pub fn new() -> Cluster {
         Cluster {
-            dir: tempfile::Builder::new().prefix("twopc-test-").tempdir().expect("tempdir"),
+            dir: tempfile::Builder::new()
+                .prefix("twopc-test-")
+                .tempdir()
+                .expect("tempdir"),
             coordinator: None,
             port: 0,
             participants: Vec::new(),
@@ -147,7 +150,10 @@ impl Cluster {
     /// restart so participants find it again.
     pub fn start_coordinator(&mut self, args: &[&str], env: &[(&str, &str)]) -> &mut Proc {
         self.coordinator_args = args.iter().map(|s| s.to_string()).collect();
-        self.coordinator_env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.coordinator_env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         self.spawn_coordinator()
     }
 
@@ -158,7 +164,10 @@ impl Cluster {
 
     /// Start the coordinator again with extra environment (crash points).
     pub fn restart_coordinator_with_env(&mut self, env: &[(&str, &str)]) -> &mut Proc {
-        self.coordinator_env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        self.coordinator_env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         self.spawn_coordinator()
     }
 
@@ -179,13 +188,20 @@ impl Cluster {
         let mut line = String::new();
         let mut reader = BufReader::new(stdout);
         // The coordinator prints one line once it is listening.
-        reader.read_line(&mut line).expect("read coordinator stdout");
+        reader
+            .read_line(&mut line)
+            .expect("read coordinator stdout");
         assert!(
             line.contains("listening on"),
             "coordinator did not start: stdout {line:?}; log:\n{}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
-        let port: u16 = line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+        let port: u16 = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
         self.port = port;
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in reader.lines() {});
@@ -218,7 +234,14 @@ impl Cluster {
             .args(["--coordinator-port", &self.port.to_string()])
             .arg("--data-dir")
             .arg(self.path(id))
-            .args(["--log-level", "debug", "--reconnect-initial-ms", "20", "--reconnect-max-ms", "200"])
+            .args([
+                "--log-level",
+                "debug",
+                "--reconnect-initial-ms",
+                "20",
+                "--reconnect-max-ms",
+                "200",
+            ])
             .args(args)
             .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
             .stdin(Stdio::null())
@@ -283,7 +306,10 @@ impl Cluster {
     }
 
     /// Submit one transaction on a new connection.
-    pub fn submit(&self, req: SubmitRequest) -> Result<(TxnId, Outcome), twopc::client::ClientError> {
+    pub fn submit(
+        &self,
+        req: SubmitRequest,
+    ) -> Result<(TxnId, Outcome), twopc::client::ClientError> {
         let addr = self.addr();
         block_on(async move {
             let mut c = Client::connect(&addr, PATIENCE).await?;
@@ -328,4 +354,352 @@ pub fn req(data: Value) -> SubmitRequest {
         participants: None,
         request_id: None,
     }
+}
+
+/// Submit one transaction to the coordinator at `addr` on a new connection
+/// (usable from a thread that does not own the `Cluster`).
+pub fn submit_to(
+    addr: &str,
+    req: SubmitRequest,
+) -> Result<(TxnId, Outcome), twopc::client::ClientError> {
+    let addr = addr.to_string();
+    block_on(async move {
+        let mut c = Client::connect(&addr, PATIENCE).await?;
+        c.submit(req).await
+    })
+}
+
+/// A loopback port nobody listens on (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// Run `cmd` to completion with stdout and stderr captured; a process still
+/// running after `limit` is killed and the test fails (a command that should
+/// have been refused must not start serving and hang the test).
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> (i32, String, String) {
+    use std::io::Read;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn command");
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr")));
+    let status = wait_exit(&mut child, limit);
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let (out, err) = (
+        out.join().unwrap_or_default(),
+        err.join().unwrap_or_default(),
+    );
+    let Some(status) = status else {
+        panic!("{cmd:?} still running after {limit:?}; stdout:\n{out}\nstderr:\n{err}");
+    };
+    (status.code().unwrap_or(-1), out, err)
+}
+
+/// A blocking, byte-level connection speaking the framing by hand, to probe
+/// a peer with frames no well-behaved client would send. Received frames are
+/// returned as raw JSON so tests see exactly what went over the wire.
+pub struct RawConn {
+    pub stream: std::net::TcpStream,
+}
+
+impl RawConn {
+    pub fn connect(addr: &str) -> RawConn {
+        let stream = std::net::TcpStream::connect(addr).expect("connect raw");
+        RawConn::from_stream(stream)
+    }
+
+    /// Wrap an accepted stream (a fake coordinator's side).
+    pub fn from_stream(stream: std::net::TcpStream) -> RawConn {
+        stream
+            .set_read_timeout(Some(PATIENCE))
+            .expect("read timeout");
+        let _ = stream.set_nodelay(true);
+        RawConn { stream }
+    }
+
+    /// Send `payload` as one frame (4-byte big-endian length, then bytes).
+    pub fn send_frame(&mut self, payload: &[u8]) {
+        use std::io::Write;
+        let len = u32::try_from(payload.len()).expect("frame fits a u32");
+        let mut buf = len.to_be_bytes().to_vec();
+        buf.extend_from_slice(payload);
+        self.stream.write_all(&buf).expect("send frame");
+    }
+
+    /// Send only a length prefix (to announce a frame that never comes).
+    pub fn send_length_prefix(&mut self, len: u32) {
+        use std::io::Write;
+        self.stream
+            .write_all(&len.to_be_bytes())
+            .expect("send length prefix");
+    }
+
+    /// Send a well-formed message.
+    pub fn send(&mut self, body: twopc::protocol::Body) {
+        let bytes = twopc::net::encode(body);
+        self.send_frame(&bytes);
+    }
+
+    /// Send `hello` as a client.
+    pub fn send_client_hello(&mut self) {
+        self.send(twopc::protocol::Body::Hello {
+            role: twopc::protocol::Role::Client,
+            id: None,
+            protocol_version: twopc::protocol::PROTOCOL_VERSION,
+        });
+    }
+
+    /// The next frame as JSON; `None` once the peer closed (EOF or reset).
+    /// Panics if nothing arrives within PATIENCE.
+    pub fn recv(&mut self) -> Option<Value> {
+        use std::io::{ErrorKind, Read};
+        let mut head = [0u8; 4];
+        match self.stream.read_exact(&mut head) {
+            Ok(()) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset
+                ) =>
+            {
+                return None
+            }
+            Err(e) => panic!("reading a frame header: {e}"),
+        }
+        let mut body = vec![0u8; u32::from_be_bytes(head) as usize];
+        self.stream.read_exact(&mut body).expect("read frame body");
+        Some(serde_json::from_slice(&body).expect("peer sent a frame that is not JSON"))
+    }
+
+    /// The next frame whose `message_type` is not a heartbeat; `None` at EOF.
+    pub fn recv_skip_heartbeats(&mut self) -> Option<Value> {
+        loop {
+            let m = self.recv()?;
+            if m["message_type"] != "heartbeat" && m["message_type"] != "heartbeat_ack" {
+                return Some(m);
+            }
+        }
+    }
+
+    /// The next frame must be an `error` with `code`; returns its message.
+    pub fn expect_error(&mut self, code: &str) -> String {
+        let m = self
+            .recv_skip_heartbeats()
+            .unwrap_or_else(|| panic!("connection closed; expected error {code}"));
+        assert_eq!(m["message_type"], "error", "expected error {code}, got {m}");
+        assert_eq!(m["payload"]["code"], code, "wrong error code in {m}");
+        m["payload"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The peer must close the connection without sending anything more.
+    pub fn expect_closed(&mut self) {
+        if let Some(m) = self.recv_skip_heartbeats() {
+            panic!("expected the connection to be closed, got {m}");
+        }
+    }
+}
+
+/// Wait until no transaction is voting or waiting for acknowledgements (the
+/// coordinator counts a transaction only once it has ended), and return the
+/// coordinator's (committed, aborted) counts.
+pub fn settled_counts(c: &Cluster) -> (u64, u64) {
+    let s = c.wait_status("every transaction ended", |s| {
+        s["transactions"]["in_flight"] == 0 && s["transactions"]["awaiting_acks"] == 0
+    });
+    let t = &s["transactions"];
+    (
+        t["committed"].as_u64().expect("committed"),
+        t["aborted"].as_u64().expect("aborted"),
+    )
+}
+
+// Crash-recovery helpers: participant admin ports, log marks, `wal inspect`.
+
+/// Current length of the file at `path` (0 when missing): a mark from which
+/// to read what a restarted process appends to its log.
+pub fn log_mark(path: &Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+/// The text appended to the file at `path` after byte `mark`.
+pub fn log_since(path: &Path, mark: u64) -> String {
+    let bytes = std::fs::read(path).unwrap_or_default();
+    let from = (mark as usize).min(bytes.len());
+    String::from_utf8_lossy(&bytes[from..]).into_owned()
+}
+
+/// Wait until `proc`'s log holds `needle` after byte `mark` and return the
+/// text after the mark. Fails at once if the process exits first.
+pub fn wait_log(proc: &mut Proc, mark: u64, needle: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let text = log_since(&proc.log, mark);
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            proc.is_running(),
+            "{} exited before logging {needle:?}; log since restart:\n{text}",
+            proc.name
+        );
+        assert!(
+            start.elapsed() < PATIENCE,
+            "{} did not log {needle:?} within {PATIENCE:?}; log since restart:\n{text}",
+            proc.name
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The address in the last "admin listening on ADDR" line of `text`.
+pub fn parse_admin_addr(text: &str) -> Option<String> {
+    const NEEDLE: &str = "admin listening on ";
+    let at = text.rfind(NEEDLE)? + NEEDLE.len();
+    let addr: String = text[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+        .collect();
+    addr.contains(':').then_some(addr)
+}
+
+impl Cluster {
+    /// The coordinator's data directory.
+    pub fn coordinator_dir(&self) -> PathBuf {
+        self.path("coordinator")
+    }
+
+    /// The data directory of participant `idx`.
+    pub fn participant_dir(&self, idx: usize) -> PathBuf {
+        self.path(&self.participants[idx].name)
+    }
+
+    /// Start participant `id` with `--admin-port 0` added to `args`; returns
+    /// its index and admin address (read from its log).
+    pub fn start_participant_admin(
+        &mut self,
+        id: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> (usize, String) {
+        let mark = log_mark(&self.path(&format!("{id}.log")));
+        let idx = self.start_participant(id, &with_admin_port(args), env);
+        (idx, self.admin_addr_since(idx, mark))
+    }
+
+    /// Restart participant `idx` (kill -9, same data dir) with
+    /// `--admin-port 0` added to `args`; returns its new admin address.
+    pub fn restart_participant_admin(
+        &mut self,
+        idx: usize,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> String {
+        let mark = log_mark(&self.participants[idx].log);
+        self.restart_participant(idx, &with_admin_port(args), env);
+        self.admin_addr_since(idx, mark)
+    }
+
+    fn admin_addr_since(&mut self, idx: usize, mark: u64) -> String {
+        let text = wait_log(&mut self.participants[idx], mark, "admin listening on ");
+        parse_admin_addr(&text).expect("admin address in the participant log")
+    }
+}
+
+fn with_admin_port<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut v = args.to_vec();
+    v.extend_from_slice(&["--admin-port", "0"]);
+    v
+}
+
+/// Send `body` to a participant's admin port and return the JSON reply.
+pub fn ask_participant(
+    admin: &str,
+    body: twopc::protocol::Body,
+) -> Result<Value, twopc::client::ClientError> {
+    let admin = admin.to_string();
+    block_on(async move {
+        let mut c = Client::connect(&admin, Duration::from_secs(10)).await?;
+        match c.request(body).await? {
+            twopc::protocol::Body::StatusReport(v) | twopc::protocol::Body::TxnInfo(v) => Ok(v),
+            other => Err(twopc::client::ClientError::Protocol(
+                other.message_type().to_string(),
+            )),
+        }
+    })
+}
+
+/// Poll a participant's admin `status` until `pred` holds (bounded by
+/// PATIENCE); returns that status.
+pub fn wait_participant(admin: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let s = ask_participant(admin, twopc::protocol::Body::Status);
+        if let Ok(s) = &s {
+            if pred(s) {
+                return s.clone();
+            }
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "timed out waiting for {what} at participant {admin}; last status {s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `twopc txn list --participant ADMIN [--state STATE] --json`.
+pub fn participant_txn_list(admin: &str, state: Option<&str>) -> Value {
+    let mut args = vec!["txn", "list", "--participant", admin, "--json"];
+    if let Some(s) = state {
+        args.extend_from_slice(&["--state", s]);
+    }
+    let (code, out, err) = run_twopc(&args);
+    assert_eq!(code, 0, "twopc {args:?} failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("twopc {args:?}: {e}: {out}"))
+}
+
+/// `twopc wal inspect DIR --json`: its exit status and report.
+pub fn wal_inspect(dir: &Path) -> (i32, Value) {
+    let dir_s = dir.display().to_string();
+    let (code, out, err) = run_twopc(&["wal", "inspect", &dir_s, "--json"]);
+    let report = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("wal inspect {dir_s}: {e}; stdout {out:?}; stderr {err}"));
+    (code, report)
+}
+
+/// The log segments (`wal-*.log`) in `dir` with their sizes, oldest first.
+pub fn wal_segments(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut v: Vec<(PathBuf, u64)> = std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok()).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with("wal-") && name.ends_with(".log")
+        })
+        // A segment deleted by a checkpoint between listing and stat is gone.
+        .filter_map(|e| Some((e.path(), e.metadata().ok()?.len())))
+        .collect();
+    v.sort();
+    v
 }
