@@ -3,7 +3,8 @@
 //! failures to exit statuses.
 
 use crate::config::{CoordinatorConfig, ParticipantConfig};
-use crate::resource::VoteResource;
+use crate::resource::kv::KvStore;
+use crate::resource::{Preference, Resource, VoteResource};
 use crate::runtime::coordinator::CoordinatorServer;
 use crate::runtime::crash;
 use crate::runtime::participant::ParticipantNode;
@@ -79,6 +80,28 @@ pub fn run_coordinator(cfg: CoordinatorConfig) -> ExitCode {
     })
 }
 
+/// The participant's resource, from its configuration, with the vote
+/// preference on top.
+pub fn build_resource(cfg: &ParticipantConfig) -> Result<Box<dyn Resource>, String> {
+    let (pref, p) = (cfg.vote_preference(), cfg.commit_probability);
+    match cfg.resource.as_str() {
+        "kv" => {
+            let mut kv = KvStore::new();
+            if let Some(path) = &cfg.kv.seed_file {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read kv.seed_file {}: {e}", path.display()))?;
+                let seed: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                    format!("kv.seed_file {} is not valid JSON: {e}", path.display())
+                })?;
+                kv.seed(&seed)
+                    .map_err(|e| format!("kv.seed_file {}: {e}", path.display()))?;
+            }
+            Ok(Box::new(Preference::new(kv, pref, p, None)))
+        }
+        _ => Ok(Box::new(VoteResource::voting(pref, p, None))),
+    }
+}
+
 /// Run a participant until SIGINT/SIGTERM.
 pub fn run_participant(cfg: ParticipantConfig) -> ExitCode {
     if let Err(code) = check_crash_env("twopc-participant") {
@@ -91,11 +114,13 @@ pub fn run_participant(cfg: ParticipantConfig) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let resource = Box::new(VoteResource::new(
-        cfg.vote_preference(),
-        cfg.commit_probability,
-        None,
-    ));
+    let resource = match build_resource(&cfg) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("twopc-participant: {e}");
+            return ExitCode::from(2);
+        }
+    };
     rt.block_on(async move {
         let node = match ParticipantNode::start(cfg.clone(), resource).await {
             Ok(n) => n,

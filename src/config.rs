@@ -50,6 +50,18 @@ impl Default for WalConfig {
     }
 }
 
+/// Settings of the `kv` resource (YAML `kv:` in the participant section).
+#[derive(Clone, Debug, Default, Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KvConfig {
+    /// JSON object loaded into the store at the first start of an empty
+    /// data directory (ignored afterwards: the log holds the data).
+    pub seed_file: Option<PathBuf>,
+}
+
+/// The resources a participant can run.
+pub const RESOURCES: &[&str] = &["vote", "kv"];
+
 /// The coordinator's configuration, after defaults, file, env and flags.
 #[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -115,6 +127,10 @@ pub struct ParticipantConfig {
     pub timeout_seconds: f64,
     /// Milliseconds added before each vote (testing slow participants).
     pub vote_delay_ms: u64,
+    /// What the participant votes with: `vote` (preference only), `kv`
+    /// (embedded key-value store) or `postgres`.
+    pub resource: String,
+    pub kv: KvConfig,
     pub data_dir: Option<PathBuf>,
     pub max_frame_bytes: usize,
     pub log_level: String,
@@ -153,6 +169,8 @@ impl Default for ParticipantConfig {
             commit_probability: 0.5,
             timeout_seconds: 30.0,
             vote_delay_ms: 0,
+            resource: "vote".into(),
+            kv: KvConfig::default(),
             data_dir: None,
             max_frame_bytes: 1024 * 1024,
             log_level: "info".into(),
@@ -309,6 +327,12 @@ pub struct ParticipantArgs {
     /// Milliseconds to wait before each vote (testing slow participants).
     #[arg(long, env = "TWOPC_VOTE_DELAY_MS")]
     pub vote_delay_ms: Option<u64>,
+    /// vote, kv or postgres.
+    #[arg(long, env = "TWOPC_RESOURCE")]
+    pub resource: Option<String>,
+    /// kv: JSON object loaded at the first start of an empty data directory.
+    #[arg(long, env = "TWOPC_KV_SEED_FILE")]
+    pub kv_seed_file: Option<PathBuf>,
     #[arg(long, env = "TWOPC_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     #[arg(long, env = "TWOPC_MAX_FRAME_BYTES")]
@@ -440,6 +464,9 @@ impl ParticipantConfig {
         if let Some(p) = args.admin_port {
             c.admin_port = Some(p);
         }
+        if let Some(f) = &args.kv_seed_file {
+            c.kv.seed_file = Some(f.clone());
+        }
         overlay!(
             c,
             args,
@@ -450,6 +477,7 @@ impl ParticipantConfig {
                 commit_probability,
                 timeout_seconds,
                 vote_delay_ms,
+                resource,
                 max_frame_bytes,
                 log_level,
                 log_format,
@@ -500,6 +528,20 @@ impl ParticipantConfig {
         }
         seconds("timeout_seconds", self.timeout_seconds)?;
         range_u64("vote_delay_ms", self.vote_delay_ms, 0, 3_600_000)?;
+        if !RESOURCES.contains(&self.resource.as_str()) {
+            return Err(invalid("resource", &self.resource, RESOURCES.join(", ")));
+        }
+        if self.kv.seed_file.is_some() && self.resource != "kv" {
+            return Err(invalid(
+                "kv.seed_file",
+                self.kv
+                    .seed_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                "only with resource: kv",
+            ));
+        }
         frame_bytes(self.max_frame_bytes)?;
         log_settings(&self.log_level, &self.log_format)?;
         range_u64(

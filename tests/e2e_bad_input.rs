@@ -151,6 +151,7 @@ fn a_message_before_hello_is_refused_and_the_connection_closed() {
     let mut raw = RawConn::connect(&c.addr());
     raw.send(Body::VoteCommit {
         txn: TxnId::from("t-1"),
+        result: None,
     });
     raw.expect_error("hello_required");
     raw.expect_closed();

@@ -212,7 +212,10 @@ pub fn summarize(records: &[wal::Located]) -> Vec<Value> {
     let mut order: Vec<TxnId> = Vec::new();
     let mut by: BTreeMap<TxnId, Durable> = BTreeMap::new();
     for l in records {
-        let id = l.record.txn().clone();
+        // Snapshots belong to no transaction; `wal inspect` counts them.
+        let Some(id) = l.record.txn().cloned() else {
+            continue;
+        };
         let e = by.entry(id.clone()).or_insert_with(|| {
             order.push(id.clone());
             Durable::default()
@@ -246,6 +249,7 @@ pub fn summarize(records: &[wal::Located]) -> Vec<Value> {
                 e.heuristic = heuristic.clone();
                 e.role = "participant";
             }
+            Record::Snapshot { .. } => {}
         }
     }
     order
@@ -291,6 +295,7 @@ pub fn wal_cmd(cmd: WalCommand) -> ExitCode {
         "data_dir": data_dir.display().to_string(),
         "segments": report.segments.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "records": report.records.len(),
+        "snapshots": report.records.iter().filter(|l| matches!(l.record, Record::Snapshot { .. })).count(),
         "torn_tail": place(&report.torn_tail),
         "corruption": place(&report.corruption),
         "transactions": txns,

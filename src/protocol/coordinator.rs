@@ -132,6 +132,8 @@ pub struct Txn {
     pub recovered: bool,
     /// The latest problem seen while driving the transaction, for operators.
     pub last_error: Option<String>,
+    /// Results the participants returned with their commit votes.
+    pub results: BTreeMap<ParticipantId, Value>,
     deadline_ms: Millis,
     next_resend_ms: Millis,
     resend_backoff_ms: u64,
@@ -154,6 +156,7 @@ impl Txn {
             retries: 0,
             recovered: false,
             last_error: None,
+            results: BTreeMap::new(),
             deadline_ms,
             next_resend_ms: 0,
             resend_backoff_ms: 0,
@@ -294,7 +297,8 @@ impl Coordinator {
                     ..
                 }
                 | Record::Prepared { .. }
-                | Record::Decided { .. } => {}
+                | Record::Decided { .. }
+                | Record::Snapshot { .. } => {}
             }
         }
         c
@@ -313,7 +317,7 @@ impl Coordinator {
                 participants: t.participants.clone(),
             })
             .collect();
-        v.sort_by(|a, b| a.txn().cmp(b.txn()));
+        v.sort_by(|a, b| a.txn().cmp(&b.txn()));
         v
     }
 
@@ -400,7 +404,15 @@ impl Coordinator {
                 send(out, conn, Body::StatusReport(report), false);
             }
             (Some(Peer::Client), Body::Submit(req)) => self.on_submit(conn, req, out),
-            (Some(Peer::Participant(p)), Body::VoteCommit { txn }) => {
+            (Some(Peer::Participant(p)), Body::VoteCommit { txn, result }) => {
+                if let (Some(r), Some(t)) = (result, self.active.get_mut(&txn)) {
+                    if t.phase == TxnPhase::PreparePhase
+                        && t.participants.contains(&p)
+                        && !t.votes.contains_key(&p)
+                    {
+                        t.results.insert(p.clone(), r);
+                    }
+                }
                 self.on_vote(conn, p, txn, Vote::Commit, None, out)
             }
             (Some(Peer::Participant(p)), Body::VoteAbort { txn, reason }) => {
@@ -572,7 +584,15 @@ impl Coordinator {
                 ),
             );
         }
-        let participants: Vec<ParticipantId> = match req.participants {
+        let operations = match split_operations(&req.data) {
+            Ok(ops) => ops,
+            Err(msg) => return refuse(out, &waiter, ErrorCode::InvalidMessage, msg),
+        };
+        let requested = req
+            .participants
+            .clone()
+            .or_else(|| operations.as_ref().map(|o| o.keys().cloned().collect()));
+        let participants: Vec<ParticipantId> = match requested {
             Some(list) => {
                 let mut seen = BTreeSet::new();
                 let list: Vec<ParticipantId> = list
@@ -614,6 +634,12 @@ impl Coordinator {
         self.in_prepare += 1;
         let mut unreachable = None;
         for p in &participants {
+            // With per-participant operations, each participant sees only
+            // its own; otherwise every participant gets the whole data.
+            let data = match &operations {
+                Some(ops) => json!({ "operations": ops.get(p).cloned().unwrap_or(json!([])) }),
+                None => req.data.clone(),
+            };
             match self.members.get(p).and_then(|m| m.conn) {
                 Some(c) => send(
                     out,
@@ -621,7 +647,7 @@ impl Coordinator {
                     Body::Prepare {
                         txn: id.clone(),
                         participants: participants.clone(),
-                        data: req.data.clone(),
+                        data,
                     },
                     false,
                 ),
@@ -784,6 +810,10 @@ impl Coordinator {
                 reason: t.reason.clone(),
                 duration_ms: now.saturating_sub(t.started_ms) as f64,
                 request_id: w.request_id,
+                results: match decision {
+                    Decision::Commit => t.results.clone(),
+                    Decision::Abort => BTreeMap::new(),
+                },
             };
             send(
                 out,
@@ -1056,6 +1086,30 @@ impl Coordinator {
             },
         })
     }
+}
+
+/// Per-participant operations of a submit: `{"operations": {"p1": [..]}}`.
+/// `Ok(None)` when the data does not use that shape.
+fn split_operations(data: &Value) -> Result<Option<BTreeMap<ParticipantId, Value>>, String> {
+    let Some(ops) = data.get("operations") else {
+        return Ok(None);
+    };
+    let Some(map) = ops.as_object() else {
+        return Err(
+            "`operations` must be an object mapping participant ids to lists of operations".into(),
+        );
+    };
+    let mut out = BTreeMap::new();
+    for (p, list) in map {
+        if !list.is_array() {
+            return Err(format!("`operations.{p}` must be a list of operations"));
+        }
+        out.insert(ParticipantId(p.clone()), list.clone());
+    }
+    if out.is_empty() {
+        return Err("`operations` is empty: name at least one participant".into());
+    }
+    Ok(Some(out))
 }
 
 /// The `--state` values `txn list` accepts.

@@ -128,7 +128,10 @@ fn abort(txn: &str) -> Body {
 }
 
 fn vote_commit(txn: &str) -> Body {
-    Body::VoteCommit { txn: tid(txn) }
+    Body::VoteCommit {
+        txn: tid(txn),
+        result: None,
+    }
 }
 
 fn vote_abort(txn: &str, reason: Option<&str>) -> Body {
@@ -164,6 +167,7 @@ fn outcome(
             reason: reason.map(str::to_string),
             duration_ms,
             request_id: Some(1),
+            results: Default::default(),
         },
     }
 }
@@ -1625,7 +1629,7 @@ impl Sim {
             15..=54 => {
                 let txn = self.pick_txn();
                 let body = if self.rng.random_bool(0.85) {
-                    Body::VoteCommit { txn }
+                    Body::VoteCommit { txn, result: None }
                 } else {
                     Body::VoteAbort { txn, reason: None }
                 };

@@ -107,6 +107,9 @@ pub struct Outcome {
     pub duration_ms: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<u64>,
+    /// Per-participant results of reads, for participants that returned any.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub results: BTreeMap<ParticipantId, Value>,
 }
 
 /// Typed form of every message. `transaction_id` of the wire object is the
@@ -128,6 +131,9 @@ pub enum Body {
     },
     VoteCommit {
         txn: TxnId,
+        /// What the resource read while preparing (for example the values
+        /// of `get` operations), returned to the client in the outcome.
+        result: Option<Value>,
     },
     VoteAbort {
         txn: TxnId,
@@ -247,7 +253,7 @@ impl Body {
     pub fn txn(&self) -> Option<&TxnId> {
         match self {
             Body::Prepare { txn, .. }
-            | Body::VoteCommit { txn }
+            | Body::VoteCommit { txn, .. }
             | Body::VoteAbort { txn, .. }
             | Body::Commit { txn }
             | Body::Abort { txn }
@@ -280,7 +286,7 @@ impl Body {
     /// The vote message for `vote`.
     pub fn vote(txn: TxnId, vote: Vote, reason: Option<String>) -> Body {
         match vote {
-            Vote::Commit => Body::VoteCommit { txn },
+            Vote::Commit => Body::VoteCommit { txn, result: None },
             Vote::Abort => Body::VoteAbort { txn, reason },
         }
     }
@@ -317,6 +323,9 @@ impl Body {
             Body::Prepare {
                 participants, data, ..
             } => obj([("participants", json_of(&participants)), ("data", data)]),
+            Body::VoteCommit {
+                result: Some(r), ..
+            } => obj([("result", r)]),
             Body::VoteAbort { reason, .. } => match reason {
                 Some(r) => obj([("reason", Value::String(r))]),
                 None => Map::new(),
@@ -452,7 +461,13 @@ impl Message {
                     data: p.data,
                 }
             }
-            "vote_commit" => Body::VoteCommit { txn: txn()? },
+            "vote_commit" => {
+                let p: ResultPayload = payload_as(&message_type, payload)?;
+                Body::VoteCommit {
+                    txn: txn()?,
+                    result: p.result,
+                }
+            }
             "vote_abort" => {
                 let p: ReasonPayload = payload_as(&message_type, payload)?;
                 Body::VoteAbort {
@@ -543,6 +558,12 @@ struct PreparePayload {
     participants: Vec<ParticipantId>,
     #[serde(default)]
     data: Value,
+}
+
+#[derive(Deserialize)]
+struct ResultPayload {
+    #[serde(default)]
+    result: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -639,7 +660,14 @@ mod tests {
             participants: vec!["p1".into(), "p2".into()],
             data: serde_json::json!({"x": 1}),
         });
-        roundtrip(Body::VoteCommit { txn: t.clone() });
+        roundtrip(Body::VoteCommit {
+            txn: t.clone(),
+            result: None,
+        });
+        roundtrip(Body::VoteCommit {
+            txn: t.clone(),
+            result: Some(serde_json::json!({"balance": 5})),
+        });
         roundtrip(Body::VoteAbort {
             txn: t.clone(),
             reason: Some("no".into()),
@@ -668,6 +696,7 @@ mod tests {
                 reason: None,
                 duration_ms: 2.5,
                 request_id: Some(3),
+                results: BTreeMap::new(),
             },
         });
         roundtrip(Body::Status);

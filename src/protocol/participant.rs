@@ -73,6 +73,8 @@ pub struct PTxn {
     pub vote: Option<Vote>,
     pub reason: Option<String>,
     pub heuristic: Option<String>,
+    /// The resource's state logged with `Prepared` (kept for checkpoints).
+    pub resource_state: Value,
     pub since_ms: Millis,
     pub queries: u32,
     next_query_ms: Millis,
@@ -89,6 +91,7 @@ impl PTxn {
             vote: None,
             reason: None,
             heuristic: None,
+            resource_state: Value::Null,
             since_ms: now,
             queries: 0,
             next_query_ms: 0,
@@ -111,6 +114,25 @@ impl PTxn {
     }
 }
 
+/// A resource's successful prepare: what to log, and what to report.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Prepared {
+    /// Everything the resource needs to finish after a restart; logged in
+    /// the `Prepared` record before the vote leaves.
+    pub state: Value,
+    /// Results of reads, returned to the client in the outcome.
+    pub output: Option<Value>,
+}
+
+impl Prepared {
+    pub fn state(state: Value) -> Prepared {
+        Prepared {
+            state,
+            output: None,
+        }
+    }
+}
+
 /// Inputs to the participant core.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
@@ -120,11 +142,11 @@ pub enum Event {
     Disconnected,
     /// A message from the coordinator.
     Message { body: Body },
-    /// The resource finished preparing `txn`: `Ok(state)` to vote commit
-    /// (`state` goes into the `Prepared` record), `Err(reason)` to vote abort.
+    /// The resource finished preparing `txn`: `Ok` to vote commit (its
+    /// state goes into the `Prepared` record), `Err(reason)` to vote abort.
     ResourcePrepared {
         txn: TxnId,
-        result: Result<Value, String>,
+        result: Result<Prepared, String>,
     },
     /// An operator decided an in-doubt transaction by hand.
     Resolve {
@@ -169,10 +191,13 @@ impl Participant {
         for r in records {
             match r {
                 Record::Prepared {
-                    txn, participants, ..
+                    txn,
+                    participants,
+                    state,
                 } => {
                     let mut t = PTxn::new(PState::Prepared, participants.clone(), now);
                     t.vote = Some(Vote::Commit);
+                    t.resource_state = state.clone();
                     p.txns.insert(txn.clone(), t);
                 }
                 Record::Decided {
@@ -200,7 +225,7 @@ impl Participant {
                         p.ended.push_back(txn.clone());
                     }
                 }
-                Record::Decision { .. } | Record::End { .. } => {}
+                Record::Decision { .. } | Record::End { .. } | Record::Snapshot { .. } => {}
             }
         }
         p.trim_history();
@@ -209,7 +234,7 @@ impl Participant {
 
     /// Records that must survive a checkpoint: every transaction in doubt,
     /// plus remembered outcomes so duplicates are answered consistently.
-    pub fn live_records(&self, states: &dyn Fn(&TxnId) -> Value) -> Vec<Record> {
+    pub fn live_records(&self) -> Vec<Record> {
         let mut ids: Vec<&TxnId> = self.txns.keys().collect();
         ids.sort();
         let mut v = Vec::new();
@@ -219,7 +244,7 @@ impl Participant {
                 PState::Prepared => v.push(Record::Prepared {
                     txn: id.clone(),
                     participants: t.participants.clone(),
-                    state: states(id),
+                    state: t.resource_state.clone(),
                 }),
                 PState::Committed => v.push(Record::Decided {
                     txn: id.clone(),
@@ -379,7 +404,7 @@ impl Participant {
         });
     }
 
-    fn on_prepared(&mut self, txn: TxnId, result: Result<Value, String>, out: &mut Vec<Action>) {
+    fn on_prepared(&mut self, txn: TxnId, result: Result<Prepared, String>, out: &mut Vec<Action>) {
         let now = self.now;
         let Some(t) = self.txns.get_mut(&txn) else {
             return;
@@ -388,7 +413,8 @@ impl Participant {
             return;
         }
         match result {
-            Ok(state) if !t.abort_requested => {
+            Ok(prepared) if !t.abort_requested => {
+                let Prepared { state, output } = prepared;
                 t.state = PState::Prepared;
                 t.vote = Some(Vote::Commit);
                 t.since_ms = now;
@@ -398,11 +424,13 @@ impl Participant {
                     record: Record::Prepared {
                         txn: txn.clone(),
                         participants: t.participants.clone(),
-                        state,
+                        state: state.clone(),
                     },
                     sync: true,
                 });
-                self.send(Body::VoteCommit { txn }, true, out);
+                t.resource_state = state;
+                let result = output;
+                self.send(Body::VoteCommit { txn, result }, true, out);
             }
             Ok(_) => {
                 // The coordinator aborted while we prepared: release the

@@ -77,7 +77,7 @@ fn query(txn: &str) -> Body {
 fn prepared_ok(txn: &str) -> Event {
     Event::ResourcePrepared {
         txn: tid(txn),
-        result: Ok(json!({"writes": 1})),
+        result: Ok(Prepared::state(json!({"writes": 1}))),
     }
 }
 
@@ -221,7 +221,13 @@ fn resource_ok_persists_prepared_before_voting_commit() {
         p.handle(2, prepared_ok("t1")),
         vec![
             persist(prepared_record("t1"), true),
-            send(Body::VoteCommit { txn: tid("t1") }, true),
+            send(
+                Body::VoteCommit {
+                    txn: tid("t1"),
+                    result: None
+                },
+                true
+            ),
         ]
     );
     let t = p.txn(&tid("t1")).expect("t1 is known");
@@ -359,7 +365,10 @@ fn commit_for_an_unknown_transaction_is_acked_and_not_remembered() {
 
 #[test]
 fn abort_while_preparing_is_acked_after_the_resource_answers() {
-    for result in [Ok(json!({"writes": 1})), Err("busy".to_string())] {
+    for result in [
+        Ok(Prepared::state(json!({"writes": 1}))),
+        Err("busy".to_string()),
+    ] {
         let mut p = connected();
         p.handle(1, msg(prepare("t1")));
         assert_eq!(p.handle(2, msg(abort("t1"))), vec![]);
@@ -432,7 +441,13 @@ fn duplicate_prepare_gets_the_same_vote_again() {
     // Still preparing: the vote follows when the resource answers.
     assert_eq!(p.handle(2, msg(prepare("t1"))), vec![]);
     p.handle(3, prepared_ok("t1"));
-    let vote_commit = vec![send(Body::VoteCommit { txn: tid("t1") }, true)];
+    let vote_commit = vec![send(
+        Body::VoteCommit {
+            txn: tid("t1"),
+            result: None,
+        },
+        true,
+    )];
     assert_eq!(p.handle(4, msg(prepare("t1"))), vote_commit);
     p.handle(5, msg(commit("t1")));
     assert_eq!(p.handle(6, msg(prepare("t1"))), vote_commit);
@@ -652,7 +667,13 @@ fn recover_puts_prepared_without_decided_in_doubt() {
     // A duplicate PREPARE is answered with the logged vote.
     assert_eq!(
         p.handle(52, msg(prepare("t1"))),
-        vec![send(Body::VoteCommit { txn: tid("t1") }, true)]
+        vec![send(
+            Body::VoteCommit {
+                txn: tid("t1"),
+                result: None
+            },
+            true
+        )]
     );
     // The decision finishes it as if nothing had happened.
     assert_eq!(
@@ -716,21 +737,20 @@ fn live_records_keep_in_doubt_commits_and_heuristics() {
     p.handle(3, msg(abort("t3")));
     p.handle(3, resolve("t4", Decision::Abort, "by hand"));
     p.handle(3, msg(abort("t6")));
-    let states = |id: &TxnId| json!({"state of": id});
     assert_eq!(
-        p.live_records(&states),
+        p.live_records(),
         vec![
             Record::Prepared {
                 txn: tid("t1"),
                 participants: pids(&["p1", "p2"]),
-                state: json!({"state of": "t1"}),
+                state: json!({"writes": 1}),
             },
             decided_record("t2", Decision::Commit, None),
             decided_record("t4", Decision::Abort, Some("by hand")),
         ]
     );
     // Replaying the checkpoint gives the same view.
-    let again = Participant::recover(opts(), 4, &p.live_records(&states));
+    let again = Participant::recover(opts(), 4, &p.live_records());
     assert_eq!(again.in_doubt(), vec![tid("t1")]);
     assert_eq!(state(&again, "t2"), Some(PState::Committed));
     assert_eq!(state(&again, "t4"), Some(PState::Aborted));
@@ -913,7 +933,7 @@ impl Sim {
                 let preparing: Vec<TxnId> = self.preparing.iter().cloned().collect();
                 if let Some(txn) = self.pick(&preparing) {
                     let result = if self.rng.random_bool(0.8) {
-                        Ok(Value::Null)
+                        Ok(Prepared::default())
                     } else {
                         Err("no".to_string())
                     };
@@ -964,8 +984,8 @@ impl Sim {
                 let forced = match record {
                     Record::Prepared { .. } => true,
                     Record::Decided { decision, .. } => *decision == Decision::Commit,
-                    Record::Decision { .. } | Record::End { .. } => {
-                        panic!("coordinator record from a participant; {why}")
+                    Record::Decision { .. } | Record::End { .. } | Record::Snapshot { .. } => {
+                        panic!("coordinator record from a participant core; {why}")
                     }
                 };
                 assert!(!forced || *sync, "{record:?} not forced; {why}");
@@ -993,7 +1013,7 @@ impl Sim {
             } => {
                 assert_eq!(Some(*conn), self.conn, "sent on a dead connection; {why}");
                 match body {
-                    Body::VoteCommit { txn } => {
+                    Body::VoteCommit { txn, .. } => {
                         let logged = self
                             .log
                             .iter()

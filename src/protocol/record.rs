@@ -45,16 +45,21 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         heuristic: Option<String>,
     },
+    /// Participant: the resource's committed state as of a checkpoint (for
+    /// example the whole key-value store). Written first in a new segment;
+    /// recovery starts from it and replays the records that follow.
+    Snapshot { state: Value },
 }
 
 impl Record {
-    /// The transaction the record belongs to.
-    pub fn txn(&self) -> &TxnId {
+    /// The transaction the record belongs to (none for a snapshot).
+    pub fn txn(&self) -> Option<&TxnId> {
         match self {
             Record::Decision { txn, .. }
             | Record::End { txn }
             | Record::Prepared { txn, .. }
-            | Record::Decided { txn, .. } => txn,
+            | Record::Decided { txn, .. } => Some(txn),
+            Record::Snapshot { .. } => None,
         }
     }
 }

@@ -10,20 +10,59 @@
 //!   participant logs it durably in its `Prepared` record and hands it back
 //!   through `recover`.
 
-use crate::protocol::{Decision, TxnId};
+pub mod kv;
+
+use crate::protocol::participant::Prepared;
+use crate::protocol::{Decision, Record, TxnId};
+use futures::future::{ready, BoxFuture};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
-/// A participant's resource manager.
+/// Answer of [`Resource::prepare`]: `Ok` votes commit, `Err(reason)` votes
+/// abort with that reason.
+pub type PrepareResult = Result<Prepared, String>;
+
+/// A participant's resource manager. Calls come from the participant's
+/// event loop one at a time; the returned futures run concurrently, so they
+/// own what they need (`'static`).
 pub trait Resource: Send {
-    /// Prepare `txn` with `data`: `Ok(state)` to vote commit, `Err(reason)`
-    /// to vote abort.
-    fn prepare(&mut self, txn: &TxnId, data: &Value) -> Result<Value, String>;
-    /// Apply the decision for a transaction this resource prepared (or
-    /// refused; then only `Abort` comes).
-    fn finish(&mut self, txn: &TxnId, decision: Decision);
-    /// After a restart: the transactions still prepared, with their states.
-    fn recover(&mut self, prepared: &[(TxnId, Value)]);
+    /// Prepare `txn` with `data` (for data resources, `{"operations": [..]}`).
+    fn prepare(&mut self, txn: &TxnId, data: &Value) -> BoxFuture<'static, PrepareResult>;
+    /// Apply the decision for `txn`. Called after the decision is logged
+    /// (and, for commit, durable); the ACK waits for the future. Must be
+    /// idempotent, and must not fail for reasons of its own after a
+    /// successful prepare: transient errors are retried inside the future.
+    fn finish(&mut self, txn: &TxnId, decision: Decision)
+        -> BoxFuture<'static, Result<(), String>>;
+    /// Rebuild after a restart from the participant's log (snapshots, then
+    /// prepared and decided records in order). An error stops the process.
+    fn recover(&mut self, log: &[Record]) -> BoxFuture<'static, Result<(), String>>;
+    /// Committed state to write at a log checkpoint, so that restart time
+    /// does not grow with history. `None` for resources that keep their
+    /// data elsewhere.
+    fn snapshot(&self) -> Option<Value> {
+        None
+    }
+    /// Figures for `status` (for example keys held, locks).
+    fn status(&self) -> Value {
+        Value::Null
+    }
+}
+
+/// A resource that holds nothing and always can commit.
+#[derive(Default)]
+pub struct NullResource;
+
+impl Resource for NullResource {
+    fn prepare(&mut self, _txn: &TxnId, _data: &Value) -> BoxFuture<'static, PrepareResult> {
+        Box::pin(ready(Ok(Prepared::default())))
+    }
+    fn finish(&mut self, _txn: &TxnId, _d: Decision) -> BoxFuture<'static, Result<(), String>> {
+        Box::pin(ready(Ok(())))
+    }
+    fn recover(&mut self, _log: &[Record]) -> BoxFuture<'static, Result<(), String>> {
+        Box::pin(ready(Ok(())))
+    }
 }
 
 /// How a participant votes when it has no data of its own.
@@ -56,16 +95,25 @@ impl VotePreference {
     }
 }
 
-/// The classic demonstration resource: votes by preference, holds nothing.
-pub struct VoteResource {
+/// The vote preference applied on top of any resource: `abort` votes abort
+/// without asking the resource, `random` does so with probability
+/// `1 - commit_probability`, `commit` votes as the resource decides.
+pub struct Preference<R> {
+    inner: R,
     preference: VotePreference,
     commit_probability: f64,
     rng: rand::rngs::StdRng,
 }
 
-impl VoteResource {
-    pub fn new(preference: VotePreference, commit_probability: f64, seed: Option<u64>) -> Self {
-        VoteResource {
+impl<R: Resource> Preference<R> {
+    pub fn new(
+        inner: R,
+        preference: VotePreference,
+        commit_probability: f64,
+        seed: Option<u64>,
+    ) -> Self {
+        Preference {
+            inner,
             preference,
             commit_probability,
             rng: match seed {
@@ -74,49 +122,75 @@ impl VoteResource {
             },
         }
     }
-}
 
-impl Resource for VoteResource {
-    fn prepare(&mut self, _txn: &TxnId, _data: &Value) -> Result<Value, String> {
+    /// `Some(reason)` when the preference forces an abort vote.
+    fn forced_abort(&mut self) -> Option<String> {
         match self.preference {
-            VotePreference::Commit => Ok(Value::Null),
-            VotePreference::Abort => Err("vote_preference is abort".into()),
+            VotePreference::Commit => None,
+            VotePreference::Abort => Some("vote_preference is abort".into()),
             VotePreference::Random => {
-                if self
-                    .rng
-                    .random_bool(self.commit_probability.clamp(0.0, 1.0))
-                {
-                    Ok(Value::Null)
-                } else {
-                    Err(format!(
-                        "random vote (commit_probability {})",
-                        self.commit_probability
-                    ))
-                }
+                let p = self.commit_probability.clamp(0.0, 1.0);
+                (!self.rng.random_bool(p)).then(|| format!("random vote (commit_probability {p})"))
             }
         }
     }
+}
 
-    fn finish(&mut self, _txn: &TxnId, _decision: Decision) {}
+impl<R: Resource> Resource for Preference<R> {
+    fn prepare(&mut self, txn: &TxnId, data: &Value) -> BoxFuture<'static, PrepareResult> {
+        match self.forced_abort() {
+            Some(reason) => Box::pin(ready(Err(reason))),
+            None => self.inner.prepare(txn, data),
+        }
+    }
+    fn finish(&mut self, txn: &TxnId, d: Decision) -> BoxFuture<'static, Result<(), String>> {
+        self.inner.finish(txn, d)
+    }
+    fn recover(&mut self, log: &[Record]) -> BoxFuture<'static, Result<(), String>> {
+        self.inner.recover(log)
+    }
+    fn snapshot(&self) -> Option<Value> {
+        self.inner.snapshot()
+    }
+    fn status(&self) -> Value {
+        self.inner.status()
+    }
+}
 
-    fn recover(&mut self, _prepared: &[(TxnId, Value)]) {}
+/// The classic demonstration resource: votes by preference, holds nothing.
+pub type VoteResource = Preference<NullResource>;
+
+impl VoteResource {
+    pub fn voting(preference: VotePreference, commit_probability: f64, seed: Option<u64>) -> Self {
+        Preference::new(NullResource, preference, commit_probability, seed)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use futures::FutureExt;
+
+    fn vote(r: &mut VoteResource) -> bool {
+        let t = TxnId::from("t");
+        r.prepare(&t, &Value::Null).now_or_never().unwrap().is_ok()
+    }
+
     #[test]
     fn preferences_vote_as_configured() {
-        let t = TxnId::from("t");
-        let mut c = VoteResource::new(VotePreference::Commit, 0.0, Some(1));
-        assert!(c.prepare(&t, &Value::Null).is_ok());
-        let mut a = VoteResource::new(VotePreference::Abort, 1.0, Some(1));
-        assert!(a.prepare(&t, &Value::Null).is_err());
-        let mut r = VoteResource::new(VotePreference::Random, 0.5, Some(7));
-        let commits = (0..1000)
-            .filter(|_| r.prepare(&t, &Value::Null).is_ok())
-            .count();
+        assert!(vote(&mut VoteResource::voting(
+            VotePreference::Commit,
+            0.0,
+            Some(1)
+        )));
+        assert!(!vote(&mut VoteResource::voting(
+            VotePreference::Abort,
+            1.0,
+            Some(1)
+        )));
+        let mut r = VoteResource::voting(VotePreference::Random, 0.5, Some(7));
+        let commits = (0..1000).filter(|_| vote(&mut r)).count();
         assert!(
             (350..650).contains(&commits),
             "{commits} commits of 1000 at p=0.5"

@@ -358,7 +358,7 @@ impl Driver {
                         crash::hit("coordinator.before_end_logged");
                         self.decision_sent.remove(txn);
                     }
-                    Record::Prepared { .. } | Record::Decided { .. } => {}
+                    Record::Prepared { .. } | Record::Decided { .. } | Record::Snapshot { .. } => {}
                 }
                 self.out.persist(&record, sync);
             }

@@ -8,8 +8,9 @@ use super::{alert, crash, spawn_connection, Clock, ConnEvent, ConnSpec};
 use crate::config::ParticipantConfig;
 use crate::protocol::participant::{Event, PState, PTxn, Participant, ParticipantOptions};
 use crate::protocol::{Action, Body, ConnId, Decision, Record, Role, TxnId, PROTOCOL_VERSION};
-use crate::resource::Resource;
+use crate::resource::{PrepareResult, Resource};
 use crate::wal::{GroupCommit, Wal, WalError, WalOptions};
+use futures::FutureExt;
 use rand::Rng;
 use serde_json::Value;
 use std::collections::{HashSet, VecDeque};
@@ -37,6 +38,8 @@ pub struct ParticipantNode {
 pub enum StartError {
     #[error(transparent)]
     Wal(#[from] WalError),
+    #[error("the resource could not start: {0}")]
+    Resource(String),
     #[error("cannot listen on admin address {addr}: {source}; choose another admin_port")]
     Bind {
         addr: String,
@@ -49,10 +52,10 @@ pub enum StartError {
 /// coordinator connections.
 const ADMIN_CONN_BASE: u64 = 1 << 32;
 
-/// Result of a resource's prepare, delivered after the configured delay.
-struct Prepared {
+/// Result of a resource's prepare that did not complete at once.
+struct PrepareDone {
     txn: TxnId,
-    result: Result<Value, String>,
+    result: PrepareResult,
 }
 
 impl ParticipantNode {
@@ -92,16 +95,10 @@ impl ParticipantNode {
         };
         let core = Participant::recover(opts, clock.now(), &records);
         let in_doubt = core.in_doubt();
-        let prepared: Vec<(TxnId, Value)> = records
-            .iter()
-            .filter_map(|r| match r {
-                Record::Prepared { txn, state, .. } if in_doubt.contains(txn) => {
-                    Some((txn.clone(), state.clone()))
-                }
-                _ => None,
-            })
-            .collect();
-        resource.recover(&prepared);
+        resource
+            .recover(&records)
+            .await
+            .map_err(StartError::Resource)?;
         if !in_doubt.is_empty() {
             tracing::warn!(
                 count = in_doubt.len(),
@@ -121,7 +118,14 @@ impl ParticipantNode {
             }
             None => None,
         };
-        let log = GroupCommit::start(wal, 16_384);
+        let mut log = GroupCommit::start(wal, 16_384);
+        if records.is_empty() {
+            // First start of an empty data directory: make the resource's
+            // initial data (a kv seed) durable before anything else.
+            if let Some(state) = resource.snapshot() {
+                log.append(&Record::Snapshot { state }, true);
+            }
+        }
         Ok(ParticipantNode {
             cfg,
             core,
@@ -162,6 +166,7 @@ impl ParticipantNode {
         }
         let (ev_tx, ev_rx) = mpsc::channel(1024);
         let (prep_tx, prep_rx) = mpsc::channel(1024);
+        let (resume_tx, resume_rx) = mpsc::channel(1024);
         let reconnect = Arc::new(Notify::new());
         let attempts = Arc::new(AtomicU32::new(0));
         tracker.spawn(connector(
@@ -185,11 +190,13 @@ impl ParticipantNode {
             reconnect,
             attempts,
             prep_tx,
+            resume_tx,
             queue: VecDeque::new(),
             tracker: tracker.clone(),
             admins: HashSet::new(),
         };
-        d.main_loop(ev_rx, prep_rx, admin_rx, shutdown).await;
+        d.main_loop(ev_rx, prep_rx, resume_rx, admin_rx, shutdown)
+            .await;
         tracker.close();
         drop(d);
         let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
@@ -288,6 +295,12 @@ async fn connector(
     }
 }
 
+fn log_abort_vote(txn: &TxnId, result: &PrepareResult) {
+    if let Err(reason) = result {
+        tracing::info!(transaction_id = %txn, "voting abort: {reason}");
+    }
+}
+
 /// Does a participant-side state match an operator's `--state` filter?
 fn participant_state_matches(s: PState, filter: &str) -> bool {
     matches!(
@@ -321,7 +334,10 @@ struct Driver {
     last_heard: Instant,
     reconnect: Arc<Notify>,
     attempts: Arc<AtomicU32>,
-    prep_tx: mpsc::Sender<Prepared>,
+    prep_tx: mpsc::Sender<PrepareDone>,
+    /// Actions left over after a resource's `finish` that did not complete
+    /// at once; they run when it has.
+    resume_tx: mpsc::Sender<VecDeque<Action>>,
     /// Events produced while performing actions, handled before the next
     /// input so one step's effects stay in order.
     queue: VecDeque<Event>,
@@ -334,7 +350,8 @@ impl Driver {
     async fn main_loop(
         &mut self,
         mut events: mpsc::Receiver<ConnEvent>,
-        mut prepared: mpsc::Receiver<Prepared>,
+        mut prepared: mpsc::Receiver<PrepareDone>,
+        mut resumed: mpsc::Receiver<VecDeque<Action>>,
         mut admin: mpsc::Receiver<ConnEvent>,
         shutdown: CancellationToken,
     ) {
@@ -356,11 +373,10 @@ impl Driver {
                     }
                 }
                 Some(ev) = admin.recv() => self.on_admin_event(ev),
-                p = prepared.recv() => {
-                    if let Some(p) = p {
-                        self.step(Event::ResourcePrepared { txn: p.txn, result: p.result });
-                    }
+                Some(p) = prepared.recv() => {
+                    self.step(Event::ResourcePrepared { txn: p.txn, result: p.result });
                 }
+                Some(rest) = resumed.recv() => self.run(rest),
                 ok = self.out.durable_changed() => {
                     if !ok { break; }
                 }
@@ -380,7 +396,10 @@ impl Driver {
                 self.send_checked(conn, body);
             }
             if self.out.checkpoint_due() {
-                let live = self.core.live_records(&|_| Value::Null);
+                let mut live = self.core.live_records();
+                if let Some(state) = self.resource.snapshot() {
+                    live.insert(0, Record::Snapshot { state });
+                }
                 self.out.checkpoint(live);
             }
         }
@@ -482,6 +501,7 @@ impl Driver {
             Body::Status => {
                 let mut s = self.core.status();
                 s["wal"] = self.out.log.stats.snapshot();
+                s["resource"] = self.resource.status();
                 s["coordinator"] = format!(
                     "{}:{}",
                     self.cfg.coordinator_host, self.cfg.coordinator_port
@@ -562,9 +582,39 @@ impl Driver {
         self.queue.push_back(ev);
         while let Some(ev) = self.queue.pop_front() {
             let actions = self.core.handle(self.clock.now(), ev);
-            for a in actions {
-                self.perform(a);
+            self.run(actions.into());
+        }
+    }
+
+    /// Perform actions in order. A resource `finish` that does not complete
+    /// at once suspends the rest (the ACK among them) until it has.
+    fn run(&mut self, mut actions: VecDeque<Action>) {
+        while let Some(action) = actions.pop_front() {
+            if let Action::FinishResource { txn, decision } = &action {
+                tracing::debug!(transaction_id = %txn, %decision, "applying decision");
+                let fut = self.resource.finish(txn, *decision);
+                match fut.now_or_never() {
+                    Some(Ok(())) => continue,
+                    Some(Err(e)) => {
+                        tracing::error!(transaction_id = %txn, "the resource failed to apply {decision}: {e}");
+                        continue;
+                    }
+                    None => {
+                        let rest = std::mem::take(&mut actions);
+                        let tx = self.resume_tx.clone();
+                        let (txn, decision) = (txn.clone(), *decision);
+                        let fut = self.resource.finish(&txn, decision);
+                        self.tracker.spawn(async move {
+                            if let Err(e) = fut.await {
+                                tracing::error!(transaction_id = %txn, "the resource failed to apply {decision}: {e}");
+                            }
+                            let _ = tx.send(rest).await;
+                        });
+                        return;
+                    }
+                }
             }
+            self.perform(action);
         }
     }
 
@@ -593,25 +643,29 @@ impl Driver {
             }
             Action::Alert { txn, message } => alert(txn.as_ref(), &message),
             Action::PrepareResource { txn, data, .. } => {
-                let result = self.resource.prepare(&txn, &data);
-                if let Err(reason) = &result {
-                    tracing::info!(transaction_id = %txn, "voting abort: {reason}");
-                }
+                let mut fut = self.resource.prepare(&txn, &data);
                 if self.cfg.vote_delay_ms == 0 {
-                    self.queue
-                        .push_back(Event::ResourcePrepared { txn, result });
-                } else {
-                    let tx = self.prep_tx.clone();
-                    let delay = Duration::from_millis(self.cfg.vote_delay_ms);
-                    self.tracker.spawn(async move {
-                        tokio::time::sleep(delay).await;
-                        let _ = tx.send(Prepared { txn, result }).await;
-                    });
+                    if let Some(result) = (&mut fut).now_or_never() {
+                        log_abort_vote(&txn, &result);
+                        self.queue
+                            .push_back(Event::ResourcePrepared { txn, result });
+                        return;
+                    }
                 }
+                let tx = self.prep_tx.clone();
+                let delay = Duration::from_millis(self.cfg.vote_delay_ms);
+                self.tracker.spawn(async move {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    let result = fut.await;
+                    log_abort_vote(&txn, &result);
+                    let _ = tx.send(PrepareDone { txn, result }).await;
+                });
             }
             Action::FinishResource { txn, decision } => {
-                tracing::debug!(transaction_id = %txn, %decision, "applying decision");
-                self.resource.finish(&txn, decision);
+                // Handled by `run`, which may have to wait for it.
+                let _ = self.resource.finish(&txn, decision).now_or_never();
             }
         }
     }

@@ -1,0 +1,500 @@
+//! `kv`: an embedded, durable, transactional key-value store.
+//!
+//! Prepare evaluates a transaction's operations against committed data,
+//! takes a lock on every key it touches and keeps the resulting writes
+//! pending; a key locked by another prepared transaction makes the vote
+//! abort with reason `conflict` (no waiting, so no deadlock). Commit applies
+//! the pending writes, abort drops them; both release the locks.
+//!
+//! Durability comes from the participant's log: the pending writes are the
+//! state of the `Prepared` record, commits are `Decided` records, and a
+//! checkpoint writes the whole store as a `Snapshot` so restart time does
+//! not grow with history. Recovery replays snapshot, prepares and decisions
+//! in log order.
+//!
+//! Operations (JSON): `{"op":"get","key":K}`, `{"op":"put","key":K,"value":V,
+//! "expect":V?}`, `{"op":"delete","key":K,"expect":V?}`, `{"op":"add","key":K,
+//! "delta":INT,"min":INT?}`. `expect` compares the current value (`null` for a
+//! missing key); `add` treats a missing key as 0.
+
+use super::{PrepareResult, Resource};
+use crate::protocol::participant::Prepared;
+use crate::protocol::{Decision, Record, TxnId};
+use futures::future::{ready, BoxFuture};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::collections::{BTreeMap, HashMap};
+
+/// Bounds on one transaction's operations.
+pub const OPS_MAX: usize = 10_000;
+pub const KEY_MAX_BYTES: usize = 1024;
+
+/// One operation of a transaction.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Op {
+    Get {
+        key: String,
+    },
+    Put {
+        key: String,
+        value: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expect: Option<Value>,
+    },
+    Delete {
+        key: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expect: Option<Value>,
+    },
+    Add {
+        key: String,
+        delta: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min: Option<i64>,
+    },
+}
+
+impl Op {
+    fn key(&self) -> &str {
+        match self {
+            Op::Get { key }
+            | Op::Put { key, .. }
+            | Op::Delete { key, .. }
+            | Op::Add { key, .. } => key,
+        }
+    }
+}
+
+/// A pending write: `None` deletes the key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Write {
+    pub key: String,
+    pub value: Option<Value>,
+}
+
+/// What a prepared transaction holds: its locked keys and pending writes.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PendingTxn {
+    pub keys: Vec<String>,
+    pub writes: Vec<Write>,
+}
+
+/// The store. See the module documentation.
+#[derive(Debug, Default)]
+pub struct KvStore {
+    data: BTreeMap<String, Value>,
+    locks: HashMap<String, TxnId>,
+    pending: HashMap<TxnId, PendingTxn>,
+}
+
+impl KvStore {
+    pub fn new() -> KvStore {
+        KvStore::default()
+    }
+
+    /// Committed value of `key`.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.data.get(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// Load initial data (a JSON object) into an empty store.
+    pub fn seed(&mut self, seed: &Value) -> Result<usize, String> {
+        let obj = seed
+            .as_object()
+            .ok_or("the seed must be a JSON object mapping keys to values")?;
+        for (k, v) in obj {
+            check_key(k)?;
+            self.data.insert(k.clone(), v.clone());
+        }
+        Ok(obj.len())
+    }
+
+    /// Parse the `operations` of a PREPARE's data.
+    pub fn parse_ops(data: &Value) -> Result<Vec<Op>, String> {
+        let ops = match data {
+            Value::Null => return Ok(Vec::new()),
+            Value::Object(o) => o
+                .get("operations")
+                .cloned()
+                .unwrap_or(Value::Array(Vec::new())),
+            _ => return Err("invalid_operations: data must be {\"operations\": [...]}".into()),
+        };
+        let list = ops
+            .as_array()
+            .ok_or("invalid_operations: `operations` must be a list")?;
+        if list.len() > OPS_MAX {
+            return Err(format!(
+                "invalid_operations: more than {OPS_MAX} operations"
+            ));
+        }
+        list.iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let op: Op = serde_json::from_value(v.clone())
+                    .map_err(|e| format!("invalid_operations: operation {i}: {e}"))?;
+                check_key(op.key())
+                    .map_err(|e| format!("invalid_operations: operation {i}: {e}"))?;
+                Ok(op)
+            })
+            .collect()
+    }
+
+    /// Evaluate `ops` for `txn`, lock their keys and keep the writes. Returns
+    /// the pending transaction (logged) and the results of reads.
+    pub fn prepare_ops(&mut self, txn: &TxnId, ops: &[Op]) -> Result<(PendingTxn, Value), String> {
+        if let Some(p) = self.pending.get(txn) {
+            // Prepared already (a duplicate after recovery): same answer.
+            return Ok((p.clone(), Value::Null));
+        }
+        let mut keys: Vec<String> = ops.iter().map(|o| o.key().to_string()).collect();
+        keys.sort();
+        keys.dedup();
+        if let Some(k) = keys
+            .iter()
+            .find(|k| self.locks.get(*k).is_some_and(|t| t != txn))
+        {
+            return Err(format!(
+                "conflict: key `{k}` is locked by another prepared transaction"
+            ));
+        }
+        // Overlay of this transaction's own writes so later operations see
+        // earlier ones.
+        let mut overlay: BTreeMap<String, Option<Value>> = BTreeMap::new();
+        let mut reads = Map::new();
+        for op in ops {
+            let current = |overlay: &BTreeMap<String, Option<Value>>, key: &str| -> Option<Value> {
+                match overlay.get(key) {
+                    Some(v) => v.clone(),
+                    None => self.data.get(key).cloned(),
+                }
+            };
+            match op {
+                Op::Get { key } => {
+                    reads.insert(key.clone(), current(&overlay, key).unwrap_or(Value::Null));
+                }
+                Op::Put { key, value, expect } => {
+                    check_expect(key, expect, &current(&overlay, key))?;
+                    overlay.insert(key.clone(), Some(value.clone()));
+                }
+                Op::Delete { key, expect } => {
+                    check_expect(key, expect, &current(&overlay, key))?;
+                    overlay.insert(key.clone(), None);
+                }
+                Op::Add { key, delta, min } => {
+                    let now = match current(&overlay, key) {
+                        None | Some(Value::Null) => 0,
+                        Some(v) => v.as_i64().ok_or_else(|| {
+                            format!("not_an_integer: key `{key}` holds {v}, cannot add")
+                        })?,
+                    };
+                    let next = now
+                        .checked_add(*delta)
+                        .ok_or_else(|| format!("overflow: key `{key}` {now} + {delta}"))?;
+                    if let Some(m) = min {
+                        if next < *m {
+                            return Err(format!(
+                                "below_min: key `{key}` would become {next}, below the minimum {m} (now {now}, delta {delta})"
+                            ));
+                        }
+                    }
+                    overlay.insert(key.clone(), Some(json!(next)));
+                }
+            }
+        }
+        let pending = PendingTxn {
+            keys,
+            writes: overlay
+                .into_iter()
+                .map(|(key, value)| Write { key, value })
+                .collect(),
+        };
+        self.hold(txn, pending.clone());
+        Ok((pending, Value::Object(reads)))
+    }
+
+    fn hold(&mut self, txn: &TxnId, pending: PendingTxn) {
+        for k in &pending.keys {
+            self.locks.insert(k.clone(), txn.clone());
+        }
+        self.pending.insert(txn.clone(), pending);
+    }
+
+    /// Apply (commit) or drop (abort) `txn`'s writes and release its locks.
+    /// Unknown transactions are ignored (idempotent).
+    pub fn finish_txn(&mut self, txn: &TxnId, decision: Decision) {
+        let Some(p) = self.pending.remove(txn) else {
+            return;
+        };
+        for k in &p.keys {
+            if self.locks.get(k) == Some(txn) {
+                self.locks.remove(k);
+            }
+        }
+        if decision == Decision::Commit {
+            for w in p.writes {
+                match w.value {
+                    Some(v) => self.data.insert(w.key, v),
+                    None => self.data.remove(&w.key),
+                };
+            }
+        }
+    }
+
+    /// Replay a participant log.
+    pub fn replay(&mut self, log: &[Record]) -> Result<(), String> {
+        for r in log {
+            match r {
+                Record::Snapshot { state } => {
+                    let data: BTreeMap<String, Value> = serde_json::from_value(state.clone())
+                        .map_err(|e| format!("kv snapshot in the log does not parse: {e}"))?;
+                    self.data = data;
+                    self.locks.clear();
+                    self.pending.clear();
+                }
+                Record::Prepared { txn, state, .. } => {
+                    let pending: PendingTxn = serde_json::from_value(state.clone())
+                        .map_err(|e| format!("kv prepared state of {txn} does not parse: {e}"))?;
+                    self.hold(txn, pending);
+                }
+                Record::Decided { txn, decision, .. } => self.finish_txn(txn, *decision),
+                Record::Decision { .. } | Record::End { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// All committed data, for a snapshot.
+    pub fn dump(&self) -> Value {
+        serde_json::to_value(&self.data).unwrap_or(Value::Null)
+    }
+}
+
+fn check_key(k: &str) -> Result<(), String> {
+    if k.is_empty() || k.len() > KEY_MAX_BYTES {
+        return Err(format!("keys must be 1..={KEY_MAX_BYTES} bytes"));
+    }
+    Ok(())
+}
+
+fn check_expect(key: &str, expect: &Option<Value>, current: &Option<Value>) -> Result<(), String> {
+    if let Some(e) = expect {
+        let found = current.clone().unwrap_or(Value::Null);
+        if &found != e {
+            return Err(format!(
+                "expect_mismatch: key `{key}` holds {found}, expected {e}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Resource for KvStore {
+    fn prepare(&mut self, txn: &TxnId, data: &Value) -> BoxFuture<'static, PrepareResult> {
+        let result = KvStore::parse_ops(data).and_then(|ops| {
+            let (pending, reads) = self.prepare_ops(txn, &ops)?;
+            let has_reads = reads.as_object().is_some_and(|m| !m.is_empty());
+            Ok(Prepared {
+                state: serde_json::to_value(pending).unwrap_or(Value::Null),
+                output: has_reads.then_some(reads),
+            })
+        });
+        Box::pin(ready(result))
+    }
+
+    fn finish(
+        &mut self,
+        txn: &TxnId,
+        decision: Decision,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        self.finish_txn(txn, decision);
+        Box::pin(ready(Ok(())))
+    }
+
+    fn recover(&mut self, log: &[Record]) -> BoxFuture<'static, Result<(), String>> {
+        Box::pin(ready(self.replay(log)))
+    }
+
+    fn snapshot(&self) -> Option<Value> {
+        Some(self.dump())
+    }
+
+    fn status(&self) -> Value {
+        json!({"keys": self.data.len(), "locked_keys": self.locks.len(), "prepared": self.pending.len()})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> TxnId {
+        TxnId::from(s)
+    }
+
+    fn ops(v: Value) -> Vec<Op> {
+        KvStore::parse_ops(&json!({ "operations": v })).unwrap()
+    }
+
+    fn seeded() -> KvStore {
+        let mut kv = KvStore::new();
+        kv.seed(&json!({"alice": 100, "bob": 5, "name": "x"}))
+            .unwrap();
+        kv
+    }
+
+    #[test]
+    fn each_operation_applies_on_commit_only() {
+        let mut kv = seeded();
+        let o = ops(json!([
+            {"op": "get", "key": "alice"},
+            {"op": "add", "key": "alice", "delta": -30, "min": 0},
+            {"op": "put", "key": "carol", "value": {"a": 1}},
+            {"op": "delete", "key": "name"},
+            {"op": "add", "key": "new", "delta": 7}
+        ]));
+        let (_, reads) = kv.prepare_ops(&t("t1"), &o).unwrap();
+        assert_eq!(reads, json!({"alice": 100}));
+        assert_eq!(
+            kv.get("alice"),
+            Some(&json!(100)),
+            "not applied before commit"
+        );
+        kv.finish_txn(&t("t1"), Decision::Commit);
+        assert_eq!(kv.get("alice"), Some(&json!(70)));
+        assert_eq!(kv.get("carol"), Some(&json!({"a": 1})));
+        assert_eq!(kv.get("name"), None);
+        assert_eq!(kv.get("new"), Some(&json!(7)));
+        let (_, _) = kv
+            .prepare_ops(
+                &t("t2"),
+                &ops(json!([{"op": "put", "key": "bob", "value": 0}])),
+            )
+            .unwrap();
+        kv.finish_txn(&t("t2"), Decision::Abort);
+        assert_eq!(kv.get("bob"), Some(&json!(5)));
+    }
+
+    #[test]
+    fn locked_keys_conflict_and_are_released() {
+        let mut kv = seeded();
+        kv.prepare_ops(&t("t1"), &ops(json!([{"op": "get", "key": "bob"}])))
+            .unwrap();
+        let err = kv
+            .prepare_ops(
+                &t("t2"),
+                &ops(json!([{"op": "add", "key": "bob", "delta": 1}])),
+            )
+            .unwrap_err();
+        assert!(err.starts_with("conflict"), "{err}");
+        kv.finish_txn(&t("t1"), Decision::Abort);
+        kv.prepare_ops(
+            &t("t2"),
+            &ops(json!([{"op": "add", "key": "bob", "delta": 1}])),
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn min_and_expect_refuse() {
+        let mut kv = seeded();
+        let e = kv
+            .prepare_ops(
+                &t("t1"),
+                &ops(json!([{"op": "add", "key": "bob", "delta": -6, "min": 0}])),
+            )
+            .unwrap_err();
+        assert!(e.starts_with("below_min"), "{e}");
+        let e = kv
+            .prepare_ops(
+                &t("t2"),
+                &ops(json!([{"op": "put", "key": "bob", "value": 1, "expect": 4}])),
+            )
+            .unwrap_err();
+        assert!(e.starts_with("expect_mismatch"), "{e}");
+        let e = kv
+            .prepare_ops(
+                &t("t3"),
+                &ops(json!([{"op": "delete", "key": "zed", "expect": 1}])),
+            )
+            .unwrap_err();
+        assert!(e.starts_with("expect_mismatch"), "{e}");
+        kv.prepare_ops(
+            &t("t4"),
+            &ops(json!([{"op": "put", "key": "zed", "value": 1, "expect": null}])),
+        )
+        .unwrap();
+        assert!(kv.locks.contains_key("zed"));
+        assert!(
+            !kv.locks.contains_key("bob"),
+            "refused transactions hold no locks"
+        );
+    }
+
+    #[test]
+    fn bad_operations_are_refused_with_reasons() {
+        for bad in [
+            json!({"operations": [{"op": "explode", "key": "a"}]}),
+            json!({"operations": [{"op": "put", "key": ""}]}),
+            json!({"operations": {"a": 1}}),
+            json!([1, 2]),
+        ] {
+            let e = KvStore::parse_ops(&bad).unwrap_err();
+            assert!(e.starts_with("invalid_operations"), "{e}");
+        }
+    }
+
+    #[test]
+    fn replay_rebuilds_from_snapshot_prepares_and_decisions() {
+        let mut kv = seeded();
+        let (p1, _) = kv
+            .prepare_ops(
+                &t("t1"),
+                &ops(json!([{"op": "add", "key": "alice", "delta": 1}])),
+            )
+            .unwrap();
+        let (p2, _) = kv
+            .prepare_ops(
+                &t("t2"),
+                &ops(json!([{"op": "put", "key": "bob", "value": 9}])),
+            )
+            .unwrap();
+        let snap = KvStore::new().dump();
+        let log = vec![
+            Record::Snapshot {
+                state: seeded().dump(),
+            },
+            Record::Prepared {
+                txn: t("t1"),
+                participants: vec![],
+                state: serde_json::to_value(&p1).unwrap(),
+            },
+            Record::Prepared {
+                txn: t("t2"),
+                participants: vec![],
+                state: serde_json::to_value(&p2).unwrap(),
+            },
+            Record::Decided {
+                txn: t("t1"),
+                decision: Decision::Commit,
+                heuristic: None,
+            },
+        ];
+        assert_eq!(snap, json!({}));
+        let mut r = KvStore::new();
+        r.replay(&log).unwrap();
+        assert_eq!(r.get("alice"), Some(&json!(101)));
+        assert_eq!(r.get("bob"), Some(&json!(5)), "t2 is still in doubt");
+        assert!(r.locks.contains_key("bob"), "in-doubt keys stay locked");
+        r.finish_txn(&t("t2"), Decision::Commit);
+        assert_eq!(r.get("bob"), Some(&json!(9)));
+    }
+}
