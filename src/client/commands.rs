@@ -103,13 +103,18 @@ pub fn build_request(
 
 /// The `--json` object of one outcome.
 pub fn outcome_json(txn: &TxnId, o: &Outcome) -> Value {
-    json!({
+    let mut v = json!({
         "transaction_id": txn,
         "decision": o.decision,
         "votes": o.votes,
         "reason": o.reason,
         "duration_ms": o.duration_ms,
-    })
+    });
+    // Reads (kv `get`) come back per participant.
+    if !o.results.is_empty() {
+        v["results"] = json!(o.results);
+    }
+    v
 }
 
 pub async fn submit(args: SubmitArgs) -> ExitCode {
@@ -161,6 +166,9 @@ fn print_outcome(txn: &TxnId, o: &Outcome) {
     }
     if let Some(r) = &o.reason {
         println!("  reason: {r}");
+    }
+    for (p, r) in &o.results {
+        println!("  {p} read: {r}");
     }
 }
 

@@ -714,7 +714,13 @@ impl Coordinator {
                     vote.as_str()
                 )
             };
-            return reject(out, conn, ErrorCode::Refused, msg, false);
+            reject(out, conn, ErrorCode::Refused, msg, false);
+            // A participant repeating its commit vote after the decision
+            // (for example after reconnecting) still needs the decision.
+            if let (Some(d), Vote::Commit, false) = (t.decision, vote, t.acks.contains(&from)) {
+                send(out, conn, Body::decision(txn, d), true);
+            }
+            return;
         }
         if t.phase != TxnPhase::PreparePhase {
             // Vote after the decision (for example after the deadline fired).

@@ -826,14 +826,19 @@ fn votes_after_a_commit_are_refused_and_answered_with_commit() {
             false
         )]
     );
+    // A repeated commit vote from a participant that has not acknowledged
+    // yet is refused, and the participant is told the decision again.
     assert_eq!(
         c.handle(20, msg(P2, vote_commit("t-1"))),
-        vec![reject(
-            P2,
-            ErrorCode::Refused,
-            "duplicate vote from `p2` for `t-1`; ignored",
-            false
-        )]
+        vec![
+            reject(
+                P2,
+                ErrorCode::Refused,
+                "duplicate vote from `p2` for `t-1`; ignored",
+                false
+            ),
+            send(P2, commit("t-1"), true),
+        ]
     );
     assert_eq!(decision(&c, "t-1"), Some(Decision::Commit));
     assert_eq!(phase(&c, "t-1"), Some(TxnPhase::CommitPhase));

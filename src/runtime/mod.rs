@@ -105,13 +105,18 @@ pub fn spawn_connection<S>(
         {
             return;
         }
-        let mut first = true;
+        // Until the first well-formed message, the connection must make
+        // progress within the handshake timeout (garbage does not count).
+        let handshake_deadline = tokio::time::Instant::now() + first_frame_timeout;
+        let mut greeted = false;
         loop {
-            let next = if first {
-                match tokio::time::timeout(first_frame_timeout, net::read_next(&mut reader, max_frame_bytes)).await {
+            let next = if greeted {
+                net::read_next(&mut reader, max_frame_bytes).await
+            } else {
+                match tokio::time::timeout_at(handshake_deadline, net::read_next(&mut reader, max_frame_bytes)).await {
                     Ok(n) => n,
                     Err(_) => {
-                        tracing::warn!(%peer, "connection sent nothing within the handshake timeout; closing");
+                        tracing::warn!(%peer, "no valid message within the handshake timeout; closing");
                         let err = WireError::new(
                             crate::protocol::ErrorCode::HelloRequired,
                             "no hello within the handshake timeout; closing",
@@ -121,10 +126,10 @@ pub fn spawn_connection<S>(
                         break;
                     }
                 }
-            } else {
-                net::read_next(&mut reader, max_frame_bytes).await
             };
-            first = false;
+            if matches!(next, Some(Inbound::Message(_))) {
+                greeted = true;
+            }
             match next {
                 None => break,
                 Some(Inbound::Message(body)) => {

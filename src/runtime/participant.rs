@@ -6,6 +6,7 @@
 use super::outbox::Outbox;
 use super::{alert, crash, spawn_connection, Clock, ConnEvent, ConnSpec};
 use crate::config::ParticipantConfig;
+use crate::protocol::coordinator::TXN_STATES;
 use crate::protocol::participant::{Event, PState, PTxn, Participant, ParticipantOptions};
 use crate::protocol::{Action, Body, ConnId, Decision, Record, Role, TxnId, PROTOCOL_VERSION};
 use crate::resource::{PrepareResult, Resource};
@@ -509,6 +510,10 @@ impl Driver {
                 .into();
                 Body::StatusReport(s)
             }
+            Body::TxnList { state: Some(st) } if !TXN_STATES.contains(&st.as_str()) => err(
+                "invalid_message",
+                format!("unknown state `{st}`; use one of {}", TXN_STATES.join(", ")),
+            ),
             Body::TxnList { state } => {
                 let mut v: Vec<(&TxnId, &PTxn)> = self
                     .core
