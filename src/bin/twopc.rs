@@ -4,6 +4,7 @@
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
+use twopc::client::bank::{self, BankArgs};
 use twopc::client::bench::{self, BenchArgs};
 use twopc::client::commands::{self, DemoArgs, StatusArgs, SubmitArgs};
 use twopc::client::ops::{self, TxnCommand, WalCommand};
@@ -32,6 +33,8 @@ enum Command {
     Demo(DemoArgs),
     /// Closed-loop load: throughput and latency percentiles.
     Bench(BenchArgs),
+    /// Money transfers between accounts on kv shards, with optional chaos, checked for atomicity.
+    Bank(BankArgs),
     /// Inspect and resolve transactions.
     #[command(subcommand)]
     Txn(TxnCommand),
@@ -64,6 +67,7 @@ fn main() -> ExitCode {
         Command::Status(a) => client_runtime(commands::status(a)),
         Command::Demo(a) => client_runtime(commands::demo(a)),
         Command::Bench(a) => client_runtime(bench::bench(a)),
+        Command::Bank(a) => client_runtime(bank::bank(a)),
         Command::Txn(c) => client_runtime(ops::txn(c)),
         Command::Wal(c) => ops::wal_cmd(c),
         Command::Coordinator(a) => match CoordinatorConfig::load(&a) {

@@ -1,8 +1,11 @@
-//! A throw-away local cluster for `twopc demo` and `twopc bench --local`:
-//! one coordinator and N participant processes on free loopback ports with
-//! temporary data directories, shut down cleanly when done.
+//! A throw-away local cluster for `twopc demo`, `twopc bench --local` and
+//! `twopc bank`: one coordinator and N participant processes on free
+//! loopback ports with temporary data directories, shut down cleanly when
+//! done. Processes can be killed (SIGKILL) and restarted on their data
+//! directories, for chaos runs.
 
 use super::Client;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -13,53 +16,82 @@ use tokio::process::{Child, Command};
 #[derive(Clone, Debug)]
 pub struct ClusterOptions {
     pub participants: usize,
+    /// Participant ids are `<prefix>1..<prefix>N`.
+    pub id_prefix: String,
     pub vote_preference: String,
     pub commit_probability: f64,
     pub timeout_seconds: f64,
     pub unsafe_no_fsync: bool,
     pub log_level: String,
     pub max_in_flight: usize,
+    /// `vote` or `kv`.
+    pub resource: String,
+    /// For `kv`: the initial data of each participant (by position).
+    pub kv_seeds: Vec<serde_json::Value>,
 }
 
 impl Default for ClusterOptions {
     fn default() -> Self {
         ClusterOptions {
             participants: 3,
+            id_prefix: "p".into(),
             vote_preference: "random".into(),
             commit_probability: 0.9,
             timeout_seconds: 10.0,
             unsafe_no_fsync: false,
             log_level: "warn".into(),
             max_in_flight: 1024,
+            resource: "vote".into(),
+            kv_seeds: Vec::new(),
         }
     }
+}
+
+/// One process of the cluster and how to start it again.
+struct Member {
+    name: String,
+    args: Vec<OsString>,
+    child: Option<Child>,
 }
 
 /// Running processes of a local cluster. Dropping it kills them.
 pub struct LocalCluster {
     pub addr: String,
     pub participant_ids: Vec<String>,
+    exe: PathBuf,
     dir: tempfile::TempDir,
-    children: Vec<(String, Child)>,
+    /// Index 0 is the coordinator.
+    members: Vec<Member>,
 }
 
 fn program() -> Result<PathBuf, String> {
     std::env::current_exe().map_err(|e| format!("cannot find the twopc executable: {e}"))
 }
 
-/// Children must not inherit the caller's `TWOPC_*` settings: the demo's
-/// flags describe the whole cluster.
-fn command(exe: &Path, log: &Path) -> Result<Command, String> {
+/// Children must not inherit the caller's `TWOPC_*` settings: the flags
+/// describe the whole cluster.
+fn command(exe: &Path, log: &Path, args: &[OsString]) -> Result<Command, String> {
     let mut cmd = Command::new(exe);
     for (k, _) in std::env::vars() {
         if k.starts_with("TWOPC_") {
             cmd.env_remove(k);
         }
     }
-    let err =
-        std::fs::File::create(log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
-    cmd.stdin(Stdio::null()).stderr(err).kill_on_drop(true);
+    let err = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("cannot open {}: {e}", log.display()))?;
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(err)
+        .kill_on_drop(true);
     Ok(cmd)
+}
+
+fn os(args: &[&str]) -> Vec<OsString> {
+    args.iter().map(OsString::from).collect()
 }
 
 impl LocalCluster {
@@ -70,72 +102,79 @@ impl LocalCluster {
             .prefix("twopc-cluster-")
             .tempdir()
             .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-        let mut cmd = command(&exe, &dir.path().join("coordinator.log"))?;
-        cmd.arg("coordinator")
-            .args(["--host", "127.0.0.1", "--port", "0"])
-            .args(["--expected-participants", &opts.participants.to_string()])
-            .args(["--timeout-seconds", &opts.timeout_seconds.to_string()])
-            .args(["--max-in-flight", &opts.max_in_flight.to_string()])
-            .args(["--log-level", &opts.log_level])
-            .arg("--data-dir")
-            .arg(dir.path().join("coordinator"))
-            .stdout(Stdio::piped());
+        let mut cargs = os(&["coordinator", "--host", "127.0.0.1", "--port", "0"]);
+        cargs.extend(os(&[
+            "--expected-participants",
+            &opts.participants.to_string(),
+            "--timeout-seconds",
+            &opts.timeout_seconds.to_string(),
+            "--max-in-flight",
+            &opts.max_in_flight.to_string(),
+            "--log-level",
+            &opts.log_level,
+            "--data-dir",
+        ]));
+        cargs.push(dir.path().join("coordinator").into_os_string());
         if opts.unsafe_no_fsync {
-            cmd.arg("--unsafe-no-fsync");
+            cargs.push("--unsafe-no-fsync".into());
         }
-        let mut coord = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start the coordinator ({}): {e}", exe.display()))?;
-        let stdout = coord.stdout.take().ok_or("coordinator has no stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .map_err(|_| "the coordinator did not report its address within 20 s".to_string())?
-            .map_err(|e| format!("reading the coordinator's output: {e}"))?
-            .ok_or_else(|| {
-                format!(
-                    "the coordinator exited at start; see {}",
-                    dir.path().join("coordinator.log").display()
-                )
-            })?;
-        let addr = line
-            .rsplit(' ')
-            .next()
-            .filter(|a| a.contains(':'))
-            .ok_or_else(|| format!("unexpected coordinator output: {line}"))?
-            .to_string();
-        let port = addr.rsplit(':').next().unwrap_or("0").to_string();
         let mut cluster = LocalCluster {
-            addr,
+            addr: String::new(),
             participant_ids: Vec::new(),
-            children: vec![("coordinator".into(), coord)],
+            exe,
             dir,
+            members: vec![Member {
+                name: "coordinator".into(),
+                args: cargs,
+                child: None,
+            }],
         };
+        cluster.start_coordinator().await?;
+        let port = cluster.addr.rsplit(':').next().unwrap_or("0").to_string();
+        // Restarts must come back on the same port.
+        let args = &mut cluster.members[0].args;
+        if let Some(i) = args.iter().position(|a| a == "--port") {
+            args[i + 1] = port.clone().into();
+        }
         for i in 1..=opts.participants {
-            let id = format!("p{i}");
-            let mut cmd = command(&exe, &cluster.dir.path().join(format!("{id}.log")))?;
-            cmd.arg("participant")
-                .args([
-                    "--id",
-                    &id,
-                    "--coordinator-host",
-                    "127.0.0.1",
-                    "--coordinator-port",
-                    &port,
-                ])
-                .args(["--vote-preference", &opts.vote_preference])
-                .args(["--commit-probability", &opts.commit_probability.to_string()])
-                .args(["--log-level", &opts.log_level])
-                .arg("--data-dir")
-                .arg(cluster.dir.path().join(&id))
-                .stdout(Stdio::null());
-            if opts.unsafe_no_fsync {
-                cmd.arg("--unsafe-no-fsync");
+            let id = format!("{}{i}", opts.id_prefix);
+            let mut args = os(&[
+                "participant",
+                "--id",
+                &id,
+                "--coordinator-host",
+                "127.0.0.1",
+                "--coordinator-port",
+                &port,
+                "--vote-preference",
+                &opts.vote_preference,
+                "--commit-probability",
+                &opts.commit_probability.to_string(),
+                "--log-level",
+                &opts.log_level,
+                "--resource",
+                &opts.resource,
+                "--reconnect-max-ms",
+                "500",
+                "--data-dir",
+            ]);
+            args.push(cluster.dir.path().join(&id).into_os_string());
+            if let Some(seed) = opts.kv_seeds.get(i - 1) {
+                let path = cluster.dir.path().join(format!("{id}-seed.json"));
+                std::fs::write(&path, seed.to_string())
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                args.push("--kv-seed-file".into());
+                args.push(path.into_os_string());
             }
-            let child = cmd
-                .spawn()
-                .map_err(|e| format!("cannot start participant {id}: {e}"))?;
-            cluster.children.push((id.clone(), child));
+            if opts.unsafe_no_fsync {
+                args.push("--unsafe-no-fsync".into());
+            }
+            cluster.members.push(Member {
+                name: id.clone(),
+                args,
+                child: None,
+            });
+            cluster.start(i)?;
             cluster.participant_ids.push(id);
         }
         cluster
@@ -144,16 +183,99 @@ impl LocalCluster {
         Ok(cluster)
     }
 
+    fn log_path(&self, i: usize) -> PathBuf {
+        self.dir
+            .path()
+            .join(format!("{}.log", self.members[i].name))
+    }
+
+    /// Start (or restart) the coordinator and learn its address from the
+    /// line it prints once listening.
+    async fn start_coordinator(&mut self) -> Result<(), String> {
+        let log = self.log_path(0);
+        let mut cmd = command(&self.exe, &log, &self.members[0].args)?;
+        cmd.stdout(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start the coordinator ({}): {e}", self.exe.display()))?;
+        let stdout = child.stdout.take().ok_or("coordinator has no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .map_err(|_| "the coordinator did not report its address within 20 s".to_string())?
+            .map_err(|e| format!("reading the coordinator's output: {e}"))?
+            .ok_or_else(|| format!("the coordinator exited at start; see {}", log.display()))?;
+        self.addr = line
+            .rsplit(' ')
+            .next()
+            .filter(|a| a.contains(':'))
+            .ok_or_else(|| format!("unexpected coordinator output: {line}"))?
+            .to_string();
+        self.members[0].child = Some(child);
+        Ok(())
+    }
+
+    fn start(&mut self, i: usize) -> Result<(), String> {
+        let cmd = command(&self.exe, &self.log_path(i), &self.members[i].args);
+        let child = cmd?
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.members[i].name))?;
+        self.members[i].child = Some(child);
+        Ok(())
+    }
+
+    /// Number of processes (coordinator first, then participants).
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    pub fn name(&self, i: usize) -> &str {
+        &self.members[i].name
+    }
+
+    /// SIGKILL process `i` (0 is the coordinator) and reap it.
+    pub async fn kill9(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill().await;
+        }
+    }
+
+    /// Start process `i` again on its data directory.
+    pub async fn restart(&mut self, i: usize) -> Result<(), String> {
+        self.kill9(i).await;
+        if i == 0 {
+            // The old listening socket may take a moment to be released.
+            let start = Instant::now();
+            loop {
+                match self.start_coordinator().await {
+                    Ok(()) => return Ok(()),
+                    Err(e) if start.elapsed() > Duration::from_secs(10) => return Err(e),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        }
+        self.start(i)
+    }
+
     /// Poll `status` until the coordinator is READY with `n` participants
     /// connected.
     pub async fn wait_ready(&mut self, n: usize, limit: Duration) -> Result<(), String> {
         let start = Instant::now();
         loop {
-            for (name, child) in self.children.iter_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
+            for i in 0..self.members.len() {
+                let exited = match self.members[i].child.as_mut() {
+                    Some(c) => c.try_wait().ok().flatten(),
+                    None => None,
+                };
+                if let Some(status) = exited {
                     return Err(format!(
-                        "{name} exited during start-up ({status}); see {}",
-                        self.dir.path().join(format!("{name}.log")).display()
+                        "{} exited ({status}); see {}",
+                        self.members[i].name,
+                        self.log_path(i).display()
                     ));
                 }
             }
@@ -179,22 +301,29 @@ impl LocalCluster {
         self.dir.path()
     }
 
+    /// Data directory of participant `id`.
+    pub fn data_dir(&self, id: &str) -> PathBuf {
+        self.dir.path().join(id)
+    }
+
     /// SIGTERM every process, wait for them (bounded), then kill stragglers.
     pub async fn shutdown(mut self) {
-        for (_, child) in self.children.iter().rev() {
-            if let Some(pid) = child.id() {
+        for m in self.members.iter().rev() {
+            if let Some(pid) = m.child.as_ref().and_then(|c| c.id()) {
                 // SAFETY: sending a signal to a child we spawned.
                 unsafe {
                     libc::kill(pid as i32, libc::SIGTERM);
                 }
             }
         }
-        for (_, child) in self.children.iter_mut() {
-            if tokio::time::timeout(Duration::from_secs(5), child.wait())
-                .await
-                .is_err()
-            {
-                let _ = child.kill().await;
+        for m in self.members.iter_mut() {
+            if let Some(c) = m.child.as_mut() {
+                if tokio::time::timeout(Duration::from_secs(5), c.wait())
+                    .await
+                    .is_err()
+                {
+                    let _ = c.kill().await;
+                }
             }
         }
     }
