@@ -42,6 +42,19 @@ impl Inventory {
     }
 }
 
+impl Inventory {
+    /// Take (commit) or release (abort) a transaction's reservation.
+    fn apply(&mut self, txn: &TxnId, decision: Decision) {
+        if let Some(lines) = self.reserved.remove(txn) {
+            if decision == Decision::Commit {
+                for (item, n) in lines {
+                    *self.stock.entry(item).or_default() -= n;
+                }
+            }
+        }
+    }
+}
+
 impl Resource for Inventory {
     /// `data` is `{"order": {"item": count, ...}}`.
     fn prepare(&mut self, txn: &TxnId, data: &Value) -> BoxFuture<'static, PrepareResult> {
@@ -67,13 +80,7 @@ impl Resource for Inventory {
         txn: &TxnId,
         decision: Decision,
     ) -> BoxFuture<'static, Result<(), String>> {
-        if let Some(lines) = self.reserved.remove(txn) {
-            if decision == Decision::Commit {
-                for (item, n) in lines {
-                    *self.stock.entry(item).or_default() -= n;
-                }
-            }
-        }
+        self.apply(txn, decision);
         Box::pin(ready(Ok(())))
     }
 
@@ -86,9 +93,7 @@ impl Resource for Inventory {
                         serde_json::from_value(state.clone()).unwrap_or_default();
                     self.reserved.insert(txn.clone(), lines);
                 }
-                Record::Decided { txn, decision, .. } => {
-                    let _ = self.finish(txn, *decision);
-                }
+                Record::Decided { txn, decision, .. } => self.apply(txn, *decision),
                 _ => {}
             }
         }

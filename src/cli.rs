@@ -98,6 +98,10 @@ pub fn build_resource(cfg: &ParticipantConfig) -> Result<Box<dyn Resource>, Stri
             }
             Ok(Box::new(Preference::new(kv, pref, p, None)))
         }
+        "postgres" => {
+            let pg = crate::resource::postgres::PostgresResource::new(&cfg.id, &cfg.postgres)?;
+            Ok(Box::new(Preference::new(pg, pref, p, None)))
+        }
         _ => Ok(Box::new(VoteResource::voting(pref, p, None))),
     }
 }

@@ -59,8 +59,50 @@ pub struct KvConfig {
     pub seed_file: Option<PathBuf>,
 }
 
+/// Settings of the `postgres` resource (YAML `postgres:` in the participant
+/// section). `Debug` leaves the connection string out: it may hold a password.
+#[derive(Clone, Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// libpq connection string, key=value (`host=127.0.0.1 port=5432
+    /// user=app dbname=app`) or URL (`postgres://app@127.0.0.1:5432/app`).
+    /// Required with `resource: postgres`; never logged or echoed.
+    pub dsn: Option<String>,
+    /// Accept raw SQL operations (`{"sql": .., "params": [..]}`); for
+    /// trusted clients only, so off by default.
+    pub allow_raw_sql: bool,
+    /// Connections to the database at most. Prepares may hold all but one,
+    /// which stays free for COMMIT/ROLLBACK PREPARED: applying a decision
+    /// releases the locks that waiting prepares need.
+    pub max_connections: usize,
+    /// Milliseconds to open a connection, and to wait for a free one.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            dsn: None,
+            allow_raw_sql: false,
+            max_connections: 8,
+            connect_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("dsn", &self.dsn.as_ref().map(|_| "(set, not shown)"))
+            .field("allow_raw_sql", &self.allow_raw_sql)
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .finish()
+    }
+}
+
 /// The resources a participant can run.
-pub const RESOURCES: &[&str] = &["vote", "kv"];
+pub const RESOURCES: &[&str] = &["vote", "kv", "postgres"];
 
 /// The coordinator's configuration, after defaults, file, env and flags.
 #[derive(Clone, Debug, Deserialize, serde::Serialize)]
@@ -131,6 +173,7 @@ pub struct ParticipantConfig {
     /// (embedded key-value store) or `postgres`.
     pub resource: String,
     pub kv: KvConfig,
+    pub postgres: PostgresConfig,
     pub data_dir: Option<PathBuf>,
     pub max_frame_bytes: usize,
     pub log_level: String,
@@ -141,6 +184,8 @@ pub struct ParticipantConfig {
     pub reconnect_max_ms: u64,
     pub query_max_ms: u64,
     pub history_limit: usize,
+    /// Ordinary commits (the most recent) kept in a log checkpoint.
+    pub checkpoint_recent_commits: usize,
     /// Operator port (status, txn list/show, resolve); off when unset,
     /// 0 picks a free port and logs it.
     pub admin_port: Option<u16>,
@@ -171,6 +216,7 @@ impl Default for ParticipantConfig {
             vote_delay_ms: 0,
             resource: "vote".into(),
             kv: KvConfig::default(),
+            postgres: PostgresConfig::default(),
             data_dir: None,
             max_frame_bytes: 1024 * 1024,
             log_level: "info".into(),
@@ -181,6 +227,7 @@ impl Default for ParticipantConfig {
             reconnect_max_ms: 5_000,
             query_max_ms: 5_000,
             history_limit: 100_000,
+            checkpoint_recent_commits: 100,
             admin_port: None,
             admin_host: "127.0.0.1".into(),
             wal: WalConfig::default(),
@@ -333,6 +380,18 @@ pub struct ParticipantArgs {
     /// kv: JSON object loaded at the first start of an empty data directory.
     #[arg(long, env = "TWOPC_KV_SEED_FILE")]
     pub kv_seed_file: Option<PathBuf>,
+    /// postgres: connection string (libpq key=value or postgres:// URL).
+    #[arg(long, env = "TWOPC_POSTGRES_DSN", hide_env_values = true)]
+    pub postgres_dsn: Option<String>,
+    /// postgres: accept raw SQL operations (true/false).
+    #[arg(long, env = "TWOPC_POSTGRES_ALLOW_RAW_SQL", num_args = 0..=1, default_missing_value = "true")]
+    pub postgres_allow_raw_sql: Option<bool>,
+    /// postgres: most connections to the database (at least 2).
+    #[arg(long, env = "TWOPC_POSTGRES_MAX_CONNECTIONS")]
+    pub postgres_max_connections: Option<usize>,
+    /// postgres: milliseconds to connect, or to wait for a free connection.
+    #[arg(long, env = "TWOPC_POSTGRES_CONNECT_TIMEOUT_MS")]
+    pub postgres_connect_timeout_ms: Option<u64>,
     #[arg(long, env = "TWOPC_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     #[arg(long, env = "TWOPC_MAX_FRAME_BYTES")]
@@ -353,6 +412,9 @@ pub struct ParticipantArgs {
     pub query_max_ms: Option<u64>,
     #[arg(long, env = "TWOPC_HISTORY_LIMIT")]
     pub history_limit: Option<usize>,
+    /// Ordinary commits (the most recent) kept in a log checkpoint.
+    #[arg(long, env = "TWOPC_CHECKPOINT_RECENT_COMMITS")]
+    pub checkpoint_recent_commits: Option<usize>,
     /// Operator port for `twopc txn resolve` and status (0 = any free port).
     #[arg(long, env = "TWOPC_ADMIN_PORT")]
     pub admin_port: Option<u16>,
@@ -467,6 +529,18 @@ impl ParticipantConfig {
         if let Some(f) = &args.kv_seed_file {
             c.kv.seed_file = Some(f.clone());
         }
+        if let Some(v) = &args.postgres_dsn {
+            c.postgres.dsn = Some(v.clone());
+        }
+        if let Some(v) = args.postgres_allow_raw_sql {
+            c.postgres.allow_raw_sql = v;
+        }
+        if let Some(v) = args.postgres_max_connections {
+            c.postgres.max_connections = v;
+        }
+        if let Some(v) = args.postgres_connect_timeout_ms {
+            c.postgres.connect_timeout_ms = v;
+        }
         overlay!(
             c,
             args,
@@ -487,6 +561,7 @@ impl ParticipantConfig {
                 reconnect_max_ms,
                 query_max_ms,
                 history_limit,
+                checkpoint_recent_commits,
                 admin_host,
             ]
         );
@@ -542,6 +617,7 @@ impl ParticipantConfig {
                 "only with resource: kv",
             ));
         }
+        postgres(&self.postgres, &self.resource)?;
         frame_bytes(self.max_frame_bytes)?;
         log_settings(&self.log_level, &self.log_format)?;
         range_u64(
@@ -570,6 +646,12 @@ impl ParticipantConfig {
         )?;
         range_u64("query_max_ms", self.query_max_ms, 10, 3_600_000)?;
         range_usize("history_limit", self.history_limit, 0, 100_000_000)?;
+        range_usize(
+            "checkpoint_recent_commits",
+            self.checkpoint_recent_commits,
+            0,
+            100_000_000,
+        )?;
         non_empty("admin_host", &self.admin_host)?;
         wal(&self.wal)
     }
@@ -617,7 +699,8 @@ fn seconds(key: &'static str, v: f64) -> Result<(), ConfigError> {
 }
 
 fn frame_bytes(v: usize) -> Result<(), ConfigError> {
-    range_usize("max_frame_bytes", v, 1024, 64 * 1024 * 1024)
+    // At most half a log record, so anything a frame carries can be logged.
+    range_usize("max_frame_bytes", v, 1024, crate::wal::RECORD_MAX_BYTES / 2)
 }
 
 fn log_settings(level: &str, format: &str) -> Result<(), ConfigError> {
@@ -632,6 +715,37 @@ fn log_settings(level: &str, format: &str) -> Result<(), ConfigError> {
         return Err(invalid("log_format", format, "text or json"));
     }
     Ok(())
+}
+
+/// The `postgres:` settings: a parseable `dsn` exactly when the resource is
+/// `postgres`. The dsn is never echoed: it may hold a password.
+fn postgres(p: &PostgresConfig, resource: &str) -> Result<(), ConfigError> {
+    const KEY: &str = "postgres.dsn";
+    let dsn = p.dsn.as_deref().filter(|d| !d.trim().is_empty());
+    match (dsn, resource == "postgres") {
+        (None, true) => {
+            return Err(invalid(
+                KEY,
+                "(unset)",
+                "required with resource: postgres: a libpq connection string such as \
+                 `host=127.0.0.1 port=5432 user=app dbname=app` or a URL \
+                 `postgres://app@127.0.0.1:5432/app` (flag --postgres-dsn, env TWOPC_POSTGRES_DSN)",
+            ))
+        }
+        (Some(_), false) => return Err(invalid(KEY, "(set)", "only with resource: postgres")),
+        (Some(d), true) => {
+            crate::resource::postgres::parse_dsn(d)
+                .map_err(|e| invalid(KEY, "(not shown: it may hold a password)", e))?;
+        }
+        (None, false) => {}
+    }
+    range_usize("postgres.max_connections", p.max_connections, 2, 1000)?;
+    range_u64(
+        "postgres.connect_timeout_ms",
+        p.connect_timeout_ms,
+        100,
+        600_000,
+    )
 }
 
 fn wal(w: &WalConfig) -> Result<(), ConfigError> {

@@ -29,6 +29,8 @@ pub struct ParticipantOptions {
     pub query_max_ms: u64,
     /// How many decided transactions are remembered to answer duplicates.
     pub history_limit: usize,
+    /// Ordinary commits (the most recent ones) carried into a checkpoint.
+    pub checkpoint_recent_commits: usize,
 }
 
 impl Default for ParticipantOptions {
@@ -38,6 +40,7 @@ impl Default for ParticipantOptions {
             decision_timeout_ms: 5_000,
             query_max_ms: 5_000,
             history_limit: 100_000,
+            checkpoint_recent_commits: 100,
         }
     }
 }
@@ -234,7 +237,24 @@ impl Participant {
 
     /// Records that must survive a checkpoint: every transaction in doubt,
     /// plus remembered outcomes so duplicates are answered consistently.
+    ///
+    /// Ordinary commits are kept only for the most recent
+    /// `checkpoint_recent_commits` transactions: enough to answer a late
+    /// duplicate consistently, while the log stays bounded (a forgotten
+    /// commit is re-acknowledged anyway). In-doubt transactions and
+    /// heuristic outcomes are always kept.
     pub fn live_records(&self) -> Vec<Record> {
+        let recent: std::collections::HashSet<&TxnId> = self
+            .ended
+            .iter()
+            .rev()
+            .filter(|id| {
+                self.txns
+                    .get(*id)
+                    .is_some_and(|t| t.state == PState::Committed)
+            })
+            .take(self.opts.checkpoint_recent_commits)
+            .collect();
         let mut ids: Vec<&TxnId> = self.txns.keys().collect();
         ids.sort();
         let mut v = Vec::new();
@@ -246,11 +266,14 @@ impl Participant {
                     participants: t.participants.clone(),
                     state: t.resource_state.clone(),
                 }),
-                PState::Committed => v.push(Record::Decided {
-                    txn: id.clone(),
-                    decision: Decision::Commit,
-                    heuristic: t.heuristic.clone(),
-                }),
+                PState::Committed if t.heuristic.is_some() || recent.contains(id) => {
+                    v.push(Record::Decided {
+                        txn: id.clone(),
+                        decision: Decision::Commit,
+                        heuristic: t.heuristic.clone(),
+                    })
+                }
+                PState::Committed => {}
                 // Aborts need not survive (presumed abort); a heuristic abort
                 // does, so operators can still see it.
                 PState::Aborted if t.heuristic.is_some() => v.push(Record::Decided {

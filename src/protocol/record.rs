@@ -48,7 +48,15 @@ pub enum Record {
     /// Participant: the resource's committed state as of a checkpoint (for
     /// example the whole key-value store). Written first in a new segment;
     /// recovery starts from it and replays the records that follow.
-    Snapshot { state: Value },
+    ///
+    /// A large state is split over several records: the first has `merge:
+    /// false` (replace everything), the following ones `merge: true` (add
+    /// these entries).
+    Snapshot {
+        state: Value,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        merge: bool,
+    },
 }
 
 impl Record {

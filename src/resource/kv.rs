@@ -39,12 +39,21 @@ pub enum Op {
     Put {
         key: String,
         value: Value,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        /// Present (even as `null`, meaning "absent") → checked.
+        #[serde(
+            default,
+            deserialize_with = "present",
+            skip_serializing_if = "Option::is_none"
+        )]
         expect: Option<Value>,
     },
     Delete {
         key: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(
+            default,
+            deserialize_with = "present",
+            skip_serializing_if = "Option::is_none"
+        )]
         expect: Option<Value>,
     },
     Add {
@@ -64,6 +73,12 @@ impl Op {
             | Op::Add { key, .. } => key,
         }
     }
+}
+
+/// A field that is present is `Some`, even when it is `null`; serde's
+/// default would turn `"expect": null` into "no expectation".
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 /// A pending write: `None` deletes the key.
@@ -253,12 +268,15 @@ impl KvStore {
     pub fn replay(&mut self, log: &[Record]) -> Result<(), String> {
         for r in log {
             match r {
-                Record::Snapshot { state } => {
+                Record::Snapshot { state, merge } => {
                     let data: BTreeMap<String, Value> = serde_json::from_value(state.clone())
                         .map_err(|e| format!("kv snapshot in the log does not parse: {e}"))?;
-                    self.data = data;
-                    self.locks.clear();
-                    self.pending.clear();
+                    if !merge {
+                        self.data.clear();
+                        self.locks.clear();
+                        self.pending.clear();
+                    }
+                    self.data.extend(data);
                 }
                 Record::Prepared { txn, state, .. } => {
                     let pending: PendingTxn = serde_json::from_value(state.clone())
@@ -471,6 +489,7 @@ mod tests {
         let log = vec![
             Record::Snapshot {
                 state: seeded().dump(),
+                merge: false,
             },
             Record::Prepared {
                 txn: t("t1"),

@@ -11,6 +11,7 @@
 //!   through `recover`.
 
 pub mod kv;
+pub mod postgres;
 
 use crate::protocol::participant::Prepared;
 use crate::protocol::{Decision, Record, TxnId};

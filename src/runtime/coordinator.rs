@@ -119,7 +119,7 @@ impl CoordinatorServer {
         ));
         let mut driver = Driver {
             core,
-            out: Outbox::new(log, cfg.wal.segment_max_bytes),
+            out: Outbox::new(log, cfg.wal.segment_max_bytes, cfg.max_frame_bytes),
             clock,
             decision_sent: HashSet::new(),
         };

@@ -17,11 +17,15 @@ pub struct Outbox {
     deferred: VecDeque<(u64, ConnId, Body)>,
     bytes_at_checkpoint: u64,
     segment_max_bytes: u64,
+    /// Largest frame a peer accepts; larger messages are shrunk or dropped
+    /// here rather than break the connection.
+    max_frame_bytes: usize,
 }
 
 impl Outbox {
-    pub fn new(log: GroupCommit, segment_max_bytes: u64) -> Outbox {
+    pub fn new(log: GroupCommit, segment_max_bytes: u64, max_frame_bytes: usize) -> Outbox {
         Outbox {
+            max_frame_bytes,
             durable: log.watch(),
             log,
             conns: HashMap::new(),
@@ -102,7 +106,10 @@ impl Outbox {
             return;
         };
         let txn = body.txn().cloned();
-        let frame = net::encode(body);
+        let Some(frame) = self.fit(body) else {
+            tracing::error!(%peer, transaction_id = ?txn, "message larger than max_frame_bytes ({}) dropped", self.max_frame_bytes);
+            return;
+        };
         let item = match crash_after {
             Some(p) => Outgoing::FrameThenCrash(frame, p),
             None => Outgoing::Frame(frame),
@@ -112,6 +119,35 @@ impl Outbox {
             let _ = tx.try_send(Outgoing::Close);
             self.conns.remove(&conn);
         }
+    }
+
+    /// Encode `body` within the frame limit. Read results are the only
+    /// unbounded part of a message: when they do not fit they are replaced
+    /// by a note, so the vote or the decision itself always gets through.
+    fn fit(&self, body: Body) -> Option<bytes::Bytes> {
+        let frame = net::encode(body.clone());
+        if frame.len() <= self.max_frame_bytes {
+            return Some(frame);
+        }
+        let note = serde_json::json!({
+            "error": "results_too_large",
+            "message": format!("{} bytes of results exceed max_frame_bytes ({}); read fewer keys per transaction", frame.len(), self.max_frame_bytes),
+        });
+        let shrunk = match body {
+            Body::VoteCommit { txn, .. } => Body::VoteCommit {
+                txn,
+                result: Some(note),
+            },
+            Body::Outcome { txn, mut outcome } => {
+                for v in outcome.results.values_mut() {
+                    *v = note.clone();
+                }
+                Body::Outcome { txn, outcome }
+            }
+            _ => return None,
+        };
+        let frame = net::encode(shrunk);
+        (frame.len() <= self.max_frame_bytes).then_some(frame)
     }
 
     pub fn close(&mut self, conn: ConnId) {
@@ -130,6 +166,11 @@ impl Outbox {
     /// caller then passes the live records to [`Outbox::checkpoint`].
     pub fn checkpoint_due(&self) -> bool {
         self.log.bytes_appended() - self.bytes_at_checkpoint > self.segment_max_bytes
+    }
+
+    /// Postpone the next checkpoint by one segment's worth of appends.
+    pub fn skip_checkpoint(&mut self) {
+        self.bytes_at_checkpoint = self.log.bytes_appended();
     }
 
     pub fn checkpoint(&mut self, live: Vec<Record>) {

@@ -8,7 +8,7 @@ use super::{alert, crash, spawn_connection, Clock, ConnEvent, ConnSpec};
 use crate::config::ParticipantConfig;
 use crate::protocol::coordinator::TXN_STATES;
 use crate::protocol::participant::{Event, PState, PTxn, Participant, ParticipantOptions};
-use crate::protocol::{Action, Body, ConnId, Decision, Record, Role, TxnId, PROTOCOL_VERSION};
+use crate::protocol::{Action, Body, ConnId, Decision, Role, TxnId, PROTOCOL_VERSION};
 use crate::resource::{PrepareResult, Resource};
 use crate::wal::{GroupCommit, Wal, WalError, WalOptions};
 use futures::FutureExt;
@@ -93,6 +93,7 @@ impl ParticipantNode {
             decision_timeout_ms: (cfg.timeout_seconds * 1000.0) as u64,
             query_max_ms: cfg.query_max_ms,
             history_limit: cfg.history_limit,
+            checkpoint_recent_commits: cfg.checkpoint_recent_commits,
         };
         let core = Participant::recover(opts, clock.now(), &records);
         let in_doubt = core.in_doubt();
@@ -124,7 +125,11 @@ impl ParticipantNode {
             // First start of an empty data directory: make the resource's
             // initial data (a kv seed) durable before anything else.
             if let Some(state) = resource.snapshot() {
-                log.append(&Record::Snapshot { state }, true);
+                let records = crate::wal::snapshot_records(state)
+                    .map_err(|e| StartError::Resource(format!("initial data: {e}")))?;
+                for r in &records {
+                    log.append(r, true);
+                }
             }
         }
         Ok(ParticipantNode {
@@ -179,7 +184,7 @@ impl ParticipantNode {
             tracker.clone(),
         ));
         let mut d = Driver {
-            out: Outbox::new(log, cfg.wal.segment_max_bytes),
+            out: Outbox::new(log, cfg.wal.segment_max_bytes, cfg.max_frame_bytes),
             cfg,
             core,
             clock,
@@ -398,10 +403,20 @@ impl Driver {
             }
             if self.out.checkpoint_due() {
                 let mut live = self.core.live_records();
-                if let Some(state) = self.resource.snapshot() {
-                    live.insert(0, Record::Snapshot { state });
+                match self.resource.snapshot().map(crate::wal::snapshot_records) {
+                    None => self.out.checkpoint(live),
+                    Some(Ok(mut snap)) => {
+                        snap.append(&mut live);
+                        self.out.checkpoint(snap);
+                    }
+                    Some(Err(e)) => {
+                        // Keep the old segments: they still hold everything.
+                        tracing::error!(
+                            "checkpoint skipped: {e}; the log keeps growing until this is fixed"
+                        );
+                        self.out.skip_checkpoint();
+                    }
                 }
-                self.out.checkpoint(live);
             }
         }
         self.out.close_all();

@@ -18,6 +18,7 @@ pub use lock::DirLock;
 pub use writer::{GroupCommit, WalStats};
 
 use crate::protocol::Record;
+use serde_json::Value;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -123,6 +124,53 @@ pub struct Opened {
     pub records: Vec<Record>,
     /// The torn tail that was cut off, if any.
     pub torn_tail: Option<Damage>,
+}
+
+/// Bytes of JSON per snapshot record when a resource's state is split.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 4 * 1024 * 1024;
+
+/// Split a resource snapshot into records that each fit in a log record.
+/// Object states are split by entries; an entry that alone exceeds the
+/// record limit is an error (the caller keeps the old segments).
+pub fn snapshot_records(state: Value) -> Result<Vec<Record>, String> {
+    let Value::Object(map) = state else {
+        let r = Record::Snapshot {
+            state,
+            merge: false,
+        };
+        return match serde_json::to_vec(&r).map(|b| b.len()) {
+            Ok(n) if n <= RECORD_MAX_BYTES => Ok(vec![r]),
+            _ => Err("the resource snapshot exceeds the log record limit".into()),
+        };
+    };
+    let mut out = Vec::new();
+    let mut chunk = serde_json::Map::new();
+    let mut bytes = 0usize;
+    for (k, v) in map {
+        let n = k.len() + serde_json::to_vec(&v).map(|b| b.len()).unwrap_or(0) + 8;
+        if n > RECORD_MAX_BYTES / 2 {
+            return Err(format!(
+                "snapshot entry `{}` is {n} bytes, more than a log record can hold",
+                k.chars().take(64).collect::<String>()
+            ));
+        }
+        if bytes + n > SNAPSHOT_CHUNK_BYTES && !chunk.is_empty() {
+            let merge = !out.is_empty();
+            out.push(Record::Snapshot {
+                state: Value::Object(std::mem::take(&mut chunk)),
+                merge,
+            });
+            bytes = 0;
+        }
+        bytes += n;
+        chunk.insert(k, v);
+    }
+    let merge = !out.is_empty();
+    out.push(Record::Snapshot {
+        state: Value::Object(chunk),
+        merge,
+    });
+    Ok(out)
 }
 
 /// Encode one record as a frame.
@@ -489,6 +537,26 @@ mod tests {
         assert_eq!(list_segments(dir.path()).unwrap().len(), 1);
         let o = Wal::open(dir.path(), opts).unwrap();
         assert_eq!(o.records, vec![rec(9), rec(10)]);
+    }
+
+    #[test]
+    fn large_snapshots_are_split_into_readable_records() {
+        let big = "x".repeat(1024 * 1024);
+        let state: serde_json::Map<String, Value> = (0..40)
+            .map(|i| (format!("k{i:02}"), Value::String(big.clone())))
+            .collect();
+        let recs = snapshot_records(Value::Object(state)).unwrap();
+        assert!(recs.len() >= 10, "{} records", recs.len());
+        for (i, r) in recs.iter().enumerate() {
+            let f = encode_record(r);
+            assert!(
+                f.len() <= RECORD_MAX_BYTES,
+                "record {i} is {} bytes",
+                f.len()
+            );
+            assert!(matches!(decode_record(&f), Decoded::Record(..)));
+            assert!(matches!(r, Record::Snapshot { merge, .. } if *merge == (i > 0)));
+        }
     }
 
     #[test]

@@ -89,6 +89,13 @@ impl GroupCommit {
             self.last_sync_lsn = lsn;
         }
         let frame = encode_record(record);
+        if frame.len() > super::HEADER_BYTES + super::RECORD_MAX_BYTES {
+            // Recovery would refuse such a record: never write it.
+            fatal(&format!(
+                "a {} byte log record exceeds the record limit; refusing to write a log that cannot be read back",
+                frame.len()
+            ));
+        }
         self.stats.records.fetch_add(1, Ordering::Relaxed);
         self.stats
             .bytes
