@@ -24,6 +24,11 @@ pub struct BenchArgs {
     /// commit) and benchmark it.
     #[arg(long)]
     pub local: Option<usize>,
+    /// With --local: the participants' resource, `vote` or `kv`. With `kv`
+    /// and no --payload, every transaction adds 1 to a key of its client on
+    /// every participant (no two clients touch the same key).
+    #[arg(long, default_value = "vote")]
+    pub resource: String,
     /// With --local: run the cluster without fsync (benchmark comparison only).
     #[arg(long)]
     pub unsafe_no_fsync: bool,
@@ -71,6 +76,10 @@ pub async fn bench(args: BenchArgs) -> ExitCode {
         eprintln!("twopc: --concurrency must be between 1 and 10000");
         return ExitCode::from(EXIT_USAGE);
     }
+    if !["vote", "kv"].contains(&args.resource.as_str()) {
+        eprintln!("twopc: --resource must be vote or kv");
+        return ExitCode::from(EXIT_USAGE);
+    }
     if args.transactions.is_none() && args.duration.is_none() {
         eprintln!("twopc: give --transactions N or --duration SECONDS");
         return ExitCode::from(EXIT_USAGE);
@@ -94,6 +103,7 @@ pub async fn bench(args: BenchArgs) -> ExitCode {
             let opts = ClusterOptions {
                 participants: n,
                 vote_preference: "commit".into(),
+                resource: args.resource.clone(),
                 unsafe_no_fsync: args.unsafe_no_fsync,
                 max_in_flight: args.concurrency.max(1024),
                 ..ClusterOptions::default()
@@ -155,9 +165,35 @@ async fn run(addr: &str, args: &BenchArgs, req: SubmitRequest) -> Result<Value, 
     let start = Instant::now();
     let deadline = args.duration.map(|d| start + Duration::from_secs_f64(d));
     let mut tasks = Vec::new();
-    for mut client in clients {
-        let (remaining, done, stop, req) =
-            (remaining.clone(), done.clone(), stop.clone(), req.clone());
+    let kv_ids: Option<Vec<String>> =
+        (args.resource == "kv" && args.payload.is_none()).then(|| {
+            before["participants"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["id"].as_str().map(str::to_string))
+                .collect()
+        });
+    for (worker, mut client) in clients.into_iter().enumerate() {
+        let (remaining, done, stop) = (remaining.clone(), done.clone(), stop.clone());
+        let req = match &kv_ids {
+            Some(ids) => {
+                let ops: serde_json::Map<String, Value> = ids
+                    .iter()
+                    .map(|id| {
+                        (
+                            id.clone(),
+                            json!([{"op": "add", "key": format!("bench-{worker}"), "delta": 1}]),
+                        )
+                    })
+                    .collect();
+                SubmitRequest {
+                    data: json!({ "operations": ops }),
+                    ..req.clone()
+                }
+            }
+            None => req.clone(),
+        };
         tasks.push(tokio::spawn(async move {
             let mut t = Totals::default();
             loop {
@@ -238,6 +274,7 @@ async fn run(addr: &str, args: &BenchArgs, req: SubmitRequest) -> Result<Value, 
         "participants": after["participants"].as_array().map(|a| a.len()).unwrap_or(0),
         "concurrency": args.concurrency,
         "unsafe_no_fsync": args.local.is_some() && args.unsafe_no_fsync,
+        "resource": if args.local.is_some() { args.resource.as_str() } else { "unknown (remote cluster)" },
         "elapsed_s": elapsed,
         "transactions": decided,
         "throughput_tps": decided as f64 / elapsed.max(1e-9),
