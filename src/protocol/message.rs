@@ -562,8 +562,13 @@ struct PreparePayload {
 
 #[derive(Deserialize)]
 struct ResultPayload {
-    #[serde(default)]
+    /// Present (even as `null`) means `Some`.
+    #[serde(default, deserialize_with = "present")]
     result: Option<Value>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]

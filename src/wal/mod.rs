@@ -147,7 +147,14 @@ pub fn snapshot_records(state: Value) -> Result<Vec<Record>, String> {
     let mut chunk = serde_json::Map::new();
     let mut bytes = 0usize;
     for (k, v) in map {
-        let n = k.len() + serde_json::to_vec(&v).map(|b| b.len()).unwrap_or(0) + 8;
+        // Sizes as encoded: escaping can make a key several times longer.
+        let n = serde_json::to_vec(&k)
+            .map(|b| b.len())
+            .unwrap_or(usize::MAX / 4)
+            + serde_json::to_vec(&v)
+                .map(|b| b.len())
+                .unwrap_or(usize::MAX / 4)
+            + 8;
         if n > RECORD_MAX_BYTES / 2 {
             return Err(format!(
                 "snapshot entry `{}` is {n} bytes, more than a log record can hold",
@@ -272,7 +279,10 @@ pub fn scan(dir: &Path) -> Result<ScanReport, WalError> {
                     });
                     off += n;
                 }
-                Decoded::Incomplete if i == last => {
+                // Cut short at the end of the newest segment: a torn append,
+                // unless an intact record follows (then the length field is
+                // damaged and the rest of the log must not be thrown away).
+                Decoded::Incomplete if i == last && is_tail(&buf[off..]) => {
                     report.torn_tail = Some(Damage::new(path, off, "record cut short"));
                     break;
                 }
@@ -284,7 +294,7 @@ pub fn scan(dir: &Path) -> Result<ScanReport, WalError> {
                     report.corruption = Some(Damage::new(
                         path,
                         off,
-                        "record cut short in a sealed segment",
+                        "record length runs past intact records or the end of a sealed segment",
                     ));
                     return Ok(report);
                 }
@@ -400,7 +410,17 @@ impl Wal {
         let path = self.dir.join(segment_name(next));
         let mut buf = Vec::new();
         for r in live {
-            buf.extend_from_slice(&encode_record(r));
+            let frame = encode_record(r);
+            if frame.len() > HEADER_BYTES + RECORD_MAX_BYTES {
+                // Never write what recovery would refuse; the old segments
+                // stay, so nothing is lost.
+                return Err(WalError::Corrupt {
+                    path: path.clone(),
+                    offset: buf.len() as u64,
+                    why: format!("checkpoint record of {} bytes exceeds the record limit; checkpoint not written", frame.len()),
+                });
+            }
+            buf.extend_from_slice(&frame);
         }
         {
             let mut f = OpenOptions::new()
