@@ -287,7 +287,7 @@ async fn connector(
             }
             Err(e) => {
                 let n = attempts.load(Ordering::Relaxed);
-                if n == 0 || n % 20 == 0 {
+                if n.is_multiple_of(20) {
                     tracing::warn!("cannot reach coordinator at {addr}: {e}; retrying");
                 }
             }
