@@ -4,11 +4,11 @@
 //! the log's durable watermark.
 
 use super::outbox::Outbox;
-use super::{alert, crash, spawn_connection, Clock, ConnEvent, ConnSpec};
+use super::{alert, crash, open_log, spawn_connection, Clock, ConnEvent, ConnSpec};
 use crate::config::CoordinatorConfig;
 use crate::protocol::coordinator::{Coordinator, CoordinatorOptions, Event, Txn, TXN_STATES};
 use crate::protocol::{Action, Body, ConnId, Record, TxnId};
-use crate::wal::{GroupCommit, Wal, WalError, WalOptions};
+use crate::wal::{GroupCommit, WalError};
 use serde_json::json;
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -46,27 +46,9 @@ impl CoordinatorServer {
     /// Open the log, recover the core from it, and bind the listening port.
     pub async fn start(cfg: CoordinatorConfig) -> Result<CoordinatorServer, StartError> {
         let clock = Clock::start();
-        let wal_opts = WalOptions {
-            segment_max_bytes: cfg.wal.segment_max_bytes,
-            unsafe_no_fsync: cfg.wal.unsafe_no_fsync,
-        };
-        if wal_opts.unsafe_no_fsync {
-            tracing::warn!("!!! wal.unsafe_no_fsync is ON: decisions are NOT durable; a machine crash can lose or split transactions. Use for benchmarks only. !!!");
-        }
         let crate::wal::Opened {
-            wal,
-            lock,
-            records,
-            torn_tail,
-        } = Wal::open(&cfg.data_dir, wal_opts)?;
-        if let Some(d) = torn_tail {
-            tracing::warn!(
-                file = %d.file.display(),
-                offset = d.offset,
-                "cut a torn record at the end of the log ({}); it was never acknowledged",
-                d.why
-            );
-        }
+            wal, lock, records, ..
+        } = open_log(&cfg.data_dir, &cfg.wal)?;
         let opts = core_options(&cfg);
         let core = Coordinator::recover(opts, clock.now(), &records);
         let redriven = core

@@ -155,6 +155,31 @@ pub fn spawn_connection<S>(
     });
 }
 
+/// Open a process's write-ahead log, saying loudly when fsync is off and
+/// what a cut torn tail was.
+pub fn open_log(
+    dir: &std::path::Path,
+    cfg: &crate::config::WalConfig,
+) -> Result<crate::wal::Opened, crate::wal::WalError> {
+    let opts = crate::wal::WalOptions {
+        segment_max_bytes: cfg.segment_max_bytes,
+        unsafe_no_fsync: cfg.unsafe_no_fsync,
+    };
+    if opts.unsafe_no_fsync {
+        tracing::warn!("!!! wal.unsafe_no_fsync is ON: votes and decisions are NOT durable; a machine crash can lose or split transactions. Use for benchmarks only. !!!");
+    }
+    let opened = crate::wal::Wal::open(dir, opts)?;
+    if let Some(d) = &opened.torn_tail {
+        tracing::warn!(
+            file = %d.file.display(),
+            offset = d.offset,
+            "cut a torn record at the end of the log ({}); it was never acknowledged",
+            d.why
+        );
+    }
+    Ok(opened)
+}
+
 /// Log an `Alert` action from a core.
 pub fn alert(txn: Option<&crate::protocol::TxnId>, message: &str) {
     match txn {

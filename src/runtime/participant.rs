@@ -4,13 +4,13 @@
 //! core's actions in order through the group-commit log.
 
 use super::outbox::Outbox;
-use super::{alert, crash, spawn_connection, Clock, ConnEvent, ConnSpec};
+use super::{alert, crash, open_log, spawn_connection, Clock, ConnEvent, ConnSpec};
 use crate::config::ParticipantConfig;
 use crate::protocol::coordinator::TXN_STATES;
 use crate::protocol::participant::{Event, PState, PTxn, Participant, ParticipantOptions};
 use crate::protocol::{Action, Body, ConnId, Decision, Role, TxnId, PROTOCOL_VERSION};
 use crate::resource::{PrepareResult, Resource};
-use crate::wal::{GroupCommit, Wal, WalError, WalOptions};
+use crate::wal::{GroupCommit, WalError};
 use futures::FutureExt;
 use rand::Rng;
 use serde_json::Value;
@@ -67,27 +67,9 @@ impl ParticipantNode {
         mut resource: Box<dyn Resource>,
     ) -> Result<ParticipantNode, StartError> {
         let clock = Clock::start();
-        let wal_opts = WalOptions {
-            segment_max_bytes: cfg.wal.segment_max_bytes,
-            unsafe_no_fsync: cfg.wal.unsafe_no_fsync,
-        };
-        if wal_opts.unsafe_no_fsync {
-            tracing::warn!("!!! wal.unsafe_no_fsync is ON: votes and decisions are NOT durable; a machine crash can split transactions. Use for benchmarks only. !!!");
-        }
         let crate::wal::Opened {
-            wal,
-            lock,
-            records,
-            torn_tail,
-        } = Wal::open(&cfg.data_dir(), wal_opts)?;
-        if let Some(d) = torn_tail {
-            tracing::warn!(
-                file = %d.file.display(),
-                offset = d.offset,
-                "cut a torn record at the end of the log ({}); it was never acknowledged",
-                d.why
-            );
-        }
+            wal, lock, records, ..
+        } = open_log(&cfg.data_dir(), &cfg.wal)?;
         let opts = ParticipantOptions {
             id: cfg.id.clone(),
             decision_timeout_ms: (cfg.timeout_seconds * 1000.0) as u64,
