@@ -215,8 +215,10 @@ pub struct Coordinator {
     members: BTreeMap<ParticipantId, Member>,
     /// Connections that said hello, and as whom.
     peers: HashMap<ConnId, Peer>,
-    /// Transactions not yet ended (deciding, or waiting for acks).
-    active: HashMap<TxnId, Txn>,
+    /// Transactions not yet ended (deciding, or waiting for acks). Ordered,
+    /// so that the actions of a step come out in the same order on every
+    /// run: a seeded simulation must replay exactly.
+    active: BTreeMap<TxnId, Txn>,
     /// Recently ended transactions, oldest first, bounded by `history_limit`.
     history: VecDeque<Txn>,
     history_index: HashMap<TxnId, Decision>,
@@ -248,7 +250,7 @@ impl Coordinator {
             state,
             members: BTreeMap::new(),
             peers: HashMap::new(),
-            active: HashMap::new(),
+            active: BTreeMap::new(),
             history: VecDeque::new(),
             history_index: HashMap::new(),
             pending: VecDeque::new(),
@@ -705,35 +707,28 @@ impl Coordinator {
             );
         }
         if let Some(prev) = t.votes.get(&from) {
-            let msg = if *prev == vote {
-                format!("duplicate vote from `{from}` for `{txn}`; ignored")
-            } else {
-                format!(
+            if *prev != vote {
+                let msg = format!(
                     "`{from}` already voted {} for `{txn}`; the second vote ({}) is ignored",
                     prev.as_str(),
                     vote.as_str()
-                )
-            };
-            reject(out, conn, ErrorCode::Refused, msg, false);
-            // A participant repeating its commit vote after the decision
-            // (for example after reconnecting) still needs the decision.
+                );
+                return reject(out, conn, ErrorCode::Refused, msg, false);
+            }
+            // The same vote again (a participant re-sends after reconnecting):
+            // not an error. A commit voter still needs the decision.
             if let (Some(d), Vote::Commit, false) = (t.decision, vote, t.acks.contains(&from)) {
-                send(out, conn, Body::decision(txn, d), true);
+                send(out, conn, Body::decision(txn, d), d == Decision::Commit);
             }
             return;
         }
         if t.phase != TxnPhase::PreparePhase {
-            // Vote after the decision (for example after the deadline fired).
-            let d = t.decision;
-            reject(
-                out,
-                conn,
-                ErrorCode::Refused,
-                format!("late vote from `{from}` for `{txn}`: already decided; ignored"),
-                false,
-            );
-            if let (Some(d), Vote::Commit) = (d, vote) {
-                send(out, conn, Body::decision(txn, d), true);
+            // A vote that crossed the decision on the wire (another
+            // participant voted abort, or the deadline fired): normal, not an
+            // error. The decision has been or will be sent to this
+            // participant; repeat it in case the first one was lost.
+            if let (Some(d), Vote::Commit) = (t.decision, vote) {
+                send(out, conn, Body::decision(txn, d), d == Decision::Commit);
             }
             return;
         }

@@ -5,16 +5,17 @@
 use crate::net::{self, Outgoing};
 use crate::protocol::{Body, ConnId, Record};
 use crate::wal::GroupCommit;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use tokio::sync::{mpsc, watch};
 
 pub struct Outbox {
     pub log: GroupCommit,
     durable: watch::Receiver<u64>,
     conns: HashMap<ConnId, (mpsc::Sender<Outgoing>, String)>,
-    /// Messages waiting for the log to be durable up to their LSN, in the
-    /// order the core produced them.
-    deferred: VecDeque<(u64, ConnId, Body)>,
+    /// Per connection, messages waiting for the log to be durable up to
+    /// their LSN (0: only for the messages ahead of them), in the order the
+    /// core produced them.
+    deferred: BTreeMap<ConnId, VecDeque<(u64, Body)>>,
     bytes_at_checkpoint: u64,
     segment_max_bytes: u64,
     /// Largest frame a peer accepts; larger messages are shrunk or dropped
@@ -29,7 +30,7 @@ impl Outbox {
             durable: log.watch(),
             log,
             conns: HashMap::new(),
-            deferred: VecDeque::new(),
+            deferred: BTreeMap::new(),
             bytes_at_checkpoint: 0,
             segment_max_bytes,
         }
@@ -41,6 +42,7 @@ impl Outbox {
 
     pub fn closed(&mut self, conn: ConnId) {
         self.conns.remove(&conn);
+        self.deferred.remove(&conn);
     }
 
     pub fn peer(&self, conn: ConnId) -> String {
@@ -66,36 +68,47 @@ impl Outbox {
     }
 
     /// Queue `body` for `conn`. Returns it back when it may go now; holds it
-    /// when it must wait for the log (or for earlier held messages, to keep
-    /// order).
+    /// when it must wait for the log, or behind a message held for `conn`:
+    /// messages to one peer leave in the order the core produced them, so
+    /// an abort's ACK never overtakes the vote before it.
     pub fn gate(
         &mut self,
         conn: ConnId,
         body: Body,
         after_durable: bool,
     ) -> Option<(ConnId, Body)> {
-        let barrier = self.log.barrier();
-        if after_durable && (barrier > self.log.durable() || !self.deferred.is_empty()) {
-            self.deferred.push_back((barrier, conn, body));
-            None
-        } else {
-            Some((conn, body))
+        let must_wait = after_durable && self.log.barrier() > self.log.durable();
+        let queue = self.deferred.get_mut(&conn);
+        match queue {
+            Some(q) if !q.is_empty() => {
+                let lsn = if after_durable { self.log.barrier() } else { 0 };
+                q.push_back((lsn, body));
+                None
+            }
+            _ if must_wait => {
+                let lsn = self.log.barrier();
+                self.deferred
+                    .entry(conn)
+                    .or_default()
+                    .push_back((lsn, body));
+                None
+            }
+            _ => Some((conn, body)),
         }
     }
 
-    /// Messages whose records are now durable, in order.
+    /// Messages whose records are now durable, in order per connection.
     pub fn ready(&mut self) -> Vec<(ConnId, Body)> {
         let durable = self.log.durable();
         let mut v = Vec::new();
-        while self
-            .deferred
-            .front()
-            .is_some_and(|(lsn, _, _)| *lsn <= durable)
-        {
-            if let Some((_, conn, body)) = self.deferred.pop_front() {
-                v.push((conn, body));
+        for (conn, q) in self.deferred.iter_mut() {
+            while q.front().is_some_and(|(lsn, _)| *lsn <= durable) {
+                if let Some((_, body)) = q.pop_front() {
+                    v.push((*conn, body));
+                }
             }
         }
+        self.deferred.retain(|_, q| !q.is_empty());
         v
     }
 

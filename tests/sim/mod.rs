@@ -1,0 +1,1566 @@
+//! A deterministic simulator of a whole twopc cluster in one thread.
+//!
+//! One coordinator, `participants` participants holding bank accounts in the
+//! real embedded key-value store, and `clients` clients submitting transfers
+//! run against a simulated clock and network. Everything random (latencies,
+//! fsync times, the fault schedule, the workload) comes from one seeded
+//! generator and events are ordered by (time, sequence number), so a seed
+//! replays exactly.
+//!
+//! What is real and what is simulated:
+//! - real: the coordinator and participant cores (`src/protocol`), the wire
+//!   encoding and parser (`Body::encode` / `Body::decode`: every message
+//!   crosses the network as bytes), the log record framing and decoder
+//!   (`wal::encode_record` / `wal::decode_record`, with the torn tail cut at
+//!   recovery), checkpoint contents (`live_records`, `wal::snapshot_records`),
+//!   recovery (`Coordinator::recover`, `Participant::recover`,
+//!   `KvStore::replay`) and the key-value store itself;
+//! - simulated: TCP connections (FIFO per direction, random latency, broken
+//!   by crashes, partitions and resets; an endpoint learns of a break after
+//!   a delay), the disk (an appended record is written but lost at a crash
+//!   until a sync completes; a crash keeps a random prefix of the unsynced
+//!   bytes, which may end inside a record), group commit (one sync covers
+//!   every record written before it started), and the runtime's execution
+//!   of actions in order with `after_durable` sends held until the log is
+//!   durable up to the last forced record, as `runtime::outbox` does.
+//!
+//! Faults, during the first `fault_ms` of simulated time: crashes of the
+//! coordinator or of a participant at a random moment, crashes timed to
+//! land between a log write and its sync, partitions of a participant,
+//! connection resets, stalled disks and latency spikes. Then every process
+//! is restarted, every partition healed, and the cluster is given
+//! `heal_ms` to finish.
+//!
+//! Checked during the run (a violation stops it): no transaction is applied
+//! as commit at one participant and abort at another or both at one;
+//! a participant applies commit only if every participant of the
+//! transaction voted commit; a participant that voted commit applies abort
+//! only if a coordinator sent abort; no coordinator sends both decisions;
+//! neither core raises an alert and no participant refuses a coordinator
+//! message. Checked at the end: no participant in doubt or holding locks, no
+//! transaction left open at the coordinator, each transfer's marker present
+//! on every shard it touched or on none, money conserved, every outcome a
+//! client was told matches the data, and each participant's committed data
+//! rebuilt from its durable log alone equals its live data.
+
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt::Write as _;
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use twopc::protocol::coordinator::{self, Coordinator, CoordinatorOptions};
+use twopc::protocol::participant::{self, Participant, ParticipantOptions, Prepared};
+use twopc::protocol::{
+    Action, Body, ConnId, Decision, Message, ParticipantId, Record, Role, SubmitRequest, TxnId,
+    Vote, PROTOCOL_VERSION,
+};
+use twopc::resource::kv::KvStore;
+use twopc::resource::Resource;
+use twopc::wal::{decode_record, encode_record, snapshot_records, Decoded};
+
+/// The shape of one simulated run.
+#[derive(Clone, Copy, Debug)]
+pub struct Config {
+    pub participants: usize,
+    pub clients: usize,
+    pub accounts_per_shard: usize,
+    /// Simulated milliseconds during which clients submit and faults strike.
+    pub fault_ms: u64,
+    /// Simulated milliseconds of quiet afterwards, for the cluster to finish.
+    pub heal_ms: u64,
+    pub faults: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            participants: 3,
+            clients: 4,
+            accounts_per_shard: 8,
+            fault_ms: 4_000,
+            heal_ms: 20_000,
+            faults: true,
+        }
+    }
+}
+
+/// What one run did.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub events: u64,
+    pub committed: u64,
+    pub aborted: u64,
+    pub unknown: u64,
+    pub refused: u64,
+    pub faults: BTreeMap<&'static str, u64>,
+    pub syncs: u64,
+    pub checkpoints: u64,
+    pub torn_tails: u64,
+}
+
+impl Report {
+    pub fn add(&mut self, o: &Report) {
+        self.events += o.events;
+        self.committed += o.committed;
+        self.aborted += o.aborted;
+        self.unknown += o.unknown;
+        self.refused += o.refused;
+        self.syncs += o.syncs;
+        self.checkpoints += o.checkpoints;
+        self.torn_tails += o.torn_tails;
+        for (k, v) in &o.faults {
+            *self.faults.entry(k).or_default() += v;
+        }
+    }
+
+    pub fn fault_count(&self) -> u64 {
+        self.faults.values().sum()
+    }
+}
+
+const INITIAL_BALANCE: i64 = 100;
+const COORD_TICK_MS: u64 = 20;
+const PART_TICK_MS: u64 = 50;
+const CHECKPOINT_BYTES: usize = 12 * 1024;
+const CLIENT_TIMEOUT_MS: u64 = 5_000;
+const TRACE_KEEP: usize = 400;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Node {
+    Coord,
+    Part(usize),
+    Client(usize),
+}
+
+#[derive(Debug)]
+enum Ev {
+    Deliver {
+        conn: u64,
+        to: Node,
+        bytes: Vec<u8>,
+    },
+    Closed {
+        conn: u64,
+        to: Node,
+    },
+    CoordTick {
+        inc: u32,
+    },
+    PartTick {
+        i: usize,
+        inc: u32,
+    },
+    PartConnect {
+        i: usize,
+        inc: u32,
+    },
+    PrepareDone {
+        i: usize,
+        inc: u32,
+        txn: TxnId,
+        result: Result<Prepared, String>,
+    },
+    SyncDone {
+        node: Node,
+        inc: u32,
+    },
+    Restart {
+        node: Node,
+    },
+    ClientNext {
+        k: usize,
+    },
+    ClientTimeout {
+        k: usize,
+        transfer: u64,
+    },
+    Fault,
+    Heal {
+        i: usize,
+    },
+    DiskNormal {
+        node: Node,
+    },
+    NetNormal,
+    EndFaults,
+}
+
+/// The disk of one process: survives crashes.
+#[derive(Default)]
+struct Disk {
+    durable: Vec<u8>,
+    /// Written but not yet synced: a crash keeps only a prefix of it.
+    written: Vec<u8>,
+}
+
+/// The process-side of a log: what the group-commit writer and the outbox
+/// keep in memory.
+#[derive(Default)]
+struct LogState {
+    next_lsn: u64,
+    durable_lsn: u64,
+    last_sync_lsn: u64,
+    /// A sync in progress: (last lsn it covers, written bytes it covers).
+    syncing: Option<(u64, usize)>,
+    held: VecDeque<(u64, u64, Body)>,
+    crash_at_next_sync: bool,
+    slow_disk: bool,
+}
+
+struct CoordProc {
+    core: Coordinator,
+    log: LogState,
+    inc: u32,
+}
+
+struct PartProc {
+    core: Participant,
+    kv: KvStore,
+    log: LogState,
+    inc: u32,
+    conn: Option<u64>,
+    welcomed: bool,
+    attempts: u32,
+}
+
+struct Conn {
+    peer: Node,
+    open: bool,
+    /// Latest delivery time scheduled in each direction (FIFO).
+    last_to_coord: u64,
+    last_to_peer: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Transfer {
+    shards: Vec<usize>,
+    amount: i64,
+}
+
+#[derive(Default)]
+struct ClientState {
+    conn: Option<u64>,
+    waiting: Option<u64>,
+}
+
+/// What happened, as the checker sees it (across every incarnation).
+#[derive(Default)]
+struct Ghost {
+    /// Decisions a coordinator put on the wire: [commit, abort].
+    coord_sent: BTreeMap<TxnId, [bool; 2]>,
+    votes: BTreeMap<TxnId, BTreeMap<usize, Vote>>,
+    members: BTreeMap<TxnId, Vec<ParticipantId>>,
+    applied: BTreeMap<TxnId, BTreeMap<usize, Decision>>,
+    /// transfer id → what its client was told.
+    told: BTreeMap<u64, (TxnId, Decision)>,
+    transfers: BTreeMap<u64, Transfer>,
+}
+
+pub struct Sim {
+    cfg: Config,
+    seed: u64,
+    rng: StdRng,
+    now: u64,
+    seq: u64,
+    queue: BTreeMap<(u64, u64), Ev>,
+    coord: Option<CoordProc>,
+    coord_disk: Disk,
+    coord_inc: u32,
+    parts: Vec<Option<PartProc>>,
+    part_disks: Vec<Disk>,
+    part_incs: Vec<u32>,
+    partitioned: Vec<bool>,
+    conns: BTreeMap<u64, Conn>,
+    next_conn: u64,
+    clients: Vec<ClientState>,
+    next_transfer: u64,
+    faulting: bool,
+    slow_net: bool,
+    ghost: Ghost,
+    report: Report,
+    trace: VecDeque<String>,
+    trace_all: bool,
+}
+
+fn pid(i: usize) -> ParticipantId {
+    ParticipantId(format!("p{}", i + 1))
+}
+
+fn pindex(p: &ParticipantId) -> usize {
+    p.0[1..]
+        .parse::<usize>()
+        .expect("simulated participant ids are p<N>")
+        - 1
+}
+
+impl Sim {
+    pub fn new(cfg: Config, seed: u64) -> Sim {
+        let n = cfg.participants;
+        let mut sim = Sim {
+            cfg,
+            seed,
+            rng: StdRng::seed_from_u64(seed),
+            now: 0,
+            seq: 0,
+            queue: BTreeMap::new(),
+            coord: None,
+            coord_disk: Disk::default(),
+            coord_inc: 0,
+            parts: (0..n).map(|_| None).collect(),
+            part_disks: (0..n).map(|_| Disk::default()).collect(),
+            part_incs: vec![0; n],
+            partitioned: vec![false; n],
+            conns: BTreeMap::new(),
+            next_conn: 1,
+            clients: (0..cfg.clients).map(|_| ClientState::default()).collect(),
+            next_transfer: 1,
+            faulting: cfg.faults,
+            slow_net: false,
+            ghost: Ghost::default(),
+            report: Report::default(),
+            trace: VecDeque::new(),
+            trace_all: std::env::var("TWOPC_SIM_TRACE").is_ok_and(|v| v == "1"),
+        };
+        // Each shard starts with its accounts, made durable before anything
+        // else, as a participant does with its seed file on first start.
+        let mut seed_data = serde_json::Map::new();
+        for a in 0..cfg.accounts_per_shard {
+            seed_data.insert(format!("acct{a}"), json!(INITIAL_BALANCE));
+        }
+        let snap = snapshot_records(Value::Object(seed_data)).expect("seed snapshot");
+        for disk in &mut sim.part_disks {
+            for r in &snap {
+                disk.durable.extend(encode_record(r));
+            }
+        }
+        sim.start_coord();
+        for i in 0..n {
+            sim.start_part(i);
+        }
+        for k in 0..cfg.clients {
+            let d = sim.rng.random_range(0..20);
+            sim.at(d, Ev::ClientNext { k });
+        }
+        if cfg.faults {
+            let d = sim.rng.random_range(100..400);
+            sim.at(d, Ev::Fault);
+        }
+        sim.at(cfg.fault_ms, Ev::EndFaults);
+        sim
+    }
+
+    /// Run to the end and check everything; the error names the violation.
+    pub fn run(mut self) -> Result<Report, String> {
+        let end = self.cfg.fault_ms + self.cfg.heal_ms;
+        while let Some(((t, _), ev)) = self.queue.pop_first() {
+            if t > end {
+                break;
+            }
+            self.now = t;
+            self.report.events += 1;
+            if let Err(e) = self.step(ev) {
+                return Err(self.failure(&e));
+            }
+        }
+        self.now = end;
+        match self.final_checks() {
+            Ok(()) => Ok(self.report),
+            Err(e) => Err(self.failure(&e)),
+        }
+    }
+
+    fn failure(&self, what: &str) -> String {
+        let mut s = format!(
+            "seed {} violated a property at {} ms: {what}\nreplay: TWOPC_SIM_SEED={} cargo test --test simulation replay -- --nocapture (TWOPC_SIM_TRACE=1 prints every event)\nlast events:\n",
+            self.seed, self.now, self.seed
+        );
+        for l in &self.trace {
+            let _ = writeln!(s, "  {l}");
+        }
+        s
+    }
+
+    fn note(&mut self, line: String) {
+        if self.trace_all {
+            eprintln!("[{:>6}] {line}", self.now);
+        }
+        if self.trace.len() == TRACE_KEEP {
+            self.trace.pop_front();
+        }
+        self.trace.push_back(format!("[{:>6}] {line}", self.now));
+    }
+
+    fn at(&mut self, delay: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.insert((self.now + delay, self.seq), ev);
+    }
+
+    fn latency(&mut self) -> u64 {
+        if self.slow_net {
+            self.rng.random_range(1..200)
+        } else {
+            self.rng.random_range(0..8)
+        }
+    }
+
+    // ---- processes ---------------------------------------------------
+
+    fn coord_opts(&self) -> CoordinatorOptions {
+        CoordinatorOptions {
+            expected_participants: self.cfg.participants,
+            vote_timeout_ms: 800,
+            max_in_flight: 64,
+            max_pending_submits: 64,
+            dynamic_joining: false,
+            resend_initial_ms: 50,
+            resend_max_ms: 800,
+            liveness_timeout_ms: 5_000,
+            history_limit: 10_000,
+            txn_id_prefix: format!("c{}-", self.coord_inc),
+        }
+    }
+
+    fn part_opts(&self, i: usize) -> ParticipantOptions {
+        ParticipantOptions {
+            id: pid(i),
+            decision_timeout_ms: 300,
+            query_max_ms: 1_000,
+            history_limit: 200,
+            checkpoint_recent_commits: 20,
+        }
+    }
+
+    /// Read a disk back the way the log does at start: good records up to
+    /// the first incomplete or damaged frame, which is cut off.
+    fn recover_disk(disk: &mut Disk, torn: &mut u64) -> Result<Vec<Record>, String> {
+        debug_assert!(disk.written.is_empty());
+        let mut records = Vec::new();
+        let mut at = 0;
+        while at < disk.durable.len() {
+            match decode_record(&disk.durable[at..]) {
+                Decoded::Record(r, len) => {
+                    records.push(*r);
+                    at += len;
+                }
+                Decoded::Incomplete => {
+                    *torn += 1;
+                    break;
+                }
+                Decoded::Bad(e) => {
+                    // A crash keeps a prefix of what was written, so a cut
+                    // record reads as incomplete; damage is a bug.
+                    return Err(format!("damaged record at offset {at}: {e}"));
+                }
+            }
+        }
+        disk.durable.truncate(at);
+        Ok(records)
+    }
+
+    fn start_coord(&mut self) {
+        self.coord_inc += 1;
+        let records = match Self::recover_disk(&mut self.coord_disk, &mut self.report.torn_tails) {
+            Ok(r) => r,
+            Err(e) => panic!("seed {}: coordinator log: {e}", self.seed),
+        };
+        let core = Coordinator::recover(self.coord_opts(), self.now, &records);
+        let inc = self.coord_inc;
+        self.coord = Some(CoordProc {
+            core,
+            log: LogState::default(),
+            inc,
+        });
+        self.note(format!(
+            "coordinator starts (incarnation {inc}, {} records)",
+            records.len()
+        ));
+        self.at(COORD_TICK_MS, Ev::CoordTick { inc });
+    }
+
+    fn start_part(&mut self, i: usize) {
+        self.part_incs[i] += 1;
+        let records = match Self::recover_disk(&mut self.part_disks[i], &mut self.report.torn_tails)
+        {
+            Ok(r) => r,
+            Err(e) => panic!("seed {}: participant {i} log: {e}", self.seed),
+        };
+        let core = Participant::recover(self.part_opts(i), self.now, &records);
+        let mut kv = KvStore::new();
+        if let Err(e) = kv.replay(&records) {
+            panic!("seed {}: participant {i} replay: {e}", self.seed);
+        }
+        let inc = self.part_incs[i];
+        self.note(format!(
+            "p{} starts (incarnation {inc}, {} records, {} in doubt)",
+            i + 1,
+            records.len(),
+            core.in_doubt().len()
+        ));
+        self.parts[i] = Some(PartProc {
+            core,
+            kv,
+            log: LogState::default(),
+            inc,
+            conn: None,
+            welcomed: false,
+            attempts: 0,
+        });
+        self.at(0, Ev::PartConnect { i, inc });
+        self.at(PART_TICK_MS, Ev::PartTick { i, inc });
+    }
+
+    /// Kill a process: memory, held messages and connections are gone; the
+    /// disk keeps what was synced and a random prefix of what was not.
+    fn crash(&mut self, node: Node) {
+        let (disk, alive) = match node {
+            Node::Coord => (&mut self.coord_disk, self.coord.take().is_some()),
+            Node::Part(i) => (&mut self.part_disks[i], self.parts[i].take().is_some()),
+            Node::Client(_) => unreachable!("clients do not crash"),
+        };
+        if !alive {
+            return;
+        }
+        let keep = if disk.written.is_empty() {
+            0
+        } else {
+            self.rng.random_range(0..=disk.written.len())
+        };
+        let lost = disk.written.len() - keep;
+        let kept: Vec<u8> = disk.written.drain(..).take(keep).collect();
+        disk.durable.extend(kept);
+        self.note(format!(
+            "CRASH {node:?} (unsynced bytes kept {keep}, lost {lost})"
+        ));
+        let ids: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.open && (node == Node::Coord || c.peer == node))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.break_conn(id, Some(node), 1, 40);
+        }
+    }
+
+    fn break_conn(&mut self, id: u64, dead: Option<Node>, lo: u64, hi: u64) {
+        let Some(c) = self.conns.get_mut(&id) else {
+            return;
+        };
+        if !c.open {
+            return;
+        }
+        c.open = false;
+        let peer = c.peer;
+        for end in [Node::Coord, peer] {
+            if Some(end) != dead {
+                let d = self.rng.random_range(lo..hi);
+                self.at(d, Ev::Closed { conn: id, to: end });
+            }
+        }
+    }
+
+    // ---- the network ---------------------------------------------------
+
+    fn send(&mut self, from: Node, conn: u64, body: Body) -> Result<(), String> {
+        let lat = self.latency();
+        let Some(c) = self.conns.get_mut(&conn) else {
+            return Ok(());
+        };
+        if !c.open {
+            return Ok(());
+        }
+        let (to, last) = if from == Node::Coord {
+            (c.peer, &mut c.last_to_peer)
+        } else {
+            (Node::Coord, &mut c.last_to_coord)
+        };
+        let t = (self.now + lat).max(*last);
+        *last = t;
+        // The checker's view of what left each process.
+        match (&from, &body) {
+            (Node::Coord, Body::Commit { txn }) => self.coord_said(txn, Decision::Commit)?,
+            (Node::Coord, Body::Abort { txn }) => self.coord_said(txn, Decision::Abort)?,
+            (Node::Coord, Body::Outcome { txn, outcome }) => {
+                self.coord_said(txn, outcome.decision)?
+            }
+            (Node::Part(i), Body::VoteCommit { txn, .. }) => {
+                self.ghost
+                    .votes
+                    .entry(txn.clone())
+                    .or_default()
+                    .insert(*i, Vote::Commit);
+            }
+            (Node::Part(i), Body::VoteAbort { txn, .. }) => {
+                let v = self.ghost.votes.entry(txn.clone()).or_default();
+                if v.get(i) == Some(&Vote::Commit) {
+                    return Err(format!(
+                        "p{} voted abort on {txn} after voting commit",
+                        i + 1
+                    ));
+                }
+                v.insert(*i, Vote::Abort);
+            }
+            _ => {}
+        }
+        let bytes = body.encode(t as f64 / 1000.0);
+        let delay = t - self.now;
+        self.at(delay, Ev::Deliver { conn, to, bytes });
+        Ok(())
+    }
+
+    fn coord_said(&mut self, txn: &TxnId, d: Decision) -> Result<(), String> {
+        let s = self.ghost.coord_sent.entry(txn.clone()).or_default();
+        s[usize::from(d == Decision::Abort)] = true;
+        if s[0] && s[1] {
+            return Err(format!(
+                "the coordinator announced both commit and abort for {txn}"
+            ));
+        }
+        Ok(())
+    }
+
+    fn open_conn(&mut self, peer: Node) -> u64 {
+        let id = self.next_conn;
+        self.next_conn += 1;
+        self.conns.insert(
+            id,
+            Conn {
+                peer,
+                open: true,
+                last_to_coord: 0,
+                last_to_peer: 0,
+            },
+        );
+        id
+    }
+
+    // ---- events --------------------------------------------------------
+
+    fn step(&mut self, ev: Ev) -> Result<(), String> {
+        match ev {
+            Ev::Deliver { conn, to, bytes } => {
+                if !self.conns.get(&conn).is_some_and(|c| c.open) {
+                    return Ok(());
+                }
+                let body = Message::decode(&bytes)
+                    .map_err(|e| format!("a message did not parse back: {}", e.message))?;
+                match to {
+                    Node::Coord => self.coord_message(conn, body),
+                    Node::Part(i) => self.part_message(i, conn, body),
+                    Node::Client(k) => self.client_message(k, conn, body),
+                }
+            }
+            Ev::Closed { conn, to } => match to {
+                Node::Coord => {
+                    if self.coord.is_some() {
+                        self.coord_event(coordinator::Event::Disconnected { conn: ConnId(conn) })?;
+                    }
+                    Ok(())
+                }
+                Node::Part(i) => {
+                    let Some(p) = self.parts[i].as_mut() else {
+                        return Ok(());
+                    };
+                    if p.conn != Some(conn) {
+                        return Ok(());
+                    }
+                    p.conn = None;
+                    p.welcomed = false;
+                    let (inc, attempts) = (p.inc, p.attempts);
+                    self.note(format!("p{} lost its connection {conn}", i + 1));
+                    self.part_event(i, participant::Event::Disconnected)?;
+                    let d = self.backoff(attempts);
+                    self.at(d, Ev::PartConnect { i, inc });
+                    Ok(())
+                }
+                Node::Client(k) => {
+                    if self.clients[k].conn == Some(conn) {
+                        self.clients[k].conn = None;
+                        if let Some(t) = self.clients[k].waiting.take() {
+                            self.report.unknown += 1;
+                            self.note(format!(
+                                "client {k}: transfer {t} outcome unknown (connection lost)"
+                            ));
+                        }
+                        let d = self.rng.random_range(10..100);
+                        self.at(d, Ev::ClientNext { k });
+                    }
+                    Ok(())
+                }
+            },
+            Ev::CoordTick { inc } => {
+                if self.coord.as_ref().is_some_and(|c| c.inc == inc) {
+                    self.coord_event(coordinator::Event::Tick)?;
+                    self.at(COORD_TICK_MS, Ev::CoordTick { inc });
+                }
+                Ok(())
+            }
+            Ev::PartTick { i, inc } => {
+                if self.parts[i].as_ref().is_some_and(|p| p.inc == inc) {
+                    self.part_event(i, participant::Event::Tick)?;
+                    self.at(PART_TICK_MS, Ev::PartTick { i, inc });
+                }
+                Ok(())
+            }
+            Ev::PartConnect { i, inc } => self.part_connect(i, inc),
+            Ev::PrepareDone {
+                i,
+                inc,
+                txn,
+                result,
+            } => {
+                if self.parts[i].as_ref().is_some_and(|p| p.inc == inc) {
+                    self.part_event(i, participant::Event::ResourcePrepared { txn, result })?;
+                }
+                Ok(())
+            }
+            Ev::SyncDone { node, inc } => self.sync_done(node, inc),
+            Ev::Restart { node } => {
+                match node {
+                    Node::Coord if self.coord.is_none() => self.start_coord(),
+                    Node::Part(i) if self.parts[i].is_none() => self.start_part(i),
+                    _ => {}
+                }
+                Ok(())
+            }
+            Ev::ClientNext { k } => self.client_next(k),
+            Ev::ClientTimeout { k, transfer } => {
+                if self.clients[k].waiting == Some(transfer) {
+                    self.note(format!("client {k}: gives up on transfer {transfer}"));
+                    if let Some(c) = self.clients[k].conn {
+                        self.break_conn(c, None, 1, 5);
+                    }
+                }
+                Ok(())
+            }
+            Ev::Fault => {
+                if self.faulting {
+                    self.inject_fault();
+                    let d = self.rng.random_range(50..500);
+                    self.at(d, Ev::Fault);
+                }
+                Ok(())
+            }
+            Ev::Heal { i } => {
+                if self.partitioned[i] {
+                    self.partitioned[i] = false;
+                    self.note(format!("partition of p{} heals", i + 1));
+                }
+                Ok(())
+            }
+            Ev::DiskNormal { node } => {
+                if let Some(l) = self.log_of(node) {
+                    l.slow_disk = false;
+                }
+                Ok(())
+            }
+            Ev::NetNormal => {
+                self.slow_net = false;
+                Ok(())
+            }
+            Ev::EndFaults => {
+                self.faulting = false;
+                self.slow_net = false;
+                self.note("faults stop; restarting everything and healing partitions".into());
+                for i in 0..self.cfg.participants {
+                    self.partitioned[i] = false;
+                    if let Some(p) = self.parts[i].as_mut() {
+                        p.log.slow_disk = false;
+                        p.log.crash_at_next_sync = false;
+                    } else {
+                        self.at(
+                            0,
+                            Ev::Restart {
+                                node: Node::Part(i),
+                            },
+                        );
+                    }
+                }
+                if let Some(c) = self.coord.as_mut() {
+                    c.log.slow_disk = false;
+                    c.log.crash_at_next_sync = false;
+                } else {
+                    self.at(0, Ev::Restart { node: Node::Coord });
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn backoff(&mut self, attempts: u32) -> u64 {
+        let base = (20u64 << attempts.min(5)).min(500);
+        base + self.rng.random_range(0..=base / 2)
+    }
+
+    fn inject_fault(&mut self) {
+        let n = self.cfg.participants;
+        let kind = self.rng.random_range(0..9);
+        let name: &'static str = match kind {
+            0 => {
+                self.crash(Node::Coord);
+                let d = self.rng.random_range(5..1500);
+                self.at(d, Ev::Restart { node: Node::Coord });
+                "coordinator crash"
+            }
+            1 | 2 => {
+                let i = self.rng.random_range(0..n);
+                self.crash(Node::Part(i));
+                let d = self.rng.random_range(5..1500);
+                self.at(
+                    d,
+                    Ev::Restart {
+                        node: Node::Part(i),
+                    },
+                );
+                "participant crash"
+            }
+            3 => {
+                // The next sync of this process never completes: the crash
+                // comes right after records were written.
+                let node = if self.rng.random_bool(0.5) {
+                    Node::Coord
+                } else {
+                    Node::Part(self.rng.random_range(0..n))
+                };
+                if let Some(l) = self.log_of(node) {
+                    l.crash_at_next_sync = true;
+                }
+                // Counted when it strikes.
+                return;
+            }
+            4 => {
+                let i = self.rng.random_range(0..n);
+                self.partitioned[i] = true;
+                let d = self.rng.random_range(50..2000);
+                self.at(d, Ev::Heal { i });
+                let ids: Vec<u64> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.open && c.peer == Node::Part(i))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in ids {
+                    // Nobody is told at once: a partition is noticed late.
+                    self.break_conn(id, None, 100, 1000);
+                }
+                self.note(format!("PARTITION p{} for {d} ms", i + 1));
+                "partition"
+            }
+            5 | 6 => {
+                let open: Vec<u64> = self
+                    .conns
+                    .iter()
+                    .filter(|(_, c)| c.open)
+                    .map(|(id, _)| *id)
+                    .collect();
+                if open.is_empty() {
+                    return;
+                }
+                let id = open[self.rng.random_range(0..open.len())];
+                self.note(format!("RESET connection {id}"));
+                self.break_conn(id, None, 1, 50);
+                "connection reset"
+            }
+            7 => {
+                let node = if self.rng.random_bool(0.3) {
+                    Node::Coord
+                } else {
+                    Node::Part(self.rng.random_range(0..n))
+                };
+                match self.log_of(node) {
+                    Some(l) => l.slow_disk = true,
+                    None => return,
+                }
+                let d = self.rng.random_range(100..1500);
+                self.at(d, Ev::DiskNormal { node });
+                "stalled disk"
+            }
+            _ => {
+                self.slow_net = true;
+                let d = self.rng.random_range(100..1000);
+                self.at(d, Ev::NetNormal);
+                "latency spike"
+            }
+        };
+        *self.report.faults.entry(name).or_default() += 1;
+    }
+
+    // ---- logs ----------------------------------------------------------
+
+    fn log_of(&mut self, node: Node) -> Option<&mut LogState> {
+        match node {
+            Node::Coord => self.coord.as_mut().map(|c| &mut c.log),
+            Node::Part(i) => self.parts[i].as_mut().map(|p| &mut p.log),
+            Node::Client(_) => None,
+        }
+    }
+
+    fn disk_of(&mut self, node: Node) -> &mut Disk {
+        match node {
+            Node::Coord => &mut self.coord_disk,
+            Node::Part(i) => &mut self.part_disks[i],
+            Node::Client(_) => unreachable!("clients have no disk"),
+        }
+    }
+
+    fn inc_of(&self, node: Node) -> u32 {
+        match node {
+            Node::Coord => self.coord.as_ref().map_or(0, |c| c.inc),
+            Node::Part(i) => self.parts[i].as_ref().map_or(0, |p| p.inc),
+            Node::Client(_) => 0,
+        }
+    }
+
+    fn persist(&mut self, node: Node, record: &Record, sync: bool) {
+        let frame = encode_record(record);
+        self.disk_of(node).written.extend(frame);
+        let Some(l) = self.log_of(node) else { return };
+        l.next_lsn += 1;
+        if sync {
+            l.last_sync_lsn = l.next_lsn;
+        }
+        self.maybe_sync(node);
+    }
+
+    /// Group commit: one sync at a time, covering everything written when it
+    /// starts; the next one starts when it completes, if needed.
+    fn maybe_sync(&mut self, node: Node) {
+        let written = self.disk_of(node).written.len();
+        let inc = self.inc_of(node);
+        let Some(l) = self.log_of(node) else { return };
+        if l.syncing.is_some() || l.last_sync_lsn <= l.durable_lsn {
+            return;
+        }
+        l.syncing = Some((l.next_lsn, written));
+        let crash = std::mem::take(&mut l.crash_at_next_sync);
+        let slow = l.slow_disk;
+        if crash {
+            // Crash right away: this step's records are written, none of
+            // them is durable, and the rest of the step never happens.
+            self.note(format!("{node:?} crashes after a write, before its sync"));
+            *self
+                .report
+                .faults
+                .entry("crash between write and sync")
+                .or_default() += 1;
+            self.crash(node);
+            let d = self.rng.random_range(5..1000);
+            self.at(d, Ev::Restart { node });
+            return;
+        }
+        let d = if slow {
+            self.rng.random_range(50..300)
+        } else {
+            self.rng.random_range(1..6)
+        };
+        self.at(d, Ev::SyncDone { node, inc });
+    }
+
+    fn sync_done(&mut self, node: Node, inc: u32) -> Result<(), String> {
+        if self.inc_of(node) != inc {
+            return Ok(());
+        }
+        let Some(l) = self.log_of(node) else {
+            return Ok(());
+        };
+        let Some((lsn, bytes)) = l.syncing.take() else {
+            return Ok(());
+        };
+        l.durable_lsn = lsn;
+        let disk = self.disk_of(node);
+        let moved: Vec<u8> = disk.written.drain(..bytes).collect();
+        disk.durable.extend(moved);
+        self.report.syncs += 1;
+        self.release_held(node)?;
+        self.maybe_sync(node);
+        Ok(())
+    }
+
+    /// Send what the log now allows, in order per connection.
+    fn release_held(&mut self, node: Node) -> Result<(), String> {
+        let Some(l) = self.log_of(node) else {
+            return Ok(());
+        };
+        let durable = l.durable_lsn;
+        let mut blocked: Vec<u64> = Vec::new();
+        let mut out = Vec::new();
+        let mut keep = VecDeque::new();
+        for (lsn, conn, body) in l.held.drain(..) {
+            if lsn <= durable && !blocked.contains(&conn) {
+                out.push((conn, body));
+            } else {
+                blocked.push(conn);
+                keep.push_back((lsn, conn, body));
+            }
+        }
+        l.held = keep;
+        for (conn, body) in out {
+            self.send(node, conn, body)?;
+        }
+        Ok(())
+    }
+
+    /// `runtime::outbox::Outbox::gate`: a send that must follow the log waits
+    /// for the last forced record; any send waits behind earlier held sends
+    /// to the same connection.
+    fn gate(
+        &mut self,
+        node: Node,
+        conn: u64,
+        body: Body,
+        after_durable: bool,
+    ) -> Result<(), String> {
+        let Some(l) = self.log_of(node) else {
+            return Ok(());
+        };
+        let barrier = l.last_sync_lsn;
+        let behind = l.held.iter().any(|(_, c, _)| *c == conn);
+        if behind || (after_durable && barrier > l.durable_lsn) {
+            let lsn = if after_durable { barrier } else { 0 };
+            l.held.push_back((lsn, conn, body));
+            Ok(())
+        } else {
+            self.send(node, conn, body)
+        }
+    }
+
+    /// Replace the log with the live records (and the store's snapshot), as
+    /// a checkpoint does; the new segment is synced before the old go.
+    fn maybe_checkpoint(&mut self, node: Node) -> Result<(), String> {
+        let size = {
+            let d = self.disk_of(node);
+            d.durable.len() + d.written.len()
+        };
+        if size < CHECKPOINT_BYTES {
+            return Ok(());
+        }
+        if self.log_of(node).is_some_and(|l| l.syncing.is_some()) {
+            // The writer finishes the sync in flight first.
+            return Ok(());
+        }
+        let live: Vec<Record> = match node {
+            Node::Coord => match &self.coord {
+                Some(c) => c.core.live_records(),
+                None => return Ok(()),
+            },
+            Node::Part(i) => match &self.parts[i] {
+                Some(p) => {
+                    let mut v =
+                        snapshot_records(p.kv.dump()).map_err(|e| format!("snapshot: {e}"))?;
+                    v.extend(p.core.live_records());
+                    v
+                }
+                None => return Ok(()),
+            },
+            Node::Client(_) => return Ok(()),
+        };
+        let mut bytes = Vec::new();
+        for r in &live {
+            bytes.extend(encode_record(r));
+        }
+        let disk = self.disk_of(node);
+        disk.durable = bytes;
+        disk.written.clear();
+        self.report.checkpoints += 1;
+        if let Some(l) = self.log_of(node) {
+            l.durable_lsn = l.next_lsn;
+        }
+        self.note(format!("{node:?} checkpoints: {} live records", live.len()));
+        self.release_held(node)
+    }
+
+    // ---- the coordinator ------------------------------------------------
+
+    fn coord_message(&mut self, conn: u64, body: Body) -> Result<(), String> {
+        if self.coord.is_none() {
+            return Ok(());
+        }
+        self.coord_event(coordinator::Event::Message {
+            conn: ConnId(conn),
+            body,
+        })
+    }
+
+    fn coord_event(&mut self, ev: coordinator::Event) -> Result<(), String> {
+        if self.coord.is_none() {
+            return Ok(());
+        }
+        if !matches!(ev, coordinator::Event::Tick) {
+            let line = format!("coordinator <- {ev:?}");
+            self.note(short(line));
+        }
+        let Some(c) = self.coord.as_mut() else {
+            return Ok(());
+        };
+        let actions = c.core.handle(self.now, ev);
+        let inc = c.inc;
+        for a in actions {
+            if self.coord.as_ref().is_none_or(|c| c.inc != inc) {
+                break; // crashed mid-step
+            }
+            match a {
+                Action::Persist { record, sync } => {
+                    self.note(short(format!(
+                        "coordinator persists {record:?} sync={sync}"
+                    )));
+                    self.persist(Node::Coord, &record, sync);
+                }
+                Action::Send {
+                    conn,
+                    body,
+                    after_durable,
+                } => self.gate(Node::Coord, conn.0, body, after_durable)?,
+                Action::Reject { conn, error, close } => {
+                    self.send(Node::Coord, conn.0, Body::error(&error))?;
+                    if close {
+                        self.break_conn(conn.0, None, 1, 5);
+                    }
+                }
+                Action::Alert { txn, message } => {
+                    return Err(format!("coordinator alert on {txn:?}: {message}"));
+                }
+                Action::PrepareResource { .. } | Action::FinishResource { .. } => {
+                    return Err("the coordinator asked for a resource action".into());
+                }
+            }
+        }
+        self.maybe_checkpoint(Node::Coord)
+    }
+
+    // ---- participants ---------------------------------------------------
+
+    fn part_connect(&mut self, i: usize, inc: u32) -> Result<(), String> {
+        let coord_up = self.coord.is_some();
+        let cut = self.partitioned[i];
+        let Some(p) = self.parts[i].as_mut() else {
+            return Ok(());
+        };
+        if p.inc != inc || p.conn.is_some() {
+            return Ok(());
+        }
+        if !coord_up || cut {
+            p.attempts += 1;
+            let a = p.attempts;
+            let d = self.backoff(a);
+            self.at(d, Ev::PartConnect { i, inc });
+            return Ok(());
+        }
+        let conn = self.open_conn(Node::Part(i));
+        if let Some(p) = self.parts[i].as_mut() {
+            p.conn = Some(conn);
+            p.welcomed = false;
+        }
+        self.note(format!("p{} connects on {conn}", i + 1));
+        let hello = Body::Hello {
+            role: Role::Participant,
+            id: Some(pid(i)),
+            protocol_version: PROTOCOL_VERSION,
+        };
+        self.send(Node::Part(i), conn, hello)
+    }
+
+    fn part_message(&mut self, i: usize, conn: u64, body: Body) -> Result<(), String> {
+        let Some(p) = self.parts[i].as_mut() else {
+            return Ok(());
+        };
+        if p.conn != Some(conn) {
+            return Ok(());
+        }
+        match body {
+            Body::Welcome { .. } if !p.welcomed => {
+                p.welcomed = true;
+                p.attempts = 0;
+                self.part_event(i, participant::Event::Connected { conn: ConnId(conn) })
+            }
+            Body::Error { code, message, .. } if !p.welcomed => Err(format!(
+                "p{} was refused registration: {code}: {message}",
+                i + 1
+            )),
+            other if p.welcomed => {
+                if let Body::Prepare {
+                    txn, participants, ..
+                } = &other
+                {
+                    self.ghost
+                        .members
+                        .entry(txn.clone())
+                        .or_insert_with(|| participants.clone());
+                }
+                self.part_event(i, participant::Event::Message { body: other })
+            }
+            other => Err(format!(
+                "p{} got `{}` before welcome",
+                i + 1,
+                other.message_type()
+            )),
+        }
+    }
+
+    fn part_event(&mut self, i: usize, ev: participant::Event) -> Result<(), String> {
+        let mut queue = VecDeque::from([ev]);
+        while let Some(ev) = queue.pop_front() {
+            if self.parts[i].is_none() {
+                return Ok(());
+            }
+            if !matches!(ev, participant::Event::Tick) {
+                let line = format!("p{} <- {ev:?}", i + 1);
+                self.note(short(line));
+            }
+            let Some(p) = self.parts[i].as_mut() else {
+                return Ok(());
+            };
+            let inc = p.inc;
+            let actions = p.core.handle(self.now, ev);
+            for a in actions {
+                if self.parts[i].as_ref().is_none_or(|p| p.inc != inc) {
+                    return Ok(()); // crashed mid-step
+                }
+                self.part_action(i, inc, a, &mut queue)?;
+            }
+            self.maybe_checkpoint(Node::Part(i))?;
+        }
+        Ok(())
+    }
+
+    fn part_action(
+        &mut self,
+        i: usize,
+        inc: u32,
+        a: Action,
+        queue: &mut VecDeque<participant::Event>,
+    ) -> Result<(), String> {
+        let node = Node::Part(i);
+        match a {
+            Action::Persist { record, sync } => {
+                self.note(short(format!("p{} persists {record:?} sync={sync}", i + 1)));
+                self.persist(node, &record, sync);
+            }
+            Action::Send {
+                conn,
+                body,
+                after_durable,
+            } => {
+                let live = self.parts[i].as_ref().and_then(|p| p.conn) == Some(conn.0);
+                if live {
+                    self.gate(node, conn.0, body, after_durable)?;
+                }
+            }
+            Action::Reject { error, .. } => {
+                return Err(format!(
+                    "p{} refused a coordinator message: {}: {}",
+                    i + 1,
+                    error.code.as_str(),
+                    error.message
+                ));
+            }
+            Action::Alert { txn, message } => {
+                return Err(format!("p{} alert on {txn:?}: {message}", i + 1));
+            }
+            Action::PrepareResource { txn, data, .. } => {
+                let Some(p) = self.parts[i].as_mut() else {
+                    return Ok(());
+                };
+                let fut = Resource::prepare(&mut p.kv, &txn, &data);
+                let result = futures::FutureExt::now_or_never(fut)
+                    .ok_or("the kv store's prepare is immediate")?;
+                // Sometimes the answer comes at once (as from the kv store),
+                // sometimes later (as from a database).
+                if self.rng.random_bool(0.5) {
+                    queue.push_back(participant::Event::ResourcePrepared { txn, result });
+                } else {
+                    let d = self.rng.random_range(1..20);
+                    self.at(
+                        d,
+                        Ev::PrepareDone {
+                            i,
+                            inc,
+                            txn,
+                            result,
+                        },
+                    );
+                }
+            }
+            Action::FinishResource { txn, decision } => {
+                self.applied(i, &txn, decision)?;
+                if let Some(p) = self.parts[i].as_mut() {
+                    p.kv.finish_txn(&txn, decision);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The checker's rules for a participant applying an outcome.
+    fn applied(&mut self, i: usize, txn: &TxnId, d: Decision) -> Result<(), String> {
+        let per = self.ghost.applied.entry(txn.clone()).or_default();
+        if let Some(prev) = per.get(&i) {
+            if *prev != d {
+                return Err(format!(
+                    "p{} applied both {prev:?} and {d:?} to {txn}",
+                    i + 1
+                ));
+            }
+        }
+        per.insert(i, d);
+        if let Some((j, other)) = per.iter().find(|(_, x)| **x != d) {
+            return Err(format!(
+                "atomicity: p{} applied {d:?} to {txn} but p{} applied {other:?}",
+                i + 1,
+                j + 1
+            ));
+        }
+        let voted = self.ghost.votes.get(txn).and_then(|v| v.get(&i)).copied();
+        match d {
+            Decision::Commit => {
+                let members = self.ghost.members.get(txn).cloned().unwrap_or_default();
+                if members.is_empty() {
+                    return Err(format!("p{} committed {txn} without a PREPARE", i + 1));
+                }
+                for m in &members {
+                    let v = self.ghost.votes.get(txn).and_then(|v| v.get(&pindex(m)));
+                    if v != Some(&Vote::Commit) {
+                        return Err(format!(
+                            "validity: p{} committed {txn} but {m} voted {v:?}",
+                            i + 1
+                        ));
+                    }
+                }
+            }
+            Decision::Abort => {
+                let said_abort = self.ghost.coord_sent.get(txn).is_some_and(|s| s[1]);
+                if voted == Some(Vote::Commit) && !said_abort {
+                    return Err(format!(
+                        "stability: p{} voted commit on {txn} and aborted without being told",
+                        i + 1
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ---- clients --------------------------------------------------------
+
+    fn client_next(&mut self, k: usize) -> Result<(), String> {
+        if self.now >= self.cfg.fault_ms {
+            return Ok(()); // the workload runs while faults do
+        }
+        if self.clients[k].waiting.is_some() {
+            return Ok(());
+        }
+        if self.coord.is_none() {
+            let d = self.rng.random_range(50..200);
+            self.at(d, Ev::ClientNext { k });
+            return Ok(());
+        }
+        let conn = match self.clients[k].conn {
+            Some(c) => c,
+            None => {
+                let c = self.open_conn(Node::Client(k));
+                self.clients[k].conn = Some(c);
+                let hello = Body::Hello {
+                    role: Role::Client,
+                    id: None,
+                    protocol_version: PROTOCOL_VERSION,
+                };
+                self.send(Node::Client(k), c, hello)?;
+                c
+            }
+        };
+        let id = self.next_transfer;
+        self.next_transfer += 1;
+        let n = self.cfg.participants;
+        let from = self.rng.random_range(0..n);
+        let mut to = self.rng.random_range(0..n - 1);
+        if to >= from {
+            to += 1;
+        }
+        let mut shards = vec![from, to];
+        if n > 2 && self.rng.random_bool(0.2) {
+            let third = (0..n).find(|s| !shards.contains(s)).unwrap_or(from);
+            shards.push(third);
+        }
+        let amount = self.rng.random_range(1..60);
+        let a = self.cfg.accounts_per_shard;
+        let marker = json!({"op": "put", "key": format!("t{id}"), "value": id});
+        let mut ops = serde_json::Map::new();
+        for (pos, s) in shards.iter().enumerate() {
+            let acct = format!("acct{}", self.rng.random_range(0..a));
+            let list = match pos {
+                0 => json!([{"op": "add", "key": acct, "delta": -amount, "min": 0}, marker]),
+                1 => json!([{"op": "add", "key": acct, "delta": amount}, marker]),
+                _ => json!([marker]),
+            };
+            ops.insert(pid(*s).0, list);
+        }
+        self.ghost.transfers.insert(id, Transfer { shards, amount });
+        self.clients[k].waiting = Some(id);
+        self.note(format!("client {k}: submits transfer {id} on {conn}"));
+        let req = SubmitRequest {
+            data: json!({ "operations": ops }),
+            participants: None,
+            request_id: Some(id),
+        };
+        self.send(Node::Client(k), conn, Body::Submit(req))?;
+        self.at(CLIENT_TIMEOUT_MS, Ev::ClientTimeout { k, transfer: id });
+        Ok(())
+    }
+
+    fn client_message(&mut self, k: usize, conn: u64, body: Body) -> Result<(), String> {
+        if self.clients[k].conn != Some(conn) {
+            return Ok(());
+        }
+        let Some(waiting) = self.clients[k].waiting else {
+            return Ok(());
+        };
+        match body {
+            Body::Welcome { .. } => return Ok(()),
+            Body::Outcome { txn, outcome } => {
+                if outcome.request_id != Some(waiting) {
+                    return Err(format!(
+                        "client {k} waiting for transfer {waiting} got the outcome of request {:?}",
+                        outcome.request_id
+                    ));
+                }
+                self.note(format!(
+                    "client {k}: transfer {waiting} is {:?} ({txn})",
+                    outcome.decision
+                ));
+                match outcome.decision {
+                    Decision::Commit => self.report.committed += 1,
+                    Decision::Abort => self.report.aborted += 1,
+                }
+                self.ghost.told.insert(waiting, (txn, outcome.decision));
+            }
+            Body::Error { code, message, .. } => {
+                self.note(format!(
+                    "client {k}: transfer {waiting} refused: {code}: {message}"
+                ));
+                self.report.refused += 1;
+            }
+            other => {
+                return Err(format!(
+                    "client {k} got an unexpected `{}`",
+                    other.message_type()
+                ));
+            }
+        }
+        self.clients[k].waiting = None;
+        // An application backs off a little after an abort or a refusal.
+        let d = match self.ghost.told.get(&waiting) {
+            Some((_, Decision::Commit)) => self.rng.random_range(0..20),
+            _ => self.rng.random_range(20..100),
+        };
+        self.at(d, Ev::ClientNext { k });
+        Ok(())
+    }
+
+    // ---- the end -------------------------------------------------------
+
+    fn final_checks(&mut self) -> Result<(), String> {
+        let Some(c) = self.coord.as_ref() else {
+            return Err("the coordinator is not running at the end".into());
+        };
+        let open: Vec<String> = c
+            .core
+            .txns()
+            .filter(|t| t.ended_ms.is_none())
+            .map(|t| format!("{} ({:?})", t.id, t.phase))
+            .collect();
+        if !open.is_empty() {
+            return Err(format!(
+                "liveness: transactions still open at the coordinator after {} ms of quiet: {open:?}",
+                self.cfg.heal_ms
+            ));
+        }
+        let mut total = 0i64;
+        let mut data: Vec<BTreeMap<String, Value>> = Vec::new();
+        for i in 0..self.cfg.participants {
+            let Some(p) = self.parts[i].as_ref() else {
+                return Err(format!("p{} is not running at the end", i + 1));
+            };
+            let doubt = p.core.in_doubt();
+            if !doubt.is_empty() {
+                return Err(format!(
+                    "liveness: p{} still in doubt about {doubt:?}",
+                    i + 1
+                ));
+            }
+            let st = p.kv.status();
+            if st["prepared"] != json!(0) || st["locked_keys"] != json!(0) {
+                return Err(format!(
+                    "liveness: p{} still holds prepared work: {st}",
+                    i + 1
+                ));
+            }
+            let dump: BTreeMap<String, Value> =
+                serde_json::from_value(p.kv.dump()).map_err(|e| e.to_string())?;
+            for a in 0..self.cfg.accounts_per_shard {
+                total += dump
+                    .get(&format!("acct{a}"))
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0);
+            }
+            // Committed data must be exactly what the durable log rebuilds.
+            let mut disk = Disk {
+                durable: self.part_disks[i].durable.clone(),
+                written: Vec::new(),
+            };
+            let mut torn = 0;
+            let records = Self::recover_disk(&mut disk, &mut torn)?;
+            let mut rebuilt = KvStore::new();
+            rebuilt.replay(&records)?;
+            if rebuilt.dump() != p.kv.dump() {
+                return Err(format!(
+                    "durability: p{}'s committed data differs from what its synced log rebuilds",
+                    i + 1
+                ));
+            }
+            data.push(dump);
+        }
+        let expected =
+            INITIAL_BALANCE * (self.cfg.participants * self.cfg.accounts_per_shard) as i64;
+        if total != expected {
+            return Err(format!(
+                "money not conserved: {total} in all accounts, expected {expected}"
+            ));
+        }
+        for (id, t) in &self.ghost.transfers {
+            let key = format!("t{id}");
+            let present: Vec<bool> = t
+                .shards
+                .iter()
+                .map(|s| data[*s].contains_key(&key))
+                .collect();
+            let committed = present.iter().all(|x| *x);
+            if !committed && present.iter().any(|x| *x) {
+                return Err(format!(
+                    "atomicity: transfer {id} ({} units over shards {:?}) is on some shards only: {present:?}",
+                    t.amount, t.shards
+                ));
+            }
+            if let Some((txn, d)) = self.ghost.told.get(id) {
+                if (*d == Decision::Commit) != committed {
+                    return Err(format!(
+                        "transfer {id} ({txn}) was reported {d:?} to its client, but the shards say committed={committed}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Keep trace lines readable.
+fn short(mut s: String) -> String {
+    if s.len() > 300 {
+        let mut cut = 300;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push('…');
+    }
+    s
+}
