@@ -192,3 +192,65 @@ impl Outbox {
         self.log.checkpoint(live);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Decision, TxnId};
+    use crate::wal::{Wal, WalOptions};
+
+    fn outbox(dir: &std::path::Path) -> Outbox {
+        let opened = Wal::open(dir, WalOptions::default()).expect("open a log in a temp dir");
+        drop(opened.lock);
+        Outbox::new(GroupCommit::start(opened.wal, 16), 1 << 20, 1 << 20)
+    }
+
+    fn txn(s: &str) -> TxnId {
+        TxnId::from(s)
+    }
+
+    /// A vote held for its PREPARED record must not be overtaken by a
+    /// message produced after it for the same peer (an ACK of an abort that
+    /// arrived before the sync completed); other peers are not held up.
+    #[tokio::test]
+    async fn messages_to_one_peer_leave_in_order_even_when_only_the_first_waits_for_the_log() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut out = outbox(dir.path());
+        let (a, b) = (ConnId(1), ConnId(2));
+        let vote = Body::VoteCommit {
+            txn: txn("t-1"),
+            result: None,
+        };
+        let ack = Body::Ack {
+            txn: txn("t-1"),
+            decision: Some(Decision::Abort),
+        };
+        out.persist(
+            &Record::Prepared {
+                txn: txn("t-1"),
+                participants: vec![],
+                state: serde_json::Value::Null,
+            },
+            true,
+        );
+        let held_or_sent = out.gate(a, vote.clone(), true);
+        if held_or_sent.is_none() {
+            // Held (the usual case): the ACK must queue behind it.
+            assert_eq!(out.gate(a, ack.clone(), false), None);
+            // Another peer's message that need not wait goes at once.
+            assert!(out.gate(b, Body::Heartbeat, false).is_some());
+            let mut sent = Vec::new();
+            while sent.len() < 2 {
+                sent.extend(out.ready());
+                if sent.len() < 2 {
+                    assert!(out.durable_changed().await, "the log writer stopped");
+                }
+            }
+            assert_eq!(sent, vec![(a, vote), (a, ack)]);
+        } else {
+            // The record was already durable: both go at once, in order.
+            assert_eq!(held_or_sent, Some((a, vote)));
+            assert_eq!(out.gate(a, ack.clone(), false), Some((a, ack)));
+        }
+    }
+}
