@@ -515,7 +515,17 @@ fn expect_null_requires_the_key_to_be_absent() {
 
 #[test]
 fn keys_of_a_prepared_transaction_are_locked_until_it_ends() {
-    let mut kv = Kv::new(2, &["--timeout-seconds", "600"], &[]);
+    // The puppet sends no heartbeats: the coordinator must not give it up.
+    let mut kv = Kv::new(
+        2,
+        &[
+            "--timeout-seconds",
+            "600",
+            "--heartbeat-interval-ms",
+            "600000",
+        ],
+        &[],
+    );
     kv.shard("s1", Some(json!({"x": 1})), &[], &[]);
     let mut puppet = Puppet::join(&kv.c.addr(), "slow");
     kv.ready(2);
@@ -833,7 +843,17 @@ const SEGMENTS_MAX: usize = 3;
 fn a_checkpointed_store_restarts_with_its_data_and_its_in_doubt_transaction() {
     const TXNS: usize = 300;
     let wal = ["--wal-segment-max-bytes", "4096"];
-    let mut kv = Kv::new(3, &["--timeout-seconds", "600"], &[]);
+    // The puppet sends no heartbeats: the coordinator must not give it up.
+    let mut kv = Kv::new(
+        3,
+        &[
+            "--timeout-seconds",
+            "600",
+            "--heartbeat-interval-ms",
+            "600000",
+        ],
+        &[],
+    );
     kv.shard("s1", Some(json!({"held": 1})), &wal, &[]);
     kv.shard("s2", None, &wal, &[]);
     let mut puppet = Puppet::join(&kv.c.addr(), "slow");

@@ -253,6 +253,80 @@ fn a_participant_killed_while_preparing_aborts_the_transaction() {
     c.wait_status("p2 to be seen as disconnected", |s| !is_connected(s, "p2"));
 }
 
+/// Sends SIGCONT when dropped, so a failing test leaves no stopped process.
+struct Stopped(u32);
+
+impl Stopped {
+    fn stop(pid: u32) -> Stopped {
+        // SAFETY: kill(2) with a pid of a child this test started.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
+    }
+}
+
+#[test]
+fn a_stopped_participant_misses_heartbeats_and_its_transactions_abort_fast() {
+    let mut c = Cluster::new();
+    // The vote deadline is ten minutes: only the heartbeat check can end
+    // the transaction. The coordinator gives a participant up after 3 s of
+    // silence; participants beat every 100 ms.
+    c.start_coordinator(
+        &[
+            "--expected-participants",
+            "2",
+            "--timeout-seconds",
+            "600",
+            "--heartbeat-interval-ms",
+            "300",
+            "--heartbeat-failure-threshold",
+            "10",
+        ],
+        &[],
+    );
+    let beat = ["--heartbeat-interval-ms", "100"];
+    c.start_participant("p1", &beat, &[]);
+    c.start_participant("p2", &beat, &[]);
+    c.wait_ready(2);
+    let pid = c.participants[1].pid().expect("p2 runs");
+    let stopped = Stopped::stop(pid);
+    let (txn, o) = c.submit(req(json!({"p2": "is stopped"}))).expect("submit");
+    assert_eq!(o.decision, Decision::Abort, "{txn}: {o:?}");
+    let reason = o.reason.clone().unwrap_or_default();
+    assert!(
+        reason.starts_with("participant_unavailable: no heartbeat from p2 for "),
+        "{reason}"
+    );
+    assert_eq!(o.votes.get(&ParticipantId::from("p2")), None, "{o:?}");
+    assert_safe(&o, 2);
+    let s = c.wait_status("p2 to be given up", |s| !is_connected(s, "p2"));
+    let p2 = s["participants"]
+        .as_array()
+        .and_then(|a| a.iter().find(|p| p["id"] == "p2"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(p2["alive"], false, "{s}");
+    // While p2 is gone, a transaction that needs it aborts at once.
+    let (txn, o) = c.submit(req(json!({"again": true}))).expect("submit");
+    assert_eq!(o.decision, Decision::Abort, "{txn}: {o:?}");
+    assert_eq!(
+        o.reason.as_deref(),
+        Some("participant_unavailable: p2 is not connected"),
+        "{o:?}"
+    );
+    // Resumed, p2 finds its connection closed, registers again and commits.
+    drop(stopped);
+    c.wait_status("p2 to register again", |s| is_connected(s, "p2"));
+    let (txn, o) = c.submit(req(json!({"p2": "is back"}))).expect("submit");
+    assert_eq!(o.decision, Decision::Commit, "{txn}: {o:?}");
+}
+
 #[test]
 fn two_participants_commit_and_abort() {
     commit_and_abort_with(2);

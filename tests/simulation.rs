@@ -63,6 +63,7 @@ fn seeds() {
         "participant crash",
         "crash between write and sync",
         "partition",
+        "stopped participant",
         "connection reset",
         "stalled disk",
         "latency spike",
@@ -75,15 +76,27 @@ fn seeds() {
     assert!(r.checkpoints > 0 || count < 16, "{r:?}");
 }
 
+/// Seeds from `TWO_PARTICIPANTS` on run the two-participant, eight-client
+/// configuration, so that a seed alone says which run it was.
+const TWO_PARTICIPANTS: u64 = 1_000_000;
+
+fn config_for(seed: u64) -> Config {
+    if seed >= TWO_PARTICIPANTS {
+        Config {
+            participants: 2,
+            clients: 8,
+            accounts_per_shard: 16,
+            ..Config::default()
+        }
+    } else {
+        Config::default()
+    }
+}
+
 #[test]
 fn seeds_two_participants_many_clients() {
-    let cfg = Config {
-        participants: 2,
-        clients: 8,
-        accounts_per_shard: 16,
-        ..Config::default()
-    };
-    let first = env_u64("TWOPC_SIM_FIRST_SEED", 1) + 1_000_000;
+    let cfg = config_for(TWO_PARTICIPANTS);
+    let first = env_u64("TWOPC_SIM_FIRST_SEED", 1) + TWO_PARTICIPANTS;
     let count = env_u64("TWOPC_SIM_SEEDS", 64) / 2;
     let r = run_seeds("2 participants, 8 clients", cfg, first, count);
     assert!(r.committed > 0 && r.aborted > 0, "{r:?}");
@@ -112,7 +125,7 @@ fn same_seed_same_run() {
 #[test]
 fn replay() {
     let seed = env_u64("TWOPC_SIM_SEED", 1);
-    match Sim::new(Config::default(), seed).run() {
+    match Sim::new(config_for(seed), seed).run() {
         Ok(r) => {
             let _ = writeln!(std::io::stderr(), "seed {seed}: {r:?}");
         }

@@ -367,6 +367,13 @@ impl Coordinator {
 
     fn on_message(&mut self, conn: ConnId, body: Body, out: &mut Vec<Action>) {
         let peer = self.peers.get(&conn).cloned();
+        // Any message from a participant shows it is alive, not only
+        // heartbeats.
+        if let Some(Peer::Participant(p)) = &peer {
+            if let Some(m) = self.members.get_mut(p) {
+                m.last_heartbeat_ms = self.now;
+            }
+        }
         match (peer, body) {
             (
                 None,
@@ -394,11 +401,6 @@ impl Coordinator {
                 true,
             ),
             (Some(_), Body::Heartbeat) => {
-                if let Some(Peer::Participant(p)) = self.peers.get(&conn) {
-                    if let Some(m) = self.members.get_mut(p) {
-                        m.last_heartbeat_ms = self.now;
-                    }
-                }
                 send(out, conn, Body::HeartbeatAck, false);
             }
             (Some(_), Body::Status) => {
@@ -664,7 +666,7 @@ impl Coordinator {
             self.decide(
                 &id,
                 Decision::Abort,
-                format!("participant_disconnected: {p}"),
+                format!("participant_unavailable: {p} is not connected"),
                 out,
             );
         }
@@ -938,41 +940,79 @@ impl Coordinator {
                 self.pending.retain(|(w, _, _)| w.conn != conn);
             }
             Peer::Participant(p) => {
-                if let Some(m) = self.members.get_mut(&p) {
-                    if m.conn == Some(conn) {
-                        m.conn = None;
-                    }
-                }
-                for t in self.active.values_mut() {
-                    if t.decision.is_some() && t.participants.contains(&p) && !t.acks.contains(&p) {
-                        t.last_error =
-                            Some(format!("participant {p} disconnected before acknowledging"));
-                    }
-                }
-                let mut victims: Vec<TxnId> = self
-                    .active
-                    .values()
-                    .filter(|t| {
-                        t.phase == TxnPhase::PreparePhase
-                            && t.participants.contains(&p)
-                            && !t.votes.contains_key(&p)
-                    })
-                    .map(|t| t.id.clone())
-                    .collect();
-                victims.sort();
-                for id in victims {
-                    self.decide(
-                        &id,
-                        Decision::Abort,
-                        format!("participant_disconnected: {p}"),
-                        out,
-                    );
-                }
+                let reason = format!("participant_disconnected: {p}");
+                self.participant_gone(conn, p, reason, out);
             }
         }
     }
 
+    /// `p`'s connection `conn` is gone (closed, or given up for silence):
+    /// what waits for its vote aborts with `reason`; decided transactions
+    /// wait for it to come back and acknowledge.
+    fn participant_gone(
+        &mut self,
+        conn: ConnId,
+        p: ParticipantId,
+        reason: String,
+        out: &mut Vec<Action>,
+    ) {
+        if let Some(m) = self.members.get_mut(&p) {
+            if m.conn == Some(conn) {
+                m.conn = None;
+            }
+        }
+        for t in self.active.values_mut() {
+            if t.decision.is_some() && t.participants.contains(&p) && !t.acks.contains(&p) {
+                t.last_error = Some(format!("participant {p} disconnected before acknowledging"));
+            }
+        }
+        let mut victims: Vec<TxnId> = self
+            .active
+            .values()
+            .filter(|t| {
+                t.phase == TxnPhase::PreparePhase
+                    && t.participants.contains(&p)
+                    && !t.votes.contains_key(&p)
+            })
+            .map(|t| t.id.clone())
+            .collect();
+        victims.sort();
+        for id in victims {
+            self.decide(&id, Decision::Abort, reason.clone(), out);
+        }
+    }
+
+    /// Participants silent for longer than the liveness timeout are given
+    /// up: their connection is closed (they reconnect if they are alive)
+    /// and what waits for their vote aborts now with `participant_unavailable`
+    /// instead of at the vote deadline.
+    fn check_liveness(&mut self, out: &mut Vec<Action>) {
+        let now = self.now;
+        let limit = self.opts.liveness_timeout_ms;
+        let silent: Vec<(ParticipantId, ConnId, Millis)> = self
+            .members
+            .iter()
+            .filter_map(|(p, m)| {
+                let age = now.saturating_sub(m.last_heartbeat_ms);
+                m.conn.filter(|_| age > limit).map(|c| (p.clone(), c, age))
+            })
+            .collect();
+        for (p, conn, age) in silent {
+            self.peers.remove(&conn);
+            reject(
+                out,
+                conn,
+                ErrorCode::ParticipantUnavailable,
+                format!("no heartbeat from `{p}` for {age} ms (liveness timeout {limit} ms); closing the connection, reconnect to register again"),
+                true,
+            );
+            let reason = format!("participant_unavailable: no heartbeat from {p} for {age} ms");
+            self.participant_gone(conn, p, reason, out);
+        }
+    }
+
     fn on_tick(&mut self, out: &mut Vec<Action>) {
+        self.check_liveness(out);
         let now = self.now;
         // Submits that waited too long for the cluster to become ready.
         while self.pending.front().is_some_and(|(_, _, d)| *d <= now) {

@@ -682,7 +682,7 @@ fn submit_naming_a_disconnected_participant_aborts_at_once() {
                     "t-1",
                     Decision::Abort,
                     &[],
-                    Some("participant_disconnected: p2"),
+                    Some("participant_unavailable: p2 is not connected"),
                     0.0
                 ),
                 false

@@ -40,6 +40,7 @@ pub enum ErrorCode {
     NotAMember,
     Refused,
     ShuttingDown,
+    ParticipantUnavailable,
 }
 
 impl ErrorCode {
@@ -60,6 +61,7 @@ impl ErrorCode {
             ErrorCode::NotAMember => "not_a_member",
             ErrorCode::Refused => "refused",
             ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::ParticipantUnavailable => "participant_unavailable",
         }
     }
 }

@@ -560,6 +560,10 @@ impl Machine for CoordMachine {
         let opts = CoordinatorOptions {
             expected_participants: self.n,
             txn_id_prefix: prefix(start.inc).to_string(),
+            // Participants here send no heartbeats; a participant the
+            // coordinator gives up for silence is handled exactly like a
+            // broken connection, which the `breaks` fault explores.
+            liveness_timeout_ms: u64::MAX,
             ..Default::default()
         };
         let records: Vec<Record> = start

@@ -122,9 +122,13 @@ impl Report {
 const INITIAL_BALANCE: i64 = 100;
 const COORD_TICK_MS: u64 = 20;
 const PART_TICK_MS: u64 = 50;
-const CHECKPOINT_BYTES: usize = 12 * 1024;
+const CHECKPOINT_BYTES: usize = 6 * 1024;
 const CLIENT_TIMEOUT_MS: u64 = 5_000;
 const TRACE_KEEP: usize = 400;
+const HEARTBEAT_MS: u64 = 200;
+/// Coordinator: a participant silent this long is given up. Participant: a
+/// coordinator silent this long means the connection is dead.
+const SILENCE_MS: u64 = 1_000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Node {
@@ -152,6 +156,10 @@ enum Ev {
         inc: u32,
     },
     PartConnect {
+        i: usize,
+        inc: u32,
+    },
+    PartBeat {
         i: usize,
         inc: u32,
     },
@@ -222,6 +230,8 @@ struct PartProc {
     conn: Option<u64>,
     welcomed: bool,
     attempts: u32,
+    /// When the coordinator was last heard from, for the silence check.
+    last_heard: u64,
 }
 
 struct Conn {
@@ -270,7 +280,11 @@ pub struct Sim {
     parts: Vec<Option<PartProc>>,
     part_disks: Vec<Disk>,
     part_incs: Vec<u32>,
-    partitioned: Vec<bool>,
+    /// Per participant: until when its link to the coordinator is cut
+    /// (messages wait, as TCP retransmits) and until when the process is
+    /// stopped (events wait, as under SIGSTOP).
+    cut_until: Vec<u64>,
+    stalled_until: Vec<u64>,
     conns: BTreeMap<u64, Conn>,
     next_conn: u64,
     clients: Vec<ClientState>,
@@ -310,7 +324,8 @@ impl Sim {
             parts: (0..n).map(|_| None).collect(),
             part_disks: (0..n).map(|_| Disk::default()).collect(),
             part_incs: vec![0; n],
-            partitioned: vec![false; n],
+            cut_until: vec![0; n],
+            stalled_until: vec![0; n],
             conns: BTreeMap::new(),
             next_conn: 1,
             clients: (0..cfg.clients).map(|_| ClientState::default()).collect(),
@@ -415,7 +430,7 @@ impl Sim {
             dynamic_joining: false,
             resend_initial_ms: 50,
             resend_max_ms: 800,
-            liveness_timeout_ms: 5_000,
+            liveness_timeout_ms: SILENCE_MS,
             history_limit: 10_000,
             txn_id_prefix: format!("c{}-", self.coord_inc),
         }
@@ -505,9 +520,11 @@ impl Sim {
             conn: None,
             welcomed: false,
             attempts: 0,
+            last_heard: self.now,
         });
         self.at(0, Ev::PartConnect { i, inc });
         self.at(PART_TICK_MS, Ev::PartTick { i, inc });
+        self.at(HEARTBEAT_MS, Ev::PartBeat { i, inc });
     }
 
     /// Kill a process: memory, held messages and connections are gone; the
@@ -552,9 +569,14 @@ impl Sim {
         }
         c.open = false;
         let peer = c.peer;
+        let cut = match peer {
+            Node::Part(i) => self.cut_until[i].saturating_sub(self.now),
+            _ => 0,
+        };
         for end in [Node::Coord, peer] {
             if Some(end) != dead {
-                let d = self.rng.random_range(lo..hi);
+                // The close crosses the network too: a cut link delays it.
+                let d = self.rng.random_range(lo..hi).max(cut);
                 self.at(d, Ev::Closed { conn: id, to: end });
             }
         }
@@ -638,16 +660,52 @@ impl Sim {
     // ---- events --------------------------------------------------------
 
     fn step(&mut self, ev: Ev) -> Result<(), String> {
+        // A stopped participant handles nothing until it runs again.
+        if let Some(i) = stopped_target(&ev) {
+            if self.now < self.stalled_until[i] {
+                let d = self.stalled_until[i] - self.now;
+                self.at(d, ev);
+                return Ok(());
+            }
+        }
         match ev {
             Ev::Deliver { conn, to, bytes } => {
-                if !self.conns.get(&conn).is_some_and(|c| c.open) {
+                let Some(c) = self.conns.get(&conn) else {
                     return Ok(());
+                };
+                if !c.open {
+                    return Ok(());
+                }
+                // Across a cut link, frames wait (retransmitted) until it heals.
+                if let Node::Part(i) = c.peer {
+                    let until = self.cut_until[i];
+                    if self.now < until {
+                        // Later frames on this connection queue behind it,
+                        // even if the link heals early: TCP keeps order.
+                        if let Some(c) = self.conns.get_mut(&conn) {
+                            let last = if to == Node::Coord {
+                                &mut c.last_to_coord
+                            } else {
+                                &mut c.last_to_peer
+                            };
+                            *last = (*last).max(until);
+                        }
+                        self.at(until - self.now, Ev::Deliver { conn, to, bytes });
+                        return Ok(());
+                    }
                 }
                 let body = Message::decode(&bytes)
                     .map_err(|e| format!("a message did not parse back: {}", e.message))?;
                 match to {
                     Node::Coord => self.coord_message(conn, body),
-                    Node::Part(i) => self.part_message(i, conn, body),
+                    Node::Part(i) => {
+                        if let Some(p) = self.parts[i].as_mut() {
+                            if p.conn == Some(conn) {
+                                p.last_heard = self.now;
+                            }
+                        }
+                        self.part_message(i, conn, body)
+                    }
                     Node::Client(k) => self.client_message(k, conn, body),
                 }
             }
@@ -704,6 +762,7 @@ impl Sim {
                 Ok(())
             }
             Ev::PartConnect { i, inc } => self.part_connect(i, inc),
+            Ev::PartBeat { i, inc } => self.part_beat(i, inc),
             Ev::PrepareDone {
                 i,
                 inc,
@@ -743,10 +802,7 @@ impl Sim {
                 Ok(())
             }
             Ev::Heal { i } => {
-                if self.partitioned[i] {
-                    self.partitioned[i] = false;
-                    self.note(format!("partition of p{} heals", i + 1));
-                }
+                self.note(format!("the link of p{} heals", i + 1));
                 Ok(())
             }
             Ev::DiskNormal { node } => {
@@ -764,7 +820,8 @@ impl Sim {
                 self.slow_net = false;
                 self.note("faults stop; restarting everything and healing partitions".into());
                 for i in 0..self.cfg.participants {
-                    self.partitioned[i] = false;
+                    self.cut_until[i] = self.cut_until[i].min(self.now);
+                    self.stalled_until[i] = self.stalled_until[i].min(self.now);
                     if let Some(p) = self.parts[i].as_mut() {
                         p.log.slow_disk = false;
                         p.log.crash_at_next_sync = false;
@@ -795,7 +852,7 @@ impl Sim {
 
     fn inject_fault(&mut self) {
         let n = self.cfg.participants;
-        let kind = self.rng.random_range(0..9);
+        let kind = self.rng.random_range(0..10);
         let name: &'static str = match kind {
             0 => {
                 self.crash(Node::Coord);
@@ -831,21 +888,18 @@ impl Sim {
             }
             4 => {
                 let i = self.rng.random_range(0..n);
-                self.partitioned[i] = true;
-                let d = self.rng.random_range(50..2000);
+                let d = self.rng.random_range(50..3000);
+                self.cut_until[i] = self.cut_until[i].max(self.now + d);
                 self.at(d, Ev::Heal { i });
-                let ids: Vec<u64> = self
-                    .conns
-                    .iter()
-                    .filter(|(_, c)| c.open && c.peer == Node::Part(i))
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in ids {
-                    // Nobody is told at once: a partition is noticed late.
-                    self.break_conn(id, None, 100, 1000);
-                }
                 self.note(format!("PARTITION p{} for {d} ms", i + 1));
                 "partition"
+            }
+            9 => {
+                let i = self.rng.random_range(0..n);
+                let d = self.rng.random_range(100..3000);
+                self.stalled_until[i] = self.stalled_until[i].max(self.now + d);
+                self.note(format!("STOP p{} for {d} ms", i + 1));
+                "stopped participant"
             }
             5 | 6 => {
                 let open: Vec<u64> = self
@@ -1132,7 +1186,7 @@ impl Sim {
 
     fn part_connect(&mut self, i: usize, inc: u32) -> Result<(), String> {
         let coord_up = self.coord.is_some();
-        let cut = self.partitioned[i];
+        let cut = self.now < self.cut_until[i];
         let Some(p) = self.parts[i].as_mut() else {
             return Ok(());
         };
@@ -1158,6 +1212,31 @@ impl Sim {
             protocol_version: PROTOCOL_VERSION,
         };
         self.send(Node::Part(i), conn, hello)
+    }
+
+    /// The participant runtime's heartbeat timer: send a heartbeat, or give
+    /// the connection up when the coordinator has been silent too long.
+    fn part_beat(&mut self, i: usize, inc: u32) -> Result<(), String> {
+        let Some(p) = self.parts[i].as_ref() else {
+            return Ok(());
+        };
+        if p.inc != inc {
+            return Ok(());
+        }
+        let (conn, welcomed, heard) = (p.conn, p.welcomed, p.last_heard);
+        self.at(HEARTBEAT_MS, Ev::PartBeat { i, inc });
+        let (Some(conn), true) = (conn, welcomed) else {
+            return Ok(());
+        };
+        if self.now - heard > SILENCE_MS {
+            self.note(format!(
+                "p{} finds the coordinator silent; closes {conn}",
+                i + 1
+            ));
+            self.break_conn(conn, None, 0, 1);
+            return Ok(());
+        }
+        self.send(Node::Part(i), conn, Body::Heartbeat)
     }
 
     fn part_message(&mut self, i: usize, conn: u64, body: Body) -> Result<(), String> {
@@ -1549,6 +1628,27 @@ impl Sim {
             }
         }
         Ok(())
+    }
+}
+
+/// The participant an event is handled by, if any.
+fn stopped_target(ev: &Ev) -> Option<usize> {
+    match ev {
+        Ev::Deliver {
+            to: Node::Part(i), ..
+        }
+        | Ev::Closed {
+            to: Node::Part(i), ..
+        }
+        | Ev::PartTick { i, .. }
+        | Ev::PartConnect { i, .. }
+        | Ev::PartBeat { i, .. }
+        | Ev::PrepareDone { i, .. }
+        | Ev::SyncDone {
+            node: Node::Part(i),
+            ..
+        } => Some(*i),
+        _ => None,
     }
 }
 
