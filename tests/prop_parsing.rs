@@ -267,6 +267,9 @@ fn body() -> BoxedStrategy<Body> {
         ),
         proptest::option::of(text()).prop_map(|state| Body::TxnList { state }),
         txn_id().prop_map(|txn| Body::TxnShow { txn }),
+        text().prop_map(|id| Body::ParticipantRemove {
+            id: ParticipantId(id)
+        }),
         json_object().prop_map(|o| Body::TxnInfo(Value::Object(o))),
         (txn_id(), decision(), reason).prop_map(|(txn, decision, reason)| Body::Resolve {
             txn,

@@ -408,6 +408,7 @@ impl Coordinator {
                 send(out, conn, Body::StatusReport(report), false);
             }
             (Some(Peer::Client), Body::Submit(req)) => self.on_submit(conn, req, out),
+            (Some(Peer::Client), Body::ParticipantRemove { id }) => self.on_remove(conn, id, out),
             (Some(Peer::Participant(p)), Body::VoteCommit { txn, result }) => {
                 if let (Some(r), Some(t)) = (result, self.active.get_mut(&txn)) {
                     if t.phase == TxnPhase::PreparePhase
@@ -670,6 +671,49 @@ impl Coordinator {
                 out,
             );
         }
+    }
+
+    /// Operator: forget a member. Refused while any transaction still
+    /// needs it (undecided, or decided and not acknowledged by it): those
+    /// would be left waiting for a participant nobody may bring back.
+    fn on_remove(&mut self, conn: ConnId, id: ParticipantId, out: &mut Vec<Action>) {
+        if !self.members.contains_key(&id) {
+            let msg = format!(
+                "participant `{id}` is not registered; registered: {}",
+                self.member_list()
+            );
+            return reject(out, conn, ErrorCode::UnknownParticipant, msg, false);
+        }
+        let mut needed: Vec<&TxnId> = self
+            .active
+            .values()
+            .filter(|t| t.participants.contains(&id) && !t.acks.contains(&id))
+            .map(|t| &t.id)
+            .collect();
+        if !needed.is_empty() {
+            needed.sort();
+            let total = needed.len();
+            let shown: Vec<&str> = needed.iter().take(20).map(|t| t.0.as_str()).collect();
+            let msg = format!(
+                "participant `{id}` is still needed by {total} transaction(s): {}{}; wait for them to end or resolve them (twopc txn list --state in-doubt), then remove it",
+                shown.join(", "),
+                if total > shown.len() { ", ..." } else { "" }
+            );
+            return reject(out, conn, ErrorCode::Refused, msg, false);
+        }
+        if let Some(c) = self.members.remove(&id).and_then(|m| m.conn) {
+            self.peers.remove(&c);
+            reject(
+                out,
+                c,
+                ErrorCode::MembershipClosed,
+                format!("`{id}` was removed from the cluster by an operator"),
+                true,
+            );
+        }
+        let mut report = self.status_report();
+        report["removed"] = json!(id.0);
+        send(out, conn, Body::StatusReport(report), false);
     }
 
     fn on_vote(

@@ -1751,3 +1751,73 @@ fn random_schedules_never_break_the_decision_rules() {
         "{commits} commits, {aborts} aborts"
     );
 }
+
+fn remove(id: &str) -> Event {
+    msg(CLIENT, Body::ParticipantRemove { id: pid(id) })
+}
+
+#[test]
+fn a_participant_still_needed_by_a_transaction_cannot_be_removed() {
+    let mut c = voting();
+    let refusal = reject(
+        CLIENT,
+        ErrorCode::Refused,
+        "participant `p2` is still needed by 1 transaction(s): t-1; wait for them to end or resolve them (twopc txn list --state in-doubt), then remove it",
+        false,
+    );
+    assert_eq!(c.handle(1, remove("p2")), vec![refusal.clone()]);
+    // Decided but not acknowledged by p2: still needed.
+    c.handle(2, msg(P1, vote_commit("t-1")));
+    c.handle(3, msg(P2, vote_commit("t-1")));
+    c.handle(4, msg(P1, ack("t-1")));
+    assert_eq!(c.handle(5, remove("p2")), vec![refusal]);
+    assert!(c.members().contains_key(&pid("p2")));
+    // Once p2 has acknowledged, it can go.
+    c.handle(6, msg(P2, ack("t-1")));
+    let out = c.handle(7, remove("p2"));
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(
+        out[0],
+        reject(
+            P2,
+            ErrorCode::MembershipClosed,
+            "`p2` was removed from the cluster by an operator",
+            true
+        )
+    );
+    match &out[1] {
+        Action::Send {
+            conn: CLIENT,
+            body: Body::StatusReport(r),
+            after_durable: false,
+        } => {
+            assert_eq!(r["removed"], "p2");
+            let ids: Vec<&str> = r["participants"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|p| p["id"].as_str()).collect())
+                .unwrap_or_default();
+            assert_eq!(ids, vec!["p1"], "{r}");
+        }
+        other => panic!("expected a status report, got {other:?}"),
+    }
+    assert!(!c.members().contains_key(&pid("p2")));
+    // Its connection is forgotten: a later close changes nothing, and new
+    // transactions without a participant list no longer include it.
+    assert_eq!(c.handle(8, Event::Disconnected { conn: P2 }), vec![]);
+    let out = c.handle(9, msg(CLIENT, submit(2)));
+    assert_eq!(out, vec![send(P1, prepare("t-2", &["p1"]), false)]);
+}
+
+#[test]
+fn removing_an_unknown_participant_names_the_members() {
+    let mut c = ready();
+    assert_eq!(
+        c.handle(1, remove("p9")),
+        vec![reject(
+            CLIENT,
+            ErrorCode::UnknownParticipant,
+            "participant `p9` is not registered; registered: p1, p2",
+            false
+        )]
+    );
+}

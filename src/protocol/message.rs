@@ -186,6 +186,11 @@ pub enum Body {
         decision: Decision,
         reason: String,
     },
+    /// Operator, to the coordinator: forget participant `id` (refused while
+    /// a transaction still needs it). Answered with `status_report`.
+    ParticipantRemove {
+        id: ParticipantId,
+    },
 }
 
 /// Every message type this build knows, in wire spelling.
@@ -210,6 +215,7 @@ pub const MESSAGE_TYPES: &[&str] = &[
     "txn_show",
     "txn_info",
     "resolve",
+    "participant_remove",
 ];
 
 /// The JSON object of one frame, exactly as on the wire.
@@ -248,6 +254,7 @@ impl Body {
             Body::TxnShow { .. } => "txn_show",
             Body::TxnInfo(_) => "txn_info",
             Body::Resolve { .. } => "resolve",
+            Body::ParticipantRemove { .. } => "participant_remove",
         }
     }
 
@@ -273,6 +280,7 @@ impl Body {
             | Body::StatusReport(_)
             | Body::TxnList { .. }
             | Body::TxnInfo(_)
+            | Body::ParticipantRemove { .. }
             | Body::Error { .. } => None,
         }
     }
@@ -343,6 +351,7 @@ impl Body {
                 Some(st) => obj([("state", Value::String(st))]),
                 None => Map::new(),
             },
+            Body::ParticipantRemove { id } => obj([("participant_id", Value::String(id.0))]),
             Body::Resolve {
                 decision, reason, ..
             } => obj([
@@ -509,6 +518,12 @@ impl Message {
                 Body::TxnList { state: p.state }
             }
             "txn_show" => Body::TxnShow { txn: txn()? },
+            "participant_remove" => {
+                let p: ParticipantRemovePayload = payload_as(&message_type, payload)?;
+                Body::ParticipantRemove {
+                    id: p.participant_id,
+                }
+            }
             "txn_info" => Body::TxnInfo(Value::Object(payload)),
             "resolve" => {
                 let p: ResolvePayload = payload_as(&message_type, payload)?;
@@ -583,6 +598,11 @@ struct ReasonPayload {
 struct AckPayload {
     #[serde(default)]
     decision: Option<Decision>,
+}
+
+#[derive(Deserialize)]
+struct ParticipantRemovePayload {
+    participant_id: ParticipantId,
 }
 
 #[derive(Deserialize)]
@@ -711,6 +731,9 @@ mod tests {
             state: Some("in-doubt".into()),
         });
         roundtrip(Body::TxnShow { txn: t.clone() });
+        roundtrip(Body::ParticipantRemove {
+            id: ParticipantId::from("p3"),
+        });
         roundtrip(Body::TxnInfo(serde_json::json!({"transactions": []})));
         roundtrip(Body::Resolve {
             txn: t.clone(),
