@@ -273,6 +273,9 @@ fn body() -> BoxedStrategy<Body> {
             decision,
             reason,
         }),
+        text().prop_map(|nonce| Body::Challenge { nonce }),
+        (text(), text()).prop_map(|(nonce, mac)| Body::Auth { nonce, mac }),
+        text().prop_map(|mac| Body::Authenticated { mac }),
     ]
     .boxed()
 }
@@ -296,6 +299,8 @@ const PAYLOAD_FIELDS: &[&str] = &[
     "duration_ms",
     "results",
     "value",
+    "nonce",
+    "mac",
 ];
 
 /// JSON objects shaped like messages: a known (or arbitrary) `message_type`,
