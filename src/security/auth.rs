@@ -1,6 +1,6 @@
 //! Shared-secret challenge-response authentication, as pure functions and
 //! two small handshake state machines (server side, peer side): messages in,
-//! messages out. No IO, no clock, no randomness: nonces are passed in.
+//! messages out. No IO and no clock.
 //!
 //! The exchange (docs/PROTOCOL.md, section 3.4):
 //!
@@ -15,7 +15,9 @@
 //! The MAC input binds the direction, the hello's role and id, and both
 //! nonces, so a response is useless on another connection (fresh `Ns`), for
 //! another identity, or reflected back as the server's proof. The secret
-//! itself never crosses the wire.
+//! itself never crosses the wire. The only randomness (nonces, generated
+//! secrets) comes from the two `fresh`/`random` helpers; the state machines
+//! take nonces as arguments.
 
 use crate::protocol::{Body, ErrorCode, Role, WireError};
 use hmac::{KeyInit, Mac};
@@ -442,6 +444,36 @@ mod tests {
             String::from_utf8(input).unwrap(),
             format!("twopc-auth-v1\npeer\nparticipant\np1\n{NS}\n{NP}")
         );
+    }
+
+    /// The example of docs/PROTOCOL.md section 3.6, byte for byte.
+    #[test]
+    fn documented_example() {
+        let k = Secret::from_text("example-secret-0123456789abcdef").unwrap();
+        let (ns, np) = ("11".repeat(32), "22".repeat(32));
+        let c = Context {
+            role: Role::Client,
+            id: "",
+            server_nonce: &ns,
+            peer_nonce: &np,
+        };
+        assert_eq!(
+            mac(&k, Prover::Peer, &c),
+            "3dfb507bb1600f1ad41dc0e213d93568f972b9d0a77aad2a0f50f10a5ab688c0"
+        );
+        assert_eq!(
+            mac(&k, Prover::Server, &c),
+            "d6a365502f113a7084ccf08211bb33f402e98468a36763f78b80303fc000b3d6"
+        );
+        let auth = Body::Auth {
+            nonce: np.clone(),
+            mac: mac(&k, Prover::Peer, &c),
+        };
+        let bytes = auth.encode(1795320859.2335);
+        assert_eq!(bytes.len(), 211);
+        assert!(String::from_utf8(bytes)
+            .unwrap()
+            .starts_with(r#"{"message_type":"auth","payload":{"mac":"3dfb"#));
     }
 
     #[test]
