@@ -8,6 +8,7 @@
 //! a default.
 
 use crate::resource::VotePreference;
+use crate::security::tls::TlsConfig;
 use clap::Args;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -29,6 +30,9 @@ pub enum ConfigError {
         value: String,
         allowed: String,
     },
+    /// The shared secret could not be loaded (the message never holds it).
+    #[error("invalid configuration: {0}")]
+    Secret(String),
 }
 
 /// Write-ahead log settings (YAML `wal:` inside a role's section).
@@ -127,6 +131,14 @@ pub struct CoordinatorConfig {
     pub resend_max_ms: u64,
     pub history_limit: usize,
     pub wal: WalConfig,
+    /// File holding the shared secret every peer must prove it knows; off
+    /// when unset (and `TWOPC_SECRET` is unset).
+    pub secret_file: Option<PathBuf>,
+    /// The secret itself, loaded from `secret_file` or `TWOPC_SECRET`;
+    /// never serialised, `Debug` does not show it.
+    #[serde(skip)]
+    pub secret: Option<std::sync::Arc<crate::security::auth::Secret>>,
+    pub tls: TlsConfig,
 }
 
 impl Default for CoordinatorConfig {
@@ -150,6 +162,9 @@ impl Default for CoordinatorConfig {
             resend_max_ms: 5_000,
             history_limit: 10_000,
             wal: WalConfig::default(),
+            secret_file: None,
+            secret: None,
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -190,7 +205,18 @@ pub struct ParticipantConfig {
     /// 0 picks a free port and logs it.
     pub admin_port: Option<u16>,
     pub admin_host: String,
+    /// Simultaneous operator connections on the admin port.
+    pub admin_max_connections: usize,
+    /// Milliseconds a connection has to finish its handshake (TLS, hello,
+    /// authentication): admin connections, and the coordinator's answer.
+    pub handshake_timeout_ms: u64,
     pub wal: WalConfig,
+    /// File holding the shared secret (coordinator and admin port).
+    pub secret_file: Option<PathBuf>,
+    /// Loaded from `secret_file` or `TWOPC_SECRET`; never serialised.
+    #[serde(skip)]
+    pub secret: Option<std::sync::Arc<crate::security::auth::Secret>>,
+    pub tls: TlsConfig,
 }
 
 mod pid_serde {
@@ -230,7 +256,12 @@ impl Default for ParticipantConfig {
             checkpoint_recent_commits: 100,
             admin_port: None,
             admin_host: "127.0.0.1".into(),
+            admin_max_connections: 16,
+            handshake_timeout_ms: 10_000,
             wal: WalConfig::default(),
+            secret_file: None,
+            secret: None,
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -347,6 +378,47 @@ pub struct CoordinatorArgs {
     /// Benchmarks only: do not fsync the log.
     #[arg(long, env = "TWOPC_UNSAFE_NO_FSYNC", num_args = 0..=1, default_missing_value = "true")]
     pub unsafe_no_fsync: Option<bool>,
+    #[command(flatten)]
+    pub security: SecurityFlags,
+}
+
+/// Shared secret and TLS flags of the coordinator and the participant.
+#[derive(Args, Debug, Default, Clone)]
+pub struct SecurityFlags {
+    /// File holding the shared secret (or set TWOPC_SECRET to the secret itself).
+    #[arg(long, env = "TWOPC_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// PEM certificate this process serves TLS with (needs --tls-key).
+    #[arg(long, env = "TWOPC_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "TWOPC_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate trusted for the coordinator's TLS certificate (participants).
+    #[arg(long, env = "TWOPC_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl SecurityFlags {
+    /// Flags over file settings, then load the secret (file or `TWOPC_SECRET`).
+    fn apply(
+        &self,
+        secret_file: &mut Option<PathBuf>,
+        tls: &mut TlsConfig,
+    ) -> Result<Option<std::sync::Arc<crate::security::auth::Secret>>, ConfigError> {
+        for (flag, key) in [
+            (&self.secret_file, &mut *secret_file),
+            (&self.tls_cert, &mut tls.cert_file),
+            (&self.tls_key, &mut tls.key_file),
+            (&self.tls_ca, &mut tls.ca_file),
+        ] {
+            if flag.is_some() {
+                key.clone_from(flag);
+            }
+        }
+        crate::security::load_secret(secret_file.as_deref(), crate::security::secret_from_env())
+            .map_err(ConfigError::Secret)
+    }
 }
 
 /// Flags of `twopc-participant`. Each also reads `TWOPC_<FLAG>`.
@@ -420,10 +492,18 @@ pub struct ParticipantArgs {
     pub admin_port: Option<u16>,
     #[arg(long, env = "TWOPC_ADMIN_HOST")]
     pub admin_host: Option<String>,
+    /// Simultaneous operator connections on the admin port.
+    #[arg(long, env = "TWOPC_ADMIN_MAX_CONNECTIONS")]
+    pub admin_max_connections: Option<usize>,
+    /// Milliseconds to finish a connection's handshake.
+    #[arg(long, env = "TWOPC_HANDSHAKE_TIMEOUT_MS")]
+    pub handshake_timeout_ms: Option<u64>,
     #[arg(long, env = "TWOPC_WAL_SEGMENT_MAX_BYTES")]
     pub wal_segment_max_bytes: Option<u64>,
     #[arg(long, env = "TWOPC_UNSAFE_NO_FSYNC", num_args = 0..=1, default_missing_value = "true")]
     pub unsafe_no_fsync: Option<bool>,
+    #[command(flatten)]
+    pub security: SecurityFlags,
 }
 
 macro_rules! overlay {
@@ -466,12 +546,20 @@ impl CoordinatorConfig {
         if let Some(v) = args.unsafe_no_fsync {
             c.wal.unsafe_no_fsync = v;
         }
+        c.secret = args.security.apply(&mut c.secret_file, &mut c.tls)?;
         c.validate()?;
         Ok(c)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         non_empty("host", &self.host)?;
+        if let Some(ca) = &self.tls.ca_file {
+            return Err(invalid(
+                "tls.ca_file",
+                ca.display(),
+                "only for participants and clients; the coordinator serves TLS with tls.cert_file and tls.key_file",
+            ));
+        }
         range_usize(
             "expected_participants",
             self.expected_participants,
@@ -563,6 +651,8 @@ impl ParticipantConfig {
                 history_limit,
                 checkpoint_recent_commits,
                 admin_host,
+                admin_max_connections,
+                handshake_timeout_ms,
             ]
         );
         if let Some(v) = args.wal_segment_max_bytes {
@@ -571,6 +661,7 @@ impl ParticipantConfig {
         if let Some(v) = args.unsafe_no_fsync {
             c.wal.unsafe_no_fsync = v;
         }
+        c.secret = args.security.apply(&mut c.secret_file, &mut c.tls)?;
         c.validate()?;
         Ok(c)
     }
@@ -653,6 +744,18 @@ impl ParticipantConfig {
             100_000_000,
         )?;
         non_empty("admin_host", &self.admin_host)?;
+        range_usize(
+            "admin_max_connections",
+            self.admin_max_connections,
+            1,
+            10_000,
+        )?;
+        range_u64(
+            "handshake_timeout_ms",
+            self.handshake_timeout_ms,
+            10,
+            3_600_000,
+        )?;
         wal(&self.wal)
     }
 }

@@ -6,6 +6,7 @@
 //! - [`runtime`]: the tokio drivers that execute the cores' actions;
 //! - [`resource`]: what a participant votes with;
 //! - [`config`]: configuration (defaults < YAML < environment < flags);
+//! - [`security`]: shared-secret authentication and TLS for every peer;
 //! - [`client`]: the `twopc` client and operator commands.
 
 pub mod cli;
@@ -15,4 +16,5 @@ pub mod net;
 pub mod protocol;
 pub mod resource;
 pub mod runtime;
+pub mod security;
 pub mod wal;

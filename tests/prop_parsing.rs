@@ -276,6 +276,9 @@ fn body() -> BoxedStrategy<Body> {
             decision,
             reason,
         }),
+        text().prop_map(|nonce| Body::Challenge { nonce }),
+        (text(), text()).prop_map(|(nonce, mac)| Body::Auth { nonce, mac }),
+        text().prop_map(|mac| Body::Authenticated { mac }),
     ]
     .boxed()
 }
@@ -299,6 +302,8 @@ const PAYLOAD_FIELDS: &[&str] = &[
     "duration_ms",
     "results",
     "value",
+    "nonce",
+    "mac",
 ];
 
 /// JSON objects shaped like messages: a known (or arbitrary) `message_type`,

@@ -44,7 +44,38 @@ enum Command {
     /// Run a coordinator (same as `twopc-coordinator`).
     Coordinator(CoordinatorArgs),
     /// Run a participant (same as `twopc-participant`).
-    Participant(ParticipantArgs),
+    Participant(Box<ParticipantArgs>),
+    /// Make a test CA and a server certificate for TLS (ca.pem, server.pem, server.key).
+    GenCert(GenCertArgs),
+}
+
+#[derive(clap::Args)]
+struct GenCertArgs {
+    /// Directory to write ca.pem, server.pem and server.key (mode 0600) into.
+    #[arg(long)]
+    out_dir: std::path::PathBuf,
+    /// Names (DNS names or IP addresses) the server certificate is valid for.
+    #[arg(long, value_delimiter = ',', default_value = "localhost,127.0.0.1,::1")]
+    name: Vec<String>,
+}
+
+fn gen_cert(a: GenCertArgs) -> ExitCode {
+    match twopc::security::tls::generate_test_certificates(&a.out_dir, &a.name) {
+        Ok(g) => {
+            println!(
+                "CA certificate (give to clients and participants as --tls-ca): {}",
+                g.ca_file.display()
+            );
+            println!("server certificate (--tls-cert): {}", g.cert_file.display());
+            println!("server private key (--tls-key): {}", g.key_file.display());
+            println!("valid for: {}", a.name.join(", "));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("twopc gen-cert: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn client_runtime<F: std::future::Future<Output = ExitCode>>(f: F) -> ExitCode {
@@ -70,6 +101,7 @@ fn main() -> ExitCode {
         Command::Bank(a) => client_runtime(bank::bank(a)),
         Command::Txn(c) => client_runtime(ops::txn(c)),
         Command::Wal(c) => ops::wal_cmd(c),
+        Command::GenCert(a) => gen_cert(a),
         Command::Coordinator(a) => match CoordinatorConfig::load(&a) {
             Ok(cfg) => {
                 init_tracing(&cfg.log_level, &cfg.log_format);

@@ -16,6 +16,7 @@ use super::cluster::{ClusterOptions, LocalCluster};
 use super::commands::{EXIT_NO_DECISION, EXIT_USAGE};
 use super::Client;
 use crate::protocol::{Decision, ParticipantId, SubmitRequest};
+use crate::security::ClientSecurity;
 use clap::Args;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -195,10 +196,14 @@ async fn run(cluster: LocalCluster, args: &BankArgs, seed: u64) -> Result<(Value
     } else {
         None
     };
-    let addr = cluster.lock().await.addr.clone();
+    let (addr, security) = {
+        let c = cluster.lock().await;
+        (c.addr.clone(), c.security.clone())
+    };
     let mut workers = Vec::new();
     for _ in 0..args.concurrency {
         let (plan, next, addr) = (plan.clone(), next.clone(), addr.clone());
+        let security = security.clone();
         let shards = args.shards;
         // Under chaos, pace the clients so that the run spans many faults.
         let pause = Duration::from_millis(if args.chaos { 15 } else { 0 });
@@ -221,7 +226,7 @@ async fn run(cluster: LocalCluster, args: &BankArgs, seed: u64) -> Result<(Value
                     participants: None,
                     request_id: None,
                 };
-                let seen = submit_once(&mut client, &addr, req).await;
+                let seen = submit_once(&mut client, &addr, &security, req).await;
                 plan.lock().await[n].seen = seen;
                 if !pause.is_zero() {
                     tokio::time::sleep(pause).await;
@@ -245,7 +250,7 @@ async fn run(cluster: LocalCluster, args: &BankArgs, seed: u64) -> Result<(Value
     cluster
         .wait_ready(args.shards, Duration::from_secs(60))
         .await?;
-    let state = read_all(&addr, args, plan.len()).await;
+    let state = read_all(&addr, &security, args, plan.len()).await;
     cluster.shutdown().await;
     let state = state?;
     Ok(check(args, &plan, &state, seed, elapsed, kills))
@@ -253,10 +258,15 @@ async fn run(cluster: LocalCluster, args: &BankArgs, seed: u64) -> Result<(Value
 
 /// Submit on a (re)connected client; any failure to obtain a decision is
 /// `Unknown`: the transfer may or may not have committed.
-async fn submit_once(client: &mut Option<Client>, addr: &str, req: SubmitRequest) -> Seen {
+async fn submit_once(
+    client: &mut Option<Client>,
+    addr: &str,
+    security: &ClientSecurity,
+    req: SubmitRequest,
+) -> Seen {
     for _ in 0..50 {
         if client.is_none() {
-            match Client::connect(addr, Duration::from_secs(15)).await {
+            match Client::connect_with(addr, security, Duration::from_secs(15)).await {
                 Ok(c) => *client = Some(c),
                 Err(_) => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -293,6 +303,7 @@ async fn submit_once(client: &mut Option<Client>, addr: &str, req: SubmitRequest
 /// locks after a chaos run (bounded).
 async fn read_all(
     addr: &str,
+    security: &ClientSecurity,
     args: &BankArgs,
     transfers: usize,
 ) -> Result<BTreeMap<String, Value>, String> {
@@ -312,7 +323,7 @@ async fn read_all(
         let start = Instant::now();
         loop {
             let attempt = async {
-                let mut c = Client::connect(addr, Duration::from_secs(15)).await?;
+                let mut c = Client::connect_with(addr, security, Duration::from_secs(15)).await?;
                 c.submit(req.clone()).await
             }
             .await;

@@ -7,6 +7,7 @@ use super::cluster::{ClusterOptions, LocalCluster};
 use super::commands::{build_request, EXIT_NO_DECISION, EXIT_USAGE};
 use super::Client;
 use crate::protocol::{Decision, SubmitRequest};
+use crate::security::{ClientSecurity, SecurityArgs};
 use clap::Args;
 use serde_json::{json, Value};
 use std::io::IsTerminal;
@@ -50,6 +51,8 @@ pub struct BenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 #[derive(Default)]
@@ -98,6 +101,16 @@ pub async fn bench(args: BenchArgs) -> ExitCode {
         }
     };
     let mut cluster = None;
+    let mut security = ClientSecurity::default();
+    if args.local.is_none() {
+        match args.security.load() {
+            Ok(s) => security = s,
+            Err(e) => {
+                eprintln!("twopc: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
     let addr = match args.local {
         Some(n) => {
             let opts = ClusterOptions {
@@ -111,6 +124,7 @@ pub async fn bench(args: BenchArgs) -> ExitCode {
             match LocalCluster::spawn(&opts).await {
                 Ok(c) => {
                     let a = c.addr.clone();
+                    security = c.security.clone();
                     cluster = Some(c);
                     a
                 }
@@ -122,7 +136,7 @@ pub async fn bench(args: BenchArgs) -> ExitCode {
         }
         None => args.coordinator.clone(),
     };
-    let result = run(&addr, &args, req).await;
+    let result = run(&addr, &security, &args, req).await;
     if let Some(c) = cluster {
         c.shutdown().await;
     }
@@ -142,19 +156,24 @@ pub async fn bench(args: BenchArgs) -> ExitCode {
     }
 }
 
-async fn status_of(addr: &str) -> Result<Value, String> {
-    let mut c = Client::connect(addr, Duration::from_secs(10))
+async fn status_of(addr: &str, security: &ClientSecurity) -> Result<Value, String> {
+    let mut c = Client::connect_with(addr, security, Duration::from_secs(10))
         .await
         .map_err(|e| e.to_string())?;
     c.status().await.map_err(|e| e.to_string())
 }
 
-async fn run(addr: &str, args: &BenchArgs, req: SubmitRequest) -> Result<Value, String> {
-    let before = status_of(addr).await?;
+async fn run(
+    addr: &str,
+    security: &ClientSecurity,
+    args: &BenchArgs,
+    req: SubmitRequest,
+) -> Result<Value, String> {
+    let before = status_of(addr, security).await?;
     let mut clients = Vec::with_capacity(args.concurrency);
     for _ in 0..args.concurrency {
         clients.push(
-            Client::connect(addr, Duration::from_secs(60))
+            Client::connect_with(addr, security, Duration::from_secs(60))
                 .await
                 .map_err(|e| e.to_string())?,
         );
@@ -262,7 +281,7 @@ async fn run(addr: &str, args: &BenchArgs, req: SubmitRequest) -> Result<Value, 
     if progress {
         eprintln!();
     }
-    let after = status_of(addr).await?;
+    let after = status_of(addr, security).await?;
     totals.latencies_us.sort_unstable();
     let l = &totals.latencies_us;
     let ms = |us: u64| us as f64 / 1000.0;

@@ -2,12 +2,16 @@
 //! `twopc bank`: one coordinator and N participant processes on free
 //! loopback ports with temporary data directories, shut down cleanly when
 //! done. Processes can be killed (SIGKILL) and restarted on their data
-//! directories, for chaos runs.
+//! directories, for chaos runs. Every cluster gets a fresh random shared
+//! secret, so its ports answer only to its own processes.
 
 use super::Client;
+use crate::security::auth::Secret;
+use crate::security::{ClientSecurity, SECRET_ENV};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -58,6 +62,10 @@ struct Member {
 pub struct LocalCluster {
     pub addr: String,
     pub participant_ids: Vec<String>,
+    /// What a client needs to talk to this cluster (its secret).
+    pub security: ClientSecurity,
+    /// The secret's text, handed to the children in `TWOPC_SECRET`.
+    secret_text: String,
     exe: PathBuf,
     dir: tempfile::TempDir,
     /// Index 0 is the coordinator.
@@ -70,13 +78,16 @@ fn program() -> Result<PathBuf, String> {
 
 /// Children must not inherit the caller's `TWOPC_*` settings: the flags
 /// describe the whole cluster.
-fn command(exe: &Path, log: &Path, args: &[OsString]) -> Result<Command, String> {
+fn command(exe: &Path, log: &Path, args: &[OsString], secret: &str) -> Result<Command, String> {
     let mut cmd = Command::new(exe);
     for (k, _) in std::env::vars() {
         if k.starts_with("TWOPC_") {
             cmd.env_remove(k);
         }
     }
+    // In the environment, not on the command line: other users can read
+    // command lines, not environments.
+    cmd.env(SECRET_ENV, secret);
     let err = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -118,9 +129,16 @@ impl LocalCluster {
         if opts.unsafe_no_fsync {
             cargs.push("--unsafe-no-fsync".into());
         }
+        let secret_text = Secret::random_text();
+        let secret = Secret::from_text(&secret_text)?;
         let mut cluster = LocalCluster {
             addr: String::new(),
             participant_ids: Vec::new(),
+            security: ClientSecurity {
+                secret: Some(Arc::new(secret)),
+                tls: None,
+            },
+            secret_text,
             exe,
             dir,
             members: vec![Member {
@@ -193,7 +211,7 @@ impl LocalCluster {
     /// line it prints once listening.
     async fn start_coordinator(&mut self) -> Result<(), String> {
         let log = self.log_path(0);
-        let mut cmd = command(&self.exe, &log, &self.members[0].args)?;
+        let mut cmd = command(&self.exe, &log, &self.members[0].args, &self.secret_text)?;
         cmd.stdout(Stdio::piped());
         let mut child = cmd
             .spawn()
@@ -216,7 +234,12 @@ impl LocalCluster {
     }
 
     fn start(&mut self, i: usize) -> Result<(), String> {
-        let cmd = command(&self.exe, &self.log_path(i), &self.members[i].args);
+        let cmd = command(
+            &self.exe,
+            &self.log_path(i),
+            &self.members[i].args,
+            &self.secret_text,
+        );
         let child = cmd?
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.members[i].name))?;
@@ -279,7 +302,9 @@ impl LocalCluster {
                     ));
                 }
             }
-            if let Ok(mut c) = Client::connect(&self.addr, Duration::from_secs(2)).await {
+            if let Ok(mut c) =
+                Client::connect_with(&self.addr, &self.security, Duration::from_secs(2)).await
+            {
                 if let Ok(s) = c.status().await {
                     let connected = s["participants"]
                         .as_array()

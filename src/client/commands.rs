@@ -5,6 +5,7 @@
 use super::cluster::{ClusterOptions, LocalCluster};
 use super::{Client, ClientError};
 use crate::protocol::{Decision, Outcome, ParticipantId, SubmitRequest, TxnId, Vote};
+use crate::security::SecurityArgs;
 use clap::Args;
 use serde_json::{json, Value};
 use std::process::ExitCode;
@@ -33,6 +34,8 @@ pub struct SubmitArgs {
     /// Seconds to wait for the outcome.
     #[arg(long, env = "TWOPC_CLIENT_TIMEOUT_SECONDS", default_value_t = 60.0)]
     pub timeout_seconds: f64,
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 /// `twopc status`
@@ -42,6 +45,8 @@ pub struct StatusArgs {
     pub coordinator: String,
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 /// `twopc demo`
@@ -125,8 +130,12 @@ pub async fn submit(args: SubmitArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return usage(e),
     };
+    let security = match args.security.load() {
+        Ok(s) => s,
+        Err(e) => return usage(e),
+    };
     let result = async {
-        let mut c = Client::connect(&args.coordinator, timeout).await?;
+        let mut c = Client::connect_with(&args.coordinator, &security, timeout).await?;
         c.submit(req).await
     }
     .await;
@@ -173,8 +182,13 @@ fn print_outcome(txn: &TxnId, o: &Outcome) {
 }
 
 pub async fn status(args: StatusArgs) -> ExitCode {
+    let security = match args.security.load() {
+        Ok(s) => s,
+        Err(e) => return usage(e),
+    };
     let result = async {
-        let mut c = Client::connect(&args.coordinator, Duration::from_secs(10)).await?;
+        let mut c =
+            Client::connect_with(&args.coordinator, &security, Duration::from_secs(10)).await?;
         c.status().await
     }
     .await;
@@ -301,13 +315,15 @@ pub async fn demo(args: DemoArgs) -> ExitCode {
 
 async fn run_demo(cluster: &LocalCluster, args: &DemoArgs) -> ExitCode {
     let ids = &cluster.participant_ids;
-    let mut client = match Client::connect(&cluster.addr, Duration::from_secs(30)).await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("twopc demo: {e}");
-            return ExitCode::from(1);
-        }
-    };
+    let mut client =
+        match Client::connect_with(&cluster.addr, &cluster.security, Duration::from_secs(30)).await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("twopc demo: {e}");
+                return ExitCode::from(1);
+            }
+        };
     let mut header = format!("{:>3}  {:<18}", "#", "TRANSACTION");
     for id in ids {
         header.push_str(&format!(" {id:<7}"));

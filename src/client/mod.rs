@@ -8,12 +8,15 @@ pub mod cluster;
 pub mod commands;
 pub mod ops;
 
+use crate::net::stream::{looks_like_tls, BoxedStream, ConnectError};
 use crate::net::{self, Inbound};
 use crate::protocol::{Body, Outcome, Role, SubmitRequest, TxnId, PROTOCOL_VERSION};
+use crate::security::auth::{fresh_nonce, PeerHandshake, PeerStep};
+use crate::security::ClientSecurity;
 use futures::SinkExt;
 use serde_json::Value;
 use std::time::Duration;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
@@ -34,6 +37,14 @@ pub enum ClientError {
     Closed,
     #[error("unexpected reply from the coordinator: {0}")]
     Protocol(String),
+    #[error("{0}")]
+    Tls(String),
+    #[error("the server at {addr} speaks TLS; give the CA that signed its certificate with --tls-ca FILE (or TWOPC_TLS_CA)")]
+    TlsRequired { addr: String },
+    #[error("the server at {addr} requires the shared secret; give it with --secret-file FILE or TWOPC_SECRET")]
+    SecretRequired { addr: String },
+    #[error("authentication with {addr} failed: {why}")]
+    Unauthorized { addr: String, why: String },
 }
 
 impl ClientError {
@@ -41,6 +52,9 @@ impl ClientError {
     pub fn code(&self) -> Option<&str> {
         match self {
             ClientError::Refused { code, .. } => Some(code),
+            ClientError::SecretRequired { .. } | ClientError::Unauthorized { .. } => {
+                Some("unauthorized")
+            }
             _ => None,
         }
     }
@@ -48,8 +62,8 @@ impl ClientError {
 
 /// One client connection to a coordinator.
 pub struct Client {
-    reader: FramedRead<OwnedReadHalf, LengthDelimitedCodec>,
-    writer: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
+    reader: FramedRead<ReadHalf<BoxedStream>, LengthDelimitedCodec>,
+    writer: FramedWrite<WriteHalf<BoxedStream>, LengthDelimitedCodec>,
     max_frame_bytes: usize,
     timeout: Duration,
     pub coordinator_state: String,
@@ -59,17 +73,47 @@ pub struct Client {
 pub const CLIENT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
 
 impl Client {
-    /// Connect and say hello. `timeout` bounds every later call too.
+    /// Connect over plain TCP without a secret and say hello. `timeout`
+    /// bounds every later call too.
     pub async fn connect(addr: &str, timeout: Duration) -> Result<Client, ClientError> {
-        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        Client::connect_with(addr, &ClientSecurity::default(), timeout).await
+    }
+
+    /// Connect (TLS when `security.tls` is set), say hello, and answer the
+    /// server's challenge when `security.secret` is set.
+    pub async fn connect_with(
+        addr: &str,
+        security: &ClientSecurity,
+        timeout: Duration,
+    ) -> Result<Client, ClientError> {
+        tokio::time::timeout(timeout, Client::open(addr, security, timeout))
             .await
             .map_err(|_| ClientError::Timeout(timeout))?
-            .map_err(|source| ClientError::Unreachable {
-                addr: addr.to_string(),
-                source,
-            })?;
-        let _ = stream.set_nodelay(true);
-        let (rd, wr) = stream.into_split();
+    }
+
+    async fn open(
+        addr: &str,
+        security: &ClientSecurity,
+        timeout: Duration,
+    ) -> Result<Client, ClientError> {
+        let hello = Body::Hello {
+            role: Role::Client,
+            id: None,
+            protocol_version: PROTOCOL_VERSION,
+        };
+        let stream: BoxedStream = match &security.tls {
+            Some(_) => net::stream::connect(addr, security.tls.as_ref())
+                .await
+                .map_err(|e| match e {
+                    ConnectError::Tcp { source, .. } => ClientError::Unreachable {
+                        addr: addr.to_string(),
+                        source,
+                    },
+                    tls @ ConnectError::Tls { .. } => ClientError::Tls(tls.to_string()),
+                })?,
+            None => Box::new(plain_with_hello(addr, hello.clone()).await?),
+        };
+        let (rd, wr) = tokio::io::split(stream);
         let mut c = Client {
             reader: FramedRead::new(rd, net::codec(CLIENT_MAX_FRAME_BYTES)),
             writer: FramedWrite::new(wr, net::codec(CLIENT_MAX_FRAME_BYTES)),
@@ -77,18 +121,39 @@ impl Client {
             timeout,
             coordinator_state: String::new(),
         };
-        c.send(Body::Hello {
-            role: Role::Client,
-            id: None,
-            protocol_version: PROTOCOL_VERSION,
-        })
-        .await?;
-        match c.recv().await? {
-            Body::Welcome { state } => {
-                c.coordinator_state = state;
-                Ok(c)
+        if security.tls.is_some() {
+            c.send(hello).await?;
+        }
+        let mut handshake = security
+            .secret
+            .clone()
+            .map(|k| PeerHandshake::new(k, Role::Client, None, fresh_nonce()));
+        loop {
+            let reply = c.recv_raw().await?;
+            if let Some(hs) = handshake.as_mut() {
+                match hs.on_message(&reply) {
+                    PeerStep::Reply(b) => c.send(b).await?,
+                    PeerStep::Done => handshake = None,
+                    PeerStep::Fail(why) => {
+                        return Err(ClientError::Unauthorized {
+                            addr: addr.to_string(),
+                            why,
+                        })
+                    }
+                }
+                continue;
             }
-            other => Err(unexpected(other)),
+            return match reply {
+                Body::Welcome { state } => {
+                    c.coordinator_state = state;
+                    Ok(c)
+                }
+                Body::Challenge { .. } => Err(ClientError::SecretRequired {
+                    addr: addr.to_string(),
+                }),
+                Body::Error { code, message, .. } => Err(ClientError::Refused { code, message }),
+                other => Err(unexpected(other)),
+            };
         }
     }
 
@@ -104,6 +169,14 @@ impl Client {
     }
 
     async fn recv(&mut self) -> Result<Body, ClientError> {
+        match self.recv_raw().await? {
+            Body::Error { code, message, .. } => Err(ClientError::Refused { code, message }),
+            b => Ok(b),
+        }
+    }
+
+    /// The next message, `error` included.
+    async fn recv_raw(&mut self) -> Result<Body, ClientError> {
         let t = self.timeout;
         let max = self.max_frame_bytes;
         let next = tokio::time::timeout(t, net::read_next(&mut self.reader, max))
@@ -111,9 +184,6 @@ impl Client {
             .map_err(|_| ClientError::Timeout(t))?;
         match next {
             None => Err(ClientError::Closed),
-            Some(Inbound::Message(Body::Error { code, message, .. })) => {
-                Err(ClientError::Refused { code, message })
-            }
             Some(Inbound::Message(b)) => Ok(b),
             Some(Inbound::Invalid(e)) | Some(Inbound::Broken(e)) => {
                 Err(ClientError::Protocol(e.to_string()))
@@ -155,6 +225,34 @@ impl Client {
             .send(bytes)
             .await
             .map_err(|_| ClientError::Closed)
+    }
+}
+
+/// Plain TCP: connect, send `hello`, and look at the server's first bytes
+/// before framing them: a TLS server answers a plaintext hello with a TLS
+/// alert, which would otherwise read as a huge frame length.
+async fn plain_with_hello(addr: &str, hello: Body) -> Result<TcpStream, ClientError> {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(|source| ClientError::Unreachable {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let _ = stream.set_nodelay(true);
+    let body = net::encode(hello);
+    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    stream
+        .write_all(&frame)
+        .await
+        .map_err(|_| ClientError::Closed)?;
+    let mut first = [0u8; 2];
+    match stream.peek(&mut first).await {
+        Ok(2) if looks_like_tls(&first) => Err(ClientError::TlsRequired {
+            addr: addr.to_string(),
+        }),
+        _ => Ok(stream),
     }
 }
 

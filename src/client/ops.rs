@@ -4,6 +4,7 @@ use super::commands::{EXIT_NO_DECISION, EXIT_USAGE};
 use super::Client;
 use crate::protocol::coordinator::TXN_STATES;
 use crate::protocol::{Body, Decision, Record, TxnId};
+use crate::security::SecurityArgs;
 use crate::wal;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
@@ -24,6 +25,8 @@ pub struct Target {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 impl Target {
@@ -63,6 +66,8 @@ pub enum TxnCommand {
         reason: String,
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        security: SecurityArgs,
     },
 }
 
@@ -76,9 +81,13 @@ pub enum WalCommand {
     },
 }
 
-async fn ask(addr: &str, body: Body) -> Result<Value, ExitCode> {
+async fn ask(addr: &str, security: &SecurityArgs, body: Body) -> Result<Value, ExitCode> {
+    let security = security.load().map_err(|e| {
+        eprintln!("twopc: {e}");
+        ExitCode::from(EXIT_USAGE)
+    })?;
     let result = async {
-        let mut c = Client::connect(addr, Duration::from_secs(30)).await?;
+        let mut c = Client::connect_with(addr, &security, Duration::from_secs(30)).await?;
         c.request(body).await
     }
     .await;
@@ -104,14 +113,20 @@ pub async fn txn(cmd: TxnCommand) -> ExitCode {
                     return ExitCode::from(EXIT_USAGE);
                 }
             }
-            match ask(target.addr(), Body::TxnList { state }).await {
+            match ask(target.addr(), &target.security, Body::TxnList { state }).await {
                 Ok(v) if target.json => println!("{v}"),
                 Ok(v) => print_list(&v),
                 Err(code) => return code,
             }
         }
         TxnCommand::Show { id, target } => {
-            match ask(target.addr(), Body::TxnShow { txn: TxnId(id) }).await {
+            match ask(
+                target.addr(),
+                &target.security,
+                Body::TxnShow { txn: TxnId(id) },
+            )
+            .await
+            {
                 Ok(v) if target.json => println!("{v}"),
                 Ok(v) => print_txn(&v),
                 Err(code) => return code,
@@ -124,6 +139,7 @@ pub async fn txn(cmd: TxnCommand) -> ExitCode {
             abort: _,
             reason,
             json,
+            security,
         } => {
             if reason.trim().is_empty() {
                 eprintln!("twopc: --reason must say why (it is kept in the log)");
@@ -139,7 +155,7 @@ pub async fn txn(cmd: TxnCommand) -> ExitCode {
                 decision,
                 reason,
             };
-            match ask(&participant, body).await {
+            match ask(&participant, &security, body).await {
                 Ok(v) if json => println!("{v}"),
                 Ok(v) => {
                     println!("resolved by hand (heuristic {decision}); recorded in the participant's log:");

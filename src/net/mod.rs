@@ -1,6 +1,8 @@
 //! Framing and connections: 4-byte big-endian length prefix + one JSON
 //! object, with an explicit maximum frame size. No protocol decisions here.
 
+pub mod stream;
+
 use crate::protocol::{Body, ErrorCode, Message, WireError};
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};

@@ -41,6 +41,10 @@ pub enum ErrorCode {
     Refused,
     ShuttingDown,
     ParticipantUnavailable,
+    /// Authentication failed or was skipped while a secret is required.
+    Unauthorized,
+    /// The server is at its connection limit.
+    TooManyConnections,
 }
 
 impl ErrorCode {
@@ -62,6 +66,8 @@ impl ErrorCode {
             ErrorCode::Refused => "refused",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::ParticipantUnavailable => "participant_unavailable",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::TooManyConnections => "too_many_connections",
         }
     }
 }
@@ -191,6 +197,22 @@ pub enum Body {
     ParticipantRemove {
         id: ParticipantId,
     },
+    /// Server → peer, in reply to `hello` when a shared secret is required:
+    /// a fresh random nonce (64 hex digits) to prove knowledge of the secret.
+    Challenge {
+        nonce: String,
+    },
+    /// Peer → server: the peer's own nonce and its HMAC over both nonces
+    /// and its hello (see `security::auth`).
+    Auth {
+        nonce: String,
+        mac: String,
+    },
+    /// Server → peer: the server's proof that it knows the secret too,
+    /// sent before the protocol's own reply to `hello`.
+    Authenticated {
+        mac: String,
+    },
 }
 
 /// Every message type this build knows, in wire spelling.
@@ -216,6 +238,9 @@ pub const MESSAGE_TYPES: &[&str] = &[
     "txn_info",
     "resolve",
     "participant_remove",
+    "challenge",
+    "auth",
+    "authenticated",
 ];
 
 /// The JSON object of one frame, exactly as on the wire.
@@ -255,6 +280,9 @@ impl Body {
             Body::TxnInfo(_) => "txn_info",
             Body::Resolve { .. } => "resolve",
             Body::ParticipantRemove { .. } => "participant_remove",
+            Body::Challenge { .. } => "challenge",
+            Body::Auth { .. } => "auth",
+            Body::Authenticated { .. } => "authenticated",
         }
     }
 
@@ -281,6 +309,9 @@ impl Body {
             | Body::TxnList { .. }
             | Body::TxnInfo(_)
             | Body::ParticipantRemove { .. }
+            | Body::Challenge { .. }
+            | Body::Auth { .. }
+            | Body::Authenticated { .. }
             | Body::Error { .. } => None,
         }
     }
@@ -372,6 +403,11 @@ impl Body {
                 }
                 m
             }
+            Body::Challenge { nonce } => obj([("nonce", Value::String(nonce))]),
+            Body::Auth { nonce, mac } => {
+                obj([("mac", Value::String(mac)), ("nonce", Value::String(nonce))])
+            }
+            Body::Authenticated { mac } => obj([("mac", Value::String(mac))]),
             Body::VoteCommit { .. }
             | Body::Commit { .. }
             | Body::Abort { .. }
@@ -539,6 +575,25 @@ impl Message {
                     reason: p.reason,
                 }
             }
+            "challenge" => {
+                let p: AuthPayload = payload_as(&message_type, payload)?;
+                Body::Challenge {
+                    nonce: p.nonce.unwrap_or_default(),
+                }
+            }
+            "auth" => {
+                let p: AuthPayload = payload_as(&message_type, payload)?;
+                Body::Auth {
+                    nonce: p.nonce.unwrap_or_default(),
+                    mac: p.mac.unwrap_or_default(),
+                }
+            }
+            "authenticated" => {
+                let p: AuthPayload = payload_as(&message_type, payload)?;
+                Body::Authenticated {
+                    mac: p.mac.unwrap_or_default(),
+                }
+            }
             other => {
                 return Err(WireError::new(
                     ErrorCode::UnknownMessageType,
@@ -616,6 +671,16 @@ struct ResolvePayload {
     decision: Decision,
     #[serde(default)]
     reason: String,
+}
+
+/// Payload of `challenge`, `auth` and `authenticated`. Missing fields
+/// decode as empty strings, which never verify.
+#[derive(Deserialize)]
+struct AuthPayload {
+    #[serde(default)]
+    nonce: Option<String>,
+    #[serde(default)]
+    mac: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -741,6 +806,16 @@ mod tests {
             reason: "coordinator lost".into(),
         });
         roundtrip(Body::StatusReport(serde_json::json!({"state": "ready"})));
+        roundtrip(Body::Challenge {
+            nonce: "ab".repeat(32),
+        });
+        roundtrip(Body::Auth {
+            nonce: "cd".repeat(32),
+            mac: "ef".repeat(32),
+        });
+        roundtrip(Body::Authenticated {
+            mac: "01".repeat(32),
+        });
         roundtrip(Body::Error {
             code: "overloaded".into(),
             message: "busy".into(),

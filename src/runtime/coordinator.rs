@@ -3,11 +3,13 @@
 //! the group-commit log; messages that must follow a durable record wait for
 //! the log's durable watermark.
 
+use super::listener::{self, PortSpec};
 use super::outbox::Outbox;
-use super::{alert, crash, open_log, spawn_connection, Clock, ConnEvent, ConnSpec};
+use super::{alert, crash, open_log, Clock, ConnEvent};
 use crate::config::CoordinatorConfig;
 use crate::protocol::coordinator::{Coordinator, CoordinatorOptions, Event, Txn, TXN_STATES};
 use crate::protocol::{Action, Body, ConnId, Record, TxnId};
+use crate::security::ServerSecurity;
 use crate::wal::{GroupCommit, WalError};
 use serde_json::json;
 use std::collections::HashSet;
@@ -15,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -30,6 +32,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::security::tls::TlsError),
 }
 
 /// A coordinator that has opened its log and bound its port.
@@ -39,6 +43,7 @@ pub struct CoordinatorServer {
     core: Coordinator,
     log: GroupCommit,
     clock: Clock,
+    security: Arc<ServerSecurity>,
     _lock: crate::wal::DirLock,
 }
 
@@ -46,6 +51,7 @@ impl CoordinatorServer {
     /// Open the log, recover the core from it, and bind the listening port.
     pub async fn start(cfg: CoordinatorConfig) -> Result<CoordinatorServer, StartError> {
         let clock = Clock::start();
+        let security = Arc::new(ServerSecurity::new(cfg.secret.clone(), &cfg.tls)?);
         let crate::wal::Opened {
             wal, lock, records, ..
         } = open_log(&cfg.data_dir, &cfg.wal)?;
@@ -72,6 +78,7 @@ impl CoordinatorServer {
             core,
             log,
             clock,
+            security,
             _lock: lock,
         })
     }
@@ -88,13 +95,24 @@ impl CoordinatorServer {
             core,
             log,
             clock,
+            security,
             _lock,
         } = self;
         let tracker = TaskTracker::new();
         let (ev_tx, ev_rx) = mpsc::channel(cfg.max_connections.max(16) * 4);
-        tracker.spawn(accept_loop(
+        security.announce("coordinator port");
+        let port = PortSpec {
+            name: "coordinator",
+            max_connections_key: "max_connections",
+            max_connections: cfg.max_connections,
+            max_frame_bytes: cfg.max_frame_bytes,
+            handshake_timeout: Duration::from_millis(cfg.handshake_timeout_ms),
+            first_conn_id: 0,
+            security,
+        };
+        tracker.spawn(listener::accept_loop(
             listener,
-            cfg.clone(),
+            port,
             ev_tx,
             shutdown.clone(),
             tracker.clone(),
@@ -150,47 +168,6 @@ fn to_base36(mut n: u128) -> String {
     }
     s.reverse();
     String::from_utf8(s).unwrap_or_default()
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    cfg: CoordinatorConfig,
-    events: mpsc::Sender<ConnEvent>,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-) {
-    let limit = Arc::new(Semaphore::new(cfg.max_connections));
-    let mut next_conn = 1u64;
-    loop {
-        // Take a connection slot before accepting: past the limit, new
-        // connections wait in the kernel's backlog instead of using memory.
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let conn = ConnId(next_conn);
-        next_conn += 1;
-        let spec = ConnSpec {
-            conn,
-            peer: peer.to_string(),
-            max_frame_bytes: cfg.max_frame_bytes,
-            first_frame_timeout: Duration::from_millis(cfg.handshake_timeout_ms),
-            permit: Some(permit),
-        };
-        spawn_connection(stream, spec, events.clone(), &tracker);
-    }
 }
 
 struct Driver {

@@ -4,11 +4,15 @@
 
 pub mod coordinator;
 pub mod crash;
+pub mod listener;
 pub mod outbox;
 pub mod participant;
 
 use crate::net::{self, Inbound, Outgoing};
 use crate::protocol::{Body, ConnId, Millis, WireError};
+use crate::security::auth::{self, PeerHandshake, PeerStep, ServerHandshake, ServerStep};
+use crate::security::ServerSecurity;
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -60,17 +64,44 @@ pub struct ConnSpec {
     /// Peer address, for logs.
     pub peer: String,
     pub max_frame_bytes: usize,
-    /// A connection that sends nothing for this long is closed.
+    /// Until the handshake is over (the first valid message, and
+    /// authentication when it is on), the connection must make progress
+    /// within this time or it is closed.
     pub first_frame_timeout: std::time::Duration,
     /// Connection slot, released when the connection ends.
     pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Which side of the handshake this process is on.
+    pub side: Side,
+}
+
+/// The side of a connection, with what it needs to authenticate.
+pub enum Side {
+    /// We accepted the connection; with a secret, the peer must prove it
+    /// knows it before its hello reaches the core.
+    Server(Arc<ServerSecurity>),
+    /// We opened the connection and send hello; with a handshake, we
+    /// answer the server's challenge and check its proof.
+    Client(Option<PeerHandshake>),
+}
+
+/// Where a connection's handshake stands.
+enum Gate {
+    /// Authentication runs (server side).
+    Server(ServerHandshake, Arc<ServerSecurity>),
+    /// Authentication runs (client side).
+    Client(PeerHandshake),
+    /// Waiting for the first valid message, no authentication.
+    FirstMessage { server: bool },
+    /// Handshake over: messages flow to the core.
+    Open,
 }
 
 /// Split a stream into a writer task and a reader task that forwards
 /// messages to `events`. Frames that are not valid messages are answered
 /// with an `error` frame right here and never reach the core; a broken
-/// stream is closed. `first_frame_timeout` closes connections that never
-/// say anything.
+/// stream is closed. Authentication (when on) runs here too, so the core
+/// only ever sees the hello of an authenticated peer. `first_frame_timeout`
+/// closes connections that never complete the handshake.
 pub fn spawn_connection<S>(
     stream: S,
     spec: ConnSpec,
@@ -85,7 +116,16 @@ pub fn spawn_connection<S>(
         max_frame_bytes,
         first_frame_timeout,
         permit,
+        side,
     } = spec;
+    let mut gate = match side {
+        Side::Server(sec) => match &sec.secret {
+            Some(k) => Gate::Server(ServerHandshake::new(k.clone(), auth::fresh_nonce()), sec),
+            None => Gate::FirstMessage { server: true },
+        },
+        Side::Client(Some(hs)) => Gate::Client(hs),
+        Side::Client(None) => Gate::FirstMessage { server: false },
+    };
     let (rd, wr) = tokio::io::split(stream);
     let mut reader = FramedRead::new(rd, net::codec(max_frame_bytes));
     let writer = FramedWrite::new(wr, net::codec(max_frame_bytes));
@@ -105,54 +145,125 @@ pub fn spawn_connection<S>(
         {
             return;
         }
-        // Until the first well-formed message, the connection must make
-        // progress within the handshake timeout (garbage does not count).
+        let send_error_and_close = |err: &WireError| {
+            let _ = tx.try_send(Outgoing::Frame(net::encode(Body::error(err))));
+            let _ = tx.try_send(Outgoing::Close);
+        };
         let handshake_deadline = tokio::time::Instant::now() + first_frame_timeout;
-        let mut greeted = false;
         loop {
-            let next = if greeted {
+            let next = if matches!(gate, Gate::Open) {
                 net::read_next(&mut reader, max_frame_bytes).await
             } else {
                 match tokio::time::timeout_at(handshake_deadline, net::read_next(&mut reader, max_frame_bytes)).await {
                     Ok(n) => n,
                     Err(_) => {
-                        tracing::warn!(%peer, "no valid message within the handshake timeout; closing");
-                        let err = WireError::new(
-                            crate::protocol::ErrorCode::HelloRequired,
-                            "no hello within the handshake timeout; closing",
-                        );
-                        let _ = tx.try_send(Outgoing::Frame(net::encode(Body::error(&err))));
+                        handshake_timed_out(&gate, &peer, first_frame_timeout, &send_error_and_close);
                         let _ = tx.try_send(Outgoing::Close);
                         break;
                     }
                 }
             };
-            if matches!(next, Some(Inbound::Message(_))) {
-                greeted = true;
-            }
-            match next {
+            let body = match next {
                 None => break,
-                Some(Inbound::Message(body)) => {
-                    if events.send(ConnEvent::Message { conn, body }).await.is_err() {
+                Some(Inbound::Message(body)) => body,
+                Some(Inbound::Invalid(err)) => {
+                    if let Gate::Server(hs, sec) = &gate {
+                        if let ServerStep::Reject(e) = hs.on_invalid(&err) {
+                            sec.failures.failed(&peer, &e.message);
+                            send_error_and_close(&e);
+                        }
                         break;
                     }
-                }
-                Some(Inbound::Invalid(err)) => {
                     tracing::warn!(%peer, code = err.code.as_str(), "refused frame: {}", err.message);
                     if tx.try_send(Outgoing::Frame(net::encode(Body::error(&err)))).is_err() {
                         break;
                     }
+                    continue;
                 }
                 Some(Inbound::Broken(err)) => {
-                    tracing::warn!(%peer, code = err.code.as_str(), "closing connection: {}", err.message);
-                    let _ = tx.try_send(Outgoing::Frame(net::encode(Body::error(&err))));
-                    let _ = tx.try_send(Outgoing::Close);
+                    if matches!(gate, Gate::Client(_) | Gate::FirstMessage { server: false }) {
+                        tracing::warn!(%peer, "the server's first bytes are not a frame: {}; if it uses TLS, configure tls.ca_file (--tls-ca)", err.message);
+                    } else {
+                        tracing::warn!(%peer, code = err.code.as_str(), "closing connection: {}", err.message);
+                    }
+                    send_error_and_close(&err);
+                    break;
+                }
+            };
+            let forward = match &mut gate {
+                Gate::Open => Some(body),
+                Gate::FirstMessage { .. } => {
+                    gate = Gate::Open;
+                    Some(body)
+                }
+                Gate::Server(hs, sec) => match hs.on_message(body) {
+                    ServerStep::Reply(b) => {
+                        let _ = tx.try_send(Outgoing::Frame(net::encode(b)));
+                        None
+                    }
+                    ServerStep::Accept { reply, hello } => {
+                        let _ = tx.try_send(Outgoing::Frame(net::encode(reply)));
+                        gate = Gate::Open;
+                        Some(hello)
+                    }
+                    ServerStep::Reject(e) => {
+                        sec.failures.failed(&peer, &e.message);
+                        send_error_and_close(&e);
+                        break;
+                    }
+                },
+                Gate::Client(hs) => match hs.on_message(&body) {
+                    PeerStep::Reply(b) => {
+                        let _ = tx.try_send(Outgoing::Frame(net::encode(b)));
+                        None
+                    }
+                    PeerStep::Done => {
+                        gate = Gate::Open;
+                        None
+                    }
+                    PeerStep::Fail(why) => {
+                        tracing::error!(%peer, "authentication with the server failed: {why}");
+                        let _ = tx.try_send(Outgoing::Close);
+                        break;
+                    }
+                },
+            };
+            if let Some(body) = forward {
+                if events.send(ConnEvent::Message { conn, body }).await.is_err() {
                     break;
                 }
             }
         }
         let _ = events.send(ConnEvent::Closed { conn }).await;
     });
+}
+
+/// The handshake deadline passed: tell a client peer why, then close.
+fn handshake_timed_out(
+    gate: &Gate,
+    peer: &str,
+    timeout: std::time::Duration,
+    send_error_and_close: &dyn Fn(&WireError),
+) {
+    match gate {
+        Gate::Server(hs, sec) => {
+            if let ServerStep::Reject(e) = hs.on_timeout(timeout.as_millis() as u64) {
+                sec.failures.failed(peer, &e.message);
+                send_error_and_close(&e);
+            }
+        }
+        Gate::FirstMessage { server: true } => {
+            tracing::warn!(%peer, "no valid message within the handshake timeout; closing");
+            send_error_and_close(&WireError::new(
+                crate::protocol::ErrorCode::HelloRequired,
+                "no hello within the handshake timeout; closing",
+            ));
+        }
+        Gate::Client(_) | Gate::FirstMessage { server: false } => {
+            tracing::warn!(%peer, "the server did not complete the handshake within {} ms; reconnecting", timeout.as_millis());
+        }
+        Gate::Open => {}
+    }
 }
 
 /// Open a process's write-ahead log, saying loudly when fsync is off and

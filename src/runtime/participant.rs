@@ -3,13 +3,17 @@
 //! messages to the participant core, runs the resource, and performs the
 //! core's actions in order through the group-commit log.
 
+use super::listener::{self, PortSpec};
 use super::outbox::Outbox;
-use super::{alert, crash, open_log, spawn_connection, Clock, ConnEvent, ConnSpec};
+use super::{alert, crash, open_log, spawn_connection, Clock, ConnEvent, ConnSpec, Side};
 use crate::config::ParticipantConfig;
 use crate::protocol::coordinator::TXN_STATES;
 use crate::protocol::participant::{Event, PState, PTxn, Participant, ParticipantOptions};
 use crate::protocol::{Action, Body, ConnId, Decision, Role, TxnId, PROTOCOL_VERSION};
 use crate::resource::{PrepareResult, Resource};
+use crate::security::auth::PeerHandshake;
+use crate::security::tls::TlsClient;
+use crate::security::ServerSecurity;
 use crate::wal::{GroupCommit, WalError};
 use futures::FutureExt;
 use rand::Rng;
@@ -31,6 +35,10 @@ pub struct ParticipantNode {
     clock: Clock,
     resource: Box<dyn Resource>,
     admin: Option<TcpListener>,
+    /// What the admin port requires of operators.
+    admin_security: Arc<ServerSecurity>,
+    /// TLS to the coordinator, when `tls.ca_file` is set.
+    tls: Option<TlsClient>,
     _lock: crate::wal::DirLock,
 }
 
@@ -47,6 +55,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::security::tls::TlsError),
 }
 
 /// Connection ids of operator connections start here, far from the ids of
@@ -67,6 +77,8 @@ impl ParticipantNode {
         mut resource: Box<dyn Resource>,
     ) -> Result<ParticipantNode, StartError> {
         let clock = Clock::start();
+        let admin_security = Arc::new(ServerSecurity::new(cfg.secret.clone(), &cfg.tls)?);
+        let tls = TlsClient::from_config(&cfg.tls)?;
         let crate::wal::Opened {
             wal, lock, records, ..
         } = open_log(&cfg.data_dir(), &cfg.wal)?;
@@ -121,6 +133,8 @@ impl ParticipantNode {
             clock,
             resource,
             admin,
+            admin_security,
+            tls,
             _lock: lock,
         })
     }
@@ -139,14 +153,26 @@ impl ParticipantNode {
             clock,
             resource,
             admin,
+            admin_security,
+            tls,
             _lock,
         } = self;
         let tracker = TaskTracker::new();
         let (admin_tx, admin_rx) = mpsc::channel(256);
         if let Some(l) = admin {
-            tracker.spawn(admin_accept(
+            admin_security.announce("admin port");
+            let port = PortSpec {
+                name: "admin port",
+                max_connections_key: "admin_max_connections",
+                max_connections: cfg.admin_max_connections,
+                max_frame_bytes: cfg.max_frame_bytes,
+                handshake_timeout: Duration::from_millis(cfg.handshake_timeout_ms),
+                first_conn_id: ADMIN_CONN_BASE,
+                security: admin_security,
+            };
+            tracker.spawn(listener::accept_loop(
                 l,
-                cfg.max_frame_bytes,
+                port,
                 admin_tx,
                 shutdown.clone(),
                 tracker.clone(),
@@ -159,6 +185,7 @@ impl ParticipantNode {
         let attempts = Arc::new(AtomicU32::new(0));
         tracker.spawn(connector(
             cfg.clone(),
+            tls,
             ev_tx,
             reconnect.clone(),
             attempts.clone(),
@@ -191,50 +218,11 @@ impl ParticipantNode {
     }
 }
 
-/// Accept operator connections (at most `ADMIN_CONNECTIONS_MAX` at once).
-async fn admin_accept(
-    listener: TcpListener,
-    max_frame_bytes: usize,
-    events: mpsc::Sender<ConnEvent>,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-) {
-    let limit = Arc::new(tokio::sync::Semaphore::new(ADMIN_CONNECTIONS_MAX));
-    let mut next = ADMIN_CONN_BASE;
-    loop {
-        let Ok(permit) = limit.clone().acquire_owned().await else {
-            return;
-        };
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!("admin accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        next += 1;
-        let spec = ConnSpec {
-            conn: ConnId(next),
-            peer: peer.to_string(),
-            max_frame_bytes,
-            first_frame_timeout: Duration::from_secs(10),
-            permit: Some(permit),
-        };
-        spawn_connection(stream, spec, events.clone(), &tracker);
-    }
-}
-
-/// Simultaneous operator connections on the admin port.
-const ADMIN_CONNECTIONS_MAX: usize = 16;
-
 /// Keep (re)connecting to the coordinator. Each connection's reader reports
 /// to the driver; the driver wakes us when the connection is gone.
 async fn connector(
     cfg: ParticipantConfig,
+    tls: Option<TlsClient>,
     events: mpsc::Sender<ConnEvent>,
     reconnect: Arc<Notify>,
     attempts: Arc<AtomicU32>,
@@ -244,22 +232,37 @@ async fn connector(
     let addr = format!("{}:{}", cfg.coordinator_host, cfg.coordinator_port);
     let mut next_conn = 1u64;
     loop {
+        let handshake_timeout = Duration::from_millis(cfg.handshake_timeout_ms);
         let connected = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = tokio::net::TcpStream::connect(&addr) => r,
+            r = tokio::time::timeout(handshake_timeout, crate::net::stream::connect(&addr, tls.as_ref())) => match r {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no connection within handshake_timeout_ms ({} ms)", cfg.handshake_timeout_ms)),
+            },
         };
         match connected {
             Ok(stream) => {
-                let _ = stream.set_nodelay(true);
                 let conn = ConnId(next_conn);
                 next_conn += 1;
+                // With a secret, the reader answers the coordinator's
+                // challenge to the hello the driver sends.
+                let auth = cfg.secret.clone().map(|k| {
+                    PeerHandshake::new(
+                        k,
+                        Role::Participant,
+                        Some(&cfg.id.0),
+                        crate::security::auth::fresh_nonce(),
+                    )
+                });
                 let spec = ConnSpec {
                     conn,
                     peer: addr.clone(),
                     max_frame_bytes: cfg.max_frame_bytes,
-                    // The coordinator speaks first only after our hello.
-                    first_frame_timeout: Duration::from_secs(3600 * 24 * 365),
+                    // The coordinator answers our hello at once; a silent
+                    // one is not worth waiting for.
+                    first_frame_timeout: handshake_timeout,
                     permit: None,
+                    side: Side::Client(auth),
                 };
                 spawn_connection(stream, spec, events.clone(), &tracker);
                 tokio::select! {
@@ -439,6 +442,10 @@ impl Driver {
                     }
                     Body::Error { code, message, .. } if !self.welcomed => {
                         tracing::error!(code = %code, "coordinator refused registration: {message}");
+                    }
+                    Body::Challenge { .. } if !self.welcomed => {
+                        tracing::error!("the coordinator requires the shared secret: configure secret_file (--secret-file) or TWOPC_SECRET");
+                        self.out.close(conn);
                     }
                     other if self.welcomed => self.step(Event::Message { body: other }),
                     other => tracing::warn!(

@@ -120,6 +120,8 @@ pub struct Cluster {
     pub participants: Vec<Proc>,
     pub coordinator_args: Vec<String>,
     pub coordinator_env: Vec<(String, String)>,
+    /// Secret and TLS the harness's own client connections use.
+    pub security: twopc::security::ClientSecurity,
 }
 
 impl Cluster {
@@ -134,6 +136,7 @@ impl Cluster {
             participants: Vec::new(),
             coordinator_args: Vec::new(),
             coordinator_env: Vec::new(),
+            security: Default::default(),
         }
     }
 
@@ -263,13 +266,14 @@ impl Cluster {
 
     /// A fresh client connection.
     pub fn client(&self) -> Client {
-        block_on(Client::connect(&self.addr(), PATIENCE)).expect("connect client")
+        block_on(Client::connect_with(&self.addr(), &self.security, PATIENCE))
+            .expect("connect client")
     }
 
     pub fn status(&self) -> Value {
         let addr = self.addr();
         block_on(async move {
-            let mut c = Client::connect(&addr, PATIENCE).await?;
+            let mut c = Client::connect_with(&addr, &self.security, PATIENCE).await?;
             c.status().await
         })
         .expect("status")
@@ -288,7 +292,8 @@ impl Cluster {
         let addr = self.addr();
         loop {
             let s = block_on(async {
-                let mut c = Client::connect(&addr, Duration::from_secs(5)).await?;
+                let mut c =
+                    Client::connect_with(&addr, &self.security, Duration::from_secs(5)).await?;
                 c.status().await
             });
             if let Ok(s) = s {
@@ -312,7 +317,7 @@ impl Cluster {
     ) -> Result<(TxnId, Outcome), twopc::client::ClientError> {
         let addr = self.addr();
         block_on(async move {
-            let mut c = Client::connect(&addr, PATIENCE).await?;
+            let mut c = Client::connect_with(&addr, &self.security, PATIENCE).await?;
             c.submit(req).await
         })
     }
