@@ -128,6 +128,7 @@ fn core_options(cfg: &CoordinatorConfig) -> CoordinatorOptions {
         resend_max_ms: cfg.resend_max_ms,
         liveness_timeout_ms: cfg.heartbeat_interval_ms * cfg.heartbeat_failure_threshold as u64,
         history_limit: cfg.history_limit,
+        timeline_max_events: cfg.timeline_max_events,
         // Base-36 start time: ids stay unique across restarts.
         // plus a random suffix for two starts within one millisecond.
         txn_id_prefix: format!(
