@@ -435,7 +435,8 @@ impl Coordinator {
             match t.decided_ms {
                 None => {
                     o.in_flight += 1;
-                    o.in_flight_oldest_ms = o.in_flight_oldest_ms.max(elapsed(t.started_ms, self.now));
+                    o.in_flight_oldest_ms =
+                        o.in_flight_oldest_ms.max(elapsed(t.started_ms, self.now));
                 }
                 Some(d) => {
                     o.in_doubt += 1;
@@ -758,8 +759,7 @@ impl Coordinator {
             };
             match self.members.get(p).and_then(|m| m.conn) {
                 Some(c) => {
-                    t.timeline
-                        .record(self.now, Step::Prepare { to: p.clone() });
+                    t.timeline.record(self.now, Step::Prepare { to: p.clone() });
                     send(
                         out,
                         c,
@@ -772,8 +772,10 @@ impl Coordinator {
                     )
                 }
                 None => {
-                    t.errors
-                        .insert(p.clone(), "not connected when the transaction started".into());
+                    t.errors.insert(
+                        p.clone(),
+                        "not connected when the transaction started".into(),
+                    );
                     unreachable = Some(p.clone());
                     break;
                 }
@@ -837,6 +839,13 @@ impl Coordinator {
                     vote.as_str()
                 )
             };
+            t.timeline.record(
+                self.now,
+                Step::LateVote {
+                    from: from.clone(),
+                    vote,
+                },
+            );
             reject(out, conn, ErrorCode::Refused, msg, false);
             // A participant repeating its commit vote after the decision
             // (for example after reconnecting) still needs the decision.
@@ -849,6 +858,13 @@ impl Coordinator {
         if t.phase != TxnPhase::PreparePhase {
             // Vote after the decision (for example after the deadline fired).
             let d = t.decision;
+            t.timeline.record(
+                self.now,
+                Step::LateVote {
+                    from: from.clone(),
+                    vote,
+                },
+            );
             reject(
                 out,
                 conn,
@@ -980,8 +996,7 @@ impl Coordinator {
             }
         }
         if let Some(w) = t.waiter.take() {
-            t.timeline
-                .record_after_log(now, Step::Outcome { decision });
+            t.timeline.record_after_log(now, Step::Outcome { decision });
             let outcome = Outcome {
                 decision,
                 votes: t.votes.clone(),
@@ -1031,7 +1046,8 @@ impl Coordinator {
             );
         }
         if t.acks.insert(from.clone()) {
-            t.timeline.record(self.now, Step::Ack { from: from.clone() });
+            t.timeline
+                .record(self.now, Step::Ack { from: from.clone() });
             t.errors.remove(&from);
         }
         self.maybe_end(&txn, out);
@@ -1143,10 +1159,12 @@ impl Coordinator {
                     );
                     if t.decision.is_some() {
                         let e = format!("participant {p} disconnected before acknowledging");
-                        t.errors.insert(p.clone(), "disconnected before acknowledging".into());
+                        t.errors
+                            .insert(p.clone(), "disconnected before acknowledging".into());
                         t.last_error = Some(e);
                     } else if !t.votes.contains_key(&p) {
-                        t.errors.insert(p.clone(), "disconnected before voting".into());
+                        t.errors
+                            .insert(p.clone(), "disconnected before voting".into());
                     }
                 }
                 let mut victims: Vec<TxnId> = self

@@ -1911,7 +1911,10 @@ fn timeline_of_an_abort_has_the_reason_and_no_log_write() {
     );
     let t = c.txn(&tid("t-1")).unwrap();
     assert_eq!(t.abort_cause, Some(AbortCause::VoteAbort));
-    assert_eq!(t.errors.get(&pid("p2")).map(String::as_str), Some("voted abort: no stock"));
+    assert_eq!(
+        t.errors.get(&pid("p2")).map(String::as_str),
+        Some("voted abort: no stock")
+    );
     assert_eq!(c.stats().aborted(AbortCause::VoteAbort), 1);
 }
 

@@ -30,6 +30,9 @@ pub enum Step {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// A vote that was refused: a repeat, or one that came after the
+    /// decision (answered with the decision when it was a commit vote).
+    LateVote { from: ParticipantId, vote: Vote },
     /// The decision was taken.
     Decided {
         decision: Decision,
@@ -206,10 +209,20 @@ mod tests {
     fn after_the_log_is_durable_nothing_is_held() {
         let mut t = Timeline::new(16);
         t.assume_durable();
-        t.record_after_log(3, Step::Outcome { decision: Decision::Commit });
+        t.record_after_log(
+            3,
+            Step::Outcome {
+                decision: Decision::Commit,
+            },
+        );
         assert_eq!(
             steps(&t),
-            vec![(3, Step::Outcome { decision: Decision::Commit })]
+            vec![(
+                3,
+                Step::Outcome {
+                    decision: Decision::Commit
+                }
+            )]
         );
     }
 

@@ -4,6 +4,8 @@
 
 pub mod coordinator;
 pub mod crash;
+pub mod http;
+pub mod metrics;
 pub mod outbox;
 pub mod participant;
 
@@ -64,6 +66,8 @@ pub struct ConnSpec {
     pub first_frame_timeout: std::time::Duration,
     /// Connection slot, released when the connection ends.
     pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Where refused frames are counted (the coordinator's metrics).
+    pub errors: Option<std::sync::Arc<metrics::ErrorCounts>>,
 }
 
 /// Split a stream into a writer task and a reader task that forwards
@@ -85,7 +89,13 @@ pub fn spawn_connection<S>(
         max_frame_bytes,
         first_frame_timeout,
         permit,
+        errors,
     } = spec;
+    let count = move |code: crate::protocol::ErrorCode| {
+        if let Some(e) = &errors {
+            e.count(code);
+        }
+    };
     let (rd, wr) = tokio::io::split(stream);
     let mut reader = FramedRead::new(rd, net::codec(max_frame_bytes));
     let writer = FramedWrite::new(wr, net::codec(max_frame_bytes));
@@ -117,6 +127,7 @@ pub fn spawn_connection<S>(
                     Ok(n) => n,
                     Err(_) => {
                         tracing::warn!(%peer, "no valid message within the handshake timeout; closing");
+                        count(crate::protocol::ErrorCode::HelloRequired);
                         let err = WireError::new(
                             crate::protocol::ErrorCode::HelloRequired,
                             "no hello within the handshake timeout; closing",
@@ -133,18 +144,23 @@ pub fn spawn_connection<S>(
             match next {
                 None => break,
                 Some(Inbound::Message(body)) => {
+                    if let Some(txn) = body.txn() {
+                        tracing::debug!(%peer, transaction_id = %txn, message_type = body.message_type(), "received");
+                    }
                     if events.send(ConnEvent::Message { conn, body }).await.is_err() {
                         break;
                     }
                 }
                 Some(Inbound::Invalid(err)) => {
                     tracing::warn!(%peer, code = err.code.as_str(), "refused frame: {}", err.message);
+                    count(err.code);
                     if tx.try_send(Outgoing::Frame(net::encode(Body::error(&err)))).is_err() {
                         break;
                     }
                 }
                 Some(Inbound::Broken(err)) => {
                     tracing::warn!(%peer, code = err.code.as_str(), "closing connection: {}", err.message);
+                    count(err.code);
                     let _ = tx.try_send(Outgoing::Frame(net::encode(Body::error(&err))));
                     let _ = tx.try_send(Outgoing::Close);
                     break;

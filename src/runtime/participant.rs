@@ -223,6 +223,7 @@ async fn admin_accept(
             max_frame_bytes,
             first_frame_timeout: Duration::from_secs(10),
             permit: Some(permit),
+            errors: None,
         };
         spawn_connection(stream, spec, events.clone(), &tracker);
     }
@@ -260,6 +261,7 @@ async fn connector(
                     // The coordinator speaks first only after our hello.
                     first_frame_timeout: Duration::from_secs(3600 * 24 * 365),
                     permit: None,
+                    errors: None,
                 };
                 spawn_connection(stream, spec, events.clone(), &tracker);
                 tokio::select! {
@@ -622,7 +624,9 @@ impl Driver {
 
     fn perform(&mut self, action: Action) {
         match action {
-            Action::Persist { record, sync } => self.out.persist(&record, sync),
+            Action::Persist { record, sync } => {
+                self.out.persist(&record, sync);
+            }
             Action::Send {
                 conn,
                 body,
