@@ -882,6 +882,32 @@ mod tests {
     }
 
     #[test]
+    fn the_http_admin_port_must_differ_from_the_protocol_port() {
+        let c = CoordinatorConfig {
+            port: 8080,
+            admin_port: Some(8080),
+            ..Default::default()
+        };
+        let msg = c.validate().unwrap_err().to_string();
+        assert!(
+            msg.contains("admin_port") && msg.contains("different"),
+            "{msg}"
+        );
+        let c = CoordinatorConfig {
+            port: 0,
+            admin_port: Some(0),
+            ..Default::default()
+        };
+        c.validate().unwrap();
+        let c = CoordinatorConfig {
+            admin_max_body_bytes: 10,
+            ..Default::default()
+        };
+        let msg = c.validate().unwrap_err().to_string();
+        assert!(msg.contains("admin_max_body_bytes"), "{msg}");
+    }
+
+    #[test]
     fn invalid_values_name_key_and_value() {
         let c = ParticipantConfig {
             commit_probability: 1.5,

@@ -401,6 +401,11 @@ impl Coordinator {
         self.state
     }
 
+    /// The options the core runs with.
+    pub fn options(&self) -> &CoordinatorOptions {
+        &self.opts
+    }
+
     pub fn members(&self) -> &BTreeMap<ParticipantId, Member> {
         &self.members
     }

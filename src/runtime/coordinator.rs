@@ -369,9 +369,7 @@ impl Driver {
         let members = self.core.members();
         MetricsSnapshot {
             ready: self.core.state() == crate::protocol::coordinator::ClusterState::Ready,
-            expected_participants: self.core.status_report()["expected_participants"]
-                .as_u64()
-                .unwrap_or(0) as usize,
+            expected_participants: self.core.options().expected_participants,
             participants_registered: members.len(),
             participants_connected: members.values().filter(|m| m.conn.is_some()).count(),
             stats: self.core.stats().clone(),
