@@ -66,6 +66,10 @@ pub fn run_coordinator(cfg: CoordinatorConfig) -> ExitCode {
             Ok(a) => {
                 tracing::info!("listening on {a}");
                 println!("twopc-coordinator listening on {a}");
+                if let Some(h) = server.admin_addr() {
+                    tracing::info!("admin http listening on {h}");
+                    println!("twopc-coordinator admin http listening on {h}");
+                }
                 let _ = std::io::stdout().flush();
             }
             Err(e) => {

@@ -130,6 +130,18 @@ pub struct CoordinatorConfig {
     pub resend_initial_ms: u64,
     pub resend_max_ms: u64,
     pub history_limit: usize,
+    /// Most events kept in one transaction's timeline (`txn show`).
+    pub timeline_max_events: usize,
+    /// HTTP admin API (health, status, metrics, transactions); off when
+    /// unset, 0 picks a free port and logs it.
+    pub admin_port: Option<u16>,
+    pub admin_host: String,
+    /// Simultaneous HTTP connections; more wait in the accept backlog.
+    pub admin_max_connections: usize,
+    /// Bytes; largest accepted HTTP request body.
+    pub admin_max_body_bytes: usize,
+    /// Milliseconds a connection has to send a request's headers.
+    pub admin_header_timeout_ms: u64,
     pub wal: WalConfig,
     /// File holding the shared secret every peer must prove it knows; off
     /// when unset (and `TWOPC_SECRET` is unset).
@@ -161,6 +173,12 @@ impl Default for CoordinatorConfig {
             resend_initial_ms: 200,
             resend_max_ms: 5_000,
             history_limit: 10_000,
+            timeline_max_events: 128,
+            admin_port: None,
+            admin_host: "127.0.0.1".into(),
+            admin_max_connections: 64,
+            admin_max_body_bytes: 1024 * 1024,
+            admin_header_timeout_ms: 10_000,
             wal: WalConfig::default(),
             secret_file: None,
             secret: None,
@@ -372,6 +390,24 @@ pub struct CoordinatorArgs {
     /// Ended transactions remembered for status and queries.
     #[arg(long, env = "TWOPC_HISTORY_LIMIT")]
     pub history_limit: Option<usize>,
+    /// Most events kept in one transaction's timeline.
+    #[arg(long, env = "TWOPC_TIMELINE_MAX_EVENTS")]
+    pub timeline_max_events: Option<usize>,
+    /// HTTP admin API port (health, status, metrics, transactions); off when unset, 0 = any free port.
+    #[arg(long, env = "TWOPC_ADMIN_PORT")]
+    pub admin_port: Option<u16>,
+    /// Address of the HTTP admin API.
+    #[arg(long, env = "TWOPC_ADMIN_HOST")]
+    pub admin_host: Option<String>,
+    /// Most simultaneous HTTP admin connections.
+    #[arg(long, env = "TWOPC_ADMIN_MAX_CONNECTIONS")]
+    pub admin_max_connections: Option<usize>,
+    /// Largest HTTP request body, bytes.
+    #[arg(long, env = "TWOPC_ADMIN_MAX_BODY_BYTES")]
+    pub admin_max_body_bytes: Option<usize>,
+    /// Milliseconds an HTTP connection has to send a request's headers.
+    #[arg(long, env = "TWOPC_ADMIN_HEADER_TIMEOUT_MS")]
+    pub admin_header_timeout_ms: Option<u64>,
     /// Log segment size before a checkpoint, bytes.
     #[arg(long, env = "TWOPC_WAL_SEGMENT_MAX_BYTES")]
     pub wal_segment_max_bytes: Option<u64>,
@@ -538,8 +574,16 @@ impl CoordinatorConfig {
                 resend_initial_ms,
                 resend_max_ms,
                 history_limit,
+                timeline_max_events,
+                admin_host,
+                admin_max_connections,
+                admin_max_body_bytes,
+                admin_header_timeout_ms,
             ]
         );
+        if let Some(p) = args.admin_port {
+            c.admin_port = Some(p);
+        }
         if let Some(v) = args.wal_segment_max_bytes {
             c.wal.segment_max_bytes = v;
         }
@@ -597,6 +641,33 @@ impl CoordinatorConfig {
             3_600_000,
         )?;
         range_usize("history_limit", self.history_limit, 0, 10_000_000)?;
+        range_usize("timeline_max_events", self.timeline_max_events, 0, 100_000)?;
+        non_empty("admin_host", &self.admin_host)?;
+        if self.admin_port.is_some_and(|a| a != 0 && a == self.port) {
+            return Err(invalid(
+                "admin_port",
+                self.port,
+                "a port different from `port` (the HTTP admin API has its own port), or 0 for any free port",
+            ));
+        }
+        range_usize(
+            "admin_max_connections",
+            self.admin_max_connections,
+            1,
+            100_000,
+        )?;
+        range_usize(
+            "admin_max_body_bytes",
+            self.admin_max_body_bytes,
+            1024,
+            64 * 1024 * 1024,
+        )?;
+        range_u64(
+            "admin_header_timeout_ms",
+            self.admin_header_timeout_ms,
+            10,
+            3_600_000,
+        )?;
         wal(&self.wal)
     }
 }
@@ -911,6 +982,32 @@ mod tests {
         let err = load_section::<CoordinatorConfig>(Some(&path), |f| f.coordinator, "coordinator")
             .unwrap_err();
         assert!(err.to_string().contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn the_http_admin_port_must_differ_from_the_protocol_port() {
+        let c = CoordinatorConfig {
+            port: 8080,
+            admin_port: Some(8080),
+            ..Default::default()
+        };
+        let msg = c.validate().unwrap_err().to_string();
+        assert!(
+            msg.contains("admin_port") && msg.contains("different"),
+            "{msg}"
+        );
+        let c = CoordinatorConfig {
+            port: 0,
+            admin_port: Some(0),
+            ..Default::default()
+        };
+        c.validate().unwrap();
+        let c = CoordinatorConfig {
+            admin_max_body_bytes: 10,
+            ..Default::default()
+        };
+        let msg = c.validate().unwrap_err().to_string();
+        assert!(msg.contains("admin_max_body_bytes"), "{msg}");
     }
 
     #[test]

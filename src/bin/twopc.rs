@@ -42,7 +42,7 @@ enum Command {
     #[command(subcommand)]
     Wal(WalCommand),
     /// Run a coordinator (same as `twopc-coordinator`).
-    Coordinator(CoordinatorArgs),
+    Coordinator(Box<CoordinatorArgs>),
     /// Run a participant (same as `twopc-participant`).
     Participant(Box<ParticipantArgs>),
     /// Make a test CA and a server certificate for TLS (ca.pem, server.pem, server.key).

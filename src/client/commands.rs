@@ -108,18 +108,7 @@ pub fn build_request(
 
 /// The `--json` object of one outcome.
 pub fn outcome_json(txn: &TxnId, o: &Outcome) -> Value {
-    let mut v = json!({
-        "transaction_id": txn,
-        "decision": o.decision,
-        "votes": o.votes,
-        "reason": o.reason,
-        "duration_ms": o.duration_ms,
-    });
-    // Reads (kv `get`) come back per participant.
-    if !o.results.is_empty() {
-        v["results"] = json!(o.results);
-    }
-    v
+    o.report(txn)
 }
 
 pub async fn submit(args: SubmitArgs) -> ExitCode {

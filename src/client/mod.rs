@@ -6,6 +6,7 @@ pub mod bank;
 pub mod bench;
 pub mod cluster;
 pub mod commands;
+pub mod diagram;
 pub mod ops;
 
 use crate::net::stream::{looks_like_tls, BoxedStream, ConnectError};

@@ -45,11 +45,14 @@ pub enum TxnCommand {
         #[arg(long)]
         state: Option<String>,
     },
-    /// Show one transaction: participants, votes, decision, acks, age, retries, last error.
+    /// Show one transaction: participants, votes, decision, acks, age, retries, errors, timeline.
     Show {
         id: String,
         #[command(flatten)]
         target: Target,
+        /// Print the coordinator's timeline of the transaction as a Mermaid sequenceDiagram.
+        #[arg(long, conflicts_with = "json")]
+        diagram: bool,
     },
     /// Decide an in-doubt transaction on a participant by hand (heuristic decision).
     Resolve {
@@ -119,7 +122,15 @@ pub async fn txn(cmd: TxnCommand) -> ExitCode {
                 Err(code) => return code,
             }
         }
-        TxnCommand::Show { id, target } => {
+        TxnCommand::Show {
+            id,
+            target,
+            diagram,
+        } => {
+            if diagram && target.participant.is_some() {
+                eprintln!("twopc: --diagram draws the coordinator's timeline; drop --participant and pass --coordinator HOST:PORT");
+                return ExitCode::from(EXIT_USAGE);
+            }
             match ask(
                 target.addr(),
                 &target.security,
@@ -127,6 +138,13 @@ pub async fn txn(cmd: TxnCommand) -> ExitCode {
             )
             .await
             {
+                Ok(v) if diagram => match super::diagram::mermaid(&v) {
+                    Ok(text) => print!("{text}"),
+                    Err(e) => {
+                        eprintln!("twopc: cannot draw the diagram: {e}");
+                        return ExitCode::from(EXIT_NO_DECISION);
+                    }
+                },
                 Ok(v) if target.json => println!("{v}"),
                 Ok(v) => print_txn(&v),
                 Err(code) => return code,
@@ -203,13 +221,25 @@ fn join(v: &Value) -> String {
 
 fn print_txn(t: &Value) {
     if let Some(m) = t.as_object() {
-        for (k, v) in m {
+        for (k, v) in m.iter().filter(|(k, _)| *k != "timeline") {
             let shown = match v {
                 Value::String(s) => s.clone(),
                 Value::Null => "-".into(),
                 other => other.to_string(),
             };
             println!("  {k:<20} {shown}");
+        }
+    }
+    // One event a line: milliseconds since the start, then what happened.
+    if let Some(events) = t["timeline"].as_array() {
+        println!("  timeline");
+        for e in events {
+            let mut rest = e.clone();
+            let at = rest["at_ms"].take();
+            if let Some(o) = rest.as_object_mut() {
+                o.remove("at_ms");
+            }
+            println!("  {:>10} ms  {rest}", at);
         }
     }
 }

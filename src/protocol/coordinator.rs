@@ -13,6 +13,8 @@
 
 use super::message::{Body, ErrorCode, Outcome, Role, SubmitRequest, WireError};
 use super::record::{Action, Record};
+use super::stats::{elapsed, AbortCause, CoordinatorStats};
+use super::timeline::{Step, Timeline};
 use super::types::{ConnId, Decision, Millis, ParticipantId, TxnId, Vote, PROTOCOL_VERSION};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -42,6 +44,9 @@ pub struct CoordinatorOptions {
     /// Prefix of generated transaction ids; must differ between two runs of
     /// the same coordinator (the runtime derives it from the start time).
     pub txn_id_prefix: String,
+    /// Most events kept in one transaction's timeline (operators' view;
+    /// events past it are counted, not kept).
+    pub timeline_max_events: usize,
 }
 
 impl Default for CoordinatorOptions {
@@ -57,6 +62,7 @@ impl Default for CoordinatorOptions {
             liveness_timeout_ms: 3_000,
             history_limit: 10_000,
             txn_id_prefix: "t".into(),
+            timeline_max_events: 128,
         }
     }
 }
@@ -134,6 +140,15 @@ pub struct Txn {
     pub last_error: Option<String>,
     /// Results the participants returned with their commit votes.
     pub results: BTreeMap<ParticipantId, Value>,
+    /// When the commit decision record became durable.
+    pub durable_ms: Option<Millis>,
+    /// Why it aborted, as a metric label (`reason` holds the sentence).
+    pub abort_cause: Option<AbortCause>,
+    /// The latest problem per participant (abort vote reason, missing vote,
+    /// disconnect, missing acknowledgement), for operators.
+    pub errors: BTreeMap<ParticipantId, String>,
+    /// What happened, in order; never read by the protocol.
+    pub timeline: Timeline,
     deadline_ms: Millis,
     next_resend_ms: Millis,
     resend_backoff_ms: u64,
@@ -141,7 +156,13 @@ pub struct Txn {
 }
 
 impl Txn {
-    fn new(id: TxnId, participants: Vec<ParticipantId>, now: Millis, deadline_ms: Millis) -> Txn {
+    fn new(
+        id: TxnId,
+        participants: Vec<ParticipantId>,
+        now: Millis,
+        deadline_ms: Millis,
+        timeline_max_events: usize,
+    ) -> Txn {
         Txn {
             id,
             participants,
@@ -157,6 +178,10 @@ impl Txn {
             recovered: false,
             last_error: None,
             results: BTreeMap::new(),
+            durable_ms: None,
+            abort_cause: None,
+            errors: BTreeMap::new(),
+            timeline: Timeline::new(timeline_max_events),
             deadline_ms,
             next_resend_ms: 0,
             resend_backoff_ms: 0,
@@ -182,6 +207,32 @@ impl Txn {
         })
     }
 
+    /// The summary plus what an operator needs to see one transaction in
+    /// full: per-participant errors, the phase times (milliseconds since
+    /// the start) and the timeline (times since the start too).
+    pub fn detail(&self, now: Millis) -> Value {
+        let mut v = self.summary(now);
+        let since = |t: Option<Millis>| t.map(|t| elapsed(self.started_ms, t));
+        let timeline: Vec<Value> = self
+            .timeline
+            .events()
+            .iter()
+            .map(|e| {
+                let mut ev = json!(e);
+                ev["at_ms"] = json!(elapsed(self.started_ms, e.at_ms));
+                ev
+            })
+            .collect();
+        v["errors"] = json!(self.errors);
+        v["abort_cause"] = json!(self.abort_cause.map(AbortCause::as_str));
+        v["decided_after_ms"] = json!(since(self.decided_ms));
+        v["durable_after_ms"] = json!(since(self.durable_ms));
+        v["ended_after_ms"] = json!(since(self.ended_ms));
+        v["timeline"] = json!(timeline);
+        v["timeline_dropped"] = json!(self.timeline.dropped());
+        v
+    }
+
     /// Does the transaction match an operator's `--state` filter?
     /// `in-flight`: still voting; `in-doubt`: decided but not acknowledged
     /// by every participant; `committed` / `aborted`: by decision.
@@ -205,6 +256,19 @@ pub enum Event {
     Disconnected { conn: ConnId },
     /// Time passed; deadlines and resends are checked.
     Tick,
+    /// The commit decision record of `txn` is durable. Changes nothing in
+    /// the protocol (messages that waited for it are released by the
+    /// runtime); recorded in the timeline and the latency figures.
+    DecisionDurable { txn: TxnId },
+}
+
+/// Open transactions by kind, with the age of the oldest of each (ms).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OpenTxns {
+    pub in_flight: usize,
+    pub in_flight_oldest_ms: u64,
+    pub in_doubt: usize,
+    pub in_doubt_oldest_ms: u64,
 }
 
 /// The coordinator core. See the module documentation.
@@ -229,6 +293,8 @@ pub struct Coordinator {
     committed: u64,
     aborted: u64,
     now: Millis,
+    /// Decision counters and phase latencies, for metrics.
+    stats: CoordinatorStats,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -259,6 +325,7 @@ impl Coordinator {
             committed: 0,
             aborted: 0,
             now,
+            stats: CoordinatorStats::default(),
         }
     }
 
@@ -273,7 +340,10 @@ impl Coordinator {
                     decision: Decision::Commit,
                     participants,
                 } => {
-                    let mut t = Txn::new(txn.clone(), participants.clone(), now, now);
+                    let max = c.opts.timeline_max_events;
+                    let mut t = Txn::new(txn.clone(), participants.clone(), now, now, max);
+                    t.timeline.assume_durable();
+                    t.timeline.record(now, Step::Recovered);
                     t.phase = TxnPhase::CommitPhase;
                     t.decision = Some(Decision::Commit);
                     t.decided_ms = Some(now);
@@ -333,6 +403,11 @@ impl Coordinator {
         self.state
     }
 
+    /// The options the core runs with.
+    pub fn options(&self) -> &CoordinatorOptions {
+        &self.opts
+    }
+
     pub fn members(&self) -> &BTreeMap<ParticipantId, Member> {
         &self.members
     }
@@ -353,6 +428,47 @@ impl Coordinator {
         (self.committed, self.aborted, self.in_prepare)
     }
 
+    /// Decision counters and phase latency histograms.
+    pub fn stats(&self) -> &CoordinatorStats {
+        &self.stats
+    }
+
+    /// Transactions still voting and transactions decided but not yet
+    /// acknowledged by everyone (in doubt at some participant), each with
+    /// the age of the oldest: since its start, and since its decision.
+    pub fn open_txns(&self) -> OpenTxns {
+        let mut o = OpenTxns::default();
+        for t in self.active.values() {
+            match t.decided_ms {
+                None => {
+                    o.in_flight += 1;
+                    o.in_flight_oldest_ms =
+                        o.in_flight_oldest_ms.max(elapsed(t.started_ms, self.now));
+                }
+                Some(d) => {
+                    o.in_doubt += 1;
+                    o.in_doubt_oldest_ms = o.in_doubt_oldest_ms.max(elapsed(d, self.now));
+                }
+            }
+        }
+        o
+    }
+
+    fn on_durable(&mut self, txn: &TxnId) {
+        let now = self.now;
+        let Some(t) = self.active.get_mut(txn) else {
+            return;
+        };
+        if t.durable_ms.is_some() {
+            return;
+        }
+        t.durable_ms = Some(now);
+        t.timeline.log_durable(now);
+        if let Some(d) = t.decided_ms {
+            self.stats.decision_durable_ms.observe(elapsed(d, now));
+        }
+    }
+
     /// Feed one event; returns the actions to perform, in order.
     pub fn handle(&mut self, now: Millis, event: Event) -> Vec<Action> {
         self.now = now.max(self.now);
@@ -361,6 +477,7 @@ impl Coordinator {
             Event::Message { conn, body } => self.on_message(conn, body, &mut out),
             Event::Disconnected { conn } => self.on_disconnect(conn, &mut out),
             Event::Tick => self.on_tick(&mut out),
+            Event::DecisionDurable { txn } => self.on_durable(&txn),
         }
         out
     }
@@ -523,18 +640,21 @@ impl Coordinator {
         let state = self.state.as_str().to_string();
         send(out, conn, Body::Welcome { state }, false);
         // Give a returning participant every decision it has not acknowledged.
-        let mut owed: Vec<&Txn> = self
+        let owed: Vec<&Txn> = self
             .active
             .values()
             .filter(|t| {
                 t.decision.is_some() && t.participants.contains(&id) && !t.acks.contains(&id)
             })
             .collect();
-        owed.sort_by(|a, b| a.id.cmp(&b.id));
-        for t in owed {
-            if let Some(d) = t.decision {
-                send(out, conn, Body::decision(t.id.clone(), d), true);
-            }
+        let mut owed: Vec<(TxnId, Decision)> = owed
+            .into_iter()
+            .filter_map(|t| Some((t.id.clone(), t.decision?)))
+            .collect();
+        owed.sort_by(|a, b| a.0.cmp(&b.0));
+        for (txn, d) in owed {
+            self.note_decision_sent(&txn, &id, d, true);
+            send(out, conn, Body::decision(txn, d), true);
         }
         if self.state == ClusterState::Ready {
             self.start_pending(out);
@@ -634,7 +754,9 @@ impl Coordinator {
             participants.clone(),
             self.now,
             self.now + self.opts.vote_timeout_ms,
+            self.opts.timeline_max_events,
         );
+        t.timeline.record(self.now, Step::Submitted);
         t.waiter = Some(waiter);
         self.in_prepare += 1;
         let mut unreachable = None;
@@ -646,17 +768,24 @@ impl Coordinator {
                 None => req.data.clone(),
             };
             match self.members.get(p).and_then(|m| m.conn) {
-                Some(c) => send(
-                    out,
-                    c,
-                    Body::Prepare {
-                        txn: id.clone(),
-                        participants: participants.clone(),
-                        data,
-                    },
-                    false,
-                ),
+                Some(c) => {
+                    t.timeline.record(self.now, Step::Prepare { to: p.clone() });
+                    send(
+                        out,
+                        c,
+                        Body::Prepare {
+                            txn: id.clone(),
+                            participants: participants.clone(),
+                            data,
+                        },
+                        false,
+                    )
+                }
                 None => {
+                    t.errors.insert(
+                        p.clone(),
+                        "not connected when the transaction started".into(),
+                    );
                     unreachable = Some(p.clone());
                     break;
                 }
@@ -667,6 +796,7 @@ impl Coordinator {
             self.decide(
                 &id,
                 Decision::Abort,
+                Some(AbortCause::ParticipantUnavailable),
                 format!("participant_unavailable: {p} is not connected"),
                 out,
             );
@@ -752,18 +882,33 @@ impl Coordinator {
                 false,
             );
         }
-        if let Some(prev) = t.votes.get(&from) {
-            if *prev != vote {
+        if let Some(&prev) = t.votes.get(&from) {
+            if prev != vote {
                 let msg = format!(
                     "`{from}` already voted {} for `{txn}`; the second vote ({}) is ignored",
                     prev.as_str(),
                     vote.as_str()
                 );
+                t.timeline.record(
+                    self.now,
+                    Step::LateVote {
+                        from: from.clone(),
+                        vote,
+                    },
+                );
                 return reject(out, conn, ErrorCode::Refused, msg, false);
             }
             // The same vote again (a participant re-sends after reconnecting):
             // not an error. A commit voter still needs the decision.
+            t.timeline.record(
+                self.now,
+                Step::LateVote {
+                    from: from.clone(),
+                    vote,
+                },
+            );
             if let (Some(d), Vote::Commit, false) = (t.decision, vote, t.acks.contains(&from)) {
+                self.note_decision_sent(&txn, &from, d, true);
                 send(out, conn, Body::decision(txn, d), d == Decision::Commit);
             }
             return;
@@ -773,23 +918,46 @@ impl Coordinator {
             // participant voted abort, or the deadline fired): normal, not an
             // error. The decision has been or will be sent to this
             // participant; repeat it in case the first one was lost.
+            t.timeline.record(
+                self.now,
+                Step::LateVote {
+                    from: from.clone(),
+                    vote,
+                },
+            );
             if let (Some(d), Vote::Commit) = (t.decision, vote) {
+                self.note_decision_sent(&txn, &from, d, true);
                 send(out, conn, Body::decision(txn, d), d == Decision::Commit);
             }
             return;
         }
         t.votes.insert(from.clone(), vote);
+        let reason = reason.filter(|r| !r.is_empty());
+        t.timeline.record(
+            self.now,
+            Step::Vote {
+                from: from.clone(),
+                vote,
+                reason: reason.clone(),
+            },
+        );
         match vote {
             Vote::Abort => {
                 let why = match reason {
-                    Some(r) if !r.is_empty() => format!("participant {from} voted abort: {r}"),
-                    _ => format!("participant {from} voted abort"),
+                    Some(r) => {
+                        t.errors.insert(from.clone(), format!("voted abort: {r}"));
+                        format!("participant {from} voted abort: {r}")
+                    }
+                    None => {
+                        t.errors.insert(from.clone(), "voted abort".into());
+                        format!("participant {from} voted abort")
+                    }
                 };
-                self.decide(&txn, Decision::Abort, why, out);
+                self.decide(&txn, Decision::Abort, Some(AbortCause::VoteAbort), why, out);
             }
             Vote::Commit => {
                 if t.votes.len() == t.participants.len() {
-                    self.decide(&txn, Decision::Commit, String::new(), out);
+                    self.decide(&txn, Decision::Commit, None, String::new(), out);
                 }
             }
         }
@@ -797,7 +965,14 @@ impl Coordinator {
 
     /// Take the decision for `txn`. This is the single place where the safety
     /// rules are checked; a decision that breaks them is refused.
-    fn decide(&mut self, txn: &TxnId, decision: Decision, reason: String, out: &mut Vec<Action>) {
+    fn decide(
+        &mut self,
+        txn: &TxnId,
+        decision: Decision,
+        cause: Option<AbortCause>,
+        reason: String,
+        out: &mut Vec<Action>,
+    ) {
         let now = self.now;
         let Some(t) = self.active.get_mut(txn) else {
             return;
@@ -821,8 +996,18 @@ impl Coordinator {
         t.resend_backoff_ms = self.opts.resend_initial_ms;
         t.next_resend_ms = now + t.resend_backoff_ms;
         self.in_prepare -= 1;
+        self.stats.prepare_ms.observe(elapsed(t.started_ms, now));
+        t.timeline.record(
+            now,
+            Step::Decided {
+                decision,
+                reason: t.reason.clone(),
+            },
+        );
         let durable = match decision {
             Decision::Commit => {
+                self.stats.committed += 1;
+                t.timeline.record(now, Step::LogWrite);
                 t.phase = TxnPhase::CommitPhase;
                 out.push(Action::Persist {
                     record: Record::Decision {
@@ -835,6 +1020,11 @@ impl Coordinator {
                 true
             }
             Decision::Abort => {
+                let cause = cause.unwrap_or(AbortCause::VoteAbort);
+                self.stats.count_abort(cause);
+                t.abort_cause = Some(cause);
+                // Nothing is logged for an abort: nothing waits for the log.
+                t.timeline.assume_durable();
                 t.phase = TxnPhase::Aborted;
                 false
             }
@@ -847,10 +1037,19 @@ impl Coordinator {
                 continue;
             }
             if let Some(c) = self.members.get(p).and_then(|m| m.conn) {
+                t.timeline.record_after_log(
+                    now,
+                    Step::Decision {
+                        to: p.clone(),
+                        decision,
+                        resend: false,
+                    },
+                );
                 send(out, c, Body::decision(txn.clone(), decision), durable);
             }
         }
         if let Some(w) = t.waiter.take() {
+            t.timeline.record_after_log(now, Step::Outcome { decision });
             let outcome = Outcome {
                 decision,
                 votes: t.votes.clone(),
@@ -899,7 +1098,11 @@ impl Coordinator {
                 false,
             );
         }
-        t.acks.insert(from);
+        if t.acks.insert(from.clone()) {
+            t.timeline
+                .record(self.now, Step::Ack { from: from.clone() });
+            t.errors.remove(&from);
+        }
         self.maybe_end(&txn, out);
     }
 
@@ -915,6 +1118,10 @@ impl Coordinator {
             return;
         };
         t.ended_ms = Some(self.now);
+        t.timeline.record(self.now, Step::Ended);
+        if let Some(d) = t.decided_ms {
+            self.stats.completion_ms.observe(elapsed(d, self.now));
+        }
         match t.decision {
             Some(Decision::Commit) => {
                 t.phase = TxnPhase::Completed;
@@ -946,7 +1153,8 @@ impl Coordinator {
     }
 
     fn on_query(&mut self, conn: ConnId, from: ParticipantId, txn: TxnId, out: &mut Vec<Action>) {
-        if let Some(t) = self.active.get(&txn) {
+        let now = self.now;
+        if let Some(t) = self.active.get_mut(&txn) {
             if !t.participants.contains(&from) {
                 return reject(
                     out,
@@ -956,8 +1164,10 @@ impl Coordinator {
                     false,
                 );
             }
+            t.timeline.record(now, Step::Query { from: from.clone() });
             // Still voting: say nothing; the decision will be sent when taken.
             if let Some(d) = t.decision {
+                self.note_decision_sent(&txn, &from, d, true);
                 send(out, conn, Body::decision(txn, d), true);
             }
             return;
@@ -985,7 +1195,8 @@ impl Coordinator {
             }
             Peer::Participant(p) => {
                 let reason = format!("participant_disconnected: {p}");
-                self.participant_gone(conn, p, reason, out);
+                let cause = AbortCause::ParticipantDisconnected;
+                self.participant_gone(conn, p, cause, reason, out);
             }
         }
     }
@@ -997,6 +1208,7 @@ impl Coordinator {
         &mut self,
         conn: ConnId,
         p: ParticipantId,
+        cause: AbortCause,
         reason: String,
         out: &mut Vec<Action>,
     ) {
@@ -1005,9 +1217,27 @@ impl Coordinator {
                 m.conn = None;
             }
         }
+        let what = match cause {
+            AbortCause::ParticipantUnavailable => "given up for missed heartbeats",
+            _ => "disconnected",
+        };
+        let now = self.now;
         for t in self.active.values_mut() {
-            if t.decision.is_some() && t.participants.contains(&p) && !t.acks.contains(&p) {
-                t.last_error = Some(format!("participant {p} disconnected before acknowledging"));
+            if !t.participants.contains(&p) || t.acks.contains(&p) {
+                continue;
+            }
+            t.timeline.record(
+                now,
+                Step::Disconnected {
+                    participant: p.clone(),
+                },
+            );
+            if t.decision.is_some() {
+                t.errors
+                    .insert(p.clone(), format!("{what} before acknowledging"));
+                t.last_error = Some(format!("participant {p} {what} before acknowledging"));
+            } else if !t.votes.contains_key(&p) {
+                t.errors.insert(p.clone(), format!("{what} before voting"));
             }
         }
         let mut victims: Vec<TxnId> = self
@@ -1022,7 +1252,7 @@ impl Coordinator {
             .collect();
         victims.sort();
         for id in victims {
-            self.decide(&id, Decision::Abort, reason.clone(), out);
+            self.decide(&id, Decision::Abort, Some(cause), reason.clone(), out);
         }
     }
 
@@ -1051,7 +1281,8 @@ impl Coordinator {
                 true,
             );
             let reason = format!("participant_unavailable: no heartbeat from {p} for {age} ms");
-            self.participant_gone(conn, p, reason, out);
+            let cause = AbortCause::ParticipantUnavailable;
+            self.participant_gone(conn, p, cause, reason, out);
         }
     }
 
@@ -1081,12 +1312,21 @@ impl Coordinator {
                 None if t.deadline_ms <= now => expired.push(t.id.clone()),
                 None => {}
                 Some(d) if t.next_resend_ms <= now => {
-                    let conns: Vec<ConnId> = t
-                        .participants
-                        .iter()
-                        .filter(|p| !t.acks.contains(*p))
-                        .filter_map(|p| self.members.get(p).and_then(|m| m.conn))
-                        .collect();
+                    let mut conns: Vec<ConnId> = Vec::new();
+                    for p in t.participants.iter().filter(|p| !t.acks.contains(*p)) {
+                        t.errors.insert(p.clone(), "no acknowledgement yet".into());
+                        if let Some(c) = self.members.get(p).and_then(|m| m.conn) {
+                            conns.push(c);
+                            t.timeline.record_after_log(
+                                now,
+                                Step::Decision {
+                                    to: p.clone(),
+                                    decision: d,
+                                    resend: true,
+                                },
+                            );
+                        }
+                    }
                     t.resend_backoff_ms = (t.resend_backoff_ms * 2)
                         .clamp(self.opts.resend_initial_ms, self.opts.resend_max_ms);
                     t.next_resend_ms = now + t.resend_backoff_ms;
@@ -1099,6 +1339,7 @@ impl Coordinator {
                     t.last_error = Some(format!("no ack yet from {}", missing.join(", ")));
                     if !conns.is_empty() {
                         t.retries += 1;
+                        self.stats.resends += conns.len() as u64;
                         resend.push((t.id.clone(), d, conns));
                     }
                 }
@@ -1107,20 +1348,18 @@ impl Coordinator {
         }
         expired.sort();
         for id in expired {
-            let missing: Vec<String> = self
-                .active
-                .get(&id)
-                .map(|t| {
-                    t.participants
-                        .iter()
-                        .filter(|p| !t.votes.contains_key(*p))
-                        .map(|p| p.0.clone())
-                        .collect()
-                })
-                .unwrap_or_default();
+            let mut missing: Vec<String> = Vec::new();
+            if let Some(t) = self.active.get_mut(&id) {
+                for p in t.participants.iter().filter(|p| !t.votes.contains_key(*p)) {
+                    t.errors
+                        .insert(p.clone(), "no vote before the deadline".into());
+                    missing.push(p.0.clone());
+                }
+            }
             self.decide(
                 &id,
                 Decision::Abort,
+                Some(AbortCause::VoteTimeout),
                 format!("vote_timeout: no vote from {}", missing.join(", ")),
                 out,
             );
@@ -1129,6 +1368,22 @@ impl Coordinator {
         for (id, d, conns) in resend {
             for c in conns {
                 send(out, c, Body::decision(id.clone(), d), d == Decision::Commit);
+            }
+        }
+    }
+
+    /// Record in `txn`'s timeline that its decision went to `to` again.
+    fn note_decision_sent(&mut self, txn: &TxnId, to: &ParticipantId, d: Decision, resend: bool) {
+        let now = self.now;
+        if let Some(t) = self.active.get_mut(txn) {
+            let step = Step::Decision {
+                to: to.clone(),
+                decision: d,
+                resend,
+            };
+            match d {
+                Decision::Commit => t.timeline.record_after_log(now, step),
+                Decision::Abort => t.timeline.record(now, step),
             }
         }
     }

@@ -3,6 +3,8 @@
 //! random driver at the end checks the safety rules over many schedules.
 
 use super::*;
+use crate::protocol::stats::AbortCause;
+use crate::protocol::timeline::Step;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -1412,7 +1414,7 @@ fn live_records_list_only_unended_commits_sorted() {
 // ---- the safety rules ---------------------------------------------------------
 
 fn txn_with_votes(votes: &[(&str, Vote)]) -> Txn {
-    let mut t = Txn::new(tid("t-1"), pids(&["p1", "p2"]), 0, 100);
+    let mut t = Txn::new(tid("t-1"), pids(&["p1", "p2"]), 0, 100, 16);
     t.votes = votes.iter().map(|(p, v)| (pid(p), *v)).collect();
     t
 }
@@ -1820,4 +1822,245 @@ fn removing_an_unknown_participant_names_the_members() {
             false
         )]
     );
+}
+// Timelines: what operators see of one transaction. They never change the
+// actions above; these tests pin what is recorded and when.
+
+fn timeline(c: &Coordinator, txn: &str) -> Vec<(Millis, Step)> {
+    c.txn(&tid(txn))
+        .expect("transaction known")
+        .timeline
+        .events()
+        .iter()
+        .map(|e| (e.at_ms, e.step.clone()))
+        .collect()
+}
+
+fn sent(to: &str, decision: Decision, resend: bool) -> Step {
+    Step::Decision {
+        to: pid(to),
+        decision,
+        resend,
+    }
+}
+
+#[test]
+fn timeline_of_a_commit_holds_the_commits_until_the_decision_is_durable() {
+    let mut c = ready();
+    c.handle(10, msg(CLIENT, submit(1)));
+    c.handle(12, msg(P1, vote_commit("t-1")));
+    c.handle(15, msg(P2, vote_commit("t-1")));
+    c.handle(18, Event::DecisionDurable { txn: tid("t-1") });
+    c.handle(19, Event::DecisionDurable { txn: tid("t-1") });
+    c.handle(20, msg(P2, ack("t-1")));
+    c.handle(21, msg(P1, ack("t-1")));
+    assert_eq!(
+        timeline(&c, "t-1"),
+        vec![
+            (10, Step::Submitted),
+            (10, Step::Prepare { to: pid("p1") }),
+            (10, Step::Prepare { to: pid("p2") }),
+            (
+                12,
+                Step::Vote {
+                    from: pid("p1"),
+                    vote: Vote::Commit,
+                    reason: None
+                }
+            ),
+            (
+                15,
+                Step::Vote {
+                    from: pid("p2"),
+                    vote: Vote::Commit,
+                    reason: None
+                }
+            ),
+            (
+                15,
+                Step::Decided {
+                    decision: Decision::Commit,
+                    reason: None
+                }
+            ),
+            (15, Step::LogWrite),
+            (18, Step::LogDurable),
+            (18, sent("p1", Decision::Commit, false)),
+            (18, sent("p2", Decision::Commit, false)),
+            (
+                18,
+                Step::Outcome {
+                    decision: Decision::Commit
+                }
+            ),
+            (20, Step::Ack { from: pid("p2") }),
+            (21, Step::Ack { from: pid("p1") }),
+            (21, Step::Ended),
+        ]
+    );
+    let t = c.txn(&tid("t-1")).unwrap();
+    assert_eq!(t.durable_ms, Some(18));
+    let s = c.stats();
+    assert_eq!((s.committed, s.aborted_total()), (1, 0));
+    assert_eq!(s.prepare_ms.count(), 1);
+    assert_eq!(s.prepare_ms.sum(), 5);
+    assert_eq!(s.decision_durable_ms.sum(), 3);
+    assert_eq!(s.completion_ms.sum(), 6);
+}
+
+#[test]
+fn timeline_of_an_abort_has_the_reason_and_no_log_write() {
+    let mut c = ready();
+    c.handle(0, msg(CLIENT, submit(1)));
+    c.handle(4, msg(P2, vote_abort("t-1", Some("no stock"))));
+    c.handle(6, msg(P1, ack("t-1")));
+    assert_eq!(
+        timeline(&c, "t-1"),
+        vec![
+            (0, Step::Submitted),
+            (0, Step::Prepare { to: pid("p1") }),
+            (0, Step::Prepare { to: pid("p2") }),
+            (
+                4,
+                Step::Vote {
+                    from: pid("p2"),
+                    vote: Vote::Abort,
+                    reason: Some("no stock".into())
+                }
+            ),
+            (
+                4,
+                Step::Decided {
+                    decision: Decision::Abort,
+                    reason: Some("participant p2 voted abort: no stock".into())
+                }
+            ),
+            (4, sent("p1", Decision::Abort, false)),
+            (
+                4,
+                Step::Outcome {
+                    decision: Decision::Abort
+                }
+            ),
+            (6, Step::Ack { from: pid("p1") }),
+            (6, Step::Ended),
+        ]
+    );
+    let t = c.txn(&tid("t-1")).unwrap();
+    assert_eq!(t.abort_cause, Some(AbortCause::VoteAbort));
+    assert_eq!(
+        t.errors.get(&pid("p2")).map(String::as_str),
+        Some("voted abort: no stock")
+    );
+    assert_eq!(c.stats().aborted(AbortCause::VoteAbort), 1);
+}
+
+#[test]
+fn timeline_records_resends_queries_and_disconnects() {
+    let mut c = ready();
+    c.handle(0, msg(CLIENT, submit(1)));
+    c.handle(1, msg(P1, vote_commit("t-1")));
+    c.handle(1, msg(P2, vote_commit("t-1")));
+    c.handle(2, Event::DecisionDurable { txn: tid("t-1") });
+    c.handle(3, msg(P1, ack("t-1")));
+    c.handle(500, Event::Tick);
+    c.handle(600, Event::Disconnected { conn: P2 });
+    c.handle(700, msg(ConnId(9), hello("p2")));
+    c.handle(701, msg(ConnId(9), query("t-1")));
+    let tail: Vec<(Millis, Step)> = timeline(&c, "t-1").into_iter().skip(12).collect();
+    assert_eq!(
+        tail,
+        vec![
+            (500, sent("p2", Decision::Commit, true)),
+            (
+                600,
+                Step::Disconnected {
+                    participant: pid("p2")
+                }
+            ),
+            (700, sent("p2", Decision::Commit, true)),
+            (701, Step::Query { from: pid("p2") }),
+            (701, sent("p2", Decision::Commit, true)),
+        ]
+    );
+    let t = c.txn(&tid("t-1")).unwrap();
+    assert_eq!(t.retries, 1);
+    assert_eq!(c.stats().resends, 1);
+    assert_eq!(
+        t.errors.get(&pid("p2")).map(String::as_str),
+        Some("disconnected before acknowledging")
+    );
+}
+
+#[test]
+fn timeline_is_capped_and_counts_what_it_left_out() {
+    let mut c = ready_with(CoordinatorOptions {
+        timeline_max_events: 4,
+        ..opts()
+    });
+    c.handle(0, msg(CLIENT, submit(1)));
+    c.handle(1, msg(P1, vote_commit("t-1")));
+    c.handle(2, msg(P2, vote_abort("t-1", None)));
+    let t = c.txn(&tid("t-1")).unwrap();
+    assert_eq!(t.timeline.events().len(), 4);
+    // vote p2, decided, abort to p1, outcome
+    assert_eq!(t.timeline.dropped(), 4);
+    assert_eq!(t.detail(2)["timeline_dropped"], 4);
+}
+
+#[test]
+fn timeline_of_a_recovered_commit_starts_with_recovery() {
+    let records = vec![Record::Decision {
+        txn: tid("t-7"),
+        decision: Decision::Commit,
+        participants: pids(&["p1"]),
+    }];
+    let mut c = Coordinator::recover(
+        CoordinatorOptions {
+            expected_participants: 1,
+            ..opts()
+        },
+        50,
+        &records,
+    );
+    c.handle(60, msg(P1, hello("p1")));
+    c.handle(61, msg(P1, ack("t-7")));
+    assert_eq!(
+        timeline(&c, "t-7"),
+        vec![
+            (50, Step::Recovered),
+            (60, sent("p1", Decision::Commit, true)),
+            (61, Step::Ack { from: pid("p1") }),
+            (61, Step::Ended),
+        ]
+    );
+}
+
+#[test]
+fn vote_timeouts_and_disconnects_are_counted_by_cause() {
+    let mut c = ready_with(CoordinatorOptions {
+        vote_timeout_ms: 100,
+        ..opts()
+    });
+    c.handle(0, msg(CLIENT, submit(1)));
+    c.handle(0, msg(CLIENT, submit(2)));
+    c.handle(1, msg(P1, vote_commit("t-1")));
+    c.handle(1, msg(P1, vote_commit("t-2")));
+    c.handle(1, msg(P2, vote_commit("t-2")));
+    c.handle(200, Event::Tick);
+    let t1 = c.txn(&tid("t-1")).unwrap();
+    assert_eq!(
+        t1.errors.get(&pid("p2")).map(String::as_str),
+        Some("no vote before the deadline")
+    );
+    c.handle(201, msg(CLIENT, submit(3)));
+    c.handle(202, Event::Disconnected { conn: P2 });
+    let s = c.stats();
+    assert_eq!(s.committed, 1);
+    assert_eq!(s.aborted(AbortCause::VoteTimeout), 1);
+    assert_eq!(s.aborted(AbortCause::ParticipantDisconnected), 1);
+    let open = c.open_txns();
+    // t-2 committed and waits for acks since 1.
+    assert_eq!((open.in_flight, open.in_doubt), (0, 3));
+    assert_eq!(open.in_doubt_oldest_ms, 201);
 }

@@ -48,6 +48,30 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, in a fixed order (metrics index by it).
+    pub const ALL: [ErrorCode; 15] = [
+        ErrorCode::FrameTooLarge,
+        ErrorCode::InvalidJson,
+        ErrorCode::InvalidMessage,
+        ErrorCode::UnknownMessageType,
+        ErrorCode::HelloRequired,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::DuplicateParticipant,
+        ErrorCode::MembershipClosed,
+        ErrorCode::NotReady,
+        ErrorCode::Overloaded,
+        ErrorCode::UnknownParticipant,
+        ErrorCode::UnknownTransaction,
+        ErrorCode::NotAMember,
+        ErrorCode::Refused,
+        ErrorCode::ShuttingDown,
+    ];
+
+    /// The code named `s` on the wire.
+    pub fn parse(s: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::FrameTooLarge => "frame_too_large",
@@ -118,6 +142,25 @@ pub struct Outcome {
     /// Per-participant results of reads, for participants that returned any.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub results: BTreeMap<ParticipantId, Value>,
+}
+
+impl Outcome {
+    /// The report a client prints (`twopc submit --json`, `POST
+    /// /transactions`): `transaction_id`, `decision`, `votes`, `reason`,
+    /// `duration_ms`, and `results` when any participant returned reads.
+    pub fn report(&self, txn: &TxnId) -> Value {
+        let mut v = serde_json::json!({
+            "transaction_id": txn,
+            "decision": self.decision,
+            "votes": self.votes,
+            "reason": self.reason,
+            "duration_ms": self.duration_ms,
+        });
+        if !self.results.is_empty() {
+            v["results"] = serde_json::json!(self.results);
+        }
+        v
+    }
 }
 
 /// Typed form of every message. `transaction_id` of the wire object is the

@@ -8,6 +8,8 @@ pub mod coordinator;
 pub mod message;
 pub mod participant;
 pub mod record;
+pub mod stats;
+pub mod timeline;
 pub mod types;
 
 pub use message::{Body, ErrorCode, Message, Outcome, Role, SubmitRequest, WireError};

@@ -1,19 +1,23 @@
 //! The coordinator process: accepts connections, feeds their messages to the
 //! coordinator core, and performs the core's actions in order. Records go to
 //! the group-commit log; messages that must follow a durable record wait for
-//! the log's durable watermark.
+//! the log's durable watermark. Operator queries from the HTTP admin API
+//! arrive on their own bounded channel and are answered between events.
 
+use super::http::{AdminAnswer, AdminCall, AdminQuery, AdminServer, HttpOptions};
 use super::listener::{self, PortSpec};
+use super::metrics::{ErrorCounts, MetricsSnapshot, WalSnapshot};
 use super::outbox::Outbox;
 use super::{alert, crash, open_log, Clock, ConnEvent};
 use crate::config::CoordinatorConfig;
 use crate::protocol::coordinator::{Coordinator, CoordinatorOptions, Event, Txn, TXN_STATES};
-use crate::protocol::{Action, Body, ConnId, Record, TxnId};
+use crate::protocol::{Action, Body, ConnId, ErrorCode, Record, TxnId};
 use crate::security::ServerSecurity;
 use crate::wal::{GroupCommit, WalError};
 use serde_json::json;
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -34,12 +38,16 @@ pub enum StartError {
     },
     #[error("TLS: {0}")]
     Tls(#[from] crate::security::tls::TlsError),
+    #[error(transparent)]
+    AdminBind(#[from] super::http::BindError),
 }
 
 /// A coordinator that has opened its log and bound its port.
 pub struct CoordinatorServer {
     cfg: CoordinatorConfig,
     listener: TcpListener,
+    /// The HTTP admin API, when `admin_port` is set.
+    admin: Option<AdminServer>,
     core: Coordinator,
     log: GroupCommit,
     clock: Clock,
@@ -71,10 +79,15 @@ impl CoordinatorServer {
         let listener = TcpListener::bind(&addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
+        let admin = match cfg.admin_port {
+            Some(port) => Some(AdminServer::bind(&cfg.admin_host, port, http_options(&cfg)).await?),
+            None => None,
+        };
         let log = GroupCommit::start(wal, cfg.max_in_flight * 4 + 1024);
         Ok(CoordinatorServer {
             cfg,
             listener,
+            admin,
             core,
             log,
             clock,
@@ -87,11 +100,17 @@ impl CoordinatorServer {
         self.listener.local_addr()
     }
 
+    /// The HTTP admin API's address, when it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|a| a.local_addr().ok())
+    }
+
     /// Serve until `shutdown` is cancelled.
     pub async fn run(self, shutdown: CancellationToken) {
         let CoordinatorServer {
             cfg,
             listener,
+            admin,
             core,
             log,
             clock,
@@ -101,14 +120,30 @@ impl CoordinatorServer {
         let tracker = TaskTracker::new();
         let (ev_tx, ev_rx) = mpsc::channel(cfg.max_connections.max(16) * 4);
         security.announce("coordinator port");
+        // Connection ids for TCP connections and HTTP submits alike.
+        let conn_ids = Arc::new(AtomicU64::new(1));
+        let errors = Arc::new(ErrorCounts::default());
+        let (admin_tx, admin_rx) = mpsc::channel(cfg.admin_max_connections.max(1) * 2);
+        if let Some(admin) = admin {
+            admin.spawn(
+                admin_tx,
+                ev_tx.clone(),
+                conn_ids.clone(),
+                shutdown.clone(),
+                &tracker,
+            );
+        } else {
+            drop(admin_tx);
+        }
         let port = PortSpec {
             name: "coordinator",
             max_connections_key: "max_connections",
             max_connections: cfg.max_connections,
             max_frame_bytes: cfg.max_frame_bytes,
             handshake_timeout: Duration::from_millis(cfg.handshake_timeout_ms),
-            first_conn_id: 0,
+            conn_ids,
             security,
+            errors: Some(errors.clone()),
         };
         tracker.spawn(listener::accept_loop(
             listener,
@@ -122,12 +157,26 @@ impl CoordinatorServer {
             out: Outbox::new(log, cfg.wal.segment_max_bytes, cfg.max_frame_bytes),
             clock,
             decision_sent: HashSet::new(),
+            awaiting_durable: VecDeque::new(),
+            errors,
+            current_txn: None,
         };
-        driver.main_loop(ev_rx, shutdown.clone()).await;
+        driver.main_loop(ev_rx, admin_rx, shutdown.clone()).await;
         tracker.close();
         // Let writers flush what is queued; bounded so shutdown cannot hang.
         drop(driver);
         let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
+    }
+}
+
+fn http_options(cfg: &CoordinatorConfig) -> HttpOptions {
+    HttpOptions {
+        max_connections: cfg.admin_max_connections,
+        max_body_bytes: cfg.admin_max_body_bytes,
+        header_timeout: Duration::from_millis(cfg.admin_header_timeout_ms),
+        // Queued until ready, then the vote deadline, then the log: the core
+        // answers well within twice the vote timeout.
+        submit_timeout: Duration::from_secs_f64(cfg.timeout_seconds * 2.0 + 10.0),
     }
 }
 
@@ -146,6 +195,7 @@ fn core_options(cfg: &CoordinatorConfig) -> CoordinatorOptions {
         resend_max_ms: cfg.resend_max_ms,
         liveness_timeout_ms: cfg.heartbeat_interval_ms * cfg.heartbeat_failure_threshold as u64,
         history_limit: cfg.history_limit,
+        timeline_max_events: cfg.timeline_max_events,
         // Base-36 start time: ids stay unique across restarts.
         // plus a random suffix for two starts within one millisecond.
         txn_id_prefix: format!(
@@ -176,6 +226,14 @@ struct Driver {
     clock: Clock,
     /// Commit decisions of which at least one message left (crash points).
     decision_sent: HashSet<TxnId>,
+    /// Commit decision records not yet durable, by log sequence number, in
+    /// append order: the core is told when each becomes durable.
+    awaiting_durable: VecDeque<(u64, TxnId)>,
+    /// Error frames sent, by code (metrics).
+    errors: Arc<ErrorCounts>,
+    /// The transaction of the message being handled, for log lines about
+    /// refusals (which the core words without a transaction field).
+    current_txn: Option<TxnId>,
 }
 
 /// Most transactions one `txn_list` reply carries.
@@ -189,10 +247,13 @@ impl Driver {
     async fn main_loop(
         &mut self,
         mut events: mpsc::Receiver<ConnEvent>,
+        mut admin: mpsc::Receiver<AdminCall>,
         shutdown: CancellationToken,
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // False once the admin server is gone (or was never started).
+        let mut admin_open = true;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -210,7 +271,12 @@ impl Driver {
                     if !ok { break; }
                 }
                 _ = tick.tick() => self.step(Event::Tick),
+                call = admin.recv(), if admin_open => match call {
+                    Some(call) => self.on_admin(call),
+                    None => admin_open = false,
+                },
             }
+            self.note_durable();
             for (conn, body) in self.out.ready() {
                 self.send_checked(conn, body);
             }
@@ -220,6 +286,66 @@ impl Driver {
             }
         }
         self.out.close_all();
+    }
+
+    /// Tell the core which commit decisions are now durable (before the
+    /// messages held for them are released, so timelines keep wire order).
+    fn note_durable(&mut self) {
+        let durable = self.out.durable();
+        while self
+            .awaiting_durable
+            .front()
+            .is_some_and(|(lsn, _)| *lsn <= durable)
+        {
+            if let Some((_, txn)) = self.awaiting_durable.pop_front() {
+                tracing::debug!(transaction_id = %txn, "commit decision durable");
+                self.step(Event::DecisionDurable { txn });
+            }
+        }
+    }
+
+    /// Answer a query from the HTTP admin API.
+    fn on_admin(&mut self, call: AdminCall) {
+        let answer = match call.query {
+            AdminQuery::Status => AdminAnswer::Json(self.status_json()),
+            AdminQuery::Transactions { state } => match self.txn_list_json(state.as_deref()) {
+                Ok(v) => AdminAnswer::Json(v),
+                Err(m) => AdminAnswer::Invalid(m),
+            },
+            AdminQuery::Transaction { id } => match self.txn_detail(&id) {
+                Some(v) => AdminAnswer::Json(v),
+                None => AdminAnswer::NotFound(unknown_txn_message(&id)),
+            },
+            AdminQuery::Metrics => AdminAnswer::Metrics(Box::new(self.metrics())),
+        };
+        // The requester may have given up; nothing to do then.
+        let _ = call.reply.send(answer);
+    }
+
+    fn status_json(&self) -> serde_json::Value {
+        let mut report = self.core.status_report();
+        report["wal"] = self.out.log.stats.snapshot();
+        report["connections"] = json!(self.out.connections());
+        report
+    }
+
+    fn txn_detail(&self, id: &TxnId) -> Option<serde_json::Value> {
+        self.core.txn(id).map(|t| t.detail(self.clock.now()))
+    }
+
+    fn metrics(&self) -> MetricsSnapshot {
+        let members = self.core.members();
+        MetricsSnapshot {
+            ready: self.core.state() == crate::protocol::coordinator::ClusterState::Ready,
+            expected_participants: self.core.options().expected_participants,
+            participants_registered: members.len(),
+            participants_connected: members.values().filter(|m| m.conn.is_some()).count(),
+            stats: self.core.stats().clone(),
+            open: self.core.open_txns(),
+            wal: WalSnapshot::of(&self.out.log.stats),
+            connections: self.out.connections(),
+            errors: MetricsSnapshot::errors_of(&self.errors),
+        }
     }
 
     fn on_event(&mut self, ev: ConnEvent) {
@@ -238,30 +364,28 @@ impl Driver {
                 body: Body::Status,
             } => {
                 // Status is answered here so it can include runtime figures.
-                let mut report = self.core.status_report();
-                report["wal"] = self.out.log.stats.snapshot();
-                report["connections"] = json!(self.out.connections());
+                let report = self.status_json();
                 self.out.deliver(conn, Body::StatusReport(report), None);
             }
             ConnEvent::Message {
                 conn,
                 body: Body::TxnList { state },
             } => {
-                let reply = self.txn_list(state.as_deref());
+                let reply = match self.txn_list_json(state.as_deref()) {
+                    Ok(v) => Body::TxnInfo(v),
+                    Err(message) => self.error_body(ErrorCode::InvalidMessage, message),
+                };
                 self.out.deliver(conn, reply, None);
             }
             ConnEvent::Message {
                 conn,
                 body: Body::TxnShow { txn },
             } => {
-                let now = self.clock.now();
-                let reply = match self.core.txn(&txn) {
-                    Some(t) => Body::TxnInfo(t.summary(now)),
-                    None => Body::Error {
-                        code: "unknown_transaction".into(),
-                        message: format!("transaction `{txn}` is not known here: it never existed, ended long ago (history_limit), or was aborted before a restart (presumed abort)"),
-                        request_id: None,
-                    },
+                let reply = match self.txn_detail(&txn) {
+                    Some(v) => Body::TxnInfo(v),
+                    None => {
+                        self.error_body(ErrorCode::UnknownTransaction, unknown_txn_message(&txn))
+                    }
                 };
                 self.out.deliver(conn, reply, None);
             }
@@ -273,15 +397,25 @@ impl Driver {
         }
     }
 
-    /// Reply to `txn_list`: newest first, at most `TXN_LIST_MAX` entries.
-    fn txn_list(&self, state: Option<&str>) -> Body {
+    /// An error reply to an operator request, counted.
+    fn error_body(&self, code: ErrorCode, message: String) -> Body {
+        self.errors.count(code);
+        Body::Error {
+            code: code.as_str().into(),
+            message,
+            request_id: None,
+        }
+    }
+
+    /// `txn_list`: newest first, at most `TXN_LIST_MAX` entries; an error
+    /// message for an unknown state filter.
+    fn txn_list_json(&self, state: Option<&str>) -> Result<serde_json::Value, String> {
         if let Some(st) = state {
             if !TXN_STATES.contains(&st) {
-                return Body::Error {
-                    code: "invalid_message".into(),
-                    message: format!("unknown state `{st}`; use one of {}", TXN_STATES.join(", ")),
-                    request_id: None,
-                };
+                return Err(format!(
+                    "unknown state `{st}`; use one of {}",
+                    TXN_STATES.join(", ")
+                ));
             }
         }
         let now = self.clock.now();
@@ -297,15 +431,21 @@ impl Driver {
             .take(TXN_LIST_MAX)
             .map(|t| t.summary(now))
             .collect();
-        Body::TxnInfo(json!({ "total": total, "transactions": list }))
+        Ok(json!({ "total": total, "transactions": list }))
     }
 
     fn step(&mut self, ev: Event) {
         let now = self.clock.now();
+        self.current_txn = match &ev {
+            Event::Message { body, .. } => body.txn().cloned(),
+            Event::DecisionDurable { txn } => Some(txn.clone()),
+            Event::Disconnected { .. } | Event::Tick => None,
+        };
         let actions = self.core.handle(now, ev);
         for a in actions {
             self.perform(a);
         }
+        self.current_txn = None;
     }
 
     fn perform(&mut self, action: Action) {
@@ -319,20 +459,37 @@ impl Driver {
                     }
                     Record::Prepared { .. } | Record::Decided { .. } | Record::Snapshot { .. } => {}
                 }
-                self.out.persist(&record, sync);
+                let lsn = self.out.persist(&record, sync);
+                match &record {
+                    Record::Decision { txn, .. } => {
+                        tracing::debug!(transaction_id = %txn, "commit decided; forcing the decision record");
+                        self.awaiting_durable.push_back((lsn, txn.clone()));
+                    }
+                    Record::End { txn } => {
+                        tracing::debug!(transaction_id = %txn, "every participant acknowledged; transaction ended");
+                    }
+                    _ => {}
+                }
             }
             Action::Send {
                 conn,
                 body,
                 after_durable,
             } => {
+                match &body {
+                    Body::Error { code, .. } => self.errors.count_str(code),
+                    Body::Outcome { txn, outcome } => log_outcome(txn, outcome),
+                    _ => {}
+                }
                 if let Some((conn, body)) = self.out.gate(conn, body, after_durable) {
                     self.send_checked(conn, body);
                 }
             }
             Action::Reject { conn, error, close } => {
                 let peer = self.out.peer(conn);
-                tracing::warn!(%peer, code = error.code.as_str(), "refused: {}", error.message);
+                self.errors.count(error.code);
+                let transaction_id = self.current_txn.as_ref().map(|t| t.0.as_str());
+                tracing::warn!(%peer, transaction_id, code = error.code.as_str(), "refused: {}", error.message);
                 self.out.deliver(conn, Body::error(&error), None);
                 if close {
                     self.out.close(conn);
@@ -360,5 +517,25 @@ impl Driver {
             }
         }
         self.out.deliver(conn, body, None);
+    }
+}
+
+fn unknown_txn_message(txn: &TxnId) -> String {
+    format!("transaction `{txn}` is not known here: it never existed, ended long ago (history_limit), or was aborted before a restart (presumed abort)")
+}
+
+/// One line per outcome told to a client: aborts at info (with the reason),
+/// commits at debug.
+fn log_outcome(txn: &TxnId, o: &crate::protocol::Outcome) {
+    match o.decision {
+        crate::protocol::Decision::Commit => {
+            tracing::debug!(transaction_id = %txn, duration_ms = o.duration_ms, "committed")
+        }
+        crate::protocol::Decision::Abort => tracing::info!(
+            transaction_id = %txn,
+            duration_ms = o.duration_ms,
+            reason = o.reason.as_deref().unwrap_or(""),
+            "aborted"
+        ),
     }
 }

@@ -2,9 +2,11 @@
 //! participant's admin port): the connection limit, TLS, then the
 //! connection task with authentication. One accept loop for every port.
 
+use super::metrics::ErrorCounts;
 use super::{spawn_connection, ConnEvent, ConnSpec, Side};
 use crate::protocol::{Body, ConnId, ErrorCode, WireError};
 use crate::security::ServerSecurity;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -23,9 +25,12 @@ pub struct PortSpec {
     pub max_frame_bytes: usize,
     /// TLS handshake, hello and authentication must all finish within it.
     pub handshake_timeout: Duration,
-    /// Connection ids start after this, so ports of one process never share ids.
-    pub first_conn_id: u64,
+    /// Where connection ids come from; shared by the ports (and the HTTP
+    /// submits) of one process so that they never share an id.
+    pub conn_ids: Arc<AtomicU64>,
     pub security: Arc<ServerSecurity>,
+    /// Where refused frames are counted (the coordinator's metrics).
+    pub errors: Option<Arc<ErrorCounts>>,
 }
 
 /// Accept until `shutdown`. Past `max_connections`, a new connection is
@@ -40,7 +45,6 @@ pub async fn accept_loop(
     tracker: TaskTracker,
 ) {
     let limit = Arc::new(Semaphore::new(spec.max_connections));
-    let mut next_conn = spec.first_conn_id;
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -59,14 +63,14 @@ pub async fn accept_loop(
             refuse(stream, &peer, &spec, &tracker);
             continue;
         };
-        next_conn += 1;
         let conn = ConnSpec {
-            conn: ConnId(next_conn),
+            conn: ConnId(spec.conn_ids.fetch_add(1, Ordering::Relaxed)),
             peer,
             max_frame_bytes: spec.max_frame_bytes,
             first_frame_timeout: spec.handshake_timeout,
             permit: Some(permit),
             side: Side::Server(spec.security.clone()),
+            errors: spec.errors.clone(),
         };
         match spec.security.tls.clone() {
             None => spawn_connection(stream, conn, events.clone(), &tracker),

@@ -4,7 +4,9 @@
 
 pub mod coordinator;
 pub mod crash;
+pub mod http;
 pub mod listener;
+pub mod metrics;
 pub mod outbox;
 pub mod participant;
 
@@ -70,6 +72,8 @@ pub struct ConnSpec {
     pub first_frame_timeout: std::time::Duration,
     /// Connection slot, released when the connection ends.
     pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Where refused frames are counted (the coordinator's metrics).
+    pub errors: Option<std::sync::Arc<metrics::ErrorCounts>>,
     /// Which side of the handshake this process is on.
     pub side: Side,
 }
@@ -116,8 +120,14 @@ pub fn spawn_connection<S>(
         max_frame_bytes,
         first_frame_timeout,
         permit,
+        errors,
         side,
     } = spec;
+    let count = move |code: crate::protocol::ErrorCode| {
+        if let Some(e) = &errors {
+            e.count(code);
+        }
+    };
     let mut gate = match side {
         Side::Server(sec) => match &sec.secret {
             Some(k) => Gate::Server(ServerHandshake::new(k.clone(), auth::fresh_nonce()), sec),
@@ -157,6 +167,7 @@ pub fn spawn_connection<S>(
                 match tokio::time::timeout_at(handshake_deadline, net::read_next(&mut reader, max_frame_bytes)).await {
                     Ok(n) => n,
                     Err(_) => {
+                        count(crate::protocol::ErrorCode::HelloRequired);
                         handshake_timed_out(&gate, &peer, first_frame_timeout, &send_error_and_close);
                         let _ = tx.try_send(Outgoing::Close);
                         break;
@@ -167,6 +178,7 @@ pub fn spawn_connection<S>(
                 None => break,
                 Some(Inbound::Message(body)) => body,
                 Some(Inbound::Invalid(err)) => {
+                    count(err.code);
                     if let Gate::Server(hs, sec) = &gate {
                         if let ServerStep::Reject(e) = hs.on_invalid(&err) {
                             sec.failures.failed(&peer, &e.message);
@@ -181,6 +193,7 @@ pub fn spawn_connection<S>(
                     continue;
                 }
                 Some(Inbound::Broken(err)) => {
+                    count(err.code);
                     if matches!(gate, Gate::Client(_) | Gate::FirstMessage { server: false }) {
                         tracing::warn!(%peer, "the server's first bytes are not a frame: {}; if it uses TLS, configure tls.ca_file (--tls-ca)", err.message);
                     } else {
@@ -229,6 +242,9 @@ pub fn spawn_connection<S>(
                 },
             };
             if let Some(body) = forward {
+                if let Some(txn) = body.txn() {
+                    tracing::debug!(%peer, transaction_id = %txn, message_type = body.message_type(), "received");
+                }
                 if events.send(ConnEvent::Message { conn, body }).await.is_err() {
                     break;
                 }

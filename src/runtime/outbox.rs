@@ -62,9 +62,15 @@ impl Outbox {
         self.durable.changed().await.is_ok()
     }
 
-    /// Append a record (the writer thread batches and syncs).
-    pub fn persist(&mut self, record: &Record, sync: bool) {
-        self.log.append(record, sync);
+    /// Append a record (the writer thread batches and syncs); returns its
+    /// log sequence number.
+    pub fn persist(&mut self, record: &Record, sync: bool) -> u64 {
+        self.log.append(record, sync)
+    }
+
+    /// Highest log sequence number known durable.
+    pub fn durable(&self) -> u64 {
+        self.log.durable()
     }
 
     /// Queue `body` for `conn`. Returns it back when it may go now; holds it
@@ -119,16 +125,21 @@ impl Outbox {
             return;
         };
         let txn = body.txn().cloned();
+        let transaction_id = txn.as_ref().map(|t| t.0.as_str());
+        let message_type = body.message_type();
         let Some(frame) = self.fit(body) else {
-            tracing::error!(%peer, transaction_id = ?txn, "message larger than max_frame_bytes ({}) dropped", self.max_frame_bytes);
+            tracing::error!(%peer, transaction_id, "message larger than max_frame_bytes ({}) dropped", self.max_frame_bytes);
             return;
         };
+        if transaction_id.is_some() {
+            tracing::debug!(%peer, transaction_id, message_type, "sent");
+        }
         let item = match crash_after {
             Some(p) => Outgoing::FrameThenCrash(frame, p),
             None => Outgoing::Frame(frame),
         };
         if tx.try_send(item).is_err() {
-            tracing::warn!(%peer, transaction_id = ?txn, "peer is not reading its messages (queue full); closing the connection");
+            tracing::warn!(%peer, transaction_id, "peer is not reading its messages (queue full); closing the connection");
             let _ = tx.try_send(Outgoing::Close);
             self.conns.remove(&conn);
         }

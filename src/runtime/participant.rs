@@ -167,8 +167,9 @@ impl ParticipantNode {
                 max_connections: cfg.admin_max_connections,
                 max_frame_bytes: cfg.max_frame_bytes,
                 handshake_timeout: Duration::from_millis(cfg.handshake_timeout_ms),
-                first_conn_id: ADMIN_CONN_BASE,
+                conn_ids: Arc::new(std::sync::atomic::AtomicU64::new(ADMIN_CONN_BASE + 1)),
                 security: admin_security,
+                errors: None,
             };
             tracker.spawn(listener::accept_loop(
                 l,
@@ -263,6 +264,7 @@ async fn connector(
                     first_frame_timeout: handshake_timeout,
                     permit: None,
                     side: Side::Client(auth),
+                    errors: None,
                 };
                 spawn_connection(stream, spec, events.clone(), &tracker);
                 tokio::select! {
@@ -629,7 +631,9 @@ impl Driver {
 
     fn perform(&mut self, action: Action) {
         match action {
-            Action::Persist { record, sync } => self.out.persist(&record, sync),
+            Action::Persist { record, sync } => {
+                self.out.persist(&record, sync);
+            }
             Action::Send {
                 conn,
                 body,

@@ -15,7 +15,7 @@ mod lock;
 mod writer;
 
 pub use lock::DirLock;
-pub use writer::{GroupCommit, WalStats};
+pub use writer::{GroupCommit, WalStats, SYNC_BOUNDS_MICROS};
 
 use crate::protocol::Record;
 use serde_json::Value;

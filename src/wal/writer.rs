@@ -22,6 +22,24 @@ pub struct WalStats {
     pub checkpoints: AtomicU64,
     /// Sum of sync durations in microseconds (for the mean sync latency).
     pub sync_micros: AtomicU64,
+    /// Syncs per duration bucket (bounds in [`SYNC_BOUNDS_MICROS`], the last
+    /// bucket above all of them); not cumulative.
+    pub sync_buckets: [AtomicU64; SYNC_BOUNDS_MICROS.len() + 1],
+}
+
+/// Upper bounds (microseconds, inclusive) of the sync latency buckets.
+pub const SYNC_BOUNDS_MICROS: [u64; 14] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000,
+];
+
+impl WalStats {
+    fn observe_sync(&self, micros: u64) {
+        let i = SYNC_BOUNDS_MICROS.partition_point(|b| *b < micros);
+        self.sync_buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sync_micros.fetch_add(micros, Ordering::Relaxed);
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl WalStats {
@@ -221,12 +239,7 @@ fn flush(wal: &mut Wal, buf: &mut Vec<u8>, sync: bool, stats: &WalStats) {
     if sync {
         let t = std::time::Instant::now();
         match wal.sync() {
-            Ok(true) => {
-                stats.syncs.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .sync_micros
-                    .fetch_add(t.elapsed().as_micros() as u64, Ordering::Relaxed);
-            }
+            Ok(true) => stats.observe_sync(t.elapsed().as_micros() as u64),
             Ok(false) => {}
             Err(e) => fatal(&e.to_string()),
         }

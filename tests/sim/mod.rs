@@ -192,6 +192,10 @@ enum Ev {
     },
     NetNormal,
     EndFaults,
+    /// A stopped participant may run again.
+    Resume {
+        i: usize,
+    },
 }
 
 /// The disk of one process: survives crashes.
@@ -285,6 +289,9 @@ pub struct Sim {
     /// stopped (events wait, as under SIGSTOP).
     cut_until: Vec<u64>,
     stalled_until: Vec<u64>,
+    /// Events for a stopped participant, in arrival order: handled in that
+    /// order when it runs again.
+    held_events: Vec<VecDeque<Ev>>,
     conns: BTreeMap<u64, Conn>,
     next_conn: u64,
     clients: Vec<ClientState>,
@@ -326,6 +333,7 @@ impl Sim {
             part_incs: vec![0; n],
             cut_until: vec![0; n],
             stalled_until: vec![0; n],
+            held_events: (0..n).map(|_| VecDeque::new()).collect(),
             conns: BTreeMap::new(),
             next_conn: 1,
             clients: (0..cfg.clients).map(|_| ClientState::default()).collect(),
@@ -433,6 +441,7 @@ impl Sim {
             liveness_timeout_ms: SILENCE_MS,
             history_limit: 10_000,
             txn_id_prefix: format!("c{}-", self.coord_inc),
+            timeline_max_events: 32,
         }
     }
 
@@ -662,13 +671,30 @@ impl Sim {
     fn step(&mut self, ev: Ev) -> Result<(), String> {
         // A stopped participant handles nothing until it runs again.
         if let Some(i) = stopped_target(&ev) {
-            if self.now < self.stalled_until[i] {
-                let d = self.stalled_until[i] - self.now;
-                self.at(d, ev);
+            if self.now < self.stalled_until[i] || !self.held_events[i].is_empty() {
+                self.held_events[i].push_back(ev);
                 return Ok(());
             }
         }
         match ev {
+            Ev::Resume { i } => {
+                if self.now < self.stalled_until[i] {
+                    return Ok(()); // stopped again meanwhile; a later Resume comes
+                }
+                self.stalled_until[i] = self.now;
+                let held = std::mem::take(&mut self.held_events[i]);
+                if !held.is_empty() {
+                    self.note(format!(
+                        "p{} runs again: {} events waited",
+                        i + 1,
+                        held.len()
+                    ));
+                }
+                for ev in held {
+                    self.step(ev)?;
+                }
+                Ok(())
+            }
             Ev::Deliver { conn, to, bytes } => {
                 let Some(c) = self.conns.get(&conn) else {
                     return Ok(());
@@ -822,6 +848,7 @@ impl Sim {
                 for i in 0..self.cfg.participants {
                     self.cut_until[i] = self.cut_until[i].min(self.now);
                     self.stalled_until[i] = self.stalled_until[i].min(self.now);
+                    self.at(0, Ev::Resume { i });
                     if let Some(p) = self.parts[i].as_mut() {
                         p.log.slow_disk = false;
                         p.log.crash_at_next_sync = false;
@@ -898,6 +925,7 @@ impl Sim {
                 let i = self.rng.random_range(0..n);
                 let d = self.rng.random_range(100..3000);
                 self.stalled_until[i] = self.stalled_until[i].max(self.now + d);
+                self.at(d, Ev::Resume { i });
                 self.note(format!("STOP p{} for {d} ms", i + 1));
                 "stopped participant"
             }

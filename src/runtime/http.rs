@@ -1,0 +1,525 @@
+//! The coordinator's HTTP admin API: health, status, participants,
+//! transactions, submit and Prometheus metrics, on its own port.
+//!
+//! The server never touches the coordinator core. Reads are [`AdminCall`]s
+//! answered by the event loop over a bounded channel; a submit opens a
+//! virtual client connection on the same bounded event channel the TCP
+//! connections use (`hello`, `submit`, then the `outcome` or `error` frame
+//! comes back as for any client). Connections are limited before `accept`,
+//! request bodies are limited in size, and a connection must send its
+//! headers within a deadline.
+
+use super::metrics::{render, MetricsSnapshot};
+use super::ConnEvent;
+use crate::net::Outgoing;
+use crate::protocol::{Body, ConnId, Message, Role, SubmitRequest, TxnId, PROTOCOL_VERSION};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A question for the event loop.
+#[derive(Debug)]
+pub enum AdminQuery {
+    /// The status report (as the TCP `status`).
+    Status,
+    /// Transactions, newest first, optionally filtered by state.
+    Transactions { state: Option<String> },
+    /// One transaction in full, with its timeline.
+    Transaction { id: TxnId },
+    /// Figures for `GET /metrics`.
+    Metrics,
+}
+
+/// The event loop's answer.
+#[derive(Debug)]
+pub enum AdminAnswer {
+    Json(Value),
+    /// The query was malformed (for example an unknown state filter).
+    Invalid(String),
+    NotFound(String),
+    Metrics(Box<MetricsSnapshot>),
+}
+
+/// One query with the channel its answer goes back on.
+#[derive(Debug)]
+pub struct AdminCall {
+    pub query: AdminQuery,
+    pub reply: oneshot::Sender<AdminAnswer>,
+}
+
+/// Limits of the admin server (all configurable, see `config.yaml`).
+#[derive(Clone, Debug)]
+pub struct HttpOptions {
+    pub max_connections: usize,
+    pub max_body_bytes: usize,
+    pub header_timeout: Duration,
+    /// How long a submit waits for its outcome before answering 504.
+    pub submit_timeout: Duration,
+}
+
+/// Why the admin port could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {addr} (admin_port): {source}; choose another admin_port or stop the process using it")]
+pub struct BindError {
+    pub addr: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// The bound admin port, not yet serving.
+pub struct AdminServer {
+    listener: TcpListener,
+    opts: HttpOptions,
+}
+
+/// What the handlers share.
+#[derive(Clone)]
+struct Ctx {
+    calls: mpsc::Sender<AdminCall>,
+    events: mpsc::Sender<ConnEvent>,
+    conn_ids: Arc<AtomicU64>,
+    submit_timeout: Duration,
+    /// Open HTTP connections (a gauge in the metrics).
+    open: Arc<AtomicUsize>,
+}
+
+/// How long a handler waits for room in a channel to the event loop, and
+/// for the loop's answer to a read. The loop answers within one turn; only
+/// an overloaded coordinator makes these expire.
+const LOOP_PATIENCE: Duration = Duration::from_secs(10);
+
+impl AdminServer {
+    pub async fn bind(host: &str, port: u16, opts: HttpOptions) -> Result<AdminServer, BindError> {
+        let addr = format!("{host}:{port}");
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| BindError { addr, source })?;
+        Ok(AdminServer { listener, opts })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serve until `shutdown`. `conn_ids` is shared with the TCP accept loop
+    /// so that virtual submit connections get ids of their own.
+    pub fn spawn(
+        self,
+        calls: mpsc::Sender<AdminCall>,
+        events: mpsc::Sender<ConnEvent>,
+        conn_ids: Arc<AtomicU64>,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) {
+        let ctx = Ctx {
+            calls,
+            events,
+            conn_ids,
+            submit_timeout: self.opts.submit_timeout,
+            open: Arc::new(AtomicUsize::new(0)),
+        };
+        let router = router(ctx.clone(), self.opts.max_body_bytes);
+        tracker.spawn(accept_loop(
+            self.listener,
+            router,
+            self.opts,
+            ctx.open,
+            shutdown,
+            tracker.clone(),
+        ));
+    }
+}
+
+fn router(ctx: Ctx, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/status", get(status))
+        .route("/participants", get(participants))
+        .route("/transactions", get(transactions).post(submit))
+        .route("/transactions/{id}", get(transaction))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(ctx)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    opts: HttpOptions,
+    open: Arc<AtomicUsize>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let limit = Arc::new(Semaphore::new(opts.max_connections));
+    loop {
+        // A slot first: past the limit, connections wait in the backlog.
+        let permit = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("admin http accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let router = router.clone();
+        let open = open.clone();
+        let shutdown = shutdown.clone();
+        let header_timeout = opts.header_timeout;
+        open.fetch_add(1, Ordering::Relaxed);
+        tracker.spawn(async move {
+            let _permit = permit;
+            serve_connection(stream, peer, router, header_timeout, shutdown).await;
+            open.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    header_timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    use tower::ServiceExt;
+    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+        router.clone().oneshot(req.map(axum::body::Body::new))
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let conn = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, "admin http connection ended: {e}");
+    }
+}
+
+/// `{"error": code, "message": text}` with `status`.
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let body = json!({ "error": code, "message": message.into() });
+    (status, Json(body)).into_response()
+}
+
+impl Ctx {
+    async fn ask(&self, query: AdminQuery) -> Result<AdminAnswer, Response> {
+        let (reply, answer) = oneshot::channel();
+        let busy = || {
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "the coordinator's event loop did not answer in time; it is overloaded or stopping, retry later",
+            )
+        };
+        self.calls
+            .send_timeout(AdminCall { query, reply }, LOOP_PATIENCE)
+            .await
+            .map_err(|_| busy())?;
+        match tokio::time::timeout(LOOP_PATIENCE, answer).await {
+            Ok(Ok(a)) => Ok(a),
+            _ => Err(busy()),
+        }
+    }
+
+    async fn json(&self, query: AdminQuery) -> Response {
+        match self.ask(query).await {
+            Ok(AdminAnswer::Json(v)) => Json(v).into_response(),
+            Ok(AdminAnswer::Invalid(m)) => error(StatusCode::BAD_REQUEST, "invalid_request", m),
+            Ok(AdminAnswer::NotFound(m)) => error(StatusCode::NOT_FOUND, "unknown_transaction", m),
+            Ok(AdminAnswer::Metrics(_)) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "unexpected answer from the event loop",
+            ),
+            Err(resp) => resp,
+        }
+    }
+}
+
+async fn health(State(ctx): State<Ctx>) -> Response {
+    let s = match ctx.ask(AdminQuery::Status).await {
+        Ok(AdminAnswer::Json(s)) => s,
+        Ok(_) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "unexpected answer from the event loop",
+            )
+        }
+        Err(resp) => return resp,
+    };
+    let registered = s["participants"].as_array().map_or(0, |a| a.len());
+    let expected = s["expected_participants"].as_u64().unwrap_or(0);
+    let state = s["state"].as_str().unwrap_or("UNKNOWN").to_string();
+    if state == "READY" {
+        let body = json!({
+            "status": "ok",
+            "state": state,
+            "participants_registered": registered,
+            "expected_participants": expected,
+        });
+        return (StatusCode::OK, Json(body)).into_response();
+    }
+    let body = json!({
+        "status": "unavailable",
+        "state": state,
+        "participants_registered": registered,
+        "expected_participants": expected,
+        "reason": format!(
+            "waiting for participants: {registered} of {expected} registered; start the missing participants"
+        ),
+    });
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+}
+
+async fn status(State(ctx): State<Ctx>) -> Response {
+    ctx.json(AdminQuery::Status).await
+}
+
+async fn participants(State(ctx): State<Ctx>) -> Response {
+    match ctx.ask(AdminQuery::Status).await {
+        Ok(AdminAnswer::Json(s)) => Json(json!({
+            "state": s["state"],
+            "expected_participants": s["expected_participants"],
+            "participants": s["participants"],
+        }))
+        .into_response(),
+        Ok(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "unexpected answer from the event loop",
+        ),
+        Err(resp) => resp,
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ListParams {
+    state: Option<String>,
+}
+
+async fn transactions(State(ctx): State<Ctx>, Query(p): Query<ListParams>) -> Response {
+    ctx.json(AdminQuery::Transactions { state: p.state }).await
+}
+
+async fn transaction(State(ctx): State<Ctx>, Path(id): Path<String>) -> Response {
+    ctx.json(AdminQuery::Transaction { id: TxnId(id) }).await
+}
+
+async fn metrics(State(ctx): State<Ctx>) -> Response {
+    match ctx.ask(AdminQuery::Metrics).await {
+        Ok(AdminAnswer::Metrics(m)) => {
+            let text = render(&m, ctx.open.load(Ordering::Relaxed));
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                )],
+                text,
+            )
+                .into_response()
+        }
+        Ok(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "unexpected answer from the event loop",
+        ),
+        Err(resp) => resp,
+    }
+}
+
+async fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see docs/openapi.yaml: GET /health, /status, /participants, /transactions, /transactions/{id}, /metrics; POST /transactions",
+    )
+}
+
+/// Parse a submit body: the same JSON object as the TCP `submit` payload.
+pub fn parse_submit(bytes: &[u8]) -> Result<SubmitRequest, (&'static str, String)> {
+    const SHAPE: &str = r#"send a JSON object such as {"data": {"order": 42}, "participants": ["p1", "p2"]} (both fields optional)"#;
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| {
+        (
+            "invalid_json",
+            format!("the request body is not valid JSON ({e}); {SHAPE}"),
+        )
+    })?;
+    if !v.is_object() {
+        return Err((
+            "invalid_message",
+            format!("the request body must be a JSON object; {SHAPE}"),
+        ));
+    }
+    serde_json::from_value(v).map_err(|e| {
+        (
+            "invalid_message",
+            format!("the request body is not a valid submit ({e}); {SHAPE}"),
+        )
+    })
+}
+
+async fn submit(State(ctx): State<Ctx>, body: Result<Bytes, BytesRejection>) -> Response {
+    let bytes = match body {
+        Ok(b) => b,
+        Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the request body exceeds admin_max_body_bytes; send a smaller payload or raise the limit",
+            )
+        }
+        Err(rej) => return error(rej.status(), "invalid_body", rej.body_text()),
+    };
+    let req = match parse_submit(&bytes) {
+        Ok(r) => r,
+        Err((code, message)) => return error(StatusCode::BAD_REQUEST, code, message),
+    };
+    run_submit(&ctx, req).await
+}
+
+/// A virtual client connection: closed on the event loop when dropped, even
+/// if the HTTP client went away mid-request.
+struct VirtualConn {
+    conn: ConnId,
+    events: mpsc::Sender<ConnEvent>,
+}
+
+impl Drop for VirtualConn {
+    fn drop(&mut self) {
+        let (events, conn) = (self.events.clone(), self.conn);
+        tokio::spawn(async move {
+            let _ = events.send(ConnEvent::Closed { conn }).await;
+        });
+    }
+}
+
+async fn run_submit(ctx: &Ctx, req: SubmitRequest) -> Response {
+    let conn = ConnId(ctx.conn_ids.fetch_add(1, Ordering::Relaxed));
+    // Only the welcome and one outcome or error come back.
+    let (tx, mut rx) = mpsc::channel(8);
+    let busy = || {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "the coordinator's event loop has no room for the request; it is overloaded or stopping, retry later",
+        )
+    };
+    let opened = ConnEvent::Opened {
+        conn,
+        tx,
+        peer: "http-submit".into(),
+    };
+    if ctx
+        .events
+        .send_timeout(opened, LOOP_PATIENCE)
+        .await
+        .is_err()
+    {
+        return busy();
+    }
+    let _guard = VirtualConn {
+        conn,
+        events: ctx.events.clone(),
+    };
+    let hello = Body::Hello {
+        role: Role::Client,
+        id: None,
+        protocol_version: PROTOCOL_VERSION,
+    };
+    for body in [hello, Body::Submit(req)] {
+        let ev = ConnEvent::Message { conn, body };
+        if ctx.events.send_timeout(ev, LOOP_PATIENCE).await.is_err() {
+            return busy();
+        }
+    }
+    let deadline = tokio::time::Instant::now() + ctx.submit_timeout;
+    loop {
+        let frame = match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Err(_) => {
+                return error(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    format!(
+                        "no outcome within {} s; the transaction may still complete: look it up with GET /transactions",
+                        ctx.submit_timeout.as_secs()
+                    ),
+                )
+            }
+            Ok(Some(Outgoing::Frame(b))) | Ok(Some(Outgoing::FrameThenCrash(b, _))) => b,
+            Ok(Some(Outgoing::Close)) | Ok(None) => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "closed",
+                    "the coordinator closed the request before an outcome (it is stopping); retry later",
+                )
+            }
+        };
+        match Message::decode(&frame) {
+            Ok(Body::Outcome { txn, outcome }) => {
+                return (StatusCode::OK, Json(outcome.report(&txn))).into_response()
+            }
+            Ok(Body::Error { code, message, .. }) => {
+                let status = match code.as_str() {
+                    "not_ready" => StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded" => StatusCode::TOO_MANY_REQUESTS,
+                    "unknown_participant" | "invalid_message" => StatusCode::BAD_REQUEST,
+                    _ => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                return error(status, &code, message);
+            }
+            // The welcome, or anything else a client may ignore.
+            Ok(_) | Err(_) => continue,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn submit_bodies_are_parsed_like_the_tcp_payload() {
+        let r = parse_submit(br#"{"data": {"k": 1}, "participants": ["p1"]}"#).unwrap();
+        assert_eq!(r.data, json!({"k": 1}));
+        assert_eq!(r.participants.unwrap().len(), 1);
+        assert_eq!(parse_submit(b"{}").unwrap().data, Value::Null);
+        let (code, msg) = parse_submit(b"{not json").unwrap_err();
+        assert_eq!(code, "invalid_json");
+        assert!(msg.contains("not valid JSON"), "{msg}");
+        assert_eq!(parse_submit(b"[1]").unwrap_err().0, "invalid_message");
+        assert_eq!(
+            parse_submit(br#"{"participants": "p1"}"#).unwrap_err().0,
+            "invalid_message"
+        );
+    }
+}

@@ -1,0 +1,442 @@
+//! The coordinator's figures in the Prometheus text exposition format
+//! (version 0.0.4): a snapshot taken by the event loop, rendered here by a
+//! pure function so that scraping costs the loop one copy of a few numbers.
+
+use crate::protocol::coordinator::OpenTxns;
+use crate::protocol::stats::{AbortCause, CoordinatorStats, Histogram};
+use crate::protocol::ErrorCode;
+use crate::wal::{WalStats, SYNC_BOUNDS_MICROS};
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// `error` frames sent to peers, by code. Shared by the event loop and the
+/// connection tasks (which refuse malformed frames themselves).
+#[derive(Debug, Default)]
+pub struct ErrorCounts {
+    counts: [AtomicU64; ErrorCode::ALL.len()],
+}
+
+impl ErrorCounts {
+    pub fn count(&self, code: ErrorCode) {
+        if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Count an error sent as a wire string (refused submits carry one).
+    pub fn count_str(&self, code: &str) {
+        if let Some(c) = ErrorCode::parse(code) {
+            self.count(c);
+        }
+    }
+
+    fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        ErrorCode::ALL
+            .iter()
+            .zip(self.counts.iter())
+            .map(|(c, n)| (c.as_str(), n.load(Ordering::Relaxed)))
+            .collect()
+    }
+}
+
+/// Log counters at one moment.
+#[derive(Clone, Debug, Default)]
+pub struct WalSnapshot {
+    pub syncs: u64,
+    pub records: u64,
+    pub bytes: u64,
+    pub checkpoints: u64,
+    pub sync_micros: u64,
+    pub sync_buckets: Vec<u64>,
+}
+
+impl WalSnapshot {
+    pub fn of(s: &WalStats) -> WalSnapshot {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        WalSnapshot {
+            syncs: l(&s.syncs),
+            records: l(&s.records),
+            bytes: l(&s.bytes),
+            checkpoints: l(&s.checkpoints),
+            sync_micros: l(&s.sync_micros),
+            sync_buckets: s.sync_buckets.iter().map(l).collect(),
+        }
+    }
+}
+
+/// Everything `GET /metrics` shows, copied out of the event loop.
+#[derive(Clone, Debug)]
+pub struct MetricsSnapshot {
+    pub ready: bool,
+    pub expected_participants: usize,
+    pub participants_registered: usize,
+    pub participants_connected: usize,
+    pub stats: CoordinatorStats,
+    pub open: OpenTxns,
+    pub wal: WalSnapshot,
+    /// Open framed-TCP connections (participants and clients), including
+    /// HTTP submits waiting for their outcome.
+    pub connections: usize,
+    pub errors: Vec<(&'static str, u64)>,
+}
+
+impl MetricsSnapshot {
+    pub fn errors_of(e: &ErrorCounts) -> Vec<(&'static str, u64)> {
+        e.snapshot()
+    }
+}
+
+/// Text exposition of `m`; `http_connections` is the admin server's own
+/// open connection count.
+pub fn render(m: &MetricsSnapshot, http_connections: usize) -> String {
+    let mut o = String::with_capacity(8 * 1024);
+    let s = &m.stats;
+    header(&mut o, "twopc_up", "gauge", "1 when the coordinator is READY (every expected participant registered), 0 while waiting for participants.");
+    line(&mut o, "twopc_up", "", m.ready as u64);
+    header(
+        &mut o,
+        "twopc_participants_expected",
+        "gauge",
+        "Participants that must register before transactions run (expected_participants).",
+    );
+    line(
+        &mut o,
+        "twopc_participants_expected",
+        "",
+        m.expected_participants as u64,
+    );
+    header(
+        &mut o,
+        "twopc_participants_registered",
+        "gauge",
+        "Participants that have registered since the start.",
+    );
+    line(
+        &mut o,
+        "twopc_participants_registered",
+        "",
+        m.participants_registered as u64,
+    );
+    header(
+        &mut o,
+        "twopc_participants_connected",
+        "gauge",
+        "Registered participants with an open connection.",
+    );
+    line(
+        &mut o,
+        "twopc_participants_connected",
+        "",
+        m.participants_connected as u64,
+    );
+
+    header(
+        &mut o,
+        "twopc_transactions_committed_total",
+        "counter",
+        "Transactions decided commit (counted when decided).",
+    );
+    line(
+        &mut o,
+        "twopc_transactions_committed_total",
+        "",
+        s.committed,
+    );
+    header(
+        &mut o,
+        "twopc_transactions_aborted_total",
+        "counter",
+        "Transactions decided abort (counted when decided), by cause.",
+    );
+    for cause in AbortCause::ALL {
+        let labels = format!("reason=\"{}\"", cause.as_str());
+        line(
+            &mut o,
+            "twopc_transactions_aborted_total",
+            &labels,
+            s.aborted(cause),
+        );
+    }
+
+    histogram_ms(
+        &mut o,
+        "twopc_prepare_duration_seconds",
+        "From the submit to the decision (the voting phase), millisecond resolution.",
+        &s.prepare_ms,
+    );
+    histogram_ms(
+        &mut o,
+        "twopc_decision_durable_duration_seconds",
+        "From a commit decision to its log record being durable, millisecond resolution.",
+        &s.decision_durable_ms,
+    );
+    histogram_ms(&mut o, "twopc_completion_duration_seconds", "From the decision to the last acknowledgement (the transaction ended), millisecond resolution.", &s.completion_ms);
+
+    header(
+        &mut o,
+        "twopc_transactions_in_flight",
+        "gauge",
+        "Transactions in the prepare phase (voting).",
+    );
+    line(
+        &mut o,
+        "twopc_transactions_in_flight",
+        "",
+        m.open.in_flight as u64,
+    );
+    header(
+        &mut o,
+        "twopc_transactions_in_flight_oldest_age_seconds",
+        "gauge",
+        "Age of the oldest transaction still voting, 0 when none.",
+    );
+    line_f(
+        &mut o,
+        "twopc_transactions_in_flight_oldest_age_seconds",
+        "",
+        m.open.in_flight_oldest_ms as f64 / 1000.0,
+    );
+    header(
+        &mut o,
+        "twopc_transactions_in_doubt",
+        "gauge",
+        "Decided transactions not yet acknowledged by every participant.",
+    );
+    line(
+        &mut o,
+        "twopc_transactions_in_doubt",
+        "",
+        m.open.in_doubt as u64,
+    );
+    header(&mut o, "twopc_transactions_in_doubt_oldest_age_seconds", "gauge", "Time since the decision of the oldest transaction still waiting for acknowledgements, 0 when none.");
+    line_f(
+        &mut o,
+        "twopc_transactions_in_doubt_oldest_age_seconds",
+        "",
+        m.open.in_doubt_oldest_ms as f64 / 1000.0,
+    );
+
+    header(
+        &mut o,
+        "twopc_decision_resends_total",
+        "counter",
+        "Decisions re-sent to participants that had not acknowledged them.",
+    );
+    line(&mut o, "twopc_decision_resends_total", "", s.resends);
+
+    let w = &m.wal;
+    header(
+        &mut o,
+        "twopc_wal_syncs_total",
+        "counter",
+        "fdatasync calls on the write-ahead log.",
+    );
+    line(&mut o, "twopc_wal_syncs_total", "", w.syncs);
+    header(
+        &mut o,
+        "twopc_wal_records_total",
+        "counter",
+        "Records appended to the write-ahead log.",
+    );
+    line(&mut o, "twopc_wal_records_total", "", w.records);
+    header(
+        &mut o,
+        "twopc_wal_bytes_total",
+        "counter",
+        "Bytes appended to the write-ahead log.",
+    );
+    line(&mut o, "twopc_wal_bytes_total", "", w.bytes);
+    header(
+        &mut o,
+        "twopc_wal_checkpoints_total",
+        "counter",
+        "Log checkpoints (a new segment with the live records).",
+    );
+    line(&mut o, "twopc_wal_checkpoints_total", "", w.checkpoints);
+    header(
+        &mut o,
+        "twopc_wal_sync_duration_seconds",
+        "histogram",
+        "Duration of one log sync (fdatasync), microsecond resolution.",
+    );
+    let mut cum = 0;
+    for (i, b) in SYNC_BOUNDS_MICROS.iter().enumerate() {
+        cum += w.sync_buckets.get(i).copied().unwrap_or(0);
+        let labels = format!("le=\"{}\"", *b as f64 / 1e6);
+        line(
+            &mut o,
+            "twopc_wal_sync_duration_seconds_bucket",
+            &labels,
+            cum,
+        );
+    }
+    line(
+        &mut o,
+        "twopc_wal_sync_duration_seconds_bucket",
+        "le=\"+Inf\"",
+        w.syncs,
+    );
+    line_f(
+        &mut o,
+        "twopc_wal_sync_duration_seconds_sum",
+        "",
+        w.sync_micros as f64 / 1e6,
+    );
+    line(&mut o, "twopc_wal_sync_duration_seconds_count", "", w.syncs);
+
+    header(&mut o, "twopc_connections", "gauge", "Open protocol connections (participants and clients, including HTTP submits awaiting their outcome).");
+    line(&mut o, "twopc_connections", "", m.connections as u64);
+    header(
+        &mut o,
+        "twopc_http_connections",
+        "gauge",
+        "Open connections to the HTTP admin API.",
+    );
+    line(
+        &mut o,
+        "twopc_http_connections",
+        "",
+        http_connections as u64,
+    );
+    header(
+        &mut o,
+        "twopc_protocol_errors_total",
+        "counter",
+        "Error frames sent to peers, by stable error code (docs/PROTOCOL.md section 8).",
+    );
+    for (code, n) in &m.errors {
+        line(
+            &mut o,
+            "twopc_protocol_errors_total",
+            &format!("code=\"{code}\""),
+            *n,
+        );
+    }
+    o
+}
+
+fn header(o: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(o, "# HELP {name} {help}");
+    let _ = writeln!(o, "# TYPE {name} {kind}");
+}
+
+fn line(o: &mut String, name: &str, labels: &str, v: u64) {
+    if labels.is_empty() {
+        let _ = writeln!(o, "{name} {v}");
+    } else {
+        let _ = writeln!(o, "{name}{{{labels}}} {v}");
+    }
+}
+
+fn line_f(o: &mut String, name: &str, labels: &str, v: f64) {
+    if labels.is_empty() {
+        let _ = writeln!(o, "{name} {v}");
+    } else {
+        let _ = writeln!(o, "{name}{{{labels}}} {v}");
+    }
+}
+
+/// A histogram observed in milliseconds, exposed in seconds.
+fn histogram_ms(o: &mut String, name: &str, help: &str, h: &Histogram) {
+    header(o, name, "histogram", help);
+    let bucket = format!("{name}_bucket");
+    let mut cum = 0;
+    for (b, n) in h.bounds().iter().zip(h.counts()) {
+        cum += n;
+        line(o, &bucket, &format!("le=\"{}\"", *b as f64 / 1000.0), cum);
+    }
+    line(o, &bucket, "le=\"+Inf\"", h.count());
+    line_f(o, &format!("{name}_sum"), "", h.sum() as f64 / 1000.0);
+    line(o, &format!("{name}_count"), "", h.count());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot() -> MetricsSnapshot {
+        let mut stats = CoordinatorStats::default();
+        stats.committed = 2;
+        stats.count_abort(AbortCause::VoteTimeout);
+        stats.prepare_ms.observe(3);
+        stats.prepare_ms.observe(40);
+        let errors = ErrorCounts::default();
+        errors.count(ErrorCode::InvalidJson);
+        errors.count_str("overloaded");
+        errors.count_str("no_such_code");
+        MetricsSnapshot {
+            ready: true,
+            expected_participants: 2,
+            participants_registered: 2,
+            participants_connected: 1,
+            stats,
+            open: OpenTxns {
+                in_flight: 1,
+                in_flight_oldest_ms: 1500,
+                in_doubt: 0,
+                in_doubt_oldest_ms: 0,
+            },
+            wal: WalSnapshot {
+                syncs: 3,
+                sync_buckets: vec![1, 2],
+                ..Default::default()
+            },
+            connections: 4,
+            errors: MetricsSnapshot::errors_of(&errors),
+        }
+    }
+
+    #[test]
+    fn every_metric_has_help_and_type_and_well_formed_samples() {
+        let text = render(&snapshot(), 1);
+        let mut typed = std::collections::HashSet::new();
+        for l in text.lines() {
+            if let Some(rest) = l.strip_prefix("# TYPE ") {
+                let mut it = rest.split(' ');
+                typed.insert(it.next().unwrap().to_string());
+                assert!(
+                    matches!(it.next(), Some("counter" | "gauge" | "histogram")),
+                    "{l}"
+                );
+                continue;
+            }
+            if l.starts_with("# HELP ") {
+                continue;
+            }
+            let (name_labels, value) = l.rsplit_once(' ').unwrap();
+            value
+                .parse::<f64>()
+                .unwrap_or_else(|_| panic!("value in {l}"));
+            let name = name_labels.split('{').next().unwrap();
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|b| typed.contains(*b)))
+                .unwrap_or(name);
+            assert!(typed.contains(base), "sample before its TYPE: {l}");
+        }
+    }
+
+    #[test]
+    fn samples_carry_the_figures() {
+        let text = render(&snapshot(), 1);
+        for want in [
+            "twopc_transactions_committed_total 2",
+            "twopc_transactions_aborted_total{reason=\"vote_timeout\"} 1",
+            "twopc_transactions_aborted_total{reason=\"vote_abort\"} 0",
+            "twopc_prepare_duration_seconds_bucket{le=\"0.005\"} 1",
+            "twopc_prepare_duration_seconds_bucket{le=\"0.05\"} 2",
+            "twopc_prepare_duration_seconds_bucket{le=\"+Inf\"} 2",
+            "twopc_prepare_duration_seconds_sum 0.043",
+            "twopc_transactions_in_flight_oldest_age_seconds 1.5",
+            "twopc_wal_sync_duration_seconds_bucket{le=\"0.0001\"} 3",
+            "twopc_protocol_errors_total{code=\"invalid_json\"} 1",
+            "twopc_protocol_errors_total{code=\"overloaded\"} 1",
+            "twopc_http_connections 1",
+        ] {
+            assert!(
+                text.lines().any(|l| l == want),
+                "missing `{want}` in\n{text}"
+            );
+        }
+    }
+}

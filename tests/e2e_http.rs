@@ -1,0 +1,480 @@
+//! The coordinator's HTTP admin API, JSON logs and transaction diagrams,
+//! with real processes on loopback. HTTP/1.1 is spoken by hand over a
+//! `TcpStream` (one request per connection), so the test sees exactly the
+//! status line, headers and body the server sends.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashSet};
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+/// One HTTP response.
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    content_type: String,
+    body: String,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+}
+
+fn http(addr: &str, method: &str, path: &str, body: Option<&[u8]>) -> Resp {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the admin port");
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let body = body.unwrap_or(b"");
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read the response");
+    let text = String::from_utf8(raw).expect("UTF-8 response");
+    let (head, body) = text.split_once("\r\n\r\n").expect("headers end");
+    let mut lines = head.lines();
+    let status_line = lines.next().unwrap();
+    assert!(status_line.starts_with("HTTP/1.1 "), "{status_line}");
+    let status: u16 = status_line[9..12].parse().unwrap();
+    let content_type = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default();
+    Resp {
+        status,
+        content_type,
+        body: body.to_string(),
+    }
+}
+
+fn get(addr: &str, path: &str) -> Resp {
+    http(addr, "GET", path, None)
+}
+
+fn post(addr: &str, path: &str, body: &Value) -> Resp {
+    http(addr, "POST", path, Some(body.to_string().as_bytes()))
+}
+
+/// Start a coordinator with the admin API on a free port; returns its
+/// address (read from the coordinator's log).
+fn start_with_admin(c: &mut Cluster, expected: usize, extra: &[&str]) -> String {
+    let n = expected.to_string();
+    let mut args = vec!["--expected-participants", &n, "--admin-port", "0"];
+    args.extend_from_slice(extra);
+    let proc = c.start_coordinator(&args, &[]);
+    let text = wait_log(proc, 0, "admin http listening on ");
+    const NEEDLE: &str = "admin http listening on ";
+    let at = text.find(NEEDLE).unwrap() + NEEDLE.len();
+    text[at..]
+        .chars()
+        .take_while(|ch| ch.is_ascii_digit() || *ch == '.' || *ch == ':')
+        .collect()
+}
+
+/// Poll `GET path` until `pred` holds (bounded by PATIENCE).
+fn wait_http(addr: &str, path: &str, what: &str, pred: impl Fn(&Resp) -> bool) -> Resp {
+    let start = Instant::now();
+    loop {
+        let r = get(addr, path);
+        if pred(&r) {
+            return r;
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "timed out waiting for {what}; last {path}: {} {}",
+            r.status,
+            r.body
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Wait until every participant acknowledged `id`, and return its detail.
+fn wait_ended(addr: &str, id: &str) -> Value {
+    wait_http(addr, &format!("/transactions/{id}"), "the end", |r| {
+        r.status == 200 && !r.json()["ended_after_ms"].is_null()
+    })
+    .json()
+}
+
+/// Prometheus text, checked line by line: every sample belongs to a family
+/// announced by `# HELP` and `# TYPE` before it, and parses as a number.
+/// Returns `name{labels}` → value.
+fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    let mut helped = HashSet::new();
+    let mut typed = HashSet::new();
+    let mut samples = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, help) = rest.split_once(' ').expect("HELP name text");
+            assert!(!help.trim().is_empty(), "empty HELP: {line}");
+            helped.insert(name.to_string());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+            assert!(
+                ["counter", "gauge", "histogram"].contains(&kind),
+                "unknown type: {line}"
+            );
+            assert!(helped.contains(name), "TYPE before HELP: {line}");
+            typed.insert(name.to_string());
+        } else {
+            assert!(!line.starts_with('#'), "unexpected comment: {line}");
+            let (series, value) = line.rsplit_once(' ').expect("sample value");
+            let v: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("value in `{line}`"));
+            let name = series.split('{').next().unwrap();
+            assert!(
+                name.chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_'),
+                "bad name: {line}"
+            );
+            if series.contains('{') {
+                assert!(series.ends_with('}'), "unclosed labels: {line}");
+            }
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|sfx| name.strip_suffix(sfx).filter(|b| typed.contains(*b)))
+                .unwrap_or(name);
+            assert!(typed.contains(family), "sample without TYPE: {line}");
+            samples.insert(series.to_string(), v);
+        }
+    }
+    samples
+}
+
+fn metric(m: &BTreeMap<String, f64>, series: &str) -> f64 {
+    *m.get(series)
+        .unwrap_or_else(|| panic!("no `{series}` in the metrics"))
+}
+
+#[test]
+fn health_is_503_with_a_reason_until_participants_register_then_200() {
+    let mut c = Cluster::new();
+    let admin = start_with_admin(&mut c, 2, &[]);
+    let r = get(&admin, "/health");
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.content_type.starts_with("application/json"), "{r:?}");
+    let h = r.json();
+    assert_eq!(h["status"], "unavailable");
+    assert_eq!(h["state"], "WAITING_FOR_PARTICIPANTS");
+    assert_eq!(h["expected_participants"], 2);
+    let reason = h["reason"].as_str().unwrap();
+    assert!(reason.contains("waiting for participants"), "{reason}");
+    // Bad JSON is refused with a message whatever the cluster's state.
+    let bad = http(&admin, "POST", "/transactions", Some(b"{\"data\": "));
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    let b = bad.json();
+    assert_eq!(b["error"], "invalid_json");
+    assert!(
+        b["message"].as_str().unwrap().contains("not valid JSON"),
+        "{b}"
+    );
+
+    c.start_participants(2, &[]);
+    let ok = wait_http(&admin, "/health", "health 200", |r| r.status == 200);
+    let h = ok.json();
+    assert_eq!(h["status"], "ok");
+    assert_eq!(h["state"], "READY");
+    assert_eq!(h["participants_registered"], 2);
+}
+
+#[test]
+fn every_endpoint_answers_with_its_json_shape_and_metrics_move() {
+    let mut c = Cluster::new();
+    let admin = start_with_admin(&mut c, 2, &["--admin-max-body-bytes", "2048"]);
+    c.start_participant("p1", &[], &[]);
+    c.start_participant("p2", &["--vote-preference", "abort"], &[]);
+    wait_http(&admin, "/health", "health 200", |r| r.status == 200);
+
+    let before = get(&admin, "/metrics");
+    assert_eq!(before.status, 200);
+    assert!(
+        before.content_type.starts_with("text/plain"),
+        "{:?}",
+        before.content_type
+    );
+    let m0 = parse_metrics(&before.body);
+
+    // Submit over HTTP: the same payload as the TCP submit.
+    let commit = post(
+        &admin,
+        "/transactions",
+        &json!({"data": {"order": 1}, "participants": ["p1"]}),
+    );
+    assert_eq!(commit.status, 200, "{}", commit.body);
+    let cj = commit.json();
+    assert_eq!(cj["decision"], "commit");
+    assert_eq!(cj["votes"], json!({"p1": "commit"}));
+    let commit_id = cj["transaction_id"].as_str().unwrap().to_string();
+    let abort = post(&admin, "/transactions", &json!({"data": {"order": 2}}));
+    assert_eq!(abort.status, 200, "{}", abort.body);
+    let aj = abort.json();
+    assert_eq!(aj["decision"], "abort");
+    assert!(
+        aj["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("participant p2 voted abort"),
+        "{aj}"
+    );
+    let abort_id = aj["transaction_id"].as_str().unwrap().to_string();
+    wait_ended(&admin, &commit_id);
+    let detail = wait_ended(&admin, &abort_id);
+
+    // One transaction in full.
+    for key in [
+        "transaction_id",
+        "state",
+        "participants",
+        "votes",
+        "decision",
+        "acks",
+        "errors",
+        "retries",
+        "timeline",
+        "timeline_dropped",
+    ] {
+        assert!(detail.get(key).is_some(), "no `{key}` in {detail}");
+    }
+    assert_eq!(detail["state"], "ABORTED");
+    assert_eq!(detail["abort_cause"], "vote_abort");
+    assert!(
+        detail["errors"]["p2"]
+            .as_str()
+            .unwrap()
+            .starts_with("voted abort"),
+        "{detail}"
+    );
+    let events: Vec<&str> = detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(events.first(), Some(&"submitted"), "{events:?}");
+    assert_eq!(events.last(), Some(&"ended"), "{events:?}");
+    let unknown = get(&admin, "/transactions/no-such-txn");
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.json()["error"], "unknown_transaction");
+
+    // Lists and filters.
+    let all = get(&admin, "/transactions").json();
+    assert_eq!(all["total"], 2, "{all}");
+    let committed = get(&admin, "/transactions?state=committed").json();
+    let ids: Vec<&str> = committed["transactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["transaction_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![commit_id.as_str()]);
+    let bad_state = get(&admin, "/transactions?state=sideways");
+    assert_eq!(bad_state.status, 400);
+    assert!(
+        bad_state.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("in-flight"),
+        "{}",
+        bad_state.body
+    );
+
+    // Status and participants.
+    let s = get(&admin, "/status").json();
+    assert_eq!(s["state"], "READY");
+    assert!(s["wal"]["syncs"].as_u64().unwrap() >= 1, "{s}");
+    assert!(s["transactions"]["committed"].is_u64(), "{s}");
+    let p = get(&admin, "/participants").json();
+    let list = p["participants"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{p}");
+    for m in list {
+        assert_eq!(m["connected"], true, "{p}");
+        assert!(m["id"].is_string() && m["alive"].is_boolean(), "{p}");
+    }
+
+    // Refusals: bad shapes, unknown participants, too large, no endpoint.
+    let shape = post(&admin, "/transactions", &json!({"participants": "p1"}));
+    assert_eq!(shape.status, 400);
+    assert_eq!(shape.json()["error"], "invalid_message");
+    let who = post(&admin, "/transactions", &json!({"participants": ["p9"]}));
+    assert_eq!(who.status, 400, "{}", who.body);
+    assert_eq!(who.json()["error"], "unknown_participant");
+    let big = post(&admin, "/transactions", &json!({"data": "x".repeat(4096)}));
+    assert_eq!(big.status, 413, "{}", big.body);
+    assert!(
+        big.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("admin_max_body_bytes"),
+        "{}",
+        big.body
+    );
+    let nowhere = get(&admin, "/nowhere");
+    assert_eq!(nowhere.status, 404);
+    assert_eq!(http(&admin, "DELETE", "/transactions", None).status, 405);
+
+    // The counters moved by what happened above.
+    let m1 = parse_metrics(&get(&admin, "/metrics").body);
+    let d = |series: &str| metric(&m1, series) - metric(&m0, series);
+    assert_eq!(d("twopc_transactions_committed_total"), 1.0);
+    assert_eq!(
+        d("twopc_transactions_aborted_total{reason=\"vote_abort\"}"),
+        1.0
+    );
+    assert_eq!(
+        d("twopc_transactions_aborted_total{reason=\"vote_timeout\"}"),
+        0.0
+    );
+    assert_eq!(d("twopc_prepare_duration_seconds_count"), 2.0);
+    assert_eq!(d("twopc_completion_duration_seconds_count"), 2.0);
+    assert_eq!(d("twopc_decision_durable_duration_seconds_count"), 1.0);
+    assert!(d("twopc_wal_syncs_total") >= 1.0);
+    assert!(d("twopc_wal_records_total") >= 2.0, "decision and end");
+    assert!(d("twopc_wal_bytes_total") > 0.0);
+    assert_eq!(
+        d("twopc_protocol_errors_total{code=\"unknown_participant\"}"),
+        1.0
+    );
+    assert_eq!(metric(&m1, "twopc_up"), 1.0);
+    assert_eq!(metric(&m1, "twopc_participants_connected"), 2.0);
+    assert_eq!(metric(&m1, "twopc_transactions_in_flight"), 0.0);
+    assert_eq!(metric(&m1, "twopc_transactions_in_doubt"), 0.0);
+    assert!(metric(&m1, "twopc_connections") >= 2.0);
+    assert!(metric(&m1, "twopc_http_connections") >= 1.0);
+    assert_eq!(
+        metric(&m1, "twopc_prepare_duration_seconds_bucket{le=\"+Inf\"}"),
+        metric(&m1, "twopc_prepare_duration_seconds_count")
+    );
+}
+
+/// The lines of `twopc txn show ID --diagram` that are not declarations.
+fn diagram(coordinator: &str, id: &str) -> Vec<String> {
+    let (code, out, err) =
+        run_twopc(&["txn", "show", id, "--coordinator", coordinator, "--diagram"]);
+    assert_eq!(code, 0, "txn show --diagram failed: {err}");
+    let lines: Vec<String> = out.lines().map(|l| l.trim().to_string()).collect();
+    assert_eq!(lines[0], "sequenceDiagram", "{out}");
+    lines
+}
+
+/// Index of the first line starting with `prefix`; fails with the diagram.
+fn at(lines: &[String], prefix: &str) -> usize {
+    lines
+        .iter()
+        .position(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with `{prefix}` in\n{}", lines.join("\n")))
+}
+
+#[test]
+fn json_logs_carry_the_transaction_id_and_diagrams_show_commit_and_abort() {
+    let mut c = Cluster::new();
+    let admin = start_with_admin(&mut c, 2, &["--log-format", "json"]);
+    c.start_participant("p1", &["--log-format", "json"], &[]);
+    c.start_participant(
+        "p2",
+        &["--log-format", "json", "--vote-preference", "abort"],
+        &[],
+    );
+    c.wait_ready(2);
+
+    let commit = post(&admin, "/transactions", &json!({"participants": ["p1"]})).json();
+    assert_eq!(commit["decision"], "commit", "{commit}");
+    let commit_id = commit["transaction_id"].as_str().unwrap().to_string();
+    let abort = post(&admin, "/transactions", &json!({})).json();
+    assert_eq!(abort["decision"], "abort", "{abort}");
+    let abort_id = abort["transaction_id"].as_str().unwrap().to_string();
+    wait_ended(&admin, &commit_id);
+    wait_ended(&admin, &abort_id);
+
+    // Every log line is one JSON object; lines about a transaction name it
+    // in the `transaction_id` field.
+    let coordinator_log = c.coordinator.as_ref().unwrap().log_text();
+    let p1_log = c.participants[0].log_text();
+    for (who, text) in [("coordinator", &coordinator_log), ("p1", &p1_log)] {
+        let mut ids = HashSet::new();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let v: Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{who} log line is not JSON ({e}): {line}"));
+            assert!(v["level"].is_string() && v["fields"].is_object(), "{line}");
+            if let Some(id) = v["fields"]["transaction_id"].as_str() {
+                ids.insert(id.to_string());
+            }
+        }
+        assert!(
+            ids.contains(&commit_id) && ids.contains(&abort_id),
+            "{who} log has no lines with transaction_id {commit_id} and {abort_id}:\n{text}"
+        );
+    }
+
+    // A committed transaction: votes, the forced log write and its sync,
+    // then the commits, the outcome and the acknowledgement.
+    let coord = c.addr();
+    let d = diagram(&coord, &commit_id);
+    assert!(
+        d.contains(&"participant C as coordinator".to_string()),
+        "{d:?}"
+    );
+    assert!(d.contains(&"participant P1 as p1".to_string()), "{d:?}");
+    let order = [
+        "Client->>C: submit, t=",
+        "C->>P1: PREPARE, t=",
+        "P1->>C: VOTE_COMMIT, t=",
+        "Note over C: decided COMMIT, t=",
+        "Note over C: decision record appended to the log",
+        "Note over C: log sync done, decision durable, t=",
+        "C->>P1: COMMIT, t=",
+        "C-->>Client: outcome COMMIT, t=",
+        "P1->>C: ACK, t=",
+        "Note over C: every participant acknowledged, ended, t=",
+    ];
+    let idx: Vec<usize> = order.iter().map(|p| at(&d, p)).collect();
+    assert!(idx.windows(2).all(|w| w[0] < w[1]), "out of order: {d:#?}");
+    // Times are milliseconds since the start and never go back.
+    let times: Vec<u64> = d
+        .iter()
+        .filter_map(|l| l.rsplit_once(", t=").map(|(_, t)| t))
+        .map(|t| t.trim_end_matches(" ms").parse().unwrap())
+        .collect();
+    assert_eq!(times.first(), Some(&0), "{d:#?}");
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{d:#?}");
+
+    // An aborted transaction: the abort vote with its reason, the decision
+    // with no log write (presumed abort), ABORT to the other participant.
+    let d = diagram(&coord, &abort_id);
+    let order = [
+        "C->>P1: PREPARE, t=",
+        "P2->>C: VOTE_ABORT (",
+        "Note over C: decided ABORT (participant p2 voted abort",
+        "C->>P1: ABORT",
+        "C-->>Client: outcome ABORT, t=",
+        "Note over C: every participant acknowledged, ended, t=",
+    ];
+    let idx: Vec<usize> = order.iter().map(|p| at(&d, p)).collect();
+    assert!(idx.windows(2).all(|w| w[0] < w[1]), "out of order: {d:#?}");
+    assert!(
+        !d.iter().any(|l| l.contains("log sync")),
+        "an abort is never logged: {d:#?}"
+    );
+
+    // --diagram is for the coordinator's view only.
+    let (code, _, err) = run_twopc(&[
+        "txn",
+        "show",
+        &abort_id,
+        "--participant",
+        "127.0.0.1:1",
+        "--diagram",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--diagram"), "{err}");
+}
