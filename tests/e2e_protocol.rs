@@ -586,3 +586,85 @@ fn the_vote_deadline_is_honoured_promptly() {
     );
     assert!(o.duration_ms >= 500.0, "decided before the deadline: {o:?}");
 }
+
+fn listed(c: &Cluster) -> Vec<String> {
+    let (code, out, err) = c.twopc(&["participants", "list", "--coordinator", &c.addr(), "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: Value = serde_json::from_str(out.trim()).expect("participants list --json");
+    v["participants"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p["id"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn participants_join_at_runtime_and_are_removed_only_when_nothing_needs_them() {
+    let mut c = Cluster::new();
+    c.start_coordinator(
+        &[
+            "--expected-participants",
+            "1",
+            "--enable-dynamic-joining",
+            "true",
+            "--timeout-seconds",
+            "600",
+        ],
+        &[],
+    );
+    c.start_participant("p1", &[], &[]);
+    c.wait_ready(1);
+    // p2 joins the running cluster and takes part in the next transaction.
+    c.start_participant("p2", &[], &[]);
+    c.wait_status("p2 to join", |s| is_connected(s, "p2"));
+    let (txn, o) = c.submit(req(json!({"joined": true}))).expect("submit");
+    assert_eq!(o.decision, Decision::Commit, "{txn}: {o:?}");
+    assert_eq!(voters(&o), vec!["p1", "p2"], "{o:?}");
+    assert_eq!(listed(&c), vec!["p1", "p2"]);
+
+    // p3 joins and never votes: while its transaction is open it cannot be
+    // removed, and the refusal names the transaction.
+    c.start_participant("p3", &["--vote-delay-ms", "600000"], &[]);
+    c.wait_status("p3 to join", |s| is_connected(s, "p3"));
+    let addr = c.addr();
+    let pending = std::thread::spawn(move || {
+        submit_to(
+            &addr,
+            only(&[ParticipantId::from("p1"), ParticipantId::from("p3")]),
+        )
+    });
+    c.wait_status("the transaction to wait for p3", |s| in_flight(s) >= 1);
+    let (code, out, err) = c.twopc(&["participants", "remove", "p3", "--coordinator", &c.addr()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("participant `p3` is still needed by 1 transaction(s): "),
+        "{err}"
+    );
+    assert!(err.contains("nothing was removed"), "{err}");
+    assert_eq!(listed(&c), vec!["p1", "p2", "p3"]);
+
+    // Once p3 is gone and its transaction aborted, it can be removed.
+    let p3 = c.participants.len() - 1;
+    c.participants[p3].kill9();
+    let (txn, o) = pending.join().expect("submit thread").expect("submit");
+    assert_eq!(o.decision, Decision::Abort, "{txn}: {o:?}");
+    assert!(err.contains(&txn.0), "the refusal named {txn}: {err}");
+    let (code, out, err) = c.twopc(&["participants", "remove", "p3", "--coordinator", &c.addr()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("removed p3\n"), "{out}");
+    assert_eq!(listed(&c), vec!["p1", "p2"]);
+    // A transaction over all participants no longer includes p3.
+    let (txn, o) = c.submit(req(json!({"after": "remove"}))).expect("submit");
+    assert_eq!(o.decision, Decision::Commit, "{txn}: {o:?}");
+    assert_eq!(voters(&o), vec!["p1", "p2"], "{o:?}");
+    // Removing it again names the members.
+    let (code, _, err) = c.twopc(&["participants", "remove", "p3", "--coordinator", &c.addr()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("participant `p3` is not registered; registered: p1, p2"),
+        "{err}"
+    );
+}

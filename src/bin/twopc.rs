@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use twopc::client::bank::{self, BankArgs};
 use twopc::client::bench::{self, BenchArgs};
 use twopc::client::commands::{self, DemoArgs, StatusArgs, SubmitArgs};
-use twopc::client::ops::{self, TxnCommand, WalCommand};
+use twopc::client::ops::{self, ParticipantsCommand, TxnCommand, WalCommand};
 use twopc::config::{
     init_tracing, CoordinatorArgs, CoordinatorConfig, ParticipantArgs, ParticipantConfig,
 };
@@ -38,6 +38,9 @@ enum Command {
     /// Inspect and resolve transactions.
     #[command(subcommand)]
     Txn(TxnCommand),
+    /// List or remove participants of a running coordinator.
+    #[command(subcommand)]
+    Participants(ParticipantsCommand),
     /// Read a node's write-ahead log.
     #[command(subcommand)]
     Wal(WalCommand),
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => client_runtime(bench::bench(a)),
         Command::Bank(a) => client_runtime(bank::bank(a)),
         Command::Txn(c) => client_runtime(ops::txn(c)),
+        Command::Participants(c) => client_runtime(ops::participants(c)),
         Command::Wal(c) => ops::wal_cmd(c),
         Command::GenCert(a) => gen_cert(a),
         Command::Coordinator(a) => match CoordinatorConfig::load(&a) {

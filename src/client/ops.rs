@@ -1,9 +1,10 @@
-//! Operator commands: `twopc txn list|show|resolve` and `twopc wal inspect`.
+//! Operator commands: `twopc txn list|show|resolve`, `twopc participants
+//! list|remove` and `twopc wal inspect`.
 
 use super::commands::{EXIT_NO_DECISION, EXIT_USAGE};
 use super::Client;
 use crate::protocol::coordinator::TXN_STATES;
-use crate::protocol::{Body, Decision, Record, TxnId};
+use crate::protocol::{Body, Decision, ParticipantId, Record, TxnId};
 use crate::security::SecurityArgs;
 use crate::wal;
 use clap::{Args, Subcommand};
@@ -72,6 +73,91 @@ pub enum TxnCommand {
         #[command(flatten)]
         security: SecurityArgs,
     },
+}
+
+/// The coordinator to ask, for membership commands.
+#[derive(Args, Debug, Clone)]
+pub struct CoordinatorTarget {
+    /// Coordinator address.
+    #[arg(long, env = "TWOPC_COORDINATOR", default_value = "127.0.0.1:8080")]
+    pub coordinator: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub security: SecurityArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ParticipantsCommand {
+    /// Registered participants: connected, alive, age of the last heartbeat.
+    List {
+        #[command(flatten)]
+        target: CoordinatorTarget,
+    },
+    /// Forget a participant. Refused, with the transactions, while any
+    /// transaction still needs it. Stop its process first: a running
+    /// participant registers again when enable_dynamic_joining is on.
+    Remove {
+        id: String,
+        #[command(flatten)]
+        target: CoordinatorTarget,
+    },
+}
+
+/// `twopc participants list|remove`.
+pub async fn participants(cmd: ParticipantsCommand) -> ExitCode {
+    let (target, body) = match cmd {
+        ParticipantsCommand::List { target } => (target, Body::Status),
+        ParticipantsCommand::Remove { id, target } => {
+            let body = Body::ParticipantRemove {
+                id: ParticipantId(id),
+            };
+            (target, body)
+        }
+    };
+    let removing = matches!(body, Body::ParticipantRemove { .. });
+    match ask(&target.coordinator, &target.security, body).await {
+        Ok(v) if target.json => println!("{v}"),
+        Ok(v) => {
+            if let Some(id) = v["removed"].as_str() {
+                println!("removed {id}");
+            }
+            print_participants(&v);
+        }
+        Err(code) => {
+            if removing {
+                eprintln!("twopc: nothing was removed");
+            }
+            return code;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn print_participants(status: &Value) {
+    let empty = Vec::new();
+    let list = status["participants"].as_array().unwrap_or(&empty);
+    if list.is_empty() {
+        println!("no participants registered");
+        return;
+    }
+    println!(
+        "{:<20} {:<10} {:<6} LAST HEARTBEAT",
+        "PARTICIPANT", "CONNECTED", "ALIVE"
+    );
+    for p in list {
+        let age = match p["last_heartbeat_age_ms"].as_u64() {
+            Some(ms) => format!("{:.1} s ago", ms as f64 / 1000.0),
+            None => "-".into(),
+        };
+        println!(
+            "{:<20} {:<10} {:<6} {age}",
+            p["id"].as_str().unwrap_or("?"),
+            p["connected"].as_bool().unwrap_or(false),
+            p["alive"].as_bool().unwrap_or(false),
+        );
+    }
 }
 
 #[derive(Subcommand, Debug)]

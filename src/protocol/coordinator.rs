@@ -814,10 +814,17 @@ impl Coordinator {
             );
             return reject(out, conn, ErrorCode::UnknownParticipant, msg, false);
         }
+        // An abort needs no acknowledgement to be safe (presumed abort: a
+        // participant that comes back in doubt is told abort), so only
+        // undecided and committed transactions keep a member.
         let mut needed: Vec<&TxnId> = self
             .active
             .values()
-            .filter(|t| t.participants.contains(&id) && !t.acks.contains(&id))
+            .filter(|t| {
+                t.participants.contains(&id)
+                    && !t.acks.contains(&id)
+                    && t.decision != Some(Decision::Abort)
+            })
             .map(|t| &t.id)
             .collect();
         if !needed.is_empty() {
@@ -840,6 +847,24 @@ impl Coordinator {
                 format!("`{id}` was removed from the cluster by an operator"),
                 true,
             );
+        }
+        // Aborted transactions that waited only for its ACK end now.
+        let mut waiting: Vec<TxnId> = self
+            .active
+            .values()
+            .filter(|t| t.participants.contains(&id) && !t.acks.contains(&id))
+            .map(|t| t.id.clone())
+            .collect();
+        waiting.sort();
+        for txn in waiting {
+            if let Some(t) = self.active.get_mut(&txn) {
+                t.acks.insert(id.clone());
+                t.errors.insert(
+                    id.clone(),
+                    "removed by an operator before acknowledging".into(),
+                );
+            }
+            self.maybe_end(&txn, out);
         }
         let mut report = self.status_report();
         report["removed"] = json!(id.0);

@@ -2064,3 +2064,18 @@ fn vote_timeouts_and_disconnects_are_counted_by_cause() {
     assert_eq!((open.in_flight, open.in_doubt), (0, 3));
     assert_eq!(open.in_doubt_oldest_ms, 201);
 }
+
+#[test]
+fn removing_a_participant_ends_aborted_transactions_waiting_for_its_ack() {
+    let mut c = voting();
+    // p1 votes abort: p2 is sent the abort and must acknowledge it.
+    c.handle(1, msg(P1, vote_abort("t-1", None)));
+    let ended = |c: &Coordinator| c.txn(&tid("t-1")).and_then(|t| t.ended_ms);
+    assert_eq!(ended(&c), None, "t-1 waits for p2's ack");
+    assert_eq!(c.counts().1, 0);
+    let out = c.handle(2, remove("p2"));
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert_eq!(ended(&c), Some(2), "t-1 ended when p2 was removed");
+    assert_eq!(c.counts().1, 1);
+    assert_eq!(phase(&c, "t-1"), Some(TxnPhase::Aborted));
+}
