@@ -34,8 +34,8 @@ fn run_seeds(name: &str, cfg: Config, first: u64, count: u64) -> Report {
     }
     let _ = writeln!(
         std::io::stderr(),
-        "simulation {name}: seeds {first}..{}: {} faults injected {:?}; client outcomes: {} committed, {} aborted, {} refused, {} unknown; {} events, {} log syncs, {} checkpoints, {} torn log tails cut at recovery; 0 violations",
-        first + count,
+        "simulation {name}: seeds {first}..={}: {} faults injected {:?}; client outcomes: {} committed, {} aborted, {} refused, {} unknown; {} events, {} log syncs, {} checkpoints, {} torn log tails cut at recovery; 0 violations",
+        first + count - 1,
         total.fault_count(),
         total.faults,
         total.committed,
