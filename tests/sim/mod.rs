@@ -139,10 +139,10 @@ enum Node {
 
 #[derive(Debug)]
 enum Ev {
+    /// Frames on `conn` towards `to` may have arrived.
     Deliver {
         conn: u64,
         to: Node,
-        bytes: Vec<u8>,
     },
     Closed {
         conn: u64,
@@ -241,9 +241,10 @@ struct PartProc {
 struct Conn {
     peer: Node,
     open: bool,
-    /// Latest delivery time scheduled in each direction (FIFO).
-    last_to_coord: u64,
-    last_to_peer: u64,
+    /// Frames in flight in each direction, in order, with the time each
+    /// can arrive: a frame never overtakes the one before it (TCP).
+    to_coord: VecDeque<(u64, Vec<u8>)>,
+    to_peer: VecDeque<(u64, Vec<u8>)>,
 }
 
 #[derive(Clone, Debug)]
@@ -601,13 +602,12 @@ impl Sim {
         if !c.open {
             return Ok(());
         }
-        let (to, last) = if from == Node::Coord {
-            (c.peer, &mut c.last_to_peer)
+        let (to, queue) = if from == Node::Coord {
+            (c.peer, &mut c.to_peer)
         } else {
-            (Node::Coord, &mut c.last_to_coord)
+            (Node::Coord, &mut c.to_coord)
         };
-        let t = (self.now + lat).max(*last);
-        *last = t;
+        let t = (self.now + lat).max(queue.back().map_or(0, |f| f.0));
         // The checker's view of what left each process.
         match (&from, &body) {
             (Node::Coord, Body::Commit { txn }) => self.coord_said(txn, Decision::Commit)?,
@@ -635,8 +635,15 @@ impl Sim {
             _ => {}
         }
         let bytes = body.encode(t as f64 / 1000.0);
-        let delay = t - self.now;
-        self.at(delay, Ev::Deliver { conn, to, bytes });
+        if let Some(c) = self.conns.get_mut(&conn) {
+            let queue = if from == Node::Coord {
+                &mut c.to_peer
+            } else {
+                &mut c.to_coord
+            };
+            queue.push_back((t, bytes));
+        }
+        self.at(t - self.now, Ev::Deliver { conn, to });
         Ok(())
     }
 
@@ -659,8 +666,8 @@ impl Sim {
             Conn {
                 peer,
                 open: true,
-                last_to_coord: 0,
-                last_to_peer: 0,
+                to_coord: VecDeque::new(),
+                to_peer: VecDeque::new(),
             },
         );
         id
@@ -695,44 +702,50 @@ impl Sim {
                 }
                 Ok(())
             }
-            Ev::Deliver { conn, to, bytes } => {
-                let Some(c) = self.conns.get(&conn) else {
-                    return Ok(());
+            Ev::Deliver { conn, to } => {
+                // Across a cut link, frames wait (retransmitted) until it heals.
+                let cut = match self.conns.get(&conn).map(|c| c.peer) {
+                    Some(Node::Part(i)) => self.cut_until[i],
+                    _ => 0,
                 };
-                if !c.open {
+                if self.now < cut {
+                    self.at(cut - self.now, Ev::Deliver { conn, to });
                     return Ok(());
                 }
-                // Across a cut link, frames wait (retransmitted) until it heals.
-                if let Node::Part(i) = c.peer {
-                    let until = self.cut_until[i];
-                    if self.now < until {
-                        // Later frames on this connection queue behind it,
-                        // even if the link heals early: TCP keeps order.
-                        if let Some(c) = self.conns.get_mut(&conn) {
-                            let last = if to == Node::Coord {
-                                &mut c.last_to_coord
-                            } else {
-                                &mut c.last_to_peer
-                            };
-                            *last = (*last).max(until);
-                        }
-                        self.at(until - self.now, Ev::Deliver { conn, to, bytes });
+                // Every frame that has arrived, in order, while the
+                // connection stays open.
+                loop {
+                    let Some(c) = self.conns.get_mut(&conn) else {
+                        return Ok(());
+                    };
+                    if !c.open {
                         return Ok(());
                     }
-                }
-                let body = Message::decode(&bytes)
-                    .map_err(|e| format!("a message did not parse back: {}", e.message))?;
-                match to {
-                    Node::Coord => self.coord_message(conn, body),
-                    Node::Part(i) => {
-                        if let Some(p) = self.parts[i].as_mut() {
-                            if p.conn == Some(conn) {
-                                p.last_heard = self.now;
-                            }
-                        }
-                        self.part_message(i, conn, body)
+                    let queue = if to == Node::Coord {
+                        &mut c.to_coord
+                    } else {
+                        &mut c.to_peer
+                    };
+                    if !queue.front().is_some_and(|f| f.0 <= self.now) {
+                        return Ok(());
                     }
-                    Node::Client(k) => self.client_message(k, conn, body),
+                    let Some((_, bytes)) = queue.pop_front() else {
+                        return Ok(());
+                    };
+                    let body = Message::decode(&bytes)
+                        .map_err(|e| format!("a message did not parse back: {}", e.message))?;
+                    match to {
+                        Node::Coord => self.coord_message(conn, body)?,
+                        Node::Part(i) => {
+                            if let Some(p) = self.parts[i].as_mut() {
+                                if p.conn == Some(conn) {
+                                    p.last_heard = self.now;
+                                }
+                            }
+                            self.part_message(i, conn, body)?
+                        }
+                        Node::Client(k) => self.client_message(k, conn, body)?,
+                    }
                 }
             }
             Ev::Closed { conn, to } => match to {
