@@ -142,6 +142,12 @@ pub struct CoordinatorConfig {
     pub admin_max_body_bytes: usize,
     /// Milliseconds a connection has to send a request's headers.
     pub admin_header_timeout_ms: u64,
+    /// With a secret: most outstanding nonces of `GET /auth/challenge`
+    /// kept at once; past it the oldest are forgotten. Bounds the memory a
+    /// flood of challenges can take.
+    pub admin_auth_nonces_max: usize,
+    /// With a secret: milliseconds an issued nonce stays valid.
+    pub admin_auth_nonce_ttl_ms: u64,
     pub wal: WalConfig,
     /// File holding the shared secret every peer must prove it knows; off
     /// when unset (and `TWOPC_SECRET` is unset).
@@ -179,6 +185,8 @@ impl Default for CoordinatorConfig {
             admin_max_connections: 64,
             admin_max_body_bytes: 1024 * 1024,
             admin_header_timeout_ms: 10_000,
+            admin_auth_nonces_max: 4096,
+            admin_auth_nonce_ttl_ms: 30_000,
             wal: WalConfig::default(),
             secret_file: None,
             secret: None,
@@ -408,6 +416,12 @@ pub struct CoordinatorArgs {
     /// Milliseconds an HTTP connection has to send a request's headers.
     #[arg(long, env = "TWOPC_ADMIN_HEADER_TIMEOUT_MS")]
     pub admin_header_timeout_ms: Option<u64>,
+    /// With a secret: most outstanding HTTP auth nonces; past it the oldest are dropped.
+    #[arg(long, env = "TWOPC_ADMIN_AUTH_NONCES_MAX")]
+    pub admin_auth_nonces_max: Option<usize>,
+    /// With a secret: milliseconds an HTTP auth nonce stays valid.
+    #[arg(long, env = "TWOPC_ADMIN_AUTH_NONCE_TTL_MS")]
+    pub admin_auth_nonce_ttl_ms: Option<u64>,
     /// Log segment size before a checkpoint, bytes.
     #[arg(long, env = "TWOPC_WAL_SEGMENT_MAX_BYTES")]
     pub wal_segment_max_bytes: Option<u64>,
@@ -579,6 +593,8 @@ impl CoordinatorConfig {
                 admin_max_connections,
                 admin_max_body_bytes,
                 admin_header_timeout_ms,
+                admin_auth_nonces_max,
+                admin_auth_nonce_ttl_ms,
             ]
         );
         if let Some(p) = args.admin_port {
@@ -667,6 +683,18 @@ impl CoordinatorConfig {
             self.admin_header_timeout_ms,
             10,
             3_600_000,
+        )?;
+        range_usize(
+            "admin_auth_nonces_max",
+            self.admin_auth_nonces_max,
+            1,
+            1_000_000,
+        )?;
+        range_u64(
+            "admin_auth_nonce_ttl_ms",
+            self.admin_auth_nonce_ttl_ms,
+            10,
+            600_000,
         )?;
         wal(&self.wal)
     }

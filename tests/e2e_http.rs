@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 struct Resp {
     status: u16,
     content_type: String,
+    /// Every header, names in lowercase.
+    headers: Vec<(String, String)>,
     body: String,
 }
 
@@ -24,14 +26,27 @@ impl Resp {
         serde_json::from_str(&self.body)
             .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
     }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 fn http(addr: &str, method: &str, path: &str, body: Option<&[u8]>) -> Resp {
+    http_with(addr, method, path, &[], body)
+}
+
+/// One request with `extra` header lines (`Name: value`).
+fn http_with(addr: &str, method: &str, path: &str, extra: &[&str], body: Option<&[u8]>) -> Resp {
     let mut s = std::net::TcpStream::connect(addr).expect("connect to the admin port");
     s.set_read_timeout(Some(PATIENCE)).unwrap();
     let body = body.unwrap_or(b"");
+    let extra: String = extra.iter().map(|h| format!("{h}\r\n")).collect();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).unwrap();
@@ -44,14 +59,19 @@ fn http(addr: &str, method: &str, path: &str, body: Option<&[u8]>) -> Resp {
     let status_line = lines.next().unwrap();
     assert!(status_line.starts_with("HTTP/1.1 "), "{status_line}");
     let status: u16 = status_line[9..12].parse().unwrap();
-    let content_type = lines
+    let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        .map(|(_, v)| v.trim().to_string())
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    let content_type = headers
+        .iter()
+        .find(|(k, _)| k == "content-type")
+        .map(|(_, v)| v.clone())
         .unwrap_or_default();
     Resp {
         status,
         content_type,
+        headers,
         body: body.to_string(),
     }
 }
@@ -161,6 +181,17 @@ fn metric(m: &BTreeMap<String, f64>, series: &str) -> f64 {
 fn health_is_503_with_a_reason_until_participants_register_then_200() {
     let mut c = Cluster::new();
     let admin = start_with_admin(&mut c, 2, &[]);
+    // Without a secret nothing asks for proof, and the start says so.
+    let log = wait_log(
+        c.coordinator.as_mut().unwrap(),
+        0,
+        "admin http: no shared secret",
+    );
+    assert!(log.contains("anyone who reaches this port"), "{log}");
+    assert_eq!(get(&admin, "/status").status, 200);
+    let off = get(&admin, "/auth/challenge");
+    assert_eq!(off.status, 404, "{}", off.body);
+    assert_eq!(off.json()["error"], "auth_off");
     let r = get(&admin, "/health");
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(r.content_type.starts_with("application/json"), "{r:?}");
@@ -477,4 +508,253 @@ fn json_logs_carry_the_transaction_id_and_diagrams_show_commit_and_abort() {
     ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--diagram"), "{err}");
+}
+
+// ---- Authentication with the shared secret ----
+
+const SECRET: &str = "e2e-http-secret-0123456789abcdef";
+
+fn key(text: &str) -> twopc::security::auth::Secret {
+    twopc::security::auth::Secret::from_text(text).expect("valid secret")
+}
+
+/// A fresh nonce from `GET /auth/challenge` (which needs no proof).
+fn nonce(addr: &str) -> String {
+    let r = get(addr, "/auth/challenge");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("cache-control"), Some("no-store"), "{r:?}");
+    let n = r.json()["nonce"].as_str().expect("nonce").to_string();
+    assert!(twopc::security::auth::is_nonce(&n), "{n}");
+    n
+}
+
+/// The `Authorization` line proving `secret` for `method path body`.
+fn proof_line(secret: &str, nonce: &str, method: &str, path: &str, body: &[u8]) -> String {
+    let value = twopc::security::http_auth::authorization(&key(secret), nonce, method, path, body);
+    format!("Authorization: {value}")
+}
+
+/// `method path` with a fresh proof of the secret.
+fn signed(addr: &str, method: &str, path: &str, body: &[u8]) -> Resp {
+    let line = proof_line(SECRET, &nonce(addr), method, path, body);
+    http_with(addr, method, path, &[&line], Some(body))
+}
+
+/// A 401 as specified: JSON `unauthorized` whose message holds `why`, and
+/// the `WWW-Authenticate` challenge.
+fn assert_unauthorized(r: &Resp, why: &str) {
+    assert_eq!(r.status, 401, "{r:?}");
+    let v = r.json();
+    assert_eq!(v["error"], "unauthorized", "{v}");
+    let message = v["message"].as_str().unwrap_or("");
+    assert!(message.contains(why), "expected {why:?} in {message:?}");
+    let challenge = r.header("www-authenticate").unwrap_or("");
+    assert!(challenge.starts_with("TWOPC-HMAC"), "{r:?}");
+}
+
+/// A coordinator requiring `SECRET` on every port; returns the admin address
+/// and the secret file.
+fn start_secret_admin(c: &mut Cluster, expected: usize, extra: &[&str]) -> (String, String) {
+    let path = c.path("secret");
+    std::fs::write(&path, format!("{SECRET}\n")).unwrap();
+    let file = path.display().to_string();
+    let mut args = vec!["--secret-file", &file];
+    args.extend_from_slice(extra);
+    let admin = start_with_admin(c, expected, &args);
+    (admin, file)
+}
+
+#[test]
+fn with_a_secret_every_endpoint_but_health_needs_a_fresh_proof() {
+    let mut c = Cluster::new();
+    let (admin, secret_file) = start_secret_admin(&mut c, 1, &[]);
+    c.start_participant("p1", &["--secret-file", &secret_file], &[]);
+    let mut refused = 0;
+
+    // /health stays open: load balancers carry no secret.
+    let h = wait_http(&admin, "/health", "health 200", |r| r.status == 200);
+    assert_eq!(h.json()["state"], "READY");
+    let ch = get(&admin, "/auth/challenge").json();
+    assert_eq!(ch["expires_in_ms"], 30_000, "{ch}");
+
+    // No header, a malformed one, another scheme.
+    for (path, extra, why) in [
+        ("/status", None, "requires the shared secret"),
+        ("/metrics", None, "requires the shared secret"),
+        (
+            "/transactions",
+            Some("Authorization: TWOPC-HMAC nonce=abc, mac=def"),
+            "malformed",
+        ),
+        ("/status", Some("Authorization: Bearer 0123"), "malformed"),
+    ] {
+        let lines: Vec<&str> = extra.into_iter().collect();
+        assert_unauthorized(&http_with(&admin, "GET", path, &lines, None), why);
+        refused += 1;
+    }
+
+    // A correct proof works once; the captured request replayed does not.
+    let line = proof_line(SECRET, &nonce(&admin), "GET", "/status", b"");
+    let ok = http_with(&admin, "GET", "/status", &[&line], None);
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.json()["state"], "READY");
+    assert_unauthorized(
+        &http_with(&admin, "GET", "/status", &[&line], None),
+        "already used",
+    );
+    refused += 1;
+
+    // A proof for another path, query or method; another secret; a nonce
+    // never issued.
+    let n = nonce(&admin);
+    let line = proof_line(SECRET, &n, "GET", "/participants", b"");
+    assert_unauthorized(
+        &http_with(&admin, "GET", "/status", &[&line], None),
+        "wrong MAC",
+    );
+    let line = proof_line(SECRET, &nonce(&admin), "GET", "/transactions", b"");
+    let r = http_with(&admin, "GET", "/transactions?state=aborted", &[&line], None);
+    assert_unauthorized(&r, "wrong MAC");
+    let line = proof_line(SECRET, &nonce(&admin), "GET", "/transactions", b"{}");
+    let r = http_with(&admin, "POST", "/transactions", &[&line], Some(b"{}"));
+    assert_unauthorized(&r, "wrong MAC");
+    let line = proof_line(
+        "not-the-secret-0123456789abcdef",
+        &nonce(&admin),
+        "GET",
+        "/status",
+        b"",
+    );
+    assert_unauthorized(
+        &http_with(&admin, "GET", "/status", &[&line], None),
+        "wrong MAC",
+    );
+    let line = proof_line(SECRET, &"5".repeat(64), "GET", "/status", b"");
+    assert_unauthorized(
+        &http_with(&admin, "GET", "/status", &[&line], None),
+        "unknown nonce",
+    );
+    refused += 5;
+
+    // A submit signed over its body runs; a tampered body is refused and
+    // runs nothing.
+    let body = br#"{"data": {"order": 1}}"#;
+    let r = signed(&admin, "POST", "/transactions", body);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["decision"], "commit", "{}", r.body);
+    let line = proof_line(SECRET, &nonce(&admin), "POST", "/transactions", body);
+    let tampered = br#"{"data": {"order": 2}}"#;
+    let r = http_with(&admin, "POST", "/transactions", &[&line], Some(tampered));
+    assert_unauthorized(&r, "wrong MAC");
+    refused += 1;
+
+    // Good requests keep working after the failures; queries are signed as sent.
+    let list = signed(&admin, "GET", "/transactions?state=committed", b"");
+    assert_eq!(list.status, 200, "{}", list.body);
+    assert_eq!(list.json()["total"], 1, "{}", list.body);
+    assert_eq!(signed(&admin, "GET", "/participants", b"").status, 200);
+
+    // Refusals are counted and logged with the peer's address.
+    let m = signed(&admin, "GET", "/metrics", b"");
+    assert_eq!(m.status, 200, "{}", m.body);
+    let unauthorized = metric(
+        &parse_metrics(&m.body),
+        "twopc_protocol_errors_total{code=\"unauthorized\"}",
+    );
+    assert_eq!(unauthorized, refused as f64);
+    let log = wait_log(
+        c.coordinator.as_mut().unwrap(),
+        0,
+        "admin http request refused",
+    );
+    assert!(log.contains("127.0.0.1"), "{log}");
+    assert!(log.contains("shared-secret authentication on"), "{log}");
+    assert!(!log.contains(SECRET), "the secret must never be logged");
+
+    // `twopc http` does the exchange for an operator.
+    let (code, out, err) = run_twopc(&[
+        "http",
+        "GET",
+        "/status",
+        "--coordinator-admin",
+        &admin,
+        "--secret-file",
+        &secret_file,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: Value = serde_json::from_str(&out).expect("JSON on stdout");
+    assert_eq!(v["state"], "READY");
+    let (code, out, err) = run_twopc(&[
+        "http",
+        "POST",
+        "/transactions",
+        "--data",
+        r#"{"data": {"order": 3}}"#,
+        "--coordinator-admin",
+        &admin,
+        "--secret-file",
+        &secret_file,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("\"commit\""), "{out}");
+    let (code, out, err) = run_twopc(&["http", "GET", "/status", "--coordinator-admin", &admin]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("--secret-file"), "{err}");
+}
+
+#[test]
+fn nonces_expire_and_the_store_forgets_the_oldest() {
+    let mut c = Cluster::new();
+    let ttl_ms = 200;
+    let ttl = ttl_ms.to_string();
+    let (admin, _) = start_secret_admin(
+        &mut c,
+        1,
+        &[
+            "--admin-auth-nonce-ttl-ms",
+            &ttl,
+            "--admin-auth-nonces-max",
+            "2",
+        ],
+    );
+
+    // Expired: wait on our own clock until the lifetime has surely passed
+    // on the server's (it issued the nonce before we got it).
+    let r = get(&admin, "/auth/challenge");
+    let received = Instant::now();
+    let v = r.json();
+    assert_eq!(v["expires_in_ms"], ttl_ms, "{v}");
+    let n = v["nonce"].as_str().unwrap().to_string();
+    while received.elapsed() <= Duration::from_millis(ttl_ms) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let line = proof_line(SECRET, &n, "GET", "/status", b"");
+    assert_unauthorized(
+        &http_with(&admin, "GET", "/status", &[&line], None),
+        "expired",
+    );
+
+    // Past `admin_auth_nonces_max` the oldest nonce is forgotten (or it
+    // expired first: either way it is unknown now).
+    let (a, _b, _c) = (nonce(&admin), nonce(&admin), nonce(&admin));
+    let line = proof_line(SECRET, &a, "GET", "/status", b"");
+    assert_unauthorized(
+        &http_with(&admin, "GET", "/status", &[&line], None),
+        "unknown nonce",
+    );
+
+    // A proof sent within the lifetime works. The lifetime is short, so a
+    // slow machine may need a few tries; each try is refused as expired.
+    let start = Instant::now();
+    loop {
+        let r = signed(&admin, "GET", "/status", b"");
+        if r.status == 200 {
+            break;
+        }
+        assert_unauthorized(&r, "expired");
+        assert!(
+            start.elapsed() < PATIENCE,
+            "no proof arrived within {ttl_ms} ms"
+        );
+    }
 }

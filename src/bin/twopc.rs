@@ -4,6 +4,7 @@
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
+use twopc::client::admin_http::{self, HttpArgs};
 use twopc::client::bank::{self, BankArgs};
 use twopc::client::bench::{self, BenchArgs};
 use twopc::client::commands::{self, DemoArgs, StatusArgs, SubmitArgs};
@@ -41,6 +42,8 @@ enum Command {
     /// List or remove participants of a running coordinator.
     #[command(subcommand)]
     Participants(ParticipantsCommand),
+    /// One request to the coordinator's HTTP admin API, authenticated with the shared secret when one is given.
+    Http(HttpArgs),
     /// Read a node's write-ahead log.
     #[command(subcommand)]
     Wal(WalCommand),
@@ -104,6 +107,7 @@ fn main() -> ExitCode {
         Command::Bank(a) => client_runtime(bank::bank(a)),
         Command::Txn(c) => client_runtime(ops::txn(c)),
         Command::Participants(c) => client_runtime(ops::participants(c)),
+        Command::Http(a) => client_runtime(admin_http::http(a)),
         Command::Wal(c) => ops::wal_cmd(c),
         Command::GenCert(a) => gen_cert(a),
         Command::Coordinator(a) => match CoordinatorConfig::load(&a) {

@@ -2,6 +2,7 @@
 //! client, submits transactions and asks for status; plus the `twopc`
 //! commands built on it (submit, status, demo, bench).
 
+pub mod admin_http;
 pub mod bank;
 pub mod bench;
 pub mod cluster;

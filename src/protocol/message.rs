@@ -49,7 +49,7 @@ pub enum ErrorCode {
 
 impl ErrorCode {
     /// Every code, in a fixed order (metrics index by it).
-    pub const ALL: [ErrorCode; 15] = [
+    pub const ALL: [ErrorCode; 18] = [
         ErrorCode::FrameTooLarge,
         ErrorCode::InvalidJson,
         ErrorCode::InvalidMessage,
@@ -65,6 +65,9 @@ impl ErrorCode {
         ErrorCode::NotAMember,
         ErrorCode::Refused,
         ErrorCode::ShuttingDown,
+        ErrorCode::ParticipantUnavailable,
+        ErrorCode::Unauthorized,
+        ErrorCode::TooManyConnections,
     ];
 
     /// The code named `s` on the wire.
@@ -773,6 +776,37 @@ fn truncate(s: &str, max_chars: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `ALL` holds every code once, so the metrics count every code.
+    #[test]
+    fn all_error_codes_are_listed() {
+        // Exhaustive: a new code does not compile until it is placed here.
+        let position = |c: ErrorCode| match c {
+            ErrorCode::FrameTooLarge => 0,
+            ErrorCode::InvalidJson => 1,
+            ErrorCode::InvalidMessage => 2,
+            ErrorCode::UnknownMessageType => 3,
+            ErrorCode::HelloRequired => 4,
+            ErrorCode::UnsupportedVersion => 5,
+            ErrorCode::DuplicateParticipant => 6,
+            ErrorCode::MembershipClosed => 7,
+            ErrorCode::NotReady => 8,
+            ErrorCode::Overloaded => 9,
+            ErrorCode::UnknownParticipant => 10,
+            ErrorCode::UnknownTransaction => 11,
+            ErrorCode::NotAMember => 12,
+            ErrorCode::Refused => 13,
+            ErrorCode::ShuttingDown => 14,
+            ErrorCode::ParticipantUnavailable => 15,
+            ErrorCode::Unauthorized => 16,
+            ErrorCode::TooManyConnections => 17,
+        };
+        let positions: Vec<usize> = ErrorCode::ALL.iter().map(|c| position(*c)).collect();
+        assert_eq!(positions, (0..18).collect::<Vec<_>>());
+        for c in ErrorCode::ALL {
+            assert_eq!(ErrorCode::parse(c.as_str()), Some(c));
+        }
+    }
 
     fn roundtrip(b: Body) {
         let bytes = b.clone().encode(1.5);

@@ -4,7 +4,7 @@
 //! the log's durable watermark. Operator queries from the HTTP admin API
 //! arrive on their own bounded channel and are answered between events.
 
-use super::http::{AdminAnswer, AdminCall, AdminQuery, AdminServer, HttpOptions};
+use super::http::{AdminAnswer, AdminCall, AdminChannels, AdminQuery, AdminServer, HttpOptions};
 use super::listener::{self, PortSpec};
 use super::metrics::{ErrorCounts, MetricsSnapshot, WalSnapshot};
 use super::outbox::Outbox;
@@ -125,13 +125,13 @@ impl CoordinatorServer {
         let errors = Arc::new(ErrorCounts::default());
         let (admin_tx, admin_rx) = mpsc::channel(cfg.admin_max_connections.max(1) * 2);
         if let Some(admin) = admin {
-            admin.spawn(
-                admin_tx,
-                ev_tx.clone(),
-                conn_ids.clone(),
-                shutdown.clone(),
-                &tracker,
-            );
+            let channels = AdminChannels {
+                calls: admin_tx,
+                events: ev_tx.clone(),
+                conn_ids: conn_ids.clone(),
+                errors: errors.clone(),
+            };
+            admin.spawn(channels, security.clone(), shutdown.clone(), &tracker);
         } else {
             drop(admin_tx);
         }
@@ -177,6 +177,8 @@ fn http_options(cfg: &CoordinatorConfig) -> HttpOptions {
         // Queued until ready, then the vote deadline, then the log: the core
         // answers well within twice the vote timeout.
         submit_timeout: Duration::from_secs_f64(cfg.timeout_seconds * 2.0 + 10.0),
+        auth_nonces_max: cfg.admin_auth_nonces_max,
+        auth_nonce_ttl_ms: cfg.admin_auth_nonce_ttl_ms,
     }
 }
 

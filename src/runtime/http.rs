@@ -8,23 +8,35 @@
 //! comes back as for any client). Connections are limited before `accept`,
 //! request bodies are limited in size, and a connection must send its
 //! headers within a deadline.
+//!
+//! With a shared secret, every endpoint but `GET /health` (and
+//! `GET /auth/challenge`, which hands out nonces) needs a proof of it in the
+//! `Authorization` header; the checks themselves are the pure functions of
+//! [`crate::security::http_auth`], this file only feeds them the request.
 
-use super::metrics::{render, MetricsSnapshot};
+use super::metrics::{render, ErrorCounts, MetricsSnapshot};
 use super::ConnEvent;
 use crate::net::Outgoing;
-use crate::protocol::{Body, ConnId, Message, Role, SubmitRequest, TxnId, PROTOCOL_VERSION};
+use crate::protocol::{
+    Body, ConnId, ErrorCode, Message, Role, SubmitRequest, TxnId, PROTOCOL_VERSION,
+};
+use crate::security::auth::{fresh_nonce, Secret};
+use crate::security::http_auth::{self, HttpAuthError, NonceStore, Proof};
+use crate::security::ServerSecurity;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -68,6 +80,10 @@ pub struct HttpOptions {
     pub header_timeout: Duration,
     /// How long a submit waits for its outcome before answering 504.
     pub submit_timeout: Duration,
+    /// With a secret: most outstanding nonces of `GET /auth/challenge`.
+    pub auth_nonces_max: usize,
+    /// With a secret: how long a nonce stays valid, milliseconds.
+    pub auth_nonce_ttl_ms: u64,
 }
 
 /// Why the admin port could not be opened.
@@ -94,6 +110,23 @@ struct Ctx {
     submit_timeout: Duration,
     /// Open HTTP connections (a gauge in the metrics).
     open: Arc<AtomicUsize>,
+    /// `None`: no secret configured, every endpoint is open.
+    auth: Option<Arc<HttpAuth>>,
+}
+
+/// What checking proofs of the secret needs.
+struct HttpAuth {
+    secret: Arc<Secret>,
+    /// Behind a lock held only to issue or spend one nonce.
+    nonces: Mutex<NonceStore>,
+    /// The zero of the store's millisecond clock.
+    start: Instant,
+    /// The coordinator port's security: its rate-limited failure log.
+    security: Arc<ServerSecurity>,
+    /// Refusals are counted as `unauthorized` error codes (metrics).
+    errors: Arc<ErrorCounts>,
+    /// The body is read before its MAC is checked, up to this size.
+    max_body_bytes: usize,
 }
 
 /// How long a handler waits for room in a channel to the event loop, and
@@ -115,21 +148,44 @@ impl AdminServer {
     }
 
     /// Serve until `shutdown`. `conn_ids` is shared with the TCP accept loop
-    /// so that virtual submit connections get ids of their own.
+    /// so that virtual submit connections get ids of their own. With a
+    /// secret in `security`, requests must prove it; refusals go to its
+    /// failure log and are counted in `errors`.
     pub fn spawn(
         self,
-        calls: mpsc::Sender<AdminCall>,
-        events: mpsc::Sender<ConnEvent>,
-        conn_ids: Arc<AtomicU64>,
+        channels: AdminChannels,
+        security: Arc<ServerSecurity>,
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) {
+        let auth = security.secret.clone().map(|secret| {
+            Arc::new(HttpAuth {
+                secret,
+                nonces: Mutex::new(NonceStore::new(
+                    self.opts.auth_nonces_max.max(1),
+                    self.opts.auth_nonce_ttl_ms,
+                )),
+                start: Instant::now(),
+                security: security.clone(),
+                errors: channels.errors.clone(),
+                max_body_bytes: self.opts.max_body_bytes,
+            })
+        });
+        match &auth {
+            Some(_) => tracing::info!(
+                "admin http: shared-secret authentication on (GET /health and GET /auth/challenge open)"
+            ),
+            None => tracing::warn!(
+                "admin http: no shared secret configured: anyone who reaches this port can read the coordinator's state and submit transactions. Fine on loopback; set secret_file elsewhere"
+            ),
+        }
         let ctx = Ctx {
-            calls,
-            events,
-            conn_ids,
+            calls: channels.calls,
+            events: channels.events,
+            conn_ids: channels.conn_ids,
             submit_timeout: self.opts.submit_timeout,
             open: Arc::new(AtomicUsize::new(0)),
+            auth,
         };
         let router = router(ctx.clone(), self.opts.max_body_bytes);
         tracker.spawn(accept_loop(
@@ -143,14 +199,32 @@ impl AdminServer {
     }
 }
 
+/// How the admin server reaches the rest of the coordinator.
+pub struct AdminChannels {
+    /// Questions for the event loop.
+    pub calls: mpsc::Sender<AdminCall>,
+    /// The event channel the TCP connections use (submits).
+    pub events: mpsc::Sender<ConnEvent>,
+    /// Shared with the TCP accept loop.
+    pub conn_ids: Arc<AtomicU64>,
+    /// The coordinator's error-code counters.
+    pub errors: Arc<ErrorCounts>,
+}
+
 fn router(ctx: Ctx, max_body_bytes: usize) -> Router {
-    Router::new()
-        .route("/health", get(health))
+    // Only these routes need a proof; the layer lets everything through
+    // when no secret is configured.
+    let protected = Router::new()
         .route("/status", get(status))
         .route("/participants", get(participants))
         .route("/transactions", get(transactions).post(submit))
         .route("/transactions/{id}", get(transaction))
         .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(ctx.clone(), require_proof));
+    Router::new()
+        .route("/health", get(health))
+        .route("/auth/challenge", get(challenge))
+        .merge(protected)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(ctx)
@@ -204,7 +278,10 @@ async fn serve_connection(
 ) {
     use tower::ServiceExt;
     let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        router.clone().oneshot(req.map(axum::body::Body::new))
+        let mut req = req.map(axum::body::Body::new);
+        // For logging refused requests with the peer's address.
+        req.extensions_mut().insert(ConnectInfo(peer));
+        router.clone().oneshot(req)
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -361,8 +438,122 @@ async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such endpoint; see docs/openapi.yaml: GET /health, /status, /participants, /transactions, /transactions/{id}, /metrics; POST /transactions",
+        "no such endpoint; see docs/openapi.yaml: GET /health, /auth/challenge, /status, /participants, /transactions, /transactions/{id}, /metrics; POST /transactions",
     )
+}
+
+/// `GET /auth/challenge`: a fresh single-use nonce.
+async fn challenge(State(ctx): State<Ctx>) -> Response {
+    let Some(auth) = &ctx.auth else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "auth_off",
+            "this coordinator has no shared secret configured, so its HTTP admin API needs no authentication: send requests without an Authorization header",
+        );
+    };
+    let nonce = fresh_nonce();
+    let ttl_ms = {
+        let mut store = auth.nonces.lock().unwrap_or_else(|p| p.into_inner());
+        store.issue(nonce.clone(), auth.now_ms());
+        store.ttl_ms()
+    };
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(json!({ "nonce": nonce, "expires_in_ms": ttl_ms })),
+    )
+        .into_response()
+}
+
+impl HttpAuth {
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// 401 with what was wrong; logged (rate-limited) and counted.
+    fn refuse(&self, peer: &str, method: &str, path: &str, why: HttpAuthError) -> Response {
+        let path: String = path.chars().take(200).collect();
+        self.security.failures.refused(
+            peer,
+            "admin http request refused",
+            &format!("{method} {path}: {why}"),
+        );
+        self.errors.count(ErrorCode::Unauthorized);
+        let mut resp = error(StatusCode::UNAUTHORIZED, "unauthorized", why.to_string());
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("TWOPC-HMAC challenge=\"/auth/challenge\""),
+        );
+        resp
+    }
+}
+
+/// The proof in the request's single `Authorization` header.
+fn proof_of(headers: &HeaderMap) -> Result<Proof, HttpAuthError> {
+    let mut values = headers.get_all(header::AUTHORIZATION).iter();
+    let (Some(value), None) = (values.next(), values.next()) else {
+        return Err(match headers.contains_key(header::AUTHORIZATION) {
+            true => HttpAuthError::Malformed("more than one Authorization header".into()),
+            false => HttpAuthError::Missing,
+        });
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| HttpAuthError::Malformed("the header is not printable ASCII".into()))?;
+    http_auth::parse_authorization(text)
+}
+
+/// Let the request through only with a valid proof (when a secret is
+/// configured). The body is read here, bounded by `admin_max_body_bytes`,
+/// because the MAC covers it; the handler gets the same bytes.
+async fn require_proof(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
+    let Some(auth) = &ctx.auth else {
+        return next.run(req).await;
+    };
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or_else(|| "unknown".to_string(), |c| c.0.to_string());
+    let method = req.method().as_str().to_string();
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string());
+    let proof = match proof_of(req.headers()) {
+        Ok(p) => p,
+        Err(why) => return auth.refuse(&peer, &method, req.uri().path(), why),
+    };
+    let (parts, body) = req.into_parts();
+    let bytes = match Limited::new(body, auth.max_body_bytes).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) if e.is::<LengthLimitError>() => {
+            return error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "the request body exceeds admin_max_body_bytes; send a smaller payload or raise the limit",
+            )
+        }
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                format!("cannot read the request body: {e}"),
+            )
+        }
+    };
+    let verdict = {
+        let mut store = auth.nonces.lock().unwrap_or_else(|p| p.into_inner());
+        http_auth::authorize(
+            &mut store,
+            &auth.secret,
+            &proof,
+            (&method, &target, &bytes),
+            auth.now_ms(),
+        )
+    };
+    match verdict {
+        Ok(()) => next.run(Request::from_parts(parts, bytes.into())).await,
+        Err(why) => auth.refuse(&peer, &method, parts.uri.path(), why),
+    }
 }
 
 /// Parse a submit body: the same JSON object as the TCP `submit` payload.

@@ -302,7 +302,7 @@ pub fn render(m: &MetricsSnapshot, http_connections: usize) -> String {
         &mut o,
         "twopc_protocol_errors_total",
         "counter",
-        "Error frames sent to peers, by stable error code (docs/PROTOCOL.md section 8).",
+        "Error frames sent to peers, by stable error code (docs/PROTOCOL.md section 8); code=\"unauthorized\" also counts HTTP admin requests refused with 401.",
     );
     for (code, n) in &m.errors {
         line(

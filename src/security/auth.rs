@@ -112,28 +112,38 @@ pub fn mac_input(prover: Prover, ctx: &Context<'_>) -> Vec<u8> {
     .into_bytes()
 }
 
-fn hmac_of(secret: &Secret, prover: Prover, ctx: &Context<'_>) -> HmacSha256 {
+/// HMAC-SHA256 keyed with the secret, over `input`.
+fn hmac_over(secret: &Secret, input: &[u8]) -> HmacSha256 {
     // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
     let mut m = <HmacSha256 as KeyInit>::new_from_slice(&secret.0)
         .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-    m.update(&mac_input(prover, ctx));
+    m.update(input);
     m
+}
+
+/// HMAC-SHA256 of `input` under the secret, as 64 lowercase hex digits.
+/// Every MAC of twopc goes through here; callers build the input.
+pub(crate) fn hmac_hex(secret: &Secret, input: &[u8]) -> String {
+    hex(&hmac_over(secret, input).finalize().into_bytes())
+}
+
+/// Does `mac_hex` match the HMAC of `input`? The comparison of the MAC
+/// bytes is constant-time; text that is not 64 hex digits never matches.
+pub(crate) fn hmac_verify(secret: &Secret, input: &[u8], mac_hex: &str) -> bool {
+    match unhex(mac_hex) {
+        Some(bytes) if bytes.len() == 32 => hmac_over(secret, input).verify_slice(&bytes).is_ok(),
+        _ => false,
+    }
 }
 
 /// HMAC-SHA256 of the context, as 64 lowercase hex digits.
 pub fn mac(secret: &Secret, prover: Prover, ctx: &Context<'_>) -> String {
-    hex(&hmac_of(secret, prover, ctx).finalize().into_bytes())
+    hmac_hex(secret, &mac_input(prover, ctx))
 }
 
-/// Does `mac_hex` match? The comparison of the MAC bytes is constant-time;
-/// text that is not 64 hex digits never matches.
+/// Does `mac_hex` match? See [`hmac_verify`].
 pub fn verify(secret: &Secret, prover: Prover, ctx: &Context<'_>, mac_hex: &str) -> bool {
-    match unhex(mac_hex) {
-        Some(bytes) if bytes.len() == 32 => {
-            hmac_of(secret, prover, ctx).verify_slice(&bytes).is_ok()
-        }
-        _ => false,
-    }
+    hmac_verify(secret, &mac_input(prover, ctx), mac_hex)
 }
 
 /// A nonce from random bytes.
@@ -151,7 +161,7 @@ pub fn is_nonce(s: &str) -> bool {
     s.len() == NONCE_BYTES * 2 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -8,6 +8,7 @@
 //! loopback and demos only.
 
 pub mod auth;
+pub mod http_auth;
 pub mod tls;
 
 use auth::{FailureLog, LogDecision, Secret};
@@ -58,8 +59,9 @@ pub fn secret_from_env() -> Option<String> {
     std::env::var(SECRET_ENV).ok()
 }
 
-/// Logs failed handshakes (authentication, TLS) with the peer's address, at
-/// most a few lines per ten seconds so a flood cannot flood the log.
+/// Logs failed handshakes (authentication, TLS) and refused HTTP admin
+/// requests with the peer's address, at most a few lines per ten seconds so
+/// a flood cannot flood the log.
 #[derive(Debug)]
 pub struct FailureLogger {
     start: Instant,
@@ -78,6 +80,13 @@ impl Default for FailureLogger {
 impl FailureLogger {
     /// A handshake from `peer` failed because of `why`.
     pub fn failed(&self, peer: &str, why: &str) {
+        self.refused(peer, "handshake refused", why);
+    }
+
+    /// Something from `peer` was refused (`what`, e.g. "handshake refused")
+    /// because of `why`. One rate limit covers every kind of refusal, so a
+    /// flood on one port cannot hide failures on another.
+    pub fn refused(&self, peer: &str, what: &str, why: &str) {
         let now = self.start.elapsed().as_millis() as u64;
         let decision = match self.log.lock() {
             Ok(mut l) => l.record(now),
@@ -87,9 +96,9 @@ impl FailureLogger {
         };
         if let LogDecision::Log { suppressed_before } = decision {
             if suppressed_before > 0 {
-                tracing::warn!(%peer, suppressed = suppressed_before, "handshake refused: {why} ({suppressed_before} earlier failures not logged)");
+                tracing::warn!(%peer, suppressed = suppressed_before, "{what}: {why} ({suppressed_before} earlier failures not logged)");
             } else {
-                tracing::warn!(%peer, "handshake refused: {why}");
+                tracing::warn!(%peer, "{what}: {why}");
             }
         }
     }

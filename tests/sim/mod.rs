@@ -726,7 +726,7 @@ impl Sim {
                     } else {
                         &mut c.to_peer
                     };
-                    if !queue.front().is_some_and(|f| f.0 <= self.now) {
+                    if queue.front().is_none_or(|f| f.0 > self.now) {
                         return Ok(());
                     }
                     let Some((_, bytes)) = queue.pop_front() else {

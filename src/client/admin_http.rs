@@ -1,0 +1,179 @@
+//! `twopc http METHOD PATH`: one request to the coordinator's HTTP admin
+//! API, with the shared-secret proof when a secret is given (a nonce from
+//! `GET /auth/challenge`, then the request with its `Authorization`
+//! header, on one connection). The MAC itself is
+//! [`crate::security::http_auth`]'s.
+
+use super::commands::EXIT_USAGE;
+use crate::security::auth::{is_nonce, Secret};
+use crate::security::{http_auth, load_secret, secret_from_env};
+use axum::body::Bytes;
+use clap::Args;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Largest response body read, bytes (a transaction list of 1000 entries
+/// is far below it).
+const RESPONSE_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+#[derive(Args, Debug)]
+pub struct HttpArgs {
+    /// HTTP method: GET or POST.
+    pub method: String,
+    /// Path with optional query, e.g. /status or '/transactions?state=in-doubt'.
+    pub path: String,
+    /// Request body, e.g. '{"data": {"order": 42}}' for POST /transactions.
+    #[arg(long)]
+    pub data: Option<String>,
+    /// The coordinator's HTTP admin address (its admin_host:admin_port).
+    #[arg(
+        long,
+        env = "TWOPC_COORDINATOR_ADMIN",
+        default_value = "127.0.0.1:9090"
+    )]
+    pub coordinator_admin: String,
+    /// File holding the shared secret the coordinator requires (or set TWOPC_SECRET to the secret itself).
+    #[arg(long, env = "TWOPC_SECRET_FILE")]
+    pub secret_file: Option<PathBuf>,
+    /// Give up after this many seconds (a submit waits for its outcome).
+    #[arg(long, default_value_t = 120)]
+    pub timeout_seconds: u64,
+}
+
+/// A response: status code and body.
+#[derive(Debug)]
+pub struct HttpReply {
+    pub status: u16,
+    pub body: Bytes,
+}
+
+/// Send `method path` with `body` to the admin API at `addr`; with `secret`,
+/// authenticate it. Errors say what went wrong and what to check.
+pub async fn request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    secret: Option<&Secret>,
+) -> Result<HttpReply, String> {
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("cannot connect to {addr}: {e}; is the coordinator's admin_port set and is this its address?"))?;
+    let (mut sender, conn) = http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("{addr}: HTTP handshake failed: {e}"))?;
+    let driver = tokio::spawn(conn);
+    let mut send = async |method: &str, path: &str, body: &[u8], auth: Option<String>| {
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, addr);
+        if !body.is_empty() {
+            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(a) = auth {
+            req = req.header(hyper::header::AUTHORIZATION, a);
+        }
+        let req = req
+            .body(Full::new(Bytes::copy_from_slice(body)))
+            .map_err(|e| format!("invalid request `{method} {path}`: {e}"))?;
+        sender
+            .ready()
+            .await
+            .map_err(|e| format!("{addr}: connection lost: {e}"))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("{addr}: {method} {path} failed: {e}"))?;
+        let status = resp.status().as_u16();
+        let body = http_body_util::Limited::new(resp.into_body(), RESPONSE_MAX_BYTES)
+            .collect()
+            .await
+            .map_err(|e| format!("{addr}: reading the response failed: {e}"))?
+            .to_bytes();
+        Ok::<_, String>(HttpReply { status, body })
+    };
+    let auth = match secret {
+        None => None,
+        Some(secret) => {
+            let c = send("GET", "/auth/challenge", b"", None).await?;
+            let nonce = nonce_of(&c)?;
+            Some(http_auth::authorization(secret, &nonce, method, path, body))
+        }
+    };
+    let reply = send(method, path, body, auth).await;
+    driver.abort();
+    reply
+}
+
+/// The nonce of a `GET /auth/challenge` reply.
+fn nonce_of(reply: &HttpReply) -> Result<String, String> {
+    let v: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+    if reply.status == 404 && v["error"] == "auth_off" {
+        return Err("a shared secret is given here, but the coordinator's admin API runs without one; configure the same secret_file there, or call without a secret".into());
+    }
+    match v["nonce"].as_str() {
+        Some(n) if reply.status == 200 && is_nonce(n) => Ok(n.to_string()),
+        _ => Err(format!(
+            "GET /auth/challenge answered {} without a nonce: {}; is this a twopc coordinator's admin port?",
+            reply.status,
+            String::from_utf8_lossy(&reply.body)
+        )),
+    }
+}
+
+/// `twopc http`: print the body on stdout; exit 0 for a 2xx status, 1 for
+/// any other status or a failed request (said on stderr), 2 for bad usage.
+pub async fn http(a: HttpArgs) -> ExitCode {
+    let secret = match load_secret(a.secret_file.as_deref(), secret_from_env()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("twopc http: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let method = a.method.to_ascii_uppercase();
+    if !a.path.starts_with('/') {
+        eprintln!("twopc http: the path must start with `/`, e.g. /status");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let body = a.data.unwrap_or_default();
+    let call = request(
+        &a.coordinator_admin,
+        &method,
+        &a.path,
+        body.as_bytes(),
+        secret.as_deref(),
+    );
+    let reply = match tokio::time::timeout(Duration::from_secs(a.timeout_seconds), call).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            eprintln!("twopc http: {e}");
+            return ExitCode::from(1);
+        }
+        Err(_) => {
+            eprintln!(
+                "twopc http: no answer within {} s (--timeout-seconds)",
+                a.timeout_seconds
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let text = String::from_utf8_lossy(&reply.body);
+    print!("{text}");
+    if !text.ends_with('\n') {
+        println!();
+    }
+    if (200..300).contains(&reply.status) {
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("twopc http: HTTP {}", reply.status);
+    if reply.status == 401 && secret.is_none() {
+        eprintln!("twopc http: the coordinator requires the shared secret: pass --secret-file FILE or set TWOPC_SECRET");
+    }
+    ExitCode::from(1)
+}
