@@ -758,3 +758,71 @@ fn nonces_expire_and_the_store_forgets_the_oldest() {
         );
     }
 }
+
+#[test]
+fn the_admin_api_serves_tls_with_the_coordinator_certificate() {
+    let mut c = Cluster::new();
+    let certs = c.path("certs");
+    let dir = certs.display().to_string();
+    let (code, out, err) = run_twopc(&["gen-cert", "--out-dir", &dir]);
+    assert_eq!(code, 0, "{out}{err}");
+    let p = |n: &str| certs.join(n).display().to_string();
+    let (ca, cert, key) = (p("ca.pem"), p("server.pem"), p("server.key"));
+    let (admin, secret_file) =
+        start_secret_admin(&mut c, 1, &["--tls-cert", &cert, "--tls-key", &key]);
+    // Over TLS, with the proof of the secret: the status.
+    let (code, out, err) = run_twopc(&[
+        "http",
+        "GET",
+        "/status",
+        "--coordinator-admin",
+        &admin,
+        "--secret-file",
+        &secret_file,
+        "--tls-ca",
+        &ca,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: Value = serde_json::from_str(out.trim()).expect("status JSON");
+    assert!(v["state"].is_string(), "{v}");
+    // Plain HTTP to the TLS port gets no answer, and the error says what to do.
+    let (code, out, err) = run_twopc(&[
+        "http",
+        "GET",
+        "/health",
+        "--coordinator-admin",
+        &admin,
+        "--timeout-seconds",
+        "30",
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("--tls-ca"), "{err}");
+    // A CA that did not sign the certificate is refused.
+    let other = c.path("other");
+    let d = other.display().to_string();
+    let (code, out, err) = run_twopc(&["gen-cert", "--out-dir", &d]);
+    assert_eq!(code, 0, "{out}{err}");
+    let wrong_ca = other.join("ca.pem").display().to_string();
+    let (code, out, err) = run_twopc(&[
+        "http",
+        "GET",
+        "/health",
+        "--coordinator-admin",
+        &admin,
+        "--tls-ca",
+        &wrong_ca,
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("TLS handshake failed"), "{err}");
+    // The admin API keeps serving good clients afterwards.
+    let (code, out, err) = run_twopc(&[
+        "http",
+        "GET",
+        "/auth/challenge",
+        "--coordinator-admin",
+        &admin,
+        "--tls-ca",
+        &ca,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+}

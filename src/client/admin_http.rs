@@ -6,6 +6,7 @@
 
 use super::commands::EXIT_USAGE;
 use crate::security::auth::{is_nonce, Secret};
+use crate::security::tls::{host_of, TlsClient};
 use crate::security::{http_auth, load_secret, secret_from_env};
 use axum::body::Bytes;
 use clap::Args;
@@ -39,6 +40,10 @@ pub struct HttpArgs {
     /// File holding the shared secret the coordinator requires (or set TWOPC_SECRET to the secret itself).
     #[arg(long, env = "TWOPC_SECRET_FILE")]
     pub secret_file: Option<PathBuf>,
+    /// CA certificate (PEM) to verify the admin port's TLS certificate;
+    /// needed when the coordinator runs with tls.cert_file.
+    #[arg(long, env = "TWOPC_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
     /// Give up after this many seconds (a submit waits for its outcome).
     #[arg(long, default_value_t = 120)]
     pub timeout_seconds: u64,
@@ -59,13 +64,38 @@ pub async fn request(
     path: &str,
     body: &[u8],
     secret: Option<&Secret>,
+    tls: Option<&TlsClient>,
 ) -> Result<HttpReply, String> {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| format!("cannot connect to {addr}: {e}; is the coordinator's admin_port set and is this its address?"))?;
+    match tls {
+        None => exchange(stream, addr, method, path, body, secret).await,
+        Some(tls) => {
+            let stream = tls.connect(host_of(addr), stream).await.map_err(|e| {
+                format!("{addr}: TLS handshake failed: {e}; is --tls-ca the CA that signed the coordinator's tls.cert_file, and does the certificate name this host?")
+            })?;
+            exchange(stream, addr, method, path, body, secret).await
+        }
+    }
+}
+
+async fn exchange<S>(
+    stream: S,
+    addr: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    secret: Option<&Secret>,
+) -> Result<HttpReply, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (mut sender, conn) = http1::handshake(hyper_util::rt::TokioIo::new(stream))
         .await
-        .map_err(|e| format!("{addr}: HTTP handshake failed: {e}"))?;
+        .map_err(|e| {
+            format!("{addr}: HTTP handshake failed: {e}; if the admin port uses TLS, pass --tls-ca")
+        })?;
     let driver = tokio::spawn(conn);
     let mut send = async |method: &str, path: &str, body: &[u8], auth: Option<String>| {
         let mut req = hyper::Request::builder()
@@ -88,7 +118,9 @@ pub async fn request(
         let resp = sender
             .send_request(req)
             .await
-            .map_err(|e| format!("{addr}: {method} {path} failed: {e}"))?;
+            .map_err(|e| {
+                format!("{addr}: {method} {path} failed: {e}; if the admin port uses TLS (the coordinator has tls.cert_file), pass --tls-ca")
+            })?;
         let status = resp.status().as_u16();
         let body = http_body_util::Limited::new(resp.into_body(), RESPONSE_MAX_BYTES)
             .collect()
@@ -141,6 +173,13 @@ pub async fn http(a: HttpArgs) -> ExitCode {
         eprintln!("twopc http: the path must start with `/`, e.g. /status");
         return ExitCode::from(EXIT_USAGE);
     }
+    let tls = match a.tls_ca.as_deref().map(TlsClient::from_ca_file).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("twopc http: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let body = a.data.unwrap_or_default();
     let call = request(
         &a.coordinator_admin,
@@ -148,6 +187,7 @@ pub async fn http(a: HttpArgs) -> ExitCode {
         &a.path,
         body.as_bytes(),
         secret.as_deref(),
+        tls.as_ref(),
     );
     let reply = match tokio::time::timeout(Duration::from_secs(a.timeout_seconds), call).await {
         Ok(Ok(r)) => r,

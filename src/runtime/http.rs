@@ -188,11 +188,15 @@ impl AdminServer {
             auth,
         };
         let router = router(ctx.clone(), self.opts.max_body_bytes);
+        if security.tls.is_some() {
+            tracing::info!("admin http: TLS on (the coordinator's tls.cert_file and tls.key_file)");
+        }
         tracker.spawn(accept_loop(
             self.listener,
             router,
             self.opts,
             ctx.open,
+            security,
             shutdown,
             tracker.clone(),
         ));
@@ -235,6 +239,7 @@ async fn accept_loop(
     router: Router,
     opts: HttpOptions,
     open: Arc<AtomicUsize>,
+    security: Arc<ServerSecurity>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -261,21 +266,42 @@ async fn accept_loop(
         let shutdown = shutdown.clone();
         let header_timeout = opts.header_timeout;
         open.fetch_add(1, Ordering::Relaxed);
+        let security = security.clone();
         tracker.spawn(async move {
             let _permit = permit;
-            serve_connection(stream, peer, router, header_timeout, shutdown).await;
+            match &security.tls {
+                None => serve_connection(stream, peer, router, header_timeout, shutdown).await,
+                // The TLS handshake counts against the header timeout.
+                Some(acceptor) => {
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            serve_connection(tls, peer, router, header_timeout, shutdown).await
+                        }
+                        Ok(Err(e)) => security.failures.failed(
+                            &peer.to_string(),
+                            &format!("admin http: TLS handshake failed: {e} (plain HTTP to a TLS port? use https and the CA of tls.cert_file)"),
+                        ),
+                        Err(_) => security.failures.failed(
+                            &peer.to_string(),
+                            "admin http: no TLS handshake within admin_header_timeout_ms",
+                        ),
+                    }
+                }
+            }
             open.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
 
-async fn serve_connection(
-    stream: tokio::net::TcpStream,
+async fn serve_connection<S>(
+    stream: S,
     peer: SocketAddr,
     router: Router,
     header_timeout: Duration,
     shutdown: CancellationToken,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     use tower::ServiceExt;
     let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let mut req = req.map(axum::body::Body::new);
