@@ -4,6 +4,7 @@
 
 pub mod coordinator;
 pub mod crash;
+pub mod gate;
 pub mod http;
 pub mod listener;
 pub mod metrics;

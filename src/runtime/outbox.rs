@@ -2,20 +2,19 @@
 //! group-commit log, the live connections, and the messages held back until
 //! the log is durable up to the record they depend on.
 
+use super::gate::SendGate;
 use crate::net::{self, Outgoing};
 use crate::protocol::{Body, ConnId, Record};
 use crate::wal::GroupCommit;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::HashMap;
 use tokio::sync::{mpsc, watch};
 
 pub struct Outbox {
     pub log: GroupCommit,
     durable: watch::Receiver<u64>,
     conns: HashMap<ConnId, (mpsc::Sender<Outgoing>, String)>,
-    /// Per connection, messages waiting for the log to be durable up to
-    /// their LSN (0: only for the messages ahead of them), in the order the
-    /// core produced them.
-    deferred: BTreeMap<ConnId, VecDeque<(u64, Body)>>,
+    /// Messages waiting for the log, in order per connection.
+    deferred: SendGate<ConnId, Body>,
     bytes_at_checkpoint: u64,
     segment_max_bytes: u64,
     /// Largest frame a peer accepts; larger messages are shrunk or dropped
@@ -30,7 +29,7 @@ impl Outbox {
             durable: log.watch(),
             log,
             conns: HashMap::new(),
-            deferred: BTreeMap::new(),
+            deferred: SendGate::default(),
             bytes_at_checkpoint: 0,
             segment_max_bytes,
         }
@@ -42,7 +41,7 @@ impl Outbox {
 
     pub fn closed(&mut self, conn: ConnId) {
         self.conns.remove(&conn);
-        self.deferred.remove(&conn);
+        self.deferred.forget(conn);
     }
 
     pub fn peer(&self, conn: ConnId) -> String {
@@ -74,48 +73,23 @@ impl Outbox {
     }
 
     /// Queue `body` for `conn`. Returns it back when it may go now; holds it
-    /// when it must wait for the log, or behind a message held for `conn`:
-    /// messages to one peer leave in the order the core produced them, so
-    /// an abort's ACK never overtakes the vote before it.
+    /// when it must wait for the log, or behind a message held for `conn`
+    /// (see [`SendGate`]).
     pub fn gate(
         &mut self,
         conn: ConnId,
         body: Body,
         after_durable: bool,
     ) -> Option<(ConnId, Body)> {
-        let must_wait = after_durable && self.log.barrier() > self.log.durable();
-        let queue = self.deferred.get_mut(&conn);
-        match queue {
-            Some(q) if !q.is_empty() => {
-                let lsn = if after_durable { self.log.barrier() } else { 0 };
-                q.push_back((lsn, body));
-                None
-            }
-            _ if must_wait => {
-                let lsn = self.log.barrier();
-                self.deferred
-                    .entry(conn)
-                    .or_default()
-                    .push_back((lsn, body));
-                None
-            }
-            _ => Some((conn, body)),
-        }
+        let (barrier, durable) = (self.log.barrier(), self.log.durable());
+        self.deferred
+            .gate(conn, body, after_durable, barrier, durable)
+            .map(|b| (conn, b))
     }
 
     /// Messages whose records are now durable, in order per connection.
     pub fn ready(&mut self) -> Vec<(ConnId, Body)> {
-        let durable = self.log.durable();
-        let mut v = Vec::new();
-        for (conn, q) in self.deferred.iter_mut() {
-            while q.front().is_some_and(|(lsn, _)| *lsn <= durable) {
-                if let Some((_, body)) = q.pop_front() {
-                    v.push((*conn, body));
-                }
-            }
-        }
-        self.deferred.retain(|_, q| !q.is_empty());
-        v
+        self.deferred.ready(self.log.durable())
     }
 
     /// Hand a frame to the connection's writer. A peer that does not read

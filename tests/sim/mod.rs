@@ -21,8 +21,9 @@
 //!   until a sync completes; a crash keeps a random prefix of the unsynced
 //!   bytes, which may end inside a record), group commit (one sync covers
 //!   every record written before it started), and the runtime's execution
-//!   of actions in order with `after_durable` sends held until the log is
-//!   durable up to the last forced record, as `runtime::outbox` does.
+//!   of actions in order, with sends ordered by the runtime's own
+//!   `runtime::gate::SendGate` (held until the log is durable up to the last
+//!   forced record, never overtaking each other per connection).
 //!
 //! Faults, during the first `fault_ms` of simulated time: crashes of the
 //! coordinator or of a participant at a random moment, crashes timed to
@@ -57,6 +58,7 @@ use twopc::protocol::{
 };
 use twopc::resource::kv::KvStore;
 use twopc::resource::Resource;
+use twopc::runtime::gate::SendGate;
 use twopc::wal::{decode_record, encode_record, snapshot_records, Decoded};
 
 /// The shape of one simulated run.
@@ -215,7 +217,8 @@ struct LogState {
     last_sync_lsn: u64,
     /// A sync in progress: (last lsn it covers, written bytes it covers).
     syncing: Option<(u64, usize)>,
-    held: VecDeque<(u64, u64, Body)>,
+    /// The runtime's own ordering of sends (`runtime::gate`).
+    held: SendGate<u64, Body>,
     crash_at_next_sync: bool,
     slow_disk: bool,
 }
@@ -1078,27 +1081,13 @@ impl Sim {
             return Ok(());
         };
         let durable = l.durable_lsn;
-        let mut blocked: Vec<u64> = Vec::new();
-        let mut out = Vec::new();
-        let mut keep = VecDeque::new();
-        for (lsn, conn, body) in l.held.drain(..) {
-            if lsn <= durable && !blocked.contains(&conn) {
-                out.push((conn, body));
-            } else {
-                blocked.push(conn);
-                keep.push_back((lsn, conn, body));
-            }
-        }
-        l.held = keep;
-        for (conn, body) in out {
+        for (conn, body) in l.held.ready(durable) {
             self.send(node, conn, body)?;
         }
         Ok(())
     }
 
-    /// `runtime::outbox::Outbox::gate`: a send that must follow the log waits
-    /// for the last forced record; any send waits behind earlier held sends
-    /// to the same connection.
+    /// As `runtime::outbox::Outbox::gate`, with the same `SendGate`.
     fn gate(
         &mut self,
         node: Node,
@@ -1109,14 +1098,10 @@ impl Sim {
         let Some(l) = self.log_of(node) else {
             return Ok(());
         };
-        let barrier = l.last_sync_lsn;
-        let behind = l.held.iter().any(|(_, c, _)| *c == conn);
-        if behind || (after_durable && barrier > l.durable_lsn) {
-            let lsn = if after_durable { barrier } else { 0 };
-            l.held.push_back((lsn, conn, body));
-            Ok(())
-        } else {
-            self.send(node, conn, body)
+        let (barrier, durable) = (l.last_sync_lsn, l.durable_lsn);
+        match l.held.gate(conn, body, after_durable, barrier, durable) {
+            Some(body) => self.send(node, conn, body),
+            None => Ok(()),
         }
     }
 
