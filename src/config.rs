@@ -148,6 +148,9 @@ pub struct CoordinatorConfig {
     pub admin_auth_nonces_max: usize,
     /// With a secret: milliseconds an issued nonce stays valid.
     pub admin_auth_nonce_ttl_ms: u64,
+    /// With a secret: serve `GET /metrics` without a proof, for a
+    /// Prometheus scraper (metrics hold counts and timings, no data).
+    pub admin_open_metrics: bool,
     pub wal: WalConfig,
     /// File holding the shared secret every peer must prove it knows; off
     /// when unset (and `TWOPC_SECRET` is unset).
@@ -187,6 +190,7 @@ impl Default for CoordinatorConfig {
             admin_header_timeout_ms: 10_000,
             admin_auth_nonces_max: 4096,
             admin_auth_nonce_ttl_ms: 30_000,
+            admin_open_metrics: false,
             wal: WalConfig::default(),
             secret_file: None,
             secret: None,
@@ -422,6 +426,9 @@ pub struct CoordinatorArgs {
     /// With a secret: milliseconds an HTTP auth nonce stays valid.
     #[arg(long, env = "TWOPC_ADMIN_AUTH_NONCE_TTL_MS")]
     pub admin_auth_nonce_ttl_ms: Option<u64>,
+    /// With a secret: serve GET /metrics without a proof (true/false), for Prometheus.
+    #[arg(long, env = "TWOPC_ADMIN_OPEN_METRICS", num_args = 0..=1, default_missing_value = "true")]
+    pub admin_open_metrics: Option<bool>,
     /// Log segment size before a checkpoint, bytes.
     #[arg(long, env = "TWOPC_WAL_SEGMENT_MAX_BYTES")]
     pub wal_segment_max_bytes: Option<u64>,
@@ -595,6 +602,7 @@ impl CoordinatorConfig {
                 admin_header_timeout_ms,
                 admin_auth_nonces_max,
                 admin_auth_nonce_ttl_ms,
+                admin_open_metrics,
             ]
         );
         if let Some(p) = args.admin_port {

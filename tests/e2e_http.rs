@@ -826,3 +826,22 @@ fn the_admin_api_serves_tls_with_the_coordinator_certificate() {
     ]);
     assert_eq!(code, 0, "{out}{err}");
 }
+
+#[test]
+fn with_admin_open_metrics_a_scraper_needs_no_proof_for_metrics_only() {
+    let mut c = Cluster::new();
+    let (admin, _) = start_secret_admin(&mut c, 1, &[]);
+    // By default /metrics needs the proof like the rest.
+    assert_eq!(get(&admin, "/metrics").status, 401);
+    let mut c2 = Cluster::new();
+    let (admin, _) = start_secret_admin(&mut c2, 1, &["--admin-open-metrics"]);
+    let m = get(&admin, "/metrics");
+    assert_eq!(m.status, 200, "{m:?}");
+    assert!(m.content_type.starts_with("text/plain"), "{m:?}");
+    assert!(m.body.contains("# TYPE "), "{}", m.body);
+    // Everything else still needs it.
+    for path in ["/status", "/participants", "/transactions"] {
+        assert_eq!(get(&admin, path).status, 401, "{path}");
+    }
+    assert_eq!(signed(&admin, "GET", "/status", b"").status, 200);
+}

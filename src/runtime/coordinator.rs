@@ -179,6 +179,7 @@ fn http_options(cfg: &CoordinatorConfig) -> HttpOptions {
         submit_timeout: Duration::from_secs_f64(cfg.timeout_seconds * 2.0 + 10.0),
         auth_nonces_max: cfg.admin_auth_nonces_max,
         auth_nonce_ttl_ms: cfg.admin_auth_nonce_ttl_ms,
+        open_metrics: cfg.admin_open_metrics,
     }
 }
 

@@ -84,6 +84,8 @@ pub struct HttpOptions {
     pub auth_nonces_max: usize,
     /// With a secret: how long a nonce stays valid, milliseconds.
     pub auth_nonce_ttl_ms: u64,
+    /// With a secret: `GET /metrics` needs no proof (for Prometheus).
+    pub open_metrics: bool,
 }
 
 /// Why the admin port could not be opened.
@@ -172,6 +174,9 @@ impl AdminServer {
             })
         });
         match &auth {
+            Some(_) if self.opts.open_metrics => tracing::info!(
+                "admin http: shared-secret authentication on (GET /health, GET /auth/challenge and, with admin_open_metrics, GET /metrics open)"
+            ),
             Some(_) => tracing::info!(
                 "admin http: shared-secret authentication on (GET /health and GET /auth/challenge open)"
             ),
@@ -187,7 +192,11 @@ impl AdminServer {
             open: Arc::new(AtomicUsize::new(0)),
             auth,
         };
-        let router = router(ctx.clone(), self.opts.max_body_bytes);
+        let router = router(
+            ctx.clone(),
+            self.opts.max_body_bytes,
+            self.opts.open_metrics,
+        );
         if security.tls.is_some() {
             tracing::info!("admin http: TLS on (the coordinator's tls.cert_file and tls.key_file)");
         }
@@ -215,20 +224,25 @@ pub struct AdminChannels {
     pub errors: Arc<ErrorCounts>,
 }
 
-fn router(ctx: Ctx, max_body_bytes: usize) -> Router {
+fn router(ctx: Ctx, max_body_bytes: usize, open_metrics: bool) -> Router {
     // Only these routes need a proof; the layer lets everything through
     // when no secret is configured.
-    let protected = Router::new()
+    let mut protected = Router::new()
         .route("/status", get(status))
         .route("/participants", get(participants))
         .route("/transactions", get(transactions).post(submit))
-        .route("/transactions/{id}", get(transaction))
-        .route("/metrics", get(metrics))
-        .route_layer(middleware::from_fn_with_state(ctx.clone(), require_proof));
-    Router::new()
+        .route("/transactions/{id}", get(transaction));
+    let mut open = Router::new()
         .route("/health", get(health))
-        .route("/auth/challenge", get(challenge))
-        .merge(protected)
+        .route("/auth/challenge", get(challenge));
+    if open_metrics {
+        open = open.route("/metrics", get(metrics));
+    } else {
+        protected = protected.route("/metrics", get(metrics));
+    }
+    let protected =
+        protected.route_layer(middleware::from_fn_with_state(ctx.clone(), require_proof));
+    open.merge(protected)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(ctx)
