@@ -131,6 +131,10 @@ pub struct Options {
     pub liveness: bool,
     /// Give up (fail) past this many states rather than run out of memory.
     pub max_states: usize,
+    /// Stop after every state up to this many steps from the initial state
+    /// has been visited and checked (a bounded check: liveness must be off,
+    /// since the graph is cut). `None` explores everything.
+    pub max_depth: Option<usize>,
 }
 
 /// What an exploration found.
@@ -156,6 +160,10 @@ pub fn fingerprint<S: Hash>(s: &S) -> u128 {
 /// Visit every reachable state. `Err` holds a failure with the shortest
 /// trace that leads to it.
 pub fn explore<M: Model>(m: &M, opts: Options) -> Result<Report, String> {
+    assert!(
+        !(opts.liveness && opts.max_depth.is_some()),
+        "liveness needs the whole graph: a depth bound cuts it"
+    );
     let start = Instant::now();
     let init = m.init();
     if let Err(e) = m.invariant(&init) {
@@ -172,7 +180,7 @@ pub fn explore<M: Model>(m: &M, opts: Options) -> Result<Report, String> {
     let mut depth = 0usize;
     let mut layer = vec![(0u32, init)];
     let mut succs = Vec::new();
-    while !layer.is_empty() {
+    while !layer.is_empty() && opts.max_depth.is_none_or(|d| depth < d) {
         let mut next_layer = Vec::new();
         for (id, s) in layer.drain(..) {
             m.next(&s, &mut succs);

@@ -1084,6 +1084,11 @@ pub struct Config {
 /// Outcome bits for [`Model::tags`].
 pub const TAG_COMMIT: u32 = 1;
 pub const TAG_ABORT: u32 = 2;
+/// Some participant holds two transactions prepared (in doubt) at once.
+pub const TAG_TWO_IN_DOUBT: u32 = 4;
+/// In one state, one transaction is committed everywhere and another
+/// aborted everywhere.
+pub const TAG_ONE_OF_EACH: u32 = 8;
 
 pub struct System {
     cfg: Config,
@@ -2056,6 +2061,15 @@ impl Model for System {
     fn tags(&self, s: &State) -> u32 {
         let n = self.cfg.participants;
         let mut tags = 0;
+        for i in 0..n {
+            let prepared = self.pmeta(s, i, |m| {
+                m.txns.iter().filter(|t| t.1 == PState::Prepared).count()
+            });
+            if prepared >= 2 {
+                tags |= TAG_TWO_IN_DOUBT;
+            }
+        }
+        let mut outcome_tags = 0;
         for want in [PState::Committed, PState::Aborted] {
             let mut txs: Vec<Tx> = Vec::new();
             for i in 0..n {
@@ -2065,14 +2079,19 @@ impl Model for System {
             }
             txs.sort();
             if txs.windows(n).any(|w| w[0] == w[n - 1]) {
-                tags |= if want == PState::Committed {
+                outcome_tags |= if want == PState::Committed {
                     TAG_COMMIT
                 } else {
                     TAG_ABORT
                 };
             }
         }
-        tags
+        if outcome_tags == TAG_COMMIT | TAG_ABORT {
+            // Atomicity holds in every state, so the committed and the
+            // aborted transaction are two different ones.
+            tags |= TAG_ONE_OF_EACH;
+        }
+        tags | outcome_tags
     }
 
     /// Nothing left to decide: no participant in doubt or preparing, and no
