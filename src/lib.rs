@@ -7,11 +7,13 @@
 //! - [`resource`]: what a participant votes with;
 //! - [`config`]: configuration (defaults < YAML < environment < flags);
 //! - [`security`]: shared-secret authentication and TLS for every peer;
-//! - [`client`]: the `twopc` client and operator commands.
+//! - [`client`]: the `twopc` client and operator commands;
+//! - [`crash`]: crash points for fault injection (`TWOPC_CRASH_AT`).
 
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod crash;
 pub mod net;
 pub mod protocol;
 pub mod resource;

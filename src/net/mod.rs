@@ -87,7 +87,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
             Outgoing::Frame(b) => writer.send(b).await,
             Outgoing::FrameThenCrash(b, point) => {
                 let _ = writer.send(b).await;
-                crate::runtime::crash::kill_now(point)
+                crate::crash::kill_now(point)
             }
             Outgoing::Close => break,
         };

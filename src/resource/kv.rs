@@ -271,10 +271,13 @@ impl KvStore {
                 Record::Snapshot { state, merge } => {
                     let data: BTreeMap<String, Value> = serde_json::from_value(state.clone())
                         .map_err(|e| format!("kv snapshot in the log does not parse: {e}"))?;
+                    // A snapshot is committed data only. Pending writes and
+                    // locks come from `Prepared` records and end with their
+                    // `Decided` record, never with a snapshot: one logged
+                    // before the snapshot belongs to a transaction that may
+                    // still be in doubt.
                     if !merge {
                         self.data.clear();
-                        self.locks.clear();
-                        self.pending.clear();
                     }
                     self.data.extend(data);
                 }
@@ -468,6 +471,39 @@ mod tests {
             let e = KvStore::parse_ops(&bad).unwrap_err();
             assert!(e.starts_with("invalid_operations"), "{e}");
         }
+    }
+
+    #[test]
+    fn a_snapshot_never_drops_a_prepared_transactions_writes() {
+        // A checkpoint whose `Prepared` records were lost after its snapshot
+        // (or a snapshot replayed after the prepare): the prepared writes
+        // and locks stay until the transaction's own decision.
+        let mut kv = seeded();
+        let (p1, _) = kv
+            .prepare_ops(
+                &t("t1"),
+                &ops(json!([{"op": "add", "key": "alice", "delta": 40}])),
+            )
+            .unwrap();
+        let log = vec![
+            Record::Prepared {
+                txn: t("t1"),
+                participants: vec![],
+                state: serde_json::to_value(&p1).unwrap(),
+            },
+            Record::Snapshot {
+                state: seeded().dump(),
+                merge: false,
+            },
+        ];
+        let mut r = KvStore::new();
+        r.replay(&log).unwrap();
+        assert_eq!(
+            r.status(),
+            json!({"keys": 3, "locked_keys": 1, "prepared": 1})
+        );
+        r.finish_txn(&t("t1"), Decision::Commit);
+        assert_eq!(r.get("alice"), Some(&json!(140)));
     }
 
     #[test]

@@ -114,18 +114,19 @@ impl ParticipantNode {
             }
             None => None,
         };
-        let mut log = GroupCommit::start(wal, 16_384);
+        let mut wal = wal;
         if records.is_empty() {
             // First start of an empty data directory: make the resource's
-            // initial data (a kv seed) durable before anything else.
+            // initial data (a kv seed) durable before anything else, as one
+            // checkpoint, so that a crash leaves all of it or none (and a
+            // restart seeds again).
             if let Some(state) = resource.snapshot() {
                 let records = crate::wal::snapshot_records(state)
                     .map_err(|e| StartError::Resource(format!("initial data: {e}")))?;
-                for r in &records {
-                    log.append(r, true);
-                }
+                wal.checkpoint(&records).map_err(StartError::Wal)?;
             }
         }
+        let log = GroupCommit::start(wal, 16_384);
         Ok(ParticipantNode {
             cfg,
             core,

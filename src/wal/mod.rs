@@ -4,7 +4,9 @@
 //! Record frame: `u32 length (LE) | u32 crc32c(payload) (LE) | payload`,
 //! where the payload is one JSON-encoded [`Record`]. Segments are files
 //! `wal-<16 digits>.log` in the data directory; a checkpoint writes the live
-//! records into a fresh segment, makes it durable, then deletes older ones.
+//! records under a temporary name (`wal-<16 digits>.tmp`), makes them
+//! durable, renames the file into place, then deletes older segments, so a
+//! checkpoint joins the log whole or not at all.
 //!
 //! Start-up rules: a damaged record at the very end of the newest segment is a
 //! torn write from a crash and is cut off (logged); a damaged record anywhere
@@ -124,6 +126,9 @@ pub struct Opened {
     pub records: Vec<Record>,
     /// The torn tail that was cut off, if any.
     pub torn_tail: Option<Damage>,
+    /// Temporary files of checkpoints a crash interrupted, deleted at open
+    /// (they were never part of the log).
+    pub unfinished_checkpoints: Vec<PathBuf>,
 }
 
 /// Bytes of JSON per snapshot record when a resource's state is split.
@@ -230,6 +235,54 @@ fn segment_name(seq: u64) -> String {
     format!("wal-{seq:016}.log")
 }
 
+/// The temporary name a checkpoint writes segment `seq` under. Never a
+/// segment: [`list_segments`] does not match it, and [`Wal::open`] deletes it.
+fn temp_name(seq: u64) -> String {
+    format!("wal-{seq:016}.tmp")
+}
+
+fn is_temp_name(name: &str) -> bool {
+    name.strip_prefix("wal-")
+        .and_then(|n| n.strip_suffix(".tmp"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The steps of a checkpoint, each a crash point: what a crash there leaves
+/// on disk, and why recovery is still complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckpointStep {
+    /// Half of the new segment is in its temporary file: the old segments
+    /// are intact and the temporary file is deleted at open.
+    PartialWrite,
+    /// The whole new segment is in its temporary file, not synced: as above
+    /// (after a power loss any prefix of it may remain).
+    BeforeSync,
+    /// The temporary file is durable but not renamed: as above.
+    BeforeRename,
+    /// The new segment is in place and durable; the old segments are still
+    /// there. Recovery replays old then new, which ends in the same state.
+    BeforeOldRemoved,
+}
+
+impl CheckpointStep {
+    pub const ALL: [CheckpointStep; 4] = [
+        CheckpointStep::PartialWrite,
+        CheckpointStep::BeforeSync,
+        CheckpointStep::BeforeRename,
+        CheckpointStep::BeforeOldRemoved,
+    ];
+
+    /// The step's name in `TWOPC_CRASH_AT` (listed in [`crate::crash::POINTS`]).
+    pub fn crash_point(self) -> &'static str {
+        match self {
+            CheckpointStep::PartialWrite => "wal.checkpoint.partial_write",
+            CheckpointStep::BeforeSync => "wal.checkpoint.before_sync",
+            CheckpointStep::BeforeRename => "wal.checkpoint.before_rename",
+            CheckpointStep::BeforeOldRemoved => "wal.checkpoint.before_old_removed",
+        }
+    }
+}
+
 fn segment_seq(name: &str) -> Option<u64> {
     name.strip_prefix("wal-")?
         .strip_suffix(".log")?
@@ -331,6 +384,7 @@ impl Wal {
     pub fn open(dir: &Path, opts: WalOptions) -> Result<Opened, WalError> {
         fs::create_dir_all(dir).map_err(io_err(dir))?;
         let lock = DirLock::acquire(dir)?;
+        let unfinished_checkpoints = remove_unfinished_checkpoints(dir)?;
         let report = scan(dir)?;
         if let Some(d) = report.corruption {
             return Err(WalError::Corrupt {
@@ -374,6 +428,7 @@ impl Wal {
             lock,
             records,
             torn_tail: report.torn_tail,
+            unfinished_checkpoints,
         })
     }
 
@@ -402,12 +457,36 @@ impl Wal {
     }
 
     /// Start a new segment holding `live`, make it durable, then delete every
-    /// older segment. A crash at any point leaves a readable log: before the
-    /// new segment is durable the old ones are intact; after, the new one
-    /// holds everything still needed (records repeated in both are harmless).
+    /// older segment. The new segment is written under a temporary name,
+    /// synced, and only then renamed into place (and the directory synced),
+    /// so it becomes part of the log whole or not at all: a crash before the
+    /// rename leaves a temporary file that [`Wal::open`] deletes, and the old
+    /// segments intact; a crash after it leaves old and new segments, and
+    /// replaying both in order is harmless (the new one starts with the
+    /// state the old ones lead to).
+    ///
+    /// Each step is a crash point (`wal.checkpoint.*`, see
+    /// [`CheckpointStep`]).
     pub fn checkpoint(&mut self, live: &[Record]) -> Result<(), WalError> {
+        let stopped = self.checkpoint_until(live, |step| crate::crash::take(step.crash_point()))?;
+        match stopped {
+            Some(step) => crate::crash::kill_now(step.crash_point()),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Wal::checkpoint`], asking `stop` before each step. When `stop`
+    /// answers true the checkpoint ends there, leaving the files exactly as a
+    /// crash at that step would, and the step is returned; this `Wal` must
+    /// then be dropped (as the process would be). For crash tests.
+    pub fn checkpoint_until(
+        &mut self,
+        live: &[Record],
+        mut stop: impl FnMut(CheckpointStep) -> bool,
+    ) -> Result<Option<CheckpointStep>, WalError> {
         let next = self.seq + 1;
         let path = self.dir.join(segment_name(next));
+        let tmp = self.dir.join(temp_name(next));
         let mut buf = Vec::new();
         for r in live {
             let frame = encode_record(r);
@@ -424,13 +503,25 @@ impl Wal {
         }
         {
             let mut f = OpenOptions::new()
-                .create_new(true)
+                .create(true)
+                .truncate(true)
                 .write(true)
-                .open(&path)
-                .map_err(io_err(&path))?;
-            f.write_all(&buf).map_err(io_err(&path))?;
-            f.sync_all().map_err(io_err(&path))?;
+                .open(&tmp)
+                .map_err(io_err(&tmp))?;
+            if stop(CheckpointStep::PartialWrite) {
+                f.write_all(&buf[..buf.len() / 2]).map_err(io_err(&tmp))?;
+                return Ok(Some(CheckpointStep::PartialWrite));
+            }
+            f.write_all(&buf).map_err(io_err(&tmp))?;
+            if stop(CheckpointStep::BeforeSync) {
+                return Ok(Some(CheckpointStep::BeforeSync));
+            }
+            f.sync_all().map_err(io_err(&tmp))?;
         }
+        if stop(CheckpointStep::BeforeRename) {
+            return Ok(Some(CheckpointStep::BeforeRename));
+        }
+        fs::rename(&tmp, &path).map_err(io_err(&path))?;
         sync_dir(&self.dir)?;
         let file = OpenOptions::new()
             .append(true)
@@ -439,17 +530,40 @@ impl Wal {
         self.file = file;
         self.seq = next;
         self.bytes = buf.len() as u64;
+        if stop(CheckpointStep::BeforeOldRemoved) {
+            return Ok(Some(CheckpointStep::BeforeOldRemoved));
+        }
         for (seq, old) in list_segments(&self.dir)? {
             if seq < next {
                 fs::remove_file(&old).map_err(io_err(&old))?;
             }
         }
-        sync_dir(&self.dir)
+        sync_dir(&self.dir)?;
+        Ok(None)
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// Delete the temporary files of checkpoints that never reached their rename,
+/// and make the deletion durable. Returns what was deleted.
+fn remove_unfinished_checkpoints(dir: &Path) -> Result<Vec<PathBuf>, WalError> {
+    let mut removed = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        if entry.file_name().to_str().is_some_and(is_temp_name) {
+            let path = entry.path();
+            fs::remove_file(&path).map_err(io_err(&path))?;
+            removed.push(path);
+        }
+    }
+    if !removed.is_empty() {
+        sync_dir(dir)?;
+    }
+    removed.sort();
+    Ok(removed)
 }
 
 /// Create an empty file and make its directory entry durable.

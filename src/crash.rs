@@ -15,6 +15,12 @@ pub const POINTS: &[&str] = &[
     "participant.after_prepare_logged",
     "participant.after_vote_sent",
     "participant.after_decision_logged",
+    // Inside a log checkpoint (either process; a participant's first
+    // checkpoint is its initial data): see `wal::Wal::checkpoint`.
+    "wal.checkpoint.partial_write",
+    "wal.checkpoint.before_sync",
+    "wal.checkpoint.before_rename",
+    "wal.checkpoint.before_old_removed",
 ];
 
 struct Armed {
