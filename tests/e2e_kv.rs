@@ -20,6 +20,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use twopc::client::Client;
+use twopc::crash::POINTS;
 use twopc::protocol::{
     Body, Decision, Outcome, ParticipantId, Role, TxnId, Vote, PROTOCOL_VERSION,
 };
@@ -1220,5 +1221,46 @@ fn a_shard_whose_results_outgrow_a_frame_keeps_its_connection() {
                 "{id}: s1 never went away, but lost its connection: {o:?}"
             );
         }
+    }
+}
+
+/// A seed larger than one log record is written as one checkpoint: a crash
+/// at any step of it leaves all of the seed or none of it (and a restart then
+/// seeds again), never the first chunks alone.
+#[test]
+fn a_crash_while_logging_a_large_seed_leaves_all_of_it_or_none() {
+    // About 6 MB: two snapshot records of at most 4 MiB each.
+    let keys = 3000;
+    let value = "v".repeat(2000);
+    let seed: serde_json::Map<String, Value> = (0..keys)
+        .map(|i| (format!("k{i:05}"), json!(value)))
+        .collect();
+    let seed = Value::Object(seed);
+    for point in POINTS.iter().filter(|p| p.starts_with("wal.checkpoint.")) {
+        let mut kv = Kv::new(1, &[], &[]);
+        let spec = format!("{point}:1");
+        kv.try_shard("s1", Some(seed.clone()), &[], &[("TWOPC_CRASH_AT", &spec)])
+            .unwrap_or_else(|log| panic!("{point}: s1 never opened its admin port:\n{log}"));
+        let proc = kv.proc_mut("s1");
+        let status = proc
+            .wait_exit(PATIENCE)
+            .unwrap_or_else(|| panic!("{point}: s1 did not die at its first checkpoint"));
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{point}: {status:?}");
+        let log = proc.log_text();
+        assert!(
+            log.contains(&format!("crash point {point} reached")),
+            "{point}: s1 died elsewhere:\n{log}"
+        );
+        kv.restart("s1");
+        kv.ready(1);
+        wait_participant(kv.admin("s1"), &format!("{point}: every seeded key"), |s| {
+            s["resource"]["keys"] == keys
+        });
+        let (code, r) = wal_inspect(&kv.c.participant_dir(kv.idx("s1")));
+        assert_eq!(code, 0, "{point}: {r}");
+        // Once the old segment is gone only the new one remains; when the
+        // crash came before that, the restart found no seed logged (or the
+        // new segment beside an empty old one) and the seed is logged once.
+        assert_eq!(r["snapshots"], 2, "{point}: the seed is two records: {r}");
     }
 }

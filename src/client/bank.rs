@@ -47,6 +47,14 @@ pub struct BankArgs {
     /// Kill (SIGKILL) and restart participants and the coordinator during the run.
     #[arg(long)]
     pub chaos: bool,
+    /// Arm a crash point (`POINT[:N]`, as `TWOPC_CRASH_AT`) in every process
+    /// at its first start: each dies there (SIGKILL) and is restarted.
+    #[arg(long, value_name = "POINT[:N]")]
+    pub crash_at: Option<String>,
+    /// Log segment size of every process, in bytes (at least 4096); small
+    /// segments make checkpoints frequent.
+    #[arg(long, value_name = "BYTES")]
+    pub wal_segment_max_bytes: Option<u64>,
     /// Random seed (printed; use it to replay a run's choices).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -93,6 +101,16 @@ pub async fn bank(args: BankArgs) -> ExitCode {
         eprintln!("twopc bank: --concurrency must be 1..=256 and --initial-balance non-negative");
         return ExitCode::from(EXIT_USAGE);
     }
+    if let Some(spec) = &args.crash_at {
+        let point = spec.split(':').next().unwrap_or_default();
+        if !crate::crash::POINTS.contains(&point) {
+            eprintln!(
+                "twopc bank: --crash-at names unknown crash point `{point}`; known points: {}",
+                crate::crash::POINTS.join(", ")
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
     let seed = args.seed.unwrap_or_else(rand::random);
     if !args.json {
         println!(
@@ -117,6 +135,8 @@ pub async fn bank(args: BankArgs) -> ExitCode {
         resource: "kv".into(),
         kv_seeds: seeds.into_iter().map(Value::Object).collect(),
         timeout_seconds: 5.0,
+        wal_segment_max_bytes: args.wal_segment_max_bytes,
+        crash_at: args.crash_at.clone(),
         ..ClusterOptions::default()
     };
     let cluster = match LocalCluster::spawn(&opts).await {
@@ -196,6 +216,17 @@ async fn run(cluster: LocalCluster, args: &BankArgs, seed: u64) -> Result<(Value
     } else {
         None
     };
+    // Processes that die at an armed crash point come back at once.
+    let reviver = args.crash_at.is_some().then(|| {
+        let (cluster, stop) = (cluster.clone(), chaos_stop.clone());
+        tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                cluster.lock().await.revive_crashed().await?;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Ok::<(), String>(())
+        })
+    });
     let (addr, security) = {
         let c = cluster.lock().await;
         (c.addr.clone(), c.security.clone())
@@ -239,10 +270,13 @@ async fn run(cluster: LocalCluster, args: &BankArgs, seed: u64) -> Result<(Value
     }
     let elapsed = started.elapsed().as_secs_f64();
     chaos_stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let kills = match chaos {
+    let mut kills = match chaos {
         Some(h) => h.await.map_err(|e| format!("chaos task failed: {e}"))??,
         None => Vec::new(),
     };
+    if let Some(h) = reviver {
+        h.await.map_err(|e| format!("restart task failed: {e}"))??;
+    }
     let plan = plan.lock().await.clone();
     let mut cluster = Arc::try_unwrap(cluster)
         .map_err(|_| "the cluster is still shared".to_string())?
@@ -250,6 +284,7 @@ async fn run(cluster: LocalCluster, args: &BankArgs, seed: u64) -> Result<(Value
     cluster
         .wait_ready(args.shards, Duration::from_secs(60))
         .await?;
+    kills.extend(cluster.crashes().iter().cloned());
     let state = read_all(&addr, &security, args, plan.len()).await;
     cluster.shutdown().await;
     let state = state?;

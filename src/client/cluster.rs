@@ -32,6 +32,13 @@ pub struct ClusterOptions {
     pub resource: String,
     /// For `kv`: the initial data of each participant (by position).
     pub kv_seeds: Vec<serde_json::Value>,
+    /// Log segment size of every process (bytes); small values make
+    /// checkpoints frequent.
+    pub wal_segment_max_bytes: Option<u64>,
+    /// `TWOPC_CRASH_AT` for the first start of every process: each dies at
+    /// that crash point and is restarted without it (see
+    /// [`LocalCluster::revive_crashed`]).
+    pub crash_at: Option<String>,
 }
 
 impl Default for ClusterOptions {
@@ -47,6 +54,8 @@ impl Default for ClusterOptions {
             max_in_flight: 1024,
             resource: "vote".into(),
             kv_seeds: Vec::new(),
+            wal_segment_max_bytes: None,
+            crash_at: None,
         }
     }
 }
@@ -56,6 +65,8 @@ struct Member {
     name: String,
     args: Vec<OsString>,
     child: Option<Child>,
+    /// Times started; the crash point is armed for the first start only.
+    starts: u32,
 }
 
 /// Running processes of a local cluster. Dropping it kills them.
@@ -70,6 +81,10 @@ pub struct LocalCluster {
     dir: tempfile::TempDir,
     /// Index 0 is the coordinator.
     members: Vec<Member>,
+    /// The crash point armed at every process's first start.
+    crash_at: Option<String>,
+    /// Processes that died at the crash point and were restarted.
+    crashes: Vec<String>,
 }
 
 fn program() -> Result<PathBuf, String> {
@@ -78,7 +93,13 @@ fn program() -> Result<PathBuf, String> {
 
 /// Children must not inherit the caller's `TWOPC_*` settings: the flags
 /// describe the whole cluster.
-fn command(exe: &Path, log: &Path, args: &[OsString], secret: &str) -> Result<Command, String> {
+fn command(
+    exe: &Path,
+    log: &Path,
+    args: &[OsString],
+    secret: &str,
+    crash_at: Option<&str>,
+) -> Result<Command, String> {
     let mut cmd = Command::new(exe);
     for (k, _) in std::env::vars() {
         if k.starts_with("TWOPC_") {
@@ -88,6 +109,9 @@ fn command(exe: &Path, log: &Path, args: &[OsString], secret: &str) -> Result<Co
     // In the environment, not on the command line: other users can read
     // command lines, not environments.
     cmd.env(SECRET_ENV, secret);
+    if let Some(point) = crash_at {
+        cmd.env("TWOPC_CRASH_AT", point);
+    }
     let err = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -129,6 +153,11 @@ impl LocalCluster {
         if opts.unsafe_no_fsync {
             cargs.push("--unsafe-no-fsync".into());
         }
+        let wal_args = match opts.wal_segment_max_bytes {
+            Some(n) => os(&["--wal-segment-max-bytes", &n.to_string()]),
+            None => Vec::new(),
+        };
+        cargs.extend(wal_args.iter().cloned());
         let secret_text = Secret::random_text();
         let secret = Secret::from_text(&secret_text)?;
         let mut cluster = LocalCluster {
@@ -145,7 +174,10 @@ impl LocalCluster {
                 name: "coordinator".into(),
                 args: cargs,
                 child: None,
+                starts: 0,
             }],
+            crash_at: opts.crash_at.clone(),
+            crashes: Vec::new(),
         };
         cluster.start_coordinator().await?;
         let port = cluster.addr.rsplit(':').next().unwrap_or("0").to_string();
@@ -187,10 +219,12 @@ impl LocalCluster {
             if opts.unsafe_no_fsync {
                 args.push("--unsafe-no-fsync".into());
             }
+            args.extend(wal_args.iter().cloned());
             cluster.members.push(Member {
                 name: id.clone(),
                 args,
                 child: None,
+                starts: 0,
             });
             cluster.start(i)?;
             cluster.participant_ids.push(id);
@@ -211,11 +245,18 @@ impl LocalCluster {
     /// line it prints once listening.
     async fn start_coordinator(&mut self) -> Result<(), String> {
         let log = self.log_path(0);
-        let mut cmd = command(&self.exe, &log, &self.members[0].args, &self.secret_text)?;
+        let mut cmd = command(
+            &self.exe,
+            &log,
+            &self.members[0].args,
+            &self.secret_text,
+            self.armed(0),
+        )?;
         cmd.stdout(Stdio::piped());
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start the coordinator ({}): {e}", self.exe.display()))?;
+        self.members[0].starts += 1;
         let stdout = child.stdout.take().ok_or("coordinator has no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
@@ -239,12 +280,62 @@ impl LocalCluster {
             &self.log_path(i),
             &self.members[i].args,
             &self.secret_text,
+            self.armed(i),
         );
         let child = cmd?
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.members[i].name))?;
         self.members[i].child = Some(child);
+        self.members[i].starts += 1;
         Ok(())
+    }
+
+    /// The crash point to arm for process `i`'s next start.
+    fn armed(&self, i: usize) -> Option<&str> {
+        self.crash_at
+            .as_deref()
+            .filter(|_| self.members[i].starts == 0)
+    }
+
+    /// Restart every process that died at the armed crash point (found by
+    /// its SIGKILL and the line it wrote before); returns their names. Any
+    /// other exit is an error.
+    pub async fn revive_crashed(&mut self) -> Result<Vec<String>, String> {
+        let mut revived = Vec::new();
+        for i in 0..self.members.len() {
+            let Some(status) = self.members[i]
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            else {
+                continue;
+            };
+            let log = std::fs::read_to_string(self.log_path(i)).unwrap_or_default();
+            let point = self.crash_at.clone().unwrap_or_default();
+            let point = point.split(':').next().unwrap_or_default();
+            use std::os::unix::process::ExitStatusExt;
+            let crashed = !point.is_empty()
+                && status.signal() == Some(libc::SIGKILL)
+                && log.contains(&format!("crash point {point} reached"));
+            if !crashed {
+                return Err(format!(
+                    "{} exited ({status}); see {}",
+                    self.members[i].name,
+                    self.log_path(i).display()
+                ));
+            }
+            self.members[i].child = None;
+            self.restart(i).await?;
+            let name = format!("{} at {point}", self.members[i].name);
+            self.crashes.push(name.clone());
+            revived.push(name);
+        }
+        Ok(revived)
+    }
+
+    /// Every process that died at the armed crash point so far.
+    pub fn crashes(&self) -> &[String] {
+        &self.crashes
     }
 
     /// Number of processes (coordinator first, then participants).
@@ -289,19 +380,7 @@ impl LocalCluster {
     pub async fn wait_ready(&mut self, n: usize, limit: Duration) -> Result<(), String> {
         let start = Instant::now();
         loop {
-            for i in 0..self.members.len() {
-                let exited = match self.members[i].child.as_mut() {
-                    Some(c) => c.try_wait().ok().flatten(),
-                    None => None,
-                };
-                if let Some(status) = exited {
-                    return Err(format!(
-                        "{} exited ({status}); see {}",
-                        self.members[i].name,
-                        self.log_path(i).display()
-                    ));
-                }
-            }
+            self.revive_crashed().await?;
             if let Ok(mut c) =
                 Client::connect_with(&self.addr, &self.security, Duration::from_secs(2)).await
             {

@@ -251,8 +251,9 @@ fn is_temp_name(name: &str) -> bool {
 /// on disk, and why recovery is still complete.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CheckpointStep {
-    /// Half of the new segment is in its temporary file: the old segments
-    /// are intact and the temporary file is deleted at open.
+    /// The new segment's first record and half of the rest are in its
+    /// temporary file: the old segments are intact and the temporary file
+    /// is deleted at open.
     PartialWrite,
     /// The whole new segment is in its temporary file, not synced: as above
     /// (after a power loss any prefix of it may remain).
@@ -488,8 +489,10 @@ impl Wal {
         let path = self.dir.join(segment_name(next));
         let tmp = self.dir.join(temp_name(next));
         let mut buf = Vec::new();
+        let mut first_frame_bytes = None;
         for r in live {
             let frame = encode_record(r);
+            first_frame_bytes.get_or_insert(frame.len());
             if frame.len() > HEADER_BYTES + RECORD_MAX_BYTES {
                 // Never write what recovery would refuse; the old segments
                 // stay, so nothing is lost.
@@ -501,6 +504,7 @@ impl Wal {
             }
             buf.extend_from_slice(&frame);
         }
+        let first_frame_bytes = first_frame_bytes.unwrap_or(0);
         {
             let mut f = OpenOptions::new()
                 .create(true)
@@ -509,7 +513,10 @@ impl Wal {
                 .open(&tmp)
                 .map_err(io_err(&tmp))?;
             if stop(CheckpointStep::PartialWrite) {
-                f.write_all(&buf[..buf.len() / 2]).map_err(io_err(&tmp))?;
+                // Stop inside the second record: the first (a snapshot, at
+                // a participant) is whole, what follows it is cut.
+                let cut = first_frame_bytes + (buf.len() - first_frame_bytes) / 2;
+                f.write_all(&buf[..cut]).map_err(io_err(&tmp))?;
                 return Ok(Some(CheckpointStep::PartialWrite));
             }
             f.write_all(&buf).map_err(io_err(&tmp))?;
