@@ -39,6 +39,33 @@ enum Target {
     Participant(usize),
 }
 
+/// Crash points inside a log checkpoint: either process reaches them.
+fn is_checkpoint_point(point: &str) -> bool {
+    point.starts_with("wal.checkpoint.")
+}
+
+/// The crash points a rig reaches: checkpoint points only when its logs
+/// checkpoint (tiny segments).
+fn reachable_points(checkpoints: bool) -> Vec<&'static str> {
+    POINTS
+        .iter()
+        .copied()
+        .filter(|p| checkpoints || !is_checkpoint_point(p))
+        .collect()
+}
+
+/// Transactions per client of a round aimed at `point`: a checkpoint comes
+/// only after a segment's worth of records (a few dozen transactions), the
+/// other points with the first transactions. Clients stop early once the
+/// process died.
+fn load_for(point: &str) -> usize {
+    if is_checkpoint_point(point) {
+        200
+    } else {
+        40
+    }
+}
+
 /// The process a crash point belongs to (`participant` picks which one).
 fn target_of(point: &str, participant: usize) -> Target {
     if point.starts_with("coordinator.") {
@@ -903,27 +930,40 @@ fn randomized_crash_loop(checkpoints: bool) {
                 rig.restart(target, None);
                 rig.check(&ctx, &seen);
             } else {
-                let point = POINTS[rng.random_range(0..POINTS.len())];
-                let nth: u32 = rng.random_range(1..=5);
-                let target = target_of(point, participant);
+                let eligible = reachable_points(checkpoints);
+                let point = eligible[rng.random_range(0..eligible.len())];
+                let nth: u32 = if is_checkpoint_point(point) {
+                    1
+                } else {
+                    rng.random_range(1..=5)
+                };
+                // Either process checkpoints; the others belong to one.
+                let target = if is_checkpoint_point(point) && rng.random_bool(0.3) {
+                    Target::Coordinator
+                } else {
+                    target_of(point, participant)
+                };
                 let ctx = format!("seed {seed} checkpoints {checkpoints} round {rounds}: {point}:{nth} on {target:?}, {clients} clients");
                 eprintln!("{ctx}");
                 rig.restart(target, Some(&format!("{point}:{nth}")));
-                rig.run_until_dead(&ctx, target, point, clients, 40, &mut seen);
+                rig.run_until_dead(&ctx, target, point, clients, load_for(point), &mut seen);
                 // Now and then the process crashes again while it recovers:
                 // restarted armed at another of its points, before settling.
                 if rng.random_bool(0.25) {
-                    let own: Vec<&str> = POINTS
-                        .iter()
-                        .copied()
-                        .filter(|p| target_of(p, participant) == target)
+                    let own: Vec<&str> = reachable_points(checkpoints)
+                        .into_iter()
+                        .filter(|p| is_checkpoint_point(p) || target_of(p, participant) == target)
                         .collect();
                     let again = own[rng.random_range(0..own.len())];
-                    let nth: u32 = rng.random_range(1..=2);
+                    let nth: u32 = if is_checkpoint_point(again) {
+                        1
+                    } else {
+                        rng.random_range(1..=2)
+                    };
                     let ctx = format!("{ctx}, then {again}:{nth} while recovering");
                     eprintln!("{ctx}");
                     rig.restart_alone(target, Some(&format!("{again}:{nth}")));
-                    rig.run_until_dead(&ctx, target, again, clients, 40, &mut seen);
+                    rig.run_until_dead(&ctx, target, again, clients, load_for(again), &mut seen);
                 }
                 rig.restart(target, None);
                 rig.check(&ctx, &seen);
