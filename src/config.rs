@@ -136,11 +136,13 @@ pub struct CoordinatorConfig {
     /// unset, 0 picks a free port and logs it.
     pub admin_port: Option<u16>,
     pub admin_host: String,
-    /// Simultaneous HTTP connections; more wait in the accept backlog.
+    /// Simultaneous HTTP connections; past it a few more are served for
+    /// `GET /health` only, then connections are refused at once.
     pub admin_max_connections: usize,
     /// Bytes; largest accepted HTTP request body.
     pub admin_max_body_bytes: usize,
-    /// Milliseconds a connection has to send a request's headers.
+    /// Milliseconds a connection has to send a request's headers, and again
+    /// its body.
     pub admin_header_timeout_ms: u64,
     /// With a secret: most outstanding nonces of `GET /auth/challenge`
     /// kept at once; past it the oldest are forgotten. Bounds the memory a

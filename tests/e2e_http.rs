@@ -534,10 +534,25 @@ fn proof_line(secret: &str, nonce: &str, method: &str, path: &str, body: &[u8]) 
     format!("Authorization: {value}")
 }
 
-/// `method path` with a fresh proof of the secret.
+/// The header declaring `body`'s digest (the value the MAC signs).
+fn digest_line(body: &[u8]) -> String {
+    format!(
+        "{}: {}",
+        twopc::security::http_auth::BODY_DIGEST_HEADER,
+        twopc::security::http_auth::body_digest(body)
+    )
+}
+
+/// `method path` with a fresh proof of the secret (and, with a body, its
+/// declared digest).
 fn signed(addr: &str, method: &str, path: &str, body: &[u8]) -> Resp {
     let line = proof_line(SECRET, &nonce(addr), method, path, body);
-    http_with(addr, method, path, &[&line], Some(body))
+    let digest = digest_line(body);
+    let mut lines = vec![line.as_str()];
+    if !body.is_empty() {
+        lines.push(&digest);
+    }
+    http_with(addr, method, path, &lines, Some(body))
 }
 
 /// A 401 as specified: JSON `unauthorized` whose message holds `why`, and
@@ -616,7 +631,14 @@ fn with_a_secret_every_endpoint_but_health_needs_a_fresh_proof() {
     let r = http_with(&admin, "GET", "/transactions?state=aborted", &[&line], None);
     assert_unauthorized(&r, "wrong MAC");
     let line = proof_line(SECRET, &nonce(&admin), "GET", "/transactions", b"{}");
-    let r = http_with(&admin, "POST", "/transactions", &[&line], Some(b"{}"));
+    let digest = digest_line(b"{}");
+    let r = http_with(
+        &admin,
+        "POST",
+        "/transactions",
+        &[&line, &digest],
+        Some(b"{}"),
+    );
     assert_unauthorized(&r, "wrong MAC");
     let line = proof_line(
         "not-the-secret-0123456789abcdef",
@@ -642,11 +664,34 @@ fn with_a_secret_every_endpoint_but_health_needs_a_fresh_proof() {
     let r = signed(&admin, "POST", "/transactions", body);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["decision"], "commit", "{}", r.body);
-    let line = proof_line(SECRET, &nonce(&admin), "POST", "/transactions", body);
+    // The proof is checked before the body is read, against the digest the
+    // request declares: a body without one, a tampered body under the
+    // signed digest, and a tampered body declaring its own digest.
     let tampered = br#"{"data": {"order": 2}}"#;
-    let r = http_with(&admin, "POST", "/transactions", &[&line], Some(tampered));
+    let line = proof_line(SECRET, &nonce(&admin), "POST", "/transactions", body);
+    let r = http_with(&admin, "POST", "/transactions", &[&line], Some(body));
+    assert_unauthorized(&r, "must carry x-twopc-body-sha256");
+    let line = proof_line(SECRET, &nonce(&admin), "POST", "/transactions", body);
+    let signed_digest = digest_line(body);
+    let r = http_with(
+        &admin,
+        "POST",
+        "/transactions",
+        &[&line, &signed_digest],
+        Some(tampered),
+    );
+    assert_unauthorized(&r, "does not match its x-twopc-body-sha256");
+    let line = proof_line(SECRET, &nonce(&admin), "POST", "/transactions", body);
+    let own_digest = digest_line(tampered);
+    let r = http_with(
+        &admin,
+        "POST",
+        "/transactions",
+        &[&line, &own_digest],
+        Some(tampered),
+    );
     assert_unauthorized(&r, "wrong MAC");
-    refused += 1;
+    refused += 3;
 
     // Good requests keep working after the failures; queries are signed as sent.
     let list = signed(&admin, "GET", "/transactions?state=committed", b"");
@@ -844,4 +889,123 @@ fn with_admin_open_metrics_a_scraper_needs_no_proof_for_metrics_only() {
         assert_eq!(get(&admin, path).status, 401, "{path}");
     }
     assert_eq!(signed(&admin, "GET", "/status", b"").status, 200);
+}
+
+/// Strangers without the secret try to stall the admin port. A fake proof
+/// with a promised body is refused from the headers (the proof is checked
+/// before any body byte is read) and the connection closed. Strangers that
+/// hold every ordinary slot by never finishing their headers cannot stop
+/// `GET /health`, answered from slots of its own; other requests get a 503
+/// `too_many_connections` at once instead of waiting in the backlog; once
+/// every slot is taken a connection is told so and closed.
+#[test]
+fn strangers_holding_every_slot_cannot_stall_health_or_the_port() {
+    let mut c = Cluster::new();
+    // Slow headers may hold a slot for a long time here, so that the test
+    // does not depend on how fast it runs.
+    let (admin, secret_file) =
+        start_secret_admin(&mut c, 1, &["--admin-header-timeout-ms", "600000"]);
+    c.start_participant("p1", &["--secret-file", &secret_file], &[]);
+    wait_http(&admin, "/health", "health 200", |r| r.status == 200);
+
+    let fake = format!(
+        "TWOPC-HMAC nonce={}, mac={}",
+        "7".repeat(64),
+        "8".repeat(64)
+    );
+    for _ in 0..100 {
+        let mut s = std::net::TcpStream::connect(&admin).expect("connect");
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        let head = format!(
+            "POST /transactions HTTP/1.1\r\nHost: {admin}\r\nAuthorization: {fake}\r\n{}\r\nContent-Length: 100\r\n\r\n{{",
+            digest_line(b"{}")
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw)
+            .expect("a refusal and a close before the body");
+        let text = String::from_utf8_lossy(&raw);
+        assert!(
+            text.starts_with("HTTP/1.1 401") && text.contains("unknown nonce"),
+            "{text}"
+        );
+    }
+
+    // The default admin_max_connections, held by headers never finished.
+    let mut holders = Vec::new();
+    for _ in 0..64 {
+        let mut s = std::net::TcpStream::connect(&admin).expect("connect");
+        s.write_all(b"POST /transactions HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        holders.push(s);
+    }
+    // They are accepted in order: once a later connection is served from a
+    // health slot, all 64 hold ordinary ones.
+    let start = Instant::now();
+    loop {
+        // 401 while an ordinary slot serves it; 503 from a health slot.
+        let r = get(&admin, "/status");
+        if r.status == 503 {
+            assert_eq!(r.json()["error"], "too_many_connections", "{r:?}");
+            assert!(
+                r.json()["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("only GET /health"),
+                "{r:?}"
+            );
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "the slots never filled: {r:?}");
+    }
+    let h = get(&admin, "/health");
+    assert_eq!(h.status, 200, "{h:?}");
+    assert_eq!(h.json()["state"], "READY", "{h:?}");
+
+    // Idle sockets take the health slots too; past them a connection gets
+    // the refusal and is closed.
+    let mut idle = Vec::new();
+    for _ in 0..12 {
+        let s = std::net::TcpStream::connect(&admin).expect("connect");
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        idle.push(s);
+    }
+    let mut raw = Vec::new();
+    idle.last_mut()
+        .unwrap()
+        .read_to_end(&mut raw)
+        .expect("the refusal");
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    let (_, body) = text.split_once("\r\n\r\n").expect("headers end");
+    let v: Value = serde_json::from_str(body).expect("a JSON body");
+    assert_eq!(v["error"], "too_many_connections", "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("admin_max_connections"),
+        "{v}"
+    );
+
+    // The strangers leave: everything works again (their slots are freed
+    // as the server sees them close).
+    drop(holders);
+    drop(idle);
+    let start = Instant::now();
+    loop {
+        let ch = get(&admin, "/auth/challenge");
+        let r = match ch.json()["nonce"].as_str() {
+            Some(n) => {
+                let line = proof_line(SECRET, n, "GET", "/status", b"");
+                http_with(&admin, "GET", "/status", &[&line], None)
+            }
+            None => ch,
+        };
+        if r.status == 200 {
+            break;
+        }
+        assert!(start.elapsed() < PATIENCE, "status never recovered: {r:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

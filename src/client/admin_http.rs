@@ -107,6 +107,10 @@ where
         }
         if let Some(a) = auth {
             req = req.header(hyper::header::AUTHORIZATION, a);
+            if !body.is_empty() {
+                // Lets the server check the proof before reading the body.
+                req = req.header(http_auth::BODY_DIGEST_HEADER, http_auth::body_digest(body));
+            }
         }
         let req = req
             .body(Full::new(Bytes::copy_from_slice(body)))

@@ -114,6 +114,10 @@ struct Ctx {
     open: Arc<AtomicUsize>,
     /// `None`: no secret configured, every endpoint is open.
     auth: Option<Arc<HttpAuth>>,
+    /// A request's body must arrive within this (`admin_header_timeout_ms`).
+    body_timeout: Duration,
+    /// Bytes; largest request body (`admin_max_body_bytes`).
+    max_body_bytes: usize,
 }
 
 /// What checking proofs of the secret needs.
@@ -127,8 +131,6 @@ struct HttpAuth {
     security: Arc<ServerSecurity>,
     /// Refusals are counted as `unauthorized` error codes (metrics).
     errors: Arc<ErrorCounts>,
-    /// The body is read before its MAC is checked, up to this size.
-    max_body_bytes: usize,
 }
 
 /// How long a handler waits for room in a channel to the event loop, and
@@ -170,7 +172,6 @@ impl AdminServer {
                 start: Instant::now(),
                 security: security.clone(),
                 errors: channels.errors.clone(),
-                max_body_bytes: self.opts.max_body_bytes,
             })
         });
         match &auth {
@@ -191,6 +192,8 @@ impl AdminServer {
             submit_timeout: self.opts.submit_timeout,
             open: Arc::new(AtomicUsize::new(0)),
             auth,
+            body_timeout: self.opts.header_timeout,
+            max_body_bytes: self.opts.max_body_bytes,
         };
         let router = router(
             ctx.clone(),
@@ -203,6 +206,7 @@ impl AdminServer {
         tracker.spawn(accept_loop(
             self.listener,
             router,
+            ctx.clone(),
             self.opts,
             ctx.open,
             security,
@@ -240,17 +244,85 @@ fn router(ctx: Ctx, max_body_bytes: usize, open_metrics: bool) -> Router {
     } else {
         protected = protected.route("/metrics", get(metrics));
     }
-    let protected =
-        protected.route_layer(middleware::from_fn_with_state(ctx.clone(), require_proof));
+    // Layers run last-added first: the proof (headers only), then the body.
+    let protected = protected
+        .route_layer(middleware::from_fn_with_state(ctx.clone(), read_body))
+        .route_layer(middleware::from_fn_with_state(ctx.clone(), require_proof));
+    let open = open.route_layer(middleware::from_fn_with_state(ctx.clone(), read_body));
     open.merge(protected)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(ctx)
 }
 
+/// What a connection beyond `admin_max_connections` may still ask: only
+/// `GET /health`, so that probes are answered while strangers hold every
+/// ordinary slot.
+fn health_router(ctx: Ctx) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route_layer(middleware::from_fn_with_state(ctx.clone(), read_body))
+        .fallback(busy)
+        .with_state(ctx)
+}
+
+async fn busy() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too_many_connections",
+        "every admin connection slot is taken (admin_max_connections); only GET /health is answered now; retry shortly",
+    )
+}
+
+/// Connections served past `admin_max_connections`, for `GET /health` only.
+const HEALTH_SLOTS: usize = 8;
+/// How long such a connection has for its whole request.
+const HEALTH_DEADLINE: Duration = Duration::from_secs(1);
+
+/// Connections past every slot that are told so at once; more are closed
+/// without a word.
+const REFUSERS: usize = 64;
+/// How long telling one takes at most.
+const REFUSE_DEADLINE: Duration = Duration::from_millis(200);
+
+/// Tell a connection that found no slot (plain HTTP only: a TLS client
+/// could not read it) and close it cleanly: what it sent is read and
+/// dropped first, so that the close does not reset the connection and lose
+/// the answer. Bounded in number and time.
+fn refuse_connection(
+    mut stream: tokio::net::TcpStream,
+    plain: bool,
+    refusers: &Arc<Semaphore>,
+    tracker: &TaskTracker,
+) {
+    let Ok(permit) = refusers.clone().try_acquire_owned() else {
+        return;
+    };
+    if !plain {
+        return;
+    }
+    tracker.spawn(async move {
+        let _permit = permit;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let _ = tokio::time::timeout(REFUSE_DEADLINE, async {
+            stream.write_all(REFUSED).await?;
+            stream.shutdown().await?;
+            let mut sink = [0u8; 1024];
+            while stream.read(&mut sink).await? > 0 {}
+            Ok::<(), std::io::Error>(())
+        })
+        .await;
+    });
+}
+
+/// The answer to a connection that finds no slot at all.
+const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nconnection: close\r\ncontent-length: 148\r\n\r\n{\"error\":\"too_many_connections\",\"message\":\"every admin connection slot is taken (admin_max_connections); retry shortly or raise the limit\"}";
+
+#[allow(clippy::too_many_arguments)]
 async fn accept_loop(
     listener: TcpListener,
     router: Router,
+    ctx: Ctx,
     opts: HttpOptions,
     open: Arc<AtomicUsize>,
     security: Arc<ServerSecurity>,
@@ -258,12 +330,12 @@ async fn accept_loop(
     tracker: TaskTracker,
 ) {
     let limit = Arc::new(Semaphore::new(opts.max_connections));
+    let health_limit = Arc::new(Semaphore::new(HEALTH_SLOTS));
+    let refusers = Arc::new(Semaphore::new(REFUSERS));
+    let health_only = health_router(ctx);
     loop {
-        // A slot first: past the limit, connections wait in the backlog.
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
-        };
+        // Accept at once, then look for a slot: a connection past the limit
+        // is answered and closed, never left waiting in the backlog.
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
             r = listener.accept() => match r {
@@ -275,21 +347,38 @@ async fn accept_loop(
                 }
             },
         };
-        let router = router.clone();
+        let (permit, router, deadline) = match limit.clone().try_acquire_owned() {
+            Ok(p) => (p, router.clone(), opts.header_timeout),
+            Err(_) => match health_limit.clone().try_acquire_owned() {
+                Ok(p) => (
+                    p,
+                    health_only.clone(),
+                    opts.header_timeout.min(HEALTH_DEADLINE),
+                ),
+                Err(_) => {
+                    refuse_connection(stream, security.tls.is_none(), &refusers, &tracker);
+                    security.failures.refused(
+                        &peer.to_string(),
+                        "admin http connection refused",
+                        "every slot is taken (admin_max_connections)",
+                    );
+                    continue;
+                }
+            },
+        };
         let open = open.clone();
         let shutdown = shutdown.clone();
-        let header_timeout = opts.header_timeout;
         open.fetch_add(1, Ordering::Relaxed);
         let security = security.clone();
         tracker.spawn(async move {
             let _permit = permit;
             match &security.tls {
-                None => serve_connection(stream, peer, router, header_timeout, shutdown).await,
+                None => serve_connection(stream, peer, router, deadline, shutdown).await,
                 // The TLS handshake counts against the header timeout.
                 Some(acceptor) => {
-                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                    match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
                         Ok(Ok(tls)) => {
-                            serve_connection(tls, peer, router, header_timeout, shutdown).await
+                            serve_connection(tls, peer, router, deadline, shutdown).await
                         }
                         Ok(Err(e)) => security.failures.failed(
                             &peer.to_string(),
@@ -542,10 +631,42 @@ fn proof_of(headers: &HeaderMap) -> Result<Proof, HttpAuthError> {
     http_auth::parse_authorization(text)
 }
 
+/// The body digest a request declares ([`http_auth::BODY_DIGEST_HEADER`]):
+/// required when the request has a body, the empty body's otherwise.
+fn declared_digest(headers: &HeaderMap) -> Result<String, HttpAuthError> {
+    let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0");
+    match headers.get(http_auth::BODY_DIGEST_HEADER) {
+        Some(v) => match v.to_str() {
+            Ok(d) if d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Ok(d.to_ascii_lowercase())
+            }
+            _ => Err(HttpAuthError::BodyDigest(format!(
+                "{} must be the 64 hex digits of the body's SHA-256",
+                http_auth::BODY_DIGEST_HEADER
+            ))),
+        },
+        None if has_body => Err(HttpAuthError::BodyDigest(format!(
+            "a request with a body must carry {}: <hex SHA-256 of the body> (the value the MAC signs), so that the proof is checked before the body is read",
+            http_auth::BODY_DIGEST_HEADER
+        ))),
+        None => Ok(http_auth::body_digest(b"")),
+    }
+}
+
+/// The digest a proven request declared, for [`read_body`] to check.
+#[derive(Clone)]
+struct ProvenDigest(String);
+
 /// Let the request through only with a valid proof (when a secret is
-/// configured). The body is read here, bounded by `admin_max_body_bytes`,
-/// because the MAC covers it; the handler gets the same bytes.
-async fn require_proof(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
+/// configured). The proof is checked from the headers alone, against the
+/// body digest the request declares, before a single body byte is read:
+/// a stranger cannot make the server wait for a body. [`read_body`] then
+/// checks the body against the declared digest.
+async fn require_proof(State(ctx): State<Ctx>, mut req: Request, next: Next) -> Response {
     let Some(auth) = &ctx.auth else {
         return next.run(req).await;
     };
@@ -558,42 +679,73 @@ async fn require_proof(State(ctx): State<Ctx>, req: Request, next: Next) -> Resp
         .uri()
         .path_and_query()
         .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string());
-    let proof = match proof_of(req.headers()) {
-        Ok(p) => p,
-        Err(why) => return auth.refuse(&peer, &method, req.uri().path(), why),
-    };
+    let checked = proof_of(req.headers()).and_then(|proof| {
+        let digest = declared_digest(req.headers())?;
+        let mut store = auth.nonces.lock().unwrap_or_else(|p| p.into_inner());
+        http_auth::authorize_digest(
+            &mut store,
+            &auth.secret,
+            &proof,
+            (&method, &target, &digest),
+            auth.now_ms(),
+        )
+        .map(|()| digest)
+    });
+    match checked {
+        Ok(digest) => {
+            req.extensions_mut().insert(ProvenDigest(digest));
+            next.run(req).await
+        }
+        Err(why) => auth.refuse(&peer, &method, req.uri().path(), why),
+    }
+}
+
+/// Read the whole body, bounded by `admin_max_body_bytes` and by the
+/// `admin_header_timeout_ms` deadline, and hand the handler the bytes; a
+/// proven request's body must match the digest its proof signed.
+async fn read_body(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
-    let bytes = match Limited::new(body, auth.max_body_bytes).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) if e.is::<LengthLimitError>() => {
+    let read = Limited::new(body, ctx.max_body_bytes).collect();
+    let bytes = match tokio::time::timeout(ctx.body_timeout, read).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "body_too_large",
                 "the request body exceeds admin_max_body_bytes; send a smaller payload or raise the limit",
             )
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             return error(
                 StatusCode::BAD_REQUEST,
                 "invalid_body",
                 format!("cannot read the request body: {e}"),
             )
         }
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the request body did not arrive within admin_header_timeout_ms; send the whole request at once",
+            )
+        }
     };
-    let verdict = {
-        let mut store = auth.nonces.lock().unwrap_or_else(|p| p.into_inner());
-        http_auth::authorize(
-            &mut store,
-            &auth.secret,
-            &proof,
-            (&method, &target, &bytes),
-            auth.now_ms(),
-        )
-    };
-    match verdict {
-        Ok(()) => next.run(Request::from_parts(parts, bytes.into())).await,
-        Err(why) => auth.refuse(&peer, &method, parts.uri.path(), why),
+    if let (Some(ProvenDigest(want)), Some(auth)) =
+        (parts.extensions.get::<ProvenDigest>(), &ctx.auth)
+    {
+        if http_auth::body_digest(&bytes) != *want {
+            let peer = parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map_or_else(|| "unknown".to_string(), |c| c.0.to_string());
+            let why = HttpAuthError::BodyDigest(format!(
+                "the body does not match its {}; sign and declare the digest of exactly the body you send",
+                http_auth::BODY_DIGEST_HEADER
+            ));
+            return auth.refuse(&peer, parts.method.as_str(), parts.uri.path(), why);
+        }
     }
+    next.run(Request::from_parts(parts, bytes.into())).await
 }
 
 /// Parse a submit body: the same JSON object as the TCP `submit` payload.

@@ -34,10 +34,25 @@ pub fn body_digest(body: &[u8]) -> String {
     hex(&sha2::Sha256::digest(body))
 }
 
+/// The header that carries [`body_digest`] of a request with a body, so
+/// that the server checks the proof before it reads a single body byte (and
+/// then checks the body against it).
+pub const BODY_DIGEST_HEADER: &str = "x-twopc-body-sha256";
+
 /// The exact MAC input: five lines joined by `\n`, no trailing newline.
 /// `path_and_query` is the request target as sent (`/transactions?state=aborted`).
 pub fn request_input(nonce: &str, method: &str, path_and_query: &str, body: &[u8]) -> Vec<u8> {
-    [DOMAIN, nonce, method, path_and_query, &body_digest(body)]
+    request_input_digest(nonce, method, path_and_query, &body_digest(body))
+}
+
+/// [`request_input`] from the body's hex SHA-256 instead of the body.
+pub fn request_input_digest(
+    nonce: &str,
+    method: &str,
+    path_and_query: &str,
+    digest: &str,
+) -> Vec<u8> {
+    [DOMAIN, nonce, method, path_and_query, digest]
         .join("\n")
         .into_bytes()
 }
@@ -71,6 +86,8 @@ pub enum HttpAuthError {
         "malformed Authorization header: {0}; expected `TWOPC-HMAC nonce=<64 hex>, mac=<64 hex>`"
     )]
     Malformed(String),
+    #[error("{0}")]
+    BodyDigest(String),
     #[error("unknown nonce: this coordinator did not issue it, or it expired or was pushed out by newer ones and forgotten; get a fresh one from GET /auth/challenge")]
     UnknownNonce,
     #[error("the nonce expired (nonces are good for {ttl_ms} ms); get a fresh one from GET /auth/challenge and send the request right after")]
@@ -146,8 +163,28 @@ pub fn authorize(
     now_ms: u64,
 ) -> Result<(), HttpAuthError> {
     let (method, path_and_query, body) = request;
+    authorize_digest(
+        store,
+        secret,
+        proof,
+        (method, path_and_query, &body_digest(body)),
+        now_ms,
+    )
+}
+
+/// [`authorize`] with the body's hex SHA-256 as the client declared it
+/// ([`BODY_DIGEST_HEADER`]): the proof is checked before the body is read;
+/// the caller must then check the body against the digest.
+pub fn authorize_digest(
+    store: &mut NonceStore,
+    secret: &Secret,
+    proof: &Proof,
+    request: (&str, &str, &str),
+    now_ms: u64,
+) -> Result<(), HttpAuthError> {
+    let (method, path_and_query, digest) = request;
     store.take(&proof.nonce, now_ms)?;
-    let input = request_input(&proof.nonce, method, path_and_query, body);
+    let input = request_input_digest(&proof.nonce, method, path_and_query, digest);
     if hmac_verify(secret, &input, &proof.mac) {
         Ok(())
     } else {
