@@ -493,3 +493,7 @@ fn print_report(r: &Value) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "bank_tests.rs"]
+mod tests;
