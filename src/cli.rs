@@ -87,7 +87,7 @@ pub fn run_coordinator(cfg: CoordinatorConfig) -> ExitCode {
 /// The participant's resource, from its configuration, with the vote
 /// preference on top.
 pub fn build_resource(cfg: &ParticipantConfig) -> Result<Box<dyn Resource>, String> {
-    let (pref, p) = (cfg.vote_preference(), cfg.commit_probability);
+    let (pref, p, seed) = (cfg.vote_preference(), cfg.commit_probability, cfg.vote_seed);
     match cfg.resource.as_str() {
         "kv" => {
             let mut kv = KvStore::new();
@@ -100,13 +100,13 @@ pub fn build_resource(cfg: &ParticipantConfig) -> Result<Box<dyn Resource>, Stri
                 kv.seed(&seed)
                     .map_err(|e| format!("kv.seed_file {}: {e}", path.display()))?;
             }
-            Ok(Box::new(Preference::new(kv, pref, p, None)))
+            Ok(Box::new(Preference::new(kv, pref, p, seed)))
         }
         "postgres" => {
             let pg = crate::resource::postgres::PostgresResource::new(&cfg.id, &cfg.postgres)?;
-            Ok(Box::new(Preference::new(pg, pref, p, None)))
+            Ok(Box::new(Preference::new(pg, pref, p, seed)))
         }
-        _ => Ok(Box::new(VoteResource::voting(pref, p, None))),
+        _ => Ok(Box::new(VoteResource::voting(pref, p, seed))),
     }
 }
 

@@ -211,6 +211,9 @@ pub struct ParticipantConfig {
     pub coordinator_port: u16,
     pub vote_preference: String,
     pub commit_probability: f64,
+    /// Seed of the random vote preference, so that a run's votes replay;
+    /// unset draws the seed from the operating system.
+    pub vote_seed: Option<u64>,
     /// Seconds (fractions allowed) a prepared transaction waits for its
     /// decision before the participant asks the coordinator.
     pub timeout_seconds: f64,
@@ -270,6 +273,7 @@ impl Default for ParticipantConfig {
             coordinator_port: 8080,
             vote_preference: "commit".into(),
             commit_probability: 0.5,
+            vote_seed: None,
             timeout_seconds: 30.0,
             vote_delay_ms: 0,
             resource: "vote".into(),
@@ -499,6 +503,9 @@ pub struct ParticipantArgs {
     /// Probability of a commit vote when vote_preference is random (0..1).
     #[arg(long, env = "TWOPC_COMMIT_PROBABILITY")]
     pub commit_probability: Option<f64>,
+    /// Seed of the random vote preference (replayable votes).
+    #[arg(long, env = "TWOPC_VOTE_SEED")]
+    pub vote_seed: Option<u64>,
     /// Seconds to wait for a decision before asking the coordinator.
     #[arg(long, env = "TWOPC_TIMEOUT_SECONDS")]
     pub timeout_seconds: Option<f64>,
@@ -722,6 +729,9 @@ impl ParticipantConfig {
         }
         if let Some(p) = args.admin_port {
             c.admin_port = Some(p);
+        }
+        if let Some(v) = args.vote_seed {
+            c.vote_seed = Some(v);
         }
         if let Some(f) = &args.kv_seed_file {
             c.kv.seed_file = Some(f.clone());

@@ -40,6 +40,9 @@ fn transfers_without_faults_conserve_money() {
 #[test]
 fn transfers_under_sigkill_chaos_stay_atomic() {
     let seed = seed().to_string();
+    // Printed before the run: the transfers and the chaos schedule (victims
+    // and pauses) are drawn from this seed alone.
+    eprintln!("bank chaos: TWOPC_TEST_SEED={seed} replays this run's choices");
     let (code, r, all) = bank(&[
         "bank",
         "--transfers",

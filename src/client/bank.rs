@@ -528,3 +528,7 @@ fn print_report(r: &Value) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "bank_tests.rs"]
+mod tests;

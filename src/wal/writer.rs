@@ -245,3 +245,7 @@ fn flush(wal: &mut Wal, buf: &mut Vec<u8>, sync: bool, stats: &WalStats) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "writer_tests.rs"]
+mod tests;

@@ -1,0 +1,157 @@
+//! The group-commit writer against a real log in a temporary directory. The
+//! durable watermark is awaited through its watch channel; where the writer
+//! gives no signal (an unforced append reaching the file) the file itself
+//! is read until the bytes are there.
+
+use super::*;
+use crate::protocol::{Decision, TxnId};
+use crate::wal::{encode_record, Wal, WalOptions};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Bound for anything awaited: only a writer that never gets there fails.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn rec(i: u32) -> Record {
+    Record::Decided {
+        txn: TxnId(format!("t{i}")),
+        decision: Decision::Commit,
+        heuristic: None,
+    }
+}
+
+/// A fresh log in `dir`; its directory lock is released at once so the
+/// test can reopen the directory after the writer is gone.
+fn open(dir: &Path) -> Wal {
+    Wal::open(dir, WalOptions::default()).expect("open log").wal
+}
+
+/// Every record the log in `dir` holds, as recovery reads it.
+fn reopen(dir: &Path) -> Vec<Record> {
+    Wal::open(dir, WalOptions::default())
+        .expect("reopen log")
+        .records
+}
+
+/// Wait until `lsn` is durable; returns the watermark then.
+fn await_durable(rx: &mut watch::Receiver<u64>, lsn: u64) -> u64 {
+    let got = futures::executor::block_on(rx.wait_for(|d| *d >= lsn)).map(|d| *d);
+    got.expect("the writer thread stopped before the append was durable")
+}
+
+/// Bytes in the log's (single) segment of `dir`.
+fn segment_bytes(dir: &Path) -> u64 {
+    let segments = crate::wal::list_segments(dir).expect("list segments");
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    std::fs::metadata(&segments[0].1).map_or(0, |m| m.len())
+}
+
+/// Wait until the segment of `dir` holds `bytes` bytes.
+fn await_written(dir: &Path, bytes: u64) {
+    let start = Instant::now();
+    while segment_bytes(dir) < bytes {
+        assert!(
+            start.elapsed() < PATIENCE,
+            "the writer did not write {bytes} bytes"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(segment_bytes(dir), bytes);
+}
+
+fn frame_bytes(records: &[Record]) -> u64 {
+    records.iter().map(|r| encode_record(r).len() as u64).sum()
+}
+
+#[test]
+fn appends_queued_while_the_writer_is_busy_share_one_sync() {
+    const N: u32 = 100;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal = open(dir.path());
+    // Everything is queued before the writer thread exists, as when many
+    // transactions append during one sync: its first batch takes them all.
+    let (tx, rx) = mpsc::sync_channel(N as usize);
+    for i in 1..=N {
+        let cmd = Cmd::Append {
+            frame: encode_record(&rec(i)),
+            sync: true,
+            lsn: u64::from(i),
+        };
+        tx.send(cmd).expect("queue an append");
+    }
+    let (dtx, mut drx) = watch::channel(0u64);
+    let stats = Arc::new(WalStats::default());
+    let st = stats.clone();
+    let writer = std::thread::spawn(move || writer_loop(wal, rx, dtx, st));
+    assert_eq!(await_durable(&mut drx, u64::from(N)), u64::from(N));
+    assert_eq!(
+        stats.syncs.load(Ordering::Relaxed),
+        1,
+        "one sync for {N} appends"
+    );
+    drop(tx);
+    writer.join().expect("writer thread");
+    let all: Vec<Record> = (1..=N).map(rec).collect();
+    assert_eq!(reopen(dir.path()), all);
+}
+
+#[test]
+fn the_watermark_moves_only_when_a_sync_covers_an_append() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut g = GroupCommit::start(open(dir.path()), 16);
+    let mut durable = g.watch();
+    assert_eq!((g.append(&rec(1), false), g.append(&rec(2), false)), (1, 2));
+    // Unforced appends are written, but nothing syncs them: not durable.
+    await_written(dir.path(), frame_bytes(&[rec(1), rec(2)]));
+    assert_eq!(g.durable(), 0);
+    assert_eq!(g.barrier(), 0, "no append asked for a sync");
+    assert_eq!(g.stats.syncs.load(Ordering::Relaxed), 0);
+    // A forced append's sync covers the unforced ones before it too.
+    assert_eq!(g.append(&rec(3), true), 3);
+    assert_eq!(g.barrier(), 3);
+    assert_eq!(await_durable(&mut durable, 3), 3);
+    assert_eq!(g.durable(), 3);
+    assert_eq!(g.stats.syncs.load(Ordering::Relaxed), 1);
+    // Another unforced append leaves the watermark where it was.
+    assert_eq!(g.append(&rec(4), false), 4);
+    await_written(dir.path(), frame_bytes(&[rec(1), rec(2), rec(3), rec(4)]));
+    assert_eq!((g.durable(), g.barrier()), (3, 3));
+    assert_eq!(g.stats.syncs.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn a_checkpoint_is_written_in_order_with_the_appends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut g = GroupCommit::start(open(dir.path()), 16);
+    g.append(&rec(1), false);
+    g.append(&rec(2), true);
+    // Only t2 is live: t1 must stay in the old segment (deleted), t3 must
+    // land in the new one (kept).
+    g.checkpoint(vec![rec(2)]);
+    g.append(&rec(3), true);
+    let mut durable = g.watch();
+    assert_eq!(await_durable(&mut durable, 3), 3);
+    let stats = g.stats.clone();
+    drop(g);
+    assert_eq!(stats.checkpoints.load(Ordering::Relaxed), 1);
+    let segments = crate::wal::list_segments(dir.path()).expect("segments");
+    let seqs: Vec<u64> = segments.iter().map(|(s, _)| *s).collect();
+    assert_eq!(seqs, [2], "the checkpoint's segment alone remains");
+    assert_eq!(reopen(dir.path()), [rec(2), rec(3)]);
+}
+
+#[test]
+fn dropping_the_writer_writes_and_syncs_everything_queued() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut g = GroupCommit::start(open(dir.path()), 16);
+    let all: Vec<Record> = (1..=50).map(rec).collect();
+    for r in &all {
+        g.append(r, false);
+    }
+    let stats = g.stats.clone();
+    drop(g);
+    // No append asked for a sync: the one sync is the writer's last act.
+    assert_eq!(stats.syncs.load(Ordering::Relaxed), 1);
+    assert_eq!(segment_bytes(dir.path()), frame_bytes(&all));
+    assert_eq!(reopen(dir.path()), all);
+}
