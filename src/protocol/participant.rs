@@ -471,6 +471,7 @@ impl Participant {
                 });
                 t.resource_state = state;
                 let result = output;
+                #[cfg(not(feature = "fault-injection"))]
                 let after_durable = true;
                 #[cfg(feature = "fault-injection")]
                 let after_durable =
