@@ -9,6 +9,8 @@
 //!   simulation replay -- --nocapture` runs that one seed again (identically:
 //!   every choice comes from the seed), and `TWOPC_SIM_TRACE=1` prints every
 //!   event.
+//! - The `checker_` tests run cores broken on purpose and checkpoints
+//!   written the unsafe way, and pin the first seed that catches each.
 
 mod sim;
 
