@@ -100,12 +100,14 @@
 
 mod model;
 
-use model::explore::{explore, Options, Report};
+use model::explore::{explore, Broken, Failure, Model, Options, Report};
+use model::stuck::InDoubt;
 use model::system::{
-    Config, Faults, System, TAG_ABORT, TAG_COMMIT, TAG_ONE_OF_EACH, TAG_TWO_IN_DOUBT,
+    BadHistory, Config, Faults, System, TAG_ABORT, TAG_COMMIT, TAG_ONE_OF_EACH, TAG_TWO_IN_DOUBT,
 };
-use model::two_phase::TwoPhase;
+use model::two_phase::{Mistake, TwoPhase};
 use std::io::Write;
+use twopc::protocol::fault::Fault;
 
 /// Explore one configuration of the real cores with every check on, print
 /// its summary line, and return the figures to pin.
@@ -145,6 +147,7 @@ fn two(faults: Faults) -> Config {
         participants: 2,
         txns: 1,
         faults,
+        broken: None,
     }
 }
 
@@ -155,7 +158,11 @@ fn lamport_two_phase_has_288_states_for_three_rms() {
         max_states: 10_000,
         max_depth: None,
     };
-    let r = explore(&TwoPhase { rms: 3 }, opts).unwrap_or_else(|e| panic!("TwoPhase: {e}"));
+    let spec = TwoPhase {
+        rms: 3,
+        mistake: None,
+    };
+    let r = explore(&spec, opts).unwrap_or_else(|e| panic!("TwoPhase: {e}"));
     let _ = writeln!(
         std::io::stderr(),
         "model_check TwoPhase (TLA+ spec, RM = 3): {} states, {} transitions, max depth {}",
@@ -211,6 +218,7 @@ fn three_participants_without_faults() {
         participants: 3,
         txns: 1,
         faults: Faults::default(),
+        broken: None,
     };
     let r = check("3p", cfg);
     assert_eq!((r.states, r.transitions), (97700, 632746));
@@ -228,6 +236,7 @@ fn two_participants_two_transactions_bounded() {
         participants: 2,
         txns: 2,
         faults: Faults::default(),
+        broken: None,
     };
     let opts = Options {
         liveness: false,
@@ -254,4 +263,192 @@ fn two_participants_two_transactions_bounded() {
          participant, and one transaction committed while the other aborted"
     );
     assert_eq!((r.states, r.transitions), (1_103_246, 4_669_423));
+}
+
+// ---- checking the checker ----------------------------------------------
+//
+// Each check above passes, so each must be shown able to fail: cores broken
+// on purpose (`twopc::protocol::fault`, compiled for tests only), mistakes
+// in the transcription of `TwoPhase`, a model with a stuck state, and states
+// with a bad history written in by hand. The configuration is the smallest
+// that catches each bug; the kind of failure, its first words and the length
+// of the shortest trace are pinned.
+
+/// Explore a model that is wrong on purpose; it must fail.
+fn must_fail<M: Model>(name: &str, m: &M, opts: Options) -> Failure {
+    match explore(m, opts) {
+        Ok(r) => panic!(
+            "{name}: passed ({} states, {} transitions) although it is broken on purpose",
+            r.states, r.transitions
+        ),
+        Err(f) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "model_check {name}: caught, {:?} after {} states, {}-step trace: {}",
+                f.broken,
+                f.states,
+                f.steps,
+                f.why
+            );
+            f
+        }
+    }
+}
+
+fn whole(liveness: bool) -> Options {
+    Options {
+        liveness,
+        max_states: 5_000_000,
+        max_depth: None,
+    }
+}
+
+fn broken(participants: usize, txns: usize, faults: Faults, fault: Fault) -> System {
+    System::new(Config {
+        participants,
+        txns,
+        faults,
+        broken: Some(fault),
+    })
+}
+
+fn one_crash() -> Faults {
+    Faults {
+        crashes: 1,
+        ..Faults::default()
+    }
+}
+
+/// A COMMIT that does not wait for the decision record: the coordinator
+/// crashes before the sync, comes back presuming abort, and answers the
+/// participant still in doubt with abort while the other has committed.
+/// Needs a crash, and two participants (with one there is no one left to
+/// disagree with).
+#[test]
+fn checker_catches_commit_sent_before_the_decision_is_durable() {
+    let sys = broken(2, 1, one_crash(), Fault::CommitBeforeDecisionDurable);
+    let f = must_fail("2p-crash, COMMIT before durable", &sys, whole(true));
+    assert_eq!((f.broken, f.steps), (Broken::Invariant, 18), "{f}");
+    assert_eq!(
+        f.why,
+        "stability: the coordinator announced both commit and abort for a-1"
+    );
+}
+
+/// A VOTE_COMMIT that does not wait for the `Prepared` record: the
+/// participant crashes before the sync and forgets the transaction, the
+/// coordinator commits on its vote, and the participant acknowledges a
+/// commit it never applied. One participant is enough.
+#[test]
+fn checker_catches_vote_sent_before_prepared_is_durable() {
+    let sys = broken(1, 1, one_crash(), Fault::VoteBeforePreparedDurable);
+    let f = must_fail("1p-crash, vote before durable", &sys, whole(true));
+    assert_eq!((f.broken, f.steps), (Broken::Invariant, 11), "{f}");
+    assert_eq!(
+        f.why,
+        "durability: p1 acknowledged the commit of a-1 without applying it"
+    );
+}
+
+/// A COMMIT that also commits every other prepared transaction: invisible
+/// with one transaction, caught with two (one participant is enough): the
+/// second transaction, committed by the first one's COMMIT, times out at
+/// the coordinator, whose ABORT then meets a committed transaction.
+#[test]
+fn checker_catches_commit_of_every_prepared_transaction() {
+    let sys = broken(1, 2, Faults::default(), Fault::CommitEveryPrepared);
+    let f = must_fail("1p-2txn, commit every prepared", &sys, whole(false));
+    assert_eq!((f.broken, f.steps), (Broken::Step, 12), "{f}");
+    assert!(
+        f.why.starts_with("participant p1 emitted an Alert")
+            && f.why
+                .contains("coordinator says abort but this participant already committed"),
+        "{f}"
+    );
+}
+
+/// The transcription of `TwoPhase` is checked by its pinned figures: a TM
+/// that commits without every RM prepared breaks `TCConsistent`, and a TM
+/// that never aborts (safe, but not the spec) changes the state count.
+#[test]
+fn checker_catches_mistakes_in_two_phase() {
+    let early = TwoPhase {
+        rms: 3,
+        mistake: Some(Mistake::CommitWithoutAllPrepared),
+    };
+    let f = must_fail(
+        "TwoPhase, commit without all prepared",
+        &early,
+        whole(false),
+    );
+    assert_eq!((f.broken, f.steps), (Broken::Invariant, 3), "{f}");
+    assert!(f.why.starts_with("TCConsistent violated"), "{f}");
+    let no_abort = TwoPhase {
+        rms: 3,
+        mistake: Some(Mistake::NoTmAbort),
+    };
+    let r = explore(&no_abort, whole(false)).unwrap_or_else(|f| panic!("{f}"));
+    let _ = writeln!(
+        std::io::stderr(),
+        "model_check TwoPhase without TMAbort: {} states, {} transitions (the spec: 288, 1,145)",
+        r.states,
+        r.transitions
+    );
+    assert_eq!((r.states, r.transitions), (72, 217));
+}
+
+/// The liveness search finds a state stuck in doubt, and finds none once
+/// the coordinator answers.
+#[test]
+fn checker_catches_a_stuck_state() {
+    let stuck = InDoubt {
+        coordinator_answers: false,
+    };
+    let f = must_fail("a participant in doubt forever", &stuck, whole(true));
+    assert_eq!((f.broken, f.steps), (Broken::Stuck, 1), "{f}");
+    let answered = InDoubt {
+        coordinator_answers: true,
+    };
+    let r = explore(&answered, whole(true)).unwrap_or_else(|f| panic!("{f}"));
+    assert_eq!(r.states, 3);
+}
+
+/// The invariant is not empty: a history written in by hand that breaks
+/// one property is reported, by that property.
+#[test]
+fn checker_invariant_reports_each_bad_history() {
+    let sys = System::new(two(Faults::default()));
+    assert_eq!(sys.invariant(&sys.init()), Ok(()));
+    for (bad, expected) in [
+        (
+            BadHistory::SplitOutcome,
+            "atomicity: a-1 committed at p1 and aborted at p2",
+        ),
+        (
+            BadHistory::AppliedBoth,
+            "stability: p1 both committed and aborted a-1",
+        ),
+        (
+            BadHistory::CommitWithoutAllVotes,
+            "validity: a-1 committed (or announced) but p2 never voted commit",
+        ),
+        (
+            BadHistory::AckWithoutApply,
+            "durability: p1 acknowledged the commit of a-1 without applying it",
+        ),
+        (
+            BadHistory::AnnouncedBoth,
+            "stability: the coordinator announced both commit and abort for a-1",
+        ),
+        (
+            BadHistory::DurableCommitAborted,
+            "stability: the durable commit decision for a-1 turned into abort",
+        ),
+    ] {
+        assert_eq!(
+            sys.invariant(&sys.doctored(bad)),
+            Err(expected.to_string()),
+            "{bad:?}"
+        );
+    }
 }

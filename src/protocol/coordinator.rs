@@ -233,6 +233,13 @@ impl Txn {
         v
     }
 
+    /// The client waiting for this transaction's outcome, if one still is:
+    /// its connection and the request id of its submit. Read-only, for
+    /// tests and inspection.
+    pub fn waiter(&self) -> Option<(ConnId, Option<u64>)> {
+        self.waiter.as_ref().map(|w| (w.conn, w.request_id))
+    }
+
     /// Does the transaction match an operator's `--state` filter?
     /// `in-flight`: still voting; `in-doubt`: decided but not acknowledged
     /// by every participant; `committed` / `aborted`: by decision.
@@ -295,6 +302,9 @@ pub struct Coordinator {
     now: Millis,
     /// Decision counters and phase latencies, for metrics.
     stats: CoordinatorStats,
+    /// A deliberate bug, for tests of the checkers only (see `fault`).
+    #[cfg(feature = "fault-injection")]
+    fault: Option<super::fault::Fault>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -326,7 +336,15 @@ impl Coordinator {
             aborted: 0,
             now,
             stats: CoordinatorStats::default(),
+            #[cfg(feature = "fault-injection")]
+            fault: None,
         }
+    }
+
+    /// Break this core on purpose (tests of the checkers only).
+    #[cfg(feature = "fault-injection")]
+    pub fn inject(&mut self, fault: super::fault::Fault) {
+        self.fault = Some(fault);
     }
 
     /// Rebuild from the records found in the log. Every commit decision
@@ -429,6 +447,13 @@ impl Coordinator {
     }
 
     /// Decision counters and phase latency histograms.
+    /// Submits queued until the cluster is ready, oldest first: each
+    /// client's connection and request id. Read-only, for tests and
+    /// inspection.
+    pub fn queued_submits(&self) -> impl Iterator<Item = (ConnId, Option<u64>)> + '_ {
+        self.pending.iter().map(|(w, _, _)| (w.conn, w.request_id))
+    }
+
     pub fn stats(&self) -> &CoordinatorStats {
         &self.stats
     }
@@ -1070,6 +1095,9 @@ impl Coordinator {
                         resend: false,
                     },
                 );
+                #[cfg(feature = "fault-injection")]
+                let durable =
+                    durable && self.fault != Some(super::fault::Fault::CommitBeforeDecisionDurable);
                 send(out, c, Body::decision(txn.clone(), decision), durable);
             }
         }

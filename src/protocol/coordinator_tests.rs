@@ -2079,3 +2079,33 @@ fn removing_a_participant_ends_aborted_transactions_waiting_for_its_ack() {
     assert_eq!(c.counts().1, 1);
     assert_eq!(phase(&c, "t-1"), Some(TxnPhase::Aborted));
 }
+
+// ---- deliberate bugs (tests of the checkers) ------------------------------
+
+/// `Fault::CommitBeforeDecisionDurable` changes exactly one thing: COMMIT
+/// no longer waits for the decision record (the client's outcome still does).
+#[test]
+fn fault_commit_before_durable_only_unmarks_the_commits() {
+    let mut c = voting();
+    c.inject(crate::protocol::fault::Fault::CommitBeforeDecisionDurable);
+    c.handle(4, msg(P1, vote_commit("t-1")));
+    assert_eq!(
+        c.handle(10, msg(P2, vote_commit("t-1"))),
+        vec![
+            persist_commit("t-1", &["p1", "p2"]),
+            send(P1, commit("t-1"), false),
+            send(P2, commit("t-1"), false),
+            send(
+                CLIENT,
+                outcome(
+                    "t-1",
+                    Decision::Commit,
+                    &[("p1", Vote::Commit), ("p2", Vote::Commit)],
+                    None,
+                    10.0
+                ),
+                true
+            ),
+        ]
+    );
+}

@@ -5,6 +5,8 @@
 //! passed in as [`types::Millis`]; effects come out as [`record::Action`]s.
 
 pub mod coordinator;
+#[cfg(feature = "fault-injection")]
+pub mod fault;
 pub mod message;
 pub mod participant;
 pub mod record;

@@ -103,6 +103,13 @@ impl PTxn {
         }
     }
 
+    /// Whether an ABORT arrived while the resource was still preparing (the
+    /// abort completes when the resource answers). Read-only, for tests and
+    /// inspection.
+    pub fn abort_requested(&self) -> bool {
+        self.abort_requested
+    }
+
     pub fn summary(&self, id: &TxnId, now: Millis) -> Value {
         json!({
             "transaction_id": id,
@@ -172,6 +179,9 @@ pub struct Participant {
     committed: u64,
     aborted: u64,
     now: Millis,
+    /// A deliberate bug, for tests of the checkers only (see `fault`).
+    #[cfg(feature = "fault-injection")]
+    fault: Option<super::fault::Fault>,
 }
 
 impl Participant {
@@ -184,7 +194,15 @@ impl Participant {
             committed: 0,
             aborted: 0,
             now,
+            #[cfg(feature = "fault-injection")]
+            fault: None,
         }
+    }
+
+    /// Break this core on purpose (tests of the checkers only).
+    #[cfg(feature = "fault-injection")]
+    pub fn inject(&mut self, fault: super::fault::Fault) {
+        self.fault = Some(fault);
     }
 
     /// Rebuild from the log. A `Prepared` without a `Decided` is in doubt and
@@ -453,7 +471,12 @@ impl Participant {
                 });
                 t.resource_state = state;
                 let result = output;
-                self.send(Body::VoteCommit { txn, result }, true, out);
+                #[cfg(not(feature = "fault-injection"))]
+                let after_durable = true;
+                #[cfg(feature = "fault-injection")]
+                let after_durable =
+                    self.fault != Some(super::fault::Fault::VoteBeforePreparedDurable);
+                self.send(Body::VoteCommit { txn, result }, after_durable, out);
             }
             Ok(_) => {
                 // The coordinator aborted while we prepared: release the
@@ -521,6 +544,14 @@ impl Participant {
             }),
             (PState::Prepared, d) => {
                 self.finish(txn, d, out);
+                #[cfg(feature = "fault-injection")]
+                if d == Decision::Commit
+                    && self.fault == Some(super::fault::Fault::CommitEveryPrepared)
+                {
+                    for other in self.in_doubt() {
+                        self.finish(other, Decision::Commit, out);
+                    }
+                }
                 self.send(ack, d == Decision::Commit, out);
             }
             (PState::Committed, Decision::Commit) | (PState::Aborted, Decision::Abort) => {

@@ -1087,3 +1087,48 @@ fn random_schedules_keep_the_write_ahead_rules() {
         "{commits} commits, {aborts} aborts"
     );
 }
+
+// ---- deliberate bugs (tests of the checkers) ------------------------------
+
+/// `Fault::VoteBeforePreparedDurable` changes exactly one thing: the vote
+/// no longer waits for the `Prepared` record.
+#[test]
+fn fault_vote_before_durable_only_unmarks_the_vote() {
+    let mut p = connected();
+    p.inject(crate::protocol::fault::Fault::VoteBeforePreparedDurable);
+    p.handle(1, msg(prepare("t1")));
+    assert_eq!(
+        p.handle(2, prepared_ok("t1")),
+        vec![
+            persist(prepared_record("t1"), true),
+            send(
+                Body::VoteCommit {
+                    txn: tid("t1"),
+                    result: None
+                },
+                false
+            ),
+        ]
+    );
+}
+
+/// `Fault::CommitEveryPrepared`: a COMMIT for `t1` also commits `t2`, which
+/// is in doubt too.
+#[test]
+fn fault_commit_every_prepared_commits_the_others_too() {
+    let mut p = prepared();
+    p.inject(crate::protocol::fault::Fault::CommitEveryPrepared);
+    p.handle(200, msg(prepare("t2")));
+    p.handle(200, prepared_ok("t2"));
+    assert_eq!(
+        p.handle(300, msg(commit("t1"))),
+        vec![
+            persist(decided_record("t1", Decision::Commit, None), true),
+            finish("t1", Decision::Commit),
+            persist(decided_record("t2", Decision::Commit, None), true),
+            finish("t2", Decision::Commit),
+            send(ack("t1", Decision::Commit), true),
+        ]
+    );
+    assert_eq!(state(&p, "t2"), Some(PState::Committed));
+}

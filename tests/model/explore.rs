@@ -148,6 +148,44 @@ pub struct Report {
     pub elapsed: Duration,
 }
 
+/// What kind of property an exploration found broken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Broken {
+    /// A reachable state breaks [`Model::invariant`].
+    Invariant,
+    /// A step breaks a rule about steps ([`Succ::violation`]).
+    Step,
+    /// Liveness: from a reachable state no goal state can be reached.
+    Stuck,
+    /// The bound on states was passed: nothing was decided.
+    TooManyStates,
+}
+
+/// Why an exploration failed, with the shortest trace to it.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub broken: Broken,
+    /// The property's own words.
+    pub why: String,
+    /// Steps from the initial state to the failure (a shortest trace).
+    pub steps: usize,
+    /// States visited before the search stopped.
+    pub states: usize,
+    /// The trace, one step and the state it reached per entry.
+    pub trace: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?}: {}
+{}",
+            self.broken, self.why, self.trace
+        )
+    }
+}
+
 /// 128 bits of the state's canonical encoding (the derived `Hash`), with
 /// fixed keys, so the figure is the same on every run. With a million
 /// states the chance that two collide is about 10^-27.
@@ -159,7 +197,7 @@ pub fn fingerprint<S: Hash>(s: &S) -> u128 {
 
 /// Visit every reachable state. `Err` holds a failure with the shortest
 /// trace that leads to it.
-pub fn explore<M: Model>(m: &M, opts: Options) -> Result<Report, String> {
+pub fn explore<M: Model>(m: &M, opts: Options) -> Result<Report, Failure> {
     assert!(
         !(opts.liveness && opts.max_depth.is_some()),
         "liveness needs the whole graph: a depth bound cuts it"
@@ -167,7 +205,8 @@ pub fn explore<M: Model>(m: &M, opts: Options) -> Result<Report, String> {
     let start = Instant::now();
     let init = m.init();
     if let Err(e) = m.invariant(&init) {
-        return Err(format!("initial state: {e}"));
+        let parents: [Option<(u32, M::Step)>; 1] = [None];
+        return Err(failure(m, &parents, 0, None, Broken::Invariant, &e));
     }
     let mut seen: FastMap<u128, u32> = FastMap::default();
     seen.insert(m.fingerprint(&init), 0);
@@ -192,7 +231,7 @@ pub fn explore<M: Model>(m: &M, opts: Options) -> Result<Report, String> {
             {
                 transitions += 1;
                 if let Some(v) = violation {
-                    return Err(failure(m, &parents, id, Some(step), &v));
+                    return Err(failure(m, &parents, id, Some(step), Broken::Step, &v));
                 }
                 let to = match seen.entry(m.fingerprint(&state)) {
                     Entry::Occupied(o) => *o.get(),
@@ -201,15 +240,21 @@ pub fn explore<M: Model>(m: &M, opts: Options) -> Result<Report, String> {
                         v.insert(to);
                         parents.push(Some((id, step)));
                         if let Err(e) = m.invariant(&state) {
-                            return Err(failure(m, &parents, to, None, &e));
+                            return Err(failure(m, &parents, to, None, Broken::Invariant, &e));
                         }
                         tags |= m.tags(&state);
                         goal.push(opts.liveness && m.goal(&state));
                         if parents.len() > opts.max_states {
-                            return Err(format!(
-                                "more than {} states: tighten the bounds",
-                                opts.max_states
-                            ));
+                            return Err(Failure {
+                                broken: Broken::TooManyStates,
+                                why: format!(
+                                    "more than {} states: tighten the bounds",
+                                    opts.max_states
+                                ),
+                                steps: 0,
+                                states: parents.len(),
+                                trace: String::new(),
+                            });
                         }
                         next_layer.push((to, state));
                         to
@@ -228,7 +273,7 @@ pub fn explore<M: Model>(m: &M, opts: Options) -> Result<Report, String> {
     if opts.liveness {
         if let Some(stuck) = first_stuck(&goal, &edges) {
             let why = "no state satisfying the goal is reachable from here";
-            return Err(failure(m, &parents, stuck, None, why));
+            return Err(failure(m, &parents, stuck, None, Broken::Stuck, why));
         }
     }
     Ok(Report {
@@ -306,15 +351,22 @@ fn failure<M: Model>(
     parents: &[Option<(u32, M::Step)>],
     id: u32,
     last: Option<M::Step>,
+    broken: Broken,
     why: &str,
-) -> String {
+) -> Failure {
     let mut steps = path(parents, id);
     steps.extend(last);
     let states = replay(m, &steps);
-    let mut out = format!("{why}\nshortest trace ({} steps):\n", steps.len());
+    let mut out = format!("shortest trace ({} steps):\n", steps.len());
     out += &format!("  initial: {}\n", m.describe(&states[0]));
     for (i, (step, s)) in steps.iter().zip(&states[1..]).enumerate() {
         out += &format!("  {:>3}. {step:?}\n       {}\n", i + 1, m.describe(s));
     }
-    out
+    Failure {
+        broken,
+        why: why.to_string(),
+        steps: steps.len(),
+        states: parents.len(),
+        trace: out,
+    }
 }

@@ -61,6 +61,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::rc::Rc;
 use twopc::protocol::coordinator::{self, ClusterState, Coordinator, CoordinatorOptions, TxnPhase};
+use twopc::protocol::fault::Fault;
 use twopc::protocol::participant::{self, PState, Participant, ParticipantOptions, Prepared};
 use twopc::protocol::{
     Action, Body, ConnId, Decision, Millis, ParticipantId, Record, Role, SubmitRequest, TxnId,
@@ -544,6 +545,7 @@ struct CMeta {
 struct CoordMachine {
     n: usize,
     clients: usize,
+    fault: Option<Fault>,
 }
 
 fn client_conn(k: u8) -> ConnId {
@@ -571,7 +573,11 @@ impl Machine for CoordMachine {
             .iter()
             .map(|r| record_of(*r, self.n))
             .collect();
-        Coordinator::recover(opts, 0, &records)
+        let mut c = Coordinator::recover(opts, 0, &records);
+        if let Some(f) = self.fault {
+            c.inject(f);
+        }
+        c
     }
 
     fn feed(&self, c: &mut Coordinator, now: Millis, ev: &CEv) -> Vec<Action> {
@@ -660,7 +666,7 @@ impl Machine for CoordMachine {
                     });
                     p.acks.push(t.acks.contains(&id));
                 }
-                p.waiter = waiter(t);
+                p.waiter = t.waiter().map(|(conn, k)| request_id(conn, k));
             }
             let votes: String = p
                 .votes
@@ -676,7 +682,10 @@ impl Machine for CoordMachine {
             ));
             projected.push(p);
         }
-        let queued = queued_submits(c);
+        let queued: Vec<u8> = c
+            .queued_submits()
+            .map(|(conn, k)| request_id(conn, k))
+            .collect();
         let meta = CMeta {
             txns: projected
                 .iter()
@@ -706,44 +715,16 @@ impl Machine for CoordMachine {
     }
 }
 
-/// The request id of the client still waiting for `t`'s outcome. The field
-/// is private; `Txn`'s `Debug` output (no hash maps in it) shows it.
-fn waiter(t: &coordinator::Txn) -> Option<u8> {
-    let d = format!("{t:?}");
-    let w = &d[d.find("waiter: Some(")?..];
-    request_ids(w).first().copied()
-}
-
-/// Request ids of the submits queued until the cluster is ready, in order.
-/// `pending` is private; the coordinator's `Debug` output shows it (the hash
-/// maps printed before it do not matter: only this list is read).
-fn queued_submits(c: &Coordinator) -> Vec<u8> {
-    let d = format!("{c:?}");
-    let from = d
-        .find("pending: [")
-        .expect("Coordinator Debug shows `pending`");
-    let to = from
-        + d[from..]
-            .find(", next_seq:")
-            .expect("`next_seq` follows `pending`");
-    request_ids(&d[from..to])
-}
-
-/// Every `Waiter { .., request_id: Some(k) }` in a Debug string, in order.
-fn request_ids(s: &str) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut rest = s;
-    while let Some(w) = rest.find("Waiter {") {
-        rest = &rest[w..];
-        let r = rest
-            .find("request_id: Some(")
-            .expect("submits carry a request id")
-            + 17;
-        let digits: String = rest[r..].chars().take_while(char::is_ascii_digit).collect();
-        out.push(digits.parse().expect("numeric request id"));
-        rest = &rest[r..];
-    }
-    out
+/// The request id of a waiting client's submit: the client number, which
+/// is also its connection's offset from `CLIENT_CONN`.
+fn request_id(conn: ConnId, request_id: Option<u64>) -> u8 {
+    let k = request_id.expect("the model's submits carry a request id");
+    assert_eq!(
+        conn,
+        client_conn(k as u8),
+        "client k submits on its own connection"
+    );
+    k as u8
 }
 
 /// Participant inputs.
@@ -774,6 +755,7 @@ struct PMeta {
 struct PartMachine {
     i: usize,
     n: usize,
+    fault: Option<Fault>,
 }
 
 impl Machine for PartMachine {
@@ -792,7 +774,11 @@ impl Machine for PartMachine {
             .iter()
             .map(|r| record_of(*r, self.n))
             .collect();
-        Participant::recover(opts, 0, &records)
+        let mut p = Participant::recover(opts, 0, &records);
+        if let Some(f) = self.fault {
+            p.inject(f);
+        }
+        p
     }
 
     fn feed(&self, p: &mut Participant, now: Millis, ev: &PEv) -> Vec<Action> {
@@ -834,9 +820,7 @@ impl Machine for PartMachine {
         let mut projected = Vec::new();
         let mut summary = Vec::new();
         for (tx, t) in txns {
-            // `abort_requested` is private; `PTxn`'s Debug output shows it.
-            let abort_waits =
-                t.state == PState::Preparing && format!("{t:?}").contains("abort_requested: true");
+            let abort_waits = t.state == PState::Preparing && t.abort_requested();
             projected.push((tx, t.state as u8, abort_waits));
             summary.push(format!(
                 "{tx} {}{}",
@@ -1079,6 +1063,27 @@ pub struct Config {
     /// Transactions, one client each (at most 2).
     pub txns: usize,
     pub faults: Faults,
+    /// A deliberate bug injected into every core (a coordinator fault has no
+    /// effect on participants and the other way round): `None` checks the
+    /// real protocol; the checks of the checker use the others.
+    pub broken: Option<Fault>,
+}
+
+/// A history that breaks one safety property (see [`System::doctored`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadHistory {
+    /// p1 applied commit, p2 applied abort.
+    SplitOutcome,
+    /// p1 applied both outcomes.
+    AppliedBoth,
+    /// p1 applied commit; only p1 voted commit.
+    CommitWithoutAllVotes,
+    /// p1 acknowledged the commit without applying it.
+    AckWithoutApply,
+    /// The coordinator announced both outcomes.
+    AnnouncedBoth,
+    /// The commit decision was durable, then the coordinator said abort.
+    DurableCommitAborted,
 }
 
 /// Outcome bits for [`Model::tags`].
@@ -1110,13 +1115,59 @@ impl System {
                 CoordMachine {
                     n,
                     clients: cfg.txns,
+                    fault: cfg.broken,
                 },
                 n,
             )),
             parts: (0..n)
-                .map(|i| RefCell::new(Store::new(PartMachine { i, n }, n)))
+                .map(|i| {
+                    let machine = PartMachine {
+                        i,
+                        n,
+                        fault: cfg.broken,
+                    };
+                    RefCell::new(Store::new(machine, n))
+                })
                 .collect(),
         }
+    }
+
+    /// The initial state with a history written in by hand that breaks one
+    /// safety property, to show that [`Model::invariant`] checks it. Every
+    /// participant has voted commit on the transaction unless `bad` says
+    /// otherwise, so that only the property named is broken.
+    pub fn doctored(&self, bad: BadHistory) -> State {
+        let mut s = self.init();
+        let tx = Tx { inc: 0, seq: 1 };
+        let g = &mut s.ghost;
+        for i in 0..self.cfg.participants as u8 {
+            if !(bad == BadHistory::CommitWithoutAllVotes && i > 0) {
+                g.voted.insert((i, tx));
+            }
+        }
+        match bad {
+            BadHistory::SplitOutcome => {
+                g.applied.insert((0, tx, Dec::Commit));
+                g.applied.insert((1, tx, Dec::Abort));
+            }
+            BadHistory::AppliedBoth => {
+                g.applied.insert((0, tx, Dec::Commit));
+                g.applied.insert((0, tx, Dec::Abort));
+            }
+            BadHistory::CommitWithoutAllVotes => {
+                g.applied.insert((0, tx, Dec::Commit));
+            }
+            BadHistory::AckWithoutApply => g.acked.insert((0, tx)),
+            BadHistory::AnnouncedBoth => {
+                g.said.insert((tx, Dec::Commit));
+                g.said.insert((tx, Dec::Abort));
+            }
+            BadHistory::DurableCommitAborted => {
+                g.durable.insert(tx);
+                g.said.insert((tx, Dec::Abort));
+            }
+        }
+        s
     }
 
     /// Distinct core states met: (coordinator, all participants).

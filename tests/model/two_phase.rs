@@ -48,9 +48,22 @@ pub enum TpStep {
     RmRcvAbortMsg(usize),
 }
 
-/// `TwoPhase` with `RM` of size `rms`.
+/// A mistake in the transcription, made on purpose to show that the check
+/// catches it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mistake {
+    /// `TMCommit` without its guard `tmPrepared = RM`: the transaction
+    /// manager may commit before every resource manager has prepared.
+    CommitWithoutAllPrepared,
+    /// `TMAbort` left out of `TPNext`: still safe, but not the spec.
+    NoTmAbort,
+}
+
+/// `TwoPhase` with `RM` of size `rms`; `mistake` is `None` for the spec
+/// as written.
 pub struct TwoPhase {
     pub rms: usize,
+    pub mistake: Option<Mistake>,
 }
 
 impl Model for TwoPhase {
@@ -80,13 +93,14 @@ impl Model for TwoPhase {
             })
         };
         let all = (1u32 << self.rms) - 1;
-        if s.tm == Tm::Init && s.tm_prepared == all {
+        let guard = s.tm_prepared == all || self.mistake == Some(Mistake::CommitWithoutAllPrepared);
+        if s.tm == Tm::Init && guard {
             let mut t = s.clone();
             t.tm = Tm::Committed;
             t.commit_msg = true;
             push(TpStep::TmCommit, t);
         }
-        if s.tm == Tm::Init {
+        if s.tm == Tm::Init && self.mistake != Some(Mistake::NoTmAbort) {
             let mut t = s.clone();
             t.tm = Tm::Aborted;
             t.abort_msg = true;

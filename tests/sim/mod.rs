@@ -19,7 +19,12 @@
 //!   by crashes, partitions and resets; an endpoint learns of a break after
 //!   a delay), the disk (an appended record is written but lost at a crash
 //!   until a sync completes; a crash keeps a random prefix of the unsynced
-//!   bytes, which may end inside a record), group commit (one sync covers
+//!   bytes, which may end inside a record), log segments and checkpoints
+//!   that are not atomic (the new segment is written as a temporary file
+//!   and renamed, then the old segments are deleted, as `Wal::checkpoint`
+//!   does: a crash before the rename leaves a prefix of the temporary file,
+//!   which start-up deletes, and a crash after it leaves old and new
+//!   segments, replayed in that order), group commit (one sync covers
 //!   every record written before it started), and the runtime's execution
 //!   of actions in order, with sends ordered by the runtime's own
 //!   `runtime::gate::SendGate` (held until the log is durable up to the last
@@ -27,7 +32,8 @@
 //!
 //! Faults, during the first `fault_ms` of simulated time: crashes of the
 //! coordinator or of a participant at a random moment, crashes timed to
-//! land between a log write and its sync, partitions of a participant,
+//! land between a log write and its sync, crashes inside a checkpoint
+//! (before or after the rename), partitions of a participant,
 //! connection resets, stalled disks and latency spikes. Then every process
 //! is restarted, every partition healed, and the cluster is given
 //! `heal_ms` to finish.
@@ -51,6 +57,7 @@ use std::fmt::Write as _;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use twopc::protocol::coordinator::{self, Coordinator, CoordinatorOptions};
+use twopc::protocol::fault::Fault;
 use twopc::protocol::participant::{self, Participant, ParticipantOptions, Prepared};
 use twopc::protocol::{
     Action, Body, ConnId, Decision, Message, ParticipantId, Record, Role, SubmitRequest, TxnId,
@@ -72,6 +79,10 @@ pub struct Config {
     /// Simulated milliseconds of quiet afterwards, for the cluster to finish.
     pub heal_ms: u64,
     pub faults: bool,
+    /// A deliberate bug injected into every core (`protocol::fault`);
+    /// `None` runs the real protocol.
+    pub broken: Option<Fault>,
+    pub checkpoint_write: CheckpointWrite,
 }
 
 impl Default for Config {
@@ -83,6 +94,8 @@ impl Default for Config {
             fault_ms: 4_000,
             heal_ms: 20_000,
             faults: true,
+            broken: None,
+            checkpoint_write: CheckpointWrite::TempThenRename,
         }
     }
 }
@@ -99,6 +112,10 @@ pub struct Report {
     pub syncs: u64,
     pub checkpoints: u64,
     pub torn_tails: u64,
+    /// Crashes inside a checkpoint (also counted among the faults): before
+    /// the new segment was complete under its name, and after.
+    pub checkpoint_crashes_before_rename: u64,
+    pub checkpoint_crashes_after_rename: u64,
 }
 
 impl Report {
@@ -111,6 +128,8 @@ impl Report {
         self.syncs += o.syncs;
         self.checkpoints += o.checkpoints;
         self.torn_tails += o.torn_tails;
+        self.checkpoint_crashes_before_rename += o.checkpoint_crashes_before_rename;
+        self.checkpoint_crashes_after_rename += o.checkpoint_crashes_after_rename;
         for (k, v) in &o.faults {
             *self.faults.entry(k).or_default() += v;
         }
@@ -200,12 +219,48 @@ enum Ev {
     },
 }
 
-/// The disk of one process: survives crashes.
-#[derive(Default)]
+/// The disk of one process: survives crashes. Its log is a list of
+/// segment files, as `wal` keeps them.
+#[derive(Clone, Default)]
 struct Disk {
-    durable: Vec<u8>,
-    /// Written but not yet synced: a crash keeps only a prefix of it.
+    /// Segment files, oldest first, each wholly durable; records are
+    /// appended to the last. Recovery replays them all, in order.
+    segments: Vec<Vec<u8>>,
+    /// Appended to the last segment but not yet synced: a crash keeps only
+    /// a prefix of it.
     written: Vec<u8>,
+    /// A checkpoint's temporary file (`wal-<seq>.tmp`) left by a crash
+    /// before its rename; start-up deletes it unread.
+    tmp: Option<Vec<u8>>,
+}
+
+impl Disk {
+    fn append_durable(&mut self, bytes: &[u8]) {
+        match self.segments.last_mut() {
+            Some(seg) => seg.extend_from_slice(bytes),
+            None => self.segments.push(bytes.to_vec()),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.segments.iter().map(Vec::len).sum::<usize>() + self.written.len()
+    }
+}
+
+/// How a simulated checkpoint writes its new segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckpointWrite {
+    /// As `Wal::checkpoint` does: write a temporary file, fsync it, rename
+    /// it to the new segment's name, fsync the directory, then delete the
+    /// old segments. A crash before the rename leaves the old segments and
+    /// a prefix of the temporary file (deleted at start); a crash after it
+    /// leaves the new segment and the old ones not yet deleted (replayed
+    /// first: records repeated are replayed in order).
+    TempThenRename,
+    /// Unsafe, to check the checker: the new segment is written under its
+    /// own name, so a crash leaves a prefix of it after the old segments,
+    /// and recovery replays that torn prefix last.
+    InPlace,
 }
 
 /// The process-side of a log: what the group-commit writer and the outbox
@@ -220,6 +275,8 @@ struct LogState {
     /// The runtime's own ordering of sends (`runtime::gate`).
     held: SendGate<u64, Body>,
     crash_at_next_sync: bool,
+    /// The next checkpoint crashes part-way (a fault, counted when it strikes).
+    crash_in_next_checkpoint: bool,
     slow_disk: bool,
 }
 
@@ -358,7 +415,7 @@ impl Sim {
         let snap = snapshot_records(Value::Object(seed_data)).expect("seed snapshot");
         for disk in &mut sim.part_disks {
             for r in &snap {
-                disk.durable.extend(encode_record(r));
+                disk.append_durable(&encode_record(r));
             }
         }
         sim.start_coord();
@@ -459,30 +516,42 @@ impl Sim {
         }
     }
 
-    /// Read a disk back the way the log does at start: good records up to
-    /// the first incomplete or damaged frame, which is cut off.
+    /// Read a disk back the way the log does at start: a checkpoint's
+    /// temporary file is deleted, then every segment is read in order; an
+    /// incomplete frame at the end of the last one is a torn tail and is cut
+    /// off; anywhere else it is corruption, as `wal::scan` says.
     fn recover_disk(disk: &mut Disk, torn: &mut u64) -> Result<Vec<Record>, String> {
         debug_assert!(disk.written.is_empty());
+        disk.tmp = None;
         let mut records = Vec::new();
-        let mut at = 0;
-        while at < disk.durable.len() {
-            match decode_record(&disk.durable[at..]) {
-                Decoded::Record(r, len) => {
-                    records.push(*r);
-                    at += len;
-                }
-                Decoded::Incomplete => {
-                    *torn += 1;
-                    break;
-                }
-                Decoded::Bad(e) => {
-                    // A crash keeps a prefix of what was written, so a cut
-                    // record reads as incomplete; damage is a bug.
-                    return Err(format!("damaged record at offset {at}: {e}"));
+        let last = disk.segments.len().saturating_sub(1);
+        for (i, seg) in disk.segments.iter_mut().enumerate() {
+            let mut at = 0;
+            while at < seg.len() {
+                match decode_record(&seg[at..]) {
+                    Decoded::Record(r, len) => {
+                        records.push(*r);
+                        at += len;
+                    }
+                    Decoded::Incomplete if i == last => {
+                        *torn += 1;
+                        break;
+                    }
+                    Decoded::Incomplete => {
+                        return Err(format!(
+                            "segment {i} of {} ends inside a record: the log would refuse to open",
+                            last + 1
+                        ));
+                    }
+                    Decoded::Bad(e) => {
+                        // A crash keeps a prefix of what was written, so a cut
+                        // record reads as incomplete; damage is a bug.
+                        return Err(format!("damaged record in segment {i} at offset {at}: {e}"));
+                    }
                 }
             }
+            seg.truncate(at);
         }
-        disk.durable.truncate(at);
         Ok(records)
     }
 
@@ -492,7 +561,10 @@ impl Sim {
             Ok(r) => r,
             Err(e) => panic!("seed {}: coordinator log: {e}", self.seed),
         };
-        let core = Coordinator::recover(self.coord_opts(), self.now, &records);
+        let mut core = Coordinator::recover(self.coord_opts(), self.now, &records);
+        if let Some(f) = self.cfg.broken {
+            core.inject(f);
+        }
         let inc = self.coord_inc;
         self.coord = Some(CoordProc {
             core,
@@ -513,7 +585,10 @@ impl Sim {
             Ok(r) => r,
             Err(e) => panic!("seed {}: participant {i} log: {e}", self.seed),
         };
-        let core = Participant::recover(self.part_opts(i), self.now, &records);
+        let mut core = Participant::recover(self.part_opts(i), self.now, &records);
+        if let Some(f) = self.cfg.broken {
+            core.inject(f);
+        }
         let mut kv = KvStore::new();
         if let Err(e) = kv.replay(&records) {
             panic!("seed {}: participant {i} replay: {e}", self.seed);
@@ -558,7 +633,7 @@ impl Sim {
         };
         let lost = disk.written.len() - keep;
         let kept: Vec<u8> = disk.written.drain(..).take(keep).collect();
-        disk.durable.extend(kept);
+        disk.append_durable(&kept);
         self.note(format!(
             "CRASH {node:?} (unsynced bytes kept {keep}, lost {lost})"
         ));
@@ -868,6 +943,7 @@ impl Sim {
                     if let Some(p) = self.parts[i].as_mut() {
                         p.log.slow_disk = false;
                         p.log.crash_at_next_sync = false;
+                        p.log.crash_in_next_checkpoint = false;
                     } else {
                         self.at(
                             0,
@@ -880,6 +956,7 @@ impl Sim {
                 if let Some(c) = self.coord.as_mut() {
                     c.log.slow_disk = false;
                     c.log.crash_at_next_sync = false;
+                    c.log.crash_in_next_checkpoint = false;
                 } else {
                     self.at(0, Ev::Restart { node: Node::Coord });
                 }
@@ -895,7 +972,7 @@ impl Sim {
 
     fn inject_fault(&mut self) {
         let n = self.cfg.participants;
-        let kind = self.rng.random_range(0..10);
+        let kind = self.rng.random_range(0..11);
         let name: &'static str = match kind {
             0 => {
                 self.crash(Node::Coord);
@@ -925,6 +1002,19 @@ impl Sim {
                 };
                 if let Some(l) = self.log_of(node) {
                     l.crash_at_next_sync = true;
+                }
+                // Counted when it strikes.
+                return;
+            }
+            10 => {
+                // The next checkpoint of this process crashes part-way.
+                let node = if self.rng.random_bool(0.3) {
+                    Node::Coord
+                } else {
+                    Node::Part(self.rng.random_range(0..n))
+                };
+                if let Some(l) = self.log_of(node) {
+                    l.crash_in_next_checkpoint = true;
                 }
                 // Counted when it strikes.
                 return;
@@ -1068,7 +1158,7 @@ impl Sim {
         l.durable_lsn = lsn;
         let disk = self.disk_of(node);
         let moved: Vec<u8> = disk.written.drain(..bytes).collect();
-        disk.durable.extend(moved);
+        disk.append_durable(&moved);
         self.report.syncs += 1;
         self.release_held(node)?;
         self.maybe_sync(node);
@@ -1106,12 +1196,11 @@ impl Sim {
     }
 
     /// Replace the log with the live records (and the store's snapshot), as
-    /// a checkpoint does; the new segment is synced before the old go.
+    /// a checkpoint does: what was written first goes to the old segment and
+    /// is synced (as the log writer does), then the new segment is written
+    /// as `checkpoint_write` says. A crash may strike inside (a fault).
     fn maybe_checkpoint(&mut self, node: Node) -> Result<(), String> {
-        let size = {
-            let d = self.disk_of(node);
-            d.durable.len() + d.written.len()
-        };
+        let size = self.disk_of(node).bytes();
         if size < CHECKPOINT_BYTES {
             return Ok(());
         }
@@ -1140,14 +1229,62 @@ impl Sim {
             bytes.extend(encode_record(r));
         }
         let disk = self.disk_of(node);
-        disk.durable = bytes;
-        disk.written.clear();
+        let written = std::mem::take(&mut disk.written);
+        disk.append_durable(&written);
+        if self
+            .log_of(node)
+            .is_some_and(|l| std::mem::take(&mut l.crash_in_next_checkpoint))
+        {
+            self.crash_in_checkpoint(node, bytes);
+            return Ok(());
+        }
+        self.disk_of(node).segments = vec![bytes];
         self.report.checkpoints += 1;
         if let Some(l) = self.log_of(node) {
             l.durable_lsn = l.next_lsn;
         }
         self.note(format!("{node:?} checkpoints: {} live records", live.len()));
         self.release_held(node)
+    }
+
+    /// A crash inside a checkpoint whose new segment is `bytes`: before the
+    /// new segment is complete under its name (a prefix of it is on disk),
+    /// or after, with some of the old segments not yet deleted.
+    fn crash_in_checkpoint(&mut self, node: Node, bytes: Vec<u8>) {
+        let before_rename = self.rng.random_bool(0.5);
+        let old = self.disk_of(node).segments.len();
+        let (what, keep, deleted) = if before_rename {
+            self.report.checkpoint_crashes_before_rename += 1;
+            let keep = self.rng.random_range(0..=bytes.len());
+            ("before the new segment is complete", keep, 0)
+        } else {
+            self.report.checkpoint_crashes_after_rename += 1;
+            let deleted = self.rng.random_range(0..old);
+            ("after the rename", bytes.len(), deleted)
+        };
+        let write = self.cfg.checkpoint_write;
+        let disk = self.disk_of(node);
+        let mut bytes = bytes;
+        bytes.truncate(keep);
+        match (before_rename, write) {
+            (true, CheckpointWrite::TempThenRename) => disk.tmp = Some(bytes),
+            (true, CheckpointWrite::InPlace) | (false, _) => {
+                disk.segments.drain(..deleted);
+                disk.segments.push(bytes);
+            }
+        }
+        let segments = disk.segments.len();
+        self.note(format!(
+            "{node:?} crashes inside a checkpoint, {what} ({keep} bytes of the new segment, {segments} segments on disk)"
+        ));
+        *self
+            .report
+            .faults
+            .entry("crash inside a checkpoint")
+            .or_default() += 1;
+        self.crash(node);
+        let d = self.rng.random_range(5..1000);
+        self.at(d, Ev::Restart { node });
     }
 
     // ---- the coordinator ------------------------------------------------
@@ -1609,8 +1746,8 @@ impl Sim {
             }
             // Committed data must be exactly what the durable log rebuilds.
             let mut disk = Disk {
-                durable: self.part_disks[i].durable.clone(),
                 written: Vec::new(),
+                ..self.part_disks[i].clone()
             };
             let mut torn = 0;
             let records = Self::recover_disk(&mut disk, &mut torn)?;
