@@ -198,21 +198,23 @@ fn checker_catches_vote_sent_before_prepared_is_durable() {
     assert!(what.contains("money not conserved"), "{what}");
 }
 
-/// Checkpoints written straight under the new segment's name: a crash
-/// part-way leaves a torn new segment after the old ones. Its first record,
-/// the kv snapshot (`merge: false`), replaces the store and so drops the
-/// pending writes of transactions in doubt, while the `Prepared` records
-/// that would restore them were cut off; the core still has them in doubt.
-/// What the checks see is data that no longer matches the log or the
-/// transfers: whichever data check comes first is accepted. The same seed
-/// with checkpoints written through a temporary file passes.
+/// Checkpoints that delete the old segments before the new one is durable:
+/// a crash part-way leaves only a prefix of the new segment, so records
+/// still needed (a snapshot's data, the `Prepared` records of transactions
+/// in doubt, logged commit decisions) are gone. What the checks see is data
+/// or outcomes that no longer match: whichever check comes first is
+/// accepted. The same seed with checkpoints written through a temporary
+/// file passes. (A checkpoint written in place *after* the old segments,
+/// the unsafe way this project once had, is harmless to these checks now
+/// that a kv snapshot keeps prepared writes; `tests/checkpoint_crash.rs`
+/// checks that layer against every cut.)
 #[test]
-fn checker_catches_checkpoints_written_in_place() {
+fn checker_catches_checkpoints_that_delete_the_old_segments_first() {
     let cfg = Config {
-        checkpoint_write: CheckpointWrite::InPlace,
+        checkpoint_write: CheckpointWrite::OldSegmentsDeletedFirst,
         ..Config::default()
     };
-    let (seed, what) = first_failure("checkpoint written in place", cfg, 1, 64);
+    let (seed, what) = first_failure("old segments deleted first", cfg, 1, 64);
     assert_eq!(seed, 52, "{what}");
     let data_checks = [
         "committed data differs from what its synced log rebuilds",

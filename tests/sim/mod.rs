@@ -257,10 +257,10 @@ pub enum CheckpointWrite {
     /// leaves the new segment and the old ones not yet deleted (replayed
     /// first: records repeated are replayed in order).
     TempThenRename,
-    /// Unsafe, to check the checker: the new segment is written under its
-    /// own name, so a crash leaves a prefix of it after the old segments,
-    /// and recovery replays that torn prefix last.
-    InPlace,
+    /// Unsafe, to check the checker: the old segments are deleted first and
+    /// the new one is then written under its own name, so a crash before it
+    /// is complete leaves only a prefix of it.
+    OldSegmentsDeletedFirst,
 }
 
 /// The process-side of a log: what the group-commit writer and the outbox
@@ -1268,7 +1268,8 @@ impl Sim {
         bytes.truncate(keep);
         match (before_rename, write) {
             (true, CheckpointWrite::TempThenRename) => disk.tmp = Some(bytes),
-            (true, CheckpointWrite::InPlace) | (false, _) => {
+            (true, CheckpointWrite::OldSegmentsDeletedFirst) => disk.segments = vec![bytes],
+            (false, _) => {
                 disk.segments.drain(..deleted);
                 disk.segments.push(bytes);
             }
