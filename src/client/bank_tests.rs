@@ -15,6 +15,8 @@ fn args() -> BankArgs {
         transfers: 1,
         concurrency: 1,
         chaos: false,
+        crash_at: None,
+        wal_segment_max_bytes: None,
         seed: Some(7),
         json: true,
     }
