@@ -161,6 +161,9 @@ pub struct CoordinatorConfig {
     /// never serialised, `Debug` does not show it.
     #[serde(skip)]
     pub secret: Option<std::sync::Arc<crate::security::auth::Secret>>,
+    /// Run without a secret on a non-loopback address, or with a weak
+    /// secret, instead of refusing to start.
+    pub insecure: bool,
     pub tls: TlsConfig,
 }
 
@@ -196,6 +199,7 @@ impl Default for CoordinatorConfig {
             wal: WalConfig::default(),
             secret_file: None,
             secret: None,
+            insecure: false,
             tls: TlsConfig::default(),
         }
     }
@@ -251,6 +255,8 @@ pub struct ParticipantConfig {
     /// Loaded from `secret_file` or `TWOPC_SECRET`; never serialised.
     #[serde(skip)]
     pub secret: Option<std::sync::Arc<crate::security::auth::Secret>>,
+    /// As the coordinator's `insecure`.
+    pub insecure: bool,
     pub tls: TlsConfig,
 }
 
@@ -297,6 +303,7 @@ impl Default for ParticipantConfig {
             wal: WalConfig::default(),
             secret_file: None,
             secret: None,
+            insecure: false,
             tls: TlsConfig::default(),
         }
     }
@@ -460,6 +467,9 @@ pub struct SecurityFlags {
     /// PEM CA certificate trusted for the coordinator's TLS certificate (participants).
     #[arg(long, env = "TWOPC_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+    /// Start even without a secret on a non-loopback address, or with a weak secret.
+    #[arg(long, env = "TWOPC_INSECURE")]
+    pub insecure: bool,
 }
 
 impl SecurityFlags {
@@ -468,7 +478,9 @@ impl SecurityFlags {
         &self,
         secret_file: &mut Option<PathBuf>,
         tls: &mut TlsConfig,
+        insecure: &mut bool,
     ) -> Result<Option<std::sync::Arc<crate::security::auth::Secret>>, ConfigError> {
+        *insecure |= self.insecure;
         for (flag, key) in [
             (&self.secret_file, &mut *secret_file),
             (&self.tls_cert, &mut tls.cert_file),
@@ -623,13 +635,21 @@ impl CoordinatorConfig {
         if let Some(v) = args.unsafe_no_fsync {
             c.wal.unsafe_no_fsync = v;
         }
-        c.secret = args.security.apply(&mut c.secret_file, &mut c.tls)?;
+        c.secret = args
+            .security
+            .apply(&mut c.secret_file, &mut c.tls, &mut c.insecure)?;
         c.validate()?;
         Ok(c)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         non_empty("host", &self.host)?;
+        let mut binds = vec![("host", self.host.as_str())];
+        if self.admin_port.is_some() {
+            binds.push(("admin_host", self.admin_host.as_str()));
+        }
+        crate::security::check_server_setup(self.secret.as_deref(), &binds, None, self.insecure)
+            .map_err(ConfigError::Secret)?;
         if let Some(ca) = &self.tls.ca_file {
             return Err(invalid(
                 "tls.ca_file",
@@ -780,7 +800,9 @@ impl ParticipantConfig {
         if let Some(v) = args.unsafe_no_fsync {
             c.wal.unsafe_no_fsync = v;
         }
-        c.secret = args.security.apply(&mut c.secret_file, &mut c.tls)?;
+        c.secret = args
+            .security
+            .apply(&mut c.secret_file, &mut c.tls, &mut c.insecure)?;
         c.validate()?;
         Ok(c)
     }
@@ -794,6 +816,18 @@ impl ParticipantConfig {
             ));
         }
         non_empty("coordinator_host", &self.coordinator_host)?;
+        let binds: Vec<(&str, &str)> = match self.admin_port {
+            Some(_) => vec![("admin_host", self.admin_host.as_str())],
+            None => Vec::new(),
+        };
+        let own = crate::security::auth::Identity::Participant(self.id.0.clone());
+        crate::security::check_server_setup(
+            self.secret.as_deref(),
+            &binds,
+            Some(&own),
+            self.insecure,
+        )
+        .map_err(ConfigError::Secret)?;
         if self.coordinator_port == 0 {
             return Err(invalid("coordinator_port", 0, "a port between 1 and 65535"));
         }

@@ -571,7 +571,7 @@ fn assert_unauthorized(r: &Resp, why: &str) {
 /// and the secret file.
 fn start_secret_admin(c: &mut Cluster, expected: usize, extra: &[&str]) -> (String, String) {
     let path = c.path("secret");
-    std::fs::write(&path, format!("{SECRET}\n")).unwrap();
+    write_private(&path, &format!("{SECRET}\n"));
     let file = path.display().to_string();
     let mut args = vec!["--secret-file", &file];
     args.extend_from_slice(extra);

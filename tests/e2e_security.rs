@@ -29,10 +29,10 @@ fn security(text: &str) -> ClientSecurity {
     }
 }
 
-/// Write `text` to a file in the cluster's directory.
+/// Write `text` to a private (0600) file in the cluster's directory.
 fn file(c: &Cluster, name: &str, text: &str) -> String {
     let path = c.path(name);
-    std::fs::write(&path, text).expect("write file");
+    write_private(&path, text);
     path.display().to_string()
 }
 
@@ -77,8 +77,12 @@ fn hello_and_challenge(raw: &mut RawConn) -> String {
     nonce
 }
 
-/// The `auth` frame a client with `key` sends to answer `server_nonce`.
-fn auth_frame(key: &Secret, server_nonce: &str) -> Vec<u8> {
+/// The `auth` frame a client holding `secret` sends to answer `server_nonce`.
+fn auth_frame(secret: &Secret, server_nonce: &str) -> Vec<u8> {
+    let key = secret
+        .key_for(&auth::Identity::Client)
+        .expect("a client key");
+    let key = &key;
     let peer_nonce = auth::fresh_nonce();
     let ctx = Context {
         role: Role::Client,
@@ -199,7 +203,11 @@ fn every_failed_authentication_is_unauthorized_and_good_peers_keep_working() {
         .err()
         .expect("wrong secret refused");
     assert_eq!(err.code(), Some("unauthorized"), "{err}");
-    assert!(err.to_string().contains("same secret"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("derived for it from this cluster's master secret"),
+        "{err}"
+    );
     let mut raw = RawConn::connect(&addr);
     let nonce = hello_and_challenge(&mut raw);
     raw.send_frame(&auth_frame(&secret(WRONG), &nonce));

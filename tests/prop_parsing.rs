@@ -276,7 +276,10 @@ fn body() -> BoxedStrategy<Body> {
             decision,
             reason,
         }),
-        text().prop_map(|nonce| Body::Challenge { nonce }),
+        text().prop_map(|nonce| Body::Challenge {
+            nonce,
+            participant_id: None
+        }),
         (text(), text()).prop_map(|(nonce, mac)| Body::Auth { nonce, mac }),
         text().prop_map(|mac| Body::Authenticated { mac }),
     ]

@@ -53,6 +53,81 @@ enum Command {
     Participant(Box<ParticipantArgs>),
     /// Make a test CA and a server certificate for TLS (ca.pem, server.pem, server.key).
     GenCert(GenCertArgs),
+    /// Derive the key of one identity from the cluster's master secret.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Print the key of exactly one identity (put it in that process's secret_file, mode 0600).
+    Derive(DeriveArgs),
+}
+
+#[derive(clap::Args)]
+struct DeriveArgs {
+    /// The key of participant ID (it proves that id, and opens its admin port).
+    #[arg(long, value_name = "ID")]
+    participant: Option<String>,
+    /// The key of participant ID's admin port only (an operator of that participant).
+    #[arg(long, value_name = "ID")]
+    admin: Option<String>,
+    /// The clients' key: submit and read.
+    #[arg(long)]
+    client: bool,
+    /// The operators' key on the coordinator: also remove participants.
+    #[arg(long)]
+    operator: bool,
+    /// The master secret's file (or set TWOPC_SECRET).
+    #[arg(long, env = "TWOPC_SECRET_FILE")]
+    secret_file: Option<std::path::PathBuf>,
+}
+
+fn keys(c: KeysCommand) -> ExitCode {
+    let KeysCommand::Derive(a) = c;
+    use twopc::security::auth::Identity;
+    let identity = match (a.participant, a.admin, a.client, a.operator) {
+        (Some(p), None, false, false) => Identity::Participant(p),
+        (None, Some(p), false, false) => Identity::Admin(p),
+        (None, None, true, false) => Identity::Client,
+        (None, None, false, true) => Identity::Operator,
+        _ => {
+            eprintln!("twopc keys derive: name exactly one of --participant ID, --admin ID, --client, --operator");
+            return ExitCode::from(2);
+        }
+    };
+    if let Identity::Participant(p) | Identity::Admin(p) = &identity {
+        if !twopc::protocol::coordinator::valid_participant_id(p) {
+            eprintln!("twopc keys derive: `{p}` is not a participant id (1-64 of [A-Za-z0-9_.-])");
+            return ExitCode::from(2);
+        }
+    }
+    let secret = match twopc::security::load_secret(
+        a.secret_file.as_deref(),
+        twopc::security::secret_from_env(),
+    ) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            eprintln!(
+                "twopc keys derive: give the master secret with --secret-file FILE or TWOPC_SECRET"
+            );
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("twopc keys derive: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match secret.derive_text(&identity) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("twopc keys derive: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -110,6 +185,7 @@ fn main() -> ExitCode {
         Command::Http(a) => client_runtime(admin_http::http(a)),
         Command::Wal(c) => ops::wal_cmd(c),
         Command::GenCert(a) => gen_cert(a),
+        Command::Keys(c) => keys(c),
         Command::Coordinator(a) => match CoordinatorConfig::load(&a) {
             Ok(cfg) => {
                 init_tracing(&cfg.log_level, &cfg.log_format);

@@ -138,7 +138,9 @@ where
         Some(secret) => {
             let c = send("GET", "/auth/challenge", b"", None).await?;
             let nonce = nonce_of(&c)?;
-            Some(http_auth::authorization(secret, &nonce, method, path, body))
+            Some(http_auth::authorization(
+                secret, &nonce, method, path, body,
+            )?)
         }
     };
     let reply = send(method, path, body, auth).await;

@@ -12,8 +12,8 @@ pub mod ops;
 
 use crate::net::stream::{looks_like_tls, BoxedStream, ConnectError};
 use crate::net::{self, Inbound};
-use crate::protocol::{Body, Outcome, Role, SubmitRequest, TxnId, PROTOCOL_VERSION};
-use crate::security::auth::{fresh_nonce, PeerHandshake, PeerStep};
+use crate::protocol::{Body, Outcome, ParticipantId, Role, SubmitRequest, TxnId, PROTOCOL_VERSION};
+use crate::security::auth::{fresh_nonce, Identity, PeerHandshake, PeerStep, OPERATOR_ID};
 use crate::security::ClientSecurity;
 use futures::SinkExt;
 use serde_json::Value;
@@ -98,9 +98,16 @@ impl Client {
         security: &ClientSecurity,
         timeout: Duration,
     ) -> Result<Client, ClientError> {
+        // With a key that can act as an operator, say so: the coordinator
+        // then allows operator actions on this connection.
+        let operator = security
+            .secret
+            .as_ref()
+            .is_some_and(|k| k.can_prove(&Identity::Operator));
+        let id = operator.then(|| ParticipantId(OPERATOR_ID.to_string()));
         let hello = Body::Hello {
             role: Role::Client,
-            id: None,
+            id: id.clone(),
             protocol_version: PROTOCOL_VERSION,
         };
         let stream: BoxedStream = match &security.tls {
@@ -126,10 +133,14 @@ impl Client {
         if security.tls.is_some() {
             c.send(hello).await?;
         }
-        let mut handshake = security
-            .secret
-            .clone()
-            .map(|k| PeerHandshake::new(k, Role::Client, None, fresh_nonce()));
+        let mut handshake = security.secret.clone().map(|k| {
+            PeerHandshake::new(
+                k,
+                Role::Client,
+                id.as_ref().map(|i| i.0.as_str()),
+                fresh_nonce(),
+            )
+        });
         loop {
             let reply = c.recv_raw().await?;
             if let Some(hs) = handshake.as_mut() {

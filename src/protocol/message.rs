@@ -247,6 +247,10 @@ pub enum Body {
     /// a fresh random nonce (64 hex digits) to prove knowledge of the secret.
     Challenge {
         nonce: String,
+        /// The id of the participant whose admin port asks (absent on the
+        /// coordinator's port): an operator's tool derives that port's key
+        /// from it.
+        participant_id: Option<ParticipantId>,
     },
     /// Peer → server: the peer's own nonce and its HMAC over both nonces
     /// and its hello (see `security::auth`).
@@ -449,7 +453,16 @@ impl Body {
                 }
                 m
             }
-            Body::Challenge { nonce } => obj([("nonce", Value::String(nonce))]),
+            Body::Challenge {
+                nonce,
+                participant_id,
+            } => {
+                let mut m = obj([("nonce", Value::String(nonce))]);
+                if let Some(id) = participant_id {
+                    m.insert("participant_id".into(), Value::String(id.0));
+                }
+                m
+            }
             Body::Auth { nonce, mac } => {
                 obj([("mac", Value::String(mac)), ("nonce", Value::String(nonce))])
             }
@@ -625,6 +638,7 @@ impl Message {
                 let p: AuthPayload = payload_as(&message_type, payload)?;
                 Body::Challenge {
                     nonce: p.nonce.unwrap_or_default(),
+                    participant_id: p.participant_id,
                 }
             }
             "auth" => {
@@ -727,6 +741,8 @@ struct AuthPayload {
     nonce: Option<String>,
     #[serde(default)]
     mac: Option<String>,
+    #[serde(default)]
+    participant_id: Option<ParticipantId>,
 }
 
 #[derive(Deserialize)]
@@ -885,6 +901,11 @@ mod tests {
         roundtrip(Body::StatusReport(serde_json::json!({"state": "ready"})));
         roundtrip(Body::Challenge {
             nonce: "ab".repeat(32),
+            participant_id: None,
+        });
+        roundtrip(Body::Challenge {
+            nonce: "ab".repeat(32),
+            participant_id: Some(ParticipantId("p1".into())),
         });
         roundtrip(Body::Auth {
             nonce: "cd".repeat(32),

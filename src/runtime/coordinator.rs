@@ -59,7 +59,11 @@ impl CoordinatorServer {
     /// Open the log, recover the core from it, and bind the listening port.
     pub async fn start(cfg: CoordinatorConfig) -> Result<CoordinatorServer, StartError> {
         let clock = Clock::start();
-        let security = Arc::new(ServerSecurity::new(cfg.secret.clone(), &cfg.tls)?);
+        let security = Arc::new(ServerSecurity::new(
+            cfg.secret.clone(),
+            &cfg.tls,
+            crate::security::auth::Port::Coordinator,
+        )?);
         let crate::wal::Opened {
             wal, lock, records, ..
         } = open_log(&cfg.data_dir, &cfg.wal)?;

@@ -132,7 +132,10 @@ pub fn spawn_connection<S>(
     };
     let mut gate = match side {
         Side::Server(sec) => match &sec.secret {
-            Some(k) => Gate::Server(ServerHandshake::new(k.clone(), auth::fresh_nonce()), sec),
+            Some(k) => Gate::Server(
+                ServerHandshake::new(k.clone(), sec.port.clone(), auth::fresh_nonce()),
+                sec,
+            ),
             None => Gate::FirstMessage { server: true },
         },
         Side::Client(Some(hs)) => Gate::Client(hs),
@@ -162,6 +165,9 @@ pub fn spawn_connection<S>(
             let _ = tx.try_send(Outgoing::Close);
         };
         let handshake_deadline = tokio::time::Instant::now() + first_frame_timeout;
+        // Who the peer proved to be (with authentication on); what it may
+        // send depends on it.
+        let mut authenticated: Option<auth::Identity> = None;
         loop {
             let next = if matches!(gate, Gate::Open) {
                 net::read_next(&mut reader, max_frame_bytes).await
@@ -206,7 +212,15 @@ pub fn spawn_connection<S>(
                 }
             };
             let forward = match &mut gate {
-                Gate::Open => Some(body),
+                Gate::Open => match authenticated.as_ref().map(|i| auth::permits(i, &body)) {
+                    Some(Err(e)) => {
+                        count(e.code);
+                        tracing::warn!(%peer, "refused: {}", e.message);
+                        let _ = tx.try_send(Outgoing::Frame(net::encode(Body::error(&e))));
+                        None
+                    }
+                    _ => Some(body),
+                },
                 Gate::FirstMessage { .. } => {
                     gate = Gate::Open;
                     Some(body)
@@ -216,8 +230,14 @@ pub fn spawn_connection<S>(
                         let _ = tx.try_send(Outgoing::Frame(net::encode(b)));
                         None
                     }
-                    ServerStep::Accept { reply, hello } => {
+                    ServerStep::Accept {
+                        reply,
+                        hello,
+                        identity,
+                    } => {
                         let _ = tx.try_send(Outgoing::Frame(net::encode(reply)));
+                        tracing::debug!(%peer, "authenticated as {identity}");
+                        authenticated = Some(identity);
                         gate = Gate::Open;
                         Some(hello)
                     }

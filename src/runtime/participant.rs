@@ -77,7 +77,11 @@ impl ParticipantNode {
         mut resource: Box<dyn Resource>,
     ) -> Result<ParticipantNode, StartError> {
         let clock = Clock::start();
-        let admin_security = Arc::new(ServerSecurity::new(cfg.secret.clone(), &cfg.tls)?);
+        let admin_security = Arc::new(ServerSecurity::new(
+            cfg.secret.clone(),
+            &cfg.tls,
+            crate::security::auth::Port::ParticipantAdmin(cfg.id.0.clone()),
+        )?);
         let tls = TlsClient::from_config(&cfg.tls)?;
         let crate::wal::Opened {
             wal, lock, records, ..

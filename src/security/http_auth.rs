@@ -10,6 +10,8 @@
 //! client → server  METHOD PATH?QUERY
 //!                  Authorization: TWOPC-HMAC nonce=N, mac=M
 //! M = hex HMAC-SHA256(K, "twopc-http-v1\n" N "\n" METHOD "\n" PATH?QUERY "\n" hex SHA-256(body))
+//! K = the client key, or with `key=operator` added to the header the
+//!     operator key (both derived from the master secret, see `auth`)
 //! ```
 //!
 //! The MAC binds the request's method, path with query, and body to a
@@ -19,7 +21,7 @@
 //! method, path or body. The label differs from the framed-TCP exchange's,
 //! so a MAC from one is never valid in the other.
 
-use super::auth::{hex, hmac_hex, hmac_verify, is_nonce, Secret};
+use super::auth::{hex, hmac_hex, hmac_verify, is_nonce, Identity, Secret};
 use sha2::Digest;
 use std::collections::{HashMap, VecDeque};
 
@@ -57,23 +59,32 @@ pub fn request_input_digest(
         .into_bytes()
 }
 
-/// The value of the `Authorization` header for one request.
+/// The value of the `Authorization` header for one request, proving the
+/// operator key when `secret` can, else the client key.
 pub fn authorization(
     secret: &Secret,
     nonce: &str,
     method: &str,
     path_and_query: &str,
     body: &[u8],
-) -> String {
-    let mac = hmac_hex(secret, &request_input(nonce, method, path_and_query, body));
-    format!("{SCHEME} nonce={nonce}, mac={mac}")
+) -> Result<String, String> {
+    let (identity, name) = if secret.can_prove(&Identity::Operator) {
+        (Identity::Operator, "operator")
+    } else {
+        (Identity::Client, "client")
+    };
+    let key = secret.key_for(&identity)?;
+    let mac = hmac_hex(&key, &request_input(nonce, method, path_and_query, body));
+    Ok(format!("{SCHEME} nonce={nonce}, mac={mac}, key={name}"))
 }
 
-/// A parsed `Authorization: TWOPC-HMAC nonce=…, mac=…`.
+/// A parsed `Authorization: TWOPC-HMAC nonce=…, mac=…[, key=client|operator]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Proof {
     pub nonce: String,
     pub mac: String,
+    /// Whose key made the MAC: `client` (the default) or `operator`.
+    pub identity: Identity,
 }
 
 /// Why a request is not authenticated. `Display` is the message the client
@@ -111,7 +122,8 @@ pub fn parse_authorization(value: &str) -> Result<Proof, HttpAuthError> {
             clip(scheme)
         )));
     }
-    let (mut nonce, mut mac) = (None, None);
+    let (mut nonce, mut mac, mut which): (Option<String>, Option<String>, Option<String>) =
+        (None, None, None);
     for param in params.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let Some((key, v)) = param.split_once('=') else {
             return Err(bad(format!("`{}` is not key=value", clip(param))));
@@ -130,6 +142,7 @@ pub fn parse_authorization(value: &str) -> Result<Proof, HttpAuthError> {
         let slot = match key.trim().to_ascii_lowercase().as_str() {
             "nonce" => &mut nonce,
             "mac" => &mut mac,
+            "key" => &mut which,
             other => return Err(bad(format!("unknown parameter `{}`", clip(other)))),
         };
         if slot.replace(v.to_string()).is_some() {
@@ -144,7 +157,21 @@ pub fn parse_authorization(value: &str) -> Result<Proof, HttpAuthError> {
     if !is_nonce(&mac) {
         return Err(bad("the mac is not 64 hex digits".into()));
     }
-    Ok(Proof { nonce, mac })
+    let identity = match which.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("client") => Identity::Client,
+        Some("operator") => Identity::Operator,
+        Some(other) => {
+            return Err(bad(format!(
+                "`key={}`: the key is `client` or `operator`",
+                clip(other)
+            )))
+        }
+    };
+    Ok(Proof {
+        nonce,
+        mac,
+        identity,
+    })
 }
 
 /// At most 40 characters of client text, for messages.
@@ -185,7 +212,10 @@ pub fn authorize_digest(
     let (method, path_and_query, digest) = request;
     store.take(&proof.nonce, now_ms)?;
     let input = request_input_digest(&proof.nonce, method, path_and_query, digest);
-    if hmac_verify(secret, &input, &proof.mac) {
+    let Ok(key) = secret.key_for(&proof.identity) else {
+        return Err(HttpAuthError::WrongMac);
+    };
+    if hmac_verify(&key, &input, &proof.mac) {
         Ok(())
     } else {
         Err(HttpAuthError::WrongMac)
@@ -317,17 +347,26 @@ mod tests {
     /// computes the same MAC with `openssl dgst -sha256 -hmac`.
     #[test]
     fn documented_example() {
+        // The master secret proves the operator key; a client key the client's.
         assert_eq!(
-            authorization(&key(), N1, "GET", "/status", b""),
+            authorization(&key(), N1, "GET", "/status", b"").unwrap(),
             format!(
                 "TWOPC-HMAC nonce={N1}, mac=\
-                 f6dab2cc815bea3713e63cd751c2d67cb524fc94b08f31cff5263b6e5c30b0d8"
+                 7dfc3d2aa26d2fefe814a295861842353913a2221ebea9463ed0de55908b8850, key=operator"
+            )
+        );
+        let client = Secret::from_text(&key().derive_text(&Identity::Client).unwrap()).unwrap();
+        assert_eq!(
+            authorization(&client, N1, "GET", "/status", b"").unwrap(),
+            format!(
+                "TWOPC-HMAC nonce={N1}, mac=\
+                 e9ee3b430fabe75b2ee0f14df72e51a99f339abda7e317369fc3bb5c2023271c, key=client"
             )
         );
     }
 
     fn proof(secret: &Secret, nonce: &str, method: &str, path: &str, body: &[u8]) -> Proof {
-        parse_authorization(&authorization(secret, nonce, method, path, body)).unwrap()
+        parse_authorization(&authorization(secret, nonce, method, path, body).unwrap()).unwrap()
     }
 
     #[test]
@@ -422,14 +461,28 @@ mod tests {
         let ok = Proof {
             nonce: N1.into(),
             mac: m.clone(),
+            identity: Identity::Client,
         };
         for h in [
             format!("TWOPC-HMAC nonce={N1}, mac={m}"),
             format!("twopc-hmac mac={m},nonce={N1}"),
             format!("  TWOPC-HMAC   nonce=\"{N1}\" ,  mac=\"{m}\"  "),
+            format!("TWOPC-HMAC nonce={N1}, mac={m}, key=client"),
         ] {
             assert_eq!(parse_authorization(&h), Ok(ok.clone()), "{h}");
         }
+        let operator = Proof {
+            identity: Identity::Operator,
+            ..ok.clone()
+        };
+        assert_eq!(
+            parse_authorization(&format!("TWOPC-HMAC key=Operator, nonce={N1}, mac={m}")),
+            Ok(operator)
+        );
+        assert!(matches!(
+            parse_authorization(&format!("TWOPC-HMAC nonce={N1}, mac={m}, key=root")),
+            Err(HttpAuthError::Malformed(ref w)) if w.contains("`client` or `operator`")
+        ));
         let cases = [
             (format!("Bearer {N1}"), "scheme is `Bearer`"),
             ("TWOPC-HMAC".to_string(), "no `nonce=`"),

@@ -27,7 +27,12 @@ pub fn load_secret(
     secret_file: Option<&Path>,
     env: Option<String>,
 ) -> Result<Option<Arc<Secret>>, String> {
-    let env = env.filter(|v| !v.is_empty());
+    if env.as_deref().is_some_and(|v| v.trim().is_empty()) {
+        return Err(format!(
+            "{SECRET_ENV} is set but empty; set it to the secret (or a derived key), \
+             or unset it to run without authentication"
+        ));
+    }
     let text = match (secret_file, env) {
         (Some(path), Some(_)) => {
             return Err(format!(
@@ -35,13 +40,16 @@ pub fn load_secret(
                 path.display()
             ))
         }
-        (Some(path), None) => std::fs::read_to_string(path).map_err(|e| {
-            format!(
+        (Some(path), None) => private_file_text(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::PermissionDenied => {
+                format!("secret_file {}: refused: {e}", path.display())
+            }
+            _ => format!(
                 "secret_file {}: cannot read it ({e}); make one with \
-                 `openssl rand -hex 32 > {}` (mode 0600)",
+                 `(umask 077; openssl rand -hex 32 > {})`",
                 path.display(),
                 path.display()
-            )
+            ),
         })?,
         (None, Some(v)) => v,
         (None, None) => return Ok(None),
@@ -52,6 +60,85 @@ pub fn load_secret(
     Secret::from_text(&text)
         .map(|s| Some(Arc::new(s)))
         .map_err(|e| format!("{origin}: {e}"))
+}
+
+/// Read a file that holds a secret, refusing one that group or others may
+/// read or write (a secret others can read is no secret).
+fn private_file_text(path: &Path) -> std::io::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "it is accessible to group or others (mode {:04o}); run `chmod 600 {}`",
+                mode & 0o7777,
+                path.display()
+            ),
+        ));
+    }
+    std::fs::read_to_string(path)
+}
+
+/// Refuse a server set up to fail open or with the wrong key, unless
+/// `insecure` says so explicitly: no secret on an address other than
+/// loopback, a weak master secret. `binds` are the `(setting, host)` pairs
+/// the server listens on; `own` is the identity whose key the server may
+/// hold instead of the master secret (`None`: it needs the master secret).
+pub fn check_server_setup(
+    secret: Option<&Secret>,
+    binds: &[(&str, &str)],
+    own: Option<&auth::Identity>,
+    insecure: bool,
+) -> Result<(), String> {
+    if let Some(secret) = secret {
+        match (secret.identity(), own) {
+            (None, _) => {}
+            (Some(have), Some(own)) if have == own => {}
+            (Some(have), Some(own)) => {
+                return Err(format!(
+                    "the secret is {have}'s key, but this process is {own}; give it its own key \
+                     (`twopc keys derive`) or the master secret"
+                ))
+            }
+            (Some(have), None) => {
+                return Err(format!(
+                    "the secret is {have}'s key; the coordinator needs the cluster's master \
+                     secret to check every peer's key"
+                ))
+            }
+        }
+    }
+    if insecure {
+        return Ok(());
+    }
+    match secret {
+        Some(s) => {
+            if let Some(why) = s.weakness() {
+                return Err(format!("{why}; or pass --insecure to run with it anyway"));
+            }
+        }
+        None => {
+            for (setting, host) in binds {
+                if !is_loopback(host) {
+                    return Err(format!(
+                        "{setting} is {host}, not a loopback address, and no secret is configured: \
+                         anyone who reaches it could run and resolve transactions. Set secret_file \
+                         (or TWOPC_SECRET), bind to 127.0.0.1, or pass --insecure to run open anyway"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Is `host` a loopback address or name?
+pub fn is_loopback(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The secret from the process environment (`TWOPC_SECRET`).
@@ -105,10 +192,11 @@ impl FailureLogger {
 }
 
 /// What a listening side requires of the peers it accepts.
-#[derive(Default)]
 pub struct ServerSecurity {
-    /// Every peer must prove knowledge of it; `None`: no authentication.
+    /// Every peer must prove its key with it; `None`: no authentication.
     pub secret: Option<Arc<Secret>>,
+    /// Whose keys this port checks.
+    pub port: auth::Port,
     /// TLS on this port; `None`: plain TCP.
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub failures: FailureLogger,
@@ -128,9 +216,11 @@ impl ServerSecurity {
     pub fn new(
         secret: Option<Arc<Secret>>,
         tls: &tls::TlsConfig,
+        port: auth::Port,
     ) -> Result<ServerSecurity, tls::TlsError> {
         Ok(ServerSecurity {
             secret,
+            port,
             tls: tls::acceptor(tls)?,
             failures: FailureLogger::default(),
         })
@@ -200,19 +290,68 @@ mod tests {
     use super::*;
 
     #[test]
+    fn servers_refuse_to_fail_open_unless_told() {
+        let strong = Secret::from_text(&Secret::random_text()).unwrap();
+        let weak = Secret::from_text(&"x".repeat(20)).unwrap();
+        let lo = [("host", "127.0.0.1"), ("admin_host", "localhost")];
+        let wide = [("host", "127.0.0.1"), ("admin_host", "0.0.0.0")];
+        assert!(check_server_setup(None, &lo, None, false).is_ok());
+        assert!(check_server_setup(None, &[("host", "::1")], None, false).is_ok());
+        let e = check_server_setup(None, &wide, None, false).unwrap_err();
+        assert!(
+            e.contains("admin_host is 0.0.0.0") && e.contains("--insecure"),
+            "{e}"
+        );
+        assert!(check_server_setup(None, &wide, None, true).is_ok());
+        assert!(check_server_setup(Some(&strong), &wide, None, false).is_ok());
+        let e = check_server_setup(Some(&weak), &lo, None, false).unwrap_err();
+        assert!(
+            e.contains("different characters") && e.contains("--insecure"),
+            "{e}"
+        );
+        assert!(check_server_setup(Some(&weak), &lo, None, true).is_ok());
+        // A derived key: only the process it belongs to may run with it.
+        let master = Secret::from_text(&Secret::random_text()).unwrap();
+        let p1 = auth::Identity::Participant("p1".into());
+        let p1_key = Secret::from_text(&master.derive_text(&p1).unwrap()).unwrap();
+        assert!(check_server_setup(Some(&p1_key), &lo, Some(&p1), false).is_ok());
+        let p2 = auth::Identity::Participant("p2".into());
+        let e = check_server_setup(Some(&p1_key), &lo, Some(&p2), false).unwrap_err();
+        assert!(
+            e.contains("participant p1's key") && e.contains("participant p2"),
+            "{e}"
+        );
+        let e = check_server_setup(Some(&p1_key), &lo, None, true).unwrap_err();
+        assert!(e.contains("needs the cluster's master secret"), "{e}");
+    }
+
+    #[test]
     fn secret_sources() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("s");
         std::fs::write(&f, "0123456789abcdef0123\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode =
+            |m: u32| std::fs::set_permissions(&f, std::fs::Permissions::from_mode(m)).unwrap();
+        mode(0o644);
+        let open = load_secret(Some(&f), None).unwrap_err();
+        assert!(
+            open.contains("mode 0644") && open.contains("chmod 600"),
+            "{open}"
+        );
+        mode(0o600);
         assert!(load_secret(None, None).unwrap().is_none());
         assert!(load_secret(Some(&f), None).unwrap().is_some());
         let env = Some("from the environment!".to_string());
         assert!(load_secret(None, env.clone()).unwrap().is_some());
+        let empty = load_secret(None, Some(" ".into())).unwrap_err();
+        assert!(empty.contains("set but empty"), "{empty}");
         let both = load_secret(Some(&f), env).unwrap_err();
         assert!(both.contains("use one"), "{both}");
         let missing = load_secret(Some(&dir.path().join("nope")), None).unwrap_err();
         assert!(missing.contains("openssl rand"), "{missing}");
         std::fs::write(&f, "short").unwrap();
+        mode(0o600);
         let short = load_secret(Some(&f), None).unwrap_err();
         assert!(
             short.contains("at least 16") && !short.contains("short\""),

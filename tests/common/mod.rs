@@ -708,3 +708,11 @@ pub fn wal_segments(dir: &Path) -> Vec<(PathBuf, u64)> {
     v.sort();
     v
 }
+
+/// Write `text` to `path` readable by its owner only (0600), as secret
+/// files must be.
+pub fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).expect("write file");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+}
