@@ -530,7 +530,8 @@ fn nonce(addr: &str) -> String {
 
 /// The `Authorization` line proving `secret` for `method path body`.
 fn proof_line(secret: &str, nonce: &str, method: &str, path: &str, body: &[u8]) -> String {
-    let value = twopc::security::http_auth::authorization(&key(secret), nonce, method, path, body);
+    let value = twopc::security::http_auth::authorization(&key(secret), nonce, method, path, body)
+        .expect("the master secret proves the operator key");
     format!("Authorization: {value}")
 }
 
