@@ -130,6 +130,9 @@ pub struct CoordinatorConfig {
     pub resend_initial_ms: u64,
     pub resend_max_ms: u64,
     pub history_limit: usize,
+    /// Bytes of read results kept across remembered transactions (for
+    /// `txn show`); past it the oldest results are dropped with a note.
+    pub history_max_bytes: usize,
     /// Most events kept in one transaction's timeline (`txn show`).
     pub timeline_max_events: usize,
     /// HTTP admin API (health, status, metrics, transactions); off when
@@ -184,6 +187,7 @@ impl Default for CoordinatorConfig {
             resend_initial_ms: 200,
             resend_max_ms: 5_000,
             history_limit: 10_000,
+            history_max_bytes: 16 * 1024 * 1024,
             timeline_max_events: 128,
             admin_port: None,
             admin_host: "127.0.0.1".into(),
@@ -408,6 +412,9 @@ pub struct CoordinatorArgs {
     /// Ended transactions remembered for status and queries.
     #[arg(long, env = "TWOPC_HISTORY_LIMIT")]
     pub history_limit: Option<usize>,
+    /// Bytes of read results kept across remembered transactions.
+    #[arg(long, env = "TWOPC_HISTORY_MAX_BYTES")]
+    pub history_max_bytes: Option<usize>,
     /// Most events kept in one transaction's timeline.
     #[arg(long, env = "TWOPC_TIMELINE_MAX_EVENTS")]
     pub timeline_max_events: Option<usize>,
@@ -604,6 +611,7 @@ impl CoordinatorConfig {
                 resend_initial_ms,
                 resend_max_ms,
                 history_limit,
+                history_max_bytes,
                 timeline_max_events,
                 admin_host,
                 admin_max_connections,
@@ -674,6 +682,7 @@ impl CoordinatorConfig {
             3_600_000,
         )?;
         range_usize("history_limit", self.history_limit, 0, 10_000_000)?;
+        range_usize("history_max_bytes", self.history_max_bytes, 0, 1 << 40)?;
         range_usize("timeline_max_events", self.timeline_max_events, 0, 100_000)?;
         non_empty("admin_host", &self.admin_host)?;
         if self.admin_port.is_some_and(|a| a != 0 && a == self.port) {
@@ -975,17 +984,21 @@ fn wal(w: &WalConfig) -> Result<(), ConfigError> {
 }
 
 /// Set up tracing on stderr in the configured format. `RUST_LOG`, when set,
-/// overrides `level` for fine-grained filtering.
+/// overrides `level` for fine-grained filtering. Text lines have their
+/// control characters escaped ([`crate::log_writer`]).
 pub fn init_tracing(level: &str, format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.to_ascii_lowercase()));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if format == "json" {
-        let _ = builder.json().try_init();
+        let _ = builder.with_writer(std::io::stderr).json().try_init();
     } else {
-        let _ = builder.try_init();
+        // Text lines quote client and peer text: control characters are
+        // escaped (so colours are off: they are escape sequences too).
+        let _ = builder
+            .with_ansi(false)
+            .with_writer(crate::log_writer::MakeEscapingStderr)
+            .try_init();
     }
 }
 
