@@ -1034,7 +1034,8 @@ impl Coordinator {
             Vote::Abort => {
                 let why = match reason {
                     Some(r) => {
-                        t.errors.insert(from.clone(), format!("voted abort: {r}"));
+                        let error = bound::reason_owned(format!("voted abort: {r}"));
+                        t.errors.insert(from.clone(), error);
                         format!("participant {from} voted abort: {r}")
                     }
                     None => {
@@ -1080,7 +1081,7 @@ impl Coordinator {
         t.reason = if reason.is_empty() {
             None
         } else {
-            Some(reason)
+            Some(bound::reason_owned(reason))
         };
         t.resend_backoff_ms = self.opts.resend_initial_ms;
         t.next_resend_ms = now + t.resend_backoff_ms;
