@@ -22,8 +22,8 @@ pub use writer::{GroupCommit, WalStats, SYNC_BOUNDS_MICROS};
 use crate::protocol::Record;
 use serde_json::Value;
 use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::OpenOptionsExt;
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Bytes before each record's payload: length and CRC.
