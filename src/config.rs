@@ -81,6 +81,18 @@ pub struct PostgresConfig {
     pub max_connections: usize,
     /// Milliseconds to open a connection, and to wait for a free one.
     pub connect_timeout_ms: u64,
+    /// PEM CA certificate(s) the database server's certificate must chain
+    /// to; with it TLS connections check the certificate and host name
+    /// (see `resource::postgres_tls` for each `sslmode`).
+    pub ca_file: Option<PathBuf>,
+    /// File holding the database password (one line), used when the
+    /// connection string has none; else `TWOPC_POSTGRES_PASSWORD`, else
+    /// `PGPASSWORD`. Keeps the password out of `ps`.
+    pub password_file: Option<PathBuf>,
+    /// Schemas table operations may use; empty means the schemas on the
+    /// connection's search path. `pg_catalog`, `information_schema` and
+    /// `pg_toast` are always refused.
+    pub allowed_schemas: Vec<String>,
 }
 
 impl Default for PostgresConfig {
@@ -90,6 +102,9 @@ impl Default for PostgresConfig {
             allow_raw_sql: false,
             max_connections: 8,
             connect_timeout_ms: 5_000,
+            ca_file: None,
+            password_file: None,
+            allowed_schemas: Vec::new(),
         }
     }
 }
@@ -101,6 +116,9 @@ impl std::fmt::Debug for PostgresConfig {
             .field("allow_raw_sql", &self.allow_raw_sql)
             .field("max_connections", &self.max_connections)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("ca_file", &self.ca_file)
+            .field("password_file", &self.password_file)
+            .field("allowed_schemas", &self.allowed_schemas)
             .finish()
     }
 }
@@ -537,6 +555,15 @@ pub struct ParticipantArgs {
     /// postgres: milliseconds to connect, or to wait for a free connection.
     #[arg(long, env = "TWOPC_POSTGRES_CONNECT_TIMEOUT_MS")]
     pub postgres_connect_timeout_ms: Option<u64>,
+    /// postgres: CA certificate(s) (PEM) the database server's certificate must chain to.
+    #[arg(long, env = "TWOPC_POSTGRES_CA_FILE")]
+    pub postgres_ca_file: Option<PathBuf>,
+    /// postgres: file holding the database password (keeps it out of `ps`).
+    #[arg(long, env = "TWOPC_POSTGRES_PASSWORD_FILE")]
+    pub postgres_password_file: Option<PathBuf>,
+    /// postgres: schemas table operations may use (comma-separated); default the search path.
+    #[arg(long, env = "TWOPC_POSTGRES_ALLOWED_SCHEMAS", value_delimiter = ',')]
+    pub postgres_allowed_schemas: Option<Vec<String>>,
     #[arg(long, env = "TWOPC_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     #[arg(long, env = "TWOPC_MAX_FRAME_BYTES")]
@@ -757,6 +784,15 @@ impl ParticipantConfig {
         if let Some(v) = args.postgres_connect_timeout_ms {
             c.postgres.connect_timeout_ms = v;
         }
+        if let Some(v) = &args.postgres_ca_file {
+            c.postgres.ca_file = Some(v.clone());
+        }
+        if let Some(v) = &args.postgres_password_file {
+            c.postgres.password_file = Some(v.clone());
+        }
+        if let Some(v) = &args.postgres_allowed_schemas {
+            c.postgres.allowed_schemas = v.clone();
+        }
         overlay!(
             c,
             args,
@@ -965,10 +1001,20 @@ fn postgres(p: &PostgresConfig, resource: &str) -> Result<(), ConfigError> {
         }
         (Some(_), false) => return Err(invalid(KEY, "(set)", "only with resource: postgres")),
         (Some(d), true) => {
-            crate::resource::postgres::parse_dsn(d)
+            let (d, _) = crate::resource::postgres_tls::split_verify_mode(d);
+            crate::resource::postgres::parse_dsn(&d)
                 .map_err(|e| invalid(KEY, "(not shown: it may hold a password)", e))?;
         }
         (None, false) => {}
+    }
+    for s in &p.allowed_schemas {
+        if crate::resource::postgres::SCHEMAS_NEVER.contains(&s.as_str()) || s.is_empty() {
+            return Err(invalid(
+                "postgres.allowed_schemas",
+                s,
+                "a schema of your tables; pg_catalog, information_schema and pg_toast are never allowed",
+            ));
+        }
     }
     range_usize("postgres.max_connections", p.max_connections, 2, 1000)?;
     range_u64(

@@ -42,13 +42,16 @@ fn tls_err(key: &'static str, path: &Path, problem: impl Into<String>) -> TlsErr
     }
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 const MAKE_CERTS: &str = "make test certificates with `twopc gen-cert --out-dir DIR`";
 
-fn read_certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn read_certs(
+    key: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     if !path.is_file() {
         return Err(tls_err(key, path, format!("no such file; {MAKE_CERTS}")));
     }
