@@ -81,6 +81,18 @@ pub struct PostgresConfig {
     pub max_connections: usize,
     /// Milliseconds to open a connection, and to wait for a free one.
     pub connect_timeout_ms: u64,
+    /// PEM CA certificate(s) the database server's certificate must chain
+    /// to; with it TLS connections check the certificate and host name
+    /// (see `resource::postgres_tls` for each `sslmode`).
+    pub ca_file: Option<PathBuf>,
+    /// File holding the database password (one line), used when the
+    /// connection string has none; else `TWOPC_POSTGRES_PASSWORD`, else
+    /// `PGPASSWORD`. Keeps the password out of `ps`.
+    pub password_file: Option<PathBuf>,
+    /// Schemas table operations may use; empty means the schemas on the
+    /// connection's search path. `pg_catalog`, `information_schema` and
+    /// `pg_toast` are always refused.
+    pub allowed_schemas: Vec<String>,
 }
 
 impl Default for PostgresConfig {
@@ -90,6 +102,9 @@ impl Default for PostgresConfig {
             allow_raw_sql: false,
             max_connections: 8,
             connect_timeout_ms: 5_000,
+            ca_file: None,
+            password_file: None,
+            allowed_schemas: Vec::new(),
         }
     }
 }
@@ -101,6 +116,9 @@ impl std::fmt::Debug for PostgresConfig {
             .field("allow_raw_sql", &self.allow_raw_sql)
             .field("max_connections", &self.max_connections)
             .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("ca_file", &self.ca_file)
+            .field("password_file", &self.password_file)
+            .field("allowed_schemas", &self.allowed_schemas)
             .finish()
     }
 }
@@ -130,6 +148,9 @@ pub struct CoordinatorConfig {
     pub resend_initial_ms: u64,
     pub resend_max_ms: u64,
     pub history_limit: usize,
+    /// Bytes of read results kept across remembered transactions (for
+    /// `txn show`); past it the oldest results are dropped with a note.
+    pub history_max_bytes: usize,
     /// Most events kept in one transaction's timeline (`txn show`).
     pub timeline_max_events: usize,
     /// HTTP admin API (health, status, metrics, transactions); off when
@@ -187,6 +208,7 @@ impl Default for CoordinatorConfig {
             resend_initial_ms: 200,
             resend_max_ms: 5_000,
             history_limit: 10_000,
+            history_max_bytes: 16 * 1024 * 1024,
             timeline_max_events: 128,
             admin_port: None,
             admin_host: "127.0.0.1".into(),
@@ -415,6 +437,9 @@ pub struct CoordinatorArgs {
     /// Ended transactions remembered for status and queries.
     #[arg(long, env = "TWOPC_HISTORY_LIMIT")]
     pub history_limit: Option<usize>,
+    /// Bytes of read results kept across remembered transactions.
+    #[arg(long, env = "TWOPC_HISTORY_MAX_BYTES")]
+    pub history_max_bytes: Option<usize>,
     /// Most events kept in one transaction's timeline.
     #[arg(long, env = "TWOPC_TIMELINE_MAX_EVENTS")]
     pub timeline_max_events: Option<usize>,
@@ -542,6 +567,15 @@ pub struct ParticipantArgs {
     /// postgres: milliseconds to connect, or to wait for a free connection.
     #[arg(long, env = "TWOPC_POSTGRES_CONNECT_TIMEOUT_MS")]
     pub postgres_connect_timeout_ms: Option<u64>,
+    /// postgres: CA certificate(s) (PEM) the database server's certificate must chain to.
+    #[arg(long, env = "TWOPC_POSTGRES_CA_FILE")]
+    pub postgres_ca_file: Option<PathBuf>,
+    /// postgres: file holding the database password (keeps it out of `ps`).
+    #[arg(long, env = "TWOPC_POSTGRES_PASSWORD_FILE")]
+    pub postgres_password_file: Option<PathBuf>,
+    /// postgres: schemas table operations may use (comma-separated); default the search path.
+    #[arg(long, env = "TWOPC_POSTGRES_ALLOWED_SCHEMAS", value_delimiter = ',')]
+    pub postgres_allowed_schemas: Option<Vec<String>>,
     #[arg(long, env = "TWOPC_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     #[arg(long, env = "TWOPC_MAX_FRAME_BYTES")]
@@ -616,6 +650,7 @@ impl CoordinatorConfig {
                 resend_initial_ms,
                 resend_max_ms,
                 history_limit,
+                history_max_bytes,
                 timeline_max_events,
                 admin_host,
                 admin_max_connections,
@@ -694,6 +729,7 @@ impl CoordinatorConfig {
             3_600_000,
         )?;
         range_usize("history_limit", self.history_limit, 0, 10_000_000)?;
+        range_usize("history_max_bytes", self.history_max_bytes, 0, 1 << 40)?;
         range_usize("timeline_max_events", self.timeline_max_events, 0, 100_000)?;
         non_empty("admin_host", &self.admin_host)?;
         if self.admin_port.is_some_and(|a| a != 0 && a == self.port) {
@@ -767,6 +803,15 @@ impl ParticipantConfig {
         }
         if let Some(v) = args.postgres_connect_timeout_ms {
             c.postgres.connect_timeout_ms = v;
+        }
+        if let Some(v) = &args.postgres_ca_file {
+            c.postgres.ca_file = Some(v.clone());
+        }
+        if let Some(v) = &args.postgres_password_file {
+            c.postgres.password_file = Some(v.clone());
+        }
+        if let Some(v) = &args.postgres_allowed_schemas {
+            c.postgres.allowed_schemas = v.clone();
         }
         overlay!(
             c,
@@ -990,10 +1035,20 @@ fn postgres(p: &PostgresConfig, resource: &str) -> Result<(), ConfigError> {
         }
         (Some(_), false) => return Err(invalid(KEY, "(set)", "only with resource: postgres")),
         (Some(d), true) => {
-            crate::resource::postgres::parse_dsn(d)
+            let (d, _) = crate::resource::postgres_tls::split_verify_mode(d);
+            crate::resource::postgres::parse_dsn(&d)
                 .map_err(|e| invalid(KEY, "(not shown: it may hold a password)", e))?;
         }
         (None, false) => {}
+    }
+    for s in &p.allowed_schemas {
+        if crate::resource::postgres::SCHEMAS_NEVER.contains(&s.as_str()) || s.is_empty() {
+            return Err(invalid(
+                "postgres.allowed_schemas",
+                s,
+                "a schema of your tables; pg_catalog, information_schema and pg_toast are never allowed",
+            ));
+        }
     }
     range_usize("postgres.max_connections", p.max_connections, 2, 1000)?;
     range_u64(
@@ -1009,17 +1064,21 @@ fn wal(w: &WalConfig) -> Result<(), ConfigError> {
 }
 
 /// Set up tracing on stderr in the configured format. `RUST_LOG`, when set,
-/// overrides `level` for fine-grained filtering.
+/// overrides `level` for fine-grained filtering. Text lines have their
+/// control characters escaped ([`crate::log_writer`]).
 pub fn init_tracing(level: &str, format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.to_ascii_lowercase()));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if format == "json" {
-        let _ = builder.json().try_init();
+        let _ = builder.with_writer(std::io::stderr).json().try_init();
     } else {
-        let _ = builder.try_init();
+        // Text lines quote client and peer text: control characters are
+        // escaped (so colours are off: they are escape sequences too).
+        let _ = builder
+            .with_ansi(false)
+            .with_writer(crate::log_writer::MakeEscapingStderr)
+            .try_init();
     }
 }
 

@@ -8,12 +8,14 @@
 //! - [`config`]: configuration (defaults < YAML < environment < flags);
 //! - [`security`]: shared-secret authentication and TLS for every peer;
 //! - [`client`]: the `twopc` client and operator commands;
-//! - [`crash`]: crash points for fault injection (`TWOPC_CRASH_AT`).
+//! - [`crash`]: crash points for fault injection (`TWOPC_CRASH_AT`);
+//! - [`log_writer`]: text logs with control characters escaped.
 
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod crash;
+pub mod log_writer;
 pub mod net;
 pub mod protocol;
 pub mod resource;

@@ -626,3 +626,231 @@ fn configuration_errors_name_the_key_and_hide_the_password() {
         "{err}"
     );
 }
+
+/// A server with `ssl=on` and a certificate for 127.0.0.1 signed by a test
+/// CA; returns it and the CA file.
+fn tls_server(test: &str, certs: &std::path::Path) -> Option<(PgServer, std::path::PathBuf)> {
+    let ca = certs.join("ca.pem");
+    let pg = PgServer::start_or_skip_with(test, 10, |files| {
+        let dir = files.dir.join("tls");
+        let g = twopc::security::tls::generate_test_certificates(
+            &dir,
+            &["127.0.0.1".into(), "localhost".into()],
+            1,
+        )?;
+        for f in [&dir, &g.cert_file, &g.key_file] {
+            files.give(f)?;
+        }
+        std::fs::copy(&g.ca_file, certs.join("ca.pem")).map_err(|e| e.to_string())?;
+        Ok(vec![
+            "ssl=on".into(),
+            format!("ssl_cert_file={}", g.cert_file.display()),
+            format!("ssl_key_file={}", g.key_file.display()),
+        ])
+    })?;
+    Some((pg, ca))
+}
+
+/// Whether every connection of the participants uses TLS, and how many.
+fn participant_connections_ssl(pg: &PgServer) -> Vec<String> {
+    pg.sql(
+        "postgres",
+        "SELECT s.ssl::text FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+         WHERE a.application_name = 'twopc-participant'",
+    )
+    .into_iter()
+    .filter_map(|mut r| r.remove(0))
+    .collect()
+}
+
+#[test]
+fn connections_to_the_database_use_tls_and_check_the_certificate() {
+    let certs = tempfile::tempdir().unwrap();
+    let Some((pg, ca)) = tls_server("tls", certs.path()) else {
+        return;
+    };
+    shards(&pg, &["s1"]);
+    let mut c = Cluster::new();
+    c.start_coordinator(&["--expected-participants", "1"], &[]);
+    let dsn = format!("{} sslmode=verify-full", pg.dsn("s1"));
+    let ca_s = ca.display().to_string();
+    c.start_participant(
+        "p1",
+        &[
+            "--resource",
+            "postgres",
+            "--postgres-dsn",
+            &dsn,
+            "--postgres-ca-file",
+            &ca_s,
+        ],
+        &[],
+    );
+    c.wait_ready(1);
+    let o = submit_ops(&c, json!({"p1": [insert(1, "ann", 10)]}));
+    assert_eq!(o.decision, Decision::Commit, "{:?}", o.reason);
+    assert_eq!(accounts(&pg, "s1"), vec![row("1", "ann", "10")]);
+    let ssl = participant_connections_ssl(&pg);
+    assert!(
+        !ssl.is_empty() && ssl.iter().all(|s| s == "true"),
+        "{ssl:?}"
+    );
+
+    // A CA that did not sign the server's certificate: no connection.
+    let other = tempfile::tempdir().unwrap();
+    let g = twopc::security::tls::generate_test_certificates(other.path(), &[], 1).unwrap();
+    let other_ca = g.ca_file.display().to_string();
+    let mut c2 = Cluster::new();
+    c2.start_coordinator(&["--expected-participants", "1"], &[]);
+    c2.start_participant(
+        "p1",
+        &[
+            "--resource",
+            "postgres",
+            "--postgres-dsn",
+            &dsn,
+            "--postgres-ca-file",
+            &other_ca,
+        ],
+        &[],
+    );
+    let status = c2.participants[0].wait_exit(PATIENCE);
+    assert!(status.is_some_and(|s| !s.success()), "{status:?}");
+    let log = c2.participants[0].log_text();
+    assert!(log.contains("cannot connect to PostgreSQL"), "{log}");
+
+    // A verifying mode without a CA file is refused, never downgraded.
+    let mut c3 = Cluster::new();
+    c3.start_coordinator(&["--expected-participants", "1"], &[]);
+    c3.start_participant(
+        "p1",
+        &["--resource", "postgres", "--postgres-dsn", &dsn],
+        &[],
+    );
+    let status = c3.participants[0].wait_exit(PATIENCE);
+    assert!(status.is_some_and(|s| !s.success()), "{status:?}");
+    assert!(
+        c3.participants[0]
+            .log_text()
+            .contains("need postgres.ca_file"),
+        "{}",
+        c3.participants[0].log_text()
+    );
+
+    // sslmode=require without a CA file encrypts (and works).
+    let dsn = format!("{} sslmode=require", pg.dsn("s1"));
+    let mut c4 = Cluster::new();
+    c4.start_coordinator(&["--expected-participants", "1"], &[]);
+    c4.start_participant(
+        "p1",
+        &["--resource", "postgres", "--postgres-dsn", &dsn],
+        &[],
+    );
+    c4.wait_ready(1);
+    let o = submit_ops(&c4, json!({"p1": [insert(2, "bo", 5)]}));
+    assert_eq!(o.decision, Decision::Commit, "{:?}", o.reason);
+}
+
+#[test]
+fn table_operations_outside_the_allowed_schemas_vote_abort() {
+    let Some(pg) = PgServer::start_or_skip("schemas", 10) else {
+        return;
+    };
+    shards(&pg, &["s1"]);
+    pg.sql(
+        "s1",
+        "CREATE SCHEMA hidden; CREATE TABLE hidden.t (id int PRIMARY KEY)",
+    );
+    let c = cluster(&pg, &["s1"], &[]);
+    let update_authid = json!({"table": "pg_catalog.pg_authid", "operation": "update",
+        "values": {"rolsuper": true}, "where": {"rolname": "postgres"}});
+    let unqualified = json!({"table": "pg_authid", "operation": "update",
+        "values": {"rolsuper": true}, "where": {"rolname": "postgres"}});
+    let off_path = json!({"table": "hidden.t", "operation": "insert", "values": {"id": 1}});
+    for op in [update_authid, unqualified, off_path] {
+        let o = submit_ops(&c, json!({ "p1": [op] }));
+        assert_eq!(o.decision, Decision::Abort, "{op}");
+        let why = o.reason.unwrap_or_default();
+        assert!(why.contains("schema_not_allowed"), "{op}: {why}");
+    }
+    assert!(pg.sql("s1", "SELECT * FROM hidden.t").is_empty());
+    let o = submit_ops(
+        &c,
+        json!({"p1": [{"table": "public.accounts", "operation": "insert",
+                       "values": {"id": 1, "owner": "ann", "balance": 1}}]}),
+    );
+    assert_eq!(o.decision, Decision::Commit, "{:?}", o.reason);
+
+    // An explicit list allows a schema off the search path.
+    let mut c2 = Cluster::new();
+    c2.start_coordinator(&["--expected-participants", "1"], &[]);
+    start_pg_participant(
+        &mut c2,
+        &pg,
+        "p1",
+        "s1",
+        &["--postgres-allowed-schemas", "hidden,public"],
+        &[],
+    );
+    c2.wait_ready(1);
+    let o = submit_ops(
+        &c2,
+        json!({"p1": [{"table": "hidden.t", "operation": "insert", "values": {"id": 2}}]}),
+    );
+    assert_eq!(o.decision, Decision::Commit, "{:?}", o.reason);
+}
+
+#[test]
+fn the_password_comes_from_a_file_or_the_environment_and_one_in_the_dsn_warns() {
+    let Some(pg) = PgServer::start_or_skip("password", 10) else {
+        return;
+    };
+    shards(&pg, &["s1"]);
+    pg.sql(
+        "s1",
+        "CREATE ROLE app LOGIN PASSWORD 'open sesame'; GRANT ALL ON accounts TO app",
+    );
+    // `app` must give its password; everyone else keeps trust.
+    let hba = pg.data_dir().join("pg_hba.conf");
+    let old = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(
+        &hba,
+        format!("host all app 127.0.0.1/32 scram-sha-256\n{old}"),
+    )
+    .unwrap();
+    pg.reload();
+    let dsn = format!("host=127.0.0.1 port={} user=app dbname=s1", pg.port);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pgpass");
+    std::fs::write(&file, "open sesame\n").unwrap();
+    let file_s = file.display().to_string();
+
+    let mut c = Cluster::new();
+    c.start_coordinator(&["--expected-participants", "1"], &[]);
+    let args = ["--resource", "postgres", "--postgres-dsn", &dsn];
+    let with_file = [&args[..], &["--postgres-password-file", &file_s]].concat();
+    c.start_participant("p1", &with_file, &[]);
+    c.wait_ready(1);
+    let o = submit_ops(&c, json!({"p1": [insert(1, "ann", 1)]}));
+    assert_eq!(o.decision, Decision::Commit, "{:?}", o.reason);
+
+    c.restart_participant(0, &args, &[("TWOPC_POSTGRES_PASSWORD", "open sesame")]);
+    c.wait_ready(1);
+    let o = submit_ops(&c, json!({"p1": [insert(2, "bo", 1)]}));
+    assert_eq!(o.decision, Decision::Commit, "{:?}", o.reason);
+
+    let mark = log_mark(&c.participants[0].log);
+    let in_dsn = format!("{dsn} password='open sesame'");
+    c.restart_participant(
+        0,
+        &["--resource", "postgres", "--postgres-dsn", &in_dsn],
+        &[],
+    );
+    c.wait_ready(1);
+    let text = wait_log(&mut c.participants[0], mark, "holds a password");
+    assert!(
+        !text.contains("open sesame"),
+        "the password is logged:\n{text}"
+    );
+    assert_eq!(accounts(&pg, "s1").len(), 2);
+}

@@ -132,16 +132,20 @@ fn keys(c: KeysCommand) -> ExitCode {
 
 #[derive(clap::Args)]
 struct GenCertArgs {
-    /// Directory to write ca.pem, server.pem and server.key (mode 0600) into.
+    /// Directory to write ca.pem, server.pem and server.key (mode 0600) into;
+    /// existing files are replaced, symbolic links refused.
     #[arg(long)]
     out_dir: std::path::PathBuf,
     /// Names (DNS names or IP addresses) the server certificate is valid for.
     #[arg(long, value_delimiter = ',', default_value = "localhost,127.0.0.1,::1")]
     name: Vec<String>,
+    /// Days the CA and server certificates stay valid (1..=3650).
+    #[arg(long, default_value_t = twopc::security::tls::CERT_DAYS_DEFAULT)]
+    days: u32,
 }
 
 fn gen_cert(a: GenCertArgs) -> ExitCode {
-    match twopc::security::tls::generate_test_certificates(&a.out_dir, &a.name) {
+    match twopc::security::tls::generate_test_certificates(&a.out_dir, &a.name, a.days) {
         Ok(g) => {
             println!(
                 "CA certificate (give to clients and participants as --tls-ca): {}",
@@ -150,6 +154,7 @@ fn gen_cert(a: GenCertArgs) -> ExitCode {
             println!("server certificate (--tls-cert): {}", g.cert_file.display());
             println!("server private key (--tls-key): {}", g.key_file.display());
             println!("valid for: {}", a.name.join(", "));
+            println!("valid for {} days", a.days);
             ExitCode::SUCCESS
         }
         Err(e) => {

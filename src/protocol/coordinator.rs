@@ -11,6 +11,7 @@
 //! `End` record follows, unforced, once every participant has acknowledged.
 //! A transaction the coordinator does not know is answered as aborted.
 
+use super::bound;
 use super::message::{Body, ErrorCode, Outcome, Role, SubmitRequest, WireError};
 use super::record::{Action, Record};
 use super::stats::{elapsed, AbortCause, CoordinatorStats};
@@ -41,6 +42,10 @@ pub struct CoordinatorOptions {
     pub liveness_timeout_ms: u64,
     /// How many ended transactions are kept in memory for status and queries.
     pub history_limit: usize,
+    /// Bytes of read results (as JSON) kept across the remembered
+    /// transactions; past it the oldest transactions' results are dropped
+    /// (with a note), the transactions themselves stay.
+    pub history_max_bytes: usize,
     /// Prefix of generated transaction ids; must differ between two runs of
     /// the same coordinator (the runtime derives it from the start time).
     pub txn_id_prefix: String,
@@ -61,11 +66,17 @@ impl Default for CoordinatorOptions {
             resend_max_ms: 5_000,
             liveness_timeout_ms: 3_000,
             history_limit: 10_000,
+            history_max_bytes: 16 * 1024 * 1024,
             txn_id_prefix: "t".into(),
             timeline_max_events: 128,
         }
     }
 }
+
+/// Most bytes of read results one remembered transaction keeps, so that
+/// `txn show` of any transaction fits in a frame; larger results are only
+/// told to the client, in its outcome.
+pub const RESULTS_KEPT_MAX_BYTES: usize = 64 * 1024;
 
 /// Cluster-level state of the coordinator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,8 +149,14 @@ pub struct Txn {
     pub recovered: bool,
     /// The latest problem seen while driving the transaction, for operators.
     pub last_error: Option<String>,
-    /// Results the participants returned with their commit votes.
+    /// Results the participants returned with their commit votes. Once the
+    /// transaction has ended they are kept only within the history's byte
+    /// budget (see [`RESULTS_KEPT_MAX_BYTES`]).
     pub results: BTreeMap<ParticipantId, Value>,
+    /// Size of `results` as JSON once remembered, counted in the budget.
+    results_bytes: usize,
+    /// Why the results are no longer kept, when they were dropped.
+    pub results_dropped: Option<String>,
     /// When the commit decision record became durable.
     pub durable_ms: Option<Millis>,
     /// Why it aborted, as a metric label (`reason` holds the sentence).
@@ -178,6 +195,8 @@ impl Txn {
             recovered: false,
             last_error: None,
             results: BTreeMap::new(),
+            results_bytes: 0,
+            results_dropped: None,
             durable_ms: None,
             abort_cause: None,
             errors: BTreeMap::new(),
@@ -230,7 +249,21 @@ impl Txn {
         v["ended_after_ms"] = json!(since(self.ended_ms));
         v["timeline"] = json!(timeline);
         v["timeline_dropped"] = json!(self.timeline.dropped());
+        if self.ended_ms.is_some() && !self.results.is_empty() {
+            v["results"] = json!(self.results);
+        }
+        if let Some(why) = &self.results_dropped {
+            v["results_dropped"] = json!(why);
+        }
         v
+    }
+
+    /// Forget the read results, saying why (they were told to the client
+    /// that submitted, in its outcome).
+    fn drop_results(&mut self, why: String) {
+        self.results.clear();
+        self.results_bytes = 0;
+        self.results_dropped = Some(why);
     }
 
     /// The client waiting for this transaction's outcome, if one still is:
@@ -292,6 +325,9 @@ pub struct Coordinator {
     active: BTreeMap<TxnId, Txn>,
     /// Recently ended transactions, oldest first, bounded by `history_limit`.
     history: VecDeque<Txn>,
+    /// Bytes of read results kept in `history`, bounded by
+    /// `history_max_bytes`.
+    history_results_bytes: usize,
     history_index: HashMap<TxnId, Decision>,
     /// Submits that arrived before the cluster was ready.
     pending: VecDeque<(Waiter, SubmitRequest, Millis)>,
@@ -328,6 +364,7 @@ impl Coordinator {
             peers: HashMap::new(),
             active: BTreeMap::new(),
             history: VecDeque::new(),
+            history_results_bytes: 0,
             history_index: HashMap::new(),
             pending: VecDeque::new(),
             next_seq: 1,
@@ -982,7 +1019,9 @@ impl Coordinator {
             return;
         }
         t.votes.insert(from.clone(), vote);
-        let reason = reason.filter(|r| !r.is_empty());
+        // A peer's text, kept in several places and logged: bounded here,
+        // whatever the participant sent.
+        let reason = reason.filter(|r| !r.is_empty()).map(bound::reason_owned);
         t.timeline.record(
             self.now,
             Step::Vote {
@@ -995,7 +1034,8 @@ impl Coordinator {
             Vote::Abort => {
                 let why = match reason {
                     Some(r) => {
-                        t.errors.insert(from.clone(), format!("voted abort: {r}"));
+                        let error = bound::reason_owned(format!("voted abort: {r}"));
+                        t.errors.insert(from.clone(), error);
                         format!("participant {from} voted abort: {r}")
                     }
                     None => {
@@ -1041,7 +1081,7 @@ impl Coordinator {
         t.reason = if reason.is_empty() {
             None
         } else {
-            Some(reason)
+            Some(bound::reason_owned(reason))
         };
         t.resend_backoff_ms = self.opts.resend_initial_ms;
         t.next_resend_ms = now + t.resend_backoff_ms;
@@ -1193,14 +1233,46 @@ impl Coordinator {
         self.remember(t);
     }
 
-    fn remember(&mut self, t: Txn) {
+    fn remember(&mut self, mut t: Txn) {
         if let Some(d) = t.decision {
             self.history_index.insert(t.id.clone(), d);
+        }
+        if t.decision != Some(Decision::Commit) {
+            // Only a commit's results are ever told.
+            t.results.clear();
+        }
+        let bytes: usize = t
+            .results
+            .iter()
+            .map(|(p, v)| p.0.len() + bound::json_bytes(v))
+            .sum();
+        let keep_max = RESULTS_KEPT_MAX_BYTES.min(self.opts.history_max_bytes);
+        if bytes > keep_max {
+            t.drop_results(format!(
+                "{bytes} bytes of read results, more than the {keep_max} kept per transaction; they were sent in the outcome"
+            ));
+        } else {
+            t.results_bytes = bytes;
+            self.history_results_bytes += bytes;
         }
         self.history.push_back(t);
         while self.history.len() > self.opts.history_limit {
             if let Some(old) = self.history.pop_front() {
+                self.history_results_bytes -= old.results_bytes;
                 self.history_index.remove(&old.id);
+            }
+        }
+        // Over the byte budget: the oldest results go first.
+        let budget = self.opts.history_max_bytes;
+        for old in self.history.iter_mut() {
+            if self.history_results_bytes <= budget {
+                break;
+            }
+            if old.results_bytes > 0 {
+                self.history_results_bytes -= old.results_bytes;
+                old.drop_results(format!(
+                    "dropped to keep history_max_bytes ({budget}); they were sent in the outcome"
+                ));
             }
         }
     }

@@ -2109,3 +2109,93 @@ fn fault_commit_before_durable_only_unmarks_the_commits() {
         ]
     );
 }
+
+// ---- bounds on what is remembered -------------------------------------------
+
+/// Run transaction number `n` (a fresh submit) to its end, p1 returning
+/// `result` with its commit vote.
+fn run_with_result(c: &mut Coordinator, n: u64, result: Value) -> TxnId {
+    let out = c.handle(n * 10, msg(CLIENT, submit(n)));
+    assert_eq!(out.len(), 2, "{out:?}");
+    let txn = tid(&format!("t-{n}"));
+    c.handle(
+        n * 10 + 1,
+        msg(
+            P1,
+            Body::VoteCommit {
+                txn: txn.clone(),
+                result: Some(result),
+            },
+        ),
+    );
+    c.handle(n * 10 + 1, msg(P2, vote_commit(&txn.0)));
+    c.handle(n * 10 + 2, msg(P1, ack(&txn.0)));
+    c.handle(n * 10 + 2, msg(P2, ack(&txn.0)));
+    assert_eq!(phase(c, &txn.0), Some(TxnPhase::Completed));
+    txn
+}
+
+#[test]
+fn remembered_read_results_stay_within_the_byte_budget() {
+    let mut c = ready_with(CoordinatorOptions {
+        history_max_bytes: 3_000,
+        ..opts()
+    });
+    // Each result is about 1 KB: the budget keeps the newest two.
+    let result = json!({"k": "v".repeat(1_000)});
+    let ids: Vec<TxnId> = (1..=5)
+        .map(|n| run_with_result(&mut c, n, result.clone()))
+        .collect();
+    let kept: Vec<bool> = ids
+        .iter()
+        .map(|id| !c.txn(id).unwrap().results.is_empty())
+        .collect();
+    assert_eq!(kept, [false, false, false, true, true]);
+    let dropped = c.txn(&ids[0]).unwrap().detail(100);
+    assert!(
+        dropped["results_dropped"]
+            .as_str()
+            .unwrap()
+            .contains("history_max_bytes"),
+        "{dropped}"
+    );
+    let shown = c.txn(&ids[4]).unwrap().detail(100);
+    assert_eq!(shown["results"]["p1"], result);
+    assert_eq!(c.history.len(), 5, "the transactions themselves stay");
+}
+
+#[test]
+fn results_larger_than_one_transactions_share_are_never_remembered() {
+    let mut c = ready();
+    let big = json!("x".repeat(RESULTS_KEPT_MAX_BYTES + 1));
+    let id = run_with_result(&mut c, 1, big);
+    let t = c.txn(&id).unwrap();
+    assert!(t.results.is_empty());
+    assert!(t
+        .results_dropped
+        .as_deref()
+        .unwrap()
+        .contains("per transaction"));
+    assert_eq!(c.history_results_bytes, 0);
+}
+
+#[test]
+fn a_long_abort_reason_from_a_participant_is_cut_before_it_is_kept() {
+    let mut c = voting();
+    let long = "€".repeat(100_000);
+    c.handle(5, msg(P1, vote_abort("t-1", Some(&long))));
+    let t = c.txn(&tid("t-1")).unwrap();
+    let kept = [
+        t.reason.clone().unwrap(),
+        t.errors[&pid("p1")].clone(),
+        t.detail(10).to_string(),
+    ];
+    for k in &kept[..2] {
+        assert!(k.len() <= 2 * bound::REASON_MAX_BYTES, "{} bytes", k.len());
+    }
+    assert!(
+        kept[2].len() < 8 * bound::REASON_MAX_BYTES,
+        "{}",
+        kept[2].len()
+    );
+}

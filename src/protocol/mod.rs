@@ -4,6 +4,7 @@
 //! Nothing in this module performs IO, spawns tasks or reads a clock. Time is
 //! passed in as [`types::Millis`]; effects come out as [`record::Action`]s.
 
+pub mod bound;
 pub mod coordinator;
 #[cfg(feature = "fault-injection")]
 pub mod fault;

@@ -493,6 +493,9 @@ impl Participant {
                 );
             }
             Err(reason) => {
+                // Kept for every remembered transaction and sent: bounded
+                // whatever the resource wrote.
+                let reason = super::bound::reason_owned(reason);
                 t.vote = Some(Vote::Abort);
                 t.reason = Some(reason.clone());
                 let abort_requested = t.abort_requested;
@@ -599,6 +602,7 @@ impl Participant {
                 ),
             });
         }
+        let reason = super::bound::reason_owned(reason);
         t.heuristic = Some(reason.clone());
         self.finish_with(txn, decision, Some(reason), out);
     }

@@ -18,6 +18,7 @@
 //! missing key); `add` treats a missing key as 0.
 
 use super::{PrepareResult, Resource};
+use crate::protocol::bound::{self, describe_value};
 use crate::protocol::participant::Prepared;
 use crate::protocol::{Decision, Record, TxnId};
 use futures::future::{ready, BoxFuture};
@@ -178,7 +179,8 @@ impl KvStore {
             .find(|k| self.locks.get(*k).is_some_and(|t| t != txn))
         {
             return Err(format!(
-                "conflict: key `{k}` is locked by another prepared transaction"
+                "conflict: key `{}` is locked by another prepared transaction",
+                shown_key(k)
             ));
         }
         // Overlay of this transaction's own writes so later operations see
@@ -208,16 +210,21 @@ impl KvStore {
                     let now = match current(&overlay, key) {
                         None | Some(Value::Null) => 0,
                         Some(v) => v.as_i64().ok_or_else(|| {
-                            format!("not_an_integer: key `{key}` holds {v}, cannot add")
+                            format!(
+                                "not_an_integer: key `{}` holds {}, cannot add",
+                                shown_key(key),
+                                describe_value(&v)
+                            )
                         })?,
                     };
-                    let next = now
-                        .checked_add(*delta)
-                        .ok_or_else(|| format!("overflow: key `{key}` {now} + {delta}"))?;
+                    let next = now.checked_add(*delta).ok_or_else(|| {
+                        format!("overflow: key `{}` {now} + {delta}", shown_key(key))
+                    })?;
                     if let Some(m) = min {
                         if next < *m {
                             return Err(format!(
-                                "below_min: key `{key}` would become {next}, below the minimum {m} (now {now}, delta {delta})"
+                                "below_min: key `{}` would become {next}, below the minimum {m} (now {now}, delta {delta})",
+                                shown_key(key)
                             ));
                         }
                     }
@@ -306,12 +313,27 @@ fn check_key(k: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Longest part of a key repeated in a reason, in bytes.
+const KEY_SHOWN_MAX_BYTES: usize = 64;
+
+/// A key as reasons name it: cut, so that the reason keeps room for what
+/// went wrong.
+fn shown_key(key: &str) -> String {
+    bound::truncate(key, KEY_SHOWN_MAX_BYTES)
+}
+
+/// The reason names the key and describes both values by type and size:
+/// repeating a stored value would copy it into every reason, log line and
+/// transaction summary of every transaction that fails against it.
 fn check_expect(key: &str, expect: &Option<Value>, current: &Option<Value>) -> Result<(), String> {
     if let Some(e) = expect {
-        let found = current.clone().unwrap_or(Value::Null);
-        if &found != e {
+        let found = current.as_ref().unwrap_or(&Value::Null);
+        if found != e {
             return Err(format!(
-                "expect_mismatch: key `{key}` holds {found}, expected {e}"
+                "expect_mismatch: key `{}` holds {}, expected {}",
+                shown_key(key),
+                describe_value(found),
+                describe_value(e)
             ));
         }
     }
@@ -328,6 +350,8 @@ impl Resource for KvStore {
                 output: has_reads.then_some(reads),
             })
         });
+        // Parse errors can quote the operation they refuse.
+        let result = result.map_err(bound::reason_owned);
         Box::pin(ready(result))
     }
 
@@ -356,6 +380,7 @@ impl Resource for KvStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::FutureExt;
 
     fn t(s: &str) -> TxnId {
         TxnId::from(s)
@@ -458,6 +483,51 @@ mod tests {
             !kv.locks.contains_key("bob"),
             "refused transactions hold no locks"
         );
+    }
+
+    #[test]
+    fn reasons_describe_stored_values_and_never_repeat_them() {
+        let big = "v".repeat(900_000);
+        let mut kv = KvStore::new();
+        kv.seed(&json!({ "big": big.clone() })).unwrap();
+        let e = kv
+            .prepare_ops(
+                &t("t1"),
+                &ops(json!([{"op": "put", "key": "big", "value": 1, "expect": "small"}])),
+            )
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "expect_mismatch: key `big` holds a string of 900000 bytes, expected a string of 5 bytes"
+        );
+        let e = kv
+            .prepare_ops(
+                &t("t2"),
+                &ops(json!([{"op": "add", "key": "big", "delta": 1}])),
+            )
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "not_an_integer: key `big` holds a string of 900000 bytes, cannot add"
+        );
+        let long_key = "k".repeat(KEY_MAX_BYTES);
+        kv.prepare_ops(&t("t3"), &ops(json!([{"op": "get", "key": long_key}])))
+            .unwrap();
+        let e = kv
+            .prepare_ops(&t("t4"), &ops(json!([{"op": "get", "key": long_key}])))
+            .unwrap_err();
+        assert!(e.starts_with("conflict: key `kkk"), "{e}");
+        assert!(e.len() < 200, "{} bytes", e.len());
+        // A refused operation's parse error is cut where it is made.
+        let r = kv
+            .prepare(
+                &t("t5"),
+                &json!({"operations": [{"op": "add", "key": "x", "delta": big}]}),
+            )
+            .now_or_never()
+            .unwrap()
+            .unwrap_err();
+        assert!(r.len() <= bound::REASON_MAX_BYTES, "{} bytes", r.len());
     }
 
     #[test]

@@ -29,8 +29,10 @@
 //! column's type: a JSON string, number or bool fits any column whose type
 //! accepts its text, objects and arrays fit `json`/`jsonb` columns.
 
+use super::postgres_tls::{effective_verify, split_verify_mode, RustlsConnect};
 use super::{PrepareResult, Resource};
 use crate::config::PostgresConfig;
+use crate::protocol::bound;
 use crate::protocol::participant::Prepared;
 use crate::protocol::{Decision, ParticipantId, Record, TxnId};
 use crate::runtime::participant::backoff_ms;
@@ -42,9 +44,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{to_sql_checked, Format, IsNull, ToSql, Type};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+/// Longest database error text kept, in bytes (see [`describe`]).
+pub const DB_TEXT_MAX_BYTES: usize = 192;
+/// Schemas table operations never touch, whatever the settings say.
+pub const SCHEMAS_NEVER: &[&str] = &["pg_catalog", "information_schema", "pg_toast"];
 
 /// Most operations in one transaction.
 pub const OPS_MAX: usize = 1_000;
@@ -119,7 +127,16 @@ pub fn describe_target(config: &tokio_postgres::Config) -> String {
 
 /// A database error as its message, SQLSTATE, detail and hint; any other
 /// error with its cause.
+///
+/// The server's message and detail can quote the data (a key that already
+/// exists, a value that does not parse): the text is cut to
+/// [`DB_TEXT_MAX_BYTES`] so that a large value is never copied into
+/// reasons and logs.
 fn describe(e: &tokio_postgres::Error) -> String {
+    bound::truncate(&describe_whole(e), DB_TEXT_MAX_BYTES)
+}
+
+fn describe_whole(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         let mut s = format!("{} (SQLSTATE {})", db.message(), db.code().code());
         if let Some(detail) = db.detail() {
@@ -193,6 +210,9 @@ pub struct Statement {
     pub sql: String,
     pub params: Vec<Param>,
     pub raw: bool,
+    /// The quoted table name of a table operation, whose schema is checked
+    /// against the allowed ones before the statement runs.
+    pub table: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -288,6 +308,7 @@ fn raw_statement(raw: RawOp) -> Result<Statement, String> {
         sql: raw.sql,
         params: raw.params.into_iter().map(Param).collect(),
         raw: true,
+        table: None,
     })
 }
 
@@ -353,6 +374,7 @@ fn table_statement(op: TableOp) -> Result<Statement, String> {
         sql,
         params,
         raw: false,
+        table: Some(table),
     })
 }
 
@@ -420,6 +442,8 @@ enum Use {
 /// a transaction back when the connection closes).
 struct Pool {
     config: tokio_postgres::Config,
+    /// TLS for every mode but `sslmode=disable`.
+    tls: Option<RustlsConnect>,
     /// Where the pool connects, for messages (no password).
     target: String,
     max_connections: usize,
@@ -460,6 +484,7 @@ impl std::ops::Deref for Conn<'_> {
 impl Pool {
     fn new(
         mut config: tokio_postgres::Config,
+        tls: Option<RustlsConnect>,
         max_connections: usize,
         connect_timeout: Duration,
     ) -> Pool {
@@ -470,6 +495,7 @@ impl Pool {
         Pool {
             target: describe_target(&config),
             config,
+            tls,
             max_connections,
             connect_timeout,
             all: Arc::new(Semaphore::new(max_connections)),
@@ -520,32 +546,51 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<Client, String> {
-        let (client, connection) =
-            tokio::time::timeout(self.connect_timeout, self.config.connect(NoTls))
-                .await
-                .map_err(|_| {
-                    format!(
-                        "cannot connect to PostgreSQL at {}: no answer within {} ms (postgres.connect_timeout_ms)",
-                        self.target,
-                        self.connect_timeout.as_millis()
-                    )
-                })?
-                .map_err(|e| {
-                    format!(
-                        "cannot connect to PostgreSQL at {}: {}",
-                        self.target,
-                        describe(&e)
-                    )
-                })?;
+        let timed_out = || {
+            format!(
+                "cannot connect to PostgreSQL at {}: no answer within {} ms (postgres.connect_timeout_ms)",
+                self.target,
+                self.connect_timeout.as_millis()
+            )
+        };
+        let failed = |e: tokio_postgres::Error| {
+            format!(
+                "cannot connect to PostgreSQL at {}: {}",
+                self.target,
+                describe(&e)
+            )
+        };
         let target = self.target.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
+        let ended = move |r: Result<(), tokio_postgres::Error>| {
+            if let Err(e) = r {
                 tracing::warn!(
                     "connection to PostgreSQL at {target} ended: {}",
                     describe(&e)
                 );
             }
-        });
+        };
+        // The connection's future differs in type with and without TLS:
+        // each is spawned in its own arm.
+        let client = match &self.tls {
+            None => {
+                let (client, connection) =
+                    tokio::time::timeout(self.connect_timeout, self.config.connect(NoTls))
+                        .await
+                        .map_err(|_| timed_out())?
+                        .map_err(failed)?;
+                tokio::spawn(async move { ended(connection.await) });
+                client
+            }
+            Some(tls) => {
+                let (client, connection) =
+                    tokio::time::timeout(self.connect_timeout, self.config.connect(tls.clone()))
+                        .await
+                        .map_err(|_| timed_out())?
+                        .map_err(failed)?;
+                tokio::spawn(async move { ended(connection.await) });
+                client
+            }
+        };
         Ok(client)
     }
 
@@ -652,6 +697,9 @@ type FinishFuture = Shared<BoxFuture<'static, Result<(), String>>>;
 struct Inner {
     participant: ParticipantId,
     allow_raw_sql: bool,
+    /// Schemas table operations may use; empty means those on the
+    /// connection's search path. [`SCHEMAS_NEVER`] are refused either way.
+    allowed_schemas: Vec<String>,
     pool: Pool,
     /// Transactions that may be prepared in the database and whose decision
     /// this process has yet to apply: gid → database transaction id (when
@@ -678,9 +726,32 @@ impl PostgresResource {
             .dsn
             .as_deref()
             .ok_or("postgres.dsn is required with resource: postgres")?;
-        let config = parse_dsn(dsn).map_err(|e| format!("postgres.dsn: {e}"))?;
+        let (dsn, verify) = split_verify_mode(dsn);
+        let mut config = parse_dsn(&dsn).map_err(|e| format!("postgres.dsn: {e}"))?;
+        if config.get_password().is_some() {
+            tracing::warn!(
+                "postgres.dsn holds a password: given as a flag it shows in `ps` to every user; \
+                 use postgres.password_file or TWOPC_POSTGRES_PASSWORD instead"
+            );
+        } else if let Some(password) = password(cfg)? {
+            config.password(password);
+        }
+        let tls = match config.get_ssl_mode() {
+            SslMode::Disable => None,
+            _ => {
+                let verify = effective_verify(verify, cfg.ca_file.as_deref())?;
+                if verify == super::postgres_tls::Verify::None {
+                    tracing::info!(
+                        "TLS to PostgreSQL without postgres.ca_file: encrypted, but the server's \
+                         certificate is not checked; set postgres.ca_file to check it"
+                    );
+                }
+                Some(RustlsConnect::new(verify, cfg.ca_file.as_deref())?)
+            }
+        };
         let pool = Pool::new(
             config,
+            tls,
             cfg.max_connections.max(2),
             Duration::from_millis(cfg.connect_timeout_ms),
         );
@@ -688,6 +759,7 @@ impl PostgresResource {
             inner: Arc::new(Inner {
                 participant: participant.clone(),
                 allow_raw_sql: cfg.allow_raw_sql,
+                allowed_schemas: cfg.allowed_schemas.clone(),
                 pool,
                 held: Mutex::new(HashMap::new()),
                 finishing: Mutex::new(HashMap::new()),
@@ -696,7 +768,91 @@ impl PostgresResource {
     }
 }
 
+/// The database password from `postgres.password_file`, else from
+/// `TWOPC_POSTGRES_PASSWORD`, else from `PGPASSWORD`: never on the command
+/// line. A file's trailing newline is not part of the password.
+fn password(cfg: &PostgresConfig) -> Result<Option<String>, String> {
+    if let Some(path) = &cfg.password_file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "postgres.password_file = {}: cannot read it: {e}",
+                path.display()
+            )
+        })?;
+        let p = text.strip_suffix('\n').unwrap_or(&text);
+        let p = p.strip_suffix('\r').unwrap_or(p);
+        if p.is_empty() {
+            return Err(format!(
+                "postgres.password_file = {}: empty",
+                path.display()
+            ));
+        }
+        return Ok(Some(p.to_string()));
+    }
+    Ok(["TWOPC_POSTGRES_PASSWORD", "PGPASSWORD"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty())))
+}
+
+/// Which schema `table` (quoted, as in the statement) resolves to on this
+/// connection, and whether that schema is on the search path; `None` when
+/// there is no such table (the statement then fails on its own).
+const SCHEMA_OF_TABLE: &str = "SELECT n.nspname::text, n.nspname = ANY(current_schemas(false)) \
+     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     WHERE c.oid = pg_catalog.to_regclass($1)";
+
 impl Inner {
+    /// `Err(reason)` when a table operation targets a schema it may not:
+    /// one of [`SCHEMAS_NEVER`], or one outside `allowed_schemas` (outside
+    /// the search path when that is empty). Runs in the transaction, so
+    /// that the name resolves as the statement's will.
+    async fn check_schemas(&self, conn: &Client, statements: &[Statement]) -> Result<(), String> {
+        let mut seen: Vec<&str> = Vec::new();
+        for (i, s) in statements.iter().enumerate() {
+            let Some(table) = s.table.as_deref() else {
+                continue;
+            };
+            if seen.contains(&table) {
+                continue;
+            }
+            seen.push(table);
+            let row = conn
+                .query_opt(SCHEMA_OF_TABLE, &[&table])
+                .await
+                .map_err(|e| {
+                    format!(
+                        "database_error: operation {i} ({}): {}",
+                        s.what,
+                        describe(&e)
+                    )
+                })?;
+            let Some(row) = row else { continue };
+            let schema: String = row.get(0);
+            let on_path: bool = row.get(1);
+            let allowed = !SCHEMAS_NEVER.contains(&schema.as_str())
+                && if self.allowed_schemas.is_empty() {
+                    on_path
+                } else {
+                    self.allowed_schemas.contains(&schema)
+                };
+            if !allowed {
+                let may = if self.allowed_schemas.is_empty() {
+                    "the schemas on the connection's search_path".to_string()
+                } else {
+                    self.allowed_schemas.join(", ")
+                };
+                return Err(bound::reason_owned(format!(
+                    "schema_not_allowed: operation {i} ({}) is in schema `{}`; table operations \
+                     may use {may} (postgres.allowed_schemas), never {}",
+                    s.what,
+                    bound::truncate(&schema, 64),
+                    SCHEMAS_NEVER.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// BEGIN, run `statements`, PREPARE TRANSACTION `gid`.
     async fn prepare(&self, gid: String, statements: Vec<Statement>) -> PrepareResult {
         let unavailable = |e: String| format!("database_unavailable: {e}");
@@ -717,6 +873,10 @@ impl Inner {
             Err(e) => return Err(format!("database_error: BEGIN: {}", describe(&e))),
         };
         let xid: Option<i64> = xid.and_then(|x| x.parse().ok());
+        if let Err(reason) = self.check_schemas(&conn, &statements).await {
+            rollback(conn).await;
+            return Err(reason);
+        }
         let mut rows = Vec::with_capacity(statements.len());
         for (i, s) in statements.iter().enumerate() {
             let params: Vec<&(dyn ToSql + Sync)> =
@@ -1022,7 +1182,14 @@ impl Resource for PostgresResource {
             Err(reason) => return Box::pin(ready(Err(reason))),
         };
         let inner = self.inner.clone();
-        Box::pin(async move { inner.prepare(gid, statements).await })
+        // Database errors are cut where they are described; the reason as a
+        // whole is cut here.
+        Box::pin(async move {
+            inner
+                .prepare(gid, statements)
+                .await
+                .map_err(bound::reason_owned)
+        })
     }
 
     fn finish(

@@ -10,6 +10,7 @@ use super::metrics::{ErrorCounts, MetricsSnapshot, WalSnapshot};
 use super::outbox::Outbox;
 use super::{alert, crash, open_log, Clock, ConnEvent};
 use crate::config::CoordinatorConfig;
+use crate::protocol::bound;
 use crate::protocol::coordinator::{Coordinator, CoordinatorOptions, Event, Txn, TXN_STATES};
 use crate::protocol::{Action, Body, ConnId, ErrorCode, Record, TxnId};
 use crate::security::ServerSecurity;
@@ -202,6 +203,7 @@ fn core_options(cfg: &CoordinatorConfig) -> CoordinatorOptions {
         resend_max_ms: cfg.resend_max_ms,
         liveness_timeout_ms: cfg.heartbeat_interval_ms * cfg.heartbeat_failure_threshold as u64,
         history_limit: cfg.history_limit,
+        history_max_bytes: cfg.history_max_bytes,
         timeline_max_events: cfg.timeline_max_events,
         // Base-36 start time: ids stay unique across restarts.
         // plus a random suffix for two starts within one millisecond.
@@ -414,7 +416,8 @@ impl Driver {
         }
     }
 
-    /// `txn_list`: newest first, at most `TXN_LIST_MAX` entries; an error
+    /// `txn_list`: newest first, at most `TXN_LIST_MAX` entries and never
+    /// more than fits in a frame (also for `GET /transactions`); an error
     /// message for an unknown state filter.
     fn txn_list_json(&self, state: Option<&str>) -> Result<serde_json::Value, String> {
         if let Some(st) = state {
@@ -433,12 +436,12 @@ impl Driver {
             .collect();
         txns.sort_by(|a, b| b.started_ms.cmp(&a.started_ms).then(b.id.cmp(&a.id)));
         let total = txns.len();
-        let list: Vec<serde_json::Value> = txns
-            .iter()
-            .take(TXN_LIST_MAX)
-            .map(|t| t.summary(now))
-            .collect();
-        Ok(json!({ "total": total, "transactions": list }))
+        Ok(bound::list_reply(
+            txns.iter().map(|t| t.summary(now)),
+            total,
+            TXN_LIST_MAX,
+            self.out.max_frame_bytes(),
+        ))
     }
 
     fn step(&mut self, ev: Event) {

@@ -326,6 +326,12 @@ pub fn open_log(
             d.why
         );
     }
+    for f in &opened.permissions_fixed {
+        tracing::warn!(
+            file = %f.display(),
+            "group or others had access to the data directory or a file in it; made it private to this user (directory 0700, files 0600)"
+        );
+    }
     for f in &opened.unfinished_checkpoints {
         tracing::warn!(
             file = %f.display(),

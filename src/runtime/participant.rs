@@ -7,6 +7,7 @@ use super::listener::{self, PortSpec};
 use super::outbox::Outbox;
 use super::{alert, crash, open_log, spawn_connection, Clock, ConnEvent, ConnSpec, Side};
 use crate::config::ParticipantConfig;
+use crate::protocol::bound;
 use crate::protocol::coordinator::TXN_STATES;
 use crate::protocol::participant::{Event, PState, PTxn, Participant, ParticipantOptions};
 use crate::protocol::{Action, Body, ConnId, Decision, Role, TxnId, PROTOCOL_VERSION};
@@ -17,7 +18,6 @@ use crate::security::ServerSecurity;
 use crate::wal::{GroupCommit, WalError};
 use futures::FutureExt;
 use rand::Rng;
-use serde_json::Value;
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -295,7 +295,7 @@ async fn connector(
 
 fn log_abort_vote(txn: &TxnId, result: &PrepareResult) {
     if let Err(reason) = result {
-        tracing::info!(transaction_id = %txn, "voting abort: {reason}");
+        tracing::info!(transaction_id = %txn, "voting abort: {}", bound::reason(reason));
     }
 }
 
@@ -537,12 +537,12 @@ impl Driver {
                     .collect();
                 v.sort_by(|a, b| b.1.since_ms.cmp(&a.1.since_ms).then(b.0.cmp(a.0)));
                 let total = v.len();
-                let list: Vec<Value> = v
-                    .iter()
-                    .take(1000)
-                    .map(|(id, t)| t.summary(id, now))
-                    .collect();
-                Body::TxnInfo(serde_json::json!({ "total": total, "transactions": list }))
+                Body::TxnInfo(bound::list_reply(
+                    v.iter().map(|(id, t)| t.summary(id, now)),
+                    total,
+                    1000,
+                    self.out.max_frame_bytes(),
+                ))
             }
             Body::TxnShow { txn } => match self.core.txn(&txn) {
                 Some(t) => Body::TxnInfo(t.summary(&txn, now)),

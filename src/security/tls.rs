@@ -42,13 +42,16 @@ fn tls_err(key: &'static str, path: &Path, problem: impl Into<String>) -> TlsErr
     }
 }
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
 const MAKE_CERTS: &str = "make test certificates with `twopc gen-cert --out-dir DIR`";
 
-fn read_certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn read_certs(
+    key: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     if !path.is_file() {
         return Err(tls_err(key, path, format!("no such file; {MAKE_CERTS}")));
     }
@@ -186,19 +189,49 @@ pub struct GeneratedCerts {
     pub key_file: PathBuf,
 }
 
+/// Default lifetime of generated certificates, in days: a year, so that a
+/// forgotten test certificate expires instead of staying trusted for good.
+pub const CERT_DAYS_DEFAULT: u32 = 365;
+/// Longest lifetime `gen-cert` accepts, in days (ten years).
+pub const CERT_DAYS_MAX: u32 = 3_650;
+
 /// Make a throw-away CA and a server certificate signed by it for `names`
 /// (DNS names or IP addresses), in `dir`: `ca.pem`, `server.pem`,
-/// `server.key` (mode 0600). For tests and trials, not for production PKI.
-pub fn generate_test_certificates(dir: &Path, names: &[String]) -> Result<GeneratedCerts, String> {
+/// `server.key`. Both certificates are valid from an hour ago (clock skew)
+/// for `days` days. For tests and trials, not for production PKI.
+///
+/// Each file is written to a fresh temporary file in `dir` (created
+/// exclusively with mode 0600, so never through a link and never readable
+/// by others, even briefly), then renamed into place; the key stays 0600,
+/// the certificates become 0644. A path that is a symbolic link is refused.
+pub fn generate_test_certificates(
+    dir: &Path,
+    names: &[String],
+    days: u32,
+) -> Result<GeneratedCerts, String> {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    if !(1..=CERT_DAYS_MAX).contains(&days) {
+        return Err(format!(
+            "a lifetime of {days} days: use 1..={CERT_DAYS_MAX}"
+        ));
+    }
     let fail = |what: &str, e: rcgen::Error| format!("cannot make the {what}: {e}");
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let out = GeneratedCerts {
+        ca_file: dir.join("ca.pem"),
+        cert_file: dir.join("server.pem"),
+        key_file: dir.join("server.key"),
+    };
+    for path in [&out.ca_file, &out.cert_file, &out.key_file] {
+        refuse_symlink(path)?;
+    }
     let ca_key = KeyPair::generate().map_err(|e| fail("CA key", e))?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(|e| fail("CA", e))?;
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params
         .distinguished_name
         .push(DnType::CommonName, "twopc test CA");
+    set_validity(&mut ca_params, days);
     let ca = ca_params
         .self_signed(&ca_key)
         .map_err(|e| fail("CA certificate", e))?;
@@ -208,31 +241,59 @@ pub fn generate_test_certificates(dir: &Path, names: &[String]) -> Result<Genera
     params
         .distinguished_name
         .push(DnType::CommonName, "twopc server");
+    set_validity(&mut params, days);
     let cert = params
         .signed_by(&key, &ca, &ca_key)
         .map_err(|e| fail("server certificate", e))?;
-    let out = GeneratedCerts {
-        ca_file: dir.join("ca.pem"),
-        cert_file: dir.join("server.pem"),
-        key_file: dir.join("server.key"),
-    };
-    let write = |path: &Path, text: &str, private: bool| -> Result<(), String> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(if private { 0o600 } else { 0o644 })
-            .open(path)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        f.write_all(text.as_bytes())
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))
-    };
-    write(&out.ca_file, &ca.pem(), false)?;
-    write(&out.cert_file, &cert.pem(), false)?;
-    write(&out.key_file, &key.serialize_pem(), true)?;
+    write_private_then_rename(dir, &out.key_file, &key.serialize_pem(), 0o600)?;
+    write_private_then_rename(dir, &out.ca_file, &ca.pem(), 0o644)?;
+    write_private_then_rename(dir, &out.cert_file, &cert.pem(), 0o644)?;
     Ok(out)
+}
+
+/// Valid from an hour ago (clock skew) for `days` days.
+fn set_validity(params: &mut rcgen::CertificateParams, days: u32) {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let skew = std::time::Duration::from_secs(3600);
+    params.not_before = rcgen::date_time_ymd(1970, 1, 1) + since_epoch.saturating_sub(skew);
+    params.not_after = params.not_before + std::time::Duration::from_secs(u64::from(days) * 86_400);
+}
+
+fn refuse_symlink(path: &Path) -> Result<(), String> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => Err(format!(
+            "{} is a symbolic link; refusing to write through it (remove it first)",
+            path.display()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Write `text` to a new temporary file in `dir` (exclusive create, mode
+/// 0600), set `mode`, make it durable and rename it to `path`.
+fn write_private_then_rename(dir: &Path, path: &Path, text: &str, mode: u32) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let cannot = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".twopc-gen-cert-")
+        .permissions(std::fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)
+        .map_err(cannot)?;
+    tmp.write_all(text.as_bytes()).map_err(cannot)?;
+    if mode != 0o600 {
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(cannot)?;
+    }
+    tmp.as_file().sync_all().map_err(cannot)?;
+    // Checked again just before the rename (it replaces a link rather than
+    // following it, but a link there means someone expects it to be used).
+    refuse_symlink(path)?;
+    tmp.persist(path).map_err(|e| cannot(e.error))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -242,8 +303,12 @@ mod tests {
     #[test]
     fn generated_certificates_load_on_both_sides() {
         let dir = tempfile::tempdir().unwrap();
-        let g = generate_test_certificates(dir.path(), &["127.0.0.1".into(), "localhost".into()])
-            .unwrap();
+        let g = generate_test_certificates(
+            dir.path(),
+            &["127.0.0.1".into(), "localhost".into()],
+            CERT_DAYS_DEFAULT,
+        )
+        .unwrap();
         let cfg = TlsConfig {
             cert_file: Some(g.cert_file.clone()),
             key_file: Some(g.key_file.clone()),
@@ -273,7 +338,8 @@ mod tests {
         };
         let err = acceptor(&half).err().unwrap().to_string();
         assert!(err.contains("tls.key_file"), "{err}");
-        let g = generate_test_certificates(dir.path(), &["localhost".into()]).unwrap();
+        let g = generate_test_certificates(dir.path(), &["localhost".into()], CERT_DAYS_DEFAULT)
+            .unwrap();
         let bad_key = TlsConfig {
             cert_file: Some(g.cert_file),
             key_file: Some(junk),
@@ -284,6 +350,98 @@ mod tests {
             err.contains("tls.key_file") && err.contains("private key"),
             "{err}"
         );
+    }
+
+    /// The certificate's `notAfter` in seconds since the epoch, from its
+    /// DER: the second time value (UTCTime or GeneralizedTime) in it.
+    fn not_after_secs(pem: &str) -> i64 {
+        let der = rustls_pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
+            .map(|c: CertificateDer| c.to_vec())
+            .unwrap();
+        let mut times = Vec::new();
+        let mut i = 0;
+        while i + 2 < der.len() && times.len() < 2 {
+            let (tag, len) = (der[i], der[i + 1] as usize);
+            if (tag == 0x17 && len == 13) || (tag == 0x18 && len == 15) {
+                let text = std::str::from_utf8(&der[i + 2..i + 2 + len]).unwrap();
+                times.push(text.to_string());
+                i += 2 + len;
+            } else {
+                i += 1;
+            }
+        }
+        let t = &times[1];
+        let (year, rest) = if t.len() == 13 {
+            (2000 + t[..2].parse::<i64>().unwrap(), &t[2..])
+        } else {
+            (t[..4].parse::<i64>().unwrap(), &t[4..])
+        };
+        let n = |a: usize| rest[a..a + 2].parse::<i64>().unwrap();
+        // Days from the civil date (proleptic Gregorian).
+        let (y, m, d) = (if n(0) <= 2 { year - 1 } else { year }, n(0), n(2));
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146_097 + doe - 719_468;
+        days * 86_400 + n(4) * 3600 + n(6) * 60 + n(8)
+    }
+
+    #[test]
+    fn certificates_expire_after_the_lifetime_asked_for() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        for days in [CERT_DAYS_DEFAULT, 30] {
+            let dir = tempfile::tempdir().unwrap();
+            let g = generate_test_certificates(dir.path(), &["localhost".into()], days).unwrap();
+            for f in [&g.ca_file, &g.cert_file] {
+                let end = not_after_secs(&std::fs::read_to_string(f).unwrap());
+                let expected = now - 3600 + i64::from(days) * 86_400;
+                assert!(
+                    (end - expected).abs() < 120,
+                    "{}: not after {end}, expected about {expected}",
+                    f.display()
+                );
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for bad in [0, CERT_DAYS_MAX + 1] {
+            assert!(generate_test_certificates(dir.path(), &[], bad).is_err());
+        }
+    }
+
+    #[test]
+    fn key_files_are_private_from_the_start_and_links_are_refused() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("server.key");
+        // A key left readable by an earlier run is replaced, not reused.
+        std::fs::write(&key, "old").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let old_inode = std::fs::metadata(&key).unwrap().ino();
+        let g = generate_test_certificates(dir.path(), &["localhost".into()], 1).unwrap();
+        let meta = std::fs::metadata(&g.key_file).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        assert_ne!(meta.ino(), old_inode, "a fresh file, not the old one");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(&g.ca_file), mode(&g.cert_file)), (0o644, 0o644));
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(".twopc"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+
+        let elsewhere = tempfile::tempdir().unwrap();
+        let target = elsewhere.path().join("target");
+        std::fs::write(&target, "untouched").unwrap();
+        let linked = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(&target, linked.path().join("server.key")).unwrap();
+        let err = generate_test_certificates(linked.path(), &["localhost".into()], 1).unwrap_err();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
     }
 
     #[test]

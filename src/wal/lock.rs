@@ -7,6 +7,7 @@
 use super::{io_err, WalError};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::Path;
 
@@ -24,6 +25,7 @@ impl DirLock {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(super::FILE_MODE)
             .open(&path)
             .map_err(io_err(&path))?;
         // SAFETY: flock is called on a descriptor this function owns.

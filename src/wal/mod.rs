@@ -23,6 +23,7 @@ use crate::protocol::Record;
 use serde_json::Value;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Bytes before each record's payload: length and CRC.
@@ -129,6 +130,49 @@ pub struct Opened {
     /// Temporary files of checkpoints a crash interrupted, deleted at open
     /// (they were never part of the log).
     pub unfinished_checkpoints: Vec<PathBuf>,
+    /// The directory and files that group or others could read, made
+    /// private at open (see [`secure_dir`]).
+    pub permissions_fixed: Vec<PathBuf>,
+}
+
+/// Mode of the data directory: the log holds every prepared payload and,
+/// for kv, all data, so only the owner may list or enter it.
+pub const DIR_MODE: u32 = 0o700;
+/// Mode of every file the log creates (segments, lock, checkpoints).
+pub const FILE_MODE: u32 = 0o600;
+
+/// Create `dir` (and missing parents) with [`DIR_MODE`], or, when it exists
+/// and group or others have any access to it or to a file in it, take that
+/// access away. Policy: fix and report rather than refuse, so that data
+/// directories made by older versions (0755, files 0644) keep working; the
+/// caller warns with the returned paths.
+pub fn secure_dir(dir: &Path) -> Result<Vec<PathBuf>, WalError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let mut fixed = Vec::new();
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(dir)
+            .map_err(io_err(dir))?;
+    }
+    let private = |path: &Path, mode: u32, fixed: &mut Vec<PathBuf>| -> Result<(), WalError> {
+        let meta = fs::symlink_metadata(path).map_err(io_err(path))?;
+        if meta.file_type().is_symlink() || meta.permissions().mode() & 0o077 == 0 {
+            return Ok(());
+        }
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err(path))?;
+        fixed.push(path.to_path_buf());
+        Ok(())
+    };
+    private(dir, DIR_MODE, &mut fixed)?;
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let path = entry.map_err(io_err(dir))?.path();
+        if path.is_file() {
+            private(&path, FILE_MODE, &mut fixed)?;
+        }
+    }
+    Ok(fixed)
 }
 
 /// Bytes of JSON per snapshot record when a resource's state is split.
@@ -383,7 +427,7 @@ impl Wal {
     /// Open (creating if needed) the log in `dir`: lock the directory, scan,
     /// cut a torn tail, refuse corruption.
     pub fn open(dir: &Path, opts: WalOptions) -> Result<Opened, WalError> {
-        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let permissions_fixed = secure_dir(dir)?;
         let lock = DirLock::acquire(dir)?;
         let unfinished_checkpoints = remove_unfinished_checkpoints(dir)?;
         let report = scan(dir)?;
@@ -430,6 +474,7 @@ impl Wal {
             records,
             torn_tail: report.torn_tail,
             unfinished_checkpoints,
+            permissions_fixed,
         })
     }
 
@@ -510,6 +555,7 @@ impl Wal {
                 .create(true)
                 .truncate(true)
                 .write(true)
+                .mode(FILE_MODE)
                 .open(&tmp)
                 .map_err(io_err(&tmp))?;
             if stop(CheckpointStep::PartialWrite) {
@@ -579,6 +625,7 @@ fn create_durable(dir: &Path, path: &Path) -> Result<(), WalError> {
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(FILE_MODE)
         .open(path)
         .map_err(io_err(path))?;
     f.sync_all().map_err(io_err(path))?;
@@ -618,6 +665,44 @@ mod tests {
         bad[last] ^= 0x40;
         assert!(matches!(decode_record(&bad), Decoded::Bad(_)));
         assert!(matches!(decode_record(&[0xff; 8]), Decoded::Bad(_)));
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_new_data_directory_and_its_files_are_private() {
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("a/b");
+        let mut o = Wal::open(&dir, WalOptions::default()).unwrap();
+        assert!(o.permissions_fixed.is_empty());
+        assert_eq!(mode(&dir), DIR_MODE);
+        // A checkpoint's segment is written under a temporary name first.
+        o.wal.checkpoint(&[rec(1)]).unwrap();
+        let files: Vec<PathBuf> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 2, "a segment and the lock: {files:?}");
+        for f in files {
+            assert_eq!(mode(&f), FILE_MODE, "{}", f.display());
+        }
+    }
+
+    #[test]
+    fn an_open_data_directory_is_made_private_and_reported() {
+        use std::os::unix::fs::PermissionsExt;
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("d");
+        drop(Wal::open(&dir, WalOptions::default()).unwrap());
+        let seg = list_segments(&dir).unwrap()[0].1.clone();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(&seg, fs::Permissions::from_mode(0o644)).unwrap();
+        let o = Wal::open(&dir, WalOptions::default()).unwrap();
+        assert_eq!(o.permissions_fixed, vec![dir.clone(), seg.clone()]);
+        assert_eq!((mode(&dir), mode(&seg)), (DIR_MODE, FILE_MODE));
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub struct PgServer {
     log: PathBuf,
     /// Holds the data directory, socket and log; removed on drop.
     dir: tempfile::TempDir,
+    /// Extra `name=value` server settings.
+    settings: Vec<String>,
 }
 
 /// The server's binaries: `pg_config --bindir`, else the newest
@@ -111,6 +113,16 @@ impl PgServer {
     /// Start a server with `max_prepared_transactions` (0 disables two-phase
     /// commit) and wait until it answers.
     pub fn start(max_prepared_transactions: u32) -> Result<PgServer, String> {
+        PgServer::start_with(max_prepared_transactions, |_| Ok(Vec::new()))
+    }
+
+    /// [`PgServer::start`] with more server settings (`name=value`, each
+    /// given as `-c`), made by `settings` from the server's directory once
+    /// it exists (for files the server reads, such as certificates).
+    pub fn start_with(
+        max_prepared_transactions: u32,
+        settings: impl FnOnce(&ServerFiles) -> Result<Vec<String>, String>,
+    ) -> Result<PgServer, String> {
         let bin = bindir()?;
         let user = run_as()?;
         let dir = tempfile::Builder::new()
@@ -145,7 +157,12 @@ impl PgServer {
                 std::fs::read_to_string(&log).unwrap_or_default()
             ));
         }
+        let settings = settings(&ServerFiles {
+            dir: dir.path().to_path_buf(),
+            user,
+        })?;
         let mut server = PgServer {
+            settings,
             port: crate::common::free_port(),
             max_prepared_transactions,
             bin,
@@ -188,6 +205,7 @@ impl PgServer {
             .args(["-c", "max_connections=40", "-c", "shared_buffers=16MB"])
             .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
             .args(["-c", "full_page_writes=off"])
+            .args(self.settings.iter().flat_map(|s| ["-c", s.as_str()]))
             .stdout(log_file(&self.log)?)
             .stderr(log_file(&self.log)?)
             .spawn()
@@ -244,7 +262,17 @@ impl PgServer {
     /// and the fix, unless `TWOPC_TEST_SKIP_POSTGRES=1` asks to skip: then
     /// `None`, after saying so on stderr.
     pub fn start_or_skip(test: &str, max_prepared_transactions: u32) -> Option<PgServer> {
-        match PgServer::start(max_prepared_transactions) {
+        PgServer::start_or_skip_with(test, max_prepared_transactions, |_| Ok(Vec::new()))
+    }
+
+    /// [`PgServer::start_or_skip`] with the settings of
+    /// [`PgServer::start_with`].
+    pub fn start_or_skip_with(
+        test: &str,
+        max_prepared_transactions: u32,
+        settings: impl FnOnce(&ServerFiles) -> Result<Vec<String>, String>,
+    ) -> Option<PgServer> {
+        match PgServer::start_with(max_prepared_transactions, settings) {
             Ok(s) => Some(s),
             Err(e) if std::env::var("TWOPC_TEST_SKIP_POSTGRES").is_ok_and(|v| v == "1") => {
                 // Straight to stderr: the test harness captures eprintln!.
@@ -265,6 +293,16 @@ impl PgServer {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The server's data directory (`pg_hba.conf` lives there).
+    pub fn data_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Re-read `pg_hba.conf` and the settings.
+    pub fn reload(&self) {
+        self.sql("postgres", "SELECT pg_reload_conf()");
     }
 
     /// A libpq connection string for database `db` (TCP, no password).
@@ -313,6 +351,24 @@ impl PgServer {
         .into_iter()
         .filter_map(|mut r| r.remove(0))
         .collect()
+    }
+}
+
+/// The server's directory before it starts, for files it must read.
+pub struct ServerFiles {
+    pub dir: std::path::PathBuf,
+    user: Option<(u32, u32)>,
+}
+
+impl ServerFiles {
+    /// Hand `path` to the user the server runs as (it checks that its key
+    /// is its own and private).
+    pub fn give(&self, path: &Path) -> Result<(), String> {
+        if let Some((uid, gid)) = self.user {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .map_err(|e| format!("cannot hand {} to postgres: {e}", path.display()))?;
+        }
+        Ok(())
     }
 }
 

@@ -501,6 +501,7 @@ impl Sim {
             resend_max_ms: 800,
             liveness_timeout_ms: SILENCE_MS,
             history_limit: 10_000,
+            history_max_bytes: 16 * 1024 * 1024,
             txn_id_prefix: format!("c{}-", self.coord_inc),
             timeline_max_events: 32,
         }
