@@ -19,8 +19,6 @@ fn args() -> BankArgs {
         wal_segment_max_bytes: None,
         seed: Some(7),
         json: true,
-        crash_at: None,
-        wal_segment_max_bytes: None,
     }
 }
 
