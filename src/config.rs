@@ -174,6 +174,9 @@ pub struct CoordinatorConfig {
     /// With a secret: serve `GET /metrics` without a proof, for a
     /// Prometheus scraper (metrics hold counts and timings, no data).
     pub admin_open_metrics: bool,
+    /// Names the HTTP admin API answers to in the `Host` header (no port);
+    /// empty: loopback names and `admin_host`. Stops DNS rebinding.
+    pub admin_allowed_hosts: Vec<String>,
     pub wal: WalConfig,
     /// File holding the shared secret every peer must prove it knows; off
     /// when unset (and `TWOPC_SECRET` is unset).
@@ -218,6 +221,7 @@ impl Default for CoordinatorConfig {
             admin_auth_nonces_max: 4096,
             admin_auth_nonce_ttl_ms: 30_000,
             admin_open_metrics: false,
+            admin_allowed_hosts: Vec::new(),
             wal: WalConfig::default(),
             secret_file: None,
             secret: None,
@@ -473,6 +477,9 @@ pub struct CoordinatorArgs {
     /// Benchmarks only: do not fsync the log.
     #[arg(long, env = "TWOPC_UNSAFE_NO_FSYNC", num_args = 0..=1, default_missing_value = "true")]
     pub unsafe_no_fsync: Option<bool>,
+    /// Host names the HTTP admin API answers to (comma-separated; default loopback and --admin-host).
+    #[arg(long, env = "TWOPC_ADMIN_ALLOWED_HOSTS", value_delimiter = ',')]
+    pub admin_allowed_hosts: Option<Vec<String>>,
     #[command(flatten)]
     pub security: SecurityFlags,
 }
@@ -659,6 +666,7 @@ impl CoordinatorConfig {
                 admin_auth_nonces_max,
                 admin_auth_nonce_ttl_ms,
                 admin_open_metrics,
+                admin_allowed_hosts,
             ]
         );
         if let Some(p) = args.admin_port {

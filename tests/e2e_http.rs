@@ -1010,3 +1010,116 @@ fn strangers_holding_every_slot_cannot_stall_health_or_the_port() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A raw request with the given `Host` and `Content-Type` (no secret).
+fn raw_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    host: &str,
+    content_type: &str,
+    body: &str,
+) -> Resp {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read the response");
+    let text = String::from_utf8(raw).expect("UTF-8");
+    let (head, body) = text.split_once("\r\n\r\n").expect("headers end");
+    let status: u16 = head[9..12].parse().unwrap();
+    Resp {
+        status,
+        content_type: String::new(),
+        headers: Vec::new(),
+        body: body.to_string(),
+    }
+}
+
+/// What a web page can make a browser send: a form post (`text/plain`,
+/// no preflight) is refused and runs nothing; a page whose DNS name was
+/// rebound to this address sends its own name in `Host` and gets nothing,
+/// not even `/health`. Names in admin_allowed_hosts replace the defaults.
+#[test]
+fn browsers_cannot_submit_cross_site_or_rebind_names() {
+    let mut c = Cluster::new();
+    let admin = start_with_admin(&mut c, 1, &[]);
+    c.start_participant("p1", &[], &[]);
+    wait_http(&admin, "/health", "health 200", |r| r.status == 200);
+    let port = admin.rsplit(':').next().unwrap().to_string();
+
+    let form = raw_request(
+        &admin,
+        "POST",
+        "/transactions",
+        &admin,
+        "text/plain",
+        r#"{"data": {"x": 1}}"#,
+    );
+    assert_eq!(form.status, 415, "{form:?}");
+    assert_eq!(form.json()["error"], "unsupported_media_type", "{form:?}");
+    let ok = raw_request(
+        &admin,
+        "POST",
+        "/transactions",
+        &admin,
+        "application/json; charset=utf-8",
+        r#"{"data": {"x": 2}}"#,
+    );
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(ok.json()["decision"], "commit", "{ok:?}");
+    let list = wait_http(&admin, "/transactions", "the commit listed", |r| {
+        r.json()["total"] == 1
+    });
+    assert_eq!(list.json()["total"], 1, "only the JSON submit ran: {list:?}");
+
+    for path in ["/health", "/status", "/transactions"] {
+        let r = raw_request(
+            &admin,
+            "GET",
+            path,
+            &format!("evil.example:{port}"),
+            "application/json",
+            "",
+        );
+        assert_eq!(r.status, 421, "{path}: {r:?}");
+        assert_eq!(r.json()["error"], "host_not_allowed", "{r:?}");
+        assert!(
+            r.json()["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("admin_allowed_hosts"),
+            "{r:?}"
+        );
+    }
+    for host in [
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+        "127.0.0.1".to_string(),
+    ] {
+        let r = raw_request(&admin, "GET", "/health", &host, "application/json", "");
+        assert_eq!(r.status, 200, "{host}: {r:?}");
+    }
+
+    let mut c = Cluster::new();
+    let admin = start_with_admin(
+        &mut c,
+        1,
+        &["--admin-allowed-hosts", "admin.internal,ops.internal"],
+    );
+    let r = raw_request(
+        &admin,
+        "GET",
+        "/health",
+        "admin.internal:80",
+        "application/json",
+        "",
+    );
+    assert_eq!(r.status, 503, "known name, waiting for participants: {r:?}");
+    let r = raw_request(&admin, "GET", "/health", &admin, "application/json", "");
+    assert_eq!(r.status, 421, "the defaults are replaced: {r:?}");
+}

@@ -185,6 +185,13 @@ fn http_options(cfg: &CoordinatorConfig) -> HttpOptions {
         auth_nonces_max: cfg.admin_auth_nonces_max,
         auth_nonce_ttl_ms: cfg.admin_auth_nonce_ttl_ms,
         open_metrics: cfg.admin_open_metrics,
+        allowed_hosts: if cfg.admin_allowed_hosts.is_empty() {
+            let mut v: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).into();
+            v.push(cfg.admin_host.clone());
+            v
+        } else {
+            cfg.admin_allowed_hosts.clone()
+        },
     }
 }
 

@@ -86,6 +86,8 @@ pub struct HttpOptions {
     pub auth_nonce_ttl_ms: u64,
     /// With a secret: `GET /metrics` needs no proof (for Prometheus).
     pub open_metrics: bool,
+    /// Names accepted in the `Host` header (without port).
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Why the admin port could not be opened.
@@ -118,6 +120,8 @@ struct Ctx {
     body_timeout: Duration,
     /// Bytes; largest request body (`admin_max_body_bytes`).
     max_body_bytes: usize,
+    /// Names accepted in the `Host` header (`admin_allowed_hosts`).
+    allowed_hosts: Arc<Vec<String>>,
 }
 
 /// What checking proofs of the secret needs.
@@ -194,6 +198,17 @@ impl AdminServer {
             auth,
             body_timeout: self.opts.header_timeout,
             max_body_bytes: self.opts.max_body_bytes,
+            allowed_hosts: Arc::new(
+                self.opts
+                    .allowed_hosts
+                    .iter()
+                    .map(|h| {
+                        h.trim_start_matches('[')
+                            .trim_end_matches(']')
+                            .to_ascii_lowercase()
+                    })
+                    .collect(),
+            ),
         };
         let router = router(
             ctx.clone(),
@@ -252,7 +267,54 @@ fn router(ctx: Ctx, max_body_bytes: usize, open_metrics: bool) -> Router {
     open.merge(protected)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(ctx.clone(), check_host))
         .with_state(ctx)
+}
+
+/// The host name of a `Host` header value: without the port, IPv6 without
+/// its brackets, lower case.
+fn host_name(value: &str) -> String {
+    let v = value.trim();
+    let name = match v.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => v.rsplit_once(':').map_or(v, |(h, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                h
+            } else {
+                v
+            }
+        }),
+    };
+    name.to_ascii_lowercase()
+}
+
+/// Answer only requests addressed to one of this API's names: a web page
+/// that rebinds its own DNS name to this address sends its own name in
+/// `Host`, and gets nothing.
+async fn check_host(State(ctx): State<Ctx>, req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(host_name);
+    match host {
+        Some(h) if ctx.allowed_hosts.iter().any(|a| *a == h) => next.run(req).await,
+        Some(h) => error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "host_not_allowed",
+            format!(
+                "the Host header names `{}`, which is not one of this admin API's names ({}); \
+                 use one of them, or add the name to admin_allowed_hosts",
+                h.chars().take(100).collect::<String>(),
+                ctx.allowed_hosts.join(", ")
+            ),
+        ),
+        None => error(
+            StatusCode::BAD_REQUEST,
+            "host_required",
+            "the request has no readable Host header; send one naming this admin API",
+        ),
+    }
 }
 
 /// What a connection beyond `admin_max_connections` may still ask: only
@@ -263,6 +325,7 @@ fn health_router(ctx: Ctx) -> Router {
         .route("/health", get(health))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), read_body))
         .fallback(busy)
+        .layer(middleware::from_fn_with_state(ctx.clone(), check_host))
         .with_state(ctx)
 }
 
@@ -771,7 +834,25 @@ pub fn parse_submit(bytes: &[u8]) -> Result<SubmitRequest, (&'static str, String
     })
 }
 
-async fn submit(State(ctx): State<Ctx>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn submit(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    // A JSON content type makes a browser ask first (a CORS preflight, which
+    // this API never grants), so a cross-site form cannot submit.
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "POST /transactions takes a JSON body: send `Content-Type: application/json`",
+        );
+    }
     let bytes = match body {
         Ok(b) => b,
         Err(rej) if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -889,6 +970,21 @@ async fn run_submit(ctx: &Ctx, req: SubmitRequest) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_names_lose_their_port_and_brackets() {
+        for (value, want) in [
+            ("127.0.0.1:9090", "127.0.0.1"),
+            ("LocalHost:80", "localhost"),
+            ("localhost", "localhost"),
+            ("[::1]:9090", "::1"),
+            ("[::1]", "::1"),
+            ("evil.example:9090", "evil.example"),
+            ("::1", "::1"),
+        ] {
+            assert_eq!(host_name(value), want, "{value}");
+        }
+    }
 
     #[test]
     fn submit_bodies_are_parsed_like_the_tcp_payload() {
