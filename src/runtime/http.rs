@@ -277,6 +277,8 @@ fn host_name(value: &str) -> String {
     let v = value.trim();
     let name = match v.strip_prefix('[') {
         Some(rest) => rest.split(']').next().unwrap_or(""),
+        // More than one colon without brackets: an IPv6 address, no port.
+        None if v.matches(':').count() > 1 => v,
         None => v.rsplit_once(':').map_or(v, |(h, port)| {
             if port.bytes().all(|b| b.is_ascii_digit()) {
                 h
@@ -298,7 +300,7 @@ async fn check_host(State(ctx): State<Ctx>, req: Request, next: Next) -> Respons
         .and_then(|v| v.to_str().ok())
         .map(host_name);
     match host {
-        Some(h) if ctx.allowed_hosts.iter().any(|a| *a == h) => next.run(req).await,
+        Some(h) if ctx.allowed_hosts.contains(&h) => next.run(req).await,
         Some(h) => error(
             StatusCode::MISDIRECTED_REQUEST,
             "host_not_allowed",
