@@ -177,6 +177,9 @@ pub struct CoordinatorConfig {
     /// Names the HTTP admin API answers to in the `Host` header (no port);
     /// empty: loopback names and `admin_host`. Stops DNS rebinding.
     pub admin_allowed_hosts: Vec<String>,
+    /// With a secret: `GET /auth/challenge` answered per address and
+    /// second (burst twice that); past it 429.
+    pub admin_auth_challenges_per_second: u32,
     pub wal: WalConfig,
     /// File holding the shared secret every peer must prove it knows; off
     /// when unset (and `TWOPC_SECRET` is unset).
@@ -222,6 +225,7 @@ impl Default for CoordinatorConfig {
             admin_auth_nonce_ttl_ms: 30_000,
             admin_open_metrics: false,
             admin_allowed_hosts: Vec::new(),
+            admin_auth_challenges_per_second: 20,
             wal: WalConfig::default(),
             secret_file: None,
             secret: None,
@@ -477,6 +481,9 @@ pub struct CoordinatorArgs {
     /// Benchmarks only: do not fsync the log.
     #[arg(long, env = "TWOPC_UNSAFE_NO_FSYNC", num_args = 0..=1, default_missing_value = "true")]
     pub unsafe_no_fsync: Option<bool>,
+    /// With a secret: GET /auth/challenge per address and second (burst twice that).
+    #[arg(long, env = "TWOPC_ADMIN_AUTH_CHALLENGES_PER_SECOND")]
+    pub admin_auth_challenges_per_second: Option<u32>,
     /// Host names the HTTP admin API answers to (comma-separated; default loopback and --admin-host).
     #[arg(long, env = "TWOPC_ADMIN_ALLOWED_HOSTS", value_delimiter = ',')]
     pub admin_allowed_hosts: Option<Vec<String>>,
@@ -667,6 +674,7 @@ impl CoordinatorConfig {
                 admin_auth_nonce_ttl_ms,
                 admin_open_metrics,
                 admin_allowed_hosts,
+                admin_auth_challenges_per_second,
             ]
         );
         if let Some(p) = args.admin_port {
@@ -776,6 +784,12 @@ impl CoordinatorConfig {
             self.admin_auth_nonce_ttl_ms,
             10,
             600_000,
+        )?;
+        range_u64(
+            "admin_auth_challenges_per_second",
+            self.admin_auth_challenges_per_second as u64,
+            1,
+            100_000,
         )?;
         wal(&self.wal)
     }

@@ -1075,7 +1075,11 @@ fn browsers_cannot_submit_cross_site_or_rebind_names() {
     let list = wait_http(&admin, "/transactions", "the commit listed", |r| {
         r.json()["total"] == 1
     });
-    assert_eq!(list.json()["total"], 1, "only the JSON submit ran: {list:?}");
+    assert_eq!(
+        list.json()["total"],
+        1,
+        "only the JSON submit ran: {list:?}"
+    );
 
     for path in ["/health", "/status", "/transactions"] {
         let r = raw_request(
@@ -1122,4 +1126,95 @@ fn browsers_cannot_submit_cross_site_or_rebind_names() {
     assert_eq!(r.status, 503, "known name, waiting for participants: {r:?}");
     let r = raw_request(&admin, "GET", "/health", &admin, "application/json", "");
     assert_eq!(r.status, 421, "the defaults are replaced: {r:?}");
+}
+
+/// Refusals are counted by port and reason in
+/// `twopc_auth_failures_total`, and `GET /auth/challenge` is rate-limited
+/// per address: one address cannot push everyone else's nonces out.
+#[test]
+fn refusals_are_counted_by_port_and_reason_and_challenges_are_rate_limited() {
+    let mut c = Cluster::new();
+    let (admin, secret_file) =
+        start_secret_admin(&mut c, 1, &["--admin-auth-challenges-per-second", "1"]);
+    c.start_participant("p1", &["--secret-file", &secret_file], &[]);
+    wait_http(&admin, "/health", "health 200", |r| r.status == 200);
+
+    // One wrong MAC on the protocol port.
+    let mut raw = RawConn::connect(&c.addr());
+    raw.send(twopc::protocol::Body::Hello {
+        role: twopc::protocol::Role::Client,
+        id: None,
+        protocol_version: twopc::protocol::PROTOCOL_VERSION,
+    });
+    let m = raw.recv().expect("challenge");
+    assert_eq!(m["message_type"], "challenge", "{m}");
+    raw.send(twopc::protocol::Body::Auth {
+        nonce: "2".repeat(64),
+        mac: "3".repeat(64),
+    });
+    raw.expect_error("unauthorized");
+    // One malformed and one unknown-nonce proof over HTTP.
+    let r = http_with(
+        &admin,
+        "GET",
+        "/status",
+        &["Authorization: TWOPC-HMAC x"],
+        None,
+    );
+    assert_eq!(r.status, 401, "{r:?}");
+    let line = proof_line(SECRET, &"5".repeat(64), "GET", "/status", b"");
+    let r = http_with(&admin, "GET", "/status", &[&line], None);
+    assert_eq!(r.status, 401, "{r:?}");
+
+    let m = parse_metrics(&signed(&admin, "GET", "/metrics", b"").body);
+    for (series, want) in [
+        (
+            "twopc_auth_failures_total{port=\"protocol\",reason=\"wrong_mac\"}",
+            1.0,
+        ),
+        (
+            "twopc_auth_failures_total{port=\"http\",reason=\"malformed\"}",
+            1.0,
+        ),
+        (
+            "twopc_auth_failures_total{port=\"http\",reason=\"unknown_nonce\"}",
+            1.0,
+        ),
+    ] {
+        assert_eq!(metric(&m, series), want, "{series}");
+    }
+
+    // Nonces faster than one a second (after a burst of two) are refused
+    // with 429 and Retry-After; then they are handed out again.
+    let mut refused = 0;
+    for _ in 0..1000 {
+        let r = get(&admin, "/auth/challenge");
+        if r.status == 429 {
+            assert_eq!(r.json()["error"], "too_many_requests", "{r:?}");
+            assert_eq!(r.header("retry-after"), Some("1"), "{r:?}");
+            refused += 1;
+            break;
+        }
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    assert_eq!(refused, 1, "no challenge was ever refused");
+    let start = Instant::now();
+    let n = loop {
+        let r = get(&admin, "/auth/challenge");
+        if r.status == 200 {
+            break r.json()["nonce"].as_str().expect("nonce").to_string();
+        }
+        refused += 1;
+        assert!(start.elapsed() < PATIENCE, "no nonce came back: {r:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let line = proof_line(SECRET, &n, "GET", "/metrics", b"");
+    let m = parse_metrics(&http_with(&admin, "GET", "/metrics", &[&line], None).body);
+    assert_eq!(
+        metric(
+            &m,
+            "twopc_auth_failures_total{port=\"http\",reason=\"challenge_rate\"}"
+        ),
+        refused as f64
+    );
 }

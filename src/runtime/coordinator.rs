@@ -147,7 +147,7 @@ impl CoordinatorServer {
             max_frame_bytes: cfg.max_frame_bytes,
             handshake_timeout: Duration::from_millis(cfg.handshake_timeout_ms),
             conn_ids,
-            security,
+            security: security.clone(),
             errors: Some(errors.clone()),
         };
         tracker.spawn(listener::accept_loop(
@@ -164,6 +164,7 @@ impl CoordinatorServer {
             decision_sent: HashSet::new(),
             awaiting_durable: VecDeque::new(),
             errors,
+            security,
             current_txn: None,
         };
         driver.main_loop(ev_rx, admin_rx, shutdown.clone()).await;
@@ -185,6 +186,7 @@ fn http_options(cfg: &CoordinatorConfig) -> HttpOptions {
         auth_nonces_max: cfg.admin_auth_nonces_max,
         auth_nonce_ttl_ms: cfg.admin_auth_nonce_ttl_ms,
         open_metrics: cfg.admin_open_metrics,
+        auth_challenges_per_second: cfg.admin_auth_challenges_per_second,
         allowed_hosts: if cfg.admin_allowed_hosts.is_empty() {
             let mut v: Vec<String> = ["localhost", "127.0.0.1", "::1"].map(String::from).into();
             v.push(cfg.admin_host.clone());
@@ -247,6 +249,8 @@ struct Driver {
     awaiting_durable: VecDeque<(u64, TxnId)>,
     /// Error frames sent, by code (metrics).
     errors: Arc<ErrorCounts>,
+    /// The ports' security: refused authentications (metrics).
+    security: Arc<ServerSecurity>,
     /// The transaction of the message being handled, for log lines about
     /// refusals (which the core words without a transaction field).
     current_txn: Option<TxnId>,
@@ -361,6 +365,7 @@ impl Driver {
             wal: WalSnapshot::of(&self.out.log.stats),
             connections: self.out.connections(),
             errors: MetricsSnapshot::errors_of(&self.errors),
+            auth_failures: self.security.failures.counts(),
         }
     }
 

@@ -88,6 +88,9 @@ pub struct HttpOptions {
     pub open_metrics: bool,
     /// Names accepted in the `Host` header (without port).
     pub allowed_hosts: Vec<String>,
+    /// With a secret: `GET /auth/challenge` per address and second (burst
+    /// twice that).
+    pub auth_challenges_per_second: u32,
 }
 
 /// Why the admin port could not be opened.
@@ -129,6 +132,8 @@ struct HttpAuth {
     secret: Arc<Secret>,
     /// Behind a lock held only to issue or spend one nonce.
     nonces: Mutex<NonceStore>,
+    /// Nonces handed out per address.
+    challenges: Mutex<http_auth::ChallengeLimiter>,
     /// The zero of the store's millisecond clock.
     start: Instant,
     /// The coordinator port's security: its rate-limited failure log.
@@ -172,6 +177,10 @@ impl AdminServer {
                 nonces: Mutex::new(NonceStore::new(
                     self.opts.auth_nonces_max.max(1),
                     self.opts.auth_nonce_ttl_ms,
+                )),
+                challenges: Mutex::new(http_auth::ChallengeLimiter::new(
+                    self.opts.auth_challenges_per_second,
+                    CHALLENGE_ADDRESSES_MAX,
                 )),
                 start: Instant::now(),
                 security: security.clone(),
@@ -339,6 +348,9 @@ async fn busy() -> Response {
     )
 }
 
+/// Addresses whose `GET /auth/challenge` rate is tracked at once.
+const CHALLENGE_ADDRESSES_MAX: usize = 4096;
+
 /// Connections served past `admin_max_connections`, for `GET /health` only.
 const HEALTH_SLOTS: usize = 8;
 /// How long such a connection has for its whole request.
@@ -422,6 +434,7 @@ async fn accept_loop(
                 ),
                 Err(_) => {
                     refuse_connection(stream, security.tls.is_none(), &refusers, &tracker);
+                    security.failures.count("http", "no_slot");
                     security.failures.refused(
                         &peer.to_string(),
                         "admin http connection refused",
@@ -445,14 +458,20 @@ async fn accept_loop(
                         Ok(Ok(tls)) => {
                             serve_connection(tls, peer, router, deadline, shutdown).await
                         }
-                        Ok(Err(e)) => security.failures.failed(
-                            &peer.to_string(),
-                            &format!("admin http: TLS handshake failed: {e} (plain HTTP to a TLS port? use https and the CA of tls.cert_file)"),
-                        ),
-                        Err(_) => security.failures.failed(
-                            &peer.to_string(),
-                            "admin http: no TLS handshake within admin_header_timeout_ms",
-                        ),
+                        Ok(Err(e)) => {
+                            security.failures.count("http", "tls");
+                            security.failures.failed(
+                                &peer.to_string(),
+                                &format!("admin http: TLS handshake failed: {e} (plain HTTP to a TLS port? use https and the CA of tls.cert_file)"),
+                            )
+                        }
+                        Err(_) => {
+                            security.failures.count("http", "timeout");
+                            security.failures.failed(
+                                &peer.to_string(),
+                                "admin http: no TLS handshake within admin_header_timeout_ms",
+                            )
+                        }
                     }
                 }
             }
@@ -637,7 +656,7 @@ async fn not_found() -> Response {
 }
 
 /// `GET /auth/challenge`: a fresh single-use nonce.
-async fn challenge(State(ctx): State<Ctx>) -> Response {
+async fn challenge(State(ctx): State<Ctx>, req: Request) -> Response {
     let Some(auth) = &ctx.auth else {
         return error(
             StatusCode::NOT_FOUND,
@@ -645,6 +664,23 @@ async fn challenge(State(ctx): State<Ctx>) -> Response {
             "this coordinator has no shared secret configured, so its HTTP admin API needs no authentication: send requests without an Authorization header",
         );
     };
+    if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
+        let allowed = {
+            let mut l = auth.challenges.lock().unwrap_or_else(|p| p.into_inner());
+            l.allow(peer.ip(), auth.now_ms())
+        };
+        if !allowed {
+            auth.security.failures.count("http", "challenge_rate");
+            let mut resp = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "too many GET /auth/challenge from this address (admin_auth_challenges_per_second); ask for a nonce only right before each request",
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+            return resp;
+        }
+    }
     let nonce = fresh_nonce();
     let ttl_ms = {
         let mut store = auth.nonces.lock().unwrap_or_else(|p| p.into_inner());
@@ -665,6 +701,7 @@ impl HttpAuth {
 
     /// 401 with what was wrong; logged (rate-limited) and counted.
     fn refuse(&self, peer: &str, method: &str, path: &str, why: HttpAuthError) -> Response {
+        self.security.failures.count("http", why.reason());
         let path: String = path.chars().take(200).collect();
         self.security.failures.refused(
             peer,

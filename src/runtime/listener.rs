@@ -90,13 +90,18 @@ pub async fn accept_loop(
                             };
                             spawn_connection(tls, conn, events, &inner)
                         }
-                        Ok(Err(e)) => sec.failures.failed(
-                            &conn.peer,
-                            &format!("TLS handshake failed: {e} (a peer without TLS, or one that does not trust this certificate?)"),
-                        ),
-                        Err(_) => sec
-                            .failures
-                            .failed(&conn.peer, "no TLS handshake within the handshake timeout"),
+                        Ok(Err(e)) => {
+                            sec.failures.count(sec.port_label(), "tls");
+                            sec.failures.failed(
+                                &conn.peer,
+                                &format!("TLS handshake failed: {e} (a peer without TLS, or one that does not trust this certificate?)"),
+                            )
+                        }
+                        Err(_) => {
+                            sec.failures.count(sec.port_label(), "timeout");
+                            sec.failures
+                                .failed(&conn.peer, "no TLS handshake within the handshake timeout")
+                        }
                     }
                 });
             }
@@ -111,6 +116,9 @@ fn refuse(mut stream: TcpStream, peer: &str, spec: &PortSpec, tracker: &TaskTrac
         spec.name, spec.max_connections, spec.max_connections_key
     );
     spec.security.failures.failed(peer, &message);
+    spec.security
+        .failures
+        .count(spec.security.port_label(), "no_slot");
     if spec.security.tls.is_none() {
         let err = WireError::new(ErrorCode::TooManyConnections, message);
         let body = crate::net::encode(Body::error(&err));

@@ -78,6 +78,8 @@ pub struct MetricsSnapshot {
     /// HTTP submits waiting for their outcome.
     pub connections: usize,
     pub errors: Vec<(&'static str, u64)>,
+    /// Refused authentications and connections, by (port, reason).
+    pub auth_failures: Vec<((&'static str, &'static str), u64)>,
 }
 
 impl MetricsSnapshot {
@@ -312,6 +314,20 @@ pub fn render(m: &MetricsSnapshot, http_connections: usize) -> String {
             *n,
         );
     }
+    header(
+        &mut o,
+        "twopc_auth_failures_total",
+        "counter",
+        "Refused authentications and connections, by port (protocol, http) and reason (wrong_mac, timeout, no_hello, no_auth, bad_identity, invalid_frame, tls, no_slot, missing, malformed, unknown_nonce, expired_nonce, reused_nonce, body_digest, challenge_rate).",
+    );
+    for ((port, reason), n) in &m.auth_failures {
+        line(
+            &mut o,
+            "twopc_auth_failures_total",
+            &format!("port=\"{port}\",reason=\"{reason}\""),
+            *n,
+        );
+    }
     o
 }
 
@@ -383,6 +399,7 @@ mod tests {
             },
             connections: 4,
             errors: MetricsSnapshot::errors_of(&errors),
+            auth_failures: vec![(("protocol", "wrong_mac"), 2)],
         }
     }
 
@@ -432,6 +449,7 @@ mod tests {
             "twopc_protocol_errors_total{code=\"invalid_json\"} 1",
             "twopc_protocol_errors_total{code=\"overloaded\"} 1",
             "twopc_http_connections 1",
+            "twopc_auth_failures_total{port=\"protocol\",reason=\"wrong_mac\"} 2",
         ] {
             assert!(
                 text.lines().any(|l| l == want),

@@ -189,6 +189,7 @@ pub fn spawn_connection<S>(
                     count(err.code);
                     if let Gate::Server(hs, sec) = &gate {
                         if let ServerStep::Reject(e) = hs.on_invalid(&err) {
+                            sec.failures.count(sec.port_label(), "invalid_frame");
                             sec.failures.failed(&peer, &e.message);
                             send_error_and_close(&e);
                         }
@@ -242,6 +243,7 @@ pub fn spawn_connection<S>(
                         Some(hello)
                     }
                     ServerStep::Reject(e) => {
+                        sec.failures.count(sec.port_label(), hs.rejected_because());
                         sec.failures.failed(&peer, &e.message);
                         send_error_and_close(&e);
                         break;
@@ -286,6 +288,7 @@ fn handshake_timed_out(
     match gate {
         Gate::Server(hs, sec) => {
             if let ServerStep::Reject(e) = hs.on_timeout(timeout.as_millis() as u64) {
+                sec.failures.count(sec.port_label(), "timeout");
                 sec.failures.failed(peer, &e.message);
                 send_error_and_close(&e);
             }

@@ -457,6 +457,8 @@ pub struct ServerHandshake {
     port: Port,
     nonce: String,
     hello: Option<Body>,
+    /// Why the last `Reject` was given, as a fixed word (metrics).
+    rejected: &'static str,
 }
 
 impl ServerHandshake {
@@ -467,6 +469,7 @@ impl ServerHandshake {
             port,
             nonce,
             hello: None,
+            rejected: "",
         }
     }
 
@@ -485,11 +488,14 @@ impl ServerHandshake {
                         participant_id,
                     })
                 }
-                other => ServerStep::Reject(unauthorized(format!(
-                    "`{}` before authentication; this server requires the shared secret: \
-                     say hello, then answer the challenge",
-                    other.message_type()
-                ))),
+                other => {
+                    self.rejected = "no_hello";
+                    ServerStep::Reject(unauthorized(format!(
+                        "`{}` before authentication; this server requires the shared secret: \
+                         say hello, then answer the challenge",
+                        other.message_type()
+                    )))
+                }
             };
         };
         let Body::Auth {
@@ -497,6 +503,7 @@ impl ServerHandshake {
             mac: peer_mac,
         } = body
         else {
+            self.rejected = "no_auth";
             return ServerStep::Reject(unauthorized(format!(
                 "expected `auth` answering the challenge, got `{}`; \
                  give the peer its key (secret_file or TWOPC_SECRET)",
@@ -509,14 +516,18 @@ impl ServerHandshake {
         let id = id.as_ref().map(|p| p.0.as_str());
         let identity = match self.port.identity_of(*role, id) {
             Ok(i) => i,
-            Err(why) => return ServerStep::Reject(unauthorized(why)),
+            Err(why) => {
+                self.rejected = "bad_identity";
+                return ServerStep::Reject(unauthorized(why));
+            }
         };
         let key = match self.secret.key_for(&identity) {
             Ok(k) => k,
             Err(why) => {
+                self.rejected = "no_key";
                 return ServerStep::Reject(unauthorized(format!(
                     "this server cannot check {identity}: {why}"
-                )))
+                )));
             }
         };
         let ctx = Context {
@@ -526,6 +537,7 @@ impl ServerHandshake {
             peer_nonce: &peer_nonce,
         };
         if !is_nonce(&peer_nonce) || !verify(&key, Prover::Peer, &ctx, &peer_mac) {
+            self.rejected = "wrong_mac";
             return ServerStep::Reject(unauthorized(format!(
                 "authentication as {identity} failed: the response does not match this \
                  connection's challenge under {identity}'s key; check that the peer has the \
@@ -543,6 +555,12 @@ impl ServerHandshake {
             },
             None => unreachable!("checked above"),
         }
+    }
+
+    /// Why the last `Reject` of [`ServerHandshake::on_message`] was given:
+    /// `no_hello`, `no_auth`, `bad_identity`, `no_key` or `wrong_mac`.
+    pub fn rejected_because(&self) -> &'static str {
+        self.rejected
     }
 
     /// A frame that is not a valid message arrived before authentication.

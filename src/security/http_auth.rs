@@ -109,6 +109,94 @@ pub enum HttpAuthError {
     WrongMac,
 }
 
+impl HttpAuthError {
+    /// The refusal as a fixed word, for the metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            HttpAuthError::Missing => "missing",
+            HttpAuthError::Malformed(_) => "malformed",
+            HttpAuthError::BodyDigest(_) => "body_digest",
+            HttpAuthError::UnknownNonce => "unknown_nonce",
+            HttpAuthError::ExpiredNonce { .. } => "expired_nonce",
+            HttpAuthError::ReusedNonce => "reused_nonce",
+            HttpAuthError::WrongMac => "wrong_mac",
+        }
+    }
+}
+
+/// Per-address rate limit of `GET /auth/challenge` (a token bucket per
+/// address: `per_second` refill, twice that as the burst), so one address
+/// cannot push everyone else's nonces out of the bounded store. At most
+/// `addresses_max` addresses are tracked; past that the idle ones (full
+/// buckets) are forgotten, and if none is idle, all are.
+#[derive(Debug)]
+pub struct ChallengeLimiter {
+    per_second: u32,
+    addresses_max: usize,
+    /// Address → (tokens, at milliseconds).
+    buckets: HashMap<std::net::IpAddr, (f64, u64)>,
+}
+
+impl ChallengeLimiter {
+    pub fn new(per_second: u32, addresses_max: usize) -> ChallengeLimiter {
+        ChallengeLimiter {
+            per_second: per_second.max(1),
+            addresses_max: addresses_max.max(1),
+            buckets: HashMap::new(),
+        }
+    }
+
+    fn burst(&self) -> f64 {
+        2.0 * self.per_second as f64
+    }
+
+    fn refilled(&self, (tokens, at): (f64, u64), now_ms: u64) -> f64 {
+        let gained = now_ms.saturating_sub(at) as f64 * self.per_second as f64 / 1000.0;
+        (tokens + gained).min(self.burst())
+    }
+
+    /// May `addr` have a nonce at `now_ms`? Takes a token when it may.
+    pub fn allow(&mut self, addr: std::net::IpAddr, now_ms: u64) -> bool {
+        if !self.buckets.contains_key(&addr) && self.buckets.len() >= self.addresses_max {
+            let burst = self.burst();
+            let idle: Vec<std::net::IpAddr> = self
+                .buckets
+                .iter()
+                .filter(|(_, b)| self.refilled(**b, now_ms) >= burst)
+                .map(|(a, _)| *a)
+                .collect();
+            for a in idle {
+                self.buckets.remove(&a);
+            }
+            if self.buckets.len() >= self.addresses_max {
+                self.buckets.clear();
+            }
+        }
+        let bucket = self
+            .buckets
+            .get(&addr)
+            .copied()
+            .unwrap_or((self.burst(), now_ms));
+        let tokens = self.refilled(bucket, now_ms);
+        let (tokens, allowed) = if tokens >= 1.0 {
+            (tokens - 1.0, true)
+        } else {
+            (tokens, false)
+        };
+        self.buckets.insert(addr, (tokens, now_ms));
+        allowed
+    }
+
+    /// Addresses tracked now.
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+}
+
 /// Parse an `Authorization` header value. Parameters may come in any order
 /// and may be quoted; anything else (another scheme, a missing, repeated or
 /// unknown parameter, values that are not 64 hex digits) is malformed.
@@ -453,6 +541,31 @@ mod tests {
         store.issue(N1.into(), 0);
         store.issue(N1.into(), 0);
         assert_eq!(store.len(), 1);
+    }
+
+    #[test]
+    fn challenges_are_rate_limited_per_address_with_bounded_memory() {
+        let a: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let b: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+        let mut l = ChallengeLimiter::new(5, 2);
+        // A burst of twice the rate, then one per 200 ms.
+        assert_eq!((0..10).filter(|_| l.allow(a, 0)).count(), 10);
+        assert!(!l.allow(a, 0));
+        assert!(!l.allow(a, 199));
+        assert!(l.allow(a, 400));
+        // Another address is not held back by the first.
+        assert!(l.allow(b, 400));
+        // A third address past the bound: the busy ones are forgotten
+        // (none is idle), so memory stays at the bound.
+        let c: std::net::IpAddr = "10.0.0.3".parse().unwrap();
+        assert!(l.allow(c, 400));
+        assert!(l.len() <= 2);
+        // After two seconds every bucket is full again.
+        let mut l = ChallengeLimiter::new(5, 2);
+        (0..10).for_each(|_| {
+            l.allow(a, 0);
+        });
+        assert!(l.allow(a, 2_000));
     }
 
     #[test]

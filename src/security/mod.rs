@@ -153,6 +153,9 @@ pub fn secret_from_env() -> Option<String> {
 pub struct FailureLogger {
     start: Instant,
     log: Mutex<FailureLog>,
+    /// Refusals by (port, reason), for the metrics. Both are fixed words,
+    /// so the map stays small.
+    counts: Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
 }
 
 impl Default for FailureLogger {
@@ -160,11 +163,25 @@ impl Default for FailureLogger {
         FailureLogger {
             start: Instant::now(),
             log: Mutex::new(FailureLog::new(10_000, 5)),
+            counts: Mutex::default(),
         }
     }
 }
 
 impl FailureLogger {
+    /// Count one refusal on `port` (`protocol`, `http`, `participant_admin`)
+    /// for `reason` (a fixed word such as `wrong_mac` or `timeout`).
+    pub fn count(&self, port: &'static str, reason: &'static str) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        *c.entry((port, reason)).or_default() += 1;
+    }
+
+    /// Every count so far, by (port, reason).
+    pub fn counts(&self) -> Vec<((&'static str, &'static str), u64)> {
+        let c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        c.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
     /// A handshake from `peer` failed because of `why`.
     pub fn failed(&self, peer: &str, why: &str) {
         self.refused(peer, "handshake refused", why);
@@ -212,6 +229,14 @@ impl std::fmt::Debug for ServerSecurity {
 }
 
 impl ServerSecurity {
+    /// This port's name in the failure counts.
+    pub fn port_label(&self) -> &'static str {
+        match self.port {
+            auth::Port::Coordinator => "protocol",
+            auth::Port::ParticipantAdmin(_) => "participant_admin",
+        }
+    }
+
     /// Load the TLS material of `tls` (errors name the key and the file).
     pub fn new(
         secret: Option<Arc<Secret>>,
