@@ -833,18 +833,35 @@ fn operator_resolves_an_in_doubt_participant_when_the_coordinator_is_gone() {
         "--abort",
         "--reason",
         reason,
+        "--operator",
+        "alice",
+        "--check-coordinator",
+        &rig.c.addr(),
         "--json",
     ]);
     assert_eq!(code, 0, "{ctx}: resolve failed: {err}");
+    assert!(
+        err.contains("could not ask the coordinator"),
+        "{ctx}: the check is skipped, and said so, when the coordinator is gone: {err}"
+    );
     let resolved: Value = serde_json::from_str(&out).expect("resolve JSON");
     assert_eq!(resolved["state"], "aborted", "{ctx}: {resolved}");
-    assert_eq!(resolved["heuristic"], reason, "{ctx}: {resolved}");
+    // The audit trail: the reason, who, how proven, and from where.
+    let recorded = resolved["heuristic"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        recorded.starts_with(reason)
+            && recorded.contains("by alice, without authentication, from 127.0.0.1:"),
+        "{ctx}: {resolved}"
+    );
 
     let (code, out, err) = run_twopc(&["txn", "show", &id, "--participant", &p1, "--json"]);
     assert_eq!(code, 0, "{ctx}: txn show: {err}");
     let shown: Value = serde_json::from_str(&out).expect("txn show JSON");
     assert_eq!(shown["state"], "aborted", "{ctx}: {shown}");
-    assert_eq!(shown["heuristic"], reason, "{ctx}: {shown}");
+    assert_eq!(shown["heuristic"], recorded.as_str(), "{ctx}: {shown}");
 
     let (_, r) = wal_inspect(&rig.c.participant_dir(0));
     let t = txns(&r)
@@ -858,7 +875,7 @@ fn operator_resolves_an_in_doubt_participant_when_the_coordinator_is_gone() {
             .starts_with("abort (heuristic"),
         "{ctx}: {t}"
     );
-    assert_eq!(t["heuristic_reason"], reason, "{ctx}: {t}");
+    assert_eq!(t["heuristic_reason"], recorded.as_str(), "{ctx}: {t}");
     assert_eq!(t["records"], json!(["prepared", "decided"]), "{ctx}: {t}");
 
     // Only p1 was resolved; a second resolve is refused.
@@ -900,7 +917,7 @@ fn operator_resolves_an_in_doubt_participant_when_the_coordinator_is_gone() {
     });
     assert_eq!(
         (t["state"].as_str(), t["heuristic"].as_str()),
-        (Some("aborted"), Some(reason)),
+        (Some("aborted"), Some(recorded.as_str())),
         "{ctx}: {t}"
     );
 
@@ -908,6 +925,61 @@ fn operator_resolves_an_in_doubt_participant_when_the_coordinator_is_gone() {
     rig.restart(Target::Coordinator, None);
     let committed = rig.check(ctx, &Seen::new());
     assert!(committed.is_empty(), "{ctx}: {committed:?}");
+}
+
+/// `txn resolve --check-coordinator` asks the coordinator first and refuses
+/// a heuristic decision that contradicts it (its logged commit, or presumed
+/// abort for a transaction it does not know) unless `--force`.
+#[test]
+fn a_resolve_that_contradicts_the_coordinator_is_refused_unless_forced() {
+    let ctx = "resolve checked against the coordinator";
+    let rig = Rig::start(ALL_COMMIT, None);
+    let (id, o) = rig.c.submit(req(json!({"n": 1}))).expect("submit");
+    assert_eq!(o.decision, Decision::Commit, "{ctx}");
+    let id = id.0;
+    let p1 = rig.admins[0].clone();
+    let coordinator = rig.c.addr();
+    let resolve = |id: &str, decision: &str, force: bool| {
+        let mut args = vec![
+            "txn",
+            "resolve",
+            id,
+            "--participant",
+            &p1,
+            decision,
+            "--reason",
+            "checked",
+            "--check-coordinator",
+            &coordinator,
+        ];
+        if force {
+            args.push("--force");
+        }
+        run_twopc(&args)
+    };
+    let (code, _, err) = resolve(&id, "--abort", false);
+    assert_eq!(code, 2, "{ctx}: {err}");
+    assert!(
+        err.contains(&format!("has commit for {id}")) && err.contains("--force"),
+        "{ctx}: {err}"
+    );
+    // Forced, it goes to the participant, which has long committed it.
+    let (code, _, err) = resolve(&id, "--abort", true);
+    assert_ne!(code, 0, "{ctx}");
+    assert!(
+        err.contains("--force: resolving") && err.contains("not in doubt"),
+        "{ctx}: {err}"
+    );
+    // A transaction the coordinator does not know is presumed aborted.
+    let (code, _, err) = resolve("never-seen-1", "--commit", false);
+    assert_eq!(code, 2, "{ctx}: {err}");
+    assert!(err.contains("has abort for never-seen-1"), "{ctx}: {err}");
+    // Agreeing with the coordinator passes the check (and the participant
+    // then says it has nothing in doubt).
+    let (code, _, err) = resolve(&id, "--commit", false);
+    assert_ne!(code, 0, "{ctx}");
+    assert!(!err.contains("refused: the coordinator"), "{ctx}: {err}");
+    assert!(err.contains("not in doubt"), "{ctx}: {err}");
 }
 
 /// The seed of the randomized test: `TWOPC_TEST_SEED`, or the clock.

@@ -275,6 +275,7 @@ fn body() -> BoxedStrategy<Body> {
             txn,
             decision,
             reason,
+            operator: None,
         }),
         text().prop_map(|nonce| Body::Challenge {
             nonce,

@@ -68,6 +68,16 @@ pub enum TxnCommand {
         /// Why; kept in the participant's log.
         #[arg(long)]
         reason: String,
+        /// Who resolves (kept in the participant's log with the address it came from); default $USER.
+        #[arg(long, env = "USER")]
+        operator: Option<String>,
+        /// Check the decision against this coordinator first (its admin key or the
+        /// master secret in --secret-file); a contradiction is refused unless --force.
+        #[arg(long, value_name = "HOST:PORT")]
+        check_coordinator: Option<String>,
+        /// Resolve even when the coordinator logged the other decision (splits the transaction).
+        #[arg(long)]
+        force: bool,
         #[arg(long)]
         json: bool,
         #[command(flatten)]
@@ -242,6 +252,9 @@ pub async fn txn(cmd: TxnCommand) -> ExitCode {
             commit,
             abort: _,
             reason,
+            operator,
+            check_coordinator,
+            force,
             json,
             security,
         } => {
@@ -254,10 +267,18 @@ pub async fn txn(cmd: TxnCommand) -> ExitCode {
             } else {
                 Decision::Abort
             };
+            if let Some(coordinator) = &check_coordinator {
+                if let Err(code) =
+                    check_against_coordinator(coordinator, &security, &id, decision, force).await
+                {
+                    return code;
+                }
+            }
             let body = Body::Resolve {
                 txn: TxnId(id),
                 decision,
                 reason,
+                operator,
             };
             match ask(&participant, &security, body).await {
                 Ok(v) if json => println!("{v}"),
@@ -270,6 +291,74 @@ pub async fn txn(cmd: TxnCommand) -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// What the coordinator decided for `id`, if it can be asked: its logged
+/// decision, or abort when it does not know the transaction (presumed
+/// abort: a participant in doubt about a transaction the coordinator never
+/// decided to commit may only abort it). `None` when it cannot be reached.
+async fn coordinator_decision(
+    coordinator: &str,
+    security: &SecurityArgs,
+    id: &str,
+) -> Result<Option<Decision>, String> {
+    let security = security.load()?;
+    let reply = async {
+        let mut c = Client::connect_with(coordinator, &security, Duration::from_secs(10)).await?;
+        c.request(Body::TxnShow {
+            txn: TxnId(id.to_string()),
+        })
+        .await
+    }
+    .await;
+    match reply {
+        Ok(Body::TxnInfo(v)) => Ok(match v["decision"].as_str() {
+            Some("commit") => Some(Decision::Commit),
+            Some("abort") => Some(Decision::Abort),
+            // Undecided: voting is still going on; the coordinator will
+            // decide, so a heuristic decision now may well contradict it.
+            _ => None,
+        }),
+        Err(super::ClientError::Refused { code, .. }) if code == "unknown_transaction" => {
+            Ok(Some(Decision::Abort))
+        }
+        Err(super::ClientError::Refused { code, message }) => Err(format!(
+            "the coordinator at {coordinator} refused `txn show` ({code}): {message}"
+        )),
+        Ok(other) => Err(format!("unexpected reply `{}`", other.message_type())),
+        Err(e) => {
+            eprintln!("twopc: could not ask the coordinator at {coordinator} ({e}); resolving without that check");
+            Ok(None)
+        }
+    }
+}
+
+/// Refuse (unless `force`) a heuristic decision that contradicts what the
+/// coordinator decided.
+async fn check_against_coordinator(
+    coordinator: &str,
+    security: &SecurityArgs,
+    id: &str,
+    decision: Decision,
+    force: bool,
+) -> Result<(), ExitCode> {
+    match coordinator_decision(coordinator, security, id).await {
+        Err(e) => {
+            eprintln!("twopc: {e}");
+            Err(ExitCode::from(EXIT_NO_DECISION))
+        }
+        Ok(Some(logged)) if logged != decision && !force => {
+            eprintln!(
+                "twopc: refused: the coordinator at {coordinator} has {logged} for {id}; a heuristic {decision} would leave the transaction committed on some participants and aborted on others. Resolve with --{logged} instead, or pass --force if you know better"
+            );
+            Err(ExitCode::from(EXIT_USAGE))
+        }
+        Ok(Some(logged)) if logged != decision => {
+            eprintln!("twopc: --force: resolving {id} as {decision} although the coordinator has {logged}");
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+    }
 }
 
 fn print_list(v: &Value) {

@@ -237,6 +237,9 @@ pub enum Body {
         txn: TxnId,
         decision: Decision,
         reason: String,
+        /// Who resolves, as the operator names themself (kept in the log
+        /// with the connection's address and identity).
+        operator: Option<String>,
     },
     /// Operator, to the coordinator: forget participant `id` (refused while
     /// a transaction still needs it). Answered with `status_report`.
@@ -434,11 +437,20 @@ impl Body {
             },
             Body::ParticipantRemove { id } => obj([("participant_id", Value::String(id.0))]),
             Body::Resolve {
-                decision, reason, ..
-            } => obj([
-                ("decision", json_of(&decision)),
-                ("reason", Value::String(reason)),
-            ]),
+                decision,
+                reason,
+                operator,
+                ..
+            } => {
+                let mut m = obj([
+                    ("decision", json_of(&decision)),
+                    ("reason", Value::String(reason)),
+                ]);
+                if let Some(o) = operator {
+                    m.insert("operator".into(), Value::String(o));
+                }
+                m
+            }
             Body::Error {
                 code,
                 message,
@@ -632,6 +644,7 @@ impl Message {
                     txn: txn()?,
                     decision: p.decision,
                     reason: p.reason,
+                    operator: p.operator,
                 }
             }
             "challenge" => {
@@ -731,6 +744,8 @@ struct ResolvePayload {
     decision: Decision,
     #[serde(default)]
     reason: String,
+    #[serde(default)]
+    operator: Option<String>,
 }
 
 /// Payload of `challenge`, `auth` and `authenticated`. Missing fields
@@ -897,6 +912,13 @@ mod tests {
             txn: t.clone(),
             decision: Decision::Abort,
             reason: "coordinator lost".into(),
+            operator: None,
+        });
+        roundtrip(Body::Resolve {
+            txn: t.clone(),
+            decision: Decision::Commit,
+            reason: "coordinator lost".into(),
+            operator: Some("alice".into()),
         });
         roundtrip(Body::StatusReport(serde_json::json!({"state": "ready"})));
         roundtrip(Body::Challenge {

@@ -164,6 +164,7 @@ impl ParticipantNode {
         } = self;
         let tracker = TaskTracker::new();
         let (admin_tx, admin_rx) = mpsc::channel(256);
+        let admin_authenticated = admin_security.secret.is_some();
         if let Some(l) = admin {
             admin_security.announce("admin port");
             let port = PortSpec {
@@ -215,6 +216,7 @@ impl ParticipantNode {
             queue: VecDeque::new(),
             tracker: tracker.clone(),
             admins: HashSet::new(),
+            admin_authenticated,
         };
         d.main_loop(ev_rx, prep_rx, resume_rx, admin_rx, shutdown)
             .await;
@@ -342,6 +344,9 @@ struct Driver {
     tracker: TaskTracker,
     /// Operator connections that said hello.
     admins: HashSet<ConnId>,
+    /// Whether the admin port requires its key (then every operator
+    /// connection proved it), for the audit trail of heuristic decisions.
+    admin_authenticated: bool,
 }
 
 impl Driver {
@@ -555,9 +560,22 @@ impl Driver {
                 txn,
                 decision,
                 reason,
+                operator,
             } => match self.core.txn(&txn).map(|t| t.state) {
                 Some(PState::Prepared) => {
-                    tracing::warn!(transaction_id = %txn, %decision, %reason, "heuristic decision by an operator");
+                    // Who and from where go into the durable record with the
+                    // reason: the audit trail of a heuristic decision.
+                    let peer = self.out.peer(conn);
+                    let operator = crate::protocol::bound::reason(
+                        operator.as_deref().unwrap_or("an unnamed operator"),
+                    );
+                    let proven = if self.admin_authenticated {
+                        "with this participant's admin key"
+                    } else {
+                        "without authentication"
+                    };
+                    tracing::warn!(transaction_id = %txn, %decision, %reason, %operator, %peer, proven, "heuristic decision by an operator");
+                    let reason = format!("{reason} (by {operator}, {proven}, from {peer})");
                     self.step(Event::Resolve {
                         txn: txn.clone(),
                         decision,
