@@ -17,6 +17,8 @@ fn args() -> BankArgs {
         chaos: false,
         seed: Some(7),
         json: true,
+        crash_at: None,
+        wal_segment_max_bytes: None,
     }
 }
 
