@@ -153,6 +153,30 @@ pub struct CoordinatorConfig {
     /// With a secret: serve `GET /metrics` without a proof, for a
     /// Prometheus scraper (metrics hold counts and timings, no data).
     pub admin_open_metrics: bool,
+    /// Milliseconds an accepted connection has, from accept, to complete
+    /// its handshake (TLS, hello and, with a secret, authentication);
+    /// never more than `handshake_timeout_ms`.
+    pub preauth_timeout_ms: u64,
+    /// Connections from one IP address that have not completed their
+    /// handshake; past it a new one from that address is refused at once.
+    pub preauth_max_per_address: usize,
+    /// Connection slots past `max_connections` that only participants
+    /// (hello with role participant) may keep.
+    pub participant_reserved_connections: usize,
+    /// Bytes queued for one connection's writer; a peer that lets more
+    /// pile up (it does not read) is disconnected.
+    pub send_buffer_max_bytes: usize,
+    /// Most transactions in one `txn_list` reply.
+    pub query_page_max: usize,
+    /// Bytes; most of one `txn_list` reply (never more than
+    /// `max_frame_bytes`); past it the list is cut and marked `truncated`.
+    pub query_reply_max_bytes: usize,
+    /// Operator queries (status, txn list, txn show) of one connection
+    /// waiting for an answer; the connection is not read past it.
+    pub query_in_flight_max: usize,
+    /// Milliseconds a participant joining a ready cluster must stay
+    /// connected before submits that name no participants include it.
+    pub join_grace_ms: u64,
     pub wal: WalConfig,
     /// File holding the shared secret every peer must prove it knows; off
     /// when unset (and `TWOPC_SECRET` is unset).
@@ -193,6 +217,14 @@ impl Default for CoordinatorConfig {
             admin_auth_nonces_max: 4096,
             admin_auth_nonce_ttl_ms: 30_000,
             admin_open_metrics: false,
+            preauth_timeout_ms: 2_000,
+            preauth_max_per_address: 8,
+            participant_reserved_connections: 64,
+            send_buffer_max_bytes: 8 * 1024 * 1024,
+            query_page_max: 1000,
+            query_reply_max_bytes: 512 * 1024,
+            query_in_flight_max: 4,
+            join_grace_ms: 3_000,
             wal: WalConfig::default(),
             secret_file: None,
             secret: None,
@@ -245,6 +277,21 @@ pub struct ParticipantConfig {
     /// Milliseconds a connection has to finish its handshake (TLS, hello,
     /// authentication): admin connections, and the coordinator's answer.
     pub handshake_timeout_ms: u64,
+    /// Milliseconds an admin connection has, from accept, to complete its
+    /// handshake; never more than `handshake_timeout_ms`.
+    pub preauth_timeout_ms: u64,
+    /// Admin connections from one IP address that have not completed
+    /// their handshake; past it a new one from that address is refused.
+    pub preauth_max_per_address: usize,
+    /// Admin slots past `admin_max_connections` kept for connections that
+    /// complete their handshake (operators).
+    pub admin_reserved_connections: usize,
+    /// Bytes queued for one connection's writer before it is disconnected.
+    pub send_buffer_max_bytes: usize,
+    /// Most transactions in one `txn_list` reply of the admin port.
+    pub query_page_max: usize,
+    /// Bytes; most of one `txn_list` reply of the admin port.
+    pub query_reply_max_bytes: usize,
     pub wal: WalConfig,
     /// File holding the shared secret (coordinator and admin port).
     pub secret_file: Option<PathBuf>,
@@ -294,6 +341,12 @@ impl Default for ParticipantConfig {
             admin_host: "127.0.0.1".into(),
             admin_max_connections: 16,
             handshake_timeout_ms: 10_000,
+            preauth_timeout_ms: 2_000,
+            preauth_max_per_address: 8,
+            admin_reserved_connections: 4,
+            send_buffer_max_bytes: 8 * 1024 * 1024,
+            query_page_max: 1000,
+            query_reply_max_bytes: 512 * 1024,
             wal: WalConfig::default(),
             secret_file: None,
             secret: None,
@@ -713,6 +766,23 @@ impl CoordinatorConfig {
             10,
             600_000,
         )?;
+        range_u64("preauth_timeout_ms", self.preauth_timeout_ms, 10, 3_600_000)?;
+        range_usize(
+            "preauth_max_per_address",
+            self.preauth_max_per_address,
+            1,
+            1_000_000,
+        )?;
+        range_usize(
+            "participant_reserved_connections",
+            self.participant_reserved_connections,
+            0,
+            100_000,
+        )?;
+        send_buffer(self.send_buffer_max_bytes, self.max_frame_bytes)?;
+        query_limits(self.query_page_max, self.query_reply_max_bytes)?;
+        range_usize("query_in_flight_max", self.query_in_flight_max, 1, 1024)?;
+        range_u64("join_grace_ms", self.join_grace_ms, 0, 3_600_000)?;
         wal(&self.wal)
     }
 }
@@ -875,6 +945,21 @@ impl ParticipantConfig {
             10,
             3_600_000,
         )?;
+        range_u64("preauth_timeout_ms", self.preauth_timeout_ms, 10, 3_600_000)?;
+        range_usize(
+            "preauth_max_per_address",
+            self.preauth_max_per_address,
+            1,
+            10_000,
+        )?;
+        range_usize(
+            "admin_reserved_connections",
+            self.admin_reserved_connections,
+            0,
+            1_000,
+        )?;
+        send_buffer(self.send_buffer_max_bytes, self.max_frame_bytes)?;
+        query_limits(self.query_page_max, self.query_reply_max_bytes)?;
         wal(&self.wal)
     }
 }
@@ -918,6 +1003,27 @@ fn seconds(key: &'static str, v: f64) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+/// A connection's send buffer must hold at least two of the largest frames,
+/// or a single large reply would disconnect a peer that does read.
+fn send_buffer(v: usize, max_frame_bytes: usize) -> Result<(), ConfigError> {
+    range_usize(
+        "send_buffer_max_bytes",
+        v,
+        max_frame_bytes.saturating_mul(2),
+        1024 * 1024 * 1024,
+    )
+}
+
+fn query_limits(page_max: usize, reply_max_bytes: usize) -> Result<(), ConfigError> {
+    range_usize("query_page_max", page_max, 1, 100_000)?;
+    range_usize(
+        "query_reply_max_bytes",
+        reply_max_bytes,
+        4096,
+        1024 * 1024 * 1024,
+    )
 }
 
 fn frame_bytes(v: usize) -> Result<(), ConfigError> {

@@ -77,23 +77,84 @@ pub enum Outgoing {
     Close,
 }
 
-/// Drive the writing half of a connection until `Close` or the channel ends.
+/// How much a connection's writer may hold for a peer that does not read.
+#[derive(Clone, Debug)]
+pub struct SendLimit {
+    /// Bytes of frames taken from the queue and not yet written.
+    pub max_bytes: usize,
+    /// The peer's address, for the log line when it is disconnected.
+    pub peer: String,
+}
+
+/// Drive the writing half of a connection until `Close` or the channel
+/// ends. Frames are taken from `rx` as soon as they arrive and held here
+/// against a byte budget while the socket is slow: a peer that lets more
+/// than `limit.max_bytes` pile up is disconnected at once (logged with its
+/// address, `abort` cancelled so the reader stops too) instead of being
+/// buffered without bound.
 pub async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: FramedWrite<W, LengthDelimitedCodec>,
     mut rx: mpsc::Receiver<Outgoing>,
+    limit: SendLimit,
+    abort: tokio_util::sync::CancellationToken,
 ) {
-    while let Some(item) = rx.recv().await {
-        let res = match item {
-            Outgoing::Frame(b) => writer.send(b).await,
-            Outgoing::FrameThenCrash(b, point) => {
-                let _ = writer.send(b).await;
-                crate::crash::kill_now(point)
+    let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(limit.max_bytes));
+    // Unbounded in frames, bounded in bytes by `budget` (a frame has at
+    // least one byte of payload).
+    let (held_tx, mut held_rx) = mpsc::unbounded_channel();
+    let take = async move {
+        while let Some(item) = rx.recv().await {
+            let permit = match &item {
+                Outgoing::Frame(b) | Outgoing::FrameThenCrash(b, _) => {
+                    let cost = u32::try_from(b.len().max(1)).unwrap_or(u32::MAX);
+                    match budget.clone().try_acquire_many_owned(cost) {
+                        Ok(p) => Some(p),
+                        Err(_) => return false,
+                    }
+                }
+                Outgoing::Close => None,
+            };
+            let close = matches!(item, Outgoing::Close);
+            if held_tx.send((item, permit)).is_err() || close {
+                break;
             }
-            Outgoing::Close => break,
-        };
-        if res.is_err() {
-            break;
+        }
+        true
+    };
+    let write = async {
+        while let Some((item, _permit)) = held_rx.recv().await {
+            let res = match item {
+                Outgoing::Frame(b) => writer.send(b).await,
+                Outgoing::FrameThenCrash(b, point) => {
+                    let _ = writer.send(b).await;
+                    crate::crash::kill_now(point)
+                }
+                Outgoing::Close => break,
+            };
+            if res.is_err() {
+                break;
+            }
+        }
+        let _ = SinkExt::<Bytes>::close(&mut writer).await;
+    };
+    let (mut take, mut write) = (std::pin::pin!(take), std::pin::pin!(write));
+    let mut taking = true;
+    loop {
+        tokio::select! {
+            _ = abort.cancelled() => return,
+            ok = &mut take, if taking => {
+                if !ok {
+                    tracing::warn!(
+                        peer = %limit.peer,
+                        "peer is not reading its messages: more than send_buffer_max_bytes ({} bytes) waiting for it; disconnecting",
+                        limit.max_bytes
+                    );
+                    abort.cancel();
+                    return;
+                }
+                taking = false;
+            }
+            _ = &mut write => return,
         }
     }
-    let _ = SinkExt::<Bytes>::close(&mut writer).await;
 }
