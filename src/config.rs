@@ -488,6 +488,30 @@ pub struct CoordinatorArgs {
     /// With a secret: serve GET /metrics without a proof (true/false), for Prometheus.
     #[arg(long, env = "TWOPC_ADMIN_OPEN_METRICS", num_args = 0..=1, default_missing_value = "true")]
     pub admin_open_metrics: Option<bool>,
+    /// Milliseconds from accept to a completed handshake on this process's listening port.
+    #[arg(long, env = "TWOPC_PREAUTH_TIMEOUT_MS")]
+    pub preauth_timeout_ms: Option<u64>,
+    /// Connections of one IP address still in their handshake, at most.
+    #[arg(long, env = "TWOPC_PREAUTH_MAX_PER_ADDRESS")]
+    pub preauth_max_per_address: Option<usize>,
+    /// Bytes queued for one connection before a peer that does not read is disconnected.
+    #[arg(long, env = "TWOPC_SEND_BUFFER_MAX_BYTES")]
+    pub send_buffer_max_bytes: Option<usize>,
+    /// Most transactions in one txn_list reply.
+    #[arg(long, env = "TWOPC_QUERY_PAGE_MAX")]
+    pub query_page_max: Option<usize>,
+    /// Most bytes in one txn_list reply.
+    #[arg(long, env = "TWOPC_QUERY_REPLY_MAX_BYTES")]
+    pub query_reply_max_bytes: Option<usize>,
+    /// Connection slots past max_connections kept for participants.
+    #[arg(long, env = "TWOPC_PARTICIPANT_RESERVED_CONNECTIONS")]
+    pub participant_reserved_connections: Option<usize>,
+    /// Operator queries of one connection awaiting an answer before it is not read.
+    #[arg(long, env = "TWOPC_QUERY_IN_FLIGHT_MAX")]
+    pub query_in_flight_max: Option<usize>,
+    /// Milliseconds a participant joining a ready cluster waits before submits without named participants include it.
+    #[arg(long, env = "TWOPC_JOIN_GRACE_MS")]
+    pub join_grace_ms: Option<u64>,
     /// Log segment size before a checkpoint, bytes.
     #[arg(long, env = "TWOPC_WAL_SEGMENT_MAX_BYTES")]
     pub wal_segment_max_bytes: Option<u64>,
@@ -617,6 +641,24 @@ pub struct ParticipantArgs {
     /// Milliseconds to finish a connection's handshake.
     #[arg(long, env = "TWOPC_HANDSHAKE_TIMEOUT_MS")]
     pub handshake_timeout_ms: Option<u64>,
+    /// Milliseconds from accept to a completed handshake on this process's listening port.
+    #[arg(long, env = "TWOPC_PREAUTH_TIMEOUT_MS")]
+    pub preauth_timeout_ms: Option<u64>,
+    /// Connections of one IP address still in their handshake, at most.
+    #[arg(long, env = "TWOPC_PREAUTH_MAX_PER_ADDRESS")]
+    pub preauth_max_per_address: Option<usize>,
+    /// Bytes queued for one connection before a peer that does not read is disconnected.
+    #[arg(long, env = "TWOPC_SEND_BUFFER_MAX_BYTES")]
+    pub send_buffer_max_bytes: Option<usize>,
+    /// Most transactions in one txn_list reply.
+    #[arg(long, env = "TWOPC_QUERY_PAGE_MAX")]
+    pub query_page_max: Option<usize>,
+    /// Most bytes in one txn_list reply.
+    #[arg(long, env = "TWOPC_QUERY_REPLY_MAX_BYTES")]
+    pub query_reply_max_bytes: Option<usize>,
+    /// Admin slots past admin_max_connections kept for operators that complete their handshake.
+    #[arg(long, env = "TWOPC_ADMIN_RESERVED_CONNECTIONS")]
+    pub admin_reserved_connections: Option<usize>,
     #[arg(long, env = "TWOPC_WAL_SEGMENT_MAX_BYTES")]
     pub wal_segment_max_bytes: Option<u64>,
     #[arg(long, env = "TWOPC_UNSAFE_NO_FSYNC", num_args = 0..=1, default_missing_value = "true")]
@@ -665,6 +707,14 @@ impl CoordinatorConfig {
                 admin_auth_nonces_max,
                 admin_auth_nonce_ttl_ms,
                 admin_open_metrics,
+                preauth_timeout_ms,
+                preauth_max_per_address,
+                send_buffer_max_bytes,
+                query_page_max,
+                query_reply_max_bytes,
+                participant_reserved_connections,
+                query_in_flight_max,
+                join_grace_ms,
             ]
         );
         if let Some(p) = args.admin_port {
@@ -842,6 +892,12 @@ impl ParticipantConfig {
                 admin_host,
                 admin_max_connections,
                 handshake_timeout_ms,
+                preauth_timeout_ms,
+                preauth_max_per_address,
+                send_buffer_max_bytes,
+                query_page_max,
+                query_reply_max_bytes,
+                admin_reserved_connections,
             ]
         );
         if let Some(v) = args.wal_segment_max_bytes {

@@ -155,8 +155,13 @@ impl SlotTicket {
         }
     }
 
-    /// The error a connection evicted during its handshake is closed with.
+    /// The error a connection evicted during its handshake is closed with
+    /// (logged, within the failure log's rate limit).
     pub fn evicted_error(&self) -> WireError {
+        self.spec.security.failures.failed(
+            &self.peer,
+            "closed during its handshake to make room (the port is full)",
+        );
         WireError::new(
             ErrorCode::TooManyConnections,
             format!(
