@@ -17,7 +17,7 @@ use crate::protocol::{Action, Body, ConnId, ErrorCode, Record, TxnId};
 use crate::security::ServerSecurity;
 use crate::wal::{GroupCommit, WalError};
 use serde_json::json;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -173,6 +173,7 @@ impl CoordinatorServer {
             errors,
             current_txn: None,
             queries: VecDeque::new(),
+            queued: HashMap::new(),
             page: PageLimits::new(
                 cfg.query_page_max,
                 cfg.query_reply_max_bytes,
@@ -256,10 +257,14 @@ struct Driver {
     /// The transaction of the message being handled, for log lines about
     /// refusals (which the core words without a transaction field).
     current_txn: Option<TxnId>,
-    /// Operator queries waiting for an answer, oldest first. Each holds one
-    /// of its connection's `query_in_flight_max` permits, so this holds at
-    /// most that many per connection.
-    queries: VecDeque<(ConnId, Body, OwnedSemaphorePermit)>,
+    /// Operator queries waiting for an answer, oldest first, and messages
+    /// that came after one on the same connection (replies keep the order
+    /// of requests). Each query holds one of its connection's
+    /// `query_in_flight_max` permits; the reader sends nothing while they
+    /// are all taken, so this holds a few entries per connection.
+    queries: VecDeque<(ConnId, Body, Option<OwnedSemaphorePermit>)>,
+    /// Entries in `queries`, by connection.
+    queued: HashMap<ConnId, usize>,
     /// How much one `txn_list` reply may carry.
     page: PageLimits,
 }
@@ -395,25 +400,43 @@ impl Driver {
             {
                 self.step(Event::Message { conn, body })
             }
-            ConnEvent::Query { conn, body, permit } => {
-                self.queries.push_back((conn, body, permit));
+            ConnEvent::Query { conn, body, permit } => self.enqueue(conn, body, Some(permit)),
+            ConnEvent::Message { conn, body } if self.queued.contains_key(&conn) => {
+                self.enqueue(conn, body, None)
             }
             ConnEvent::Message { conn, body } => self.on_message(conn, body),
             ConnEvent::Closed { conn } => {
                 // Its waiting queries go (their permits with them).
-                self.queries.retain(|(c, _, _)| *c != conn);
+                if self.queued.remove(&conn).is_some() {
+                    self.queries.retain(|(c, _, _)| *c != conn);
+                }
                 self.out.closed(conn);
                 self.step(Event::Disconnected { conn });
             }
         }
     }
 
-    /// Answer up to `QUERIES_PER_TURN` waiting operator queries.
+    fn enqueue(&mut self, conn: ConnId, body: Body, permit: Option<OwnedSemaphorePermit>) {
+        *self.queued.entry(conn).or_insert(0) += 1;
+        self.queries.push_back((conn, body, permit));
+    }
+
+    /// Answer up to `QUERIES_PER_TURN` waiting operator queries, and the
+    /// messages queued behind them (cheap, and not counted: so the queue
+    /// never holds more than one turn's messages besides the queries).
     fn answer_queries(&mut self) {
-        for _ in 0..QUERIES_PER_TURN {
+        let mut answered = 0;
+        while answered < QUERIES_PER_TURN {
             let Some((conn, body, permit)) = self.queries.pop_front() else {
                 return;
             };
+            answered += usize::from(permit.is_some());
+            if let Some(n) = self.queued.get_mut(&conn) {
+                *n -= 1;
+                if *n == 0 {
+                    self.queued.remove(&conn);
+                }
+            }
             // A connection closed for not reading gets no more work done.
             if self.out.is_open(conn) {
                 self.on_message(conn, body);
