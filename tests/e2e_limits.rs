@@ -88,7 +88,9 @@ async fn flood_loop(
     held: Arc<AtomicUsize>,
     opened: Arc<AtomicUsize>,
 ) {
-    const NEW_PER_PASS: usize = 4;
+    // Fast enough to refill a freed slot before a peer retrying every few
+    // hundred milliseconds gets it; slow enough not to starve the machine.
+    const NEW_PER_PASS: usize = 8;
     let mut slots: Vec<(IpAddr, Option<tokio::net::TcpStream>)> = sources
         .iter()
         .flat_map(|ip| std::iter::repeat_n(*ip, per_source))
@@ -211,6 +213,9 @@ fn an_idle_flood_of_the_coordinator_port_keeps_out_neither_participants_nor_oper
     c.wait_status("p1 to register again during the flood", |s| {
         is_connected(s, "p1") && is_connected(s, "p2")
     });
+    // Each of these connects while the flood holds every slot it can: one
+    // attempt, no retry.
+    flood.wait_held(62);
     let addr = c.addr();
     let (code, out, err) = within_patience("twopc status", move || {
         run_twopc(&["status", "--coordinator", &addr, "--json"])
@@ -219,6 +224,7 @@ fn an_idle_flood_of_the_coordinator_port_keeps_out_neither_participants_nor_oper
     let s: Value = serde_json::from_str(&out).expect("status JSON");
     assert_eq!(s["state"], "READY", "{s}");
     for i in 0..3 {
+        flood.wait_held(62);
         let (txn, o) = c.submit(req(json!({ "during_flood": i }))).expect("submit");
         assert_eq!(o.decision, Decision::Commit, "{txn}: {o:?}");
         assert_eq!(voters(&o), vec!["p1", "p2"], "{o:?}");
@@ -262,6 +268,7 @@ fn idle_sockets_on_an_admin_port_keep_out_neither_operators_nor_resolve() {
     flood.wait_held(16);
     let list = participant_txn_list(&admin, None);
     assert_eq!(list["total"], 0, "{list}");
+    flood.wait_held(16);
     let a = admin.clone();
     let (code, out, err) = within_patience("twopc txn resolve", move || {
         run_twopc(&[
