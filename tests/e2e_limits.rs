@@ -240,6 +240,73 @@ fn an_idle_flood_of_the_coordinator_port_keeps_out_neither_participants_nor_oper
     );
 }
 
+/// Connect and say hello as a client until welcomed (a slot freed by a
+/// closed connection is released asynchronously); bounded by PATIENCE.
+fn welcomed_client(addr: &str) -> RawConn {
+    let start = Instant::now();
+    loop {
+        let mut raw = RawConn::connect(addr);
+        raw.send_client_hello();
+        match raw.recv() {
+            Some(m) if m["message_type"] == "welcome" => return raw,
+            Some(m) if m["payload"]["code"] == "too_many_connections" => {}
+            other => panic!("unexpected answer {other:?}"),
+        }
+        assert!(start.elapsed() < PATIENCE, "no slot freed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Clients that completed their handshake hold every shared slot of the
+/// coordinator port (4 here): a restarted participant still registers, on
+/// a slot reserved for participants, while one more client is refused at
+/// once with `too_many_connections` naming the reserve.
+#[test]
+fn a_restarted_participant_registers_while_clients_hold_every_shared_slot() {
+    let mut c = Cluster::new();
+    c.start_coordinator(
+        &["--expected-participants", "2", "--max-connections", "4"],
+        &[],
+    );
+    c.start_participants(2, &[]);
+    c.wait_ready(2);
+    c.participants[0].kill9();
+    c.wait_status("p1 to be gone", |s| !is_connected(s, "p1"));
+    let clients: Vec<RawConn> = (0..3).map(|_| welcomed_client(&c.addr())).collect();
+
+    let coordinator_mark = log_mark(&c.path("coordinator.log"));
+    let p1_mark = log_mark(&c.participants[0].log);
+    c.restart_participant(0, &[], &[]);
+    wait_log(
+        &mut c.participants[0],
+        p1_mark,
+        "registered with the coordinator",
+    );
+    wait_log(
+        c.coordinator.as_mut().expect("coordinator"),
+        coordinator_mark,
+        "serving a connection from a reserved slot",
+    );
+    let mut refused = RawConn::connect(&c.addr());
+    refused.send_client_hello();
+    let message = refused.expect_error("too_many_connections");
+    assert!(
+        message.contains("max_connections") && message.contains("participant_reserved_connections"),
+        "{message}"
+    );
+
+    drop(clients);
+    let s = c.wait_status("both participants connected", |s| {
+        is_connected(s, "p1") && is_connected(s, "p2")
+    });
+    assert_eq!(s["state"], "READY", "{s}");
+    let (txn, o) = c
+        .submit(req(json!({ "after": "reserve" })))
+        .expect("submit");
+    assert_eq!(o.decision, Decision::Commit, "{txn}: {o:?}");
+    assert_eq!(voters(&o), vec!["p1", "p2"], "{o:?}");
+}
+
 /// A participant's admin port (16 slots, 4 more for operators) flooded
 /// with 24 idle sockets still serves `twopc txn list --participant` and
 /// `twopc txn resolve`; and one address gets no more than
