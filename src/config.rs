@@ -274,8 +274,8 @@ pub struct ParticipantConfig {
     pub admin_host: String,
     /// Simultaneous operator connections on the admin port.
     pub admin_max_connections: usize,
-    /// Milliseconds a connection has to finish its handshake (TLS, hello,
-    /// authentication): admin connections, and the coordinator's answer.
+    /// Milliseconds the coordinator has to answer our hello (else we
+    /// reconnect); also the upper bound of `preauth_timeout_ms`.
     pub handshake_timeout_ms: u64,
     /// Milliseconds an admin connection has, from accept, to complete its
     /// handshake; never more than `handshake_timeout_ms`.
@@ -449,7 +449,7 @@ pub struct CoordinatorArgs {
     /// Missed heartbeats before a participant counts as not alive.
     #[arg(long, env = "TWOPC_HEARTBEAT_FAILURE_THRESHOLD")]
     pub heartbeat_failure_threshold: Option<u32>,
-    /// Milliseconds a new connection has to send its first frame.
+    /// Upper bound of preauth_timeout_ms, milliseconds.
     #[arg(long, env = "TWOPC_HANDSHAKE_TIMEOUT_MS")]
     pub handshake_timeout_ms: Option<u64>,
     /// First delay before re-sending an unacknowledged decision, ms.
@@ -832,6 +832,22 @@ impl CoordinatorConfig {
         send_buffer(self.send_buffer_max_bytes, self.max_frame_bytes)?;
         query_limits(self.query_page_max, self.query_reply_max_bytes)?;
         range_usize("query_in_flight_max", self.query_in_flight_max, 1, 1024)?;
+        // A client that reads must never be cut off by the replies to the
+        // queries it may have in flight at once, plus one frame.
+        let replies = self
+            .query_in_flight_max
+            .saturating_mul(self.query_reply_max_bytes.min(self.max_frame_bytes));
+        let needed = replies.saturating_add(self.max_frame_bytes);
+        if self.send_buffer_max_bytes < needed {
+            return Err(invalid(
+                "send_buffer_max_bytes",
+                self.send_buffer_max_bytes,
+                format!(
+                    "at least {needed} (query_in_flight_max x query_reply_max_bytes + max_frame_bytes), \
+                     or lower query_in_flight_max or query_reply_max_bytes"
+                ),
+            ));
+        }
         range_u64("join_grace_ms", self.join_grace_ms, 0, 3_600_000)?;
         wal(&self.wal)
     }
@@ -1218,6 +1234,32 @@ mod tests {
         };
         let msg = c.validate().unwrap_err().to_string();
         assert!(msg.contains("admin_max_body_bytes"), "{msg}");
+    }
+
+    #[test]
+    fn the_send_buffer_holds_every_query_reply_a_connection_may_have_in_flight() {
+        // 16 replies of 512 KiB, plus a frame: 9 MiB, more than 8 MiB.
+        let c = CoordinatorConfig {
+            query_in_flight_max: 16,
+            ..Default::default()
+        };
+        let msg = c.validate().unwrap_err().to_string();
+        assert!(
+            msg.contains("send_buffer_max_bytes") && msg.contains("at least 9437184"),
+            "{msg}"
+        );
+        let c = CoordinatorConfig {
+            query_in_flight_max: 16,
+            send_buffer_max_bytes: 9 * 1024 * 1024,
+            ..Default::default()
+        };
+        c.validate().unwrap();
+        let p = ParticipantConfig {
+            send_buffer_max_bytes: 1024 * 1024,
+            ..Default::default()
+        };
+        let msg = p.validate().unwrap_err().to_string();
+        assert!(msg.contains("send_buffer_max_bytes"), "{msg}");
     }
 
     #[test]

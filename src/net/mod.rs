@@ -158,3 +158,80 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio_util::sync::CancellationToken;
+
+    fn limit(max_bytes: usize) -> SendLimit {
+        SendLimit {
+            max_bytes,
+            peer: "127.0.0.1:1".into(),
+        }
+    }
+
+    /// The peer never reads: the socket takes 64 bytes, then frames pile up
+    /// in the writer until the fourth 300-byte frame would pass 1000 bytes.
+    #[tokio::test]
+    async fn a_peer_that_does_not_read_is_cut_off_once_the_byte_budget_is_spent() {
+        let (ours, _theirs) = tokio::io::duplex(64);
+        let (tx, rx) = mpsc::channel(16);
+        let abort = CancellationToken::new();
+        let writer = FramedWrite::new(ours, codec(1024));
+        let task = tokio::spawn(write_loop(writer, rx, limit(1000), abort.clone()));
+        for _ in 0..10 {
+            if tx
+                .send(Outgoing::Frame(Bytes::from(vec![7u8; 300])))
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        task.await.expect("writer task");
+        assert!(abort.is_cancelled());
+    }
+
+    /// A peer that reads gets every frame, in order, and is never cut off,
+    /// though four times the budget passes through in all: the budget
+    /// bounds what waits, not what was sent.
+    #[tokio::test]
+    async fn a_reading_peer_gets_everything_and_keeps_its_connection() {
+        const ROUND: usize = 3 * 304;
+        let (ours, mut theirs) = tokio::io::duplex(64);
+        let (tx, rx) = mpsc::channel(16);
+        let abort = CancellationToken::new();
+        let writer = FramedWrite::new(ours, codec(1024));
+        let task = tokio::spawn(write_loop(writer, rx, limit(1000), abort.clone()));
+        let (got_tx, mut got_rx) = mpsc::channel(1);
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            for _ in 0..4 {
+                let mut round = vec![0u8; ROUND];
+                theirs
+                    .read_exact(&mut round)
+                    .await
+                    .expect("a round of frames");
+                all.extend_from_slice(&round);
+                let _ = got_tx.send(()).await;
+            }
+            all
+        });
+        for round in 0..4u8 {
+            for _ in 0..3 {
+                tx.send(Outgoing::Frame(Bytes::from(vec![round; 300])))
+                    .await
+                    .expect("writer alive");
+            }
+            got_rx.recv().await.expect("the reader read a round");
+        }
+        tx.send(Outgoing::Close).await.expect("writer alive");
+        task.await.expect("writer task");
+        let all = reader.await.expect("reader task");
+        assert!(!abort.is_cancelled());
+        assert_eq!(all.len(), 4 * ROUND);
+        assert_eq!(all[4 + 3 * ROUND], 3);
+    }
+}

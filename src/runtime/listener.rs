@@ -104,8 +104,8 @@ impl PortSlots {
         &self,
     ) -> std::sync::MutexGuard<'_, (Slots<ConnId, IpAddr>, HashMap<ConnId, CancellationToken>)>
     {
-        // The table holds no invariant a panicking holder could break
-        // half-way that matters more than serving; take it back.
+        // Every update of the table is a few plain assignments that cannot
+        // panic half-way; a poisoned lock still holds a consistent table.
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
