@@ -670,10 +670,11 @@ impl Coordinator {
             );
         }
         // A returning member keeps its standing; a new id joining a ready
-        // cluster is a newcomer until it takes part in a transaction.
+        // cluster is a newcomer until it takes part in a transaction (one
+        // that a recovered decision is owed to has taken part already).
         let newcomer = match self.members.get(&id) {
             Some(m) => m.newcomer,
-            None => self.state == ClusterState::Ready,
+            None => self.state == ClusterState::Ready && !self.owed_to(&id),
         };
         self.members.insert(
             id.clone(),
@@ -819,6 +820,13 @@ impl Coordinator {
         t.timeline.record(self.now, Step::Submitted);
         t.waiter = Some(waiter);
         self.in_prepare += 1;
+        // Named in a transaction: each is a full member from now on (the
+        // transaction may wait for its acknowledgement).
+        for p in &participants {
+            if let Some(m) = self.members.get_mut(p) {
+                m.newcomer = false;
+            }
+        }
         let mut unreachable = None;
         for p in &participants {
             // With per-participant operations, each participant sees only
@@ -827,10 +835,7 @@ impl Coordinator {
                 Some(ops) => json!({ "operations": ops.get(p).cloned().unwrap_or(json!([])) }),
                 None => req.data.clone(),
             };
-            match self.members.get_mut(p).and_then(|m| {
-                m.newcomer = false;
-                m.conn
-            }) {
+            match self.members.get(p).and_then(|m| m.conn) {
                 Some(c) => {
                     t.timeline.record(self.now, Step::Prepare { to: p.clone() });
                     send(
