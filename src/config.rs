@@ -180,6 +180,30 @@ pub struct CoordinatorConfig {
     /// With a secret: `GET /auth/challenge` answered per address and
     /// second (burst twice that); past it 429.
     pub admin_auth_challenges_per_second: u32,
+    /// Milliseconds an accepted connection has, from accept, to complete
+    /// its handshake (TLS, hello and, with a secret, authentication);
+    /// never more than `handshake_timeout_ms`.
+    pub preauth_timeout_ms: u64,
+    /// Connections from one IP address that have not completed their
+    /// handshake; past it a new one from that address is refused at once.
+    pub preauth_max_per_address: usize,
+    /// Connection slots past `max_connections` that only participants
+    /// (hello with role participant) may keep.
+    pub participant_reserved_connections: usize,
+    /// Bytes queued for one connection's writer; a peer that lets more
+    /// pile up (it does not read) is disconnected.
+    pub send_buffer_max_bytes: usize,
+    /// Most transactions in one `txn_list` reply.
+    pub query_page_max: usize,
+    /// Bytes; most of one `txn_list` reply (never more than
+    /// `max_frame_bytes`); past it the list is cut and marked `truncated`.
+    pub query_reply_max_bytes: usize,
+    /// Operator queries (status, txn list, txn show) of one connection
+    /// waiting for an answer; the connection is not read past it.
+    pub query_in_flight_max: usize,
+    /// Milliseconds a participant joining a ready cluster must stay
+    /// connected before submits that name no participants include it.
+    pub join_grace_ms: u64,
     pub wal: WalConfig,
     /// File holding the shared secret every peer must prove it knows; off
     /// when unset (and `TWOPC_SECRET` is unset).
@@ -226,6 +250,14 @@ impl Default for CoordinatorConfig {
             admin_open_metrics: false,
             admin_allowed_hosts: Vec::new(),
             admin_auth_challenges_per_second: 20,
+            preauth_timeout_ms: 2_000,
+            preauth_max_per_address: 8,
+            participant_reserved_connections: 64,
+            send_buffer_max_bytes: 8 * 1024 * 1024,
+            query_page_max: 1000,
+            query_reply_max_bytes: 512 * 1024,
+            query_in_flight_max: 4,
+            join_grace_ms: 3_000,
             wal: WalConfig::default(),
             secret_file: None,
             secret: None,
@@ -276,9 +308,24 @@ pub struct ParticipantConfig {
     pub admin_host: String,
     /// Simultaneous operator connections on the admin port.
     pub admin_max_connections: usize,
-    /// Milliseconds a connection has to finish its handshake (TLS, hello,
-    /// authentication): admin connections, and the coordinator's answer.
+    /// Milliseconds the coordinator has to answer our hello (else we
+    /// reconnect); also the upper bound of `preauth_timeout_ms`.
     pub handshake_timeout_ms: u64,
+    /// Milliseconds an admin connection has, from accept, to complete its
+    /// handshake; never more than `handshake_timeout_ms`.
+    pub preauth_timeout_ms: u64,
+    /// Admin connections from one IP address that have not completed
+    /// their handshake; past it a new one from that address is refused.
+    pub preauth_max_per_address: usize,
+    /// Admin slots past `admin_max_connections` kept for connections that
+    /// complete their handshake (operators).
+    pub admin_reserved_connections: usize,
+    /// Bytes queued for one connection's writer before it is disconnected.
+    pub send_buffer_max_bytes: usize,
+    /// Most transactions in one `txn_list` reply of the admin port.
+    pub query_page_max: usize,
+    /// Bytes; most of one `txn_list` reply of the admin port.
+    pub query_reply_max_bytes: usize,
     pub wal: WalConfig,
     /// File holding the shared secret (coordinator and admin port).
     pub secret_file: Option<PathBuf>,
@@ -330,6 +377,12 @@ impl Default for ParticipantConfig {
             admin_host: "127.0.0.1".into(),
             admin_max_connections: 16,
             handshake_timeout_ms: 10_000,
+            preauth_timeout_ms: 2_000,
+            preauth_max_per_address: 8,
+            admin_reserved_connections: 4,
+            send_buffer_max_bytes: 8 * 1024 * 1024,
+            query_page_max: 1000,
+            query_reply_max_bytes: 512 * 1024,
             wal: WalConfig::default(),
             secret_file: None,
             secret: None,
@@ -433,7 +486,7 @@ pub struct CoordinatorArgs {
     /// Missed heartbeats before a participant counts as not alive.
     #[arg(long, env = "TWOPC_HEARTBEAT_FAILURE_THRESHOLD")]
     pub heartbeat_failure_threshold: Option<u32>,
-    /// Milliseconds a new connection has to send its first frame.
+    /// Upper bound of preauth_timeout_ms, milliseconds.
     #[arg(long, env = "TWOPC_HANDSHAKE_TIMEOUT_MS")]
     pub handshake_timeout_ms: Option<u64>,
     /// First delay before re-sending an unacknowledged decision, ms.
@@ -475,6 +528,30 @@ pub struct CoordinatorArgs {
     /// With a secret: serve GET /metrics without a proof (true/false), for Prometheus.
     #[arg(long, env = "TWOPC_ADMIN_OPEN_METRICS", num_args = 0..=1, default_missing_value = "true")]
     pub admin_open_metrics: Option<bool>,
+    /// Milliseconds from accept to a completed handshake on this process's listening port.
+    #[arg(long, env = "TWOPC_PREAUTH_TIMEOUT_MS")]
+    pub preauth_timeout_ms: Option<u64>,
+    /// Connections of one IP address still in their handshake, at most.
+    #[arg(long, env = "TWOPC_PREAUTH_MAX_PER_ADDRESS")]
+    pub preauth_max_per_address: Option<usize>,
+    /// Bytes queued for one connection before a peer that does not read is disconnected.
+    #[arg(long, env = "TWOPC_SEND_BUFFER_MAX_BYTES")]
+    pub send_buffer_max_bytes: Option<usize>,
+    /// Most transactions in one txn_list reply.
+    #[arg(long, env = "TWOPC_QUERY_PAGE_MAX")]
+    pub query_page_max: Option<usize>,
+    /// Most bytes in one txn_list reply.
+    #[arg(long, env = "TWOPC_QUERY_REPLY_MAX_BYTES")]
+    pub query_reply_max_bytes: Option<usize>,
+    /// Connection slots past max_connections kept for participants.
+    #[arg(long, env = "TWOPC_PARTICIPANT_RESERVED_CONNECTIONS")]
+    pub participant_reserved_connections: Option<usize>,
+    /// Operator queries of one connection awaiting an answer before it is not read.
+    #[arg(long, env = "TWOPC_QUERY_IN_FLIGHT_MAX")]
+    pub query_in_flight_max: Option<usize>,
+    /// Milliseconds a participant joining a ready cluster waits before submits without named participants include it.
+    #[arg(long, env = "TWOPC_JOIN_GRACE_MS")]
+    pub join_grace_ms: Option<u64>,
     /// Log segment size before a checkpoint, bytes.
     #[arg(long, env = "TWOPC_WAL_SEGMENT_MAX_BYTES")]
     pub wal_segment_max_bytes: Option<u64>,
@@ -624,6 +701,24 @@ pub struct ParticipantArgs {
     /// Milliseconds to finish a connection's handshake.
     #[arg(long, env = "TWOPC_HANDSHAKE_TIMEOUT_MS")]
     pub handshake_timeout_ms: Option<u64>,
+    /// Milliseconds from accept to a completed handshake on this process's listening port.
+    #[arg(long, env = "TWOPC_PREAUTH_TIMEOUT_MS")]
+    pub preauth_timeout_ms: Option<u64>,
+    /// Connections of one IP address still in their handshake, at most.
+    #[arg(long, env = "TWOPC_PREAUTH_MAX_PER_ADDRESS")]
+    pub preauth_max_per_address: Option<usize>,
+    /// Bytes queued for one connection before a peer that does not read is disconnected.
+    #[arg(long, env = "TWOPC_SEND_BUFFER_MAX_BYTES")]
+    pub send_buffer_max_bytes: Option<usize>,
+    /// Most transactions in one txn_list reply.
+    #[arg(long, env = "TWOPC_QUERY_PAGE_MAX")]
+    pub query_page_max: Option<usize>,
+    /// Most bytes in one txn_list reply.
+    #[arg(long, env = "TWOPC_QUERY_REPLY_MAX_BYTES")]
+    pub query_reply_max_bytes: Option<usize>,
+    /// Admin slots past admin_max_connections kept for operators that complete their handshake.
+    #[arg(long, env = "TWOPC_ADMIN_RESERVED_CONNECTIONS")]
+    pub admin_reserved_connections: Option<usize>,
     #[arg(long, env = "TWOPC_WAL_SEGMENT_MAX_BYTES")]
     pub wal_segment_max_bytes: Option<u64>,
     #[arg(long, env = "TWOPC_UNSAFE_NO_FSYNC", num_args = 0..=1, default_missing_value = "true")]
@@ -675,6 +770,14 @@ impl CoordinatorConfig {
                 admin_open_metrics,
                 admin_allowed_hosts,
                 admin_auth_challenges_per_second,
+                preauth_timeout_ms,
+                preauth_max_per_address,
+                send_buffer_max_bytes,
+                query_page_max,
+                query_reply_max_bytes,
+                participant_reserved_connections,
+                query_in_flight_max,
+                join_grace_ms,
             ]
         );
         if let Some(p) = args.admin_port {
@@ -791,6 +894,39 @@ impl CoordinatorConfig {
             1,
             100_000,
         )?;
+        range_u64("preauth_timeout_ms", self.preauth_timeout_ms, 10, 3_600_000)?;
+        range_usize(
+            "preauth_max_per_address",
+            self.preauth_max_per_address,
+            1,
+            1_000_000,
+        )?;
+        range_usize(
+            "participant_reserved_connections",
+            self.participant_reserved_connections,
+            0,
+            100_000,
+        )?;
+        send_buffer(self.send_buffer_max_bytes, self.max_frame_bytes)?;
+        query_limits(self.query_page_max, self.query_reply_max_bytes)?;
+        range_usize("query_in_flight_max", self.query_in_flight_max, 1, 1024)?;
+        // A client that reads must never be cut off by the replies to the
+        // queries it may have in flight at once, plus one frame.
+        let replies = self
+            .query_in_flight_max
+            .saturating_mul(self.query_reply_max_bytes.min(self.max_frame_bytes));
+        let needed = replies.saturating_add(self.max_frame_bytes);
+        if self.send_buffer_max_bytes < needed {
+            return Err(invalid(
+                "send_buffer_max_bytes",
+                self.send_buffer_max_bytes,
+                format!(
+                    "at least {needed} (query_in_flight_max x query_reply_max_bytes + max_frame_bytes), \
+                     or lower query_in_flight_max or query_reply_max_bytes"
+                ),
+            ));
+        }
+        range_u64("join_grace_ms", self.join_grace_ms, 0, 3_600_000)?;
         wal(&self.wal)
     }
 }
@@ -859,6 +995,12 @@ impl ParticipantConfig {
                 admin_host,
                 admin_max_connections,
                 handshake_timeout_ms,
+                preauth_timeout_ms,
+                preauth_max_per_address,
+                send_buffer_max_bytes,
+                query_page_max,
+                query_reply_max_bytes,
+                admin_reserved_connections,
             ]
         );
         if let Some(v) = args.wal_segment_max_bytes {
@@ -976,6 +1118,21 @@ impl ParticipantConfig {
             10,
             3_600_000,
         )?;
+        range_u64("preauth_timeout_ms", self.preauth_timeout_ms, 10, 3_600_000)?;
+        range_usize(
+            "preauth_max_per_address",
+            self.preauth_max_per_address,
+            1,
+            10_000,
+        )?;
+        range_usize(
+            "admin_reserved_connections",
+            self.admin_reserved_connections,
+            0,
+            1_000,
+        )?;
+        send_buffer(self.send_buffer_max_bytes, self.max_frame_bytes)?;
+        query_limits(self.query_page_max, self.query_reply_max_bytes)?;
         wal(&self.wal)
     }
 }
@@ -1019,6 +1176,27 @@ fn seconds(key: &'static str, v: f64) -> Result<(), ConfigError> {
         ));
     }
     Ok(())
+}
+
+/// A connection's send buffer must hold at least two of the largest frames,
+/// or a single large reply would disconnect a peer that does read.
+fn send_buffer(v: usize, max_frame_bytes: usize) -> Result<(), ConfigError> {
+    range_usize(
+        "send_buffer_max_bytes",
+        v,
+        max_frame_bytes.saturating_mul(2),
+        1024 * 1024 * 1024,
+    )
+}
+
+fn query_limits(page_max: usize, reply_max_bytes: usize) -> Result<(), ConfigError> {
+    range_usize("query_page_max", page_max, 1, 100_000)?;
+    range_usize(
+        "query_reply_max_bytes",
+        reply_max_bytes,
+        4096,
+        1024 * 1024 * 1024,
+    )
 }
 
 fn frame_bytes(v: usize) -> Result<(), ConfigError> {
@@ -1171,6 +1349,32 @@ mod tests {
         };
         let msg = c.validate().unwrap_err().to_string();
         assert!(msg.contains("admin_max_body_bytes"), "{msg}");
+    }
+
+    #[test]
+    fn the_send_buffer_holds_every_query_reply_a_connection_may_have_in_flight() {
+        // 16 replies of 512 KiB, plus a frame: 9 MiB, more than 8 MiB.
+        let c = CoordinatorConfig {
+            query_in_flight_max: 16,
+            ..Default::default()
+        };
+        let msg = c.validate().unwrap_err().to_string();
+        assert!(
+            msg.contains("send_buffer_max_bytes") && msg.contains("at least 9437184"),
+            "{msg}"
+        );
+        let c = CoordinatorConfig {
+            query_in_flight_max: 16,
+            send_buffer_max_bytes: 9 * 1024 * 1024,
+            ..Default::default()
+        };
+        c.validate().unwrap();
+        let p = ParticipantConfig {
+            send_buffer_max_bytes: 1024 * 1024,
+            ..Default::default()
+        };
+        let msg = p.validate().unwrap_err().to_string();
+        assert!(msg.contains("send_buffer_max_bytes"), "{msg}");
     }
 
     #[test]

@@ -612,6 +612,10 @@ fn participants_join_at_runtime_and_are_removed_only_when_nothing_needs_them() {
             "true",
             "--timeout-seconds",
             "600",
+            // Newcomers count in submits without named participants at once
+            // here; the grace itself is tested in e2e_limits.
+            "--join-grace-ms",
+            "0",
         ],
         &[],
     );

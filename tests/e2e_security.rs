@@ -496,10 +496,22 @@ fn limits_are_hit_and_recovered_from() {
             "4096",
             "--handshake-timeout-ms",
             "300",
+            // No reserved slots: past the limit, refusal comes at once.
+            "--participant-reserved-connections",
+            "0",
         ],
         &[],
     );
-    let (_, admin) = c.start_participant_admin("p1", &["--admin-max-connections", "1"], &[]);
+    let (_, admin) = c.start_participant_admin(
+        "p1",
+        &[
+            "--admin-max-connections",
+            "1",
+            "--admin-reserved-connections",
+            "0",
+        ],
+        &[],
+    );
     c.wait_ready(1);
     let addr = c.addr();
 

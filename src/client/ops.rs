@@ -381,6 +381,12 @@ fn print_list(v: &Value) {
         );
     }
     println!("{} shown of {}", list.len(), v["total"]);
+    if v["truncated"] == true {
+        println!(
+            "(cut at the reply limit, query_page_max or query_reply_max_bytes; the next one is {}: narrow the list with --state)",
+            v["next"].as_str().unwrap_or("?")
+        );
+    }
 }
 
 fn join(v: &Value) -> String {

@@ -97,57 +97,6 @@ pub fn escape_control(s: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// The leading items of `items` whose JSON encodings (plus a comma each)
-/// fit in `max_bytes`; the second value is true when some were left out.
-/// Lists for operators are capped this way so that a reply always fits in a
-/// frame instead of being dropped.
-pub fn fit_list(items: impl IntoIterator<Item = Value>, max_bytes: usize) -> (Vec<Value>, bool) {
-    let mut kept = Vec::new();
-    let mut used = 0usize;
-    for item in items {
-        let size = json_bytes(&item) + 1;
-        if used + size > max_bytes {
-            return (kept, true);
-        }
-        used += size;
-        kept.push(item);
-    }
-    (kept, false)
-}
-
-/// Room left in a frame for a list reply's envelope (message type, totals).
-const LIST_ENVELOPE_BYTES: usize = 4096;
-
-/// A `txn_list` reply (`{"total", "transactions", "truncated"?}`) whose
-/// transactions fit in a frame of `max_frame_bytes` with room to spare: a
-/// reply over the frame limit would never be sent. `total` counts every
-/// matching transaction; `truncated` (present only when the list is cut,
-/// by `count_max` or by size) says how many are shown.
-pub fn list_reply(
-    items: impl IntoIterator<Item = Value>,
-    total: usize,
-    count_max: usize,
-    max_frame_bytes: usize,
-) -> Value {
-    let budget = max_frame_bytes
-        .saturating_sub(LIST_ENVELOPE_BYTES)
-        .max(max_frame_bytes / 2);
-    let (list, _) = fit_list(items.into_iter().take(count_max), budget);
-    let shown = list.len();
-    let mut v = serde_json::json!({ "total": total, "transactions": list });
-    if shown < total {
-        v["truncated"] = serde_json::json!({
-            "shown": shown,
-            "message": format!(
-                "{shown} of {total} transactions shown, newest first: the list is cut to \
-                 {count_max} entries and to fit max_frame_bytes ({max_frame_bytes}); \
-                 filter with a state or look one up by id"
-            ),
-        });
-    }
-    v
-}
-
 /// Size of `v` encoded as compact JSON, in bytes.
 pub fn json_bytes(v: &Value) -> usize {
     struct Count(usize);
@@ -242,29 +191,9 @@ mod tests {
     }
 
     #[test]
-    fn lists_are_cut_to_whole_items_within_the_budget() {
-        let items = (0..10).map(|i| json!({"n": i}));
-        // `{"n":0}` is 7 bytes, plus a comma: 8 per item.
-        let (kept, cut) = fit_list(items.clone(), 40);
-        assert_eq!((kept.len(), cut), (5, true));
-        let (kept, cut) = fit_list(items, 80);
-        assert_eq!((kept.len(), cut), (10, false));
+    fn json_sizes_are_those_of_the_compact_encoding() {
         assert_eq!(json_bytes(&json!({"n": 0})), 7);
-    }
-
-    #[test]
-    fn list_replies_fit_the_frame_and_say_when_cut() {
-        let big = |i: usize| json!({"id": i, "pad": "p".repeat(1000)});
-        let v = list_reply((0..5).map(big), 5, 1000, 1 << 20);
-        assert_eq!(v["transactions"].as_array().unwrap().len(), 5);
-        assert!(v.get("truncated").is_none());
-        let v = list_reply((0..100_000).map(big), 100_000, 1000, 64 * 1024);
-        let shown = v["transactions"].as_array().unwrap().len();
-        assert!((1..64).contains(&shown), "{shown}");
-        assert!(json_bytes(&v) < 64 * 1024);
-        assert_eq!(v["truncated"]["shown"], json!(shown));
-        assert_eq!(v["total"], json!(100_000));
-        let v = list_reply((0..10).map(|i| json!(i)), 10, 3, 1 << 20);
-        assert_eq!(v["truncated"]["shown"], json!(3));
+        let v = json!({"k": "é\n", "l": [1, 2.5, null]});
+        assert_eq!(json_bytes(&v), serde_json::to_vec(&v).unwrap().len());
     }
 }

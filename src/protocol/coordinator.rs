@@ -52,6 +52,11 @@ pub struct CoordinatorOptions {
     /// Most events kept in one transaction's timeline (operators' view;
     /// events past it are counted, not kept).
     pub timeline_max_events: usize,
+    /// A participant that joins a ready cluster (dynamic joining) is left
+    /// out of submits that do not name their participants until it has
+    /// stayed connected this long, or has taken part in a transaction: a
+    /// hello followed by a disconnect must not make every such submit abort.
+    pub join_grace_ms: u64,
 }
 
 impl Default for CoordinatorOptions {
@@ -69,6 +74,7 @@ impl Default for CoordinatorOptions {
             history_max_bytes: 16 * 1024 * 1024,
             txn_id_prefix: "t".into(),
             timeline_max_events: 128,
+            join_grace_ms: 3_000,
         }
     }
 }
@@ -122,6 +128,20 @@ pub struct Member {
     /// The connection it is registered on, if connected.
     pub conn: Option<ConnId>,
     pub last_heartbeat_ms: Millis,
+    /// When it registered on its current connection.
+    pub joined_ms: Millis,
+    /// It joined a cluster that was already ready (dynamic joining) and
+    /// has not taken part in a transaction yet: it is not counted among
+    /// "every registered participant" before `join_grace_ms`, and it is
+    /// forgotten when it goes away.
+    pub newcomer: bool,
+}
+
+impl Member {
+    /// Is it in the participant set of a submit that names none?
+    fn counts_by_default(&self, now: Millis, grace_ms: u64) -> bool {
+        !self.newcomer || (self.conn.is_some() && now >= self.joined_ms.saturating_add(grace_ms))
+    }
 }
 
 /// A client waiting for an outcome.
@@ -686,11 +706,20 @@ impl Coordinator {
                 true,
             );
         }
+        // A returning member keeps its standing; a new id joining a ready
+        // cluster is a newcomer until it takes part in a transaction (one
+        // that a recovered decision is owed to has taken part already).
+        let newcomer = match self.members.get(&id) {
+            Some(m) => m.newcomer,
+            None => self.state == ClusterState::Ready && !self.owed_to(&id),
+        };
         self.members.insert(
             id.clone(),
             Member {
                 conn: Some(conn),
                 last_heartbeat_ms: self.now,
+                joined_ms: self.now,
+                newcomer,
             },
         );
         self.peers.insert(conn, Peer::Participant(id.clone()));
@@ -799,7 +828,14 @@ impl Coordinator {
                 }
                 list
             }
-            None => self.members.keys().cloned().collect(),
+            None => {
+                let (now, grace) = (self.now, self.opts.join_grace_ms);
+                self.members
+                    .iter()
+                    .filter(|(_, m)| m.counts_by_default(now, grace))
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            }
         };
         if participants.is_empty() {
             return refuse(
@@ -821,6 +857,13 @@ impl Coordinator {
         t.timeline.record(self.now, Step::Submitted);
         t.waiter = Some(waiter);
         self.in_prepare += 1;
+        // Named in a transaction: each is a full member from now on (the
+        // transaction may wait for its acknowledgement).
+        for p in &participants {
+            if let Some(m) = self.members.get_mut(p) {
+                m.newcomer = false;
+            }
+        }
         let mut unreachable = None;
         for p in &participants {
             // With per-participant operations, each participant sees only
@@ -1340,6 +1383,13 @@ impl Coordinator {
         if let Some(m) = self.members.get_mut(&p) {
             if m.conn == Some(conn) {
                 m.conn = None;
+                if m.newcomer {
+                    // It never took part: nothing waits for it, and keeping
+                    // it would make every submit without named participants
+                    // abort until an operator removed it.
+                    self.members.remove(&p);
+                    return;
+                }
             }
         }
         let what = match cause {

@@ -428,12 +428,58 @@ fn join_beyond_expected_is_accepted_with_dynamic_joining() {
         vec![send(P3, welcome(ClusterState::Ready), false)]
     );
     assert_eq!(c.members().len(), 3);
+    // Within its join grace the newcomer is left out of submits that name
+    // no participants...
     assert_eq!(
-        c.handle(0, msg(CLIENT, submit(1))),
+        c.handle(10, msg(CLIENT, submit(1))),
         vec![
-            send(P1, prepare("t-1", &["p1", "p2", "p3"]), false),
-            send(P2, prepare("t-1", &["p1", "p2", "p3"]), false),
-            send(P3, prepare("t-1", &["p1", "p2", "p3"]), false),
+            send(P1, prepare("t-1", &["p1", "p2"]), false),
+            send(P2, prepare("t-1", &["p1", "p2"]), false),
+        ]
+    );
+    // ...and counted once it has stayed connected that long.
+    assert_eq!(
+        c.handle(3_000, msg(CLIENT, submit(2))),
+        vec![
+            send(P1, prepare("t-2", &["p1", "p2", "p3"]), false),
+            send(P2, prepare("t-2", &["p1", "p2", "p3"]), false),
+            send(P3, prepare("t-2", &["p1", "p2", "p3"]), false),
+        ]
+    );
+}
+
+#[test]
+fn a_newcomer_named_in_a_submit_takes_part_at_once_and_is_kept_when_it_leaves() {
+    let mut c = ready_with(CoordinatorOptions {
+        dynamic_joining: true,
+        ..opts()
+    });
+    c.handle(0, msg(P3, hello("p3")));
+    assert_eq!(
+        c.handle(10, msg(CLIENT, submit_to(1, &["p3"]))),
+        vec![send(P3, prepare("t-1", &["p3"]), false)]
+    );
+    c.handle(20, Event::Disconnected { conn: P3 });
+    // It took part: it stays a member (a decision may be owed to it).
+    assert!(c.members().contains_key(&pid("p3")));
+}
+
+#[test]
+fn a_newcomer_that_leaves_before_taking_part_is_forgotten() {
+    let mut c = ready_with(CoordinatorOptions {
+        dynamic_joining: true,
+        ..opts()
+    });
+    c.handle(0, msg(P3, hello("ghost")));
+    assert_eq!(c.handle(5, Event::Disconnected { conn: P3 }), vec![]);
+    assert_eq!(c.members().len(), 2);
+    // Long after any grace, a submit naming no participants still runs on
+    // the two that are there instead of aborting for the ghost.
+    assert_eq!(
+        c.handle(60_000, msg(CLIENT, submit(1))),
+        vec![
+            send(P1, prepare("t-1", &["p1", "p2"]), false),
+            send(P2, prepare("t-1", &["p1", "p2"]), false),
         ]
     );
 }

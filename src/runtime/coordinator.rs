@@ -5,24 +5,25 @@
 //! arrive on their own bounded channel and are answered between events.
 
 use super::http::{AdminAnswer, AdminCall, AdminChannels, AdminQuery, AdminServer, HttpOptions};
-use super::listener::{self, PortSpec};
+use super::listener::{self, PortSpec, ReserveFor};
 use super::metrics::{ErrorCounts, MetricsSnapshot, WalSnapshot};
 use super::outbox::Outbox;
+use super::query::{txn_page, PageLimits};
+use super::slots::SlotLimits;
 use super::{alert, crash, open_log, Clock, ConnEvent};
 use crate::config::CoordinatorConfig;
-use crate::protocol::bound;
 use crate::protocol::coordinator::{Coordinator, CoordinatorOptions, Event, Txn, TXN_STATES};
 use crate::protocol::{Action, Body, ConnId, ErrorCode, Record, TxnId};
 use crate::security::ServerSecurity;
 use crate::wal::{GroupCommit, WalError};
 use serde_json::json;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -141,11 +142,21 @@ impl CoordinatorServer {
             drop(admin_tx);
         }
         let port = PortSpec {
-            name: "coordinator",
+            name: "coordinator port",
             max_connections_key: "max_connections",
-            max_connections: cfg.max_connections,
+            reserved_key: "participant_reserved_connections",
+            limits: SlotLimits {
+                shared: cfg.max_connections,
+                reserved: cfg.participant_reserved_connections,
+                preauth_per_address: cfg.preauth_max_per_address,
+            },
+            reserve_for: ReserveFor::Participants,
             max_frame_bytes: cfg.max_frame_bytes,
-            handshake_timeout: Duration::from_millis(cfg.handshake_timeout_ms),
+            preauth_timeout: Duration::from_millis(
+                cfg.preauth_timeout_ms.min(cfg.handshake_timeout_ms),
+            ),
+            send_buffer_max_bytes: cfg.send_buffer_max_bytes,
+            query_in_flight_max: cfg.query_in_flight_max,
             conn_ids,
             security: security.clone(),
             errors: Some(errors.clone()),
@@ -166,6 +177,13 @@ impl CoordinatorServer {
             errors,
             security,
             current_txn: None,
+            queries: VecDeque::new(),
+            queued: HashMap::new(),
+            page: PageLimits::new(
+                cfg.query_page_max,
+                cfg.query_reply_max_bytes,
+                cfg.max_frame_bytes,
+            ),
         };
         driver.main_loop(ev_rx, admin_rx, shutdown.clone()).await;
         tracker.close();
@@ -214,6 +232,7 @@ fn core_options(cfg: &CoordinatorConfig) -> CoordinatorOptions {
         history_limit: cfg.history_limit,
         history_max_bytes: cfg.history_max_bytes,
         timeline_max_events: cfg.timeline_max_events,
+        join_grace_ms: cfg.join_grace_ms,
         // Base-36 start time: ids stay unique across restarts.
         // plus a random suffix for two starts within one millisecond.
         txn_id_prefix: format!(
@@ -254,10 +273,22 @@ struct Driver {
     /// The transaction of the message being handled, for log lines about
     /// refusals (which the core words without a transaction field).
     current_txn: Option<TxnId>,
+    /// Operator queries waiting for an answer, oldest first, and messages
+    /// that came after one on the same connection (replies keep the order
+    /// of requests). Each query holds one of its connection's
+    /// `query_in_flight_max` permits; the reader sends nothing while they
+    /// are all taken, so this holds a few entries per connection.
+    queries: VecDeque<(ConnId, Body, Option<OwnedSemaphorePermit>)>,
+    /// Entries in `queries`, by connection.
+    queued: HashMap<ConnId, usize>,
+    /// How much one `txn_list` reply may carry.
+    page: PageLimits,
 }
 
-/// Most transactions one `txn_list` reply carries.
-const TXN_LIST_MAX: usize = 1000;
+/// Operator queries answered per loop turn, after the turn's protocol
+/// events: votes, decisions and heartbeats never wait behind a burst of
+/// large replies.
+const QUERIES_PER_TURN: usize = 8;
 
 /// Events handled per loop turn before held messages are released; bounds
 /// latency while still batching under load.
@@ -295,7 +326,11 @@ impl Driver {
                     Some(call) => self.on_admin(call),
                     None => admin_open = false,
                 },
+                // Queries left over from the last turn: answer them now,
+                // unless one of the branches above has something first.
+                _ = std::future::ready(()), if !self.queries.is_empty() => {}
             }
+            self.answer_queries();
             self.note_durable();
             for (conn, body) in self.out.ready() {
                 self.send_checked(conn, body);
@@ -377,31 +412,72 @@ impl Driver {
             }
             // Operator requests are answered here (they need runtime figures),
             // but only after hello; before it the core refuses them.
-            ConnEvent::Message { conn, body } if !self.core.is_greeted(conn) => {
+            ConnEvent::Message { conn, body } | ConnEvent::Query { conn, body, .. }
+                if !self.core.is_greeted(conn) =>
+            {
                 self.step(Event::Message { conn, body })
             }
-            ConnEvent::Message {
-                conn,
-                body: Body::Status,
-            } => {
+            ConnEvent::Query { conn, body, permit } => self.enqueue(conn, body, Some(permit)),
+            ConnEvent::Message { conn, body } if self.queued.contains_key(&conn) => {
+                self.enqueue(conn, body, None)
+            }
+            ConnEvent::Message { conn, body } => self.on_message(conn, body),
+            ConnEvent::Closed { conn } => {
+                // Its waiting queries go (their permits with them).
+                if self.queued.remove(&conn).is_some() {
+                    self.queries.retain(|(c, _, _)| *c != conn);
+                }
+                self.out.closed(conn);
+                self.step(Event::Disconnected { conn });
+            }
+        }
+    }
+
+    fn enqueue(&mut self, conn: ConnId, body: Body, permit: Option<OwnedSemaphorePermit>) {
+        *self.queued.entry(conn).or_insert(0) += 1;
+        self.queries.push_back((conn, body, permit));
+    }
+
+    /// Answer up to `QUERIES_PER_TURN` waiting operator queries, and the
+    /// messages queued behind them (cheap, and not counted: so the queue
+    /// never holds more than one turn's messages besides the queries).
+    fn answer_queries(&mut self) {
+        let mut answered = 0;
+        while answered < QUERIES_PER_TURN {
+            let Some((conn, body, permit)) = self.queries.pop_front() else {
+                return;
+            };
+            answered += usize::from(permit.is_some());
+            if let Some(n) = self.queued.get_mut(&conn) {
+                *n -= 1;
+                if *n == 0 {
+                    self.queued.remove(&conn);
+                }
+            }
+            // A connection closed for not reading gets no more work done.
+            if self.out.is_open(conn) {
+                self.on_message(conn, body);
+            }
+            drop(permit);
+        }
+    }
+
+    /// A message from a greeted connection.
+    fn on_message(&mut self, conn: ConnId, body: Body) {
+        match body {
+            Body::Status => {
                 // Status is answered here so it can include runtime figures.
                 let report = self.status_json();
                 self.out.deliver(conn, Body::StatusReport(report), None);
             }
-            ConnEvent::Message {
-                conn,
-                body: Body::TxnList { state },
-            } => {
+            Body::TxnList { state } => {
                 let reply = match self.txn_list_json(state.as_deref()) {
                     Ok(v) => Body::TxnInfo(v),
                     Err(message) => self.error_body(ErrorCode::InvalidMessage, message),
                 };
                 self.out.deliver(conn, reply, None);
             }
-            ConnEvent::Message {
-                conn,
-                body: Body::TxnShow { txn },
-            } => {
+            Body::TxnShow { txn } => {
                 let reply = match self.txn_detail(&txn) {
                     Some(v) => Body::TxnInfo(v),
                     None => {
@@ -410,11 +486,7 @@ impl Driver {
                 };
                 self.out.deliver(conn, reply, None);
             }
-            ConnEvent::Message { conn, body } => self.step(Event::Message { conn, body }),
-            ConnEvent::Closed { conn } => {
-                self.out.closed(conn);
-                self.step(Event::Disconnected { conn });
-            }
+            body => self.step(Event::Message { conn, body }),
         }
     }
 
@@ -428,9 +500,9 @@ impl Driver {
         }
     }
 
-    /// `txn_list`: newest first, at most `TXN_LIST_MAX` entries and never
-    /// more than fits in a frame (also for `GET /transactions`); an error
-    /// message for an unknown state filter.
+    /// `txn_list`: newest first, within the page limits (`query_page_max`,
+    /// `query_reply_max_bytes`); an error message for an unknown state
+    /// filter.
     fn txn_list_json(&self, state: Option<&str>) -> Result<serde_json::Value, String> {
         if let Some(st) = state {
             if !TXN_STATES.contains(&st) {
@@ -447,13 +519,8 @@ impl Driver {
             .filter(|t| state.is_none_or(|st| t.matches_state(st)))
             .collect();
         txns.sort_by(|a, b| b.started_ms.cmp(&a.started_ms).then(b.id.cmp(&a.id)));
-        let total = txns.len();
-        Ok(bound::list_reply(
-            txns.iter().map(|t| t.summary(now)),
-            total,
-            TXN_LIST_MAX,
-            self.out.max_frame_bytes(),
-        ))
+        let entries = txns.iter().map(|t| (t.id.0.clone(), t.summary(now)));
+        Ok(txn_page(entries, self.page))
     }
 
     fn step(&mut self, ev: Event) {

@@ -11,6 +11,8 @@ pub mod listener;
 pub mod metrics;
 pub mod outbox;
 pub mod participant;
+pub mod query;
+pub mod slots;
 
 use crate::net::{self, Inbound, Outgoing};
 use crate::protocol::{Body, ConnId, Millis, WireError};
@@ -57,6 +59,15 @@ pub enum ConnEvent {
         conn: ConnId,
         body: Body,
     },
+    /// An operator query (`status`, `txn_list`, `txn_show`) after the
+    /// handshake. The connection reads no further once it has
+    /// `query_in_flight_max` of them unanswered: `permit` is one of them,
+    /// released when the query is answered (or dropped).
+    Query {
+        conn: ConnId,
+        body: Body,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    },
     Closed {
         conn: ConnId,
     },
@@ -72,8 +83,15 @@ pub struct ConnSpec {
     /// authentication when it is on), the connection must make progress
     /// within this time or it is closed.
     pub first_frame_timeout: std::time::Duration,
-    /// Connection slot, released when the connection ends.
-    pub permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// Connection slot (accepted connections), released when the
+    /// connection ends; it may be evicted during the handshake.
+    pub slot: Option<listener::SlotTicket>,
+    /// Bytes queued for the writer before the peer counts as not reading
+    /// and is disconnected.
+    pub send_buffer_max_bytes: usize,
+    /// Operator queries in flight before the reader stops reading; 0 for
+    /// no limit (they are then plain messages).
+    pub query_in_flight_max: usize,
     /// Where refused frames are counted (the coordinator's metrics).
     pub errors: Option<std::sync::Arc<metrics::ErrorCounts>>,
     /// Which side of the handshake this process is on.
@@ -121,9 +139,11 @@ pub fn spawn_connection<S>(
         peer,
         max_frame_bytes,
         first_frame_timeout,
-        permit,
+        slot,
         errors,
         side,
+        send_buffer_max_bytes,
+        query_in_flight_max,
     } = spec;
     let count = move |code: crate::protocol::ErrorCode| {
         if let Some(e) = &errors {
@@ -145,10 +165,24 @@ pub fn spawn_connection<S>(
     let mut reader = FramedRead::new(rd, net::codec(max_frame_bytes));
     let writer = FramedWrite::new(wr, net::codec(max_frame_bytes));
     let (tx, rx) = mpsc::channel(CONN_QUEUE_FRAMES);
-    tracker.spawn(net::write_loop(writer, rx));
+    // Cancelled by the writer when the peer does not read: the reader stops
+    // too, so the socket closes and the slot is freed.
+    let abort = tokio_util::sync::CancellationToken::new();
+    tracker.spawn(net::write_loop(
+        writer,
+        rx,
+        net::SendLimit {
+            max_bytes: send_buffer_max_bytes,
+            peer: peer.clone(),
+        },
+        abort.clone(),
+    ));
+    let queries = (query_in_flight_max > 0)
+        .then(|| Arc::new(tokio::sync::Semaphore::new(query_in_flight_max)));
     tracker.spawn(async move {
         // Held for the life of the connection: frees a connection slot.
-        let _permit = permit;
+        let slot = slot;
+        let evicted = slot.as_ref().map(|s| s.evicted.clone()).unwrap_or_default();
         if events
             .send(ConnEvent::Opened {
                 conn,
@@ -170,16 +204,30 @@ pub fn spawn_connection<S>(
         let mut authenticated: Option<auth::Identity> = None;
         loop {
             let next = if matches!(gate, Gate::Open) {
-                net::read_next(&mut reader, max_frame_bytes).await
+                tokio::select! {
+                    _ = abort.cancelled() => break,
+                    n = net::read_next(&mut reader, max_frame_bytes) => n,
+                }
             } else {
-                match tokio::time::timeout_at(handshake_deadline, net::read_next(&mut reader, max_frame_bytes)).await {
-                    Ok(n) => n,
-                    Err(_) => {
-                        count(crate::protocol::ErrorCode::HelloRequired);
-                        handshake_timed_out(&gate, &peer, first_frame_timeout, &send_error_and_close);
-                        let _ = tx.try_send(Outgoing::Close);
+                let read = tokio::time::timeout_at(handshake_deadline, net::read_next(&mut reader, max_frame_bytes));
+                tokio::select! {
+                    _ = abort.cancelled() => break,
+                    _ = evicted.cancelled() => {
+                        if let Some(s) = &slot {
+                            count(crate::protocol::ErrorCode::TooManyConnections);
+                            send_error_and_close(&s.evicted_error());
+                        }
                         break;
                     }
+                    r = read => match r {
+                        Ok(n) => n,
+                        Err(_) => {
+                            count(crate::protocol::ErrorCode::HelloRequired);
+                            handshake_timed_out(&gate, &peer, first_frame_timeout, &send_error_and_close);
+                            let _ = tx.try_send(Outgoing::Close);
+                            break;
+                        }
+                    },
                 }
             };
             let body = match next {
@@ -222,7 +270,14 @@ pub fn spawn_connection<S>(
                     }
                     _ => Some(body),
                 },
-                Gate::FirstMessage { .. } => {
+                Gate::FirstMessage { server } => {
+                    if *server {
+                        if let Err(e) = slot.as_ref().map_or(Ok(()), |s| s.authenticated(&body)) {
+                            count(e.code);
+                            send_error_and_close(&e);
+                            break;
+                        }
+                    }
                     gate = Gate::Open;
                     Some(body)
                 }
@@ -236,6 +291,11 @@ pub fn spawn_connection<S>(
                         hello,
                         identity,
                     } => {
+                        if let Err(e) = slot.as_ref().map_or(Ok(()), |s| s.authenticated(&hello)) {
+                            count(e.code);
+                            send_error_and_close(&e);
+                            break;
+                        }
                         let _ = tx.try_send(Outgoing::Frame(net::encode(reply)));
                         tracing::debug!(%peer, "authenticated as {identity}");
                         authenticated = Some(identity);
@@ -269,13 +329,37 @@ pub fn spawn_connection<S>(
                 if let Some(txn) = body.txn() {
                     tracing::debug!(%peer, transaction_id = %txn, message_type = body.message_type(), "received");
                 }
-                if events.send(ConnEvent::Message { conn, body }).await.is_err() {
+                let event = match (&queries, is_operator_query(&body)) {
+                    (Some(q), true) => {
+                        // Stop reading until one of this connection's
+                        // queries is answered: a client pipelining queries
+                        // waits in its own socket, not in our memory.
+                        let permit = tokio::select! {
+                            _ = abort.cancelled() => break,
+                            p = q.clone().acquire_owned() => match p {
+                                Ok(p) => p,
+                                Err(_) => break,
+                            },
+                        };
+                        ConnEvent::Query { conn, body, permit }
+                    }
+                    _ => ConnEvent::Message { conn, body },
+                };
+                if events.send(event).await.is_err() {
                     break;
                 }
             }
         }
         let _ = events.send(ConnEvent::Closed { conn }).await;
     });
+}
+
+/// Queries an operator may pipeline, answered after protocol traffic.
+fn is_operator_query(body: &Body) -> bool {
+    matches!(
+        body,
+        Body::Status | Body::TxnList { .. } | Body::TxnShow { .. }
+    )
 }
 
 /// The handshake deadline passed: tell a client peer why, then close.

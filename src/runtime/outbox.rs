@@ -51,6 +51,11 @@ impl Outbox {
             .unwrap_or_default()
     }
 
+    /// Is `conn` still served (not closed, not dropped for not reading)?
+    pub fn is_open(&self, conn: ConnId) -> bool {
+        self.conns.contains_key(&conn)
+    }
+
     pub fn connections(&self) -> usize {
         self.conns.len()
     }

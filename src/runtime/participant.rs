@@ -3,8 +3,10 @@
 //! messages to the participant core, runs the resource, and performs the
 //! core's actions in order through the group-commit log.
 
-use super::listener::{self, PortSpec};
+use super::listener::{self, PortSpec, ReserveFor};
 use super::outbox::Outbox;
+use super::query::{txn_page, PageLimits};
+use super::slots::SlotLimits;
 use super::{alert, crash, open_log, spawn_connection, Clock, ConnEvent, ConnSpec, Side};
 use crate::config::ParticipantConfig;
 use crate::protocol::bound;
@@ -170,9 +172,20 @@ impl ParticipantNode {
             let port = PortSpec {
                 name: "admin port",
                 max_connections_key: "admin_max_connections",
-                max_connections: cfg.admin_max_connections,
+                reserved_key: "admin_reserved_connections",
+                limits: SlotLimits {
+                    shared: cfg.admin_max_connections,
+                    reserved: cfg.admin_reserved_connections,
+                    preauth_per_address: cfg.preauth_max_per_address,
+                },
+                reserve_for: ReserveFor::Operators,
                 max_frame_bytes: cfg.max_frame_bytes,
-                handshake_timeout: Duration::from_millis(cfg.handshake_timeout_ms),
+                preauth_timeout: Duration::from_millis(
+                    cfg.preauth_timeout_ms.min(cfg.handshake_timeout_ms),
+                ),
+                send_buffer_max_bytes: cfg.send_buffer_max_bytes,
+                // Answered as they come; the admin port's few slots bound them.
+                query_in_flight_max: 0,
                 conn_ids: Arc::new(std::sync::atomic::AtomicU64::new(ADMIN_CONN_BASE + 1)),
                 security: admin_security,
                 errors: None,
@@ -269,9 +282,11 @@ async fn connector(
                     // The coordinator answers our hello at once; a silent
                     // one is not worth waiting for.
                     first_frame_timeout: handshake_timeout,
-                    permit: None,
+                    slot: None,
                     side: Side::Client(auth),
                     errors: None,
+                    send_buffer_max_bytes: cfg.send_buffer_max_bytes,
+                    query_in_flight_max: 0,
                 };
                 spawn_connection(stream, spec, events.clone(), &tracker);
                 tokio::select! {
@@ -433,7 +448,7 @@ impl Driver {
                 };
                 self.out.deliver(conn, hello, None);
             }
-            ConnEvent::Message { conn, body } => {
+            ConnEvent::Message { conn, body } | ConnEvent::Query { conn, body, .. } => {
                 if Some(conn) != self.conn {
                     return;
                 }
@@ -489,7 +504,7 @@ impl Driver {
                 self.admins.remove(&conn);
                 return self.out.closed(conn);
             }
-            ConnEvent::Message { conn, body } => (conn, body),
+            ConnEvent::Message { conn, body } | ConnEvent::Query { conn, body, .. } => (conn, body),
         };
         let now = self.clock.now();
         let err = |code: &str, message: String| Body::Error {
@@ -541,13 +556,13 @@ impl Driver {
                     })
                     .collect();
                 v.sort_by(|a, b| b.1.since_ms.cmp(&a.1.since_ms).then(b.0.cmp(a.0)));
-                let total = v.len();
-                Body::TxnInfo(bound::list_reply(
-                    v.iter().map(|(id, t)| t.summary(id, now)),
-                    total,
-                    1000,
-                    self.out.max_frame_bytes(),
-                ))
+                let limits = PageLimits::new(
+                    self.cfg.query_page_max,
+                    self.cfg.query_reply_max_bytes,
+                    self.cfg.max_frame_bytes,
+                );
+                let entries = v.iter().map(|(id, t)| (id.0.clone(), t.summary(id, now)));
+                Body::TxnInfo(txn_page(entries, limits))
             }
             Body::TxnShow { txn } => match self.core.txn(&txn) {
                 Some(t) => Body::TxnInfo(t.summary(&txn, now)),

@@ -497,6 +497,8 @@ impl Sim {
             max_in_flight: 64,
             max_pending_submits: 64,
             dynamic_joining: false,
+            // Membership is fixed here: the join grace never applies.
+            join_grace_ms: 0,
             resend_initial_ms: 50,
             resend_max_ms: 800,
             liveness_timeout_ms: SILENCE_MS,
