@@ -316,10 +316,13 @@ pub enum Event {
     Disconnected { conn: ConnId },
     /// Time passed; deadlines and resends are checked.
     Tick,
-    /// The commit decision record of `txn` is durable. Changes nothing in
-    /// the protocol (messages that waited for it are released by the
-    /// runtime); recorded in the timeline and the latency figures.
-    DecisionDurable { txn: TxnId },
+    /// The first `forced` forced writes this core asked for are durable
+    /// (see [`Action::Persist`]: forced writes are numbered in the order the
+    /// core emits them). Changes nothing in the protocol (messages that
+    /// waited for them are released by the runtime); the core records which
+    /// commit decisions that made durable, in their timelines and the
+    /// latency figures.
+    Durable { forced: u64 },
 }
 
 /// Open transactions by kind, with the age of the oldest of each (ms).
@@ -358,6 +361,11 @@ pub struct Coordinator {
     now: Millis,
     /// Decision counters and phase latencies, for metrics.
     stats: CoordinatorStats,
+    /// Forced writes emitted so far: the number of the last one.
+    forced_emitted: u64,
+    /// Commit decisions whose forced write is not yet known durable, with
+    /// that write's number, oldest first.
+    awaiting_durable: VecDeque<(u64, TxnId)>,
     /// A deliberate bug, for tests of the checkers only (see `fault`).
     #[cfg(feature = "fault-injection")]
     fault: Option<super::fault::Fault>,
@@ -393,6 +401,8 @@ impl Coordinator {
             aborted: 0,
             now,
             stats: CoordinatorStats::default(),
+            forced_emitted: 0,
+            awaiting_durable: VecDeque::new(),
             #[cfg(feature = "fault-injection")]
             fault: None,
         }
@@ -559,7 +569,16 @@ impl Coordinator {
             Event::Message { conn, body } => self.on_message(conn, body, &mut out),
             Event::Disconnected { conn } => self.on_disconnect(conn, &mut out),
             Event::Tick => self.on_tick(&mut out),
-            Event::DecisionDurable { txn } => self.on_durable(&txn),
+            Event::Durable { forced } => {
+                while let Some((n, _)) = self.awaiting_durable.front() {
+                    if *n > forced {
+                        break;
+                    }
+                    if let Some((_, txn)) = self.awaiting_durable.pop_front() {
+                        self.on_durable(&txn);
+                    }
+                }
+            }
         }
         out
     }
@@ -1150,6 +1169,9 @@ impl Coordinator {
                     },
                     sync: true,
                 });
+                self.forced_emitted += 1;
+                self.awaiting_durable
+                    .push_back((self.forced_emitted, txn.clone()));
                 true
             }
             Decision::Abort => {

@@ -1896,8 +1896,8 @@ fn timeline_of_a_commit_holds_the_commits_until_the_decision_is_durable() {
     c.handle(10, msg(CLIENT, submit(1)));
     c.handle(12, msg(P1, vote_commit("t-1")));
     c.handle(15, msg(P2, vote_commit("t-1")));
-    c.handle(18, Event::DecisionDurable { txn: tid("t-1") });
-    c.handle(19, Event::DecisionDurable { txn: tid("t-1") });
+    c.handle(18, Event::Durable { forced: 1 });
+    c.handle(19, Event::Durable { forced: 1 });
     c.handle(20, msg(P2, ack("t-1")));
     c.handle(21, msg(P1, ack("t-1")));
     assert_eq!(
@@ -2007,7 +2007,7 @@ fn timeline_records_resends_queries_and_disconnects() {
     c.handle(0, msg(CLIENT, submit(1)));
     c.handle(1, msg(P1, vote_commit("t-1")));
     c.handle(1, msg(P2, vote_commit("t-1")));
-    c.handle(2, Event::DecisionDurable { txn: tid("t-1") });
+    c.handle(2, Event::Durable { forced: 1 });
     c.handle(3, msg(P1, ack("t-1")));
     c.handle(500, Event::Tick);
     c.handle(600, Event::Disconnected { conn: P2 });
@@ -2244,4 +2244,38 @@ fn a_long_abort_reason_from_a_participant_is_cut_before_it_is_kept() {
         "{}",
         kept[2].len()
     );
+}
+
+/// Forced writes are numbered in the order the core asked for them: a
+/// report that the first one is durable marks the first commit decision
+/// only, and one report can cover several.
+#[test]
+fn durability_is_reported_by_the_count_of_forced_writes() {
+    let mut c = ready();
+    for n in 1..=3 {
+        c.handle(10, msg(CLIENT, submit(n)));
+    }
+    for t in ["t-1", "t-2", "t-3"] {
+        c.handle(12, msg(P1, vote_commit(t)));
+        c.handle(12, msg(P2, vote_commit(t)));
+    }
+    let durable = |c: &Coordinator, t: &str| {
+        timeline(c, t)
+            .iter()
+            .filter(|(_, s)| *s == Step::LogDurable)
+            .count()
+    };
+    c.handle(20, Event::Durable { forced: 1 });
+    assert_eq!(
+        (durable(&c, "t-1"), durable(&c, "t-2"), durable(&c, "t-3")),
+        (1, 0, 0)
+    );
+    c.handle(30, Event::Durable { forced: 3 });
+    assert_eq!(
+        (durable(&c, "t-1"), durable(&c, "t-2"), durable(&c, "t-3")),
+        (1, 1, 1)
+    );
+    // A repeated or stale report changes nothing.
+    c.handle(40, Event::Durable { forced: 2 });
+    assert_eq!(durable(&c, "t-2"), 1);
 }

@@ -77,6 +77,11 @@ impl Record {
 pub enum Action {
     /// Append `record` to the log; when `sync`, the record must be made
     /// durable before any later `Send { after_durable: true }` goes out.
+    ///
+    /// Forced writes (`sync: true`) are numbered 1, 2, 3, … in the order a
+    /// core emits them, from its creation on; a runtime that tells a core
+    /// about durability reports how many of them are durable (the
+    /// coordinator's `Event::Durable { forced }`), never which records.
     Persist { record: Record, sync: bool },
     /// Send `body` on connection `conn`. With `after_durable`, hold it until
     /// every record persisted so far is durable.

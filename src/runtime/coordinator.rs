@@ -174,6 +174,7 @@ impl CoordinatorServer {
             clock,
             decision_sent: HashSet::new(),
             awaiting_durable: VecDeque::new(),
+            forced: 0,
             errors,
             security,
             current_txn: None,
@@ -263,9 +264,12 @@ struct Driver {
     clock: Clock,
     /// Commit decisions of which at least one message left (crash points).
     decision_sent: HashSet<TxnId>,
-    /// Commit decision records not yet durable, by log sequence number, in
-    /// append order: the core is told when each becomes durable.
-    awaiting_durable: VecDeque<(u64, TxnId)>,
+    /// The core's forced writes not yet durable: (log sequence number, the
+    /// write's number in the core's count), in append order. The core is
+    /// told how many are durable; which records they were is its business.
+    awaiting_durable: VecDeque<(u64, u64)>,
+    /// Forced writes performed so far (the core numbers them the same way).
+    forced: u64,
     /// Error frames sent, by code (metrics).
     errors: Arc<ErrorCounts>,
     /// The ports' security: refused authentications (metrics).
@@ -347,15 +351,16 @@ impl Driver {
     /// messages held for them are released, so timelines keep wire order).
     fn note_durable(&mut self) {
         let durable = self.out.durable();
-        while self
-            .awaiting_durable
-            .front()
-            .is_some_and(|(lsn, _)| *lsn <= durable)
-        {
-            if let Some((_, txn)) = self.awaiting_durable.pop_front() {
-                tracing::debug!(transaction_id = %txn, "commit decision durable");
-                self.step(Event::DecisionDurable { txn });
+        let mut forced = None;
+        while let Some((lsn, n)) = self.awaiting_durable.front() {
+            if *lsn > durable {
+                break;
             }
+            forced = Some(*n);
+            self.awaiting_durable.pop_front();
+        }
+        if let Some(forced) = forced {
+            self.step(Event::Durable { forced });
         }
     }
 
@@ -527,7 +532,7 @@ impl Driver {
         let now = self.clock.now();
         self.current_txn = match &ev {
             Event::Message { body, .. } => body.txn().cloned(),
-            Event::DecisionDurable { txn } => Some(txn.clone()),
+            Event::Durable { .. } => None,
             Event::Disconnected { .. } | Event::Tick => None,
         };
         let actions = self.core.handle(now, ev);
@@ -549,15 +554,9 @@ impl Driver {
                     Record::Prepared { .. } | Record::Decided { .. } | Record::Snapshot { .. } => {}
                 }
                 let lsn = self.out.persist(&record, sync);
-                match &record {
-                    Record::Decision { txn, .. } => {
-                        tracing::debug!(transaction_id = %txn, "commit decided; forcing the decision record");
-                        self.awaiting_durable.push_back((lsn, txn.clone()));
-                    }
-                    Record::End { txn } => {
-                        tracing::debug!(transaction_id = %txn, "every participant acknowledged; transaction ended");
-                    }
-                    _ => {}
+                if sync {
+                    self.forced += 1;
+                    self.awaiting_durable.push_back((lsn, self.forced));
                 }
             }
             Action::Send {
