@@ -641,8 +641,10 @@ impl Driver {
         while let Some(action) = actions.pop_front() {
             if let Action::FinishResource { txn, decision } = &action {
                 tracing::debug!(transaction_id = %txn, %decision, "applying decision");
-                let fut = self.resource.finish(txn, *decision);
-                match fut.now_or_never() {
+                // Called once per decision: a finish that is not done at the
+                // first poll is awaited, never started again.
+                let mut fut = self.resource.finish(txn, *decision);
+                match (&mut fut).now_or_never() {
                     Some(Ok(())) => continue,
                     Some(Err(e)) => {
                         tracing::error!(transaction_id = %txn, "the resource failed to apply {decision}: {e}");
@@ -652,7 +654,6 @@ impl Driver {
                         let rest = std::mem::take(&mut actions);
                         let tx = self.resume_tx.clone();
                         let (txn, decision) = (txn.clone(), *decision);
-                        let fut = self.resource.finish(&txn, decision);
                         self.tracker.spawn(async move {
                             if let Err(e) = fut.await {
                                 tracing::error!(transaction_id = %txn, "the resource failed to apply {decision}: {e}");
@@ -714,9 +715,8 @@ impl Driver {
                     let _ = tx.send(PrepareDone { txn, result }).await;
                 });
             }
-            Action::FinishResource { txn, decision } => {
-                // Handled by `run`, which may have to wait for it.
-                let _ = self.resource.finish(&txn, decision).now_or_never();
+            Action::FinishResource { .. } => {
+                unreachable!("`run` applies decisions to the resource itself")
             }
         }
     }
