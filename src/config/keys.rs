@@ -367,6 +367,7 @@ pub fn flag_arg<T: FlagValue>(section: &str, key: &str, doc: &str, rule: &Rule) 
     let help: Vec<&str> = doc.lines().map(str::trim).collect();
     let arg = Arg::new(flag.clone())
         .long(flag)
+        .value_name(env["TWOPC_".len()..].to_string())
         .env(env)
         .hide_env_values(rule.hide_env)
         .help(help.join(" "));
