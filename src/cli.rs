@@ -2,7 +2,7 @@
 //! signal handlers, start the server, print the readiness line, and map
 //! failures to exit statuses.
 
-use crate::config::{CoordinatorConfig, ParticipantConfig};
+use crate::config::{CoordinatorConfig, ParticipantConfig, ResourceKind};
 use crate::resource::kv::KvStore;
 use crate::resource::{Preference, Resource, VoteResource};
 use crate::runtime::coordinator::CoordinatorServer;
@@ -87,9 +87,9 @@ pub fn run_coordinator(cfg: CoordinatorConfig) -> ExitCode {
 /// The participant's resource, from its configuration, with the vote
 /// preference on top.
 pub fn build_resource(cfg: &ParticipantConfig) -> Result<Box<dyn Resource>, String> {
-    let (pref, p, seed) = (cfg.vote_preference(), cfg.commit_probability, cfg.vote_seed);
-    match cfg.resource.as_str() {
-        "kv" => {
+    let (pref, p, seed) = (cfg.vote_preference, cfg.commit_probability, cfg.vote_seed);
+    match cfg.resource {
+        ResourceKind::Kv => {
             let mut kv = KvStore::new();
             if let Some(path) = &cfg.kv.seed_file {
                 let text = std::fs::read_to_string(path)
@@ -102,11 +102,11 @@ pub fn build_resource(cfg: &ParticipantConfig) -> Result<Box<dyn Resource>, Stri
             }
             Ok(Box::new(Preference::new(kv, pref, p, seed)))
         }
-        "postgres" => {
+        ResourceKind::Postgres => {
             let pg = crate::resource::postgres::PostgresResource::new(&cfg.id, &cfg.postgres)?;
             Ok(Box::new(Preference::new(pg, pref, p, seed)))
         }
-        _ => Ok(Box::new(VoteResource::voting(pref, p, seed))),
+        ResourceKind::Vote => Ok(Box::new(VoteResource::voting(pref, p, seed))),
     }
 }
 

@@ -350,3 +350,27 @@ fn a_valid_flag_repairs_an_invalid_file_value() {
         &["expected_participants", "0"],
     );
 }
+
+#[test]
+fn a_yaml_value_of_the_wrong_type_is_refused_naming_its_key_path() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("coordinator");
+    let data = data.to_str().expect("utf-8");
+    let yaml = write(&dir.path().join("c.yaml"), "coordinator:\n  port: eighty\n");
+    assert_refused(
+        COORDINATOR,
+        &["--data-dir", data, "--config", &yaml],
+        &[],
+        &[r#"coordinator.port: invalid type: string "eighty", expected u16"#],
+    );
+    let yaml = write(
+        &dir.path().join("w.yaml"),
+        "coordinator:\n  wal:\n    segment_max_bytes: lots\n",
+    );
+    assert_refused(
+        COORDINATOR,
+        &["--data-dir", data, "--config", &yaml],
+        &[],
+        &["coordinator.wal.segment_max_bytes: invalid type"],
+    );
+}

@@ -23,6 +23,6 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    init_tracing(&cfg.log_level, &cfg.log_format);
+    init_tracing(cfg.log_level, cfg.log_format);
     twopc::cli::run_participant(cfg)
 }

@@ -193,7 +193,7 @@ fn main() -> ExitCode {
         Command::Keys(c) => keys(c),
         Command::Coordinator(a) => match CoordinatorConfig::load(&a) {
             Ok(cfg) => {
-                init_tracing(&cfg.log_level, &cfg.log_format);
+                init_tracing(cfg.log_level, cfg.log_format);
                 twopc::cli::run_coordinator(cfg)
             }
             Err(e) => {
@@ -203,7 +203,7 @@ fn main() -> ExitCode {
         },
         Command::Participant(a) => match ParticipantConfig::load(&a) {
             Ok(cfg) => {
-                init_tracing(&cfg.log_level, &cfg.log_format);
+                init_tracing(cfg.log_level, cfg.log_format);
                 twopc::cli::run_participant(cfg)
             }
             Err(e) => {

@@ -15,6 +15,7 @@
 use super::cluster::{ClusterOptions, LocalCluster};
 use super::commands::{EXIT_NO_DECISION, EXIT_USAGE};
 use super::Client;
+use crate::config::{ResourceKind, VotePreference};
 use crate::protocol::{Decision, ParticipantId, SubmitRequest};
 use crate::security::ClientSecurity;
 use clap::Args;
@@ -131,8 +132,8 @@ pub async fn bank(args: BankArgs) -> ExitCode {
     let opts = ClusterOptions {
         participants: args.shards,
         id_prefix: "s".into(),
-        vote_preference: "commit".into(),
-        resource: "kv".into(),
+        vote_preference: VotePreference::Commit,
+        resource: ResourceKind::Kv,
         kv_seeds: seeds.into_iter().map(Value::Object).collect(),
         timeout_seconds: 5.0,
         wal_segment_max_bytes: args.wal_segment_max_bytes,

@@ -6,6 +6,7 @@
 use super::cluster::{ClusterOptions, LocalCluster};
 use super::commands::{build_request, EXIT_NO_DECISION, EXIT_USAGE};
 use super::Client;
+use crate::config::{ResourceKind, VotePreference};
 use crate::protocol::{Decision, SubmitRequest};
 use crate::security::{ClientSecurity, SecurityArgs};
 use clap::Args;
@@ -28,8 +29,8 @@ pub struct BenchArgs {
     /// With --local: the participants' resource, `vote` or `kv`. With `kv`
     /// and no --payload, every transaction adds 1 to a key of its client on
     /// every participant (no two clients touch the same key).
-    #[arg(long, default_value = "vote")]
-    pub resource: String,
+    #[arg(long, value_enum, default_value = "vote")]
+    pub resource: ResourceKind,
     /// With --local: run the cluster without fsync (benchmark comparison only).
     #[arg(long)]
     pub unsafe_no_fsync: bool,
@@ -79,7 +80,7 @@ pub async fn bench(args: BenchArgs) -> ExitCode {
         eprintln!("twopc: --concurrency must be between 1 and 10000");
         return ExitCode::from(EXIT_USAGE);
     }
-    if !["vote", "kv"].contains(&args.resource.as_str()) {
+    if args.resource == ResourceKind::Postgres {
         eprintln!("twopc: --resource must be vote or kv");
         return ExitCode::from(EXIT_USAGE);
     }
@@ -115,8 +116,8 @@ pub async fn bench(args: BenchArgs) -> ExitCode {
         Some(n) => {
             let opts = ClusterOptions {
                 participants: n,
-                vote_preference: "commit".into(),
-                resource: args.resource.clone(),
+                vote_preference: VotePreference::Commit,
+                resource: args.resource,
                 unsafe_no_fsync: args.unsafe_no_fsync,
                 max_in_flight: args.concurrency.max(1024),
                 ..ClusterOptions::default()
@@ -184,8 +185,8 @@ async fn run(
     let start = Instant::now();
     let deadline = args.duration.map(|d| start + Duration::from_secs_f64(d));
     let mut tasks = Vec::new();
-    let kv_ids: Option<Vec<String>> =
-        (args.resource == "kv" && args.payload.is_none()).then(|| {
+    let kv_ids: Option<Vec<String>> = (args.resource == ResourceKind::Kv && args.payload.is_none())
+        .then(|| {
             before["participants"]
                 .as_array()
                 .into_iter()
@@ -293,7 +294,7 @@ async fn run(
         "participants": after["participants"].as_array().map(|a| a.len()).unwrap_or(0),
         "concurrency": args.concurrency,
         "unsafe_no_fsync": args.local.is_some() && args.unsafe_no_fsync,
-        "resource": if args.local.is_some() { args.resource.as_str() } else { "unknown (remote cluster)" },
+        "resource": if args.local.is_some() { args.resource.to_string() } else { "unknown (remote cluster)".into() },
         "elapsed_s": elapsed,
         "transactions": decided,
         "throughput_tps": decided as f64 / elapsed.max(1e-9),

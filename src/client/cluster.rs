@@ -6,6 +6,7 @@
 //! secret, so its ports answer only to its own processes.
 
 use super::Client;
+use crate::config::{LogLevel, ResourceKind, VotePreference};
 use crate::security::auth::Secret;
 use crate::security::{ClientSecurity, SECRET_ENV};
 use std::ffi::OsString;
@@ -22,14 +23,14 @@ pub struct ClusterOptions {
     pub participants: usize,
     /// Participant ids are `<prefix>1..<prefix>N`.
     pub id_prefix: String,
-    pub vote_preference: String,
+    pub vote_preference: VotePreference,
     pub commit_probability: f64,
     pub timeout_seconds: f64,
     pub unsafe_no_fsync: bool,
-    pub log_level: String,
+    pub log_level: LogLevel,
     pub max_in_flight: usize,
     /// `vote` or `kv`.
-    pub resource: String,
+    pub resource: ResourceKind,
     /// For `kv`: the initial data of each participant (by position).
     pub kv_seeds: Vec<serde_json::Value>,
     /// Log segment size of every process (bytes); small values make
@@ -46,13 +47,13 @@ impl Default for ClusterOptions {
         ClusterOptions {
             participants: 3,
             id_prefix: "p".into(),
-            vote_preference: "random".into(),
+            vote_preference: VotePreference::Random,
             commit_probability: 0.9,
             timeout_seconds: 10.0,
             unsafe_no_fsync: false,
-            log_level: "warn".into(),
+            log_level: LogLevel::Warn,
             max_in_flight: 1024,
-            resource: "vote".into(),
+            resource: ResourceKind::Vote,
             kv_seeds: Vec::new(),
             wal_segment_max_bytes: None,
             crash_at: None,
@@ -146,7 +147,7 @@ impl LocalCluster {
             "--max-in-flight",
             &opts.max_in_flight.to_string(),
             "--log-level",
-            &opts.log_level,
+            &opts.log_level.to_string(),
             "--data-dir",
         ]));
         cargs.push(dir.path().join("coordinator").into_os_string());
@@ -197,13 +198,13 @@ impl LocalCluster {
                 "--coordinator-port",
                 &port,
                 "--vote-preference",
-                &opts.vote_preference,
+                &opts.vote_preference.to_string(),
                 "--commit-probability",
                 &opts.commit_probability.to_string(),
                 "--log-level",
-                &opts.log_level,
+                &opts.log_level.to_string(),
                 "--resource",
-                &opts.resource,
+                &opts.resource.to_string(),
                 "--reconnect-max-ms",
                 "500",
                 "--data-dir",

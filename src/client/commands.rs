@@ -4,6 +4,7 @@
 
 use super::cluster::{ClusterOptions, LocalCluster};
 use super::{Client, ClientError};
+use crate::config::VotePreference;
 use crate::protocol::{Decision, Outcome, ParticipantId, SubmitRequest, TxnId, Vote};
 use crate::security::SecurityArgs;
 use clap::Args;
@@ -59,8 +60,8 @@ pub struct DemoArgs {
     #[arg(long, default_value_t = 10)]
     pub transactions: usize,
     /// commit, abort or random.
-    #[arg(long, default_value = "random")]
-    pub vote_preference: String,
+    #[arg(long, value_enum, default_value = "random")]
+    pub vote_preference: VotePreference,
     /// Commit probability of random votes.
     #[arg(long, default_value_t = 0.9)]
     pub commit_probability: f64,
@@ -257,19 +258,12 @@ pub async fn demo(args: DemoArgs) -> ExitCode {
     if args.participants == 0 || args.participants > 64 {
         return usage("--participants must be between 1 and 64");
     }
-    if crate::resource::VotePreference::parse(&args.vote_preference).is_none() {
-        return usage(format!(
-            "--vote-preference {} is not one of {}",
-            args.vote_preference,
-            crate::resource::VotePreference::ALLOWED
-        ));
-    }
     if !(0.0..=1.0).contains(&args.commit_probability) {
         return usage("--commit-probability must be between 0.0 and 1.0");
     }
     let opts = ClusterOptions {
         participants: args.participants,
-        vote_preference: args.vote_preference.clone(),
+        vote_preference: args.vote_preference,
         commit_probability: args.commit_probability,
         ..ClusterOptions::default()
     };
@@ -277,7 +271,7 @@ pub async fn demo(args: DemoArgs) -> ExitCode {
         "Starting a coordinator and {} participants (votes: {}{}) on loopback...",
         args.participants,
         args.vote_preference,
-        if args.vote_preference == "random" {
+        if args.vote_preference == VotePreference::Random {
             format!(", commit probability {}", args.commit_probability)
         } else {
             String::new()

@@ -68,33 +68,12 @@ impl Resource for NullResource {
 }
 
 /// How a participant votes when it has no data of its own.
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VotePreference {
     Commit,
     Abort,
     Random,
-}
-
-impl VotePreference {
-    pub const ALLOWED: &'static str = "commit, abort, random";
-
-    pub fn parse(s: &str) -> Option<VotePreference> {
-        match s.to_ascii_lowercase().as_str() {
-            "commit" => Some(VotePreference::Commit),
-            "abort" => Some(VotePreference::Abort),
-            "random" => Some(VotePreference::Random),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            VotePreference::Commit => "commit",
-            VotePreference::Abort => "abort",
-            VotePreference::Random => "random",
-        }
-    }
 }
 
 /// The vote preference applied on top of any resource: `abort` votes abort

@@ -1,0 +1,42 @@
+//! The settings that take one of a few names, as typed enums.
+
+use super::keys::config_enum;
+pub use crate::resource::VotePreference;
+
+/// Least severe log events written (`RUST_LOG`, when set, overrides).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// How log lines are written on stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines, control characters escaped.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// What a participant votes with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResourceKind {
+    /// The vote preference only; holds no data.
+    Vote,
+    /// The embedded transactional key-value store.
+    Kv,
+    /// A PostgreSQL database (`postgres:` settings).
+    Postgres,
+}
+
+config_enum!(LogLevel);
+config_enum!(LogFormat);
+config_enum!(ResourceKind);
+config_enum!(VotePreference);

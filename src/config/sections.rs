@@ -1,0 +1,119 @@
+//! The nested sections of a role's configuration: `wal:`, `kv:` and
+//! `postgres:`.
+
+use super::keys::{invalid, settings, Rule};
+use super::{ConfigError, ResourceKind};
+use std::path::PathBuf;
+
+settings! {
+    /// Write-ahead log settings (YAML `wal:` inside a role's section).
+    #[derive(Clone, Debug)]
+    pub struct WalConfig in "wal", flags WalFlags {
+        /// Bytes; a segment past this size is checkpointed into a new one.
+        segment_max_bytes: u64 = 64 * 1024 * 1024, Rule::range(4096, 1 << 40);
+        /// Benchmarks only: skip fsync, so a machine crash can lose decisions.
+        unsafe_no_fsync: bool = false, Rule::ANY.flag("unsafe-no-fsync");
+    }
+    sections {}
+    extra {}
+}
+
+settings! {
+    /// Settings of the `kv` resource (YAML `kv:` in the participant section).
+    #[derive(Clone, Debug)]
+    pub struct KvConfig in "kv", flags KvFlags {
+        /// JSON object loaded into the store at the first start of an empty
+        /// data directory (ignored afterwards: the log holds the data).
+        seed_file: Option<PathBuf> = None, Rule::ANY;
+    }
+    sections {}
+    extra {}
+}
+
+settings! {
+    /// Settings of the `postgres` resource (YAML `postgres:` in the
+    /// participant section). `Debug` leaves the connection string out: it
+    /// may hold a password.
+    #[derive(Clone)]
+    pub struct PostgresConfig in "postgres", flags PostgresFlags {
+        /// libpq connection string, key=value (`host=127.0.0.1 port=5432
+        /// user=app dbname=app`) or URL (`postgres://app@127.0.0.1:5432/app`).
+        /// Required with `resource: postgres`; never logged or echoed.
+        dsn: Option<String> = None, Rule::ANY.hide_env();
+        /// Accept raw SQL operations (`{"sql": .., "params": [..]}`); for
+        /// trusted clients only, so off by default.
+        allow_raw_sql: bool = false, Rule::ANY;
+        /// Connections to the database at most. Prepares may hold all but one,
+        /// which stays free for COMMIT/ROLLBACK PREPARED: applying a decision
+        /// releases the locks that waiting prepares need.
+        max_connections: usize = 8, Rule::range(2, 1000);
+        /// Milliseconds to open a connection, and to wait for a free one.
+        connect_timeout_ms: u64 = 5_000, Rule::range(100, 600_000);
+        /// PEM CA certificate(s) the database server's certificate must chain
+        /// to; with it TLS connections check the certificate and host name
+        /// (see `resource::postgres_tls` for each `sslmode`).
+        ca_file: Option<PathBuf> = None, Rule::ANY;
+        /// File holding the database password (one line), used when the
+        /// connection string has none; else `TWOPC_POSTGRES_PASSWORD`, else
+        /// `PGPASSWORD`. Keeps the password out of `ps`.
+        password_file: Option<PathBuf> = None, Rule::ANY;
+        /// Schemas table operations may use (comma-separated as a flag);
+        /// empty means the schemas on the connection's search path.
+        /// `pg_catalog`, `information_schema` and `pg_toast` are always refused.
+        allowed_schemas: Vec<String> = Vec::new(), Rule::ANY;
+    }
+    sections {}
+    extra {}
+}
+
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("dsn", &self.dsn.as_ref().map(|_| "(set, not shown)"))
+            .field("allow_raw_sql", &self.allow_raw_sql)
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("ca_file", &self.ca_file)
+            .field("password_file", &self.password_file)
+            .field("allowed_schemas", &self.allowed_schemas)
+            .finish()
+    }
+}
+
+impl PostgresConfig {
+    /// A parseable `dsn` exactly when the resource is `postgres`, and
+    /// allowed schemas only of the user's own. The dsn is never echoed: it
+    /// may hold a password.
+    pub(super) fn validate(&self, resource: ResourceKind) -> Result<(), ConfigError> {
+        const KEY: &str = "postgres.dsn";
+        let dsn = self.dsn.as_deref().filter(|d| !d.trim().is_empty());
+        match (dsn, resource == ResourceKind::Postgres) {
+            (None, true) => {
+                return Err(invalid(
+                    KEY,
+                    "(unset)",
+                    "required with resource: postgres: a libpq connection string such as \
+                     `host=127.0.0.1 port=5432 user=app dbname=app` or a URL \
+                     `postgres://app@127.0.0.1:5432/app` (flag --postgres-dsn, env TWOPC_POSTGRES_DSN)",
+                ))
+            }
+            (Some(_), false) => return Err(invalid(KEY, "(set)", "only with resource: postgres")),
+            (Some(d), true) => {
+                let (d, _) = crate::resource::postgres_tls::split_verify_mode(d);
+                crate::resource::postgres::parse_dsn(&d)
+                    .map_err(|e| invalid(KEY, "(not shown: it may hold a password)", e))?;
+            }
+            (None, false) => {}
+        }
+        for s in &self.allowed_schemas {
+            if crate::resource::postgres::SCHEMAS_NEVER.contains(&s.as_str()) || s.is_empty() {
+                return Err(invalid(
+                    "postgres.allowed_schemas",
+                    s,
+                    "a schema of your tables; pg_catalog, information_schema and pg_toast are never allowed",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
