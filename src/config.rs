@@ -7,6 +7,8 @@
 //! and unit. Unknown keys are errors, so a typo cannot silently fall back to
 //! a default.
 
+/// The `postgres` resource owns its settings; they stay reachable here.
+pub use crate::resource::postgres::PostgresConfig;
 use crate::resource::VotePreference;
 use crate::security::tls::TlsConfig;
 use clap::Args;
@@ -61,66 +63,6 @@ pub struct KvConfig {
     /// JSON object loaded into the store at the first start of an empty
     /// data directory (ignored afterwards: the log holds the data).
     pub seed_file: Option<PathBuf>,
-}
-
-/// Settings of the `postgres` resource (YAML `postgres:` in the participant
-/// section). `Debug` leaves the connection string out: it may hold a password.
-#[derive(Clone, Deserialize, serde::Serialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PostgresConfig {
-    /// libpq connection string, key=value (`host=127.0.0.1 port=5432
-    /// user=app dbname=app`) or URL (`postgres://app@127.0.0.1:5432/app`).
-    /// Required with `resource: postgres`; never logged or echoed.
-    pub dsn: Option<String>,
-    /// Accept raw SQL operations (`{"sql": .., "params": [..]}`); for
-    /// trusted clients only, so off by default.
-    pub allow_raw_sql: bool,
-    /// Connections to the database at most. Prepares may hold all but one,
-    /// which stays free for COMMIT/ROLLBACK PREPARED: applying a decision
-    /// releases the locks that waiting prepares need.
-    pub max_connections: usize,
-    /// Milliseconds to open a connection, and to wait for a free one.
-    pub connect_timeout_ms: u64,
-    /// PEM CA certificate(s) the database server's certificate must chain
-    /// to; with it TLS connections check the certificate and host name
-    /// (see `resource::postgres_tls` for each `sslmode`).
-    pub ca_file: Option<PathBuf>,
-    /// File holding the database password (one line), used when the
-    /// connection string has none; else `TWOPC_POSTGRES_PASSWORD`, else
-    /// `PGPASSWORD`. Keeps the password out of `ps`.
-    pub password_file: Option<PathBuf>,
-    /// Schemas table operations may use; empty means the schemas on the
-    /// connection's search path. `pg_catalog`, `information_schema` and
-    /// `pg_toast` are always refused.
-    pub allowed_schemas: Vec<String>,
-}
-
-impl Default for PostgresConfig {
-    fn default() -> Self {
-        PostgresConfig {
-            dsn: None,
-            allow_raw_sql: false,
-            max_connections: 8,
-            connect_timeout_ms: 5_000,
-            ca_file: None,
-            password_file: None,
-            allowed_schemas: Vec::new(),
-        }
-    }
-}
-
-impl std::fmt::Debug for PostgresConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresConfig")
-            .field("dsn", &self.dsn.as_ref().map(|_| "(set, not shown)"))
-            .field("allow_raw_sql", &self.allow_raw_sql)
-            .field("max_connections", &self.max_connections)
-            .field("connect_timeout_ms", &self.connect_timeout_ms)
-            .field("ca_file", &self.ca_file)
-            .field("password_file", &self.password_file)
-            .field("allowed_schemas", &self.allowed_schemas)
-            .finish()
-    }
 }
 
 /// The resources a participant can run.

@@ -253,9 +253,7 @@ async fn plain_with_hello(addr: &str, hello: Body) -> Result<TcpStream, ClientEr
             source,
         })?;
     let _ = stream.set_nodelay(true);
-    let body = net::encode(hello);
-    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&body);
+    let frame = net::frame(&net::encode(hello));
     stream
         .write_all(&frame)
         .await

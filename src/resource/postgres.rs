@@ -31,16 +31,16 @@
 
 use super::postgres_tls::{effective_verify, split_verify_mode, RustlsConnect};
 use super::{PrepareResult, Resource};
-use crate::config::PostgresConfig;
+use crate::net::Backoff;
 use crate::protocol::bound;
 use crate::protocol::participant::Prepared;
 use crate::protocol::{Decision, ParticipantId, Record, TxnId};
-use crate::runtime::participant::backoff_ms;
 use bytes::BytesMut;
 use futures::future::{ready, BoxFuture, FutureExt, Shared};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -48,6 +48,66 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{to_sql_checked, Format, IsNull, ToSql, Type};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+/// Settings of the `postgres` resource (YAML `postgres:` in the participant
+/// section). `Debug` leaves the connection string out: it may hold a password.
+#[derive(Clone, Deserialize, serde::Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// libpq connection string, key=value (`host=127.0.0.1 port=5432
+    /// user=app dbname=app`) or URL (`postgres://app@127.0.0.1:5432/app`).
+    /// Required with `resource: postgres`; never logged or echoed.
+    pub dsn: Option<String>,
+    /// Accept raw SQL operations (`{"sql": .., "params": [..]}`); for
+    /// trusted clients only, so off by default.
+    pub allow_raw_sql: bool,
+    /// Connections to the database at most. Prepares may hold all but one,
+    /// which stays free for COMMIT/ROLLBACK PREPARED: applying a decision
+    /// releases the locks that waiting prepares need.
+    pub max_connections: usize,
+    /// Milliseconds to open a connection, and to wait for a free one.
+    pub connect_timeout_ms: u64,
+    /// PEM CA certificate(s) the database server's certificate must chain
+    /// to; with it TLS connections check the certificate and host name
+    /// (see `resource::postgres_tls` for each `sslmode`).
+    pub ca_file: Option<PathBuf>,
+    /// File holding the database password (one line), used when the
+    /// connection string has none; else `TWOPC_POSTGRES_PASSWORD`, else
+    /// `PGPASSWORD`. Keeps the password out of `ps`.
+    pub password_file: Option<PathBuf>,
+    /// Schemas table operations may use; empty means the schemas on the
+    /// connection's search path. `pg_catalog`, `information_schema` and
+    /// `pg_toast` are always refused.
+    pub allowed_schemas: Vec<String>,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            dsn: None,
+            allow_raw_sql: false,
+            max_connections: 8,
+            connect_timeout_ms: 5_000,
+            ca_file: None,
+            password_file: None,
+            allowed_schemas: Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("dsn", &self.dsn.as_ref().map(|_| "(set, not shown)"))
+            .field("allow_raw_sql", &self.allow_raw_sql)
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("ca_file", &self.ca_file)
+            .field("password_file", &self.password_file)
+            .field("allowed_schemas", &self.allowed_schemas)
+            .finish()
+    }
+}
 
 /// Longest database error text kept, in bytes (see [`describe`]).
 pub const DB_TEXT_MAX_BYTES: usize = 192;
@@ -63,8 +123,10 @@ pub const PARAMS_MAX: usize = 65_535;
 /// PostgreSQL refuses global transaction ids of 200 bytes or more.
 pub const GID_MAX_BYTES: usize = 199;
 /// Delays between attempts to apply a decision the database did not take.
-const RETRY_INITIAL_MS: u64 = 100;
-const RETRY_MAX_MS: u64 = 5_000;
+const RETRY: Backoff = Backoff {
+    initial_ms: 100,
+    max_ms: 5_000,
+};
 /// The value of a gid in a snapshot: its commit is decided, not yet applied.
 const COMMITTING: &str = "commit";
 /// Attempts per prepared transaction that recovery makes before it fails.
@@ -945,7 +1007,7 @@ impl Inner {
                     break Err(e);
                 }
                 Err(Failure::Retry(e)) => {
-                    let delay = backoff_ms(RETRY_INITIAL_MS, RETRY_MAX_MS, attempt);
+                    let delay = RETRY.delay_ms(attempt);
                     attempt = attempt.saturating_add(1);
                     tracing::warn!(
                         gid,
@@ -1009,7 +1071,7 @@ impl Inner {
                 Ok(()) => return Ok(()),
                 Err(Failure::Fatal(e)) => e,
                 Err(Failure::Retry(e)) if attempt + 1 < RECOVERY_ATTEMPTS_MAX => {
-                    let delay = backoff_ms(RETRY_INITIAL_MS, RETRY_MAX_MS, attempt);
+                    let delay = RETRY.delay_ms(attempt);
                     attempt += 1;
                     tracing::warn!(
                         gid,
