@@ -5,8 +5,8 @@
 use crate::protocol::{Body, ErrorCode, Message, WireError};
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::io::AsyncRead;
-use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 /// Bytes of the length prefix in front of every frame.
 pub const LENGTH_PREFIX_BYTES: usize = 4;
@@ -18,6 +18,23 @@ pub fn codec(max_frame_bytes: usize) -> LengthDelimitedCodec {
         .big_endian()
         .max_frame_length(max_frame_bytes)
         .new_codec()
+}
+
+/// The reading half of a framed stream.
+pub type FrameReader<S> = FramedRead<ReadHalf<S>, LengthDelimitedCodec>;
+/// The writing half of a framed stream.
+pub type FrameWriter<S> = FramedWrite<WriteHalf<S>, LengthDelimitedCodec>;
+
+/// Split `stream` into its framed halves, both bounded by `max_frame_bytes`.
+pub fn framed<S: AsyncRead + AsyncWrite>(
+    stream: S,
+    max_frame_bytes: usize,
+) -> (FrameReader<S>, FrameWriter<S>) {
+    let (rd, wr) = tokio::io::split(stream);
+    (
+        FramedRead::new(rd, codec(max_frame_bytes)),
+        FramedWrite::new(wr, codec(max_frame_bytes)),
+    )
 }
 
 /// Seconds since the Unix epoch, for the `timestamp` field.

@@ -14,7 +14,6 @@ use crate::security::ServerSecurity;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
-use tokio_util::codec::{FramedRead, FramedWrite};
 
 /// Frames queued for one connection's writer before it counts as stuck.
 pub const CONN_QUEUE_FRAMES: usize = 4096;
@@ -133,9 +132,7 @@ pub fn spawn_connection<S>(
         Side::Client(Some(hs)) => Gate::Client(hs),
         Side::Client(None) => Gate::FirstMessage { server: false },
     };
-    let (rd, wr) = tokio::io::split(stream);
-    let mut reader = FramedRead::new(rd, codec::codec(max_frame_bytes));
-    let writer = FramedWrite::new(wr, codec::codec(max_frame_bytes));
+    let (mut reader, writer) = codec::framed(stream, max_frame_bytes);
     let (tx, rx) = mpsc::channel(CONN_QUEUE_FRAMES);
     // Cancelled by the writer when the peer does not read: the reader stops
     // too, so the socket closes and the slot is freed.
