@@ -103,7 +103,10 @@ pub fn build_resource(cfg: &ParticipantConfig) -> Result<Box<dyn Resource>, Stri
             Ok(Box::new(Preference::new(kv, pref, p, seed)))
         }
         ResourceKind::Postgres => {
-            let pg = crate::resource::postgres::PostgresResource::new(&cfg.id, &cfg.postgres)?;
+            let pg = crate::resource::postgres::PostgresResource::new(
+                &cfg.id,
+                &cfg.postgres.settings(),
+            )?;
             Ok(Box::new(Preference::new(pg, pref, p, seed)))
         }
         ResourceKind::Vote => Ok(Box::new(VoteResource::voting(pref, p, seed))),

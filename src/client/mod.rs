@@ -10,7 +10,8 @@ pub mod commands;
 pub mod diagram;
 pub mod ops;
 
-use crate::net::stream::{looks_like_tls, BoxedStream, ConnectError};
+use crate::net::codec::{FrameReader, FrameWriter};
+use crate::net::stream::{BoxedStream, ConnectError, PlainOpenError};
 use crate::net::{self, Inbound};
 use crate::protocol::{Body, Outcome, ParticipantId, Role, SubmitRequest, TxnId, PROTOCOL_VERSION};
 use crate::security::auth::{fresh_nonce, Identity, PeerHandshake, PeerStep, OPERATOR_ID};
@@ -18,9 +19,7 @@ use crate::security::ClientSecurity;
 use futures::SinkExt;
 use serde_json::Value;
 use std::time::Duration;
-use tokio::io::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 
 /// Why a client call got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -64,8 +63,8 @@ impl ClientError {
 
 /// One client connection to a coordinator.
 pub struct Client {
-    reader: FramedRead<ReadHalf<BoxedStream>, LengthDelimitedCodec>,
-    writer: FramedWrite<WriteHalf<BoxedStream>, LengthDelimitedCodec>,
+    reader: FrameReader<BoxedStream>,
+    writer: FrameWriter<BoxedStream>,
     max_frame_bytes: usize,
     timeout: Duration,
     pub coordinator_state: String,
@@ -122,10 +121,10 @@ impl Client {
                 })?,
             None => Box::new(plain_with_hello(addr, hello.clone()).await?),
         };
-        let (rd, wr) = tokio::io::split(stream);
+        let (reader, writer) = net::codec::framed(stream, CLIENT_MAX_FRAME_BYTES);
         let mut c = Client {
-            reader: FramedRead::new(rd, net::codec(CLIENT_MAX_FRAME_BYTES)),
-            writer: FramedWrite::new(wr, net::codec(CLIENT_MAX_FRAME_BYTES)),
+            reader,
+            writer,
             max_frame_bytes: CLIENT_MAX_FRAME_BYTES,
             timeout,
             coordinator_state: String::new(),
@@ -241,32 +240,20 @@ impl Client {
     }
 }
 
-/// Plain TCP: connect, send `hello`, and look at the server's first bytes
-/// before framing them: a TLS server answers a plaintext hello with a TLS
-/// alert, which would otherwise read as a huge frame length.
+/// Plain TCP with the hello sent, or why not.
 async fn plain_with_hello(addr: &str, hello: Body) -> Result<TcpStream, ClientError> {
-    use tokio::io::AsyncWriteExt;
-    let mut stream = TcpStream::connect(addr)
+    net::stream::connect_plain_sending(addr, &net::encode(hello))
         .await
-        .map_err(|source| ClientError::Unreachable {
-            addr: addr.to_string(),
-            source,
-        })?;
-    let _ = stream.set_nodelay(true);
-    let body = net::encode(hello);
-    let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&body);
-    stream
-        .write_all(&frame)
-        .await
-        .map_err(|_| ClientError::Closed)?;
-    let mut first = [0u8; 2];
-    match stream.peek(&mut first).await {
-        Ok(2) if looks_like_tls(&first) => Err(ClientError::TlsRequired {
-            addr: addr.to_string(),
-        }),
-        _ => Ok(stream),
-    }
+        .map_err(|e| match e {
+            PlainOpenError::Unreachable(source) => ClientError::Unreachable {
+                addr: addr.to_string(),
+                source,
+            },
+            PlainOpenError::Closed => ClientError::Closed,
+            PlainOpenError::ServerSpeaksTls => ClientError::TlsRequired {
+                addr: addr.to_string(),
+            },
+        })
 }
 
 fn unexpected(b: Body) -> ClientError {

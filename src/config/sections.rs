@@ -81,6 +81,19 @@ impl std::fmt::Debug for PostgresConfig {
 }
 
 impl PostgresConfig {
+    /// What the resource runs with.
+    pub fn settings(&self) -> crate::resource::postgres::PostgresSettings {
+        crate::resource::postgres::PostgresSettings {
+            dsn: self.dsn.clone(),
+            allow_raw_sql: self.allow_raw_sql,
+            max_connections: self.max_connections,
+            connect_timeout_ms: self.connect_timeout_ms,
+            ca_file: self.ca_file.clone(),
+            password_file: self.password_file.clone(),
+            allowed_schemas: self.allowed_schemas.clone(),
+        }
+    }
+
     /// A parseable `dsn` exactly when the resource is `postgres`, and
     /// allowed schemas only of the user's own. The dsn is never echoed: it
     /// may hold a password.

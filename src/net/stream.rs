@@ -1,8 +1,9 @@
 //! One stream type for plain TCP and TLS, so connections share all their
 //! logic, and the connecting side's open: TCP, then TLS when configured.
 
+use super::codec;
 use crate::security::tls::{host_of, TlsClient};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// A byte stream a connection can run on: plain TCP or TLS over TCP.
@@ -65,4 +66,41 @@ pub async fn connect(addr: &str, tls: Option<&TlsClient>) -> Result<BoxedStream,
 /// alert)? A frame's length prefix never starts this way below 16 MiB.
 pub fn looks_like_tls(first: &[u8]) -> bool {
     matches!(first, [0x15 | 0x16, 0x03, ..])
+}
+
+/// Why a plain TCP connection opened with [`connect_plain_sending`] is not
+/// usable.
+#[derive(Debug, thiserror::Error)]
+pub enum PlainOpenError {
+    #[error("cannot connect: {0}")]
+    Unreachable(#[source] std::io::Error),
+    /// The first frame could not be written.
+    #[error("the connection closed before the first frame was written")]
+    Closed,
+    /// The server answered with a TLS record: it expects TLS.
+    #[error("the server speaks TLS")]
+    ServerSpeaksTls,
+}
+
+/// Plain TCP: connect, write `first_payload` as one frame, and look at the
+/// server's first bytes before they are framed: a TLS server answers a
+/// plaintext frame with a TLS alert, which would otherwise read as a huge
+/// frame length.
+pub async fn connect_plain_sending(
+    addr: &str,
+    first_payload: &[u8],
+) -> Result<TcpStream, PlainOpenError> {
+    let mut stream = TcpStream::connect(addr)
+        .await
+        .map_err(PlainOpenError::Unreachable)?;
+    let _ = stream.set_nodelay(true);
+    stream
+        .write_all(&codec::frame(first_payload))
+        .await
+        .map_err(|_| PlainOpenError::Closed)?;
+    let mut first = [0u8; 2];
+    match stream.peek(&mut first).await {
+        Ok(2) if looks_like_tls(&first) => Err(PlainOpenError::ServerSpeaksTls),
+        _ => Ok(stream),
+    }
 }

@@ -31,16 +31,16 @@
 
 use super::postgres_tls::{effective_verify, split_verify_mode, RustlsConnect};
 use super::{PrepareResult, Resource};
-use crate::config::PostgresConfig;
+use crate::net::Backoff;
 use crate::protocol::bound;
 use crate::protocol::participant::Prepared;
 use crate::protocol::{Decision, ParticipantId, Record, TxnId};
-use crate::runtime::participant::backoff_ms;
 use bytes::BytesMut;
 use futures::future::{ready, BoxFuture, FutureExt, Shared};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -48,6 +48,44 @@ use tokio_postgres::config::SslMode;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{to_sql_checked, Format, IsNull, ToSql, Type};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+/// What the `postgres` resource runs with. The configuration (`config`'s
+/// `postgres:` section, where each key is declared with its default, flag
+/// and range) hands it over with `PostgresConfig::settings`. `Debug` leaves
+/// the connection string out: it may hold a password.
+#[derive(Clone, Default)]
+pub struct PostgresSettings {
+    /// libpq connection string or URL; never logged or echoed.
+    pub dsn: Option<String>,
+    /// Accept raw SQL operations (trusted clients only).
+    pub allow_raw_sql: bool,
+    /// Connections to the database at most. Prepares may hold all but one,
+    /// which stays free for COMMIT/ROLLBACK PREPARED: applying a decision
+    /// releases the locks that waiting prepares need.
+    pub max_connections: usize,
+    /// Milliseconds to open a connection, and to wait for a free one.
+    pub connect_timeout_ms: u64,
+    /// PEM CA certificate(s) the server's certificate must chain to.
+    pub ca_file: Option<PathBuf>,
+    /// File holding the database password, when the connection string has none.
+    pub password_file: Option<PathBuf>,
+    /// Schemas table operations may use; empty: the search path.
+    pub allowed_schemas: Vec<String>,
+}
+
+impl std::fmt::Debug for PostgresSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSettings")
+            .field("dsn", &self.dsn.as_ref().map(|_| "(set, not shown)"))
+            .field("allow_raw_sql", &self.allow_raw_sql)
+            .field("max_connections", &self.max_connections)
+            .field("connect_timeout_ms", &self.connect_timeout_ms)
+            .field("ca_file", &self.ca_file)
+            .field("password_file", &self.password_file)
+            .field("allowed_schemas", &self.allowed_schemas)
+            .finish()
+    }
+}
 
 /// Longest database error text kept, in bytes (see [`describe`]).
 pub const DB_TEXT_MAX_BYTES: usize = 192;
@@ -63,8 +101,10 @@ pub const PARAMS_MAX: usize = 65_535;
 /// PostgreSQL refuses global transaction ids of 200 bytes or more.
 pub const GID_MAX_BYTES: usize = 199;
 /// Delays between attempts to apply a decision the database did not take.
-const RETRY_INITIAL_MS: u64 = 100;
-const RETRY_MAX_MS: u64 = 5_000;
+const RETRY: Backoff = Backoff {
+    initial_ms: 100,
+    max_ms: 5_000,
+};
 /// The value of a gid in a snapshot: its commit is decided, not yet applied.
 const COMMITTING: &str = "commit";
 /// Attempts per prepared transaction that recovery makes before it fails.
@@ -720,7 +760,7 @@ impl PostgresResource {
     /// connection is made by `recover`, inside the runtime.
     pub fn new(
         participant: &ParticipantId,
-        cfg: &PostgresConfig,
+        cfg: &PostgresSettings,
     ) -> Result<PostgresResource, String> {
         let dsn = cfg
             .dsn
@@ -771,7 +811,7 @@ impl PostgresResource {
 /// The database password from `postgres.password_file`, else from
 /// `TWOPC_POSTGRES_PASSWORD`, else from `PGPASSWORD`: never on the command
 /// line. A file's trailing newline is not part of the password.
-fn password(cfg: &PostgresConfig) -> Result<Option<String>, String> {
+fn password(cfg: &PostgresSettings) -> Result<Option<String>, String> {
     if let Some(path) = &cfg.password_file {
         let text = std::fs::read_to_string(path).map_err(|e| {
             format!(
@@ -945,7 +985,7 @@ impl Inner {
                     break Err(e);
                 }
                 Err(Failure::Retry(e)) => {
-                    let delay = backoff_ms(RETRY_INITIAL_MS, RETRY_MAX_MS, attempt);
+                    let delay = RETRY.delay_ms(attempt);
                     attempt = attempt.saturating_add(1);
                     tracing::warn!(
                         gid,
@@ -1009,7 +1049,7 @@ impl Inner {
                 Ok(()) => return Ok(()),
                 Err(Failure::Fatal(e)) => e,
                 Err(Failure::Retry(e)) if attempt + 1 < RECOVERY_ATTEMPTS_MAX => {
-                    let delay = backoff_ms(RETRY_INITIAL_MS, RETRY_MAX_MS, attempt);
+                    let delay = RETRY.delay_ms(attempt);
                     attempt += 1;
                     tracing::warn!(
                         gid,
@@ -1429,9 +1469,11 @@ mod tests {
 
     #[test]
     fn commits_under_way_survive_a_checkpoint_through_the_snapshot() {
-        let cfg = PostgresConfig {
+        let cfg = PostgresSettings {
             dsn: Some("host=127.0.0.1 port=1 user=app".into()),
-            ..PostgresConfig::default()
+            max_connections: 8,
+            connect_timeout_ms: 5_000,
+            ..PostgresSettings::default()
         };
         let p = ParticipantId::from("p1");
         let mut r = PostgresResource::new(&p, &cfg).unwrap();

@@ -5,13 +5,15 @@
 //! arrive on their own bounded channel and are answered between events.
 
 use super::http::{AdminAnswer, AdminCall, AdminChannels, AdminQuery, AdminServer, HttpOptions};
-use super::listener::{self, PortSpec, ReserveFor};
-use super::metrics::{ErrorCounts, MetricsSnapshot, WalSnapshot};
+use super::metrics::{MetricsSnapshot, WalSnapshot};
 use super::outbox::Outbox;
 use super::query::{txn_page, PageLimits};
-use super::slots::SlotLimits;
-use super::{alert, crash, open_log, Clock, ConnEvent};
+use super::{alert, crash, open_log, Clock};
 use crate::config::CoordinatorConfig;
+use crate::net::listener::{self, PortSpec, ReserveFor};
+use crate::net::slots::SlotLimits;
+use crate::net::ConnEvent;
+use crate::net::ErrorCounts;
 use crate::protocol::coordinator::{Coordinator, CoordinatorOptions, Event, Txn, TXN_STATES};
 use crate::protocol::{Action, Body, ConnId, ErrorCode, Record, TxnId};
 use crate::security::ServerSecurity;

@@ -14,8 +14,9 @@
 //! `Authorization` header; the checks themselves are the pure functions of
 //! [`crate::security::http_auth`], this file only feeds them the request.
 
-use super::metrics::{render, ErrorCounts, MetricsSnapshot};
-use super::ConnEvent;
+use super::metrics::{render, MetricsSnapshot};
+use crate::net::ConnEvent;
+use crate::net::ErrorCounts;
 use crate::net::Outgoing;
 use crate::protocol::{
     Body, ConnId, ErrorCode, Message, Role, SubmitRequest, TxnId, PROTOCOL_VERSION,

@@ -2,42 +2,12 @@
 //! (version 0.0.4): a snapshot taken by the event loop, rendered here by a
 //! pure function so that scraping costs the loop one copy of a few numbers.
 
+use crate::net::ErrorCounts;
 use crate::protocol::coordinator::OpenTxns;
 use crate::protocol::stats::{AbortCause, CoordinatorStats, Histogram};
-use crate::protocol::ErrorCode;
 use crate::wal::{WalStats, SYNC_BOUNDS_MICROS};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-/// `error` frames sent to peers, by code. Shared by the event loop and the
-/// connection tasks (which refuse malformed frames themselves).
-#[derive(Debug, Default)]
-pub struct ErrorCounts {
-    counts: [AtomicU64; ErrorCode::ALL.len()],
-}
-
-impl ErrorCounts {
-    pub fn count(&self, code: ErrorCode) {
-        if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
-            self.counts[i].fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Count an error sent as a wire string (refused submits carry one).
-    pub fn count_str(&self, code: &str) {
-        if let Some(c) = ErrorCode::parse(code) {
-            self.count(c);
-        }
-    }
-
-    fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        ErrorCode::ALL
-            .iter()
-            .zip(self.counts.iter())
-            .map(|(c, n)| (c.as_str(), n.load(Ordering::Relaxed)))
-            .collect()
-    }
-}
 
 /// Log counters at one moment.
 #[derive(Clone, Debug, Default)]
@@ -369,6 +339,7 @@ fn histogram_ms(o: &mut String, name: &str, help: &str, h: &Histogram) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::ErrorCode;
 
     fn snapshot() -> MetricsSnapshot {
         let mut stats = CoordinatorStats::default();

@@ -1,31 +1,30 @@
 //! The participant process: keeps one connection to the coordinator
-//! (reconnecting with capped, jittered exponential backoff), feeds its
+//! (through [`crate::net::connector`]), feeds its
 //! messages to the participant core, runs the resource, and performs the
 //! core's actions in order through the group-commit log.
 
-use super::listener::{self, PortSpec, ReserveFor};
 use super::outbox::Outbox;
 use super::query::{txn_page, PageLimits};
-use super::slots::SlotLimits;
-use super::{alert, crash, open_log, spawn_connection, Clock, ConnEvent, ConnSpec, Side};
+use super::{alert, crash, open_log, Clock};
 use crate::config::ParticipantConfig;
+use crate::net::connector::{self, ConnectorSpec, Redial};
+use crate::net::listener::{self, PortSpec, ReserveFor};
+use crate::net::slots::SlotLimits;
+use crate::net::{Backoff, ConnEvent};
 use crate::protocol::bound;
 use crate::protocol::coordinator::TXN_STATES;
 use crate::protocol::participant::{Event, PState, PTxn, Participant, ParticipantOptions};
 use crate::protocol::{Action, Body, ConnId, Decision, Role, TxnId, PROTOCOL_VERSION};
 use crate::resource::{PrepareResult, Resource};
-use crate::security::auth::PeerHandshake;
 use crate::security::tls::TlsClient;
 use crate::security::ServerSecurity;
 use crate::wal::{GroupCommit, WalError};
 use futures::FutureExt;
-use rand::Rng;
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -201,14 +200,11 @@ impl ParticipantNode {
         let (ev_tx, ev_rx) = mpsc::channel(1024);
         let (prep_tx, prep_rx) = mpsc::channel(1024);
         let (resume_tx, resume_rx) = mpsc::channel(1024);
-        let reconnect = Arc::new(Notify::new());
-        let attempts = Arc::new(AtomicU32::new(0));
-        tracker.spawn(connector(
-            cfg.clone(),
-            tls,
+        let redial = Redial::default();
+        tracker.spawn(connector::run(
+            connector_spec(&cfg, tls),
             ev_tx,
-            reconnect.clone(),
-            attempts.clone(),
+            redial.clone(),
             shutdown.clone(),
             tracker.clone(),
         ));
@@ -222,8 +218,7 @@ impl ParticipantNode {
             welcomed: false,
             announced: false,
             last_heard: Instant::now(),
-            reconnect,
-            attempts,
+            redial,
             prep_tx,
             resume_tx,
             queue: VecDeque::new(),
@@ -239,74 +234,22 @@ impl ParticipantNode {
     }
 }
 
-/// Keep (re)connecting to the coordinator. Each connection's reader reports
-/// to the driver; the driver wakes us when the connection is gone.
-async fn connector(
-    cfg: ParticipantConfig,
-    tls: Option<TlsClient>,
-    events: mpsc::Sender<ConnEvent>,
-    reconnect: Arc<Notify>,
-    attempts: Arc<AtomicU32>,
-    shutdown: CancellationToken,
-    tracker: TaskTracker,
-) {
-    let addr = format!("{}:{}", cfg.coordinator_host, cfg.coordinator_port);
-    let mut next_conn = 1u64;
-    loop {
-        let handshake_timeout = Duration::from_millis(cfg.handshake_timeout_ms);
-        let connected = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            r = tokio::time::timeout(handshake_timeout, crate::net::stream::connect(&addr, tls.as_ref())) => match r {
-                Ok(r) => r.map_err(|e| e.to_string()),
-                Err(_) => Err(format!("no connection within handshake_timeout_ms ({} ms)", cfg.handshake_timeout_ms)),
-            },
-        };
-        match connected {
-            Ok(stream) => {
-                let conn = ConnId(next_conn);
-                next_conn += 1;
-                // With a secret, the reader answers the coordinator's
-                // challenge to the hello the driver sends.
-                let auth = cfg.secret.clone().map(|k| {
-                    PeerHandshake::new(
-                        k,
-                        Role::Participant,
-                        Some(&cfg.id.0),
-                        crate::security::auth::fresh_nonce(),
-                    )
-                });
-                let spec = ConnSpec {
-                    conn,
-                    peer: addr.clone(),
-                    max_frame_bytes: cfg.max_frame_bytes,
-                    // The coordinator answers our hello at once; a silent
-                    // one is not worth waiting for.
-                    first_frame_timeout: handshake_timeout,
-                    slot: None,
-                    side: Side::Client(auth),
-                    errors: None,
-                    send_buffer_max_bytes: cfg.send_buffer_max_bytes,
-                    query_in_flight_max: 0,
-                };
-                spawn_connection(stream, spec, events.clone(), &tracker);
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = reconnect.notified() => {}
-                }
-            }
-            Err(e) => {
-                let n = attempts.load(Ordering::Relaxed);
-                if n.is_multiple_of(20) {
-                    tracing::warn!("cannot reach coordinator at {addr}: {e}; retrying");
-                }
-            }
-        }
-        let n = attempts.fetch_add(1, Ordering::Relaxed);
-        let delay = backoff_ms(cfg.reconnect_initial_ms, cfg.reconnect_max_ms, n);
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(delay)) => {}
-        }
+/// How the participant reaches its coordinator.
+fn connector_spec(cfg: &ParticipantConfig, tls: Option<TlsClient>) -> ConnectorSpec {
+    ConnectorSpec {
+        server: "coordinator",
+        addr: format!("{}:{}", cfg.coordinator_host, cfg.coordinator_port),
+        tls,
+        handshake_timeout: Duration::from_millis(cfg.handshake_timeout_ms),
+        secret: cfg.secret.clone(),
+        role: Role::Participant,
+        id: Some(cfg.id.0.clone()),
+        max_frame_bytes: cfg.max_frame_bytes,
+        send_buffer_max_bytes: cfg.send_buffer_max_bytes,
+        backoff: Backoff {
+            initial_ms: cfg.reconnect_initial_ms,
+            max_ms: cfg.reconnect_max_ms,
+        },
     }
 }
 
@@ -327,15 +270,6 @@ fn participant_state_matches(s: PState, filter: &str) -> bool {
     )
 }
 
-/// Capped exponential backoff with "equal jitter": half fixed, half random.
-pub fn backoff_ms(initial_ms: u64, max_ms: u64, attempt: u32) -> u64 {
-    let exp = initial_ms
-        .saturating_mul(1u64 << attempt.min(20))
-        .min(max_ms)
-        .max(1);
-    exp / 2 + rand::rng().random_range(0..=exp / 2)
-}
-
 struct Driver {
     cfg: ParticipantConfig,
     core: Participant,
@@ -347,8 +281,9 @@ struct Driver {
     /// The readiness line is printed once, on the first registration.
     announced: bool,
     last_heard: Instant,
-    reconnect: Arc<Notify>,
-    attempts: Arc<AtomicU32>,
+    /// Tells the connector when the coordinator connection is gone or
+    /// proved good.
+    redial: Redial,
     prep_tx: mpsc::Sender<PrepareDone>,
     /// Actions left over after a resource's `finish` that did not complete
     /// at once; they run when it has.
@@ -456,7 +391,7 @@ impl Driver {
                 match body {
                     Body::Welcome { state } if !self.welcomed => {
                         self.welcomed = true;
-                        self.attempts.store(0, Ordering::Relaxed);
+                        self.redial.succeeded();
                         tracing::info!(coordinator_state = %state, "registered with the coordinator");
                         if !self.announced {
                             self.announced = true;
@@ -490,7 +425,7 @@ impl Driver {
                     }
                     self.welcomed = false;
                     self.step(Event::Disconnected);
-                    self.reconnect.notify_one();
+                    self.redial.connection_lost();
                 }
             }
         }

@@ -3,9 +3,10 @@
 //! the rules), TLS, then the connection task with authentication. One
 //! accept loop for every port.
 
-use super::metrics::ErrorCounts;
+use super::codec;
+use super::connection::{spawn_connection, ConnEvent, ConnSpec, Side};
+use super::error_counts::ErrorCounts;
 use super::slots::{Admit, Pool, Refusal, SlotLimits, Slots};
-use super::{spawn_connection, ConnEvent, ConnSpec, Side};
 use crate::protocol::{Body, ConnId, ErrorCode, Role, WireError};
 use crate::security::ServerSecurity;
 use std::collections::HashMap;
@@ -301,9 +302,7 @@ fn refuse(
         .count(spec.security.port_label(), "no_slot");
     if spec.security.tls.is_none() {
         let err = WireError::new(ErrorCode::TooManyConnections, message);
-        let body = crate::net::encode(Body::error(&err));
-        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-        frame.extend_from_slice(&body);
+        let frame = codec::frame(&codec::encode(Body::error(&err)));
         // Best effort and never blocking: a fresh socket's send buffer
         // takes one small frame.
         let _ = stream.try_write(&frame);
