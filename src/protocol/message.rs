@@ -22,7 +22,7 @@ pub enum Role {
 }
 
 /// Stable error codes sent in `error` frames. Clients may match on them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     FrameTooLarge,
@@ -96,6 +96,82 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::TooManyConnections => "too_many_connections",
         }
+    }
+}
+
+/// The code of an `error` frame as received: one this build knows, or one
+/// from a newer peer, kept as sent so it can be shown and passed on.
+///
+/// Build it with [`WireCode::parse`] or from an [`ErrorCode`]: `Other` never
+/// holds the spelling of a known code, so two equal codes compare equal.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum WireCode {
+    Known(ErrorCode),
+    /// A code this build does not know (possibly empty, when a peer left it
+    /// out).
+    Other(String),
+}
+
+impl WireCode {
+    /// The code spelled `s` on the wire.
+    pub fn parse(s: &str) -> WireCode {
+        match ErrorCode::parse(s) {
+            Some(c) => WireCode::Known(c),
+            None => WireCode::Other(s.to_string()),
+        }
+    }
+
+    /// Wire spelling.
+    pub fn as_str(&self) -> &str {
+        match self {
+            WireCode::Known(c) => c.as_str(),
+            WireCode::Other(s) => s,
+        }
+    }
+
+    /// The code, if this build knows it.
+    pub fn known(&self) -> Option<ErrorCode> {
+        match self {
+            WireCode::Known(c) => Some(*c),
+            WireCode::Other(_) => None,
+        }
+    }
+}
+
+impl From<ErrorCode> for WireCode {
+    fn from(c: ErrorCode) -> Self {
+        WireCode::Known(c)
+    }
+}
+
+impl PartialEq<ErrorCode> for WireCode {
+    fn eq(&self, other: &ErrorCode) -> bool {
+        *self == WireCode::Known(*other)
+    }
+}
+
+/// A peer that leaves `code` out sent the empty code.
+impl Default for WireCode {
+    fn default() -> Self {
+        WireCode::Other(String::new())
+    }
+}
+
+impl std::fmt::Display for WireCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for WireCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for WireCode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| WireCode::parse(&s))
     }
 }
 
@@ -356,7 +432,7 @@ wire_messages! {
     StatusReport = "status_report" (report: Value),
     Error = "error" {
         #[serde(default)]
-        code: String,
+        code: WireCode,
         #[serde(default)]
         message: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -449,7 +525,7 @@ impl Body {
     /// An `error` frame.
     pub fn error(err: &WireError) -> Body {
         Body::Error {
-            code: err.code.as_str().to_string(),
+            code: err.code.into(),
             message: err.message.clone(),
             request_id: None,
         }
@@ -722,12 +798,12 @@ mod tests {
             Body::StatusReport(serde_json::json!({"state": "ready", "b": 2})),
             Body::StatusReport(serde_json::json!(5)),
             Body::Error {
-                code: "overloaded".into(),
+                code: ErrorCode::Overloaded.into(),
                 message: "busy".into(),
                 request_id: Some(1),
             },
             Body::Error {
-                code: "from_a_newer_peer".into(),
+                code: WireCode::parse("from_a_newer_peer"),
                 message: "".into(),
                 request_id: None,
             },
@@ -949,6 +1025,29 @@ mod tests {
             }
             roundtrip(body);
         }
+    }
+
+    /// Known codes decode typed; a newer peer's code is kept as sent and
+    /// sent on unchanged.
+    #[test]
+    fn error_codes_decode_typed_or_kept() {
+        let code = |s: &str| match Message::decode(s.as_bytes()) {
+            Ok(Body::Error { code, .. }) => code,
+            other => panic!("{other:?}"),
+        };
+        for c in ErrorCode::ALL {
+            let frame = format!(
+                r#"{{"message_type":"error","payload":{{"code":"{}"}}}}"#,
+                c.as_str()
+            );
+            assert_eq!(code(&frame), WireCode::Known(c));
+        }
+        let newer = code(r#"{"message_type":"error","payload":{"code":"slow_down"}}"#);
+        assert_eq!(newer, WireCode::Other("slow_down".into()));
+        assert_eq!(newer.known(), None);
+        assert_eq!(newer.to_string(), "slow_down");
+        assert_eq!(code(r#"{"message_type":"error"}"#), WireCode::default());
+        assert_eq!(WireCode::parse("overloaded"), ErrorCode::Overloaded);
     }
 
     #[test]

@@ -494,7 +494,7 @@ impl Driver {
     fn error_body(&self, code: ErrorCode, message: String) -> Body {
         self.errors.count(code);
         Body::Error {
-            code: code.as_str().into(),
+            code: code.into(),
             message,
             request_id: None,
         }
@@ -566,7 +566,7 @@ impl Driver {
                 after_durable,
             } => {
                 match &body {
-                    Body::Error { code, .. } => self.errors.count_str(code),
+                    Body::Error { code, .. } => self.errors.count_wire(code),
                     Body::Outcome { txn, outcome } => log_outcome(txn, outcome),
                     _ => {}
                 }

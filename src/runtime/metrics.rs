@@ -4,7 +4,7 @@
 
 use crate::protocol::coordinator::OpenTxns;
 use crate::protocol::stats::{AbortCause, CoordinatorStats, Histogram};
-use crate::protocol::ErrorCode;
+use crate::protocol::{ErrorCode, WireCode};
 use crate::wal::{WalStats, SYNC_BOUNDS_MICROS};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,9 +23,10 @@ impl ErrorCounts {
         }
     }
 
-    /// Count an error sent as a wire string (refused submits carry one).
-    pub fn count_str(&self, code: &str) {
-        if let Some(c) = ErrorCode::parse(code) {
+    /// Count an error as carried in an `error` frame; a code this build
+    /// does not know has no counter.
+    pub fn count_wire(&self, code: &WireCode) {
+        if let Some(c) = code.known() {
             self.count(c);
         }
     }
@@ -378,8 +379,8 @@ mod tests {
         stats.prepare_ms.observe(40);
         let errors = ErrorCounts::default();
         errors.count(ErrorCode::InvalidJson);
-        errors.count_str("overloaded");
-        errors.count_str("no_such_code");
+        errors.count_wire(&ErrorCode::Overloaded.into());
+        errors.count_wire(&WireCode::parse("no_such_code"));
         MetricsSnapshot {
             ready: true,
             expected_participants: 2,

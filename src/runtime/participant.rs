@@ -12,7 +12,7 @@ use crate::config::ParticipantConfig;
 use crate::protocol::bound;
 use crate::protocol::coordinator::TXN_STATES;
 use crate::protocol::participant::{Event, PState, PTxn, Participant, ParticipantOptions};
-use crate::protocol::{Action, Body, ConnId, Decision, Role, TxnId, PROTOCOL_VERSION};
+use crate::protocol::{Action, Body, ConnId, Decision, ErrorCode, Role, TxnId, PROTOCOL_VERSION};
 use crate::resource::{PrepareResult, Resource};
 use crate::security::auth::PeerHandshake;
 use crate::security::tls::TlsClient;
@@ -507,7 +507,7 @@ impl Driver {
             ConnEvent::Message { conn, body } | ConnEvent::Query { conn, body, .. } => (conn, body),
         };
         let now = self.clock.now();
-        let err = |code: &str, message: String| Body::Error {
+        let err = |code: ErrorCode, message: String| Body::Error {
             code: code.into(),
             message,
             request_id: None,
@@ -522,7 +522,10 @@ impl Driver {
                     self.out.deliver(conn, Body::Welcome { state }, None);
                 }
                 _ => {
-                    let e = err("hello_required", "say hello with role client first".into());
+                    let e = err(
+                        ErrorCode::HelloRequired,
+                        "say hello with role client first".into(),
+                    );
                     self.out.deliver(conn, e, None);
                     self.out.close(conn);
                 }
@@ -542,7 +545,7 @@ impl Driver {
                 Body::StatusReport(s)
             }
             Body::TxnList { state: Some(st) } if !TXN_STATES.contains(&st.as_str()) => err(
-                "invalid_message",
+                ErrorCode::InvalidMessage,
                 format!("unknown state `{st}`; use one of {}", TXN_STATES.join(", ")),
             ),
             Body::TxnList { state } => {
@@ -567,7 +570,7 @@ impl Driver {
             Body::TxnShow { txn } => match self.core.txn(&txn) {
                 Some(t) => Body::TxnInfo(t.summary(&txn, now)),
                 None => err(
-                    "unknown_transaction",
+                    ErrorCode::UnknownTransaction,
                     format!("transaction `{txn}` is not known to this participant"),
                 ),
             },
@@ -608,19 +611,19 @@ impl Driver {
                     return;
                 }
                 Some(s) => err(
-                    "refused",
+                    ErrorCode::Refused,
                     format!(
                         "transaction `{txn}` is {}, not in doubt; nothing to resolve",
                         s.as_str()
                     ),
                 ),
                 None => err(
-                    "unknown_transaction",
+                    ErrorCode::UnknownTransaction,
                     format!("transaction `{txn}` is not known to this participant"),
                 ),
             },
             other => err(
-                "invalid_message",
+                ErrorCode::InvalidMessage,
                 format!("the admin port does not accept `{}`", other.message_type()),
             ),
         };
