@@ -11,7 +11,9 @@ use super::{alert, crash, open_log, spawn_connection, Clock, ConnEvent, ConnSpec
 use crate::config::ParticipantConfig;
 use crate::protocol::bound;
 use crate::protocol::coordinator::TXN_STATES;
-use crate::protocol::participant::{Event, PState, PTxn, Participant, ParticipantOptions};
+use crate::protocol::participant::{
+    Event, PState, PTxn, Participant, ParticipantOptions, Prepared,
+};
 use crate::protocol::{Action, Body, ConnId, Decision, ErrorCode, Role, TxnId, PROTOCOL_VERSION};
 use crate::resource::{PrepareResult, Resource};
 use crate::security::auth::PeerHandshake;
@@ -68,7 +70,7 @@ const ADMIN_CONN_BASE: u64 = 1 << 32;
 /// Result of a resource's prepare that did not complete at once.
 struct PrepareDone {
     txn: TxnId,
-    result: PrepareResult,
+    result: Result<Prepared, String>,
 }
 
 impl ParticipantNode {
@@ -310,10 +312,14 @@ async fn connector(
     }
 }
 
-fn log_abort_vote(txn: &TxnId, result: &PrepareResult) {
-    if let Err(reason) = result {
-        tracing::info!(transaction_id = %txn, "voting abort: {}", bound::reason(reason));
-    }
+/// The core's input for a resource's answer: an abort vote carries the
+/// error's text as its reason. Logged here, with the kind of refusal.
+fn vote_of(txn: &TxnId, result: PrepareResult) -> Result<Prepared, String> {
+    result.map_err(|e| {
+        let reason = e.to_string();
+        tracing::info!(transaction_id = %txn, kind = e.kind(), "voting abort: {}", bound::reason(&reason));
+        reason
+    })
 }
 
 /// Does a participant-side state match an operator's `--state` filter?
@@ -700,7 +706,7 @@ impl Driver {
                 let mut fut = self.resource.prepare(&txn, &data);
                 if self.cfg.vote_delay_ms == 0 {
                     if let Some(result) = (&mut fut).now_or_never() {
-                        log_abort_vote(&txn, &result);
+                        let result = vote_of(&txn, result);
                         self.queue
                             .push_back(Event::ResourcePrepared { txn, result });
                         return;
@@ -712,8 +718,7 @@ impl Driver {
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;
                     }
-                    let result = fut.await;
-                    log_abort_vote(&txn, &result);
+                    let result = vote_of(&txn, fut.await);
                     let _ = tx.send(PrepareDone { txn, result }).await;
                 });
             }
