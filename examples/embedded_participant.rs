@@ -19,7 +19,7 @@ use twopc::client::Client;
 use twopc::config::{CoordinatorConfig, ParticipantConfig};
 use twopc::protocol::participant::Prepared;
 use twopc::protocol::{Decision, Record, SubmitRequest, TxnId};
-use twopc::resource::{NullResource, PrepareResult, Resource};
+use twopc::resource::{NullResource, PrepareResult, Resource, ResourceError};
 use twopc::runtime::coordinator::CoordinatorServer;
 use twopc::runtime::participant::ParticipantNode;
 
@@ -66,7 +66,7 @@ impl Resource for Inventory {
                     "out of stock: {item} (want {n}, have {})",
                     self.available(item)
                 );
-                return Box::pin(ready(Err(reason)));
+                return Box::pin(ready(Err(ResourceError::Conflict(reason))));
             }
             lines.push((item.clone(), n));
         }

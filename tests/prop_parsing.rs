@@ -26,7 +26,7 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::codec::{Decoder, Encoder, FramedRead};
 use twopc::net::{codec, read_next, Inbound};
-use twopc::protocol::message::MESSAGE_TYPES;
+use twopc::protocol::message::{WireCode, MESSAGE_TYPES};
 use twopc::protocol::{
     Body, Decision, ErrorCode, Message, Outcome, ParticipantId, Record, Role, SubmitRequest, TxnId,
     Vote, WireError,
@@ -260,7 +260,7 @@ fn body() -> BoxedStrategy<Body> {
         json_object().prop_map(|o| Body::StatusReport(Value::Object(o))),
         (text(), text(), proptest::option::of(any::<u64>())).prop_map(
             |(code, message, request_id)| Body::Error {
-                code,
+                code: WireCode::parse(&code),
                 message,
                 request_id,
             }

@@ -14,9 +14,9 @@
 
 use super::cluster::{ClusterOptions, LocalCluster};
 use super::commands::{EXIT_NO_DECISION, EXIT_USAGE};
-use super::Client;
+use super::{Client, ClientError};
 use crate::config::{ResourceKind, VotePreference};
-use crate::protocol::{Decision, ParticipantId, SubmitRequest};
+use crate::protocol::{Decision, ErrorCode, ParticipantId, SubmitRequest};
 use crate::security::ClientSecurity;
 use clap::Args;
 use rand::rngs::StdRng;
@@ -317,10 +317,12 @@ async fn submit_once(
                 Decision::Abort => Seen::Aborted,
             },
             // Refused before it started (not ready, overloaded): it never ran.
-            Err(e)
+            Err(ClientError::Refused { code, .. })
                 if matches!(
-                    e.code(),
-                    Some("not_ready" | "overloaded" | "unknown_participant")
+                    code.known(),
+                    Some(
+                        ErrorCode::NotReady | ErrorCode::Overloaded | ErrorCode::UnknownParticipant
+                    )
                 ) =>
             {
                 Seen::Aborted

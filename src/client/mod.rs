@@ -13,7 +13,9 @@ pub mod ops;
 use crate::net::codec::{FrameReader, FrameWriter};
 use crate::net::stream::{BoxedStream, ConnectError, PlainOpenError};
 use crate::net::{self, Inbound};
-use crate::protocol::{Body, Outcome, ParticipantId, Role, SubmitRequest, TxnId, PROTOCOL_VERSION};
+use crate::protocol::{
+    Body, ErrorCode, Outcome, ParticipantId, Role, SubmitRequest, TxnId, WireCode, PROTOCOL_VERSION,
+};
 use crate::security::auth::{fresh_nonce, Identity, PeerHandshake, PeerStep, OPERATOR_ID};
 use crate::security::ClientSecurity;
 use futures::SinkExt;
@@ -33,7 +35,7 @@ pub enum ClientError {
     #[error("no answer from the coordinator within {0:?}")]
     Timeout(Duration),
     #[error("the coordinator refused the request ({code}): {message}")]
-    Refused { code: String, message: String },
+    Refused { code: WireCode, message: String },
     #[error("the connection to the coordinator was lost before an answer arrived")]
     Closed,
     #[error("unexpected reply from the coordinator: {0}")]
@@ -49,12 +51,13 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    /// The `error` code, when the coordinator refused.
+    /// The `error` code in wire spelling (for reports and labels), when
+    /// the coordinator refused; match on `Refused { code, .. }` to act on it.
     pub fn code(&self) -> Option<&str> {
         match self {
-            ClientError::Refused { code, .. } => Some(code),
+            ClientError::Refused { code, .. } => Some(code.as_str()),
             ClientError::SecretRequired { .. } | ClientError::Unauthorized { .. } => {
-                Some("unauthorized")
+                Some(ErrorCode::Unauthorized.as_str())
             }
             _ => None,
         }

@@ -4,7 +4,7 @@
 use super::commands::{EXIT_NO_DECISION, EXIT_USAGE};
 use super::Client;
 use crate::protocol::coordinator::TXN_STATES;
-use crate::protocol::{Body, Decision, ParticipantId, Record, TxnId};
+use crate::protocol::{Body, Decision, ErrorCode, ParticipantId, Record, TxnId};
 use crate::security::SecurityArgs;
 use crate::wal;
 use clap::{Args, Subcommand};
@@ -319,7 +319,7 @@ async fn coordinator_decision(
             // decide, so a heuristic decision now may well contradict it.
             _ => None,
         }),
-        Err(super::ClientError::Refused { code, .. }) if code == "unknown_transaction" => {
+        Err(super::ClientError::Refused { code, .. }) if code == ErrorCode::UnknownTransaction => {
             Ok(Some(Decision::Abort))
         }
         Err(super::ClientError::Refused { code, message }) => Err(format!(

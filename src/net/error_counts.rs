@@ -2,7 +2,7 @@
 //! refuse malformed frames themselves and the event loop refuses requests;
 //! both count here, and the metrics page renders the snapshot.
 
-use crate::protocol::ErrorCode;
+use crate::protocol::{ErrorCode, WireCode};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// `error` frames sent to peers, by code. Shared by the event loop and the
@@ -20,9 +20,10 @@ impl ErrorCounts {
         }
     }
 
-    /// Count an error sent as a wire string (refused submits carry one).
-    pub fn count_str(&self, code: &str) {
-        if let Some(c) = ErrorCode::parse(code) {
+    /// Count an error as carried in an `error` frame; a code this build
+    /// does not know has no counter.
+    pub fn count_wire(&self, code: &WireCode) {
+        if let Some(c) = code.known() {
             self.count(c);
         }
     }

@@ -1726,7 +1726,7 @@ fn refuse(out: &mut Vec<Action>, w: &Waiter, code: ErrorCode, message: impl Into
         out,
         w.conn,
         Body::Error {
-            code: code.as_str().to_string(),
+            code: code.into(),
             message: message.into(),
             request_id: w.request_id,
         },

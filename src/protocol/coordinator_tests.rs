@@ -176,7 +176,7 @@ fn outcome(
 
 fn error_reply(code: ErrorCode, message: &str, request_id: u64) -> Body {
     Body::Error {
-        code: code.as_str().into(),
+        code: code.into(),
         message: message.into(),
         request_id: Some(request_id),
     }

@@ -15,6 +15,6 @@ pub mod stats;
 pub mod timeline;
 pub mod types;
 
-pub use message::{Body, ErrorCode, Message, Outcome, Role, SubmitRequest, WireError};
+pub use message::{Body, ErrorCode, Message, Outcome, Role, SubmitRequest, WireCode, WireError};
 pub use record::{Action, Record};
 pub use types::{ConnId, Decision, Millis, ParticipantId, TxnId, Vote, PROTOCOL_VERSION};

@@ -611,7 +611,7 @@ fn other_messages_are_ignored_reported_or_refused() {
         p.handle(
             1,
             msg(Body::Error {
-                code: "refused".into(),
+                code: ErrorCode::Refused.into(),
                 message: "duplicate vote".into(),
                 request_id: None,
             })

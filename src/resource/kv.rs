@@ -17,7 +17,7 @@
 //! "delta":INT,"min":INT?}`. `expect` compares the current value (`null` for a
 //! missing key); `add` treats a missing key as 0.
 
-use super::{PrepareResult, Resource};
+use super::{PrepareResult, Resource, ResourceError};
 use crate::protocol::bound::{self, describe_value};
 use crate::protocol::participant::Prepared;
 use crate::protocol::{Decision, Record, TxnId};
@@ -342,16 +342,22 @@ fn check_expect(key: &str, expect: &Option<Value>, current: &Option<Value>) -> R
 
 impl Resource for KvStore {
     fn prepare(&mut self, txn: &TxnId, data: &Value) -> BoxFuture<'static, PrepareResult> {
-        let result = KvStore::parse_ops(data).and_then(|ops| {
-            let (pending, reads) = self.prepare_ops(txn, &ops)?;
-            let has_reads = reads.as_object().is_some_and(|m| !m.is_empty());
-            Ok(Prepared {
-                state: serde_json::to_value(pending).unwrap_or(Value::Null),
-                output: has_reads.then_some(reads),
-            })
-        });
+        // Operations that do not parse are invalid; everything
+        // `prepare_ops` refuses depends on the current state.
+        let result = KvStore::parse_ops(data)
+            .map_err(ResourceError::Invalid)
+            .and_then(|ops| {
+                let (pending, reads) = self
+                    .prepare_ops(txn, &ops)
+                    .map_err(ResourceError::Conflict)?;
+                let has_reads = reads.as_object().is_some_and(|m| !m.is_empty());
+                Ok(Prepared {
+                    state: serde_json::to_value(pending).unwrap_or(Value::Null),
+                    output: has_reads.then_some(reads),
+                })
+            });
         // Parse errors can quote the operation they refuse.
-        let result = result.map_err(bound::reason_owned);
+        let result = result.map_err(|e| e.map_detail(bound::reason_owned));
         Box::pin(ready(result))
     }
 
@@ -526,7 +532,8 @@ mod tests {
             )
             .now_or_never()
             .unwrap()
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(r.len() <= bound::REASON_MAX_BYTES, "{} bytes", r.len());
     }
 

@@ -20,9 +20,54 @@ use futures::future::{ready, BoxFuture};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
-/// Answer of [`Resource::prepare`]: `Ok` votes commit, `Err(reason)` votes
-/// abort with that reason.
-pub type PrepareResult = Result<Prepared, String>;
+/// Answer of [`Resource::prepare`]: `Ok` votes commit, `Err` votes abort
+/// with the error's text as the reason.
+pub type PrepareResult = Result<Prepared, ResourceError>;
+
+/// Why a resource refuses to prepare, grouped by what the caller can do
+/// about it. Every kind is an abort vote; the text (the vote's reason, sent
+/// to the coordinator and the client) is the detail, already prefixed with
+/// a stable word such as `conflict:` or `database_unavailable:`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ResourceError {
+    /// The transaction's data is malformed or not allowed here: the same
+    /// request will be refused again.
+    #[error("{0}")]
+    Invalid(String),
+    /// The data is well formed but the current state refuses it (a key
+    /// locked by another transaction, an expectation not met, a constraint):
+    /// the request may succeed later.
+    #[error("{0}")]
+    Conflict(String),
+    /// The backing store could not be reached or is busy: retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The participant is configured to vote abort (`vote_preference`).
+    #[error("{0}")]
+    Declined(String),
+}
+
+impl ResourceError {
+    /// The kind, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ResourceError::Invalid(_) => "invalid",
+            ResourceError::Conflict(_) => "conflict",
+            ResourceError::Unavailable(_) => "unavailable",
+            ResourceError::Declined(_) => "declined",
+        }
+    }
+
+    /// The same kind with its detail rewritten (for example cut to a bound).
+    pub fn map_detail(self, f: impl FnOnce(String) -> String) -> ResourceError {
+        match self {
+            ResourceError::Invalid(s) => ResourceError::Invalid(f(s)),
+            ResourceError::Conflict(s) => ResourceError::Conflict(f(s)),
+            ResourceError::Unavailable(s) => ResourceError::Unavailable(f(s)),
+            ResourceError::Declined(s) => ResourceError::Declined(f(s)),
+        }
+    }
+}
 
 /// A participant's resource manager. Calls come from the participant's
 /// event loop one at a time; the returned futures run concurrently, so they
@@ -120,7 +165,7 @@ impl<R: Resource> Preference<R> {
 impl<R: Resource> Resource for Preference<R> {
     fn prepare(&mut self, txn: &TxnId, data: &Value) -> BoxFuture<'static, PrepareResult> {
         match self.forced_abort() {
-            Some(reason) => Box::pin(ready(Err(reason))),
+            Some(reason) => Box::pin(ready(Err(ResourceError::Declined(reason)))),
             None => self.inner.prepare(txn, data),
         }
     }

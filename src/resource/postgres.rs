@@ -30,7 +30,7 @@
 //! accepts its text, objects and arrays fit `json`/`jsonb` columns.
 
 use super::postgres_tls::{effective_verify, split_verify_mode, RustlsConnect};
-use super::{PrepareResult, Resource};
+use super::{PrepareResult, Resource, ResourceError};
 use crate::net::Backoff;
 use crate::protocol::bound;
 use crate::protocol::participant::Prepared;
@@ -895,7 +895,8 @@ impl Inner {
 
     /// BEGIN, run `statements`, PREPARE TRANSACTION `gid`.
     async fn prepare(&self, gid: String, statements: Vec<Statement>) -> PrepareResult {
-        let unavailable = |e: String| format!("database_unavailable: {e}");
+        let unavailable =
+            |e: String| ResourceError::Unavailable(format!("database_unavailable: {e}"));
         let mut conn = self.pool.get(Use::Prepare).await.map_err(unavailable)?;
         let begin = "BEGIN; SELECT txid_current()";
         let xid = match first_value(&conn, begin).await {
@@ -910,12 +911,17 @@ impl Inner {
                     .await
                     .map_err(|e| unavailable(format!("BEGIN: {}", describe(&e))))?
             }
-            Err(e) => return Err(format!("database_error: BEGIN: {}", describe(&e))),
+            Err(e) => {
+                return Err(ResourceError::Conflict(format!(
+                    "database_error: BEGIN: {}",
+                    describe(&e)
+                )))
+            }
         };
         let xid: Option<i64> = xid.and_then(|x| x.parse().ok());
         if let Err(reason) = self.check_schemas(&conn, &statements).await {
             rollback(conn).await;
-            return Err(reason);
+            return Err(ResourceError::Invalid(reason));
         }
         let mut rows = Vec::with_capacity(statements.len());
         for (i, s) in statements.iter().enumerate() {
@@ -930,7 +936,7 @@ impl Inner {
                         describe(&e)
                     );
                     rollback(conn).await;
-                    return Err(reason);
+                    return Err(ResourceError::Conflict(reason));
                 }
             }
         }
@@ -939,11 +945,11 @@ impl Inner {
             // be committed already, whatever the decision.
             let now = first_value(&conn, "SELECT txid_current_if_assigned()").await;
             if now.ok().flatten().and_then(|x| x.parse::<i64>().ok()) != xid {
-                return Err(
+                return Err(ResourceError::Invalid(
                     "invalid_operations: raw SQL ended the database transaction; \
                             its effects are outside two-phase commit"
                         .into(),
-                );
+                ));
             }
         }
         // From here on the gid may exist: an abort must look for it.
@@ -958,8 +964,9 @@ impl Inner {
             let reason = format!("database_error: PREPARE TRANSACTION: {}", describe(&e));
             if e.as_db_error().is_some() {
                 conn.release();
+                return Err(ResourceError::Conflict(reason));
             }
-            return Err(reason);
+            return Err(ResourceError::Unavailable(reason));
         }
         // Raw SQL may have changed session settings (SET): such a
         // connection is closed rather than handed to the next transaction.
@@ -1212,14 +1219,14 @@ async fn verify_gone(
 impl Resource for PostgresResource {
     fn prepare(&mut self, txn: &TxnId, data: &Value) -> BoxFuture<'static, PrepareResult> {
         let Some(gid) = gid_for(&self.inner.participant, txn) else {
-            return Box::pin(ready(Err(format!(
+            return Box::pin(ready(Err(ResourceError::Invalid(format!(
                 "invalid_transaction_id: `{txn}` cannot name a PostgreSQL prepared transaction \
                  (1-{GID_MAX_BYTES} bytes of A-Z a-z 0-9 _ . : - with the prefix)"
-            ))));
+            )))));
         };
         let statements = match plan(data, self.inner.allow_raw_sql) {
             Ok(s) => s,
-            Err(reason) => return Box::pin(ready(Err(reason))),
+            Err(reason) => return Box::pin(ready(Err(ResourceError::Invalid(reason)))),
         };
         let inner = self.inner.clone();
         // Database errors are cut where they are described; the reason as a
@@ -1228,7 +1235,7 @@ impl Resource for PostgresResource {
             inner
                 .prepare(gid, statements)
                 .await
-                .map_err(bound::reason_owned)
+                .map_err(|e| e.map_detail(bound::reason_owned))
         })
     }
 

@@ -501,7 +501,7 @@ impl Driver {
     fn error_body(&self, code: ErrorCode, message: String) -> Body {
         self.errors.count(code);
         Body::Error {
-            code: code.as_str().into(),
+            code: code.into(),
             message,
             request_id: None,
         }
@@ -567,7 +567,7 @@ impl Driver {
                 after_durable,
             } => {
                 match &body {
-                    Body::Error { code, .. } => self.errors.count_str(code),
+                    Body::Error { code, .. } => self.errors.count_wire(code),
                     Body::Outcome { txn, outcome } => log_outcome(txn, outcome),
                     _ => {}
                 }

@@ -344,7 +344,7 @@ fn health_router(ctx: Ctx) -> Router {
 async fn busy() -> Response {
     error(
         StatusCode::SERVICE_UNAVAILABLE,
-        "too_many_connections",
+        ErrorCode::TooManyConnections.as_str(),
         "every admin connection slot is taken (admin_max_connections); only GET /health is answered now; retry shortly",
     )
 }
@@ -545,7 +545,11 @@ impl Ctx {
         match self.ask(query).await {
             Ok(AdminAnswer::Json(v)) => Json(v).into_response(),
             Ok(AdminAnswer::Invalid(m)) => error(StatusCode::BAD_REQUEST, "invalid_request", m),
-            Ok(AdminAnswer::NotFound(m)) => error(StatusCode::NOT_FOUND, "unknown_transaction", m),
+            Ok(AdminAnswer::NotFound(m)) => error(
+                StatusCode::NOT_FOUND,
+                ErrorCode::UnknownTransaction.as_str(),
+                m,
+            ),
             Ok(AdminAnswer::Metrics(_)) => error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -710,7 +714,11 @@ impl HttpAuth {
             &format!("{method} {path}: {why}"),
         );
         self.errors.count(ErrorCode::Unauthorized);
-        let mut resp = error(StatusCode::UNAUTHORIZED, "unauthorized", why.to_string());
+        let mut resp = error(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized.as_str(),
+            why.to_string(),
+        );
         resp.headers_mut().insert(
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("TWOPC-HMAC challenge=\"/auth/challenge\""),
@@ -852,23 +860,23 @@ async fn read_body(State(ctx): State<Ctx>, req: Request, next: Next) -> Response
 }
 
 /// Parse a submit body: the same JSON object as the TCP `submit` payload.
-pub fn parse_submit(bytes: &[u8]) -> Result<SubmitRequest, (&'static str, String)> {
+pub fn parse_submit(bytes: &[u8]) -> Result<SubmitRequest, (ErrorCode, String)> {
     const SHAPE: &str = r#"send a JSON object such as {"data": {"order": 42}, "participants": ["p1", "p2"]} (both fields optional)"#;
     let v: Value = serde_json::from_slice(bytes).map_err(|e| {
         (
-            "invalid_json",
+            ErrorCode::InvalidJson,
             format!("the request body is not valid JSON ({e}); {SHAPE}"),
         )
     })?;
     if !v.is_object() {
         return Err((
-            "invalid_message",
+            ErrorCode::InvalidMessage,
             format!("the request body must be a JSON object; {SHAPE}"),
         ));
     }
     serde_json::from_value(v).map_err(|e| {
         (
-            "invalid_message",
+            ErrorCode::InvalidMessage,
             format!("the request body is not a valid submit ({e}); {SHAPE}"),
         )
     })
@@ -906,7 +914,7 @@ async fn submit(
     };
     let req = match parse_submit(&bytes) {
         Ok(r) => r,
-        Err((code, message)) => return error(StatusCode::BAD_REQUEST, code, message),
+        Err((code, message)) => return error(StatusCode::BAD_REQUEST, code.as_str(), message),
     };
     run_submit(&ctx, req).await
 }
@@ -993,13 +1001,15 @@ async fn run_submit(ctx: &Ctx, req: SubmitRequest) -> Response {
                 return (StatusCode::OK, Json(outcome.report(&txn))).into_response()
             }
             Ok(Body::Error { code, message, .. }) => {
-                let status = match code.as_str() {
-                    "not_ready" => StatusCode::SERVICE_UNAVAILABLE,
-                    "overloaded" => StatusCode::TOO_MANY_REQUESTS,
-                    "unknown_participant" | "invalid_message" => StatusCode::BAD_REQUEST,
+                let status = match code.known() {
+                    Some(ErrorCode::NotReady) => StatusCode::SERVICE_UNAVAILABLE,
+                    Some(ErrorCode::Overloaded) => StatusCode::TOO_MANY_REQUESTS,
+                    Some(ErrorCode::UnknownParticipant | ErrorCode::InvalidMessage) => {
+                        StatusCode::BAD_REQUEST
+                    }
                     _ => StatusCode::INTERNAL_SERVER_ERROR,
                 };
-                return error(status, &code, message);
+                return error(status, code.as_str(), message);
             }
             // The welcome, or anything else a client may ignore.
             Ok(_) | Err(_) => continue,
@@ -1033,12 +1043,15 @@ mod tests {
         assert_eq!(r.participants.unwrap().len(), 1);
         assert_eq!(parse_submit(b"{}").unwrap().data, Value::Null);
         let (code, msg) = parse_submit(b"{not json").unwrap_err();
-        assert_eq!(code, "invalid_json");
+        assert_eq!(code, ErrorCode::InvalidJson);
         assert!(msg.contains("not valid JSON"), "{msg}");
-        assert_eq!(parse_submit(b"[1]").unwrap_err().0, "invalid_message");
+        assert_eq!(
+            parse_submit(b"[1]").unwrap_err().0,
+            ErrorCode::InvalidMessage
+        );
         assert_eq!(
             parse_submit(br#"{"participants": "p1"}"#).unwrap_err().0,
-            "invalid_message"
+            ErrorCode::InvalidMessage
         );
     }
 }

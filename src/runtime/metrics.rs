@@ -339,7 +339,7 @@ fn histogram_ms(o: &mut String, name: &str, help: &str, h: &Histogram) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::ErrorCode;
+    use crate::protocol::{ErrorCode, WireCode};
 
     fn snapshot() -> MetricsSnapshot {
         let mut stats = CoordinatorStats::default();
@@ -349,8 +349,8 @@ mod tests {
         stats.prepare_ms.observe(40);
         let errors = ErrorCounts::default();
         errors.count(ErrorCode::InvalidJson);
-        errors.count_str("overloaded");
-        errors.count_str("no_such_code");
+        errors.count_wire(&ErrorCode::Overloaded.into());
+        errors.count_wire(&WireCode::parse("no_such_code"));
         MetricsSnapshot {
             ready: true,
             expected_participants: 2,

@@ -13,8 +13,10 @@ use crate::net::slots::SlotLimits;
 use crate::net::{Backoff, ConnEvent};
 use crate::protocol::bound;
 use crate::protocol::coordinator::TXN_STATES;
-use crate::protocol::participant::{Event, PState, PTxn, Participant, ParticipantOptions};
-use crate::protocol::{Action, Body, ConnId, Decision, Role, TxnId, PROTOCOL_VERSION};
+use crate::protocol::participant::{
+    Event, PState, PTxn, Participant, ParticipantOptions, Prepared,
+};
+use crate::protocol::{Action, Body, ConnId, Decision, ErrorCode, Role, TxnId, PROTOCOL_VERSION};
 use crate::resource::{PrepareResult, Resource};
 use crate::security::tls::TlsClient;
 use crate::security::ServerSecurity;
@@ -67,7 +69,7 @@ const ADMIN_CONN_BASE: u64 = 1 << 32;
 /// Result of a resource's prepare that did not complete at once.
 struct PrepareDone {
     txn: TxnId,
-    result: PrepareResult,
+    result: Result<Prepared, String>,
 }
 
 impl ParticipantNode {
@@ -253,10 +255,14 @@ fn connector_spec(cfg: &ParticipantConfig, tls: Option<TlsClient>) -> ConnectorS
     }
 }
 
-fn log_abort_vote(txn: &TxnId, result: &PrepareResult) {
-    if let Err(reason) = result {
-        tracing::info!(transaction_id = %txn, "voting abort: {}", bound::reason(reason));
-    }
+/// The core's input for a resource's answer: an abort vote carries the
+/// error's text as its reason. Logged here, with the kind of refusal.
+fn vote_of(txn: &TxnId, result: PrepareResult) -> Result<Prepared, String> {
+    result.map_err(|e| {
+        let reason = e.to_string();
+        tracing::info!(transaction_id = %txn, kind = e.kind(), "voting abort: {}", bound::reason(&reason));
+        reason
+    })
 }
 
 /// Does a participant-side state match an operator's `--state` filter?
@@ -442,7 +448,7 @@ impl Driver {
             ConnEvent::Message { conn, body } | ConnEvent::Query { conn, body, .. } => (conn, body),
         };
         let now = self.clock.now();
-        let err = |code: &str, message: String| Body::Error {
+        let err = |code: ErrorCode, message: String| Body::Error {
             code: code.into(),
             message,
             request_id: None,
@@ -457,7 +463,10 @@ impl Driver {
                     self.out.deliver(conn, Body::Welcome { state }, None);
                 }
                 _ => {
-                    let e = err("hello_required", "say hello with role client first".into());
+                    let e = err(
+                        ErrorCode::HelloRequired,
+                        "say hello with role client first".into(),
+                    );
                     self.out.deliver(conn, e, None);
                     self.out.close(conn);
                 }
@@ -477,7 +486,7 @@ impl Driver {
                 Body::StatusReport(s)
             }
             Body::TxnList { state: Some(st) } if !TXN_STATES.contains(&st.as_str()) => err(
-                "invalid_message",
+                ErrorCode::InvalidMessage,
                 format!("unknown state `{st}`; use one of {}", TXN_STATES.join(", ")),
             ),
             Body::TxnList { state } => {
@@ -502,7 +511,7 @@ impl Driver {
             Body::TxnShow { txn } => match self.core.txn(&txn) {
                 Some(t) => Body::TxnInfo(t.summary(&txn, now)),
                 None => err(
-                    "unknown_transaction",
+                    ErrorCode::UnknownTransaction,
                     format!("transaction `{txn}` is not known to this participant"),
                 ),
             },
@@ -543,19 +552,19 @@ impl Driver {
                     return;
                 }
                 Some(s) => err(
-                    "refused",
+                    ErrorCode::Refused,
                     format!(
                         "transaction `{txn}` is {}, not in doubt; nothing to resolve",
                         s.as_str()
                     ),
                 ),
                 None => err(
-                    "unknown_transaction",
+                    ErrorCode::UnknownTransaction,
                     format!("transaction `{txn}` is not known to this participant"),
                 ),
             },
             other => err(
-                "invalid_message",
+                ErrorCode::InvalidMessage,
                 format!("the admin port does not accept `{}`", other.message_type()),
             ),
         };
@@ -633,7 +642,7 @@ impl Driver {
                 let mut fut = self.resource.prepare(&txn, &data);
                 if self.cfg.vote_delay_ms == 0 {
                     if let Some(result) = (&mut fut).now_or_never() {
-                        log_abort_vote(&txn, &result);
+                        let result = vote_of(&txn, result);
                         self.queue
                             .push_back(Event::ResourcePrepared { txn, result });
                         return;
@@ -645,8 +654,7 @@ impl Driver {
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;
                     }
-                    let result = fut.await;
-                    log_abort_vote(&txn, &result);
+                    let result = vote_of(&txn, fut.await);
                     let _ = tx.send(PrepareDone { txn, result }).await;
                 });
             }

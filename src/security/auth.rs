@@ -1305,7 +1305,7 @@ mod tests {
         assert!(matches!(pe.on_message(&fake), PeerStep::Fail(_)));
         let mut pe = PeerHandshake::new(k, Role::Client, None, NP.into());
         let refused = Body::Error {
-            code: "unauthorized".into(),
+            code: ErrorCode::Unauthorized.into(),
             message: "no".into(),
             request_id: None,
         };

@@ -1509,7 +1509,8 @@ impl Sim {
                 };
                 let fut = Resource::prepare(&mut p.kv, &txn, &data);
                 let result = futures::FutureExt::now_or_never(fut)
-                    .ok_or("the kv store's prepare is immediate")?;
+                    .ok_or("the kv store's prepare is immediate")?
+                    .map_err(|e| e.to_string());
                 // Sometimes the answer comes at once (as from the kv store),
                 // sometimes later (as from a database).
                 if self.rng.random_bool(0.5) {
