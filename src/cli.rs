@@ -35,6 +35,9 @@ async fn cancel_on_signal(token: CancellationToken) {
     token.cancel();
 }
 
+/// Exit status after a fatal log error (EX_IOERR).
+pub const EXIT_LOG_FAILURE: u8 = 74;
+
 fn check_crash_env(who: &str) -> Result<(), ExitCode> {
     crash::validate().map_err(|e| {
         eprintln!("{who}: {e}");
@@ -79,8 +82,15 @@ pub fn run_coordinator(cfg: CoordinatorConfig) -> ExitCode {
         }
         let token = CancellationToken::new();
         tokio::spawn(cancel_on_signal(token.clone()));
-        server.run(token).await;
-        ExitCode::SUCCESS
+        match server.run(token).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!(
+                    "twopc: {e}; the process stops so that a restart recovers from the durable log"
+                );
+                ExitCode::from(EXIT_LOG_FAILURE)
+            }
+        }
     })
 }
 
@@ -145,9 +155,27 @@ pub fn run_participant(cfg: ParticipantConfig) -> ExitCode {
             let _ = std::io::stdout().flush();
         }
         tracing::info!(id = %cfg.id, vote_preference = %cfg.vote_preference, "participant started");
+        let mut registered = node.registered();
+        let line = format!(
+            "twopc-participant {} registered with {}:{}",
+            cfg.id, cfg.coordinator_host, cfg.coordinator_port
+        );
+        tokio::spawn(async move {
+            if registered.wait_for(|r| *r).await.is_ok() {
+                println!("{line}");
+                let _ = std::io::stdout().flush();
+            }
+        });
         let token = CancellationToken::new();
         tokio::spawn(cancel_on_signal(token.clone()));
-        node.run(token).await;
-        ExitCode::SUCCESS
+        match node.run(token).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!(
+                    "twopc: {e}; the process stops so that a restart recovers from the durable log"
+                );
+                ExitCode::from(EXIT_LOG_FAILURE)
+            }
+        }
     })
 }

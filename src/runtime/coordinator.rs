@@ -114,7 +114,11 @@ impl CoordinatorServer {
     }
 
     /// Serve until `shutdown` is cancelled.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Returns when `shutdown` is cancelled, or with the reason when the
+    /// log failed (the node stopped; a restart recovers from its log).
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), crate::wal::LogFailure> {
+        // This node's own tasks stop with it, whatever else the token stops.
+        let shutdown = shutdown.child_token();
         let CoordinatorServer {
             cfg,
             listener,
@@ -188,11 +192,13 @@ impl CoordinatorServer {
                 cfg.max_frame_bytes,
             ),
         };
-        driver.main_loop(ev_rx, admin_rx, shutdown.clone()).await;
+        let result = driver.main_loop(ev_rx, admin_rx, shutdown.clone()).await;
         tracker.close();
         // Let writers flush what is queued; bounded so shutdown cannot hang.
         drop(driver);
+        shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
+        result
     }
 }
 
@@ -306,12 +312,20 @@ impl Driver {
         mut events: mpsc::Receiver<ConnEvent>,
         mut admin: mpsc::Receiver<AdminCall>,
         shutdown: CancellationToken,
-    ) {
+    ) -> Result<(), crate::wal::LogFailure> {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // False once the admin server is gone (or was never started).
         let mut admin_open = true;
         loop {
+            // Appends that found the writer's queue full go first: no new
+            // input until the log has taken them (never a blocked thread).
+            if self.out.log.backlogged() {
+                self.out.log.drain().await;
+            }
+            if let Some(why) = self.out.log.failure() {
+                return Err(crate::wal::LogFailure(why));
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 ev = events.recv() => {
@@ -347,6 +361,10 @@ impl Driver {
             }
         }
         self.out.close_all();
+        match self.out.log.failure() {
+            Some(why) => Err(crate::wal::LogFailure(why)),
+            None => Ok(()),
+        }
     }
 
     /// Tell the core which commit decisions are now durable (before the

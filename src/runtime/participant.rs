@@ -42,6 +42,8 @@ pub struct ParticipantNode {
     admin_security: Arc<ServerSecurity>,
     /// TLS to the coordinator, when `tls.ca_file` is set.
     tls: Option<TlsClient>,
+    /// True from the first registration with the coordinator on.
+    registered: tokio::sync::watch::Sender<bool>,
     _lock: crate::wal::DirLock,
 }
 
@@ -143,8 +145,15 @@ impl ParticipantNode {
             admin,
             admin_security,
             tls,
+            registered: tokio::sync::watch::Sender::new(false),
             _lock: lock,
         })
+    }
+
+    /// Turns true when the participant first registers with its coordinator
+    /// (ready to vote): for an embedder's readiness signal.
+    pub fn registered(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.registered.subscribe()
     }
 
     /// The operator port's address, when enabled.
@@ -153,7 +162,11 @@ impl ParticipantNode {
     }
 
     /// Run until `shutdown` is cancelled.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Returns when `shutdown` is cancelled, or with the reason when the
+    /// log failed (the node stopped; a restart recovers from its log).
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), crate::wal::LogFailure> {
+        // This node's own tasks stop with it, whatever else the token stops.
+        let shutdown = shutdown.child_token();
         let ParticipantNode {
             cfg,
             core,
@@ -163,6 +176,7 @@ impl ParticipantNode {
             admin,
             admin_security,
             tls,
+            registered,
             _lock,
         } = self;
         let tracker = TaskTracker::new();
@@ -218,7 +232,7 @@ impl ParticipantNode {
             resource,
             conn: None,
             welcomed: false,
-            announced: false,
+            registered,
             last_heard: Instant::now(),
             redial,
             prep_tx,
@@ -228,11 +242,14 @@ impl ParticipantNode {
             admins: HashSet::new(),
             admin_authenticated,
         };
-        d.main_loop(ev_rx, prep_rx, resume_rx, admin_rx, shutdown)
+        let result = d
+            .main_loop(ev_rx, prep_rx, resume_rx, admin_rx, shutdown.clone())
             .await;
         tracker.close();
         drop(d);
+        shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
+        result
     }
 }
 
@@ -284,8 +301,8 @@ struct Driver {
     resource: Box<dyn Resource>,
     conn: Option<ConnId>,
     welcomed: bool,
-    /// The readiness line is printed once, on the first registration.
-    announced: bool,
+    /// Told of the first registration (readiness).
+    registered: tokio::sync::watch::Sender<bool>,
     last_heard: Instant,
     /// Tells the connector when the coordinator connection is gone or
     /// proved good.
@@ -313,7 +330,7 @@ impl Driver {
         mut resumed: mpsc::Receiver<VecDeque<Action>>,
         mut admin: mpsc::Receiver<ConnEvent>,
         shutdown: CancellationToken,
-    ) {
+    ) -> Result<(), crate::wal::LogFailure> {
         let hb_ms = self.cfg.heartbeat_interval_ms.max(10);
         let mut heartbeat = tokio::time::interval(Duration::from_millis(hb_ms));
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -322,6 +339,14 @@ impl Driver {
         let silence =
             Duration::from_millis(hb_ms * self.cfg.heartbeat_failure_threshold.max(1) as u64);
         loop {
+            // Appends that found the writer's queue full go first: no new
+            // input until the log has taken them (never a blocked thread).
+            if self.out.log.backlogged() {
+                self.out.log.drain().await;
+            }
+            if let Some(why) = self.out.log.failure() {
+                return Err(crate::wal::LogFailure(why));
+            }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 ev = events.recv() => {
@@ -373,6 +398,10 @@ impl Driver {
             }
         }
         self.out.close_all();
+        match self.out.log.failure() {
+            Some(why) => Err(crate::wal::LogFailure(why)),
+            None => Ok(()),
+        }
     }
 
     fn on_conn_event(&mut self, ev: ConnEvent) {
@@ -399,13 +428,8 @@ impl Driver {
                         self.welcomed = true;
                         self.redial.succeeded();
                         tracing::info!(coordinator_state = %state, "registered with the coordinator");
-                        if !self.announced {
-                            self.announced = true;
-                            println!(
-                                "twopc-participant {} registered with {}:{}",
-                                self.cfg.id, self.cfg.coordinator_host, self.cfg.coordinator_port
-                            );
-                        }
+                        self.registered
+                            .send_if_modified(|r| !std::mem::replace(r, true));
                         self.step(Event::Connected { conn });
                     }
                     Body::Error { code, message, .. } if !self.welcomed => {

@@ -55,6 +55,13 @@ pub enum WalError {
     },
 }
 
+/// The log stopped (a write or sync failed, or a record could not be
+/// written): the process must stop, and a restart recovers from what is
+/// durable. Returned by the nodes' `run` to whoever embeds them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("fatal log error: {0}")]
+pub struct LogFailure(pub String);
+
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
     move |source| WalError::Io {
         path: path.to_path_buf(),

@@ -3,15 +3,22 @@
 //! durable with one `fdatasync`. Under load many transactions share a sync.
 //!
 //! Callers number their appends (log sequence numbers); the thread publishes
-//! the highest number known durable. A sync failure is fatal: the process
-//! exits rather than run on a log it cannot trust.
+//! the highest number known durable. A write or sync failure is fatal: the
+//! writer stops, never retries, records why ([`GroupCommit::failure`]) and
+//! closes the durable watch, so the event loop stops and hands the failure
+//! to whoever embeds it (the binaries exit with status 74); nothing written
+//! after the failure is ever reported durable.
+//!
+//! Appending never blocks the caller: when the queue to the writer is full,
+//! appends wait in order in an overflow, which the event loop hands over
+//! with [`GroupCommit::drain`] (awaiting room) before it takes new input.
 
 use super::{encode_record, Wal};
 use crate::protocol::Record;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
-use std::sync::Arc;
-use tokio::sync::watch;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch};
 
 /// Counters of the log, readable from any thread.
 #[derive(Debug, Default)]
@@ -66,36 +73,115 @@ enum Cmd {
 /// Handle to the writer thread. Dropping it stops the thread after it has
 /// written (and synced) everything queued.
 pub struct GroupCommit {
-    tx: Option<mpsc::SyncSender<Cmd>>,
+    tx: Option<mpsc::Sender<Cmd>>,
+    /// Appends that found the queue full, oldest first; `drain` hands them
+    /// over. While any waits here, later appends queue behind them.
+    overflow: VecDeque<Cmd>,
     next_lsn: u64,
     last_sync_lsn: u64,
     durable: watch::Receiver<u64>,
+    /// Why the log stopped, once it has (set by the writer thread or by an
+    /// append that could not be queued).
+    failure: Arc<Mutex<Option<String>>>,
     pub stats: Arc<WalStats>,
     thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Record the first fatal failure of the log and log it.
+fn set_failure(slot: &Mutex<Option<String>>, what: String) {
+    let mut f = slot.lock().unwrap_or_else(|p| p.into_inner());
+    if f.is_none() {
+        tracing::error!(
+            "fatal log error: {what}; stopping so that recovery can start from the last durable state"
+        );
+        *f = Some(what);
+    }
 }
 
 /// Most appends written by one batch; bounds the batch buffer.
 const BATCH_MAX: usize = 4096;
 
 impl GroupCommit {
-    /// Start the writer thread. `queue_max` bounds the appends waiting for it
-    /// (callers block briefly when it is full: back-pressure, not memory).
+    /// Start the writer thread. `queue_max` bounds the appends waiting for it;
+    /// past it appends wait in the overflow until [`GroupCommit::drain`]
+    /// (back-pressure on the event loop, never a blocked thread).
     pub fn start(wal: Wal, queue_max: usize) -> GroupCommit {
-        let (tx, rx) = mpsc::sync_channel(queue_max.max(1));
+        let (tx, rx) = mpsc::channel(queue_max.max(1));
         let (dtx, drx) = watch::channel(0u64);
         let stats = Arc::new(WalStats::default());
-        let st = stats.clone();
+        let failure = Arc::new(Mutex::new(None));
+        let (st, fl) = (stats.clone(), failure.clone());
         let thread = std::thread::Builder::new()
             .name("wal-writer".into())
-            .spawn(move || writer_loop(wal, rx, dtx, st))
-            .ok();
+            .spawn(move || {
+                if let Err(what) = writer_loop(wal, rx, &dtx, st) {
+                    set_failure(&fl, what);
+                }
+                // Closed only now: whoever sees the watch close finds the
+                // failure already recorded.
+                drop(dtx);
+            });
+        let thread = match thread {
+            Ok(t) => Some(t),
+            Err(e) => {
+                set_failure(&failure, format!("cannot start the log writer thread: {e}"));
+                None
+            }
+        };
         GroupCommit {
             tx: Some(tx),
+            overflow: VecDeque::new(),
             next_lsn: 1,
             last_sync_lsn: 0,
             durable: drx,
+            failure,
             stats,
             thread,
+        }
+    }
+
+    /// Why the log stopped, if it has: the process must stop too, and a
+    /// restart recovers from what is durable.
+    pub fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Do appends wait in the overflow for room in the writer's queue?
+    pub fn backlogged(&self) -> bool {
+        !self.overflow.is_empty()
+    }
+
+    /// Hand the overflow to the writer, awaiting room in its queue.
+    pub async fn drain(&mut self) {
+        while let Some(cmd) = self.overflow.pop_front() {
+            let sent = match &self.tx {
+                Some(tx) => tx.send(cmd).await.is_ok(),
+                None => false,
+            };
+            if !sent {
+                set_failure(&self.failure, "the log writer thread is gone".into());
+                self.overflow.clear();
+                return;
+            }
+        }
+    }
+
+    /// Queue `cmd` behind everything queued before it, without waiting.
+    fn submit(&mut self, cmd: Cmd) {
+        if !self.overflow.is_empty() {
+            self.overflow.push_back(cmd);
+            return;
+        }
+        let Some(tx) = &self.tx else { return };
+        match tx.try_send(cmd) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(cmd)) => self.overflow.push_back(cmd),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                set_failure(&self.failure, "the log writer thread is gone".into())
+            }
         }
     }
 
@@ -108,21 +194,22 @@ impl GroupCommit {
         }
         let frame = encode_record(record);
         if frame.len() > super::HEADER_BYTES + super::RECORD_MAX_BYTES {
-            // Recovery would refuse such a record: never write it.
-            fatal(&format!(
-                "a {} byte log record exceeds the record limit; refusing to write a log that cannot be read back",
-                frame.len()
-            ));
+            // Recovery would refuse such a record: never write it, and stop
+            // (it is never durable, so nothing waiting for it leaves).
+            set_failure(
+                &self.failure,
+                format!(
+                    "a {} byte log record exceeds the record limit; refusing to write a log that cannot be read back",
+                    frame.len()
+                ),
+            );
+            return lsn;
         }
         self.stats.records.fetch_add(1, Ordering::Relaxed);
         self.stats
             .bytes
             .fetch_add(frame.len() as u64, Ordering::Relaxed);
-        if let Some(tx) = &self.tx {
-            if tx.send(Cmd::Append { frame, sync, lsn }).is_err() {
-                fatal("the log writer thread is gone");
-            }
-        }
+        self.submit(Cmd::Append { frame, sync, lsn });
         lsn
     }
 
@@ -145,11 +232,7 @@ impl GroupCommit {
     /// Write `live` into a new segment and drop the old ones, in order with
     /// the appends queued before it.
     pub fn checkpoint(&mut self, live: Vec<Record>) {
-        if let Some(tx) = &self.tx {
-            if tx.send(Cmd::Checkpoint(live)).is_err() {
-                fatal("the log writer thread is gone");
-            }
-        }
+        self.submit(Cmd::Checkpoint(live));
     }
 
     /// True when the current segment should be checkpointed. Approximated by
@@ -160,31 +243,42 @@ impl GroupCommit {
 }
 
 impl Drop for GroupCommit {
+    /// Stop the writer after it has written (and synced) everything queued,
+    /// the overflow included. At shutdown only: waiting for room here takes
+    /// as long as the writer needs to make it.
     fn drop(&mut self) {
-        self.tx.take();
+        if let Some(tx) = self.tx.take() {
+            'overflow: for mut cmd in self.overflow.drain(..) {
+                loop {
+                    match tx.try_send(cmd) {
+                        Ok(()) => break,
+                        Err(mpsc::error::TrySendError::Full(c)) => {
+                            cmd = c;
+                            std::thread::sleep(std::time::Duration::from_millis(1));
+                        }
+                        Err(mpsc::error::TrySendError::Closed(_)) => break 'overflow,
+                    }
+                }
+            }
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn fatal(what: &str) -> ! {
-    tracing::error!(
-        "fatal log error: {what}; stopping so that recovery can start from the last durable state"
-    );
-    eprintln!("twopc: fatal log error: {what}; the process stops so that a restart recovers from the durable log");
-    std::process::exit(74)
-}
-
+/// The writer thread: batch, write, sync, publish. Returns the reason when
+/// the log failed; it then stops at once (the caller records the reason,
+/// then drops `durable`, which tells the event loop).
 fn writer_loop(
     mut wal: Wal,
-    rx: mpsc::Receiver<Cmd>,
-    durable: watch::Sender<u64>,
+    mut rx: mpsc::Receiver<Cmd>,
+    durable: &watch::Sender<u64>,
     stats: Arc<WalStats>,
-) {
+) -> Result<(), String> {
     let mut buf = Vec::new();
     let mut pending = Vec::new();
-    while let Ok(first) = rx.recv() {
+    while let Some(first) = rx.blocking_recv() {
         pending.push(first);
         while pending.len() < BATCH_MAX {
             match rx.try_recv() {
@@ -204,19 +298,17 @@ fn writer_loop(
                 }
                 Cmd::Checkpoint(live) => {
                     // Everything before the checkpoint goes to the old segment.
-                    flush(&mut wal, &mut buf, true, &stats);
+                    flush(&mut wal, &mut buf, true, &stats)?;
                     if written_lsn > 0 {
                         synced_lsn = Some(written_lsn);
                     }
                     need_sync = false;
-                    if let Err(e) = wal.checkpoint(&live) {
-                        fatal(&e.to_string());
-                    }
+                    wal.checkpoint(&live).map_err(|e| e.to_string())?;
                     stats.checkpoints.fetch_add(1, Ordering::Relaxed);
                 }
             }
         }
-        flush(&mut wal, &mut buf, need_sync, &stats);
+        flush(&mut wal, &mut buf, need_sync, &stats)?;
         if need_sync && written_lsn > 0 {
             synced_lsn = Some(written_lsn);
         }
@@ -226,24 +318,21 @@ fn writer_loop(
             let _ = durable.send(lsn);
         }
     }
-    flush(&mut wal, &mut buf, true, &stats);
+    flush(&mut wal, &mut buf, true, &stats)
 }
 
-fn flush(wal: &mut Wal, buf: &mut Vec<u8>, sync: bool, stats: &WalStats) {
+fn flush(wal: &mut Wal, buf: &mut Vec<u8>, sync: bool, stats: &WalStats) -> Result<(), String> {
     if !buf.is_empty() {
-        if let Err(e) = wal.write(buf) {
-            fatal(&e.to_string());
-        }
+        wal.write(buf).map_err(|e| e.to_string())?;
         buf.clear();
     }
     if sync {
         let t = std::time::Instant::now();
-        match wal.sync() {
-            Ok(true) => stats.observe_sync(t.elapsed().as_micros() as u64),
-            Ok(false) => {}
-            Err(e) => fatal(&e.to_string()),
+        if wal.sync().map_err(|e| e.to_string())? {
+            stats.observe_sync(t.elapsed().as_micros() as u64);
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -70,19 +70,19 @@ fn appends_queued_while_the_writer_is_busy_share_one_sync() {
     let wal = open(dir.path());
     // Everything is queued before the writer thread exists, as when many
     // transactions append during one sync: its first batch takes them all.
-    let (tx, rx) = mpsc::sync_channel(N as usize);
+    let (tx, rx) = mpsc::channel(N as usize);
     for i in 1..=N {
         let cmd = Cmd::Append {
             frame: encode_record(&rec(i)),
             sync: true,
             lsn: u64::from(i),
         };
-        tx.send(cmd).expect("queue an append");
+        tx.try_send(cmd).expect("queue an append");
     }
     let (dtx, mut drx) = watch::channel(0u64);
     let stats = Arc::new(WalStats::default());
     let st = stats.clone();
-    let writer = std::thread::spawn(move || writer_loop(wal, rx, dtx, st));
+    let writer = std::thread::spawn(move || writer_loop(wal, rx, &dtx, st));
     assert_eq!(await_durable(&mut drx, u64::from(N)), u64::from(N));
     assert_eq!(
         stats.syncs.load(Ordering::Relaxed),
@@ -90,7 +90,7 @@ fn appends_queued_while_the_writer_is_busy_share_one_sync() {
         "one sync for {N} appends"
     );
     drop(tx);
-    writer.join().expect("writer thread");
+    assert_eq!(writer.join().expect("writer thread"), Ok(()));
     let all: Vec<Record> = (1..=N).map(rec).collect();
     assert_eq!(reopen(dir.path()), all);
 }
@@ -154,4 +154,49 @@ fn dropping_the_writer_writes_and_syncs_everything_queued() {
     assert_eq!(stats.syncs.load(Ordering::Relaxed), 1);
     assert_eq!(segment_bytes(dir.path()), frame_bytes(&all));
     assert_eq!(reopen(dir.path()), all);
+}
+
+#[test]
+fn a_burst_through_a_queue_of_one_lands_whole_and_in_order() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut g = GroupCommit::start(open(dir.path()), 1);
+    let all: Vec<Record> = (1..=500).map(rec).collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let mut last = 0;
+    for r in &all {
+        last = g.append(r, true);
+        // What the event loop does before it takes new input.
+        if g.backlogged() {
+            rt.block_on(g.drain());
+        }
+    }
+    assert!(!g.backlogged());
+    let mut durable = g.watch();
+    assert_eq!(await_durable(&mut durable, last), last);
+    assert_eq!(g.failure(), None);
+    drop(g);
+    assert_eq!(reopen(dir.path()), all);
+}
+
+#[test]
+fn a_record_the_log_could_not_read_back_stops_the_log_instead_of_the_process() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut g = GroupCommit::start(open(dir.path()), 16);
+    g.append(&rec(1), true);
+    let huge = Record::Decided {
+        txn: TxnId("x".repeat(crate::wal::RECORD_MAX_BYTES + 1)),
+        decision: Decision::Commit,
+        heuristic: None,
+    };
+    g.append(&huge, true);
+    let why = g.failure().expect("the log reports its failure");
+    assert!(why.contains("exceeds the record limit"), "{why}");
+    drop(g);
+    assert_eq!(
+        reopen(dir.path()),
+        [rec(1)],
+        "the oversized record is never written"
+    );
 }
