@@ -67,16 +67,9 @@ settings! {
 }
 
 impl std::fmt::Debug for PostgresConfig {
+    /// As the resource's settings: the connection string is not shown.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresConfig")
-            .field("dsn", &self.dsn.as_ref().map(|_| "(set, not shown)"))
-            .field("allow_raw_sql", &self.allow_raw_sql)
-            .field("max_connections", &self.max_connections)
-            .field("connect_timeout_ms", &self.connect_timeout_ms)
-            .field("ca_file", &self.ca_file)
-            .field("password_file", &self.password_file)
-            .field("allowed_schemas", &self.allowed_schemas)
-            .finish()
+        self.settings().fmt(f)
     }
 }
 
