@@ -4,6 +4,7 @@
 //! operator. What their departure means for a transaction that waits on
 //! them is decided in [`super::txn`]; this file only says who is gone.
 
+use super::views::{to_json, RemovalReport};
 use super::{reject, send, ClusterState, Coordinator, Peer};
 use super::{Txn, TxnPhase};
 use crate::protocol::message::{Body, ErrorCode, Role};
@@ -11,7 +12,6 @@ use crate::protocol::record::Action;
 use crate::protocol::stats::AbortCause;
 use crate::protocol::timeline::Step;
 use crate::protocol::types::{ConnId, Decision, Millis, ParticipantId, TxnId, PROTOCOL_VERSION};
-use serde_json::json;
 use std::collections::BTreeMap;
 
 /// What the coordinator knows about one registered participant.
@@ -223,9 +223,11 @@ impl Coordinator {
             }
             self.maybe_end(&txn, out);
         }
-        let mut report = self.status_report();
-        report["removed"] = json!(id.0);
-        send(out, conn, Body::StatusReport(report), false);
+        let report = RemovalReport {
+            status: self.status_report(),
+            removed: id,
+        };
+        send(out, conn, Body::StatusReport(to_json(&report)), false);
     }
 
     pub(super) fn on_disconnect(&mut self, conn: ConnId, out: &mut Vec<Action>) {

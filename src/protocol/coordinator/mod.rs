@@ -31,7 +31,10 @@ mod views;
 
 pub use membership::{valid_participant_id, Member};
 pub use txn::{check_decision, Txn, TxnPhase, RESULTS_KEPT_MAX_BYTES};
-pub use views::{OpenTxns, TXN_STATES};
+pub use views::{
+    to_json, MemberStatus, OpenTxns, RemovalReport, StatusReport, TimelineEntry, TxnCounts,
+    TxnDetail, TxnSummary, TXN_STATES,
+};
 
 use super::message::SubmitRequest;
 use super::message::{Body, ErrorCode, WireError};
@@ -100,8 +103,9 @@ impl Default for CoordinatorOptions {
     }
 }
 
-/// Cluster-level state of the coordinator.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Cluster-level state of the coordinator. Serialised as [`Self::as_str`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ClusterState {
     Init,
     WaitingForParticipants,
@@ -298,7 +302,7 @@ impl Coordinator {
                 send(out, conn, Body::HeartbeatAck, false);
             }
             (Some(_), Body::Status) => {
-                let report = self.status_report();
+                let report = views::to_json(&self.status_report());
                 send(out, conn, Body::StatusReport(report), false);
             }
             (Some(Peer::Client), Body::Submit(req)) => self.on_submit(conn, req, out),

@@ -19,8 +19,9 @@ use std::collections::{BTreeMap, BTreeSet};
 /// told to the client, in its outcome.
 pub const RESULTS_KEPT_MAX_BYTES: usize = 64 * 1024;
 
-/// Per-transaction protocol state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Per-transaction protocol state. Serialised as [`Self::as_str`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum TxnPhase {
     PreparePhase,
     CommitPhase,

@@ -266,7 +266,11 @@ fn heartbeat_and_status_are_answered() {
     assert_eq!(c.handle(70, msg(P1, Body::HeartbeatAck)), vec![]);
     assert_eq!(
         c.handle(70, msg(CLIENT, Body::Status)),
-        vec![send(CLIENT, Body::StatusReport(c.status_report()), false)]
+        vec![send(
+            CLIENT,
+            Body::StatusReport(to_json(&c.status_report())),
+            false
+        )]
     );
 }
 

@@ -724,7 +724,7 @@ fn remembered_read_results_stay_within_the_byte_budget() {
         .map(|id| !c.txn(id).unwrap().results.is_empty())
         .collect();
     assert_eq!(kept, [false, false, false, true, true]);
-    let dropped = c.txn(&ids[0]).unwrap().detail(100);
+    let dropped = to_json(&c.txn(&ids[0]).unwrap().detail(100));
     assert!(
         dropped["results_dropped"]
             .as_str()
@@ -732,7 +732,7 @@ fn remembered_read_results_stay_within_the_byte_budget() {
             .contains("history_max_bytes"),
         "{dropped}"
     );
-    let shown = c.txn(&ids[4]).unwrap().detail(100);
+    let shown = to_json(&c.txn(&ids[4]).unwrap().detail(100));
     assert_eq!(shown["results"]["p1"], result);
     assert_eq!(c.history.len(), 5, "the transactions themselves stay");
 }
@@ -761,7 +761,7 @@ fn a_long_abort_reason_from_a_participant_is_cut_before_it_is_kept() {
     let kept = [
         t.reason.clone().unwrap(),
         t.errors[&pid("p1")].clone(),
-        t.detail(10).to_string(),
+        to_json(&t.detail(10)).to_string(),
     ];
     for k in &kept[..2] {
         assert!(k.len() <= 2 * bound::REASON_MAX_BYTES, "{} bytes", k.len());

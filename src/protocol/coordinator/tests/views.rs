@@ -168,7 +168,7 @@ fn timeline_is_capped_and_counts_what_it_left_out() {
     assert_eq!(t.timeline.events().len(), 4);
     // vote p2, decided, abort to p1, outcome
     assert_eq!(t.timeline.dropped(), 4);
-    assert_eq!(t.detail(2)["timeline_dropped"], 4);
+    assert_eq!(to_json(&t.detail(2))["timeline_dropped"], 4);
 }
 
 #[test]
@@ -456,4 +456,23 @@ fn detail_view_of_a_recovered_commit_with_dropped_results_is_pinned() {
             "results_dropped": "dropped to keep history_max_bytes (1); they were sent in the outcome",
         })
     );
+}
+
+#[test]
+fn states_serialise_as_their_names() {
+    for s in [
+        ClusterState::Init,
+        ClusterState::WaitingForParticipants,
+        ClusterState::Ready,
+    ] {
+        assert_eq!(view(s), json!(s.as_str()));
+    }
+    for p in [
+        TxnPhase::PreparePhase,
+        TxnPhase::CommitPhase,
+        TxnPhase::Completed,
+        TxnPhase::Aborted,
+    ] {
+        assert_eq!(view(p), json!(p.as_str()));
+    }
 }
