@@ -251,7 +251,12 @@ impl Coordinator {
     }
 
     /// Feed one event; returns the actions to perform, in order.
+    ///
+    /// In debug builds the invariants (`invariants.rs`) are asserted
+    /// after every event.
     pub fn handle(&mut self, now: Millis, event: Event) -> Vec<Action> {
+        #[cfg(debug_assertions)]
+        let before = self.counters();
         self.now = now.max(self.now);
         let mut out = Vec::new();
         match event {
@@ -259,6 +264,11 @@ impl Coordinator {
             Event::Disconnected { conn } => self.on_disconnect(conn, &mut out),
             Event::Tick => self.on_tick(&mut out),
             Event::Durable { forced } => self.on_forced_durable(forced),
+        }
+        #[cfg(debug_assertions)]
+        {
+            self.check_progress(&before);
+            self.check_invariants();
         }
         out
     }

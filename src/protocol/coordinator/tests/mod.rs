@@ -12,6 +12,7 @@ use crate::protocol::types::PROTOCOL_VERSION;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
+#[cfg(debug_assertions)]
 mod invariants;
 mod membership;
 mod random;
