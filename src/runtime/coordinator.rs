@@ -14,7 +14,9 @@ use crate::net::listener::{self, PortSpec, ReserveFor};
 use crate::net::slots::SlotLimits;
 use crate::net::ConnEvent;
 use crate::net::ErrorCounts;
-use crate::protocol::coordinator::{Coordinator, CoordinatorOptions, Event, Txn, TXN_STATES};
+use crate::protocol::coordinator::{
+    to_json, Coordinator, CoordinatorOptions, Event, Txn, TXN_STATES,
+};
 use crate::protocol::{Action, Body, ConnId, ErrorCode, Record, TxnId};
 use crate::security::ServerSecurity;
 use crate::wal::{GroupCommit, WalError};
@@ -403,14 +405,16 @@ impl Driver {
     }
 
     fn status_json(&self) -> serde_json::Value {
-        let mut report = self.core.status_report();
+        let mut report = to_json(&self.core.status_report());
         report["wal"] = self.out.log.stats.snapshot();
         report["connections"] = json!(self.out.connections());
         report
     }
 
     fn txn_detail(&self, id: &TxnId) -> Option<serde_json::Value> {
-        self.core.txn(id).map(|t| t.detail(self.clock.now()))
+        self.core
+            .txn(id)
+            .map(|t| to_json(&t.detail(self.clock.now())))
     }
 
     fn metrics(&self) -> MetricsSnapshot {
@@ -544,7 +548,9 @@ impl Driver {
             .filter(|t| state.is_none_or(|st| t.matches_state(st)))
             .collect();
         txns.sort_by(|a, b| b.started_ms.cmp(&a.started_ms).then(b.id.cmp(&a.id)));
-        let entries = txns.iter().map(|t| (t.id.0.clone(), t.summary(now)));
+        let entries = txns
+            .iter()
+            .map(|t| (t.id.0.clone(), to_json(&t.summary(now))));
         Ok(txn_page(entries, self.page))
     }
 

@@ -1,0 +1,857 @@
+//! Transactions: starting one from a submit, collecting votes and
+//! acknowledgements, taking the decision, and remembering ended
+//! transactions. [`Coordinator::decide`] is the one place a decision is
+//! taken, and it checks the safety rules ([`check_decision`]) first.
+//! Rebuilding the active transactions from the log lives here too.
+
+use super::{refuse, reject, send, Coordinator, CoordinatorOptions};
+use crate::protocol::bound;
+use crate::protocol::message::{Body, ErrorCode, Outcome, SubmitRequest};
+use crate::protocol::record::{Action, Record};
+use crate::protocol::stats::{elapsed, AbortCause};
+use crate::protocol::timeline::{Step, Timeline};
+use crate::protocol::types::{ConnId, Decision, Millis, ParticipantId, TxnId, Vote};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Most bytes of read results one remembered transaction keeps, so that
+/// `txn show` of any transaction fits in a frame; larger results are only
+/// told to the client, in its outcome.
+pub const RESULTS_KEPT_MAX_BYTES: usize = 64 * 1024;
+
+/// Per-transaction protocol state. Serialised as [`Self::as_str`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TxnPhase {
+    PreparePhase,
+    CommitPhase,
+    Completed,
+    Aborted,
+}
+
+impl TxnPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TxnPhase::PreparePhase => "PREPARE_PHASE",
+            TxnPhase::CommitPhase => "COMMIT_PHASE",
+            TxnPhase::Completed => "COMPLETED",
+            TxnPhase::Aborted => "ABORTED",
+        }
+    }
+}
+
+/// A client waiting for an outcome.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct Waiter {
+    pub(super) conn: ConnId,
+    pub(super) request_id: Option<u64>,
+}
+
+/// One transaction the coordinator is driving or has recently ended.
+#[derive(Clone, Debug)]
+pub struct Txn {
+    pub id: TxnId,
+    pub participants: Vec<ParticipantId>,
+    pub phase: TxnPhase,
+    pub votes: BTreeMap<ParticipantId, Vote>,
+    pub acks: BTreeSet<ParticipantId>,
+    pub decision: Option<Decision>,
+    pub reason: Option<String>,
+    pub started_ms: Millis,
+    pub decided_ms: Option<Millis>,
+    pub ended_ms: Option<Millis>,
+    pub retries: u32,
+    /// True for transactions re-driven from the log after a restart.
+    pub recovered: bool,
+    /// The latest problem seen while driving the transaction, for operators.
+    pub last_error: Option<String>,
+    /// Results the participants returned with their commit votes. Once the
+    /// transaction has ended they are kept only within the history's byte
+    /// budget (see [`RESULTS_KEPT_MAX_BYTES`]).
+    pub results: BTreeMap<ParticipantId, Value>,
+    /// Size of `results` as JSON once remembered, counted in the budget.
+    pub(super) results_bytes: usize,
+    /// Why the results are no longer kept, when they were dropped.
+    pub results_dropped: Option<String>,
+    /// When the commit decision record became durable.
+    pub durable_ms: Option<Millis>,
+    /// Why it aborted, as a metric label (`reason` holds the sentence).
+    pub abort_cause: Option<AbortCause>,
+    /// The latest problem per participant (abort vote reason, missing vote,
+    /// disconnect, missing acknowledgement), for operators.
+    pub errors: BTreeMap<ParticipantId, String>,
+    /// What happened, in order; never read by the protocol.
+    pub timeline: Timeline,
+    pub(super) deadline_ms: Millis,
+    pub(super) next_resend_ms: Millis,
+    pub(super) resend_backoff_ms: u64,
+    pub(super) waiter: Option<Waiter>,
+}
+
+impl Txn {
+    pub(super) fn new(
+        id: TxnId,
+        participants: Vec<ParticipantId>,
+        now: Millis,
+        deadline_ms: Millis,
+        timeline_max_events: usize,
+    ) -> Txn {
+        Txn {
+            id,
+            participants,
+            phase: TxnPhase::PreparePhase,
+            votes: BTreeMap::new(),
+            acks: BTreeSet::new(),
+            decision: None,
+            reason: None,
+            started_ms: now,
+            decided_ms: None,
+            ended_ms: None,
+            retries: 0,
+            recovered: false,
+            last_error: None,
+            results: BTreeMap::new(),
+            results_bytes: 0,
+            results_dropped: None,
+            durable_ms: None,
+            abort_cause: None,
+            errors: BTreeMap::new(),
+            timeline: Timeline::new(timeline_max_events),
+            deadline_ms,
+            next_resend_ms: 0,
+            resend_backoff_ms: 0,
+            waiter: None,
+        }
+    }
+
+    /// Forget the read results, saying why (they were told to the client
+    /// that submitted, in its outcome).
+    pub(super) fn drop_results(&mut self, why: String) {
+        self.results.clear();
+        self.results_bytes = 0;
+        self.results_dropped = Some(why);
+    }
+
+    /// The client waiting for this transaction's outcome, if one still is:
+    /// its connection and the request id of its submit. Read-only, for
+    /// tests and inspection.
+    pub fn waiter(&self) -> Option<(ConnId, Option<u64>)> {
+        self.waiter.as_ref().map(|w| (w.conn, w.request_id))
+    }
+}
+
+impl Coordinator {
+    /// without an `End` is re-driven; everything else is presumed aborted.
+    pub fn recover(opts: CoordinatorOptions, now: Millis, records: &[Record]) -> Coordinator {
+        let mut c = Coordinator::new(opts, now);
+        for r in records {
+            match r {
+                Record::Decision {
+                    txn,
+                    decision: Decision::Commit,
+                    participants,
+                } => {
+                    let max = c.opts.timeline_max_events;
+                    let mut t = Txn::new(txn.clone(), participants.clone(), now, now, max);
+                    t.timeline.assume_durable();
+                    t.timeline.record(now, Step::Recovered);
+                    t.phase = TxnPhase::CommitPhase;
+                    t.decision = Some(Decision::Commit);
+                    t.decided_ms = Some(now);
+                    t.recovered = true;
+                    for p in participants {
+                        t.votes.insert(p.clone(), Vote::Commit);
+                    }
+                    c.active.insert(txn.clone(), t);
+                }
+                Record::End { txn } => {
+                    if let Some(mut t) = c.active.remove(txn) {
+                        t.phase = TxnPhase::Completed;
+                        t.ended_ms = Some(now);
+                        t.acks = t.participants.iter().cloned().collect();
+                        c.committed += 1;
+                        c.remember(t);
+                    }
+                }
+                // Abort decisions are never logged; participant records do
+                // not belong in a coordinator's log and are ignored.
+                Record::Decision {
+                    decision: Decision::Abort,
+                    ..
+                }
+                | Record::Prepared { .. }
+                | Record::Decided { .. }
+                | Record::Snapshot { .. } => {}
+            }
+        }
+        c
+    }
+
+    /// The records that must survive a log checkpoint: the commit decisions
+    /// of transactions that have not ended.
+    pub fn live_records(&self) -> Vec<Record> {
+        let mut v: Vec<Record> = self
+            .active
+            .values()
+            .filter(|t| t.decision == Some(Decision::Commit))
+            .map(|t| Record::Decision {
+                txn: t.id.clone(),
+                decision: Decision::Commit,
+                participants: t.participants.clone(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.txn().cmp(&b.txn()));
+        v
+    }
+
+    /// A transaction by id, active or recently ended.
+    pub fn txn(&self, id: &TxnId) -> Option<&Txn> {
+        self.active
+            .get(id)
+            .or_else(|| self.history.iter().rev().find(|t| &t.id == id))
+    }
+
+    /// Active transactions followed by recently ended ones.
+    pub fn txns(&self) -> impl Iterator<Item = &Txn> {
+        self.active.values().chain(self.history.iter())
+    }
+
+    /// The first `forced` forced writes are durable: mark the commit
+    /// decisions they carried.
+    pub(super) fn on_forced_durable(&mut self, forced: u64) {
+        while let Some((n, _)) = self.awaiting_durable.front() {
+            if *n > forced {
+                break;
+            }
+            if let Some((_, txn)) = self.awaiting_durable.pop_front() {
+                self.on_durable(&txn);
+            }
+        }
+    }
+
+    fn on_durable(&mut self, txn: &TxnId) {
+        let now = self.now;
+        let Some(t) = self.active.get_mut(txn) else {
+            return;
+        };
+        if t.durable_ms.is_some() {
+            return;
+        }
+        t.durable_ms = Some(now);
+        t.timeline.log_durable(now);
+        if let Some(d) = t.decided_ms {
+            self.stats.decision_durable_ms.observe(elapsed(d, now));
+        }
+    }
+
+    pub(super) fn start_txn(&mut self, waiter: Waiter, req: SubmitRequest, out: &mut Vec<Action>) {
+        if self.in_prepare >= self.opts.max_in_flight {
+            return refuse(
+                out,
+                &waiter,
+                ErrorCode::Overloaded,
+                format!(
+                    "{} transactions are already in flight (max_in_flight); retry later",
+                    self.in_prepare
+                ),
+            );
+        }
+        let operations = match split_operations(&req.data) {
+            Ok(ops) => ops,
+            Err(msg) => return refuse(out, &waiter, ErrorCode::InvalidMessage, msg),
+        };
+        let requested = req
+            .participants
+            .clone()
+            .or_else(|| operations.as_ref().map(|o| o.keys().cloned().collect()));
+        let participants: Vec<ParticipantId> = match requested {
+            Some(list) => {
+                let mut seen = BTreeSet::new();
+                let list: Vec<ParticipantId> = list
+                    .into_iter()
+                    .filter(|p| seen.insert(p.clone()))
+                    .collect();
+                if let Some(unknown) = list.iter().find(|p| !self.members.contains_key(*p)) {
+                    return refuse(
+                        out,
+                        &waiter,
+                        ErrorCode::UnknownParticipant,
+                        format!(
+                            "participant `{unknown}` is not registered; registered: {}",
+                            self.member_list()
+                        ),
+                    );
+                }
+                list
+            }
+            None => {
+                let (now, grace) = (self.now, self.opts.join_grace_ms);
+                self.members
+                    .iter()
+                    .filter(|(_, m)| m.counts_by_default(now, grace))
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            }
+        };
+        if participants.is_empty() {
+            return refuse(
+                out,
+                &waiter,
+                ErrorCode::UnknownParticipant,
+                "the transaction has no participants: name some, or register participants first",
+            );
+        }
+        let id = TxnId(format!("{}-{}", self.opts.txn_id_prefix, self.next_seq));
+        self.next_seq += 1;
+        let mut t = Txn::new(
+            id.clone(),
+            participants.clone(),
+            self.now,
+            self.now + self.opts.vote_timeout_ms,
+            self.opts.timeline_max_events,
+        );
+        t.timeline.record(self.now, Step::Submitted);
+        t.waiter = Some(waiter);
+        self.in_prepare += 1;
+        // Named in a transaction: each is a full member from now on (the
+        // transaction may wait for its acknowledgement).
+        for p in &participants {
+            if let Some(m) = self.members.get_mut(p) {
+                m.newcomer = false;
+            }
+        }
+        let mut unreachable = None;
+        for p in &participants {
+            // With per-participant operations, each participant sees only
+            // its own; otherwise every participant gets the whole data.
+            let data = match &operations {
+                Some(ops) => json!({ "operations": ops.get(p).cloned().unwrap_or(json!([])) }),
+                None => req.data.clone(),
+            };
+            match self.members.get(p).and_then(|m| m.conn) {
+                Some(c) => {
+                    t.timeline.record(self.now, Step::Prepare { to: p.clone() });
+                    send(
+                        out,
+                        c,
+                        Body::Prepare {
+                            txn: id.clone(),
+                            participants: participants.clone(),
+                            data,
+                        },
+                        false,
+                    )
+                }
+                None => {
+                    t.errors.insert(
+                        p.clone(),
+                        "not connected when the transaction started".into(),
+                    );
+                    unreachable = Some(p.clone());
+                    break;
+                }
+            }
+        }
+        self.active.insert(id.clone(), t);
+        if let Some(p) = unreachable {
+            self.decide(
+                &id,
+                Decision::Abort,
+                Some(AbortCause::ParticipantUnavailable),
+                format!("participant_unavailable: {p} is not connected"),
+                out,
+            );
+        }
+    }
+
+    /// A commit vote, with the read results it may carry: they are kept
+    /// when the vote counts (first vote of a member, still voting).
+    pub(super) fn on_commit_vote(
+        &mut self,
+        conn: ConnId,
+        from: ParticipantId,
+        txn: TxnId,
+        result: Option<Value>,
+        out: &mut Vec<Action>,
+    ) {
+        if let (Some(r), Some(t)) = (result, self.active.get_mut(&txn)) {
+            if t.phase == TxnPhase::PreparePhase
+                && t.participants.contains(&from)
+                && !t.votes.contains_key(&from)
+            {
+                t.results.insert(from.clone(), r);
+            }
+        }
+        self.on_vote(conn, from, txn, Vote::Commit, None, out)
+    }
+
+    pub(super) fn on_vote(
+        &mut self,
+        conn: ConnId,
+        from: ParticipantId,
+        txn: TxnId,
+        vote: Vote,
+        reason: Option<String>,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(t) = self.active.get_mut(&txn) else {
+            let known = self.history_index.get(&txn).copied();
+            reject(
+                out,
+                conn,
+                ErrorCode::UnknownTransaction,
+                format!("vote for transaction `{txn}` which is not in progress here; ignored"),
+                false,
+            );
+            // A participant that voted commit for a transaction we no longer
+            // drive must still learn its outcome: the remembered one, or abort
+            // by presumption.
+            if vote == Vote::Commit {
+                let d = known.unwrap_or(Decision::Abort);
+                send(out, conn, Body::decision(txn, d), d == Decision::Commit);
+            }
+            return;
+        };
+        if !t.participants.contains(&from) {
+            return reject(
+                out,
+                conn,
+                ErrorCode::NotAMember,
+                format!("`{from}` is not a participant of transaction `{txn}`; vote ignored"),
+                false,
+            );
+        }
+        if let Some(&prev) = t.votes.get(&from) {
+            if prev != vote {
+                let msg = format!(
+                    "`{from}` already voted {} for `{txn}`; the second vote ({}) is ignored",
+                    prev.as_str(),
+                    vote.as_str()
+                );
+                t.timeline.record(
+                    self.now,
+                    Step::LateVote {
+                        from: from.clone(),
+                        vote,
+                    },
+                );
+                return reject(out, conn, ErrorCode::Refused, msg, false);
+            }
+            // The same vote again (a participant re-sends after reconnecting):
+            // not an error. A commit voter still needs the decision.
+            t.timeline.record(
+                self.now,
+                Step::LateVote {
+                    from: from.clone(),
+                    vote,
+                },
+            );
+            if let (Some(d), Vote::Commit, false) = (t.decision, vote, t.acks.contains(&from)) {
+                self.note_decision_sent(&txn, &from, d, true);
+                send(out, conn, Body::decision(txn, d), d == Decision::Commit);
+            }
+            return;
+        }
+        if t.phase != TxnPhase::PreparePhase {
+            // A vote that crossed the decision on the wire (another
+            // participant voted abort, or the deadline fired): normal, not an
+            // error. The decision has been or will be sent to this
+            // participant; repeat it in case the first one was lost.
+            t.timeline.record(
+                self.now,
+                Step::LateVote {
+                    from: from.clone(),
+                    vote,
+                },
+            );
+            if let (Some(d), Vote::Commit) = (t.decision, vote) {
+                self.note_decision_sent(&txn, &from, d, true);
+                send(out, conn, Body::decision(txn, d), d == Decision::Commit);
+            }
+            return;
+        }
+        t.votes.insert(from.clone(), vote);
+        // A peer's text, kept in several places and logged: bounded here,
+        // whatever the participant sent.
+        let reason = reason.filter(|r| !r.is_empty()).map(bound::reason_owned);
+        t.timeline.record(
+            self.now,
+            Step::Vote {
+                from: from.clone(),
+                vote,
+                reason: reason.clone(),
+            },
+        );
+        match vote {
+            Vote::Abort => {
+                let why = match reason {
+                    Some(r) => {
+                        let error = bound::reason_owned(format!("voted abort: {r}"));
+                        t.errors.insert(from.clone(), error);
+                        format!("participant {from} voted abort: {r}")
+                    }
+                    None => {
+                        t.errors.insert(from.clone(), "voted abort".into());
+                        format!("participant {from} voted abort")
+                    }
+                };
+                self.decide(&txn, Decision::Abort, Some(AbortCause::VoteAbort), why, out);
+            }
+            Vote::Commit => {
+                if t.votes.len() == t.participants.len() {
+                    self.decide(&txn, Decision::Commit, None, String::new(), out);
+                }
+            }
+        }
+    }
+
+    /// Take the decision for `txn`. This is the single place where the safety
+    /// rules are checked; a decision that breaks them is refused.
+    pub(super) fn decide(
+        &mut self,
+        txn: &TxnId,
+        decision: Decision,
+        cause: Option<AbortCause>,
+        reason: String,
+        out: &mut Vec<Action>,
+    ) {
+        let now = self.now;
+        let Some(t) = self.active.get_mut(txn) else {
+            return;
+        };
+        if let Err(why) = check_decision(t, decision) {
+            // Unreachable by construction; refusing keeps a bug from becoming
+            // a split outcome, and the alert makes it visible.
+            out.push(Action::Alert {
+                txn: Some(txn.clone()),
+                message: format!("decision {decision} refused: {why}"),
+            });
+            return;
+        }
+        t.decision = Some(decision);
+        t.decided_ms = Some(now);
+        t.reason = if reason.is_empty() {
+            None
+        } else {
+            Some(bound::reason_owned(reason))
+        };
+        t.resend_backoff_ms = self.opts.resend_initial_ms;
+        t.next_resend_ms = now + t.resend_backoff_ms;
+        self.in_prepare -= 1;
+        self.stats.prepare_ms.observe(elapsed(t.started_ms, now));
+        t.timeline.record(
+            now,
+            Step::Decided {
+                decision,
+                reason: t.reason.clone(),
+            },
+        );
+        let durable = match decision {
+            Decision::Commit => {
+                self.stats.committed += 1;
+                t.timeline.record(now, Step::LogWrite);
+                t.phase = TxnPhase::CommitPhase;
+                out.push(Action::Persist {
+                    record: Record::Decision {
+                        txn: txn.clone(),
+                        decision,
+                        participants: t.participants.clone(),
+                    },
+                    sync: true,
+                });
+                self.forced_emitted += 1;
+                self.awaiting_durable
+                    .push_back((self.forced_emitted, txn.clone()));
+                true
+            }
+            Decision::Abort => {
+                let cause = cause.unwrap_or(AbortCause::VoteAbort);
+                self.stats.count_abort(cause);
+                t.abort_cause = Some(cause);
+                // Nothing is logged for an abort: nothing waits for the log.
+                t.timeline.assume_durable();
+                t.phase = TxnPhase::Aborted;
+                false
+            }
+        };
+        for p in &t.participants {
+            // A participant that voted abort has already aborted on its own
+            // and needs no message; everyone else gets the decision.
+            if t.votes.get(p) == Some(&Vote::Abort) {
+                t.acks.insert(p.clone());
+                continue;
+            }
+            if let Some(c) = self.members.get(p).and_then(|m| m.conn) {
+                t.timeline.record_after_log(
+                    now,
+                    Step::Decision {
+                        to: p.clone(),
+                        decision,
+                        resend: false,
+                    },
+                );
+                #[cfg(feature = "fault-injection")]
+                let durable = durable
+                    && self.fault
+                        != Some(crate::protocol::fault::Fault::CommitBeforeDecisionDurable);
+                send(out, c, Body::decision(txn.clone(), decision), durable);
+            }
+        }
+        if let Some(w) = t.waiter.take() {
+            t.timeline.record_after_log(now, Step::Outcome { decision });
+            let outcome = Outcome {
+                decision,
+                votes: t.votes.clone(),
+                reason: t.reason.clone(),
+                duration_ms: now.saturating_sub(t.started_ms) as f64,
+                request_id: w.request_id,
+                results: match decision {
+                    Decision::Commit => t.results.clone(),
+                    Decision::Abort => BTreeMap::new(),
+                },
+            };
+            send(
+                out,
+                w.conn,
+                Body::Outcome {
+                    txn: txn.clone(),
+                    outcome,
+                },
+                durable,
+            );
+        }
+        self.maybe_end(txn, out);
+    }
+
+    pub(super) fn on_ack(
+        &mut self,
+        conn: ConnId,
+        from: ParticipantId,
+        txn: TxnId,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(t) = self.active.get_mut(&txn) else {
+            // Duplicate ack after the end, or for a presumed-abort
+            // transaction: harmless.
+            return;
+        };
+        if t.decision.is_none() {
+            return reject(
+                out,
+                conn,
+                ErrorCode::Refused,
+                format!("ack from `{from}` for `{txn}` before any decision; ignored"),
+                false,
+            );
+        }
+        if !t.participants.contains(&from) {
+            return reject(
+                out,
+                conn,
+                ErrorCode::NotAMember,
+                format!("`{from}` is not a participant of transaction `{txn}`; ack ignored"),
+                false,
+            );
+        }
+        if t.acks.insert(from.clone()) {
+            t.timeline
+                .record(self.now, Step::Ack { from: from.clone() });
+            t.errors.remove(&from);
+        }
+        self.maybe_end(&txn, out);
+    }
+
+    pub(super) fn maybe_end(&mut self, txn: &TxnId, out: &mut Vec<Action>) {
+        let done = self
+            .active
+            .get(txn)
+            .is_some_and(|t| t.acks.len() == t.participants.len());
+        if !done {
+            return;
+        }
+        let Some(mut t) = self.active.remove(txn) else {
+            return;
+        };
+        t.ended_ms = Some(self.now);
+        t.timeline.record(self.now, Step::Ended);
+        if let Some(d) = t.decided_ms {
+            self.stats.completion_ms.observe(elapsed(d, self.now));
+        }
+        match t.decision {
+            Some(Decision::Commit) => {
+                t.phase = TxnPhase::Completed;
+                self.committed += 1;
+                out.push(Action::Persist {
+                    record: Record::End { txn: txn.clone() },
+                    sync: false,
+                });
+            }
+            Some(Decision::Abort) => {
+                t.phase = TxnPhase::Aborted;
+                self.aborted += 1;
+            }
+            None => {}
+        }
+        self.remember(t);
+    }
+
+    pub(super) fn remember(&mut self, mut t: Txn) {
+        if let Some(d) = t.decision {
+            self.history_index.insert(t.id.clone(), d);
+        }
+        if t.decision != Some(Decision::Commit) {
+            // Only a commit's results are ever told.
+            t.results.clear();
+        }
+        let bytes: usize = t
+            .results
+            .iter()
+            .map(|(p, v)| p.0.len() + bound::json_bytes(v))
+            .sum();
+        let keep_max = RESULTS_KEPT_MAX_BYTES.min(self.opts.history_max_bytes);
+        if bytes > keep_max {
+            t.drop_results(format!(
+                "{bytes} bytes of read results, more than the {keep_max} kept per transaction; they were sent in the outcome"
+            ));
+        } else {
+            t.results_bytes = bytes;
+            self.history_results_bytes += bytes;
+        }
+        self.history.push_back(t);
+        while self.history.len() > self.opts.history_limit {
+            if let Some(old) = self.history.pop_front() {
+                self.history_results_bytes -= old.results_bytes;
+                self.history_index.remove(&old.id);
+            }
+        }
+        // Over the byte budget: the oldest results go first.
+        let budget = self.opts.history_max_bytes;
+        for old in self.history.iter_mut() {
+            if self.history_results_bytes <= budget {
+                break;
+            }
+            if old.results_bytes > 0 {
+                self.history_results_bytes -= old.results_bytes;
+                old.drop_results(format!(
+                    "dropped to keep history_max_bytes ({budget}); they were sent in the outcome"
+                ));
+            }
+        }
+    }
+
+    pub(super) fn on_query(
+        &mut self,
+        conn: ConnId,
+        from: ParticipantId,
+        txn: TxnId,
+        out: &mut Vec<Action>,
+    ) {
+        let now = self.now;
+        if let Some(t) = self.active.get_mut(&txn) {
+            if !t.participants.contains(&from) {
+                return reject(
+                    out,
+                    conn,
+                    ErrorCode::NotAMember,
+                    format!("`{from}` is not a participant of transaction `{txn}`"),
+                    false,
+                );
+            }
+            t.timeline.record(now, Step::Query { from: from.clone() });
+            // Still voting: say nothing; the decision will be sent when taken.
+            if let Some(d) = t.decision {
+                self.note_decision_sent(&txn, &from, d, true);
+                send(out, conn, Body::decision(txn, d), true);
+            }
+            return;
+        }
+        let d = self
+            .history_index
+            .get(&txn)
+            .copied()
+            .unwrap_or(Decision::Abort);
+        send(out, conn, Body::decision(txn, d), d == Decision::Commit);
+    }
+
+    /// Record in `txn`'s timeline that its decision went to `to` again.
+    pub(super) fn note_decision_sent(
+        &mut self,
+        txn: &TxnId,
+        to: &ParticipantId,
+        d: Decision,
+        resend: bool,
+    ) {
+        let now = self.now;
+        if let Some(t) = self.active.get_mut(txn) {
+            let step = Step::Decision {
+                to: to.clone(),
+                decision: d,
+                resend,
+            };
+            match d {
+                Decision::Commit => t.timeline.record_after_log(now, step),
+                Decision::Abort => t.timeline.record(now, step),
+            }
+        }
+    }
+}
+
+/// Per-participant operations of a submit: `{"operations": {"p1": [..]}}`.
+/// `Ok(None)` when the data does not use that shape.
+fn split_operations(data: &Value) -> Result<Option<BTreeMap<ParticipantId, Value>>, String> {
+    let Some(ops) = data.get("operations") else {
+        return Ok(None);
+    };
+    let Some(map) = ops.as_object() else {
+        return Err(
+            "`operations` must be an object mapping participant ids to lists of operations".into(),
+        );
+    };
+    let mut out = BTreeMap::new();
+    for (p, list) in map {
+        if !list.is_array() {
+            return Err(format!("`operations.{p}` must be a list of operations"));
+        }
+        out.insert(ParticipantId(p.clone()), list.clone());
+    }
+    if out.is_empty() {
+        return Err("`operations` is empty: name at least one participant".into());
+    }
+    Ok(Some(out))
+}
+
+/// The safety rules, checked before any decision leaves the core.
+///
+/// - COMMIT only when every participant voted commit.
+/// - ABORT only when someone voted abort, or a vote is missing (deadline or
+///   disconnect; the caller only decides abort for those reasons).
+/// - A decision never changes.
+pub fn check_decision(t: &Txn, decision: Decision) -> Result<(), String> {
+    if let Some(prev) = t.decision {
+        return Err(format!("already decided {prev}"));
+    }
+    match decision {
+        Decision::Commit => {
+            let all = t
+                .participants
+                .iter()
+                .all(|p| t.votes.get(p) == Some(&Vote::Commit));
+            if all {
+                Ok(())
+            } else {
+                Err("commit needs a commit vote from every participant".into())
+            }
+        }
+        Decision::Abort => {
+            let all_commit = t
+                .participants
+                .iter()
+                .all(|p| t.votes.get(p) == Some(&Vote::Commit));
+            if all_commit {
+                Err("every participant voted commit; abort is not allowed".into())
+            } else {
+                Ok(())
+            }
+        }
+    }
+}
