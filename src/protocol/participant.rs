@@ -15,7 +15,7 @@
 use super::message::{Body, ErrorCode, WireError};
 use super::record::{Action, Record};
 use super::types::{ConnId, Decision, Millis, ParticipantId, TxnId, Vote};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// Tunables of the participant core. All durations are milliseconds.
@@ -110,18 +110,48 @@ impl PTxn {
         self.abort_requested
     }
 
-    pub fn summary(&self, id: &TxnId, now: Millis) -> Value {
-        json!({
-            "transaction_id": id,
-            "state": self.state.as_str(),
-            "participants": self.participants,
-            "vote": self.vote,
-            "reason": self.reason,
-            "heuristic": self.heuristic,
-            "age_ms": now.saturating_sub(self.since_ms),
-            "queries": self.queries,
-        })
+    /// The operator's view of this transaction (`txn list`, `txn show`).
+    pub fn view<'a>(&'a self, id: &'a TxnId, now: Millis) -> TxnView<'a> {
+        TxnView {
+            transaction_id: id,
+            state: self.state.as_str(),
+            participants: &self.participants,
+            vote: self.vote,
+            reason: self.reason.as_deref(),
+            heuristic: self.heuristic.as_deref(),
+            age_ms: now.saturating_sub(self.since_ms),
+            queries: self.queries,
+        }
     }
+
+    /// [`PTxn::view`] as JSON, for replies that carry a JSON value.
+    pub fn summary(&self, id: &TxnId, now: Millis) -> Value {
+        serde_json::to_value(self.view(id, now)).unwrap_or(Value::Null)
+    }
+}
+
+/// One transaction as a participant's operator sees it.
+#[derive(Debug, serde::Serialize)]
+pub struct TxnView<'a> {
+    pub transaction_id: &'a TxnId,
+    pub state: &'static str,
+    pub participants: &'a [ParticipantId],
+    pub vote: Option<Vote>,
+    pub reason: Option<&'a str>,
+    pub heuristic: Option<&'a str>,
+    pub age_ms: Millis,
+    pub queries: u32,
+}
+
+/// A participant's `status`: who it is, whether it is registered, its
+/// counts and what it holds in doubt. The runtime adds its own figures.
+#[derive(Debug, serde::Serialize)]
+pub struct StatusView<'a> {
+    pub id: &'a ParticipantId,
+    pub connected: bool,
+    pub committed: u64,
+    pub aborted: u64,
+    pub in_doubt: Vec<TxnView<'a>>,
 }
 
 /// A resource's successful prepare: what to log, and what to report.
@@ -699,19 +729,28 @@ impl Participant {
     }
 
     /// The participant's view for `status`.
-    pub fn status(&self) -> Value {
-        let in_doubt: Vec<Value> = self
-            .in_doubt()
+    pub fn status_view(&self) -> StatusView<'_> {
+        let mut in_doubt: Vec<(&TxnId, &PTxn)> = self
+            .txns
             .iter()
-            .map(|id| self.txns[id].summary(id, self.now))
+            .filter(|(_, t)| t.state == PState::Prepared)
             .collect();
-        json!({
-            "id": self.opts.id,
-            "connected": self.conn.is_some(),
-            "committed": self.committed,
-            "aborted": self.aborted,
-            "in_doubt": in_doubt,
-        })
+        in_doubt.sort_by(|a, b| a.0.cmp(b.0));
+        StatusView {
+            id: &self.opts.id,
+            connected: self.conn.is_some(),
+            committed: self.committed,
+            aborted: self.aborted,
+            in_doubt: in_doubt
+                .into_iter()
+                .map(|(id, t)| t.view(id, self.now))
+                .collect(),
+        }
+    }
+
+    /// [`Participant::status_view`] as JSON, for the `status_report` reply.
+    pub fn status(&self) -> Value {
+        serde_json::to_value(self.status_view()).unwrap_or(Value::Null)
     }
 }
 

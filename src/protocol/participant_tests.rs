@@ -5,6 +5,7 @@
 use super::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 
 const C: ConnId = ConnId(7);
@@ -1131,4 +1132,38 @@ fn fault_commit_every_prepared_commits_the_others_too() {
         ]
     );
     assert_eq!(state(&p, "t2"), Some(PState::Committed));
+}
+
+/// The operator's views keep their exact JSON (tools and docs read them).
+#[test]
+fn status_and_transaction_views_keep_their_json() {
+    let mut p = Participant::new(opts(), 0);
+    p.handle(0, Event::Connected { conn: C });
+    p.handle(
+        5,
+        Event::Message {
+            body: prepare("t-1"),
+        },
+    );
+    p.handle(6, prepared_ok("t-1"));
+    p.handle(10, Event::Tick);
+    assert_eq!(
+        p.status(),
+        json!({
+            "id": "p1",
+            "connected": true,
+            "committed": 0,
+            "aborted": 0,
+            "in_doubt": [{
+                "transaction_id": "t-1",
+                "state": "prepared",
+                "participants": ["p1", "p2"],
+                "vote": "commit",
+                "reason": null,
+                "heuristic": null,
+                "age_ms": 4,
+                "queries": 0,
+            }],
+        })
+    );
 }
