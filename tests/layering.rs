@@ -170,7 +170,10 @@ fn g<'a>(x: &'a str) -> &'a str { x }
         "use twopc::runtime::crash;\n",
     );
     assert_eq!(bin.len(), 1);
-    assert_eq!((bin[0].from.as_str(), bin[0].to.as_str()), ("bin", "runtime"));
+    assert_eq!(
+        (bin[0].from.as_str(), bin[0].to.as_str()),
+        ("bin", "runtime")
+    );
 }
 
 /// Every `.rs` file under `dir`, sorted.
