@@ -10,18 +10,15 @@
 //! cargo run --example embedded_participant
 //! ```
 
-use futures::future::{ready, BoxFuture};
+use futures::future::ready;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
-use tokio_util::sync::CancellationToken;
-use twopc::client::Client;
-use twopc::config::{CoordinatorConfig, ParticipantConfig};
-use twopc::protocol::participant::Prepared;
-use twopc::protocol::{Decision, Record, SubmitRequest, TxnId};
-use twopc::resource::{NullResource, PrepareResult, Resource, ResourceError};
-use twopc::runtime::coordinator::CoordinatorServer;
-use twopc::runtime::participant::ParticipantNode;
+use twopc::{
+    BoxFuture, CancellationToken, Client, CoordinatorConfig, CoordinatorServer, Decision,
+    NullResource, ParticipantConfig, ParticipantNode, PrepareResult, Prepared, Record, Resource,
+    ResourceError, SubmitRequest, TxnId,
+};
 
 /// Stock per item, and the reservations of prepared transactions.
 struct Inventory {
@@ -114,7 +111,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     })
     .await?;
     let addr = coordinator.local_addr()?;
-    tokio::spawn(coordinator.run(shutdown.clone()));
+    let mut servers = vec![tokio::spawn(coordinator.run(shutdown.clone()))];
 
     let participant = |id: &str| ParticipantConfig {
         id: id.into(),
@@ -128,8 +125,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let shop = ParticipantNode::start(participant("inventory"), Box::new(inventory)).await?;
     let billing = ParticipantNode::start(participant("billing"), Box::new(NullResource)).await?;
-    tokio::spawn(shop.run(shutdown.clone()));
-    tokio::spawn(billing.run(shutdown.clone()));
+    let mut joined = vec![shop.registered(), billing.registered()];
+    servers.push(tokio::spawn(shop.run(shutdown.clone())));
+    servers.push(tokio::spawn(billing.run(shutdown.clone())));
+    // Submit once both participants have registered with the coordinator.
+    for registered in &mut joined {
+        registered.wait_for(|r| *r).await?;
+    }
 
     let mut client = Client::connect(&addr.to_string(), Duration::from_secs(10)).await?;
     for want in [2, 2, 2] {
@@ -147,6 +149,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .unwrap_or_default()
         );
     }
+
     shutdown.cancel();
+    for server in servers {
+        // A log failure stops a node: the application stops using it and
+        // starts it again, which recovers from what the log holds.
+        server.await??;
+    }
     Ok(())
 }

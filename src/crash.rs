@@ -2,6 +2,11 @@
 //! process kill itself with SIGKILL (no cleanup, no flush) the n-th time it
 //! reaches `<point>` (default the first). When the variable is unset a hit
 //! costs one load of an already-initialised cell.
+//!
+//! This is the one place in the library that writes to stderr and ends the
+//! process: killing it on purpose, unannounced to the rest of the code, is
+//! the whole job, so that the crash tests see what a real crash leaves
+//! behind. Nothing else in the library prints or exits.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;

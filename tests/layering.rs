@@ -21,11 +21,10 @@ use std::path::{Path, PathBuf};
 /// The allowed order, top first: a module may refer only to modules of
 /// strictly lower layers (never to its own layer's neighbours, never up).
 ///
-/// - `bin`: the thin binaries (through the library's public paths);
-/// - `cli`: the binaries' shared start-up, which builds the runtime's
-///   servers from the configuration and a resource;
-/// - `runtime` (the drivers of the cores) and `client` (the `twopc` tool's
-///   client and commands): two users of everything below, unaware of each
+/// - `bin`: the binaries, with the `twopc` tool's commands and the start-up
+///   they share (through the library's public paths);
+/// - `runtime` (the drivers of the cores) and `client` (the library's
+///   client of a coordinator): two users of what is below, unaware of each
 ///   other;
 /// - `config`: defaults < YAML < env < flags; it validates resource
 ///   settings, security files and log sizes, so it sits above those;
@@ -38,7 +37,6 @@ use std::path::{Path, PathBuf};
 /// - `crash`: crash points, a leaf the log and the network reach.
 const LAYERS: &[&[&str]] = &[
     &["bin"],
-    &["cli"],
     &["runtime", "client"],
     &["config"],
     &["resource"],
@@ -169,10 +167,13 @@ fn g<'a>(x: &'a str) -> &'a str { x }
     let bin = references(
         &["bin".to_string()],
         "src/bin/x.rs",
-        "use twopc::cli::run;\n",
+        "use twopc::runtime::crash;\n",
     );
     assert_eq!(bin.len(), 1);
-    assert_eq!((bin[0].from.as_str(), bin[0].to.as_str()), ("bin", "cli"));
+    assert_eq!(
+        (bin[0].from.as_str(), bin[0].to.as_str()),
+        ("bin", "runtime")
+    );
 }
 
 /// Every `.rs` file under `dir`, sorted.

@@ -1,5 +1,10 @@
 //! `twopc-coordinator`: parse flags, load configuration, serve.
 
+#[path = "common/cli.rs"]
+mod cli;
+#[path = "common/coordinator.rs"]
+mod coordinator;
+
 use clap::Parser;
 use twopc::config::{init_tracing, CoordinatorArgs, CoordinatorConfig};
 
@@ -24,5 +29,5 @@ fn main() -> std::process::ExitCode {
         }
     };
     init_tracing(cfg.log_level, cfg.log_format);
-    twopc::cli::run_coordinator(cfg)
+    coordinator::run_coordinator(cfg)
 }

@@ -1,5 +1,10 @@
 //! `twopc-participant`: parse flags, load configuration, serve.
 
+#[path = "common/cli.rs"]
+mod cli;
+#[path = "common/participant.rs"]
+mod participant;
+
 use clap::Parser;
 use twopc::config::{init_tracing, ParticipantArgs, ParticipantConfig};
 
@@ -24,5 +29,5 @@ fn main() -> std::process::ExitCode {
         }
     };
     init_tracing(cfg.log_level, cfg.log_format);
-    twopc::cli::run_participant(cfg)
+    participant::run_participant(cfg)
 }

@@ -1,14 +1,7 @@
-//! The client side of the protocol: a connection that says hello as a
-//! client, submits transactions and asks for status; plus the `twopc`
-//! commands built on it (submit, status, demo, bench).
-
-pub mod admin_http;
-pub mod bank;
-pub mod bench;
-pub mod cluster;
-pub mod commands;
-pub mod diagram;
-pub mod ops;
+//! The client side of the protocol: a connection to a coordinator that says
+//! hello as a client (over TLS and with the shared secret when given),
+//! submits transactions and asks for status. It only talks to the
+//! coordinator; what to do with the answers (print, exit) is its caller's.
 
 use crate::net::codec::{FrameReader, FrameWriter};
 use crate::net::stream::{BoxedStream, ConnectError, PlainOpenError};

@@ -12,7 +12,7 @@
 
 mod coordinator;
 mod enums;
-pub mod keys;
+pub(crate) mod keys;
 mod participant;
 mod sections;
 #[cfg(test)]

@@ -5,18 +5,18 @@
 //! decision and knows nothing of the cores, the log or the configuration
 //! (what it needs comes in as plain specs).
 
-pub mod backoff;
+pub(crate) mod backoff;
 pub mod codec;
-pub mod connection;
-pub mod connector;
-pub mod error_counts;
-pub mod listener;
-pub mod slots;
-pub mod stream;
-pub mod writer;
+pub(crate) mod connection;
+pub(crate) mod connector;
+pub(crate) mod error_counts;
+pub(crate) mod listener;
+pub(crate) mod slots;
+pub(crate) mod stream;
+pub(crate) mod writer;
 
-pub use backoff::Backoff;
+pub(crate) use backoff::Backoff;
 pub use codec::{codec, encode, frame, read_next, wall_clock_secs, Inbound};
-pub use connection::{spawn_connection, ConnEvent, ConnSpec, Side};
-pub use error_counts::ErrorCounts;
-pub use writer::{write_loop, Outgoing, SendLimit};
+pub(crate) use connection::ConnEvent;
+pub(crate) use error_counts::ErrorCounts;
+pub(crate) use writer::Outgoing;

@@ -12,7 +12,7 @@
 
 pub mod kv;
 pub mod postgres;
-pub mod postgres_tls;
+pub(crate) mod postgres_tls;
 
 use crate::protocol::participant::Prepared;
 use crate::protocol::{Decision, Record, TxnId};

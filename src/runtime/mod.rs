@@ -8,11 +8,11 @@ pub mod coordinator;
 /// Crash points live in a leaf module (the log and the network use them too).
 pub use crate::crash;
 pub mod gate;
-pub mod http;
-pub mod metrics;
-pub mod outbox;
+pub(crate) mod http;
+pub(crate) mod metrics;
+pub(crate) mod outbox;
 pub mod participant;
-pub mod query;
+pub(crate) mod query;
 
 use crate::protocol::Millis;
 use std::time::Instant;
@@ -20,7 +20,7 @@ use std::time::Instant;
 /// Monotonic milliseconds since the process started; the only clock the
 /// cores see.
 #[derive(Clone, Copy, Debug)]
-pub struct Clock(Instant);
+pub(crate) struct Clock(Instant);
 
 impl Clock {
     pub fn start() -> Clock {
@@ -39,7 +39,7 @@ impl Default for Clock {
 
 /// Open a process's write-ahead log, saying loudly when fsync is off and
 /// what a cut torn tail was.
-pub fn open_log(
+pub(crate) fn open_log(
     dir: &std::path::Path,
     cfg: &crate::config::WalConfig,
 ) -> Result<crate::wal::Opened, crate::wal::WalError> {
@@ -75,7 +75,7 @@ pub fn open_log(
 }
 
 /// Log an `Alert` action from a core.
-pub fn alert(txn: Option<&crate::protocol::TxnId>, message: &str) {
+pub(crate) fn alert(txn: Option<&crate::protocol::TxnId>, message: &str) {
     match txn {
         Some(t) => tracing::error!(transaction_id = %t, "{message}"),
         None => tracing::error!("{message}"),

@@ -153,11 +153,6 @@ impl Outbox {
         (frame.len() <= self.max_frame_bytes).then_some(frame)
     }
 
-    /// The largest frame this outbox sends, for replies that must fit.
-    pub fn max_frame_bytes(&self) -> usize {
-        self.max_frame_bytes
-    }
-
     pub fn close(&mut self, conn: ConnId) {
         if let Some((tx, _)) = self.conns.get(&conn) {
             let _ = tx.try_send(Outgoing::Close);

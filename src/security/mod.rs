@@ -85,7 +85,7 @@ fn private_file_text(path: &Path) -> std::io::Result<String> {
 /// loopback, a weak master secret. `binds` are the `(setting, host)` pairs
 /// the server listens on; `own` is the identity whose key the server may
 /// hold instead of the master secret (`None`: it needs the master secret).
-pub fn check_server_setup(
+pub(crate) fn check_server_setup(
     secret: Option<&Secret>,
     binds: &[(&str, &str)],
     own: Option<&auth::Identity>,
@@ -134,7 +134,7 @@ pub fn check_server_setup(
 }
 
 /// Is `host` a loopback address or name?
-pub fn is_loopback(host: &str) -> bool {
+pub(crate) fn is_loopback(host: &str) -> bool {
     let h = host.trim_start_matches('[').trim_end_matches(']');
     h.eq_ignore_ascii_case("localhost")
         || h.parse::<std::net::IpAddr>()
@@ -150,7 +150,7 @@ pub fn secret_from_env() -> Option<String> {
 /// requests with the peer's address, at most a few lines per ten seconds so
 /// a flood cannot flood the log.
 #[derive(Debug)]
-pub struct FailureLogger {
+pub(crate) struct FailureLogger {
     start: Instant,
     log: Mutex<FailureLog>,
     /// Refusals by (port, reason), for the metrics. Both are fixed words,
@@ -209,7 +209,7 @@ impl FailureLogger {
 }
 
 /// What a listening side requires of the peers it accepts.
-pub struct ServerSecurity {
+pub(crate) struct ServerSecurity {
     /// Every peer must prove its key with it; `None`: no authentication.
     pub secret: Option<Arc<Secret>>,
     /// Whose keys this port checks.

@@ -1,18 +1,18 @@
 //! Operator commands: `twopc txn list|show|resolve`, `twopc participants
 //! list|remove` and `twopc wal inspect`.
 
-use super::commands::{EXIT_NO_DECISION, EXIT_USAGE};
-use super::Client;
-use crate::protocol::coordinator::TXN_STATES;
-use crate::protocol::{Body, Decision, ErrorCode, ParticipantId, Record, TxnId};
-use crate::security::SecurityArgs;
-use crate::wal;
+use crate::commands::{EXIT_NO_DECISION, EXIT_USAGE};
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use twopc::protocol::coordinator::TXN_STATES;
+use twopc::protocol::{Body, Decision, ErrorCode, ParticipantId, Record, TxnId};
+use twopc::security::SecurityArgs;
+use twopc::wal;
+use twopc::Client;
 
 /// Which process to ask.
 #[derive(Args, Debug, Clone)]
@@ -234,7 +234,7 @@ pub async fn txn(cmd: TxnCommand) -> ExitCode {
             )
             .await
             {
-                Ok(v) if diagram => match super::diagram::mermaid(&v) {
+                Ok(v) if diagram => match crate::diagram::mermaid(&v) {
                     Ok(text) => print!("{text}"),
                     Err(e) => {
                         eprintln!("twopc: cannot draw the diagram: {e}");
@@ -319,10 +319,10 @@ async fn coordinator_decision(
             // decide, so a heuristic decision now may well contradict it.
             _ => None,
         }),
-        Err(super::ClientError::Refused { code, .. }) if code == ErrorCode::UnknownTransaction => {
+        Err(twopc::ClientError::Refused { code, .. }) if code == ErrorCode::UnknownTransaction => {
             Ok(Some(Decision::Abort))
         }
-        Err(super::ClientError::Refused { code, message }) => Err(format!(
+        Err(twopc::ClientError::Refused { code, message }) => Err(format!(
             "the coordinator at {coordinator} refused `txn show` ({code}): {message}"
         )),
         Ok(other) => Err(format!("unexpected reply `{}`", other.message_type())),

@@ -2,12 +2,9 @@
 //! API, with the shared-secret proof when a secret is given (a nonce from
 //! `GET /auth/challenge`, then the request with its `Authorization`
 //! header, on one connection). The MAC itself is
-//! [`crate::security::http_auth`]'s.
+//! [`twopc::security::http_auth`]'s.
 
-use super::commands::EXIT_USAGE;
-use crate::security::auth::{is_nonce, Secret};
-use crate::security::tls::{host_of, TlsClient};
-use crate::security::{http_auth, load_secret, secret_from_env};
+use crate::commands::EXIT_USAGE;
 use axum::body::Bytes;
 use clap::Args;
 use http_body_util::{BodyExt, Full};
@@ -16,6 +13,9 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use twopc::security::auth::{is_nonce, Secret};
+use twopc::security::tls::{host_of, TlsClient};
+use twopc::security::{http_auth, load_secret, secret_from_env};
 
 /// Largest response body read, bytes (a transaction list of 1000 entries
 /// is far below it).

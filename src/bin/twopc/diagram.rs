@@ -3,11 +3,11 @@
 //! file between ```mermaid fences). Pure text from the coordinator's
 //! `txn_show` reply; no IO here.
 
-use crate::protocol::timeline::{Step, TimelineEvent};
-use crate::protocol::{Decision, Vote};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use twopc::protocol::timeline::{Step, TimelineEvent};
+use twopc::protocol::{Decision, Vote};
 
 /// Longest reason shown on an arrow; the full text is in `txn show`.
 const REASON_MAX_CHARS: usize = 80;

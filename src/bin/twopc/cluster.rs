@@ -5,10 +5,6 @@
 //! directories, for chaos runs. Every cluster gets a fresh random shared
 //! secret, so its ports answer only to its own processes.
 
-use super::Client;
-use crate::config::{LogLevel, ResourceKind, VotePreference};
-use crate::security::auth::Secret;
-use crate::security::{ClientSecurity, SECRET_ENV};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -16,6 +12,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+use twopc::config::{LogLevel, ResourceKind, VotePreference};
+use twopc::security::auth::Secret;
+use twopc::security::{ClientSecurity, SECRET_ENV};
+use twopc::Client;
 
 /// What to start.
 #[derive(Clone, Debug)]
@@ -344,10 +344,6 @@ impl LocalCluster {
         self.members.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
-    }
-
     pub fn name(&self, i: usize) -> &str {
         &self.members[i].name
     }
@@ -404,11 +400,6 @@ impl LocalCluster {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
-    }
-
-    /// Data directory of participant `id`.
-    pub fn data_dir(&self, id: &str) -> PathBuf {
-        self.dir.path().join(id)
     }
 
     /// SIGTERM every process, wait for them (bounded), then kill stragglers.

@@ -12,12 +12,8 @@
 //!   the client never learned it);
 //! - balances equal the initial ones plus exactly the applied transfers.
 
-use super::cluster::{ClusterOptions, LocalCluster};
-use super::commands::{EXIT_NO_DECISION, EXIT_USAGE};
-use super::{Client, ClientError};
-use crate::config::{ResourceKind, VotePreference};
-use crate::protocol::{Decision, ErrorCode, ParticipantId, SubmitRequest};
-use crate::security::ClientSecurity;
+use crate::cluster::{ClusterOptions, LocalCluster};
+use crate::commands::{EXIT_NO_DECISION, EXIT_USAGE};
 use clap::Args;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -27,6 +23,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Mutex;
+use twopc::config::{ResourceKind, VotePreference};
+use twopc::protocol::{Decision, ErrorCode, ParticipantId, SubmitRequest};
+use twopc::security::ClientSecurity;
+use twopc::{Client, ClientError};
 
 #[derive(Args, Debug, Clone)]
 pub struct BankArgs {
@@ -104,10 +104,10 @@ pub async fn bank(args: BankArgs) -> ExitCode {
     }
     if let Some(spec) = &args.crash_at {
         let point = spec.split(':').next().unwrap_or_default();
-        if !crate::crash::POINTS.contains(&point) {
+        if !twopc::crash::POINTS.contains(&point) {
             eprintln!(
                 "twopc bank: --crash-at names unknown crash point `{point}`; known points: {}",
-                crate::crash::POINTS.join(", ")
+                twopc::crash::POINTS.join(", ")
             );
             return ExitCode::from(EXIT_USAGE);
         }

@@ -3,12 +3,8 @@
 //! duration; the report gives throughput, latency percentiles, outcome
 //! counts and the coordinator's log syncs per transaction.
 
-use super::cluster::{ClusterOptions, LocalCluster};
-use super::commands::{build_request, EXIT_NO_DECISION, EXIT_USAGE};
-use super::Client;
-use crate::config::{ResourceKind, VotePreference};
-use crate::protocol::{Decision, SubmitRequest};
-use crate::security::{ClientSecurity, SecurityArgs};
+use crate::cluster::{ClusterOptions, LocalCluster};
+use crate::commands::{build_request, EXIT_NO_DECISION, EXIT_USAGE};
 use clap::Args;
 use serde_json::{json, Value};
 use std::io::IsTerminal;
@@ -16,6 +12,10 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use twopc::config::{ResourceKind, VotePreference};
+use twopc::protocol::{Decision, SubmitRequest};
+use twopc::security::{ClientSecurity, SecurityArgs};
+use twopc::Client;
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {

@@ -2,15 +2,15 @@
 //! output formatting and exit statuses. Exit statuses of submit: 0 committed,
 //! 3 aborted, 1 no decision obtained, 2 usage error.
 
-use super::cluster::{ClusterOptions, LocalCluster};
-use super::{Client, ClientError};
-use crate::config::VotePreference;
-use crate::protocol::{Decision, Outcome, ParticipantId, SubmitRequest, TxnId, Vote};
-use crate::security::SecurityArgs;
+use crate::cluster::{ClusterOptions, LocalCluster};
 use clap::Args;
 use serde_json::{json, Value};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+use twopc::config::VotePreference;
+use twopc::protocol::{Decision, Outcome, ParticipantId, SubmitRequest, TxnId, Vote};
+use twopc::security::SecurityArgs;
+use twopc::Client;
 
 pub const EXIT_COMMITTED: u8 = 0;
 pub const EXIT_NO_DECISION: u8 = 1;
@@ -391,10 +391,4 @@ async fn run_demo(cluster: &LocalCluster, args: &DemoArgs) -> ExitCode {
     }
     println!("Safety check: every COMMIT had a commit vote from every participant; every ABORT had an abort vote or a stated reason.");
     ExitCode::SUCCESS
-}
-
-/// Exit status for a client error during an operator command.
-pub fn client_failure(e: &ClientError) -> ExitCode {
-    eprintln!("twopc: {e}");
-    ExitCode::from(EXIT_NO_DECISION)
 }

@@ -1,0 +1,62 @@
+//! What `twopc-coordinator`, `twopc-participant` and `twopc
+//! coordinator|participant` share around a server: the async runtime,
+//! cancellation on SIGINT/SIGTERM, the crash-point check and the exit
+//! statuses. Included by each binary (`#[path] mod cli;`) next to
+//! `coordinator.rs` and `participant.rs`; it is process code, so the
+//! library never prints or exits.
+
+use std::process::ExitCode;
+use tokio_util::sync::CancellationToken;
+use twopc::runtime::crash;
+use twopc::LogFailure;
+
+/// The multi-threaded runtime a server or a client command runs on.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+/// Cancel `token` on SIGINT or SIGTERM.
+pub async fn cancel_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutdown requested; finishing");
+    token.cancel();
+}
+
+/// Exit status after a fatal log error (EX_IOERR).
+pub const EXIT_LOG_FAILURE: u8 = 74;
+
+/// Refuse to start (usage, exit 2) when `TWOPC_CRASH_AT` names no crash
+/// point.
+pub fn check_crash_env(who: &str) -> Result<(), ExitCode> {
+    crash::validate().map_err(|e| {
+        eprintln!("{who}: {e}");
+        ExitCode::from(2)
+    })
+}
+
+/// The exit status once a server's `run()` returned: 0 after a requested
+/// shutdown; after a fatal log error, EX_IOERR, so that whatever supervises
+/// the process restarts it and recovery starts from the durable log.
+pub fn exit_status(run: Result<(), LogFailure>) -> ExitCode {
+    match run {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!(
+                "twopc: {e}; the process stops so that a restart recovers from the durable log"
+            );
+            ExitCode::from(EXIT_LOG_FAILURE)
+        }
+    }
+}

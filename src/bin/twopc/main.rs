@@ -1,0 +1,122 @@
+//! `twopc`: client and operator tool. Also runs a coordinator or a
+//! participant (`twopc coordinator …`, `twopc participant …`), so one
+//! executable is enough for the demo and the benchmark.
+
+mod admin_http;
+mod bank;
+mod bench;
+#[path = "../common/cli.rs"]
+mod cli;
+mod cluster;
+mod commands;
+#[path = "../common/coordinator.rs"]
+mod coordinator;
+mod credentials;
+mod diagram;
+mod ops;
+#[path = "../common/participant.rs"]
+mod participant;
+
+use admin_http::HttpArgs;
+use bank::BankArgs;
+use bench::BenchArgs;
+use clap::{Parser, Subcommand};
+use commands::{DemoArgs, StatusArgs, SubmitArgs};
+use credentials::{GenCertArgs, KeysCommand};
+use ops::{ParticipantsCommand, TxnCommand, WalCommand};
+use std::process::ExitCode;
+use twopc::config::{
+    init_tracing, CoordinatorArgs, CoordinatorConfig, ParticipantArgs, ParticipantConfig,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "twopc",
+    version,
+    about = "Two-phase commit: client, operator tool, demo and benchmark"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one transaction and print its outcome (exit 0 committed, 3 aborted, 1 no decision, 2 usage).
+    Submit(SubmitArgs),
+    /// Show the coordinator's state, participants and transaction counts.
+    Status(StatusArgs),
+    /// Start a local coordinator and participants, run transactions, show the outcomes.
+    Demo(DemoArgs),
+    /// Closed-loop load: throughput and latency percentiles.
+    Bench(BenchArgs),
+    /// Money transfers between accounts on kv shards, with optional chaos, checked for atomicity.
+    Bank(BankArgs),
+    /// Inspect and resolve transactions.
+    #[command(subcommand)]
+    Txn(TxnCommand),
+    /// List or remove participants of a running coordinator.
+    #[command(subcommand)]
+    Participants(ParticipantsCommand),
+    /// One request to the coordinator's HTTP admin API, authenticated with the shared secret when one is given.
+    Http(HttpArgs),
+    /// Read a node's write-ahead log.
+    #[command(subcommand)]
+    Wal(WalCommand),
+    /// Run a coordinator (same as `twopc-coordinator`).
+    Coordinator(Box<CoordinatorArgs>),
+    /// Run a participant (same as `twopc-participant`).
+    Participant(Box<ParticipantArgs>),
+    /// Make a test CA and a server certificate for TLS (ca.pem, server.pem, server.key).
+    GenCert(GenCertArgs),
+    /// Derive the key of one identity from the cluster's master secret.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+fn client_runtime<F: std::future::Future<Output = ExitCode>>(f: F) -> ExitCode {
+    match cli::runtime() {
+        Ok(rt) => rt.block_on(f),
+        Err(e) => {
+            eprintln!("twopc: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Submit(a) => client_runtime(commands::submit(a)),
+        Command::Status(a) => client_runtime(commands::status(a)),
+        Command::Demo(a) => client_runtime(commands::demo(a)),
+        Command::Bench(a) => client_runtime(bench::bench(a)),
+        Command::Bank(a) => client_runtime(bank::bank(a)),
+        Command::Txn(c) => client_runtime(ops::txn(c)),
+        Command::Participants(c) => client_runtime(ops::participants(c)),
+        Command::Http(a) => client_runtime(admin_http::http(a)),
+        Command::Wal(c) => ops::wal_cmd(c),
+        Command::GenCert(a) => credentials::gen_cert(a),
+        Command::Keys(c) => credentials::keys(c),
+        Command::Coordinator(a) => match CoordinatorConfig::load(&a) {
+            Ok(cfg) => {
+                init_tracing(cfg.log_level, cfg.log_format);
+                coordinator::run_coordinator(cfg)
+            }
+            Err(e) => {
+                eprintln!("twopc coordinator: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Participant(a) => match ParticipantConfig::load(&a) {
+            Ok(cfg) => {
+                init_tracing(cfg.log_level, cfg.log_format);
+                participant::run_participant(cfg)
+            }
+            Err(e) => {
+                eprintln!("twopc participant: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
