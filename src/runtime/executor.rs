@@ -13,6 +13,11 @@
 //! (crash points, metrics, log lines, which connection is still live) stay
 //! with it: it looks at an action before handing it over, or runs them in
 //! its own [`Outbox::deliver`].
+//!
+//! The log and the outbox are passed as one value (`I: Log + Outbox`): in
+//! every user they live together (the runtime's outbox owns its log, a
+//! simulated node its disk and its network), and an append may act on the
+//! wire (a simulated crash at a sync breaks the node's connections).
 
 use super::gate::SendGate;
 use crate::protocol::{Action, Body, ConnId, Decision, ParticipantId, Record, TxnId};
