@@ -4,9 +4,10 @@
 //! the log's durable watermark. Operator queries from the HTTP admin API
 //! arrive on their own bounded channel and are answered between events.
 
+use super::executor::{Executor, Local};
 use super::http::{AdminAnswer, AdminCall, AdminChannels, AdminQuery, AdminServer, HttpOptions};
 use super::metrics::{MetricsSnapshot, WalSnapshot};
-use super::outbox::Outbox;
+use super::outbox::{Io, Outbox};
 use super::query::{txn_page, PageLimits};
 use super::{alert, crash, open_log, Clock};
 use crate::config::CoordinatorConfig;
@@ -180,9 +181,8 @@ impl CoordinatorServer {
             core,
             out: Outbox::new(log, cfg.wal.segment_max_bytes, cfg.max_frame_bytes),
             clock,
+            exec: Executor::default(),
             decision_sent: HashSet::new(),
-            awaiting_durable: VecDeque::new(),
-            forced: 0,
             errors,
             security,
             current_txn: None,
@@ -271,15 +271,11 @@ fn to_base36(mut n: u128) -> String {
 struct Driver {
     core: Coordinator,
     out: Outbox,
+    /// Applies the core's actions to the log and `out`, in order.
+    exec: Executor,
     clock: Clock,
     /// Commit decisions of which at least one message left (crash points).
     decision_sent: HashSet<TxnId>,
-    /// The core's forced writes not yet durable: (log sequence number, the
-    /// write's number in the core's count), in append order. The core is
-    /// told how many are durable; which records they were is its business.
-    awaiting_durable: VecDeque<(u64, u64)>,
-    /// Forced writes performed so far (the core numbers them the same way).
-    forced: u64,
     /// Error frames sent, by code (metrics).
     errors: Arc<ErrorCounts>,
     /// The ports' security: refused authentications (metrics).
@@ -354,9 +350,7 @@ impl Driver {
             }
             self.answer_queries();
             self.note_durable();
-            for (conn, body) in self.out.ready() {
-                self.send_checked(conn, body);
-            }
+            self.release();
             if self.out.checkpoint_due() {
                 let live = self.core.live_records();
                 self.out.checkpoint(live);
@@ -372,16 +366,7 @@ impl Driver {
     /// Tell the core which commit decisions are now durable (before the
     /// messages held for them are released, so timelines keep wire order).
     fn note_durable(&mut self) {
-        let durable = self.out.durable();
-        let mut forced = None;
-        while let Some((lsn, n)) = self.awaiting_durable.front() {
-            if *lsn > durable {
-                break;
-            }
-            forced = Some(*n);
-            self.awaiting_durable.pop_front();
-        }
-        if let Some(forced) = forced {
+        if let Some(forced) = self.exec.forced_durable(self.out.durable()) {
             self.step(Event::Durable { forced });
         }
     }
@@ -457,6 +442,7 @@ impl Driver {
                     self.queries.retain(|(c, _, _)| *c != conn);
                 }
                 self.out.closed(conn);
+                self.exec.forget(conn);
                 self.step(Event::Disconnected { conn });
             }
         }
@@ -568,70 +554,82 @@ impl Driver {
         self.current_txn = None;
     }
 
+    /// Run this runtime's hooks for `action` (crash points, metrics, log
+    /// lines), then hand it to the executor.
     fn perform(&mut self, action: Action) {
-        match action {
-            Action::Persist { record, sync } => {
-                match &record {
-                    Record::Decision { .. } => crash::hit("coordinator.before_decision_logged"),
-                    Record::End { txn } => {
-                        crash::hit("coordinator.before_end_logged");
-                        self.decision_sent.remove(txn);
-                    }
-                    Record::Prepared { .. } | Record::Decided { .. } | Record::Snapshot { .. } => {}
+        match &action {
+            Action::Persist { record, .. } => match record {
+                Record::Decision { .. } => crash::hit("coordinator.before_decision_logged"),
+                Record::End { txn } => {
+                    crash::hit("coordinator.before_end_logged");
+                    self.decision_sent.remove(txn);
                 }
-                let lsn = self.out.persist(&record, sync);
-                if sync {
-                    self.forced += 1;
-                    self.awaiting_durable.push_back((lsn, self.forced));
-                }
-            }
-            Action::Send {
-                conn,
-                body,
-                after_durable,
-            } => {
-                match &body {
-                    Body::Error { code, .. } => self.errors.count_wire(code),
-                    Body::Outcome { txn, outcome } => log_outcome(txn, outcome),
-                    _ => {}
-                }
-                if let Some((conn, body)) = self.out.gate(conn, body, after_durable) {
-                    self.send_checked(conn, body);
-                }
-            }
-            Action::Reject { conn, error, close } => {
-                let peer = self.out.peer(conn);
+                Record::Prepared { .. } | Record::Decided { .. } | Record::Snapshot { .. } => {}
+            },
+            Action::Send { body, .. } => match body {
+                Body::Error { code, .. } => self.errors.count_wire(code),
+                Body::Outcome { txn, outcome } => log_outcome(txn, outcome),
+                _ => {}
+            },
+            Action::Reject { conn, error, .. } => {
+                let peer = self.out.peer(*conn);
                 self.errors.count(error.code);
                 let transaction_id = self.current_txn.as_ref().map(|t| t.0.as_str());
                 tracing::warn!(%peer, transaction_id, code = error.code.as_str(), "refused: {}", error.message);
-                self.out.deliver(conn, Body::error(&error), None);
-                if close {
-                    self.out.close(conn);
-                }
             }
-            Action::Alert { txn, message } => alert(txn.as_ref(), &message),
-            Action::PrepareResource { .. } | Action::FinishResource { .. } => {
+            Action::Alert { .. }
+            | Action::PrepareResource { .. }
+            | Action::FinishResource { .. } => {}
+        }
+        let (exec, mut io) = self.io();
+        match exec.apply(&mut io, action) {
+            None => {}
+            Some(Local::Alert { txn, message }) => alert(txn.as_ref(), &message),
+            Some(Local::PrepareResource { .. } | Local::FinishResource { .. }) => {
                 tracing::error!("coordinator core asked for a participant-only action; ignored");
             }
         }
     }
 
-    /// Send a message whose durability requirement is met, running the crash
-    /// points that surround the first COMMIT of a transaction.
-    fn send_checked(&mut self, conn: ConnId, body: Body) {
-        if let Body::Commit { txn } = &body {
-            if crash::enabled() && !self.decision_sent.contains(txn) {
-                crash::hit("coordinator.after_decision_logged");
-                self.decision_sent.insert(txn.clone());
-                const POINT: &str = "coordinator.after_first_decision_sent";
-                if crash::take(POINT) {
-                    self.out.deliver(conn, body, Some(POINT));
-                    crash::halt(POINT);
-                }
+    /// Deliver the held messages the log now allows.
+    fn release(&mut self) {
+        let (exec, mut io) = self.io();
+        exec.release(&mut io);
+    }
+
+    /// The executor, and the log and connections it works on.
+    fn io(
+        &mut self,
+    ) -> (
+        &mut Executor,
+        Io<'_, impl FnMut(&mut Outbox, ConnId, Body) + '_>,
+    ) {
+        let decision_sent = &mut self.decision_sent;
+        let io = Io {
+            out: &mut self.out,
+            deliver: move |out: &mut Outbox, conn, body| {
+                send_checked(out, decision_sent, conn, body)
+            },
+        };
+        (&mut self.exec, io)
+    }
+}
+
+/// Send a message whose durability requirement is met, running the crash
+/// points that surround the first COMMIT of a transaction.
+fn send_checked(out: &mut Outbox, decision_sent: &mut HashSet<TxnId>, conn: ConnId, body: Body) {
+    if let Body::Commit { txn } = &body {
+        if crash::enabled() && !decision_sent.contains(txn) {
+            crash::hit("coordinator.after_decision_logged");
+            decision_sent.insert(txn.clone());
+            const POINT: &str = "coordinator.after_first_decision_sent";
+            if crash::take(POINT) {
+                out.deliver(conn, body, Some(POINT));
+                crash::halt(POINT);
             }
         }
-        self.out.deliver(conn, body, None);
     }
+    out.deliver(conn, body, None);
 }
 
 fn unknown_txn_message(txn: &TxnId) -> String {

@@ -6,7 +6,8 @@
 //! it).
 //!
 //! Pure bookkeeping: log positions are passed in, nothing is sent here. The
-//! runtime's outbox and the deterministic simulator both use it.
+//! runtime's [`Executor`](super::executor::Executor) uses it, in the
+//! runtimes and in the deterministic simulator alike.
 
 use std::collections::{BTreeMap, VecDeque};
 

@@ -7,6 +7,7 @@
 pub mod coordinator;
 /// Crash points live in a leaf module (the log and the network use them too).
 pub use crate::crash;
+pub mod executor;
 pub mod gate;
 pub(crate) mod http;
 pub(crate) mod metrics;

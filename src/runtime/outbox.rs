@@ -1,8 +1,9 @@
-//! Everything a driver needs to perform a core's effects in order: the
-//! group-commit log, the live connections, and the messages held back until
-//! the log is durable up to the record they depend on.
+//! The IO behind a driver's [`Executor`](super::executor::Executor): the
+//! group-commit log and the live connections. Which messages may go when is
+//! the executor's business; this module only hands frames to connection
+//! writers, within the frame limit.
 
-use super::gate::SendGate;
+use super::executor;
 use crate::net::{self, Outgoing};
 use crate::protocol::{Body, ConnId, Record};
 use crate::wal::GroupCommit;
@@ -13,8 +14,6 @@ pub struct Outbox {
     pub log: GroupCommit,
     durable: watch::Receiver<u64>,
     conns: HashMap<ConnId, (mpsc::Sender<Outgoing>, String)>,
-    /// Messages waiting for the log, in order per connection.
-    deferred: SendGate<ConnId, Body>,
     bytes_at_checkpoint: u64,
     segment_max_bytes: u64,
     /// Largest frame a peer accepts; larger messages are shrunk or dropped
@@ -29,7 +28,6 @@ impl Outbox {
             durable: log.watch(),
             log,
             conns: HashMap::new(),
-            deferred: SendGate::default(),
             bytes_at_checkpoint: 0,
             segment_max_bytes,
         }
@@ -41,7 +39,6 @@ impl Outbox {
 
     pub fn closed(&mut self, conn: ConnId) {
         self.conns.remove(&conn);
-        self.deferred.forget(conn);
     }
 
     pub fn peer(&self, conn: ConnId) -> String {
@@ -66,35 +63,9 @@ impl Outbox {
         self.durable.changed().await.is_ok()
     }
 
-    /// Append a record (the writer thread batches and syncs); returns its
-    /// log sequence number.
-    pub fn persist(&mut self, record: &Record, sync: bool) -> u64 {
-        self.log.append(record, sync)
-    }
-
     /// Highest log sequence number known durable.
     pub fn durable(&self) -> u64 {
         self.log.durable()
-    }
-
-    /// Queue `body` for `conn`. Returns it back when it may go now; holds it
-    /// when it must wait for the log, or behind a message held for `conn`
-    /// (see [`SendGate`]).
-    pub fn gate(
-        &mut self,
-        conn: ConnId,
-        body: Body,
-        after_durable: bool,
-    ) -> Option<(ConnId, Body)> {
-        let (barrier, durable) = (self.log.barrier(), self.log.durable());
-        self.deferred
-            .gate(conn, body, after_durable, barrier, durable)
-            .map(|b| (conn, b))
-    }
-
-    /// Messages whose records are now durable, in order per connection.
-    pub fn ready(&mut self) -> Vec<(ConnId, Body)> {
-        self.deferred.ready(self.log.durable())
     }
 
     /// Hand a frame to the connection's writer. A peer that does not read
@@ -183,64 +154,31 @@ impl Outbox {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::{Decision, TxnId};
-    use crate::wal::{Wal, WalOptions};
+/// The outbox and log as one executor sees them: frames go through
+/// `deliver`, the driver's own hook (its crash points), which ends in
+/// [`Outbox::deliver`].
+pub(crate) struct Io<'a, F: FnMut(&mut Outbox, ConnId, Body)> {
+    pub out: &'a mut Outbox,
+    pub deliver: F,
+}
 
-    fn outbox(dir: &std::path::Path) -> Outbox {
-        let opened = Wal::open(dir, WalOptions::default()).expect("open a log in a temp dir");
-        drop(opened.lock);
-        Outbox::new(GroupCommit::start(opened.wal, 16), 1 << 20, 1 << 20)
+impl<F: FnMut(&mut Outbox, ConnId, Body)> executor::Log for Io<'_, F> {
+    fn append(&mut self, record: &Record, sync: bool) -> u64 {
+        self.out.log.append(record, sync)
     }
-
-    fn txn(s: &str) -> TxnId {
-        TxnId::from(s)
+    fn barrier(&self) -> u64 {
+        self.out.log.barrier()
     }
+    fn durable(&self) -> u64 {
+        self.out.log.durable()
+    }
+}
 
-    /// A vote held for its PREPARED record must not be overtaken by a
-    /// message produced after it for the same peer (an ACK of an abort that
-    /// arrived before the sync completed); other peers are not held up.
-    #[tokio::test]
-    async fn messages_to_one_peer_leave_in_order_even_when_only_the_first_waits_for_the_log() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut out = outbox(dir.path());
-        let (a, b) = (ConnId(1), ConnId(2));
-        let vote = Body::VoteCommit {
-            txn: txn("t-1"),
-            result: None,
-        };
-        let ack = Body::Ack {
-            txn: txn("t-1"),
-            decision: Some(Decision::Abort),
-        };
-        out.persist(
-            &Record::Prepared {
-                txn: txn("t-1"),
-                participants: vec![],
-                state: serde_json::Value::Null,
-            },
-            true,
-        );
-        let held_or_sent = out.gate(a, vote.clone(), true);
-        if held_or_sent.is_none() {
-            // Held (the usual case): the ACK must queue behind it.
-            assert_eq!(out.gate(a, ack.clone(), false), None);
-            // Another peer's message that need not wait goes at once.
-            assert!(out.gate(b, Body::Heartbeat, false).is_some());
-            let mut sent = Vec::new();
-            while sent.len() < 2 {
-                sent.extend(out.ready());
-                if sent.len() < 2 {
-                    assert!(out.durable_changed().await, "the log writer stopped");
-                }
-            }
-            assert_eq!(sent, vec![(a, vote), (a, ack)]);
-        } else {
-            // The record was already durable: both go at once, in order.
-            assert_eq!(held_or_sent, Some((a, vote)));
-            assert_eq!(out.gate(a, ack.clone(), false), Some((a, ack)));
-        }
+impl<F: FnMut(&mut Outbox, ConnId, Body)> executor::Outbox for Io<'_, F> {
+    fn deliver(&mut self, conn: ConnId, body: Body) {
+        (self.deliver)(self.out, conn, body)
+    }
+    fn close(&mut self, conn: ConnId) {
+        self.out.close(conn)
     }
 }

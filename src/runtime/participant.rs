@@ -3,7 +3,8 @@
 //! messages to the participant core, runs the resource, and performs the
 //! core's actions in order through the group-commit log.
 
-use super::outbox::Outbox;
+use super::executor::{Executor, Local};
+use super::outbox::{Io, Outbox};
 use super::query::{txn_page, PageLimits};
 use super::{alert, crash, open_log, Clock};
 use crate::config::ParticipantConfig;
@@ -226,6 +227,7 @@ impl ParticipantNode {
         ));
         let mut d = Driver {
             out: Outbox::new(log, cfg.wal.segment_max_bytes, cfg.max_frame_bytes),
+            exec: Executor::default(),
             cfg,
             core,
             clock,
@@ -297,6 +299,8 @@ struct Driver {
     cfg: ParticipantConfig,
     core: Participant,
     out: Outbox,
+    /// Applies the core's actions to the log and `out`, in order.
+    exec: Executor,
     clock: Clock,
     resource: Box<dyn Resource>,
     conn: Option<ConnId>,
@@ -376,9 +380,7 @@ impl Driver {
                 }
                 _ = tick.tick() => self.step(Event::Tick),
             }
-            for (conn, body) in self.out.ready() {
-                self.send_checked(conn, body);
-            }
+            self.release();
             if self.out.checkpoint_due() {
                 let mut live = self.core.live_records();
                 match self.resource.snapshot().map(crate::wal::snapshot_records) {
@@ -448,6 +450,7 @@ impl Driver {
             }
             ConnEvent::Closed { conn } => {
                 self.out.closed(conn);
+                self.exec.forget(conn);
                 if Some(conn) == self.conn {
                     self.conn = None;
                     if self.welcomed {
@@ -467,6 +470,7 @@ impl Driver {
             ConnEvent::Opened { conn, tx, peer } => return self.out.open(conn, tx, peer),
             ConnEvent::Closed { conn } => {
                 self.admins.remove(&conn);
+                self.exec.forget(conn);
                 return self.out.closed(conn);
             }
             ConnEvent::Message { conn, body } | ConnEvent::Query { conn, body, .. } => (conn, body),
@@ -570,9 +574,8 @@ impl Driver {
                         .map(|t| t.summary(&txn, now))
                         .unwrap_or_default();
                     // Answer once the heuristic record is durable.
-                    if let Some((c, b)) = self.out.gate(conn, Body::TxnInfo(summary), true) {
-                        self.out.deliver(c, b, None);
-                    }
+                    let (exec, mut io) = self.io();
+                    exec.send(&mut io, conn, Body::TxnInfo(summary), true);
                     return;
                 }
                 Some(s) => err(
@@ -607,107 +610,118 @@ impl Driver {
     /// at once suspends the rest (the ACK among them) until it has.
     fn run(&mut self, mut actions: VecDeque<Action>) {
         while let Some(action) = actions.pop_front() {
-            if let Action::FinishResource { txn, decision } = &action {
-                tracing::debug!(transaction_id = %txn, %decision, "applying decision");
-                // Called once per decision: a finish that is not done at the
-                // first poll is awaited, never started again.
-                let mut fut = self.resource.finish(txn, *decision);
-                match (&mut fut).now_or_never() {
-                    Some(Ok(())) => continue,
-                    Some(Err(e)) => {
-                        tracing::error!(transaction_id = %txn, "the resource failed to apply {decision}: {e}");
-                        continue;
-                    }
-                    None => {
-                        let rest = std::mem::take(&mut actions);
-                        let tx = self.resume_tx.clone();
-                        let (txn, decision) = (txn.clone(), *decision);
-                        self.tracker.spawn(async move {
-                            if let Err(e) = fut.await {
-                                tracing::error!(transaction_id = %txn, "the resource failed to apply {decision}: {e}");
-                            }
-                            let _ = tx.send(rest).await;
-                        });
-                        return;
-                    }
-                }
-            }
-            self.perform(action);
-        }
-    }
-
-    fn perform(&mut self, action: Action) {
-        match action {
-            Action::Persist { record, sync } => {
-                self.out.persist(&record, sync);
-            }
-            Action::Send {
-                conn,
-                body,
-                after_durable,
-            } => {
-                if let Some((conn, body)) = self.out.gate(conn, body, after_durable) {
-                    self.send_checked(conn, body);
-                }
-            }
-            Action::Reject { conn, error, close } => {
+            if let Action::Reject { error, .. } = &action {
                 tracing::warn!(
                     code = error.code.as_str(),
                     "refused message from the coordinator: {}",
                     error.message
                 );
-                self.out.deliver(conn, Body::error(&error), None);
-                if close {
-                    self.out.close(conn);
-                }
             }
-            Action::Alert { txn, message } => alert(txn.as_ref(), &message),
-            Action::PrepareResource { txn, data, .. } => {
-                let mut fut = self.resource.prepare(&txn, &data);
-                if self.cfg.vote_delay_ms == 0 {
-                    if let Some(result) = (&mut fut).now_or_never() {
-                        let result = vote_of(&txn, result);
-                        self.queue
-                            .push_back(Event::ResourcePrepared { txn, result });
-                        return;
-                    }
+            let (exec, mut io) = self.io();
+            let go_on = match exec.apply(&mut io, action) {
+                None => true,
+                Some(Local::Alert { txn, message }) => {
+                    alert(txn.as_ref(), &message);
+                    true
                 }
-                let tx = self.prep_tx.clone();
-                let delay = Duration::from_millis(self.cfg.vote_delay_ms);
-                self.tracker.spawn(async move {
-                    if !delay.is_zero() {
-                        tokio::time::sleep(delay).await;
-                    }
-                    let result = vote_of(&txn, fut.await);
-                    let _ = tx.send(PrepareDone { txn, result }).await;
-                });
-            }
-            Action::FinishResource { .. } => {
-                unreachable!("`run` applies decisions to the resource itself")
+                Some(Local::PrepareResource { txn, data, .. }) => {
+                    self.prepare(txn, data);
+                    true
+                }
+                Some(Local::FinishResource { txn, decision }) => {
+                    self.finish(txn, decision, &mut actions)
+                }
+            };
+            if !go_on {
+                return;
             }
         }
     }
 
-    /// Send a message whose durability requirement is met, running the
-    /// participant's crash points around votes and acknowledgements.
-    fn send_checked(&mut self, conn: ConnId, body: Body) {
-        if crash::enabled() {
-            const VOTE_SENT: &str = "participant.after_vote_sent";
-            match &body {
-                Body::VoteCommit { .. } => crash::hit("participant.after_prepare_logged"),
-                Body::Ack {
-                    decision: Some(Decision::Commit),
-                    ..
-                } => crash::hit("participant.after_decision_logged"),
-                _ => {}
-            }
-            if matches!(body, Body::VoteCommit { .. } | Body::VoteAbort { .. })
-                && crash::take(VOTE_SENT)
-            {
-                self.out.deliver(conn, body, Some(VOTE_SENT));
-                crash::halt(VOTE_SENT);
+    /// Ask the resource to prepare `txn`; its answer comes back as an event.
+    fn prepare(&mut self, txn: TxnId, data: serde_json::Value) {
+        let mut fut = self.resource.prepare(&txn, &data);
+        if self.cfg.vote_delay_ms == 0 {
+            if let Some(result) = (&mut fut).now_or_never() {
+                let result = vote_of(&txn, result);
+                self.queue
+                    .push_back(Event::ResourcePrepared { txn, result });
+                return;
             }
         }
-        self.out.deliver(conn, body, None);
+        let tx = self.prep_tx.clone();
+        let delay = Duration::from_millis(self.cfg.vote_delay_ms);
+        self.tracker.spawn(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let result = vote_of(&txn, fut.await);
+            let _ = tx.send(PrepareDone { txn, result }).await;
+        });
     }
+
+    /// Apply a decision to the resource. Returns false when it did not
+    /// complete at once: then `rest` has been taken, to run when it has.
+    fn finish(&mut self, txn: TxnId, decision: Decision, rest: &mut VecDeque<Action>) -> bool {
+        tracing::debug!(transaction_id = %txn, %decision, "applying decision");
+        // Called once per decision: a finish that is not done at the first
+        // poll is awaited, never started again.
+        let mut fut = self.resource.finish(&txn, decision);
+        match (&mut fut).now_or_never() {
+            Some(Ok(())) => true,
+            Some(Err(e)) => {
+                tracing::error!(transaction_id = %txn, "the resource failed to apply {decision}: {e}");
+                true
+            }
+            None => {
+                let rest = std::mem::take(rest);
+                let tx = self.resume_tx.clone();
+                self.tracker.spawn(async move {
+                    if let Err(e) = fut.await {
+                        tracing::error!(transaction_id = %txn, "the resource failed to apply {decision}: {e}");
+                    }
+                    let _ = tx.send(rest).await;
+                });
+                false
+            }
+        }
+    }
+
+    /// Deliver the held messages the log now allows.
+    fn release(&mut self) {
+        let (exec, mut io) = self.io();
+        exec.release(&mut io);
+    }
+
+    /// The executor, and the log and connections it works on.
+    fn io(&mut self) -> (&mut Executor, Io<'_, impl FnMut(&mut Outbox, ConnId, Body)>) {
+        let io = Io {
+            out: &mut self.out,
+            deliver: send_checked,
+        };
+        (&mut self.exec, io)
+    }
+}
+
+/// Send a message whose durability requirement is met, running the
+/// participant's crash points around votes and acknowledgements.
+fn send_checked(out: &mut Outbox, conn: ConnId, body: Body) {
+    if crash::enabled() {
+        const VOTE_SENT: &str = "participant.after_vote_sent";
+        match &body {
+            Body::VoteCommit { .. } => crash::hit("participant.after_prepare_logged"),
+            Body::Ack {
+                decision: Some(Decision::Commit),
+                ..
+            } => crash::hit("participant.after_decision_logged"),
+            _ => {}
+        }
+        if matches!(body, Body::VoteCommit { .. } | Body::VoteAbort { .. })
+            && crash::take(VOTE_SENT)
+        {
+            out.deliver(conn, body, Some(VOTE_SENT));
+            crash::halt(VOTE_SENT);
+        }
+    }
+    out.deliver(conn, body, None);
 }

@@ -24,11 +24,12 @@
 //!   and renamed, then the old segments are deleted, as `Wal::checkpoint`
 //!   does: a crash before the rename leaves a prefix of the temporary file,
 //!   which start-up deletes, and a crash after it leaves old and new
-//!   segments, replayed in that order), group commit (one sync covers
-//!   every record written before it started), and the runtime's execution
-//!   of actions in order, with sends ordered by the runtime's own
-//!   `runtime::gate::SendGate` (held until the log is durable up to the last
-//!   forced record, never overtaking each other per connection).
+//!   segments, replayed in that order), and group commit (one sync covers
+//!   every record written before it started). The actions are executed by
+//!   the runtime's own `runtime::executor::Executor` over the simulated log
+//!   and network: records appended in order, sends held until the log is
+//!   durable up to the last forced record, never overtaking each other per
+//!   connection.
 //!
 //! Faults, during the first `fault_ms` of simulated time: crashes of the
 //! coordinator or of a participant at a random moment, crashes timed to
@@ -65,7 +66,7 @@ use twopc::protocol::{
 };
 use twopc::resource::kv::KvStore;
 use twopc::resource::Resource;
-use twopc::runtime::gate::SendGate;
+use twopc::runtime::executor::{self, Executor, Local};
 use twopc::wal::{decode_record, encode_record, snapshot_records, Decoded};
 
 /// The shape of one simulated run.
@@ -272,8 +273,8 @@ struct LogState {
     last_sync_lsn: u64,
     /// A sync in progress: (last lsn it covers, written bytes it covers).
     syncing: Option<(u64, usize)>,
-    /// The runtime's own ordering of sends (`runtime::gate`).
-    held: SendGate<u64, Body>,
+    /// The runtime's own executor of actions (`runtime::executor`).
+    exec: Executor,
     crash_at_next_sync: bool,
     /// The next checkpoint crashes part-way (a fault, counted when it strikes).
     crash_in_next_checkpoint: bool,
@@ -1103,15 +1104,19 @@ impl Sim {
         }
     }
 
-    fn persist(&mut self, node: Node, record: &Record, sync: bool) {
+    /// Write `record` (a sync starts if none is under way); returns its
+    /// log sequence number.
+    fn persist(&mut self, node: Node, record: &Record, sync: bool) -> u64 {
         let frame = encode_record(record);
         self.disk_of(node).written.extend(frame);
-        let Some(l) = self.log_of(node) else { return };
+        let Some(l) = self.log_of(node) else { return 0 };
         l.next_lsn += 1;
         if sync {
             l.last_sync_lsn = l.next_lsn;
         }
+        let lsn = l.next_lsn;
         self.maybe_sync(node);
+        lsn
     }
 
     /// Group commit: one sync at a time, covering everything written when it
@@ -1170,31 +1175,35 @@ impl Sim {
 
     /// Send what the log now allows, in order per connection.
     fn release_held(&mut self, node: Node) -> Result<(), String> {
-        let Some(l) = self.log_of(node) else {
-            return Ok(());
-        };
-        let durable = l.durable_lsn;
-        for (conn, body) in l.held.ready(durable) {
-            self.send(node, conn, body)?;
-        }
-        Ok(())
+        self.execute(node, |exec, io| exec.release(io)).map(|_| ())
     }
 
-    /// As `runtime::outbox::Outbox::gate`, with the same `SendGate`.
-    fn gate(
+    /// Run `f` with `node`'s executor over its log and the network. The
+    /// executor is taken out of the node meanwhile (the node may crash
+    /// inside, at a sync, and then it is gone). `None` when the node is
+    /// down; an error when the checker found a violation in a send.
+    fn execute<T>(
         &mut self,
         node: Node,
-        conn: u64,
-        body: Body,
-        after_durable: bool,
-    ) -> Result<(), String> {
+        f: impl FnOnce(&mut Executor, &mut NodeIo) -> T,
+    ) -> Result<Option<T>, String> {
         let Some(l) = self.log_of(node) else {
-            return Ok(());
+            return Ok(None);
         };
-        let (barrier, durable) = (l.last_sync_lsn, l.durable_lsn);
-        match l.held.gate(conn, body, after_durable, barrier, durable) {
-            Some(body) => self.send(node, conn, body),
-            None => Ok(()),
+        let mut exec = std::mem::take(&mut l.exec);
+        let mut io = NodeIo {
+            sim: self,
+            node,
+            violation: None,
+        };
+        let out = f(&mut exec, &mut io);
+        let violation = io.violation.take();
+        if let Some(l) = self.log_of(node) {
+            l.exec = exec;
+        }
+        match violation {
+            Some(e) => Err(e),
+            None => Ok(Some(out)),
         }
     }
 
@@ -1320,28 +1329,17 @@ impl Sim {
             if self.coord.as_ref().is_none_or(|c| c.inc != inc) {
                 break; // crashed mid-step
             }
-            match a {
-                Action::Persist { record, sync } => {
-                    self.note(short(format!(
-                        "coordinator persists {record:?} sync={sync}"
-                    )));
-                    self.persist(Node::Coord, &record, sync);
-                }
-                Action::Send {
-                    conn,
-                    body,
-                    after_durable,
-                } => self.gate(Node::Coord, conn.0, body, after_durable)?,
-                Action::Reject { conn, error, close } => {
-                    self.send(Node::Coord, conn.0, Body::error(&error))?;
-                    if close {
-                        self.break_conn(conn.0, None, 1, 5);
-                    }
-                }
-                Action::Alert { txn, message } => {
+            if let Action::Persist { record, sync } = &a {
+                self.note(short(format!(
+                    "coordinator persists {record:?} sync={sync}"
+                )));
+            }
+            match self.execute(Node::Coord, |exec, io| exec.apply(io, a))? {
+                None | Some(None) => {}
+                Some(Some(Local::Alert { txn, message })) => {
                     return Err(format!("coordinator alert on {txn:?}: {message}"));
                 }
-                Action::PrepareResource { .. } | Action::FinishResource { .. } => {
+                Some(Some(Local::PrepareResource { .. } | Local::FinishResource { .. })) => {
                     return Err("the coordinator asked for a resource action".into());
                 }
             }
@@ -1476,20 +1474,16 @@ impl Sim {
         a: Action,
         queue: &mut VecDeque<participant::Event>,
     ) -> Result<(), String> {
-        let node = Node::Part(i);
-        match a {
+        // The runtime's hooks: what a participant refuses is a violation
+        // here, and messages for a connection that is no longer the live
+        // coordinator connection are dropped.
+        match &a {
             Action::Persist { record, sync } => {
                 self.note(short(format!("p{} persists {record:?} sync={sync}", i + 1)));
-                self.persist(node, &record, sync);
             }
-            Action::Send {
-                conn,
-                body,
-                after_durable,
-            } => {
-                let live = self.parts[i].as_ref().and_then(|p| p.conn) == Some(conn.0);
-                if live {
-                    self.gate(node, conn.0, body, after_durable)?;
+            Action::Send { conn, .. } => {
+                if self.parts[i].as_ref().and_then(|p| p.conn) != Some(conn.0) {
+                    return Ok(());
                 }
             }
             Action::Reject { error, .. } => {
@@ -1500,10 +1494,18 @@ impl Sim {
                     error.message
                 ));
             }
-            Action::Alert { txn, message } => {
+            Action::Alert { .. }
+            | Action::PrepareResource { .. }
+            | Action::FinishResource { .. } => {}
+        }
+        let Some(Some(local)) = self.execute(Node::Part(i), |exec, io| exec.apply(io, a))? else {
+            return Ok(());
+        };
+        match local {
+            Local::Alert { txn, message } => {
                 return Err(format!("p{} alert on {txn:?}: {message}", i + 1));
             }
-            Action::PrepareResource { txn, data, .. } => {
+            Local::PrepareResource { txn, data, .. } => {
                 let Some(p) = self.parts[i].as_mut() else {
                     return Ok(());
                 };
@@ -1528,7 +1530,7 @@ impl Sim {
                     );
                 }
             }
-            Action::FinishResource { txn, decision } => {
+            Local::FinishResource { txn, decision } => {
                 self.applied(i, &txn, decision)?;
                 if let Some(p) = self.parts[i].as_mut() {
                     p.kv.finish_txn(&txn, decision);
@@ -1831,4 +1833,48 @@ fn short(mut s: String) -> String {
         s.push('…');
     }
     s
+}
+
+/// One node's log and the network, as its executor sees them.
+struct NodeIo<'a> {
+    sim: &'a mut Sim,
+    node: Node,
+    /// The first violation the checker found in a send; nothing more goes
+    /// out after it (the run stops).
+    violation: Option<String>,
+}
+
+impl NodeIo<'_> {
+    fn log(&self) -> Option<&LogState> {
+        match self.node {
+            Node::Coord => self.sim.coord.as_ref().map(|c| &c.log),
+            Node::Part(i) => self.sim.parts[i].as_ref().map(|p| &p.log),
+            Node::Client(_) => None,
+        }
+    }
+}
+
+impl executor::Log for NodeIo<'_> {
+    fn append(&mut self, record: &Record, sync: bool) -> u64 {
+        self.sim.persist(self.node, record, sync)
+    }
+    fn barrier(&self) -> u64 {
+        self.log().map_or(0, |l| l.last_sync_lsn)
+    }
+    fn durable(&self) -> u64 {
+        self.log().map_or(0, |l| l.durable_lsn)
+    }
+}
+
+impl executor::Outbox for NodeIo<'_> {
+    fn deliver(&mut self, conn: ConnId, body: Body) {
+        if self.violation.is_none() {
+            if let Err(e) = self.sim.send(self.node, conn.0, body) {
+                self.violation = Some(e);
+            }
+        }
+    }
+    fn close(&mut self, conn: ConnId) {
+        self.sim.break_conn(conn.0, None, 1, 5);
+    }
 }
