@@ -294,3 +294,90 @@ fn bench_reports_every_transaction() {
     assert!(l["p50"].as_f64() <= l["max"].as_f64(), "{v}");
     assert_eq!(settled_counts(&c), (50, 0));
 }
+
+/// An address without a port is a usage error (exit 2) naming the flag, and
+/// a resolve without a decision names both ways to give one.
+#[test]
+fn addresses_need_a_port_and_resolve_names_both_decisions() {
+    for args in [
+        &["status", "--coordinator", "127.0.0.1"][..],
+        &["txn", "list", "--participant", "localhost"][..],
+        &[
+            "txn",
+            "resolve",
+            "t-1",
+            "--participant",
+            "127.0.0.1",
+            "--abort",
+            "--reason",
+            "r",
+        ][..],
+    ] {
+        let (code, _, err) = twopc(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(
+            err.contains("is not HOST:PORT") && err.contains("add the port"),
+            "{args:?}: {err}"
+        );
+    }
+    let (code, _, err) = twopc(&[
+        "txn",
+        "resolve",
+        "t-1",
+        "--participant",
+        "127.0.0.1:1",
+        "--reason",
+        "r",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--commit|--abort"), "{err}");
+}
+
+/// Output into a pipe that closes early (`twopc wal inspect DIR --json |
+/// head -c 600`) ends the tool quietly by SIGPIPE, never with a panic.
+#[test]
+fn a_closed_pipe_ends_the_tool_quietly() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let mut wal = twopc::wal::Wal::open(dir.path(), twopc::wal::WalOptions::default())
+        .unwrap()
+        .wal;
+    for i in 0..5000 {
+        let r = twopc::Record::End {
+            txn: twopc::TxnId(format!("a-fairly-long-transaction-id-{i:06}")),
+        };
+        wal.write(&twopc::wal::encode_record(&r)).unwrap();
+    }
+    drop(wal);
+    let mut child = clean_command(TWOPC)
+        .args(["wal", "inspect"])
+        .arg(dir.path())
+        .arg("--json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn twopc");
+    let mut head = [0u8; 600];
+    child
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_exact(&mut head)
+        .expect("600 bytes");
+    // The read end is closed here (dropped): the tool's next write fails.
+    let status = child.wait().expect("wait");
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        status.code() == Some(0) || status.signal() == Some(libc::SIGPIPE),
+        "{status:?}: {err}"
+    );
+}

@@ -20,7 +20,7 @@ use twopc::Client;
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Coordinator address (ignored with --local).
-    #[arg(long, env = "TWOPC_COORDINATOR", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "TWOPC_COORDINATOR", default_value = "127.0.0.1:8080", value_parser = crate::host_port)]
     pub coordinator: String,
     /// Start a throw-away local cluster with this many participants (votes:
     /// commit) and benchmark it.

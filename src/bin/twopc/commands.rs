@@ -21,7 +21,7 @@ pub const EXIT_ABORTED: u8 = 3;
 #[derive(Args, Debug)]
 pub struct SubmitArgs {
     /// Coordinator address.
-    #[arg(long, env = "TWOPC_COORDINATOR", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "TWOPC_COORDINATOR", default_value = "127.0.0.1:8080", value_parser = crate::host_port)]
     pub coordinator: String,
     /// Transaction data (JSON) handed to every participant in PREPARE.
     #[arg(long, env = "TWOPC_PAYLOAD")]
@@ -42,7 +42,7 @@ pub struct SubmitArgs {
 /// `twopc status`
 #[derive(Args, Debug)]
 pub struct StatusArgs {
-    #[arg(long, env = "TWOPC_COORDINATOR", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "TWOPC_COORDINATOR", default_value = "127.0.0.1:8080", value_parser = crate::host_port)]
     pub coordinator: String,
     #[arg(long)]
     pub json: bool,

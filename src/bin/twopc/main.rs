@@ -84,7 +84,26 @@ fn client_runtime<F: std::future::Future<Output = ExitCode>>(f: F) -> ExitCode {
     }
 }
 
+/// A `HOST:PORT` address argument: a missing or non-numeric port is a usage
+/// error (exit status 2) naming the flag, not a failed connection later.
+pub fn host_port(s: &str) -> Result<String, String> {
+    match s.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0) => {
+            Ok(s.to_string())
+        }
+        _ => Err(format!(
+            "`{s}` is not HOST:PORT (for example 127.0.0.1:8080); add the port"
+        )),
+    }
+}
+
 fn main() -> ExitCode {
+    // Die quietly when stdout goes away (`twopc txn list | head -2`), as
+    // command-line tools do, instead of panicking on the failed write.
+    // SAFETY: restoring a signal's default action has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     match cli.command {
         Command::Submit(a) => client_runtime(commands::submit(a)),

@@ -18,10 +18,10 @@ use twopc::Client;
 #[derive(Args, Debug, Clone)]
 pub struct Target {
     /// Coordinator address.
-    #[arg(long, env = "TWOPC_COORDINATOR", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "TWOPC_COORDINATOR", default_value = "127.0.0.1:8080", value_parser = crate::host_port)]
     pub coordinator: String,
     /// A participant's admin address (its --admin-port) instead of the coordinator.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::host_port)]
     pub participant: Option<String>,
     /// Print JSON.
     #[arg(long)]
@@ -56,12 +56,13 @@ pub enum TxnCommand {
         diagram: bool,
     },
     /// Decide an in-doubt transaction on a participant by hand (heuristic decision).
+    #[command(group(clap::ArgGroup::new("decision").required(true).args(["commit", "abort"])))]
     Resolve {
         id: String,
         /// The participant's admin address (its --admin-port).
-        #[arg(long)]
+        #[arg(long, value_parser = crate::host_port)]
         participant: String,
-        #[arg(long, conflicts_with = "abort", required_unless_present = "abort")]
+        #[arg(long)]
         commit: bool,
         #[arg(long)]
         abort: bool,
@@ -73,7 +74,7 @@ pub enum TxnCommand {
         operator: Option<String>,
         /// Check the decision against this coordinator first (its admin key or the
         /// master secret in --secret-file); a contradiction is refused unless --force.
-        #[arg(long, value_name = "HOST:PORT")]
+        #[arg(long, value_name = "HOST:PORT", value_parser = crate::host_port)]
         check_coordinator: Option<String>,
         /// Resolve even when the coordinator logged the other decision (splits the transaction).
         #[arg(long)]
@@ -89,7 +90,7 @@ pub enum TxnCommand {
 #[derive(Args, Debug, Clone)]
 pub struct CoordinatorTarget {
     /// Coordinator address.
-    #[arg(long, env = "TWOPC_COORDINATOR", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "TWOPC_COORDINATOR", default_value = "127.0.0.1:8080", value_parser = crate::host_port)]
     pub coordinator: String,
     /// Print JSON.
     #[arg(long)]
