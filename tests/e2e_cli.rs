@@ -381,3 +381,27 @@ fn a_closed_pipe_ends_the_tool_quietly() {
         "{status:?}: {err}"
     );
 }
+
+/// `participants list` and `status` say yes/no alike.
+#[test]
+fn participant_tables_say_yes_or_no() {
+    let c = mixed_cluster();
+    for args in [
+        &["participants", "list", "--coordinator", &c.addr()][..],
+        &["status", "--coordinator", &c.addr()][..],
+    ] {
+        let (code, out, err) = twopc(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        let rows: Vec<&str> = out
+            .lines()
+            .filter(|l| l.trim_start().starts_with('p'))
+            .collect();
+        assert!(!rows.is_empty(), "{args:?}: {out}");
+        for row in rows {
+            assert!(
+                row.contains("yes") && !row.contains("true") && !row.contains("false"),
+                "{args:?}: {row}"
+            );
+        }
+    }
+}

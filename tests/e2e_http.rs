@@ -352,7 +352,13 @@ fn every_endpoint_answers_with_its_json_shape_and_metrics_move() {
     );
     let nowhere = get(&admin, "/nowhere");
     assert_eq!(nowhere.status, 404);
-    assert_eq!(http(&admin, "DELETE", "/transactions", None).status, 405);
+    let r = http(&admin, "DELETE", "/transactions", None);
+    assert_eq!(r.status, 405);
+    assert_eq!(
+        r.json()["error"],
+        "method_not_allowed",
+        "a JSON error body: {r:?}"
+    );
 
     // The counters moved by what happened above.
     let m1 = parse_metrics(&get(&admin, "/metrics").body);

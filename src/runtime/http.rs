@@ -276,6 +276,7 @@ fn router(ctx: Ctx, max_body_bytes: usize, open_metrics: bool) -> Router {
     let open = open.route_layer(middleware::from_fn_with_state(ctx.clone(), read_body));
     open.merge(protected)
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(ctx.clone(), check_host))
         .with_state(ctx)
@@ -657,6 +658,14 @@ async fn not_found() -> Response {
         StatusCode::NOT_FOUND,
         "not_found",
         "no such endpoint; see docs/openapi.yaml: GET /health, /auth/challenge, /status, /participants, /transactions, /transactions/{id}, /metrics; POST /transactions",
+    )
+}
+
+async fn method_not_allowed() -> Response {
+    error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not take that method; see docs/openapi.yaml (POST only on /transactions, GET everywhere else)",
     )
 }
 

@@ -198,7 +198,8 @@ pub async fn status(args: StatusArgs) -> ExitCode {
     }
 }
 
-fn yes_no(v: &Value) -> &'static str {
+/// `yes`/`no` for a JSON boolean, as every table of the tool prints it.
+pub fn yes_no(v: &Value) -> &'static str {
     if v.as_bool() == Some(true) {
         "yes"
     } else {

@@ -165,8 +165,8 @@ fn print_participants(status: &Value) {
         println!(
             "{:<20} {:<10} {:<6} {age}",
             p["id"].as_str().unwrap_or("?"),
-            p["connected"].as_bool().unwrap_or(false),
-            p["alive"].as_bool().unwrap_or(false),
+            crate::commands::yes_no(&p["connected"]),
+            crate::commands::yes_no(&p["alive"]),
         );
     }
 }
