@@ -98,13 +98,25 @@ pub fn host_port(s: &str) -> Result<String, String> {
 }
 
 fn main() -> ExitCode {
-    // Die quietly when stdout goes away (`twopc txn list | head -2`), as
-    // command-line tools do, instead of panicking on the failed write.
-    // SAFETY: restoring a signal's default action has no preconditions.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = Cli::parse();
+    // One-shot commands die quietly when stdout goes away (`twopc txn list |
+    // head -2`), as command-line tools do, instead of panicking on the
+    // failed write. Servers and the commands that run them keep SIGPIPE
+    // ignored: a peer that closes its socket must never kill a node.
+    let serves = matches!(
+        cli.command,
+        Command::Coordinator(_)
+            | Command::Participant(_)
+            | Command::Demo(_)
+            | Command::Bench(_)
+            | Command::Bank(_)
+    );
+    if !serves {
+        // SAFETY: restoring a signal's default action has no preconditions.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     match cli.command {
         Command::Submit(a) => client_runtime(commands::submit(a)),
         Command::Status(a) => client_runtime(commands::status(a)),
