@@ -405,3 +405,37 @@ fn participant_tables_say_yes_or_no() {
         }
     }
 }
+
+/// Packaging: shell completions for the whole command tree and a manual
+/// page, both on stdout.
+#[test]
+fn completions_and_the_manual_page_cover_every_command() {
+    for (shell, marker) in [
+        ("bash", "_twopc()"),
+        ("zsh", "#compdef twopc"),
+        ("fish", "complete -c twopc"),
+    ] {
+        let (code, out, err) = twopc(&["completions", shell]);
+        assert_eq!(code, 0, "{shell}: {err}");
+        assert!(
+            out.contains(marker),
+            "{shell}: {}",
+            &out[..out.len().min(200)]
+        );
+        for sub in ["submit", "status", "txn", "resolve", "keys", "completions"] {
+            assert!(out.contains(sub), "{shell} completion lacks `{sub}`");
+        }
+    }
+    let (code, _, err) = twopc(&["completions", "nosh"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, out, err) = twopc(&["man"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(".TH twopc 1"),
+        "{}",
+        &out[..out.len().min(200)]
+    );
+    for sub in ["submit", "txn", "keys", "man"] {
+        assert!(out.contains(sub), "the manual page lacks `{sub}`");
+    }
+}

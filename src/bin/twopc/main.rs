@@ -72,6 +72,35 @@ enum Command {
     /// Derive the key of one identity from the cluster's master secret.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout.
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff) to stdout: `twopc man > twopc.1`.
+    Man,
+}
+
+/// `twopc completions SHELL`: the script for the whole command tree.
+fn completions(shell: clap_complete::Shell) -> ExitCode {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut cmd, "twopc", &mut std::io::stdout());
+    ExitCode::SUCCESS
+}
+
+/// `twopc man`: the manual page of the tool, with its subcommands listed.
+fn man() -> ExitCode {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let mut out = Vec::new();
+    if let Err(e) = clap_mangen::Man::new(cmd).render(&mut out) {
+        eprintln!("twopc man: cannot render the manual page: {e}");
+        return ExitCode::from(1);
+    }
+    use std::io::Write;
+    match std::io::stdout().write_all(&out) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("twopc man: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn client_runtime<F: std::future::Future<Output = ExitCode>>(f: F) -> ExitCode {
@@ -129,6 +158,8 @@ fn main() -> ExitCode {
         Command::Wal(c) => ops::wal_cmd(c),
         Command::GenCert(a) => credentials::gen_cert(a),
         Command::Keys(c) => credentials::keys(c),
+        Command::Completions { shell } => completions(shell),
+        Command::Man => man(),
         Command::Coordinator(a) => match CoordinatorConfig::load(&a) {
             Ok(cfg) => {
                 init_tracing(cfg.log_level, cfg.log_format);
