@@ -152,17 +152,6 @@ fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
-fn participant_ids(s: &Value) -> Vec<String> {
-    s["participants"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|p| p["id"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn is_connected(s: &Value, id: &str) -> bool {
     s["participants"]
         .as_array()

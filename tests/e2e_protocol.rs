@@ -591,14 +591,7 @@ fn listed(c: &Cluster) -> Vec<String> {
     let (code, out, err) = c.twopc(&["participants", "list", "--coordinator", &c.addr(), "--json"]);
     assert_eq!(code, 0, "{out}{err}");
     let v: Value = serde_json::from_str(out.trim()).expect("participants list --json");
-    v["participants"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|p| p["id"].as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
+    participant_ids(&v)
 }
 
 #[test]

@@ -344,6 +344,19 @@ pub fn connected(s: &Value) -> usize {
         .unwrap_or(0)
 }
 
+/// The ids of the participants in a status report (or `participants list
+/// --json`), in its order.
+pub fn participant_ids(s: &Value) -> Vec<String> {
+    s["participants"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p["id"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn append(path: &Path) -> std::fs::File {
     std::fs::OpenOptions::new()
         .create(true)
