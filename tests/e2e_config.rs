@@ -122,6 +122,7 @@ fn participant_vote_preference_yaml_then_env_then_flag() {
             data: json!({}),
             participants: Some(vec![id.into()]),
             request_id: None,
+            ..Default::default()
         };
         let (_, o) = c.submit(only).expect("submit");
         assert_eq!(o.decision, expected, "{id} voted {:?}: {o:?}", o.votes);

@@ -79,6 +79,7 @@ fn only(ids: &[ParticipantId]) -> SubmitRequest {
         data: json!({"participants": ids.len()}),
         participants: Some(ids.to_vec()),
         request_id: None,
+        ..Default::default()
     }
 }
 
@@ -394,6 +395,7 @@ fn a_subset_submit_prepares_only_the_named_participants() {
         data: json!({"subset": true}),
         participants: Some(vec!["p1".into(), "p3".into()]),
         request_id: None,
+        ..Default::default()
     };
     let (txn, o) = c.submit(sub).expect("submit");
     assert_eq!(o.decision, Decision::Commit, "{txn}: {o:?}");

@@ -188,7 +188,7 @@ fn two_participants_crash() {
         ..Faults::default()
     };
     let r = check("2p-crash", two(faults));
-    assert_eq!((r.states, r.transitions), (76366, 447617));
+    assert_eq!((r.states, r.transitions), (102258, 613612));
 }
 
 #[test]
@@ -209,7 +209,7 @@ fn two_participants_broken_connection() {
         ..Faults::default()
     };
     let r = check("2p-break", two(faults));
-    assert_eq!((r.states, r.transitions), (60948, 351741));
+    assert_eq!((r.states, r.transitions), (61595, 354096));
 }
 
 #[test]

@@ -205,27 +205,35 @@ fn body() -> BoxedStrategy<Body> {
         finite_f64(),
         proptest::option::of(any::<u64>()),
         vec((participant(), json_value()), 0..3),
+        any::<bool>(),
     )
         .prop_map(
-            |(decision, votes, reason, duration_ms, request_id, results)| Outcome {
+            |(decision, votes, reason, duration_ms, request_id, results, repeated)| Outcome {
                 decision,
                 votes: votes.into_iter().collect(),
                 reason,
                 duration_ms,
                 request_id,
                 results: results.into_iter().collect(),
+                repeated,
             },
         );
     let submit = (
         json_value(),
         proptest::option::of(participants()),
         proptest::option::of(any::<u64>()),
+        proptest::option::of(txn_id()),
+        any::<bool>(),
     )
-        .prop_map(|(data, participants, request_id)| SubmitRequest {
-            data,
-            participants,
-            request_id,
-        });
+        .prop_map(
+            |(data, participants, request_id, transaction_id, report_accepted)| SubmitRequest {
+                data,
+                participants,
+                request_id,
+                transaction_id,
+                report_accepted,
+            },
+        );
     let result = proptest::option::of(json_value().prop_filter("not null", |v| !v.is_null()));
     let reason = text().prop_filter("not blank", |r| !r.trim().is_empty());
     prop_oneof![
@@ -252,6 +260,8 @@ fn body() -> BoxedStrategy<Body> {
         (txn_id(), proptest::option::of(decision()))
             .prop_map(|(txn, decision)| Body::Ack { txn, decision }),
         txn_id().prop_map(|txn| Body::Query { txn }),
+        (txn_id(), proptest::option::of(any::<u64>()))
+            .prop_map(|(txn, request_id)| Body::Accepted { txn, request_id }),
         Just(Body::Heartbeat),
         Just(Body::HeartbeatAck),
         submit.prop_map(Body::Submit),
@@ -267,8 +277,9 @@ fn body() -> BoxedStrategy<Body> {
         ),
         proptest::option::of(text()).prop_map(|state| Body::TxnList { state }),
         txn_id().prop_map(|txn| Body::TxnShow { txn }),
-        text().prop_map(|id| Body::ParticipantRemove {
-            id: ParticipantId(id)
+        (text(), any::<bool>()).prop_map(|(id, force)| Body::ParticipantRemove {
+            id: ParticipantId(id),
+            force,
         }),
         json_object().prop_map(|o| Body::TxnInfo(Value::Object(o))),
         (txn_id(), decision(), reason).prop_map(|(txn, decision, reason)| Body::Resolve {
@@ -705,6 +716,7 @@ fn read_next_matches_model() {
 
 fn record() -> BoxedStrategy<Record> {
     let any_txn = text().prop_map(TxnId);
+    let any_txn2 = any_txn.clone();
     prop_oneof![
         (any_txn.clone(), decision(), participants()).prop_map(|(txn, decision, participants)| {
             Record::Decision {
@@ -729,6 +741,18 @@ fn record() -> BoxedStrategy<Record> {
             }
         ),
         (json_value(), any::<bool>()).prop_map(|(state, merge)| Record::Snapshot { state, merge }),
+        (any_txn2, decision(), participants()).prop_map(|(txn, decision, participants)| {
+            Record::Outcome {
+                txn,
+                decision,
+                participants,
+            }
+        }),
+        participant().prop_map(|participant| Record::Joined { participant }),
+        (participant(), any::<usize>()).prop_map(|(participant, expected)| Record::Removed {
+            participant,
+            expected
+        }),
     ]
     .boxed()
 }
@@ -742,10 +766,15 @@ fn record_kind(r: &Record) -> &'static str {
         Record::Prepared { .. } => "prepared",
         Record::Decided { .. } => "decided",
         Record::Snapshot { .. } => "snapshot",
+        Record::Outcome { .. } => "outcome",
+        Record::Joined { .. } => "joined",
+        Record::Removed { .. } => "removed",
     }
 }
 
-const RECORD_KINDS: &[&str] = &["decision", "end", "prepared", "decided", "snapshot"];
+const RECORD_KINDS: &[&str] = &[
+    "decision", "end", "prepared", "decided", "snapshot", "outcome", "joined", "removed",
+];
 
 /// Field names of the record kinds.
 const RECORD_FIELDS: &[&str] = &[
@@ -756,6 +785,8 @@ const RECORD_FIELDS: &[&str] = &[
     "state",
     "heuristic",
     "merge",
+    "participant",
+    "expected",
 ];
 
 /// Payloads for a log frame whose header is correct: random bytes, random

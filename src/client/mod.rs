@@ -201,10 +201,24 @@ impl Client {
 
     /// Run one transaction; returns its id and outcome.
     pub async fn submit(&mut self, req: SubmitRequest) -> Result<(TxnId, Outcome), ClientError> {
+        self.submit_reporting(req, |_| {}).await
+    }
+
+    /// Run one transaction, calling `accepted` with its id as soon as the
+    /// coordinator has started it (the request is sent with
+    /// `report_accepted`), before the outcome: a caller that loses the
+    /// connection afterwards can still look the transaction up.
+    pub async fn submit_reporting(
+        &mut self,
+        mut req: SubmitRequest,
+        mut accepted: impl FnMut(&TxnId),
+    ) -> Result<(TxnId, Outcome), ClientError> {
+        req.report_accepted = true;
         self.send(Body::Submit(req)).await?;
         loop {
             match self.recv().await? {
                 Body::Outcome { txn, outcome } => return Ok((txn, outcome)),
+                Body::Accepted { txn, .. } => accepted(&txn),
                 Body::HeartbeatAck => continue,
                 other => return Err(unexpected(other)),
             }

@@ -45,11 +45,16 @@ pub enum ErrorCode {
     Unauthorized,
     /// The server is at its connection limit.
     TooManyConnections,
+    /// A submit named a transaction id that is still running for another
+    /// client.
+    InProgress,
+    /// The participant was removed from the cluster by an operator.
+    Removed,
 }
 
 impl ErrorCode {
     /// Every code, in a fixed order (metrics index by it).
-    pub const ALL: [ErrorCode; 18] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::FrameTooLarge,
         ErrorCode::InvalidJson,
         ErrorCode::InvalidMessage,
@@ -68,6 +73,8 @@ impl ErrorCode {
         ErrorCode::ParticipantUnavailable,
         ErrorCode::Unauthorized,
         ErrorCode::TooManyConnections,
+        ErrorCode::InProgress,
+        ErrorCode::Removed,
     ];
 
     /// The code named `s` on the wire.
@@ -95,6 +102,8 @@ impl ErrorCode {
             ErrorCode::ParticipantUnavailable => "participant_unavailable",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::InProgress => "in_progress",
+            ErrorCode::Removed => "removed",
         }
     }
 }
@@ -205,6 +214,15 @@ pub struct SubmitRequest {
     /// connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<u64>,
+    /// The client's own id for the transaction. The coordinator runs an id
+    /// at most once: a repeated submit is answered with the recorded
+    /// outcome (see `Outcome::repeated`), or `in_progress`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction_id: Option<TxnId>,
+    /// Ask for an `accepted` message naming the transaction id as soon as
+    /// the transaction starts, before its outcome.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub report_accepted: bool,
 }
 
 /// The reply to a submit once the decision is taken (and, for commit, durable).
@@ -221,6 +239,10 @@ pub struct Outcome {
     /// Per-participant results of reads, for participants that returned any.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub results: BTreeMap<ParticipantId, Value>,
+    /// The transaction had already run under this id: this is its recorded
+    /// outcome, and nothing was run again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repeated: bool,
 }
 
 impl Outcome {
@@ -237,6 +259,9 @@ impl Outcome {
         });
         if !self.results.is_empty() {
             v["results"] = serde_json::json!(self.results);
+        }
+        if self.repeated {
+            v["repeated"] = true.into();
         }
         v
     }
@@ -424,6 +449,12 @@ wire_messages! {
     Heartbeat = "heartbeat",
     HeartbeatAck = "heartbeat_ack",
     Submit = "submit" (request: SubmitRequest),
+    /// Coordinator → client, when the submit asked for it
+    /// (`report_accepted`): the transaction has started under this id.
+    Accepted = "accepted" txn {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<u64>,
+    },
     Outcome = "outcome" txn {
         #[serde(flatten)]
         outcome: Outcome,
@@ -465,6 +496,9 @@ wire_messages! {
     ParticipantRemove = "participant_remove" {
         #[serde(rename = "participant_id")]
         id: ParticipantId,
+        /// Remove it even while it is connected: it is told and stops.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
     },
     /// Server → peer, in reply to `hello` when a shared secret is required:
     /// a fresh random nonce (64 hex digits) to prove knowledge of the secret.
@@ -697,9 +731,11 @@ mod tests {
             ErrorCode::ParticipantUnavailable => 15,
             ErrorCode::Unauthorized => 16,
             ErrorCode::TooManyConnections => 17,
+            ErrorCode::InProgress => 18,
+            ErrorCode::Removed => 19,
         };
         let positions: Vec<usize> = ErrorCode::ALL.iter().map(|c| position(*c)).collect();
-        assert_eq!(positions, (0..18).collect::<Vec<_>>());
+        assert_eq!(positions, (0..20).collect::<Vec<_>>());
         for c in ErrorCode::ALL {
             assert_eq!(ErrorCode::parse(c.as_str()), Some(c));
         }
@@ -770,8 +806,18 @@ mod tests {
                 data: serde_json::json!({"k": "v"}),
                 participants: Some(vec!["p1".into()]),
                 request_id: Some(7),
+                ..Default::default()
             }),
             Body::Submit(SubmitRequest::default()),
+            Body::Submit(SubmitRequest {
+                transaction_id: Some("order-17".into()),
+                report_accepted: true,
+                ..Default::default()
+            }),
+            Body::Accepted {
+                txn: t.clone(),
+                request_id: Some(7),
+            },
             Body::Outcome {
                 txn: t.clone(),
                 outcome: Outcome {
@@ -781,6 +827,7 @@ mod tests {
                     duration_ms: 2.5,
                     request_id: Some(3),
                     results,
+                    repeated: false,
                 },
             },
             Body::Outcome {
@@ -792,6 +839,7 @@ mod tests {
                     duration_ms: 0.0,
                     request_id: None,
                     results: BTreeMap::new(),
+                    repeated: true,
                 },
             },
             Body::Status,
@@ -827,6 +875,11 @@ mod tests {
             },
             Body::ParticipantRemove {
                 id: ParticipantId::from("p3"),
+                force: false,
+            },
+            Body::ParticipantRemove {
+                id: ParticipantId::from("p3"),
+                force: true,
             },
             Body::Challenge {
                 nonce: "ab".into(),
@@ -866,8 +919,10 @@ mod tests {
         r#"{"message_type":"heartbeat_ack","payload":{},"timestamp":1.5}"#,
         r#"{"message_type":"submit","payload":{"data":{"k":"v"},"participants":["p1"],"request_id":7},"timestamp":1.5}"#,
         r#"{"message_type":"submit","payload":{"data":null},"timestamp":1.5}"#,
+        r#"{"message_type":"submit","payload":{"data":null,"report_accepted":true,"transaction_id":"order-17"},"timestamp":1.5}"#,
+        r#"{"message_type":"accepted","transaction_id":"t1","payload":{"request_id":7},"timestamp":1.5}"#,
         r#"{"message_type":"outcome","transaction_id":"t1","payload":{"decision":"commit","duration_ms":2.5,"reason":null,"request_id":3,"results":{"p1":{"a":1}},"votes":{"p1":"commit","p2":"abort"}},"timestamp":1.5}"#,
-        r#"{"message_type":"outcome","transaction_id":"t1","payload":{"decision":"abort","duration_ms":0.0,"reason":"p2 voted abort","votes":{"p1":"commit","p2":"abort"}},"timestamp":1.5}"#,
+        r#"{"message_type":"outcome","transaction_id":"t1","payload":{"decision":"abort","duration_ms":0.0,"reason":"p2 voted abort","repeated":true,"votes":{"p1":"commit","p2":"abort"}},"timestamp":1.5}"#,
         r#"{"message_type":"status","payload":{},"timestamp":1.5}"#,
         r#"{"message_type":"status_report","payload":{"b":2,"state":"ready"},"timestamp":1.5}"#,
         r#"{"message_type":"status_report","payload":{"value":5},"timestamp":1.5}"#,
@@ -880,6 +935,7 @@ mod tests {
         r#"{"message_type":"resolve","transaction_id":"t1","payload":{"decision":"abort","reason":"coordinator lost"},"timestamp":1.5}"#,
         r#"{"message_type":"resolve","transaction_id":"t1","payload":{"decision":"commit","operator":"alice","reason":"coordinator lost"},"timestamp":1.5}"#,
         r#"{"message_type":"participant_remove","payload":{"participant_id":"p3"},"timestamp":1.5}"#,
+        r#"{"message_type":"participant_remove","payload":{"force":true,"participant_id":"p3"},"timestamp":1.5}"#,
         r#"{"message_type":"challenge","payload":{"nonce":"ab"},"timestamp":1.5}"#,
         r#"{"message_type":"challenge","payload":{"nonce":"ab","participant_id":"p1"},"timestamp":1.5}"#,
         r#"{"message_type":"auth","payload":{"mac":"ef","nonce":"cd"},"timestamp":1.5}"#,

@@ -276,7 +276,12 @@ impl Participant {
                         p.ended.push_back(txn.clone());
                     }
                 }
-                Record::Decision { .. } | Record::End { .. } | Record::Snapshot { .. } => {}
+                Record::Decision { .. }
+                | Record::End { .. }
+                | Record::Outcome { .. }
+                | Record::Joined { .. }
+                | Record::Removed { .. }
+                | Record::Snapshot { .. } => {}
             }
         }
         p.trim_history();

@@ -985,7 +985,12 @@ impl Sim {
                 let forced = match record {
                     Record::Prepared { .. } => true,
                     Record::Decided { decision, .. } => *decision == Decision::Commit,
-                    Record::Decision { .. } | Record::End { .. } | Record::Snapshot { .. } => {
+                    Record::Decision { .. }
+                    | Record::End { .. }
+                    | Record::Outcome { .. }
+                    | Record::Joined { .. }
+                    | Record::Removed { .. }
+                    | Record::Snapshot { .. } => {
                         panic!("coordinator record from a participant core; {why}")
                     }
                 };
@@ -1048,7 +1053,7 @@ impl Sim {
                     other => panic!("unexpected message {other:?}; {why}"),
                 }
             }
-            Action::Alert { .. } | Action::Reject { .. } => {
+            Action::Alert { .. } | Action::Notice { .. } | Action::Reject { .. } => {
                 panic!("a well-behaved coordinator provoked {a:?}; {why}")
             }
         }

@@ -26,6 +26,23 @@ pub enum Record {
     },
     /// Coordinator: every participant acknowledged; `txn` can be forgotten.
     End { txn: TxnId },
+    /// Coordinator: the outcome of a transaction whose id the client chose,
+    /// kept so that a repeated submit of the id is answered, not run again.
+    /// For a commit it takes the place of `End`; an abort is forced before
+    /// the client is told.
+    Outcome {
+        txn: TxnId,
+        decision: Decision,
+        participants: Vec<ParticipantId>,
+    },
+    /// Coordinator: `participant` became a member of the cluster.
+    Joined { participant: ParticipantId },
+    /// Coordinator: an operator removed `participant`; the cluster now
+    /// expects `expected` participants.
+    Removed {
+        participant: ParticipantId,
+        expected: usize,
+    },
     /// Participant: voted commit for `txn`. Forced before VOTE_COMMIT is sent.
     /// `state` is whatever the resource needs to finish the transaction after
     /// a restart (for example the writes of a key-value transaction).
@@ -66,8 +83,9 @@ impl Record {
             Record::Decision { txn, .. }
             | Record::End { txn }
             | Record::Prepared { txn, .. }
-            | Record::Decided { txn, .. } => Some(txn),
-            Record::Snapshot { .. } => None,
+            | Record::Decided { txn, .. }
+            | Record::Outcome { txn, .. } => Some(txn),
+            Record::Snapshot { .. } | Record::Joined { .. } | Record::Removed { .. } => None,
         }
     }
 }
@@ -100,6 +118,14 @@ pub enum Action {
     /// Something an operator must see: a refused decision or a message that
     /// would have broken a safety rule. The runtime logs it at error level.
     Alert { txn: Option<TxnId>, message: String },
+    /// Something operators want in the log at info level (a participant
+    /// registered, was lost, came back or was removed; the cluster became
+    /// ready), about the peer on `conn` when given (the runtime adds its
+    /// address).
+    Notice {
+        conn: Option<ConnId>,
+        message: String,
+    },
     /// Participant only: ask the resource to prepare `txn` with `data`; its
     /// answer comes back as a `ResourcePrepared` event.
     PrepareResource {

@@ -294,7 +294,11 @@ impl KvStore {
                     self.hold(txn, pending);
                 }
                 Record::Decided { txn, decision, .. } => self.finish_txn(txn, *decision),
-                Record::Decision { .. } | Record::End { .. } => {}
+                Record::Decision { .. }
+                | Record::End { .. }
+                | Record::Outcome { .. }
+                | Record::Joined { .. }
+                | Record::Removed { .. } => {}
             }
         }
         Ok(())

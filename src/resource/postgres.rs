@@ -697,7 +697,11 @@ fn logged(participant: &ParticipantId, log: &[Record]) -> HashMap<String, Logged
                     entry.decision = entry.decision.or(Some(Decision::Commit));
                 }
             }
-            Record::Decision { .. } | Record::End { .. } => {}
+            Record::Decision { .. }
+            | Record::End { .. }
+            | Record::Outcome { .. }
+            | Record::Joined { .. }
+            | Record::Removed { .. } => {}
         }
     }
     view

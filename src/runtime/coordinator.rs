@@ -406,8 +406,8 @@ impl Driver {
         let members = self.core.members();
         MetricsSnapshot {
             ready: self.core.state() == crate::protocol::coordinator::ClusterState::Ready,
-            expected_participants: self.core.options().expected_participants,
-            participants_registered: members.len(),
+            expected_participants: self.core.expected(),
+            participants_registered: self.core.registered_count(),
             participants_connected: members.values().filter(|m| m.conn.is_some()).count(),
             stats: self.core.stats().clone(),
             open: self.core.open_txns(),
@@ -560,11 +560,15 @@ impl Driver {
         match &action {
             Action::Persist { record, .. } => match record {
                 Record::Decision { .. } => crash::hit("coordinator.before_decision_logged"),
-                Record::End { txn } => {
+                Record::End { txn } | Record::Outcome { txn, .. } => {
                     crash::hit("coordinator.before_end_logged");
                     self.decision_sent.remove(txn);
                 }
-                Record::Prepared { .. } | Record::Decided { .. } | Record::Snapshot { .. } => {}
+                Record::Joined { .. }
+                | Record::Removed { .. }
+                | Record::Prepared { .. }
+                | Record::Decided { .. }
+                | Record::Snapshot { .. } => {}
             },
             Action::Send { body, .. } => match body {
                 Body::Error { code, .. } => self.errors.count_wire(code),
@@ -578,13 +582,20 @@ impl Driver {
                 tracing::warn!(%peer, transaction_id, code = error.code.as_str(), "refused: {}", error.message);
             }
             Action::Alert { .. }
+            | Action::Notice { .. }
             | Action::PrepareResource { .. }
             | Action::FinishResource { .. } => {}
         }
         let (exec, mut io) = self.io();
-        match exec.apply(&mut io, action) {
+        let local = exec.apply(&mut io, action);
+        drop(io);
+        match local {
             None => {}
             Some(Local::Alert { txn, message }) => alert(txn.as_ref(), &message),
+            Some(Local::Notice { conn, message }) => match conn {
+                Some(c) => tracing::info!(peer = %self.out.peer(c), "{message}"),
+                None => tracing::info!("{message}"),
+            },
             Some(Local::PrepareResource { .. } | Local::FinishResource { .. }) => {
                 tracing::error!("coordinator core asked for a participant-only action; ignored");
             }

@@ -58,6 +58,11 @@ pub trait Outbox {
 pub enum Local {
     /// As [`Action::Alert`].
     Alert { txn: Option<TxnId>, message: String },
+    /// As [`Action::Notice`].
+    Notice {
+        conn: Option<ConnId>,
+        message: String,
+    },
     /// As [`Action::PrepareResource`].
     PrepareResource {
         txn: TxnId,
@@ -118,6 +123,7 @@ impl Executor {
                 None
             }
             Action::Alert { txn, message } => Some(Local::Alert { txn, message }),
+            Action::Notice { conn, message } => Some(Local::Notice { conn, message }),
             Action::PrepareResource {
                 txn,
                 participants,

@@ -573,7 +573,7 @@ async fn health(State(ctx): State<Ctx>) -> Response {
         }
         Err(resp) => return resp,
     };
-    let registered = s["participants"].as_array().map_or(0, |a| a.len());
+    let registered = s["participants_registered"].as_u64().unwrap_or(0);
     let expected = s["expected_participants"].as_u64().unwrap_or(0);
     let state = s["state"].as_str().unwrap_or("UNKNOWN").to_string();
     if state == "READY" {

@@ -45,6 +45,7 @@ pub struct ParticipantNode {
     tls: Option<TlsClient>,
     /// True from the first registration with the coordinator on.
     registered: tokio::sync::watch::Sender<bool>,
+    removed: tokio::sync::watch::Sender<bool>,
     _lock: crate::wal::DirLock,
 }
 
@@ -147,6 +148,7 @@ impl ParticipantNode {
             admin_security,
             tls,
             registered: tokio::sync::watch::Sender::new(false),
+            removed: tokio::sync::watch::Sender::new(false),
             _lock: lock,
         })
     }
@@ -155,6 +157,14 @@ impl ParticipantNode {
     /// (ready to vote): for an embedder's readiness signal.
     pub fn registered(&self) -> tokio::sync::watch::Receiver<bool> {
         self.registered.subscribe()
+    }
+
+    /// Turns true when an operator removed this participant from the
+    /// cluster: [`ParticipantNode::run`] then returns `Ok` without having
+    /// been asked to stop, and the participant must not be restarted as is
+    /// (the `twopc-participant` binary exits with status 3).
+    pub fn removed(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.removed.subscribe()
     }
 
     /// The operator port's address, when enabled.
@@ -178,6 +188,7 @@ impl ParticipantNode {
             admin_security,
             tls,
             registered,
+            removed,
             _lock,
         } = self;
         let tracker = TaskTracker::new();
@@ -235,6 +246,7 @@ impl ParticipantNode {
             conn: None,
             welcomed: false,
             registered,
+            removed,
             last_heard: Instant::now(),
             redial,
             prep_tx,
@@ -307,6 +319,7 @@ struct Driver {
     welcomed: bool,
     /// Told of the first registration (readiness).
     registered: tokio::sync::watch::Sender<bool>,
+    removed: tokio::sync::watch::Sender<bool>,
     last_heard: Instant,
     /// Tells the connector when the coordinator connection is gone or
     /// proved good.
@@ -381,6 +394,9 @@ impl Driver {
                 _ = tick.tick() => self.step(Event::Tick),
             }
             self.release();
+            if *self.removed.borrow() {
+                break;
+            }
             if self.out.checkpoint_due() {
                 let mut live = self.core.live_records();
                 match self.resource.snapshot().map(crate::wal::snapshot_records) {
@@ -426,6 +442,14 @@ impl Driver {
                 }
                 self.last_heard = Instant::now();
                 match body {
+                    Body::Error { code, message, .. }
+                        if code.known() == Some(ErrorCode::Removed) =>
+                    {
+                        tracing::error!(
+                            "removed from the cluster by an operator ({message}); stopping, without retrying"
+                        );
+                        self.removed.send_replace(true);
+                    }
                     Body::Welcome { state } if !self.welcomed => {
                         self.welcomed = true;
                         self.redial.succeeded();
@@ -622,6 +646,10 @@ impl Driver {
                 None => true,
                 Some(Local::Alert { txn, message }) => {
                     alert(txn.as_ref(), &message);
+                    true
+                }
+                Some(Local::Notice { message, .. }) => {
+                    tracing::info!("{message}");
                     true
                 }
                 Some(Local::PrepareResource { txn, data, .. }) => {

@@ -1177,6 +1177,7 @@ mod tests {
     fn operator_actions_need_the_operator() {
         let remove = Body::ParticipantRemove {
             id: ParticipantId::from("p2"),
+            force: false,
         };
         assert!(permits(&Identity::Operator, &remove).is_ok());
         for i in [Identity::Client, p("p1")] {

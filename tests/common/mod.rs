@@ -371,6 +371,7 @@ pub fn req(data: Value) -> SubmitRequest {
         data,
         participants: None,
         request_id: None,
+        ..Default::default()
     }
 }
 

@@ -166,6 +166,8 @@ pub enum Rec {
     /// Coordinator: commit decision (aborts are never logged).
     Decision(Tx),
     End(Tx),
+    /// Coordinator: participant `i` became a member.
+    Joined(u8),
     Prepared(Tx),
     Decided(Tx, Dec),
 }
@@ -195,6 +197,13 @@ fn rec_of(r: &Record, n: usize) -> Rec {
             Rec::Decision(Tx::parse(txn))
         }
         Record::End { txn } => Rec::End(Tx::parse(txn)),
+        Record::Joined { participant } => {
+            let i = all_pids(n)
+                .iter()
+                .position(|p| p == participant)
+                .expect("a modelled participant");
+            Rec::Joined(i as u8)
+        }
         Record::Prepared {
             txn,
             participants,
@@ -221,6 +230,9 @@ fn record_of(r: Rec, n: usize) -> Record {
             participants: all_pids(n),
         },
         Rec::End(t) => Record::End { txn: t.id() },
+        Rec::Joined(i) => Record::Joined {
+            participant: pid(usize::from(i)),
+        },
         Rec::Prepared(t) => Record::Prepared {
             txn: t.id(),
             participants: all_pids(n),
@@ -355,6 +367,8 @@ fn effects(actions: Vec<Action>, n: usize) -> Vec<Eff> {
                 why: error.to_string(),
             },
             Action::Alert { txn, message } => Eff::Alert(format!("{txn:?}: {message}")),
+            // Notices are for operators' eyes; they change nothing.
+            Action::Notice { .. } => continue,
             Action::PrepareResource {
                 txn,
                 participants,
@@ -503,6 +517,9 @@ struct CTxn {
 const ABSENT: u8 = 0xff;
 /// `members` code of a registered participant without a connection.
 const OFFLINE: u8 = 0xfe;
+/// `members` code of a member known from the log that has not registered
+/// since the coordinator restarted (readiness does not count it yet).
+const UNSEEN: u8 = 0xfd;
 
 /// Everything in a coordinator that decides what it does next. Per
 /// participant fields are indexed by participant, so a permutation of the
@@ -604,6 +621,7 @@ impl Machine for CoordMachine {
                     data: Value::Null,
                     participants: None,
                     request_id: Some(u64::from(k)),
+                    ..Default::default()
                 }),
             },
         };
@@ -624,6 +642,7 @@ impl Machine for CoordMachine {
         let members = (0..self.n)
             .map(|i| match c.members().get(&pid(i)) {
                 None => ABSENT,
+                Some(m) if !m.seen => UNSEEN,
                 Some(m) => m.conn.map_or(OFFLINE, |c| c.0 as u8),
             })
             .collect();
@@ -1559,7 +1578,7 @@ impl System {
         let mut b = Buf::default();
         // Coordinator.
         b.u8(s.coord.inc);
-        b.log(&s.coord.log);
+        b.log(&s.coord.log, |i| perm[usize::from(i)] as u8);
         b.held(s.coord.held.as_slice(), lab, msg);
         let coord = self.coord.borrow();
         let c = coord.proj(s.coord.core);
@@ -1603,7 +1622,7 @@ impl System {
             let p = &parts[i];
             b.u8(p.conn.map_or(0, lab));
             b.u8(u8::from(p.welcomed));
-            b.log(&p.log);
+            b.log(&p.log, |i| i);
             b.held(p.held.as_slice(), lab, msg);
             for t in p.preparing.iter() {
                 b.tx(*t);
@@ -1835,18 +1854,31 @@ impl Buf {
         }
     }
 
-    fn log(&mut self, log: &Log) {
+    /// A log, participants renamed by `pm`. The membership records of the
+    /// durable part count as a set: recovery rebuilds the same members
+    /// whatever order they registered in, and a crash only cuts the
+    /// unsynced tail, so logs that differ only there behave alike (without
+    /// this, the order of first registrations would multiply the states).
+    fn log(&mut self, log: &Log, pm: impl Fn(u8) -> u8) {
         self.bytes(&[log.durable, log.barrier]);
-        for r in log.recs.iter() {
+        let mut joined: List<u8, 8> = List::default();
+        for (k, r) in log.recs.iter().enumerate() {
             match *r {
                 Rec::Decision(t) => self.bytes(&[1, t.inc, t.seq]),
                 Rec::End(t) => self.bytes(&[2, t.inc, t.seq]),
+                Rec::Joined(i) if k < usize::from(log.durable) => joined.push(pm(i)),
+                Rec::Joined(i) => self.bytes(&[5, pm(i)]),
                 Rec::Prepared(t) => self.bytes(&[3, t.inc, t.seq]),
                 Rec::Decided(t, d) => {
                     self.bytes(&[4, t.inc, t.seq]);
                     self.dec(Some(d));
                 }
             }
+        }
+        joined.as_mut_slice().sort_unstable();
+        self.u8(0xfd);
+        for i in joined.iter() {
+            self.u8(*i);
         }
         self.u8(0xfe);
     }

@@ -1339,6 +1339,9 @@ impl Sim {
                 Some(Some(Local::Alert { txn, message })) => {
                     return Err(format!("coordinator alert on {txn:?}: {message}"));
                 }
+                Some(Some(Local::Notice { message, .. })) => {
+                    self.note(format!("coordinator notice: {message}"));
+                }
                 Some(Some(Local::PrepareResource { .. } | Local::FinishResource { .. })) => {
                     return Err("the coordinator asked for a resource action".into());
                 }
@@ -1495,6 +1498,7 @@ impl Sim {
                 ));
             }
             Action::Alert { .. }
+            | Action::Notice { .. }
             | Action::PrepareResource { .. }
             | Action::FinishResource { .. } => {}
         }
@@ -1505,6 +1509,7 @@ impl Sim {
             Local::Alert { txn, message } => {
                 return Err(format!("p{} alert on {txn:?}: {message}", i + 1));
             }
+            Local::Notice { message, .. } => self.note(format!("p{} notice: {message}", i + 1)),
             Local::PrepareResource { txn, data, .. } => {
                 let Some(p) = self.parts[i].as_mut() else {
                     return Ok(());
@@ -1650,6 +1655,7 @@ impl Sim {
             data: json!({ "operations": ops }),
             participants: None,
             request_id: Some(id),
+            ..Default::default()
         };
         self.send(Node::Client(k), conn, Body::Submit(req))?;
         self.at(CLIENT_TIMEOUT_MS, Ev::ClientTimeout { k, transfer: id });

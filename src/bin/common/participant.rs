@@ -12,6 +12,9 @@ use twopc::resource::postgres::PostgresResource;
 use twopc::resource::{Preference, VoteResource};
 use twopc::{ParticipantNode, Resource};
 
+/// Exit status of a participant removed from the cluster by an operator.
+pub const EXIT_REMOVED: u8 = 3;
+
 /// The participant's resource, from its configuration, with the vote
 /// preference on top.
 fn build_resource(cfg: &ParticipantConfig) -> Result<Box<dyn Resource>, String> {
@@ -83,6 +86,15 @@ pub fn run_participant(cfg: ParticipantConfig) -> ExitCode {
         });
         let token = CancellationToken::new();
         tokio::spawn(cancel_on_signal(token.clone()));
-        exit_status(node.run(token).await)
+        let removed = node.removed();
+        let run = node.run(token).await;
+        if run.is_ok() && *removed.borrow() {
+            eprintln!(
+                "twopc-participant: {} was removed from the cluster by an operator; not retrying (exit status 3). Start it again only after adding it back (enable_dynamic_joining) or with a new id",
+                cfg.id
+            );
+            return ExitCode::from(EXIT_REMOVED);
+        }
+        exit_status(run)
     })
 }

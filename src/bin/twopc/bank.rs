@@ -257,6 +257,7 @@ async fn run(cluster: LocalCluster, args: &BankArgs, seed: u64) -> Result<(Value
                     data,
                     participants: None,
                     request_id: None,
+                    ..Default::default()
                 };
                 let seen = submit_once(&mut client, &addr, &security, req).await;
                 plan.lock().await[n].seen = seen;
@@ -357,6 +358,7 @@ async fn read_all(
             data: json!({"operations": { id.clone(): ops }}),
             participants: None,
             request_id: None,
+            ..Default::default()
         };
         let start = Instant::now();
         loop {

@@ -29,6 +29,13 @@ pub struct SubmitArgs {
     /// Participants to involve (comma-separated ids); all when omitted.
     #[arg(long, env = "TWOPC_PARTICIPANTS", value_delimiter = ',')]
     pub participants: Option<Vec<String>>,
+    /// Your own id for the transaction (1-100 characters from
+    /// [A-Za-z0-9_.:-]). The coordinator runs an id at most once: submit it
+    /// again after a lost connection to get its outcome, never a second run.
+    /// Without it the coordinator assigns an id, printed to stderr as soon
+    /// as the transaction starts.
+    #[arg(long, env = "TWOPC_TXN_ID")]
+    pub txn_id: Option<String>,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -104,6 +111,7 @@ pub fn build_request(
         data,
         participants,
         request_id: None,
+        ..Default::default()
     })
 }
 
@@ -116,17 +124,33 @@ pub async fn submit(args: SubmitArgs) -> ExitCode {
     let Some(timeout) = timeout_of(args.timeout_seconds) else {
         return usage("--timeout-seconds must be a positive number of seconds");
     };
-    let req = match build_request(args.payload.as_deref(), args.participants.as_deref()) {
+    let mut req = match build_request(args.payload.as_deref(), args.participants.as_deref()) {
         Ok(r) => r,
         Err(e) => return usage(e),
     };
+    if let Some(id) = &args.txn_id {
+        if !twopc::protocol::coordinator::valid_txn_id(id) {
+            return usage(format!(
+                "--txn-id {id:?} is not a valid transaction id: use 1-100 characters from [A-Za-z0-9_.:-]"
+            ));
+        }
+        req.transaction_id = Some(TxnId::from(id.as_str()));
+    }
+    let named = args.txn_id.is_some();
     let security = match args.security.load() {
         Ok(s) => s,
         Err(e) => return usage(e),
     };
     let result = async {
         let mut c = Client::connect_with(&args.coordinator, &security, timeout).await?;
-        c.submit(req).await
+        // The assigned id goes to stderr at once, so that a connection lost
+        // before the outcome still leaves the operator something to look up.
+        c.submit_reporting(req, |txn| {
+            if !named {
+                eprintln!("twopc: transaction {txn} started; if no outcome follows, look it up with: twopc txn show {txn}");
+            }
+        })
+        .await
     }
     .await;
     match result {
@@ -160,6 +184,11 @@ fn print_outcome(txn: &TxnId, o: &Outcome) {
         Decision::Abort => "ABORTED",
     };
     println!("transaction {txn}: {word} in {:.1} ms", o.duration_ms);
+    if o.repeated {
+        println!(
+            "  (already run under this id: this is its recorded outcome; nothing was run again)"
+        );
+    }
     for (p, v) in &o.votes {
         println!("  {p}: voted {}", v.as_str());
     }
@@ -212,7 +241,9 @@ fn print_status(s: &Value) {
     println!(
         "coordinator: {} ({} registered, {} expected)",
         s["state"].as_str().unwrap_or("?"),
-        parts.len(),
+        s["participants_registered"]
+            .as_u64()
+            .unwrap_or(parts.len() as u64),
         s["expected_participants"]
     );
     if !parts.is_empty() {
@@ -321,6 +352,7 @@ async fn run_demo(cluster: &LocalCluster, args: &DemoArgs) -> ExitCode {
             data: json!({"demo_transaction": i}),
             participants: None,
             request_id: None,
+            ..Default::default()
         };
         let start = Instant::now();
         match client.submit(req).await {

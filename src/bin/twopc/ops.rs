@@ -107,10 +107,16 @@ pub enum ParticipantsCommand {
         target: CoordinatorTarget,
     },
     /// Forget a participant. Refused, with the transactions, while any
-    /// transaction still needs it. Stop its process first: a running
-    /// participant registers again when enable_dynamic_joining is on.
+    /// transaction still needs it, and while it is connected unless
+    /// --force. The removal is logged: the cluster expects one participant
+    /// fewer, and the removed id may not register again unless
+    /// enable_dynamic_joining is on.
     Remove {
         id: String,
+        /// Remove it even while it is connected: the participant is told,
+        /// stops retrying and exits with status 3.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         target: CoordinatorTarget,
     },
@@ -120,9 +126,10 @@ pub enum ParticipantsCommand {
 pub async fn participants(cmd: ParticipantsCommand) -> ExitCode {
     let (target, body) = match cmd {
         ParticipantsCommand::List { target } => (target, Body::Status),
-        ParticipantsCommand::Remove { id, target } => {
+        ParticipantsCommand::Remove { id, force, target } => {
             let body = Body::ParticipantRemove {
                 id: ParticipantId(id),
+                force,
             };
             (target, body)
         }
@@ -477,7 +484,13 @@ pub fn summarize(records: &[wal::Located]) -> Vec<Value> {
                 e.heuristic = heuristic.clone();
                 e.role = "participant";
             }
-            Record::Snapshot { .. } => {}
+            Record::Outcome { decision, .. } => {
+                e.records.push("outcome");
+                e.state =
+                    format!("{decision} (client-named id; outcome kept for repeated submits)");
+                e.role = "coordinator";
+            }
+            Record::Snapshot { .. } | Record::Joined { .. } | Record::Removed { .. } => {}
         }
     }
     order
@@ -491,6 +504,25 @@ pub fn summarize(records: &[wal::Located]) -> Vec<Value> {
                 "heuristic_reason": d.heuristic,
                 "records": d.records,
             }))
+        })
+        .collect()
+}
+
+/// A coordinator log's membership changes, in order.
+fn membership(records: &[wal::Located]) -> Vec<Value> {
+    records
+        .iter()
+        .filter_map(|l| match &l.record {
+            Record::Joined { participant } => {
+                Some(json!({"participant": participant, "change": "joined"}))
+            }
+            Record::Removed {
+                participant,
+                expected,
+            } => {
+                Some(json!({"participant": participant, "change": "removed", "expected": expected}))
+            }
+            _ => None,
         })
         .collect()
 }
@@ -524,6 +556,7 @@ pub fn wal_cmd(cmd: WalCommand) -> ExitCode {
         "segments": report.segments.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
         "records": report.records.len(),
         "snapshots": report.records.iter().filter(|l| matches!(l.record, Record::Snapshot { .. })).count(),
+        "membership": membership(&report.records),
         "torn_tail": place(&report.torn_tail),
         "corruption": place(&report.corruption),
         "transactions": txns,

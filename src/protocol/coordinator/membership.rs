@@ -3,12 +3,17 @@
 //! fall silent, leave when their connection closes, and are removed by an
 //! operator. What their departure means for a transaction that waits on
 //! them is decided in [`super::txn`]; this file only says who is gone.
+//!
+//! Membership is logged: a participant that becomes a member (`Joined`) and
+//! an operator's removal (`Removed`, with the number of participants the
+//! cluster expects from then on), so that a restarted coordinator knows
+//! whom it expects. Each change is told to operators as a notice.
 
 use super::views::{to_json, RemovalReport};
 use super::{reject, send, ClusterState, Coordinator, Peer};
 use super::{Txn, TxnPhase};
 use crate::protocol::message::{Body, ErrorCode, Role};
-use crate::protocol::record::Action;
+use crate::protocol::record::{Action, Record};
 use crate::protocol::stats::AbortCause;
 use crate::protocol::timeline::Step;
 use crate::protocol::types::{ConnId, Decision, Millis, ParticipantId, TxnId, PROTOCOL_VERSION};
@@ -27,6 +32,9 @@ pub struct Member {
     /// "every registered participant" before `join_grace_ms`, and it is
     /// forgotten when it goes away.
     pub newcomer: bool,
+    /// It registered since this coordinator started (a member known only
+    /// from the log has not yet): readiness counts these.
+    pub seen: bool,
 }
 
 impl Member {
@@ -80,6 +88,16 @@ impl Coordinator {
     }
 
     pub(super) fn register(&mut self, conn: ConnId, id: ParticipantId, out: &mut Vec<Action>) {
+        let closed = self.state == ClusterState::Ready && !self.opts.dynamic_joining;
+        if closed && self.removed.contains(&id) && !self.members.contains_key(&id) {
+            return reject(
+                out,
+                conn,
+                ErrorCode::Removed,
+                format!("participant `{id}` was removed from the cluster by an operator and may not register again while membership is closed (enable_dynamic_joining: true lets it rejoin); stop it"),
+                true,
+            );
+        }
         if let Some(m) = self.members.get(&id) {
             if m.conn.is_some() {
                 return reject(
@@ -108,10 +126,18 @@ impl Coordinator {
         // A returning member keeps its standing; a new id joining a ready
         // cluster is a newcomer until it takes part in a transaction (one
         // that a recovered decision is owed to has taken part already).
-        let newcomer = match self.members.get(&id) {
+        let known = self.members.get(&id);
+        let newcomer = match known {
             Some(m) => m.newcomer,
             None => self.state == ClusterState::Ready && !self.owed_to(&id),
         };
+        let message = match known {
+            None if newcomer => "joined the ready cluster (a newcomer until it takes part in a transaction or stays past join_grace_ms)".to_string(),
+            None => "registered (a new member)".to_string(),
+            Some(m) if m.seen => "registered again (returned)".to_string(),
+            Some(_) => "registered (a member known from the log)".to_string(),
+        };
+        let is_new_member = known.is_none() && !newcomer;
         self.members.insert(
             id.clone(),
             Member {
@@ -119,14 +145,15 @@ impl Coordinator {
                 last_heartbeat_ms: self.now,
                 joined_ms: self.now,
                 newcomer,
+                seen: true,
             },
         );
         self.peers.insert(conn, Peer::Participant(id.clone()));
-        if self.state == ClusterState::WaitingForParticipants
-            && self.members.len() >= self.opts.expected_participants
-        {
-            self.state = ClusterState::Ready;
+        if is_new_member {
+            self.log_joined(&id, out);
         }
+        notice(out, Some(conn), format!("participant {id} {message}"));
+        self.check_ready(out);
         let state = self.state.as_str().to_string();
         send(out, conn, Body::Welcome { state }, false);
         // Give a returning participant every decision it has not acknowledged.
@@ -151,6 +178,84 @@ impl Coordinator {
         }
     }
 
+    /// Participants registered since the start (readiness counts these).
+    pub fn registered_count(&self) -> usize {
+        self.members.values().filter(|m| m.seen).count()
+    }
+
+    /// How many participants the cluster expects: `expected_participants`,
+    /// less those an operator removed from the ready cluster.
+    pub fn expected(&self) -> usize {
+        self.expected
+    }
+
+    /// Ready once enough participants have registered.
+    pub(super) fn check_ready(&mut self, out: &mut Vec<Action>) {
+        if self.state == ClusterState::WaitingForParticipants
+            && self.registered_count() >= self.expected
+        {
+            self.state = ClusterState::Ready;
+            let message = format!(
+                "cluster READY: {} of {} expected participants registered ({})",
+                self.registered_count(),
+                self.expected,
+                self.member_list()
+            );
+            notice(out, None, message);
+        }
+    }
+
+    /// `id` is a full member from now on: logged, so that a restarted
+    /// coordinator expects it.
+    pub(super) fn log_joined(&mut self, id: &ParticipantId, out: &mut Vec<Action>) {
+        self.removed.remove(id);
+        out.push(Action::Persist {
+            record: Record::Joined {
+                participant: id.clone(),
+            },
+            sync: false,
+        });
+    }
+
+    /// The membership as log records, for a checkpoint: every member that
+    /// is not a newcomer, then every removal still remembered.
+    pub(super) fn membership_records(&self) -> Vec<Record> {
+        let joined = self
+            .members
+            .iter()
+            .filter(|(_, m)| !m.newcomer)
+            .map(|(id, _)| Record::Joined {
+                participant: id.clone(),
+            });
+        let removed = self.removed.iter().map(|id| Record::Removed {
+            participant: id.clone(),
+            expected: self.expected,
+        });
+        joined.chain(removed).collect()
+    }
+
+    /// Recovery: `id` is a member, not connected yet.
+    pub(super) fn recover_member(&mut self, id: &ParticipantId) {
+        self.removed.remove(id);
+        self.members.entry(id.clone()).or_insert(Member {
+            conn: None,
+            last_heartbeat_ms: self.now,
+            joined_ms: self.now,
+            newcomer: false,
+            seen: false,
+        });
+    }
+
+    /// Recovery: `id` was removed, and the cluster expects `expected`.
+    pub(super) fn recover_removal(&mut self, id: &ParticipantId, expected: usize) {
+        self.members.remove(id);
+        self.removed.insert(id.clone());
+        self.expected = expected;
+        if self.expected == 0 {
+            self.state = ClusterState::Ready;
+        }
+    }
+
     /// Does an unended transaction (for example one recovered from the log)
     /// still owe `id` its decision? Such a participant may always register,
     /// even when membership is closed.
@@ -163,7 +268,13 @@ impl Coordinator {
     /// Operator: forget a member. Refused while any transaction still
     /// needs it (undecided, or decided and not acknowledged by it): those
     /// would be left waiting for a participant nobody may bring back.
-    pub(super) fn on_remove(&mut self, conn: ConnId, id: ParticipantId, out: &mut Vec<Action>) {
+    pub(super) fn on_remove(
+        &mut self,
+        conn: ConnId,
+        id: ParticipantId,
+        force: bool,
+        out: &mut Vec<Action>,
+    ) {
         if !self.members.contains_key(&id) {
             let msg = format!(
                 "participant `{id}` is not registered; registered: {}",
@@ -195,16 +306,51 @@ impl Coordinator {
             );
             return reject(out, conn, ErrorCode::Refused, msg, false);
         }
+        if self.members[&id].conn.is_some() && !force {
+            let msg = format!(
+                "participant `{id}` is connected; stop it first, or remove it with --force, which tells it to stop"
+            );
+            return reject(out, conn, ErrorCode::Refused, msg, false);
+        }
         if let Some(c) = self.members.remove(&id).and_then(|m| m.conn) {
             self.peers.remove(&c);
             reject(
                 out,
                 c,
-                ErrorCode::MembershipClosed,
-                format!("`{id}` was removed from the cluster by an operator"),
+                ErrorCode::Removed,
+                format!(
+                    "`{id}` was removed from the cluster by an operator; stop this participant"
+                ),
                 true,
             );
         }
+        // The ready cluster now expects one participant fewer (a cluster
+        // still waiting keeps waiting for its expected number).
+        if self.state == ClusterState::Ready {
+            self.expected = self.expected.min(self.members.len());
+        }
+        self.removed.insert(id.clone());
+        out.push(Action::Persist {
+            record: Record::Removed {
+                participant: id.clone(),
+                expected: self.expected,
+            },
+            sync: true,
+        });
+        self.forced_emitted += 1;
+        notice(
+            out,
+            None,
+            format!(
+                "participant {id} removed by an operator{}; the cluster expects {} participant(s)",
+                if force {
+                    " (forced, while connected)"
+                } else {
+                    ""
+                },
+                self.expected
+            ),
+        );
         // Aborted transactions that waited only for its ACK end now.
         let mut waiting: Vec<TxnId> = self
             .active
@@ -227,7 +373,8 @@ impl Coordinator {
             status: self.status_report(),
             removed: id,
         };
-        send(out, conn, Body::StatusReport(to_json(&report)), false);
+        // Answered once the removal is in the log.
+        send(out, conn, Body::StatusReport(to_json(&report)), true);
     }
 
     pub(super) fn on_disconnect(&mut self, conn: ConnId, out: &mut Vec<Action>) {
@@ -265,6 +412,11 @@ impl Coordinator {
         if let Some(m) = self.members.get_mut(&p) {
             if m.conn == Some(conn) {
                 m.conn = None;
+                let what = match cause {
+                    AbortCause::ParticipantUnavailable => "lost (silent past the liveness timeout)",
+                    _ => "lost (connection closed)",
+                };
+                notice(out, Some(conn), format!("participant {p} {what}"));
                 if m.newcomer {
                     // It never took part: nothing waits for it, and keeping
                     // it would make every submit without named participants
@@ -361,4 +513,9 @@ pub fn valid_participant_id(id: &str) -> bool {
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+}
+
+/// Tell operators, at info level.
+fn notice(out: &mut Vec<Action>, conn: Option<ConnId>, message: String) {
+    out.push(Action::Notice { conn, message });
 }

@@ -30,7 +30,9 @@ mod txn;
 mod views;
 
 pub use membership::{valid_participant_id, Member};
-pub use txn::{check_decision, Txn, TxnPhase, RESULTS_KEPT_MAX_BYTES};
+pub use txn::{
+    check_decision, valid_txn_id, Txn, TxnPhase, RESULTS_KEPT_MAX_BYTES, TXN_ID_MAX_LEN,
+};
 pub use views::{
     to_json, MemberStatus, OpenTxns, RemovalReport, StatusReport, TimelineEntry, TxnCounts,
     TxnDetail, TxnSummary, TXN_STATES,
@@ -41,7 +43,7 @@ use super::message::{Body, ErrorCode, WireError};
 use super::record::Action;
 use super::stats::CoordinatorStats;
 use super::types::{ConnId, Decision, Millis, ParticipantId, TxnId, Vote};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use txn::Waiter;
 
 /// Tunables of the coordinator core. All durations are milliseconds.
@@ -146,6 +148,12 @@ pub struct Coordinator {
     opts: CoordinatorOptions,
     state: ClusterState,
     members: BTreeMap<ParticipantId, Member>,
+    /// Participants the cluster expects: `expected_participants`, less
+    /// removals from the ready cluster (logged with each removal).
+    expected: usize,
+    /// Participants an operator removed (logged): refused with `removed`
+    /// while membership is closed.
+    removed: BTreeSet<ParticipantId>,
     /// Connections that said hello, and as whom.
     peers: HashMap<ConnId, Peer>,
     /// Transactions not yet ended (deciding, or waiting for acks). Ordered,
@@ -192,9 +200,11 @@ impl Coordinator {
             ClusterState::WaitingForParticipants
         };
         Coordinator {
+            expected: opts.expected_participants,
             opts,
             state,
             members: BTreeMap::new(),
+            removed: BTreeSet::new(),
             peers: HashMap::new(),
             active: BTreeMap::new(),
             history: VecDeque::new(),
@@ -316,7 +326,9 @@ impl Coordinator {
                 send(out, conn, Body::StatusReport(report), false);
             }
             (Some(Peer::Client), Body::Submit(req)) => self.on_submit(conn, req, out),
-            (Some(Peer::Client), Body::ParticipantRemove { id }) => self.on_remove(conn, id, out),
+            (Some(Peer::Client), Body::ParticipantRemove { id, force }) => {
+                self.on_remove(conn, id, force, out)
+            }
             (Some(Peer::Participant(p)), Body::VoteCommit { txn, result }) => {
                 self.on_commit_vote(conn, p, txn, result, out)
             }

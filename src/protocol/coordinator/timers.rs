@@ -52,8 +52,8 @@ impl Coordinator {
                     format!(
                         "coordinator is {} ({} of {} participants registered); start the missing participants",
                         self.state.as_str(),
-                        self.members.len(),
-                        self.opts.expected_participants
+                        self.registered_count(),
+                        self.expected
                     ),
                 );
             }

@@ -54,6 +54,9 @@ pub struct Txn {
     pub participants: Vec<ParticipantId>,
     pub phase: TxnPhase,
     pub votes: BTreeMap<ParticipantId, Vote>,
+    /// Participants that acknowledged the decision, or that owe none: under
+    /// presumed abort, those that voted abort or were never asked to
+    /// prepare need not acknowledge an abort.
     pub acks: BTreeSet<ParticipantId>,
     pub decision: Option<Decision>,
     pub reason: Option<String>,
@@ -63,6 +66,14 @@ pub struct Txn {
     pub retries: u32,
     /// True for transactions re-driven from the log after a restart.
     pub recovered: bool,
+    /// The client chose the id (`transaction_id` in the submit): its
+    /// outcome is logged, so that a repeated submit is answered with it
+    /// across restarts, and never run twice.
+    pub client_named: bool,
+    /// A digest of the submit (data and participants) of a client-named
+    /// transaction, to refuse the id's reuse for a different request.
+    /// Unknown (`None`) for transactions rebuilt from the log.
+    pub(super) request_digest: Option<u64>,
     /// The latest problem seen while driving the transaction, for operators.
     pub last_error: Option<String>,
     /// Results the participants returned with their commit votes. Once the
@@ -82,6 +93,10 @@ pub struct Txn {
     pub errors: BTreeMap<ParticipantId, String>,
     /// What happened, in order; never read by the protocol.
     pub timeline: Timeline,
+    /// Participants PREPARE was never sent to (one was not connected when
+    /// the transaction started, so it aborted at once): an abort needs no
+    /// acknowledgement from them.
+    pub(super) unasked: BTreeSet<ParticipantId>,
     pub(super) deadline_ms: Millis,
     pub(super) next_resend_ms: Millis,
     pub(super) resend_backoff_ms: u64,
@@ -109,6 +124,8 @@ impl Txn {
             ended_ms: None,
             retries: 0,
             recovered: false,
+            client_named: false,
+            request_digest: None,
             last_error: None,
             results: BTreeMap::new(),
             results_bytes: 0,
@@ -117,6 +134,7 @@ impl Txn {
             abort_cause: None,
             errors: BTreeMap::new(),
             timeline: Timeline::new(timeline_max_events),
+            unasked: BTreeSet::new(),
             deadline_ms,
             next_resend_ms: 0,
             resend_backoff_ms: 0,
@@ -173,8 +191,47 @@ impl Coordinator {
                         c.remember(t);
                     }
                 }
-                // Abort decisions are never logged; participant records do
-                // not belong in a coordinator's log and are ignored.
+                Record::Outcome {
+                    txn,
+                    decision,
+                    participants,
+                } => {
+                    // A client-named transaction's outcome: a commit ends
+                    // here (it takes the place of `End`); both are
+                    // remembered for repeated submits.
+                    let max = c.opts.timeline_max_events;
+                    let mut t = c.active.remove(txn).unwrap_or_else(|| {
+                        let mut t = Txn::new(txn.clone(), participants.clone(), now, now, max);
+                        t.timeline.assume_durable();
+                        t.timeline.record(now, Step::Recovered);
+                        t.decision = Some(*decision);
+                        t.decided_ms = Some(now);
+                        t.recovered = true;
+                        t
+                    });
+                    t.client_named = true;
+                    t.ended_ms = Some(now);
+                    t.acks = t.participants.iter().cloned().collect();
+                    match decision {
+                        Decision::Commit => {
+                            t.phase = TxnPhase::Completed;
+                            c.committed += 1;
+                        }
+                        Decision::Abort => {
+                            t.phase = TxnPhase::Aborted;
+                            c.aborted += 1;
+                        }
+                    }
+                    c.remember(t);
+                }
+                Record::Joined { participant } => c.recover_member(participant),
+                Record::Removed {
+                    participant,
+                    expected,
+                } => c.recover_removal(participant, *expected),
+                // Abort decisions are never logged (presumed abort; a
+                // client-named abort is an `Outcome`); participant records
+                // do not belong in a coordinator's log and are ignored.
                 Record::Decision {
                     decision: Decision::Abort,
                     ..
@@ -187,10 +244,13 @@ impl Coordinator {
         c
     }
 
-    /// The records that must survive a log checkpoint: the commit decisions
-    /// of transactions that have not ended.
+    /// The records that must survive a log checkpoint: the members, the
+    /// commit decisions of transactions that have not ended, and the
+    /// remembered outcomes of client-named transactions (oldest first, so
+    /// that recovery keeps the same history order).
     pub fn live_records(&self) -> Vec<Record> {
-        let mut v: Vec<Record> = self
+        let mut v = self.membership_records();
+        let mut active: Vec<Record> = self
             .active
             .values()
             .filter(|t| t.decision == Some(Decision::Commit))
@@ -200,7 +260,20 @@ impl Coordinator {
                 participants: t.participants.clone(),
             })
             .collect();
-        v.sort_by(|a, b| a.txn().cmp(&b.txn()));
+        active.sort_by(|a, b| a.txn().cmp(&b.txn()));
+        v.extend(
+            self.history
+                .iter()
+                .filter(|t| t.client_named)
+                .filter_map(|t| {
+                    Some(Record::Outcome {
+                        txn: t.id.clone(),
+                        decision: t.decision?,
+                        participants: t.participants.clone(),
+                    })
+                }),
+        );
+        v.extend(active);
         v
     }
 
@@ -231,8 +304,18 @@ impl Coordinator {
 
     fn on_durable(&mut self, txn: &TxnId) {
         let now = self.now;
-        let Some(t) = self.active.get_mut(txn) else {
-            return;
+        // A client-named abort may have ended before its record was durable.
+        let t = match self.active.get_mut(txn) {
+            Some(t) => t,
+            None => match self
+                .history
+                .iter_mut()
+                .rev()
+                .find(|t| &t.id == txn && t.decision == Some(Decision::Abort))
+            {
+                Some(t) => t,
+                None => return,
+            },
         };
         if t.durable_ms.is_some() {
             return;
@@ -244,7 +327,110 @@ impl Coordinator {
         }
     }
 
+    /// A fresh generated id, never one in use or remembered (a client may
+    /// have chosen it).
+    fn fresh_txn_id(&mut self) -> TxnId {
+        loop {
+            let id = TxnId(format!("{}-{}", self.opts.txn_id_prefix, self.next_seq));
+            self.next_seq += 1;
+            if !self.active.contains_key(&id) && !self.history_index.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// A submit naming an id that is running or remembered: answer it
+    /// without running anything (true), or let it start (false).
+    fn answer_repeat(
+        &mut self,
+        id: &TxnId,
+        digest: u64,
+        waiter: &Waiter,
+        report_accepted: bool,
+        out: &mut Vec<Action>,
+    ) -> bool {
+        let now = self.now;
+        let (t, active) = match self.active.get_mut(id) {
+            Some(t) => (t, true),
+            None => match self.history_index.contains_key(id) {
+                true => match self.history.iter_mut().rev().find(|t| &t.id == id) {
+                    Some(t) => (t, false),
+                    None => return false,
+                },
+                false => return false,
+            },
+        };
+        if t.request_digest.is_some_and(|d| d != digest) {
+            refuse(
+                out,
+                waiter,
+                ErrorCode::Refused,
+                format!("transaction id `{id}` was already used for a different request (other data or participants); choose a new id"),
+            );
+            return true;
+        }
+        let Some(decision) = t.decision else {
+            if t.waiter.is_some() {
+                refuse(
+                    out,
+                    waiter,
+                    ErrorCode::InProgress,
+                    format!("transaction `{id}` is in progress for another connection; follow it with `twopc txn show {id}`, or submit it again later for its outcome"),
+                );
+            } else {
+                // Its client went away: this one waits for the outcome.
+                if report_accepted {
+                    let (txn, request_id) = (id.clone(), waiter.request_id);
+                    send(out, waiter.conn, Body::Accepted { txn, request_id }, false);
+                }
+                t.waiter = Some(waiter.clone());
+            }
+            return true;
+        };
+        t.timeline.record_after_log(now, Step::Outcome { decision });
+        let outcome = Outcome {
+            decision,
+            votes: t.votes.clone(),
+            reason: t.reason.clone(),
+            duration_ms: t.decided_ms.unwrap_or(now).saturating_sub(t.started_ms) as f64,
+            request_id: waiter.request_id,
+            results: match decision {
+                Decision::Commit => t.results.clone(),
+                Decision::Abort => BTreeMap::new(),
+            },
+            repeated: true,
+        };
+        // A commit (or a client-named abort) still being made durable is
+        // told only once it is.
+        let after_durable = active && (decision == Decision::Commit || t.client_named);
+        let body = Body::Outcome {
+            txn: id.clone(),
+            outcome,
+        };
+        send(out, waiter.conn, body, after_durable);
+        true
+    }
+
     pub(super) fn start_txn(&mut self, waiter: Waiter, req: SubmitRequest, out: &mut Vec<Action>) {
+        let mut digest = None;
+        if let Some(id) = &req.transaction_id {
+            if !valid_txn_id(&id.0) {
+                return refuse(
+                    out,
+                    &waiter,
+                    ErrorCode::InvalidMessage,
+                    format!(
+                        "transaction_id must be 1-{TXN_ID_MAX_LEN} characters from [A-Za-z0-9_.:-]; got {:?}",
+                        bound::reason(&id.0)
+                    ),
+                );
+            }
+            let d = request_digest(&req);
+            if self.answer_repeat(id, d, &waiter, req.report_accepted, out) {
+                return;
+            }
+            digest = Some(d);
+        }
         if self.in_prepare >= self.opts.max_in_flight {
             return refuse(
                 out,
@@ -301,8 +487,10 @@ impl Coordinator {
                 "the transaction has no participants: name some, or register participants first",
             );
         }
-        let id = TxnId(format!("{}-{}", self.opts.txn_id_prefix, self.next_seq));
-        self.next_seq += 1;
+        let id = match &req.transaction_id {
+            Some(id) => id.clone(),
+            None => self.fresh_txn_id(),
+        };
         let mut t = Txn::new(
             id.clone(),
             participants.clone(),
@@ -311,13 +499,22 @@ impl Coordinator {
             self.opts.timeline_max_events,
         );
         t.timeline.record(self.now, Step::Submitted);
+        t.client_named = req.transaction_id.is_some();
+        t.request_digest = digest;
+        if req.report_accepted {
+            let request_id = waiter.request_id;
+            let txn = id.clone();
+            send(out, waiter.conn, Body::Accepted { txn, request_id }, false);
+        }
         t.waiter = Some(waiter);
         self.in_prepare += 1;
         // Named in a transaction: each is a full member from now on (the
         // transaction may wait for its acknowledgement).
         for p in &participants {
             if let Some(m) = self.members.get_mut(p) {
-                m.newcomer = false;
+                if std::mem::replace(&mut m.newcomer, false) {
+                    self.log_joined(p, out);
+                }
             }
         }
         let mut unreachable = None;
@@ -351,6 +548,15 @@ impl Coordinator {
                     break;
                 }
             }
+        }
+        if let Some(first) = &unreachable {
+            // Never asked to prepare: they hold nothing, and under presumed
+            // abort the abort needs no acknowledgement from them.
+            t.unasked = participants
+                .iter()
+                .skip_while(|p| *p != first)
+                .cloned()
+                .collect();
         }
         self.active.insert(id.clone(), t);
         if let Some(p) = unreachable {
@@ -395,19 +601,17 @@ impl Coordinator {
         out: &mut Vec<Action>,
     ) {
         let Some(t) = self.active.get_mut(&txn) else {
-            let known = self.history_index.get(&txn).copied();
-            reject(
-                out,
-                conn,
-                ErrorCode::UnknownTransaction,
-                format!("vote for transaction `{txn}` which is not in progress here; ignored"),
-                false,
-            );
-            // A participant that voted commit for a transaction we no longer
-            // drive must still learn its outcome: the remembered one, or abort
-            // by presumption.
+            // A vote for a transaction no longer driven here (it ended, or
+            // the coordinator restarted and presumes it aborted) is normal
+            // after a crash, not an error: a commit voter is told the
+            // remembered outcome, or abort by presumption; an abort voter
+            // has aborted on its own and needs nothing.
             if vote == Vote::Commit {
-                let d = known.unwrap_or(Decision::Abort);
+                let d = self
+                    .history_index
+                    .get(&txn)
+                    .copied()
+                    .unwrap_or(Decision::Abort);
                 send(out, conn, Body::decision(txn, d), d == Decision::Commit);
             }
             return;
@@ -568,16 +772,38 @@ impl Coordinator {
                 let cause = cause.unwrap_or(AbortCause::VoteAbort);
                 self.stats.count_abort(cause);
                 t.abort_cause = Some(cause);
-                // Nothing is logged for an abort: nothing waits for the log.
-                t.timeline.assume_durable();
                 t.phase = TxnPhase::Aborted;
+                if t.client_named {
+                    // The client chose the id and may submit it again: the
+                    // abort is logged before the client is told, so that
+                    // the id is never run a second time.
+                    t.timeline.record(now, Step::LogWrite);
+                    out.push(Action::Persist {
+                        record: Record::Outcome {
+                            txn: txn.clone(),
+                            decision,
+                            participants: t.participants.clone(),
+                        },
+                        sync: true,
+                    });
+                    self.forced_emitted += 1;
+                    self.awaiting_durable
+                        .push_back((self.forced_emitted, txn.clone()));
+                } else {
+                    // Nothing is logged for an abort: nothing waits for the
+                    // log.
+                    t.timeline.assume_durable();
+                }
                 false
             }
         };
+        let client_durable = durable || t.client_named;
         for p in &t.participants {
-            // A participant that voted abort has already aborted on its own
-            // and needs no message; everyone else gets the decision.
-            if t.votes.get(p) == Some(&Vote::Abort) {
+            // A participant that voted abort has already aborted on its own,
+            // and one never asked to prepare holds nothing: neither needs a
+            // message or owes an acknowledgement (presumed abort). Everyone
+            // else gets the decision.
+            if t.votes.get(p) == Some(&Vote::Abort) || t.unasked.contains(p) {
                 t.acks.insert(p.clone());
                 continue;
             }
@@ -609,6 +835,7 @@ impl Coordinator {
                     Decision::Commit => t.results.clone(),
                     Decision::Abort => BTreeMap::new(),
                 },
+                repeated: false,
             };
             send(
                 out,
@@ -617,7 +844,7 @@ impl Coordinator {
                     txn: txn.clone(),
                     outcome,
                 },
-                durable,
+                client_durable,
             );
         }
         self.maybe_end(txn, out);
@@ -681,8 +908,16 @@ impl Coordinator {
             Some(Decision::Commit) => {
                 t.phase = TxnPhase::Completed;
                 self.committed += 1;
+                let record = match t.client_named {
+                    true => Record::Outcome {
+                        txn: txn.clone(),
+                        decision: Decision::Commit,
+                        participants: t.participants.clone(),
+                    },
+                    false => Record::End { txn: txn.clone() },
+                };
                 out.push(Action::Persist {
-                    record: Record::End { txn: txn.clone() },
+                    record,
                     sync: false,
                 });
             }
@@ -854,4 +1089,30 @@ pub fn check_decision(t: &Txn, decision: Decision) -> Result<(), String> {
             }
         }
     }
+}
+
+/// Longest transaction id a client may choose (it becomes part of a
+/// PostgreSQL prepared transaction's name, at most 200 bytes).
+pub const TXN_ID_MAX_LEN: usize = 100;
+
+/// Transaction ids a client may choose: short and printable, so they can
+/// appear in logs, file names and PostgreSQL prepared transaction names.
+pub fn valid_txn_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= TXN_ID_MAX_LEN
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+}
+
+/// What a repeated submit of a client-named id must match: its data and
+/// participants (in memory only; the log keeps outcomes, not requests).
+fn request_digest(req: &SubmitRequest) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&req.data)
+        .unwrap_or_default()
+        .hash(&mut h);
+    req.participants.hash(&mut h);
+    h.finish()
 }

@@ -34,8 +34,13 @@ pub const TXN_STATES: &[&str] = &["in-flight", "in-doubt", "committed", "aborted
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct StatusReport {
     pub state: ClusterState,
+    /// `expected_participants`, less participants an operator removed
+    /// from the ready cluster.
     pub expected_participants: usize,
-    /// Every registered participant, by id.
+    /// Members that registered since the coordinator started (readiness
+    /// counts these; members known only from the log have not).
+    pub participants_registered: usize,
+    /// Every member, by id (known from the log or registered).
     pub participants: Vec<MemberStatus>,
     pub transactions: TxnCounts,
 }
@@ -237,7 +242,8 @@ impl Coordinator {
             .collect();
         StatusReport {
             state: self.state,
-            expected_participants: self.opts.expected_participants,
+            expected_participants: self.expected,
+            participants_registered: self.registered_count(),
             participants,
             transactions: TxnCounts {
                 committed: self.committed,

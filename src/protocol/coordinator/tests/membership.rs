@@ -17,16 +17,24 @@ fn cluster_waits_for_expected_participants_then_is_ready() {
     );
     assert_eq!(
         c.handle(1, msg(P1, hello("p1"))),
-        vec![send(
-            P1,
-            welcome(ClusterState::WaitingForParticipants),
-            false
-        )]
+        vec![
+            joined("p1"),
+            notice(Some(P1), "participant p1 registered (a new member)"),
+            send(P1, welcome(ClusterState::WaitingForParticipants), false)
+        ]
     );
     assert_eq!(c.state(), ClusterState::WaitingForParticipants);
     assert_eq!(
         c.handle(2, msg(P2, hello("p2"))),
-        vec![send(P2, welcome(ClusterState::Ready), false)]
+        vec![
+            joined("p2"),
+            notice(Some(P2), "participant p2 registered (a new member)"),
+            notice(
+                None,
+                "cluster READY: 2 of 2 expected participants registered (p1, p2)"
+            ),
+            send(P2, welcome(ClusterState::Ready), false)
+        ]
     );
     assert_eq!(c.state(), ClusterState::Ready);
     let members: Vec<(&ParticipantId, Option<ConnId>)> =
@@ -163,11 +171,18 @@ fn duplicate_participant_id_while_connected_is_rejected() {
 #[test]
 fn same_id_may_register_again_after_disconnecting() {
     let mut c = ready();
-    assert_eq!(c.handle(5, Event::Disconnected { conn: P1 }), vec![]);
+    assert_eq!(
+        c.handle(5, Event::Disconnected { conn: P1 }),
+        vec![notice(Some(P1), "participant p1 lost (connection closed)")]
+    );
     assert_eq!(c.members()[&pid("p1")].conn, None);
+    // Nothing is logged: it is a member already.
     assert_eq!(
         c.handle(6, msg(P3, hello("p1"))),
-        vec![send(P3, welcome(ClusterState::Ready), false)]
+        vec![
+            notice(Some(P3), "participant p1 registered again (returned)"),
+            send(P3, welcome(ClusterState::Ready), false)
+        ]
     );
     assert_eq!(c.members()[&pid("p1")].conn, Some(P3));
     assert_eq!(c.members()[&pid("p1")].last_heartbeat_ms, 6);
@@ -194,9 +209,13 @@ fn join_beyond_expected_is_accepted_with_dynamic_joining() {
         dynamic_joining: true,
         ..opts()
     });
+    // A newcomer is not logged until it takes part.
     assert_eq!(
         c.handle(0, msg(P3, hello("p3"))),
-        vec![send(P3, welcome(ClusterState::Ready), false)]
+        vec![
+            notice(Some(P3), "participant p3 joined the ready cluster (a newcomer until it takes part in a transaction or stays past join_grace_ms)"),
+            send(P3, welcome(ClusterState::Ready), false)
+        ]
     );
     assert_eq!(c.members().len(), 3);
     // Within its join grace the newcomer is left out of submits that name
@@ -208,10 +227,12 @@ fn join_beyond_expected_is_accepted_with_dynamic_joining() {
             send(P2, prepare("t-1", &["p1", "p2"]), false),
         ]
     );
-    // ...and counted once it has stayed connected that long.
+    // ...and counted once it has stayed connected that long (then it is
+    // a member, logged).
     assert_eq!(
         c.handle(3_000, msg(CLIENT, submit(2))),
         vec![
+            joined("p3"),
             send(P1, prepare("t-2", &["p1", "p2", "p3"]), false),
             send(P2, prepare("t-2", &["p1", "p2", "p3"]), false),
             send(P3, prepare("t-2", &["p1", "p2", "p3"]), false),
@@ -226,9 +247,10 @@ fn a_newcomer_named_in_a_submit_takes_part_at_once_and_is_kept_when_it_leaves() 
         ..opts()
     });
     c.handle(0, msg(P3, hello("p3")));
+    // Taking part makes it a member, logged.
     assert_eq!(
         c.handle(10, msg(CLIENT, submit_to(1, &["p3"]))),
-        vec![send(P3, prepare("t-1", &["p3"]), false)]
+        vec![joined("p3"), send(P3, prepare("t-1", &["p3"]), false)]
     );
     c.handle(20, Event::Disconnected { conn: P3 });
     // It took part: it stays a member (a decision may be owed to it).
@@ -242,7 +264,13 @@ fn a_newcomer_that_leaves_before_taking_part_is_forgotten() {
         ..opts()
     });
     c.handle(0, msg(P3, hello("ghost")));
-    assert_eq!(c.handle(5, Event::Disconnected { conn: P3 }), vec![]);
+    assert_eq!(
+        c.handle(5, Event::Disconnected { conn: P3 }),
+        vec![notice(
+            Some(P3),
+            "participant ghost lost (connection closed)"
+        )]
+    );
     assert_eq!(c.members().len(), 2);
     // Long after any grace, a submit naming no participants still runs on
     // the two that are there instead of aborting for the ghost.
@@ -304,6 +332,7 @@ fn participant_disconnect_before_voting_aborts() {
     assert_eq!(
         c.handle(9, Event::Disconnected { conn: P1 }),
         vec![
+            notice(Some(P1), "participant p1 lost (connection closed)"),
             send(P2, abort("t-1"), false),
             send(
                 CLIENT,
@@ -323,6 +352,7 @@ fn participant_disconnect_before_voting_aborts() {
     assert_eq!(
         c.handle(10, msg(P3, hello("p1"))),
         vec![
+            notice(Some(P3), "participant p1 registered again (returned)"),
             send(P3, welcome(ClusterState::Ready), false),
             send(P3, abort("t-1"), true),
         ]
@@ -336,7 +366,10 @@ fn participant_disconnect_before_voting_aborts() {
 fn participant_disconnect_after_voting_commit_does_not_abort() {
     let mut c = voting();
     c.handle(1, msg(P1, vote_commit("t-1")));
-    assert_eq!(c.handle(2, Event::Disconnected { conn: P1 }), vec![]);
+    assert_eq!(
+        c.handle(2, Event::Disconnected { conn: P1 }),
+        vec![notice(Some(P1), "participant p1 lost (connection closed)")]
+    );
     assert_eq!(phase(&c, "t-1"), Some(TxnPhase::PreparePhase));
     assert_eq!(
         c.handle(3, msg(P2, vote_commit("t-1"))),
@@ -359,6 +392,7 @@ fn participant_disconnect_after_voting_commit_does_not_abort() {
     assert_eq!(
         c.handle(4, msg(P3, hello("p1"))),
         vec![
+            notice(Some(P3), "participant p1 registered again (returned)"),
             send(P3, welcome(ClusterState::Ready), false),
             send(P3, commit("t-1"), true),
         ]
@@ -407,6 +441,7 @@ fn returning_participant_gets_every_owed_decision_in_order() {
     assert_eq!(
         c.handle(4, msg(P3, hello("p1"))),
         vec![
+            notice(Some(P3), "participant p1 registered again (returned)"),
             send(P3, welcome(ClusterState::Ready), false),
             send(P3, commit("t-2"), true),
             send(P3, abort("t-3"), true),
@@ -430,25 +465,51 @@ fn a_participant_still_needed_by_a_transaction_cannot_be_removed() {
     c.handle(4, msg(P1, ack("t-1")));
     assert_eq!(c.handle(5, remove("p2")), vec![refusal]);
     assert!(c.members().contains_key(&pid("p2")));
-    // Once p2 has acknowledged, it can go.
+    // Once p2 has acknowledged, it can go; while it is connected only
+    // with force, which tells it.
     c.handle(6, msg(P2, ack("t-1")));
-    let out = c.handle(7, remove("p2"));
-    assert_eq!(out.len(), 2, "{out:?}");
     assert_eq!(
-        out[0],
-        reject(
-            P2,
-            ErrorCode::MembershipClosed,
-            "`p2` was removed from the cluster by an operator",
-            true
-        )
+        c.handle(7, remove("p2")),
+        vec![reject(
+            CLIENT,
+            ErrorCode::Refused,
+            "participant `p2` is connected; stop it first, or remove it with --force, which tells it to stop",
+            false
+        )]
     );
-    match &out[1] {
+    let out = c.handle(7, remove_forced("p2"));
+    assert_eq!(out.len(), 4, "{out:?}");
+    assert_eq!(
+        out[..3],
+        [
+            reject(
+                P2,
+                ErrorCode::Removed,
+                "`p2` was removed from the cluster by an operator; stop this participant",
+                true
+            ),
+            Action::Persist {
+                record: Record::Removed {
+                    participant: pid("p2"),
+                    expected: 1
+                },
+                sync: true
+            },
+            notice(
+                None,
+                "participant p2 removed by an operator (forced, while connected); the cluster expects 1 participant(s)"
+            ),
+        ]
+    );
+    // The operator is answered once the removal is logged.
+    match &out[3] {
         Action::Send {
             conn: CLIENT,
             body: Body::StatusReport(r),
-            after_durable: false,
+            after_durable: true,
         } => {
+            assert_eq!(r["expected_participants"], 1);
+            assert_eq!(r["participants_registered"], 1);
             assert_eq!(r["removed"], "p2");
             let ids: Vec<&str> = r["participants"]
                 .as_array()
@@ -488,9 +549,76 @@ fn removing_a_participant_ends_aborted_transactions_waiting_for_its_ack() {
     let ended = |c: &Coordinator| c.txn(&tid("t-1")).and_then(|t| t.ended_ms);
     assert_eq!(ended(&c), None, "t-1 waits for p2's ack");
     assert_eq!(c.counts().1, 0);
-    let out = c.handle(2, remove("p2"));
-    assert_eq!(out.len(), 2, "{out:?}");
+    let out = c.handle(2, remove_forced("p2"));
+    assert_eq!(out.len(), 4, "{out:?}");
     assert_eq!(ended(&c), Some(2), "t-1 ended when p2 was removed");
     assert_eq!(c.counts().1, 1);
     assert_eq!(phase(&c, "t-1"), Some(TxnPhase::Aborted));
+}
+
+#[test]
+fn membership_is_logged_and_a_restarted_coordinator_expects_its_members() {
+    let mut c = ready();
+    assert_eq!(
+        c.live_records(),
+        vec![
+            Record::Joined {
+                participant: pid("p1")
+            },
+            Record::Joined {
+                participant: pid("p2")
+            },
+        ]
+    );
+    let mut r = Coordinator::recover(opts(), 10, &c.live_records());
+    // Known, not yet registered: the cluster waits for them.
+    assert_eq!(r.state(), ClusterState::WaitingForParticipants);
+    assert_eq!(r.members().len(), 2);
+    assert_eq!(r.registered_count(), 0);
+    let out = r.handle(11, msg(P1, hello("p1")));
+    assert_eq!(
+        out,
+        vec![
+            notice(
+                Some(P1),
+                "participant p1 registered (a member known from the log)"
+            ),
+            send(P1, welcome(ClusterState::WaitingForParticipants), false),
+        ]
+    );
+    r.handle(12, msg(P2, hello("p2")));
+    assert_eq!(r.state(), ClusterState::Ready);
+    // A removal is logged with the new expectation, and a removed
+    // participant may not come back while membership is closed.
+    c.handle(20, Event::Disconnected { conn: P2 });
+    let out = c.handle(21, remove("p2"));
+    assert_eq!(
+        out[..2],
+        [
+            Action::Persist {
+                record: Record::Removed {
+                    participant: pid("p2"),
+                    expected: 1
+                },
+                sync: true
+            },
+            notice(
+                None,
+                "participant p2 removed by an operator; the cluster expects 1 participant(s)"
+            ),
+        ]
+    );
+    assert_eq!(
+        c.handle(22, msg(P3, hello("p2"))),
+        vec![reject(
+            P3,
+            ErrorCode::Removed,
+            "participant `p2` was removed from the cluster by an operator and may not register again while membership is closed (enable_dynamic_joining: true lets it rejoin); stop it",
+            true
+        )]
+    );
+    let r = Coordinator::recover(opts(), 30, &c.live_records());
+    assert_eq!(r.expected(), 1);
+    assert_eq!(r.members().keys().collect::<Vec<_>>(), vec![&pid("p1")]);
+    assert_eq!(r.status_report().expected_participants, 1);
 }

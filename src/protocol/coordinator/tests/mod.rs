@@ -76,6 +76,33 @@ fn persist_commit(txn: &str, participants: &[&str]) -> Action {
     }
 }
 
+/// `id` became a member (logged, not forced).
+fn joined(id: &str) -> Action {
+    Action::Persist {
+        record: Record::Joined {
+            participant: pid(id),
+        },
+        sync: false,
+    }
+}
+
+/// An operator notice about the peer on `conn`, if any.
+fn notice(conn: Option<ConnId>, message: &str) -> Action {
+    Action::Notice {
+        conn,
+        message: message.into(),
+    }
+}
+
+/// The live records that are about transactions (membership records are
+/// checked in `membership.rs`).
+fn txn_records(c: &Coordinator) -> Vec<Record> {
+    c.live_records()
+        .into_iter()
+        .filter(|r| !matches!(r, Record::Joined { .. } | Record::Removed { .. }))
+        .collect()
+}
+
 fn persist_end(txn: &str) -> Action {
     Action::Persist {
         record: Record::End { txn: tid(txn) },
@@ -114,6 +141,7 @@ fn submit(request_id: u64) -> Body {
         data: data(),
         participants: None,
         request_id: Some(request_id),
+        ..Default::default()
     })
 }
 
@@ -122,6 +150,7 @@ fn submit_to(request_id: u64, participants: &[&str]) -> Body {
         data: data(),
         participants: Some(pids(participants)),
         request_id: Some(request_id),
+        ..Default::default()
     })
 }
 
@@ -182,6 +211,7 @@ fn outcome(
             duration_ms,
             request_id: Some(1),
             results: Default::default(),
+            repeated: false,
         },
     }
 }
@@ -250,8 +280,24 @@ fn decision_record(txn: &str, decision: Decision, participants: &[&str]) -> Reco
     }
 }
 
+fn remove_forced(id: &str) -> Event {
+    msg(
+        CLIENT,
+        Body::ParticipantRemove {
+            id: pid(id),
+            force: true,
+        },
+    )
+}
+
 fn remove(id: &str) -> Event {
-    msg(CLIENT, Body::ParticipantRemove { id: pid(id) })
+    msg(
+        CLIENT,
+        Body::ParticipantRemove {
+            id: pid(id),
+            force: false,
+        },
+    )
 }
 
 fn timeline(c: &Coordinator, txn: &str) -> Vec<(Millis, Step)> {

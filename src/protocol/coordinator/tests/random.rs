@@ -222,6 +222,7 @@ impl Sim {
                 }
             }
             Action::Alert { .. } => panic!("unexpected alert {a:?}; {why}"),
+            Action::Notice { .. } => {}
             Action::Reject { .. } => {}
             Action::PrepareResource { .. } | Action::FinishResource { .. } => {
                 panic!("participant action from the coordinator: {a:?}; {why}")

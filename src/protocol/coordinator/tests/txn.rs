@@ -127,6 +127,41 @@ fn submit_naming_a_disconnected_participant_aborts_at_once() {
     );
     assert_eq!(decision(&c, "t-1"), Some(Decision::Abort));
     assert_eq!(c.counts(), (0, 0, 0));
+    // Presumed abort: p2 was never asked to prepare and owes no
+    // acknowledgement; only p1, which may have voted commit, is waited for.
+    let open = c.open_txns();
+    assert_eq!((open.in_doubt, open.in_flight), (1, 0));
+    let t = c.txn(&tid("t-1")).unwrap();
+    assert_eq!(t.acks, BTreeSet::from([pid("p2")]));
+    assert_eq!(c.handle(4, msg(P1, ack("t-1"))), vec![]);
+    assert_eq!(phase(&c, "t-1"), Some(TxnPhase::Aborted));
+    assert_eq!(c.open_txns().in_doubt, 0);
+    assert_eq!(c.counts(), (0, 1, 0));
+}
+
+#[test]
+fn an_abort_nobody_was_asked_to_prepare_for_ends_at_once() {
+    let mut c = ready();
+    c.handle(0, Event::Disconnected { conn: P1 });
+    assert_eq!(
+        c.handle(3, msg(CLIENT, submit(1))),
+        vec![send(
+            CLIENT,
+            outcome(
+                "t-1",
+                Decision::Abort,
+                &[],
+                Some("participant_unavailable: p1 is not connected"),
+                0.0
+            ),
+            false
+        )]
+    );
+    assert_eq!(c.open_txns(), OpenTxns::default());
+    assert_eq!(c.counts(), (0, 1, 0));
+    // p1 comes back: it is owed nothing.
+    c.handle(5, msg(ConnId(7), hello("p1")));
+    assert_eq!(c.open_txns().in_doubt, 0);
 }
 
 #[test]
@@ -156,7 +191,7 @@ fn all_commit_votes_persist_the_decision_before_sending_it() {
     assert_eq!(phase(&c, "t-1"), Some(TxnPhase::CommitPhase));
     assert_eq!(c.counts(), (0, 0, 0));
     assert_eq!(
-        c.live_records(),
+        txn_records(&c),
         vec![Record::Decision {
             txn: tid("t-1"),
             decision: Decision::Commit,
@@ -188,7 +223,7 @@ fn abort_vote_aborts_without_logging_and_tells_the_others() {
     );
     assert_eq!(phase(&c, "t-1"), Some(TxnPhase::Aborted));
     assert_eq!(c.counts(), (0, 0, 0));
-    assert!(c.live_records().is_empty());
+    assert!(txn_records(&c).is_empty());
     // The transaction ends once the participant that did not vote abort acks.
     assert_eq!(c.handle(7, msg(P2, ack("t-1"))), vec![]);
     assert_eq!(c.counts(), (0, 1, 0));
@@ -314,24 +349,13 @@ fn vote_from_a_non_member_is_refused() {
 }
 
 #[test]
-fn vote_for_an_unknown_transaction_is_refused_and_presumed_aborted() {
+fn vote_for_an_unknown_transaction_is_answered_by_presumption_without_error() {
     let mut c = ready();
-    let refused = |conn| {
-        reject(
-            conn,
-            ErrorCode::UnknownTransaction,
-            "vote for transaction `t-9` which is not in progress here; ignored",
-            false,
-        )
-    };
     assert_eq!(
         c.handle(0, msg(P1, vote_commit("t-9"))),
-        vec![refused(P1), send(P1, abort("t-9"), false)]
+        vec![send(P1, abort("t-9"), false)]
     );
-    assert_eq!(
-        c.handle(0, msg(P2, vote_abort("t-9", None))),
-        vec![refused(P2)]
-    );
+    assert_eq!(c.handle(0, msg(P2, vote_abort("t-9", None))), vec![]);
     assert!(c.txn(&tid("t-9")).is_none());
 }
 
@@ -342,15 +366,7 @@ fn vote_for_an_ended_commit_is_answered_with_commit() {
     c.handle(20, msg(P2, ack("t-1")));
     assert_eq!(
         c.handle(30, msg(P1, vote_commit("t-1"))),
-        vec![
-            reject(
-                P1,
-                ErrorCode::UnknownTransaction,
-                "vote for transaction `t-1` which is not in progress here; ignored",
-                false
-            ),
-            send(P1, commit("t-1"), true),
-        ]
+        vec![send(P1, commit("t-1"), true)]
     );
 }
 
@@ -365,7 +381,7 @@ fn acks_after_commit_end_the_transaction() {
     assert_eq!(t.phase, TxnPhase::Completed);
     assert_eq!(t.ended_ms, Some(21));
     assert_eq!(c.counts(), (1, 0, 0));
-    assert!(c.live_records().is_empty());
+    assert!(txn_records(&c).is_empty());
     // A duplicate ack after the end is harmless and silent.
     assert_eq!(c.handle(22, msg(P2, ack("t-1"))), vec![]);
     assert_eq!(c.counts(), (1, 0, 0));
@@ -467,7 +483,7 @@ fn recover_redrives_commits_without_an_end() {
     ];
     let mut c = Coordinator::recover(opts(), 1_000, &records);
     assert_eq!(c.state(), ClusterState::WaitingForParticipants);
-    assert_eq!(c.live_records(), vec![records[0].clone()]);
+    assert_eq!(txn_records(&c), vec![records[0].clone()]);
     assert_eq!(c.counts(), (1, 0, 0));
     let t = c.txn(&tid("a-1")).expect("a-1 is re-driven");
     assert_eq!(
@@ -480,6 +496,8 @@ fn recover_redrives_commits_without_an_end() {
     assert_eq!(
         c.handle(1_001, msg(P1, hello("p1"))),
         vec![
+            joined("p1"),
+            notice(Some(P1), "participant p1 registered (a new member)"),
             send(P1, welcome(ClusterState::WaitingForParticipants), false),
             send(P1, commit("a-1"), true),
         ]
@@ -487,6 +505,12 @@ fn recover_redrives_commits_without_an_end() {
     assert_eq!(
         c.handle(1_002, msg(P2, hello("p2"))),
         vec![
+            joined("p2"),
+            notice(Some(P2), "participant p2 registered (a new member)"),
+            notice(
+                None,
+                "cluster READY: 2 of 2 expected participants registered (p1, p2)"
+            ),
             send(P2, welcome(ClusterState::Ready), false),
             send(P2, commit("a-1"), true),
         ]
@@ -506,7 +530,7 @@ fn recover_redrives_commits_without_an_end() {
         vec![persist_end("a-1")]
     );
     assert_eq!(c.counts(), (2, 0, 0));
-    assert!(c.live_records().is_empty());
+    assert!(txn_records(&c).is_empty());
 }
 
 /// Known bug: `Coordinator::recover` moves a transaction whose `End` it
@@ -562,7 +586,7 @@ fn recover_ignores_participant_records() {
     ];
     let c = Coordinator::recover(opts(), 0, &records);
     assert!(c.txn(&tid("a-1")).is_none());
-    assert!(c.live_records().is_empty());
+    assert!(txn_records(&c).is_empty());
     assert_eq!(c.counts(), (0, 0, 0));
 }
 
@@ -578,7 +602,7 @@ fn live_records_list_only_unended_commits_sorted() {
     }
     c.handle(2, msg(P1, vote_abort("t-2", None)));
     assert_eq!(
-        c.live_records(),
+        txn_records(&c),
         vec![
             decision_record("t-1", Decision::Commit, &["p1", "p2"]),
             decision_record("t-3", Decision::Commit, &["p1", "p2"]),
@@ -805,4 +829,252 @@ fn durability_is_reported_by_the_count_of_forced_writes() {
     // A repeated or stale report changes nothing.
     c.handle(40, Event::Durable { forced: 2 });
     assert_eq!(durable(&c, "t-2"), 1);
+}
+
+fn submit_named(request_id: u64, id: &str) -> Body {
+    Body::Submit(SubmitRequest {
+        data: data(),
+        participants: None,
+        request_id: Some(request_id),
+        transaction_id: Some(tid(id)),
+        report_accepted: false,
+    })
+}
+
+fn repeated(body: Body, request_id: u64) -> Body {
+    match body {
+        Body::Outcome { txn, mut outcome } => {
+            outcome.repeated = true;
+            outcome.request_id = Some(request_id);
+            Body::Outcome { txn, outcome }
+        }
+        other => other,
+    }
+}
+
+fn outcome_record(txn: &str, decision: Decision) -> Record {
+    Record::Outcome {
+        txn: tid(txn),
+        decision,
+        participants: pids(&["p1", "p2"]),
+    }
+}
+
+#[test]
+fn a_client_named_commit_is_run_once_and_its_outcome_kept() {
+    let mut c = ready();
+    assert_eq!(
+        c.handle(0, msg(CLIENT, submit_named(1, "order-7"))),
+        vec![
+            send(P1, prepare("order-7", &["p1", "p2"]), false),
+            send(P2, prepare("order-7", &["p1", "p2"]), false),
+        ]
+    );
+    c.handle(1, msg(P1, vote_commit("order-7")));
+    let told = outcome(
+        "order-7",
+        Decision::Commit,
+        &[("p1", Vote::Commit), ("p2", Vote::Commit)],
+        None,
+        2.0,
+    );
+    assert_eq!(
+        c.handle(2, msg(P2, vote_commit("order-7"))),
+        vec![
+            persist_commit("order-7", &["p1", "p2"]),
+            send(P1, commit("order-7"), true),
+            send(P2, commit("order-7"), true),
+            send(CLIENT, told.clone(), true),
+        ]
+    );
+    // Repeated while acknowledgements are awaited: the outcome again, once
+    // durable, nothing run.
+    assert_eq!(
+        c.handle(3, msg(CLIENT, submit_named(2, "order-7"))),
+        vec![send(CLIENT, repeated(told.clone(), 2), true)]
+    );
+    c.handle(4, msg(P1, ack("order-7")));
+    // The end of a client-named transaction is its outcome record.
+    assert_eq!(
+        c.handle(4, msg(P2, ack("order-7"))),
+        vec![Action::Persist {
+            record: outcome_record("order-7", Decision::Commit),
+            sync: false
+        }]
+    );
+    assert_eq!(
+        c.handle(5, msg(CLIENT, submit_named(3, "order-7"))),
+        vec![send(CLIENT, repeated(told, 3), false)]
+    );
+    assert_eq!(c.counts(), (1, 0, 0));
+    // A checkpoint keeps the outcome.
+    assert_eq!(
+        txn_records(&c),
+        vec![outcome_record("order-7", Decision::Commit)]
+    );
+}
+
+#[test]
+fn a_client_named_abort_is_logged_before_the_client_is_told() {
+    let mut c = voting_named();
+    assert_eq!(
+        c.handle(3, msg(P1, vote_abort("x", Some("no")))),
+        vec![
+            Action::Persist {
+                record: outcome_record("x", Decision::Abort),
+                sync: true
+            },
+            send(P2, abort("x"), false),
+            send(
+                CLIENT,
+                outcome(
+                    "x",
+                    Decision::Abort,
+                    &[("p1", Vote::Abort)],
+                    Some("participant p1 voted abort: no"),
+                    3.0
+                ),
+                true
+            ),
+        ]
+    );
+    c.handle(4, msg(P2, ack("x")));
+    // Never run again, and a restarted coordinator remembers it.
+    let out = c.handle(5, msg(CLIENT, submit_named(2, "x")));
+    assert!(
+        matches!(&out[..], [Action::Send { body: Body::Outcome { outcome, .. }, .. }] if outcome.repeated && outcome.decision == Decision::Abort),
+        "{out:?}"
+    );
+    let mut r = Coordinator::recover(opts(), 100, &c.live_records());
+    r.handle(100, msg(CLIENT, client_hello()));
+    r.handle(100, msg(P1, hello("p1")));
+    r.handle(100, msg(P2, hello("p2")));
+    let out = r.handle(101, msg(CLIENT, submit_named(3, "x")));
+    assert!(
+        matches!(&out[..], [Action::Send { body: Body::Outcome { outcome, .. }, after_durable: false, .. }] if outcome.repeated && outcome.decision == Decision::Abort),
+        "{out:?}"
+    );
+    assert_eq!(r.txn(&tid("x")).map(|t| t.phase), Some(TxnPhase::Aborted));
+}
+
+/// A client-named transaction `x` voting, submitted with request id 1.
+fn voting_named() -> Coordinator {
+    let mut c = ready();
+    let out = c.handle(0, msg(CLIENT, submit_named(1, "x")));
+    assert_eq!(out.len(), 2, "{out:?}");
+    c
+}
+
+#[test]
+fn a_named_transaction_in_progress_is_not_run_twice() {
+    let mut c = voting_named();
+    assert_eq!(
+        c.handle(1, msg(CLIENT, submit_named(2, "x"))),
+        vec![send(
+            CLIENT,
+            error_reply(
+                ErrorCode::InProgress,
+                "transaction `x` is in progress for another connection; follow it with `twopc txn show x`, or submit it again later for its outcome",
+                2
+            ),
+            false
+        )]
+    );
+    // Its client went away: a new submit of the id waits for the outcome.
+    c.handle(2, Event::Disconnected { conn: CLIENT });
+    let other = ConnId(101);
+    c.handle(2, msg(other, client_hello()));
+    let again = Body::Submit(SubmitRequest {
+        report_accepted: true,
+        ..match submit_named(3, "x") {
+            Body::Submit(r) => r,
+            _ => unreachable!(),
+        }
+    });
+    assert_eq!(
+        c.handle(3, msg(other, again)),
+        vec![send(
+            other,
+            Body::Accepted {
+                txn: tid("x"),
+                request_id: Some(3)
+            },
+            false
+        )]
+    );
+    assert_eq!(
+        c.txn(&tid("x")).and_then(|t| t.waiter()),
+        Some((other, Some(3)))
+    );
+    assert_eq!(c.counts(), (0, 0, 1));
+}
+
+#[test]
+fn a_named_id_reused_for_another_request_is_refused() {
+    let mut c = voting_named();
+    let different = Body::Submit(SubmitRequest {
+        data: json!({"other": true}),
+        request_id: Some(2),
+        transaction_id: Some(tid("x")),
+        ..Default::default()
+    });
+    assert_eq!(
+        c.handle(1, msg(CLIENT, different)),
+        vec![send(
+            CLIENT,
+            error_reply(
+                ErrorCode::Refused,
+                "transaction id `x` was already used for a different request (other data or participants); choose a new id",
+                2
+            ),
+            false
+        )]
+    );
+}
+
+#[test]
+fn named_ids_are_checked_and_generated_ids_never_collide_with_them() {
+    let mut c = ready();
+    assert_eq!(
+        c.handle(0, msg(CLIENT, submit_named(1, "bad id"))),
+        vec![send(
+            CLIENT,
+            error_reply(
+                ErrorCode::InvalidMessage,
+                "transaction_id must be 1-100 characters from [A-Za-z0-9_.:-]; got \"bad id\"",
+                1
+            ),
+            false
+        )]
+    );
+    // A client takes the id the coordinator would generate next.
+    c.handle(0, msg(CLIENT, submit_named(2, "t-1")));
+    let out = c.handle(1, msg(CLIENT, submit(3)));
+    assert_eq!(out[0], send(P1, prepare("t-2", &["p1", "p2"]), false));
+}
+
+#[test]
+fn accepted_is_reported_when_asked() {
+    let mut c = ready();
+    let req = Body::Submit(SubmitRequest {
+        data: data(),
+        request_id: Some(4),
+        report_accepted: true,
+        ..Default::default()
+    });
+    assert_eq!(
+        c.handle(0, msg(CLIENT, req)),
+        vec![
+            send(
+                CLIENT,
+                Body::Accepted {
+                    txn: tid("t-1"),
+                    request_id: Some(4)
+                },
+                false
+            ),
+            send(P1, prepare("t-1", &["p1", "p2"]), false),
+            send(P2, prepare("t-1", &["p1", "p2"]), false),
+        ]
+    );
 }

@@ -212,6 +212,7 @@ fn status_view_while_voting_is_pinned() {
         json!({
             "state": "READY",
             "expected_participants": 2,
+            "participants_registered": 2,
             "participants": [
                 {"id": "p1", "connected": true, "alive": true, "last_heartbeat_age_ms": 0},
                 {"id": "p2", "connected": true, "alive": true, "last_heartbeat_age_ms": 5},
@@ -237,6 +238,7 @@ fn status_view_with_a_disconnected_and_a_silent_member_is_pinned() {
         json!({
             "state": "READY",
             "expected_participants": 2,
+            "participants_registered": 2,
             "participants": [
                 {"id": "p1", "connected": false, "alive": false, "last_heartbeat_age_ms": 6_085},
                 {"id": "p2", "connected": true, "alive": false, "last_heartbeat_age_ms": 3_089},
@@ -250,10 +252,11 @@ fn status_view_with_a_disconnected_and_a_silent_member_is_pinned() {
 fn status_view_after_a_removal_names_the_removed_member() {
     let mut c = ready();
     run_with_result(&mut c, 1, json!({"rows": [1, 2]}));
-    let out = c.handle(50, remove("p2"));
+    let out = c.handle(50, remove_forced("p2"));
     let report = json!({
         "state": "READY",
-        "expected_participants": 2,
+        "expected_participants": 1,
+        "participants_registered": 1,
         "participants": [
             {"id": "p1", "connected": true, "alive": true, "last_heartbeat_age_ms": 38},
         ],
@@ -265,11 +268,22 @@ fn status_view_after_a_removal_names_the_removed_member() {
         [
             reject(
                 P2,
-                ErrorCode::MembershipClosed,
-                "`p2` was removed from the cluster by an operator",
+                ErrorCode::Removed,
+                "`p2` was removed from the cluster by an operator; stop this participant",
                 true
             ),
-            send(CLIENT, Body::StatusReport(report), false),
+            Action::Persist {
+                record: Record::Removed {
+                    participant: pid("p2"),
+                    expected: 1,
+                },
+                sync: true,
+            },
+            notice(
+                None,
+                "participant p2 removed by an operator (forced, while connected); the cluster expects 1 participant(s)"
+            ),
+            send(CLIENT, Body::StatusReport(report), true),
         ]
     );
 }
