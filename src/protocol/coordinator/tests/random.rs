@@ -223,7 +223,10 @@ impl Sim {
             }
             Action::Alert { .. } => panic!("unexpected alert {a:?}; {why}"),
             Action::Reject { .. } => {}
-            Action::PrepareResource { .. } | Action::FinishResource { .. } => {
+            Action::Close { .. }
+            | Action::Session(_)
+            | Action::PrepareResource { .. }
+            | Action::FinishResource { .. } => {
                 panic!("participant action from the coordinator: {a:?}; {why}")
             }
         }
