@@ -89,8 +89,14 @@ fn a_client_named_transaction_runs_once_even_across_a_coordinator_crash() {
         "{after}"
     );
     assert_eq!(after["decision"], "abort");
-    // Nothing ran again: the restarted coordinator has committed nothing.
-    assert_eq!(committed_count(&c), 0);
+    // Nothing ran again: the restarted coordinator knows order-1 from its
+    // log (recovered), not from a new run.
+    let addr = c.addr();
+    let (code, shown, err) = c.twopc(&["txn", "show", "order-1", "--coordinator", &addr, "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let shown: Value = serde_json::from_str(shown.trim()).unwrap();
+    assert_eq!(shown["recovered"], true, "{shown}");
+    assert_eq!(committed_count(&c), 1, "the one commit, from the log");
 
     // Without --txn-id the assigned id is told on stderr as soon as the
     // transaction starts, and it is the outcome's id.

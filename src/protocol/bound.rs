@@ -98,7 +98,7 @@ pub fn escape_control(s: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Size of `v` encoded as compact JSON, in bytes.
-pub fn json_bytes(v: &Value) -> usize {
+pub fn json_bytes<T: serde::Serialize + ?Sized>(v: &T) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

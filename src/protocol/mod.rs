@@ -9,6 +9,7 @@ pub mod coordinator;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
 pub mod message;
+pub mod page;
 pub mod participant;
 pub mod record;
 pub mod stats;

@@ -1,5 +1,7 @@
 //! The participant's state machine: voting, applying decisions, asking about
 //! transactions left in doubt, and answering duplicates the same way twice.
+//! Its session with the coordinator (hello, welcome, heartbeats, silence) is
+//! in [`session`]; what operators read of it is in [`views`].
 //!
 //! Like the coordinator core it is pure: the resource that actually decides a
 //! vote (a preference, a key-value store, a database) is reached through the
@@ -12,10 +14,17 @@
 //! - aborts are persisted without sync (presumed abort: forgetting an abort
 //!   is safe, the coordinator answers unknown transactions with abort).
 
+mod session;
+mod views;
+
+pub use session::{Link, SessionNotice};
+pub use views::{AdminQuery, AdminReply, StatusView, TxnView};
+
 use super::message::{Body, ErrorCode, WireError};
 use super::record::{Action, Record};
 use super::types::{ConnId, Decision, Millis, ParticipantId, TxnId, Vote};
 use serde_json::Value;
+use session::{Admitted, Session, Timing};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 /// Tunables of the participant core. All durations are milliseconds.
@@ -31,6 +40,13 @@ pub struct ParticipantOptions {
     pub history_limit: usize,
     /// Ordinary commits (the most recent ones) carried into a checkpoint.
     pub checkpoint_recent_commits: usize,
+    /// Between two heartbeats to the coordinator, once registered; the
+    /// coordinator's silence is checked at the same beat. `u64::MAX` never
+    /// beats (a world without heartbeats, as in the model checker).
+    pub heartbeat_interval_ms: u64,
+    /// Heartbeat intervals without a word from the coordinator before its
+    /// connection is closed (and made again by the runtime).
+    pub heartbeat_failure_threshold: u32,
 }
 
 impl Default for ParticipantOptions {
@@ -41,6 +57,8 @@ impl Default for ParticipantOptions {
             query_max_ms: 5_000,
             history_limit: 100_000,
             checkpoint_recent_commits: 100,
+            heartbeat_interval_ms: 1_000,
+            heartbeat_failure_threshold: 5,
         }
     }
 }
@@ -109,49 +127,6 @@ impl PTxn {
     pub fn abort_requested(&self) -> bool {
         self.abort_requested
     }
-
-    /// The operator's view of this transaction (`txn list`, `txn show`).
-    pub fn view<'a>(&'a self, id: &'a TxnId, now: Millis) -> TxnView<'a> {
-        TxnView {
-            transaction_id: id,
-            state: self.state.as_str(),
-            participants: &self.participants,
-            vote: self.vote,
-            reason: self.reason.as_deref(),
-            heuristic: self.heuristic.as_deref(),
-            age_ms: now.saturating_sub(self.since_ms),
-            queries: self.queries,
-        }
-    }
-
-    /// [`PTxn::view`] as JSON, for replies that carry a JSON value.
-    pub fn summary(&self, id: &TxnId, now: Millis) -> Value {
-        serde_json::to_value(self.view(id, now)).unwrap_or(Value::Null)
-    }
-}
-
-/// One transaction as a participant's operator sees it.
-#[derive(Debug, serde::Serialize)]
-pub struct TxnView<'a> {
-    pub transaction_id: &'a TxnId,
-    pub state: &'static str,
-    pub participants: &'a [ParticipantId],
-    pub vote: Option<Vote>,
-    pub reason: Option<&'a str>,
-    pub heuristic: Option<&'a str>,
-    pub age_ms: Millis,
-    pub queries: u32,
-}
-
-/// A participant's `status`: who it is, whether it is registered, its
-/// counts and what it holds in doubt. The runtime adds its own figures.
-#[derive(Debug, serde::Serialize)]
-pub struct StatusView<'a> {
-    pub id: &'a ParticipantId,
-    pub connected: bool,
-    pub committed: u64,
-    pub aborted: u64,
-    pub in_doubt: Vec<TxnView<'a>>,
 }
 
 /// A resource's successful prepare: what to log, and what to report.
@@ -176,11 +151,13 @@ impl Prepared {
 /// Inputs to the participant core.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
-    /// The coordinator accepted our hello on `conn`.
-    Connected { conn: ConnId },
+    /// A connection to the coordinator opened on `conn` (the core says
+    /// hello on it).
+    TransportUp { conn: ConnId },
     /// The coordinator connection is gone.
-    Disconnected,
-    /// A message from the coordinator.
+    TransportDown,
+    /// A message from the coordinator on the current connection, whatever
+    /// it is (`welcome`, `challenge` and `error` included).
     Message { body: Body },
     /// The resource finished preparing `txn`: `Ok` to vote commit (its
     /// state goes into the `Prepared` record), `Err(reason)` to vote abort.
@@ -194,7 +171,8 @@ pub enum Event {
         decision: Decision,
         reason: String,
     },
-    /// Time passed; queries for in-doubt transactions are due.
+    /// Time passed: heartbeats, the coordinator's silence and queries for
+    /// in-doubt transactions may be due.
     Tick,
 }
 
@@ -202,7 +180,8 @@ pub enum Event {
 #[derive(Debug)]
 pub struct Participant {
     opts: ParticipantOptions,
-    conn: Option<ConnId>,
+    /// The connection to the coordinator and its liveness.
+    session: Session,
     txns: HashMap<TxnId, PTxn>,
     /// Decided transactions in the order they ended, to bound `txns`.
     ended: VecDeque<TxnId>,
@@ -216,9 +195,10 @@ pub struct Participant {
 
 impl Participant {
     pub fn new(opts: ParticipantOptions, now: Millis) -> Participant {
+        let session = Session::new(now, timing(&opts));
         Participant {
             opts,
-            conn: None,
+            session,
             txns: HashMap::new(),
             ended: VecDeque::new(),
             committed: 0,
@@ -368,24 +348,34 @@ impl Participant {
         (self.committed, self.aborted)
     }
 
+    /// Registered with the coordinator (welcomed on a live connection).
     pub fn connected(&self) -> bool {
-        self.conn.is_some()
+        self.session.link().registered().is_some()
+    }
+
+    /// Where the session with the coordinator stands.
+    pub fn link(&self) -> Link {
+        self.session.link()
     }
 
     pub fn handle(&mut self, now: Millis, event: Event) -> Vec<Action> {
         self.now = now.max(self.now);
         let mut out = Vec::new();
         match event {
-            Event::Connected { conn } => {
-                self.conn = Some(conn);
-                // Ask about everything in doubt right away: the coordinator
-                // may have restarted and the decision may be waiting.
-                for id in self.in_doubt() {
-                    self.query(&id, &mut out);
+            Event::TransportUp { conn } => self.session.up(self.now, conn, &self.opts.id, &mut out),
+            Event::TransportDown => self.session.down(&mut out),
+            Event::Message { body } => match self.session.admit(self.now, body, &mut out) {
+                Admitted::Protocol(body) => self.on_message(body, &mut out),
+                Admitted::Welcomed => {
+                    // Ask about everything in doubt right away: the
+                    // coordinator may have restarted and the decision may
+                    // be waiting.
+                    for id in self.in_doubt() {
+                        self.query(&id, &mut out);
+                    }
                 }
-            }
-            Event::Disconnected => self.conn = None,
-            Event::Message { body } => self.on_message(body, &mut out),
+                Admitted::Handled => {}
+            },
             Event::ResourcePrepared { txn, result } => self.on_prepared(txn, result, &mut out),
             Event::Resolve {
                 txn,
@@ -393,6 +383,7 @@ impl Participant {
                 reason,
             } => self.on_resolve(txn, decision, reason, &mut out),
             Event::Tick => {
+                self.session.tick(self.now, timing(&self.opts), &mut out);
                 let due: Vec<TxnId> = self
                     .in_doubt()
                     .into_iter()
@@ -421,7 +412,7 @@ impl Participant {
                 message: format!("coordinator reported error {code}: {message}"),
             }),
             other => {
-                if let Some(c) = self.conn {
+                if let Some(c) = self.session.link().registered() {
                     out.push(Action::Reject {
                         conn: c,
                         error: WireError::new(
@@ -621,22 +612,15 @@ impl Participant {
         reason: String,
         out: &mut Vec<Action>,
     ) {
-        let Some(t) = self.txns.get_mut(&txn) else {
+        if let Err(e) = self.check_resolve(&txn) {
             return out.push(Action::Alert {
                 txn: Some(txn),
-                message: "resolve refused: this participant does not know the transaction".into(),
-            });
-        };
-        if t.state != PState::Prepared {
-            let state = t.state;
-            return out.push(Action::Alert {
-                txn: Some(txn),
-                message: format!(
-                    "resolve refused: the transaction is {}, not in doubt",
-                    state.as_str()
-                ),
+                message: format!("resolve refused: {}", e.message),
             });
         }
+        let Some(t) = self.txns.get_mut(&txn) else {
+            return;
+        };
         let reason = super::bound::reason_owned(reason);
         t.heuristic = Some(reason.clone());
         self.finish_with(txn, decision, Some(reason), out);
@@ -723,8 +707,9 @@ impl Participant {
         self.send(Body::Query { txn: id.clone() }, false, out);
     }
 
+    /// Send on the welcomed connection; nothing goes out without one.
     fn send(&self, body: Body, after_durable: bool, out: &mut Vec<Action>) {
-        if let Some(conn) = self.conn {
+        if let Some(conn) = self.session.link().registered() {
             out.push(Action::Send {
                 conn,
                 body,
@@ -732,30 +717,13 @@ impl Participant {
             });
         }
     }
+}
 
-    /// The participant's view for `status`.
-    pub fn status_view(&self) -> StatusView<'_> {
-        let mut in_doubt: Vec<(&TxnId, &PTxn)> = self
-            .txns
-            .iter()
-            .filter(|(_, t)| t.state == PState::Prepared)
-            .collect();
-        in_doubt.sort_by(|a, b| a.0.cmp(b.0));
-        StatusView {
-            id: &self.opts.id,
-            connected: self.conn.is_some(),
-            committed: self.committed,
-            aborted: self.aborted,
-            in_doubt: in_doubt
-                .into_iter()
-                .map(|(id, t)| t.view(id, self.now))
-                .collect(),
-        }
-    }
-
-    /// [`Participant::status_view`] as JSON, for the `status_report` reply.
-    pub fn status(&self) -> Value {
-        serde_json::to_value(self.status_view()).unwrap_or(Value::Null)
+/// The session's timing from the options.
+fn timing(opts: &ParticipantOptions) -> Timing {
+    Timing {
+        interval_ms: opts.heartbeat_interval_ms,
+        failure_threshold: opts.heartbeat_failure_threshold,
     }
 }
 

@@ -3,6 +3,7 @@
 //! random driver at the end checks the write-ahead rules over many schedules.
 
 use super::*;
+use crate::protocol::{Role, PROTOCOL_VERSION};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -10,9 +11,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 const C: ConnId = ConnId(7);
 
+/// Options for the tests of transactions: no heartbeats, so that a tick
+/// does only what the transactions need (the session's tests below set
+/// their own).
 fn opts() -> ParticipantOptions {
     ParticipantOptions {
         id: "p1".into(),
+        heartbeat_interval_ms: u64::MAX,
         ..Default::default()
     }
 }
@@ -135,10 +140,42 @@ fn state(p: &Participant, txn: &str) -> Option<PState> {
     p.txn(&tid(txn)).map(|t| t.state)
 }
 
+fn hello() -> Body {
+    Body::Hello {
+        role: Role::Participant,
+        id: Some("p1".into()),
+        protocol_version: PROTOCOL_VERSION,
+    }
+}
+
+fn welcome() -> Body {
+    Body::Welcome {
+        state: "READY".into(),
+    }
+}
+
+fn registered_notice() -> Action {
+    Action::Session(SessionNotice::Registered {
+        coordinator_state: "READY".into(),
+    })
+}
+
+/// A connection opens on `C` (hello goes out) and the coordinator welcomes
+/// it; what the welcome made the core do.
+fn register(p: &mut Participant, now: Millis) -> Vec<Action> {
+    assert_eq!(
+        p.handle(now, Event::TransportUp { conn: C }),
+        vec![send(hello(), false)]
+    );
+    assert!(!p.connected());
+    let out = p.handle(now, msg(welcome()));
+    assert!(p.connected());
+    out
+}
+
 fn connected_with(opts: ParticipantOptions) -> Participant {
     let mut p = Participant::new(opts, 0);
-    assert_eq!(p.handle(0, Event::Connected { conn: C }), vec![]);
-    assert!(p.connected());
+    assert_eq!(register(&mut p, 0), vec![registered_notice()]);
     p
 }
 
@@ -266,17 +303,21 @@ fn resource_answers_for_unknown_or_settled_transactions_are_ignored() {
 
 #[test]
 fn nothing_is_sent_while_disconnected_and_in_doubt_is_asked_on_return() {
-    let mut p = Participant::new(opts(), 0);
+    let mut p = connected();
     p.handle(1, msg(prepare("t1")));
+    p.handle(1, Event::TransportDown);
     assert_eq!(
         p.handle(2, prepared_ok("t1")),
         vec![persist(prepared_record("t1"), true)]
     );
     assert_eq!(
-        p.handle(3, Event::Connected { conn: C }),
-        vec![send(query("t1"), false)]
+        register(&mut p, 3),
+        vec![registered_notice(), send(query("t1"), false)]
     );
-    assert_eq!(p.handle(4, Event::Disconnected), vec![]);
+    assert_eq!(
+        p.handle(4, Event::TransportDown),
+        vec![Action::Session(SessionNotice::Lost)]
+    );
     assert!(!p.connected());
     assert_eq!(p.handle(10_000, Event::Tick), vec![]);
 }
@@ -572,7 +613,7 @@ fn resolve_of_a_transaction_not_in_doubt_is_refused() {
         p.handle(201, resolve("t1", Decision::Abort, "oops")),
         vec![alert(
             "t1",
-            "resolve refused: the transaction is committed, not in doubt"
+            "resolve refused: transaction `t1` is committed, not in doubt; nothing to resolve"
         )]
     );
     p.handle(202, msg(prepare("t2")));
@@ -580,14 +621,14 @@ fn resolve_of_a_transaction_not_in_doubt_is_refused() {
         p.handle(203, resolve("t2", Decision::Abort, "oops")),
         vec![alert(
             "t2",
-            "resolve refused: the transaction is preparing, not in doubt"
+            "resolve refused: transaction `t2` is preparing, not in doubt; nothing to resolve"
         )]
     );
     assert_eq!(
         p.handle(204, resolve("t9", Decision::Commit, "oops")),
         vec![alert(
             "t9",
-            "resolve refused: this participant does not know the transaction"
+            "resolve refused: transaction `t9` is not known to this participant"
         )]
     );
     assert_eq!(state(&p, "t1"), Some(PState::Committed));
@@ -661,8 +702,8 @@ fn recover_puts_prepared_without_decided_in_doubt() {
     assert!(!p.connected());
     // Asked about as soon as the coordinator is reachable.
     assert_eq!(
-        p.handle(51, Event::Connected { conn: C }),
-        vec![send(query("t1"), false)]
+        register(&mut p, 51),
+        vec![registered_notice(), send(query("t1"), false)]
     );
     assert_eq!(p.txn(&tid("t1")).map(|t| t.queries), Some(1));
     // A duplicate PREPARE is answered with the logged vote.
@@ -691,7 +732,7 @@ fn recover_puts_prepared_without_decided_in_doubt() {
 #[test]
 fn recovered_in_doubt_transaction_is_queried_again_after_a_short_backoff() {
     let mut p = Participant::recover(opts(), 0, &[prepared_record("t1")]);
-    p.handle(0, Event::Connected { conn: C });
+    register(&mut p, 0);
     assert_eq!(p.handle(199, Event::Tick), vec![]);
     assert_eq!(p.handle(200, Event::Tick), vec![send(query("t1"), false)]);
 }
@@ -870,7 +911,9 @@ impl Sim {
                 self.next_conn += 1;
                 let conn = ConnId(self.next_conn);
                 self.conn = Some(conn);
-                self.step_event(Event::Connected { conn }, &ctx);
+                self.step_event(Event::TransportUp { conn }, &ctx);
+                let state = "READY".to_string();
+                self.step_event(msg(Body::Welcome { state }), &ctx);
             }
             (Some(conn), true) if roll < 20 => self.prepare_step(conn, &ctx),
             (Some(_), true) => self.decision_step(&ctx),
@@ -944,7 +987,7 @@ impl Sim {
             }
             70..=77 => {
                 if self.conn.take().is_some() {
-                    self.step_event(Event::Disconnected, ctx);
+                    self.step_event(Event::TransportDown, ctx);
                 }
             }
             78..=95 => {
@@ -1049,11 +1092,16 @@ impl Sim {
                             "commit of {txn} acked before it is durable; {why}"
                         );
                     }
-                    Body::Ack { .. } | Body::Query { .. } => {}
+                    Body::Ack { .. } | Body::Query { .. } | Body::Hello { .. } => {}
                     other => panic!("unexpected message {other:?}; {why}"),
                 }
             }
-            Action::Alert { .. } | Action::Notice { .. } | Action::Reject { .. } => {
+            Action::Session(SessionNotice::Registered { .. } | SessionNotice::Lost) => {}
+            Action::Notice { .. } => {}
+            Action::Alert { .. }
+            | Action::Reject { .. }
+            | Action::Close { .. }
+            | Action::Session(_) => {
                 panic!("a well-behaved coordinator provoked {a:?}; {why}")
             }
         }
@@ -1139,11 +1187,285 @@ fn fault_commit_every_prepared_commits_the_others_too() {
     assert_eq!(state(&p, "t2"), Some(PState::Committed));
 }
 
+// ---- the session with the coordinator -------------------------------------------
+
+/// Heartbeats every second; the coordinator may be silent for three.
+fn beating() -> ParticipantOptions {
+    ParticipantOptions {
+        id: "p1".into(),
+        heartbeat_interval_ms: 1_000,
+        heartbeat_failure_threshold: 3,
+        ..Default::default()
+    }
+}
+
+fn heartbeat() -> Action {
+    send(Body::Heartbeat, false)
+}
+
+fn close() -> Action {
+    Action::Close { conn: C }
+}
+
+fn before_welcome(message_type: &'static str) -> Action {
+    Action::Session(SessionNotice::BeforeWelcome { message_type })
+}
+
+#[test]
+fn a_new_connection_is_greeted_with_hello_and_registered_by_the_first_welcome() {
+    let mut p = Participant::new(beating(), 0);
+    assert_eq!(p.link(), Link::Down);
+    assert_eq!(
+        p.handle(1, Event::TransportUp { conn: C }),
+        vec![send(hello(), false)]
+    );
+    assert_eq!(p.link(), Link::Greeting { conn: C });
+    assert_eq!(p.handle(2, msg(welcome())), vec![registered_notice()]);
+    assert_eq!(p.link(), Link::Registered { conn: C });
+    assert!(p.connected());
+    // A second welcome is nothing new.
+    assert_eq!(p.handle(3, msg(welcome())), vec![]);
+}
+
+#[test]
+fn messages_before_welcome_are_ignored_with_a_notice() {
+    let mut p = Participant::recover(beating(), 0, &[prepared_record("t1")]);
+    p.handle(1, Event::TransportUp { conn: C });
+    assert_eq!(
+        p.handle(2, msg(prepare("t2"))),
+        vec![before_welcome("prepare")]
+    );
+    assert_eq!(
+        p.handle(3, msg(commit("t1"))),
+        vec![before_welcome("commit")]
+    );
+    assert_eq!(state(&p, "t2"), None);
+    assert_eq!(state(&p, "t1"), Some(PState::Prepared));
+    // Nothing of the protocol goes out before welcome either: the query
+    // for `t1` waits for the registration.
+    assert_eq!(p.handle(5_000, Event::Tick), vec![]);
+    assert_eq!(
+        p.handle(5_001, msg(welcome())),
+        vec![registered_notice(), send(query("t1"), false)]
+    );
+}
+
+#[test]
+fn an_error_before_welcome_is_a_refused_registration() {
+    let mut p = Participant::new(beating(), 0);
+    p.handle(1, Event::TransportUp { conn: C });
+    assert_eq!(
+        p.handle(
+            2,
+            msg(Body::Error {
+                code: ErrorCode::DuplicateParticipant.into(),
+                message: "participant id `p1` is already connected".into(),
+                request_id: None,
+            })
+        ),
+        vec![Action::Session(SessionNotice::Refused {
+            code: ErrorCode::DuplicateParticipant.into(),
+            message: "participant id `p1` is already connected".into(),
+        })]
+    );
+    // The coordinator closes the connection itself.
+    assert_eq!(p.link(), Link::Greeting { conn: C });
+}
+
+#[test]
+fn a_challenge_before_welcome_closes_the_connection_with_a_notice() {
+    let mut p = Participant::new(beating(), 0);
+    p.handle(1, Event::TransportUp { conn: C });
+    assert_eq!(
+        p.handle(
+            2,
+            msg(Body::Challenge {
+                nonce: "00".into(),
+                participant_id: None,
+            })
+        ),
+        vec![Action::Session(SessionNotice::SecretRequired), close()]
+    );
+    assert!(!p.connected());
+}
+
+#[test]
+fn removed_by_an_operator_stops_the_session_before_or_after_welcome() {
+    let removed = |text: &str| {
+        msg(Body::Error {
+            code: ErrorCode::Removed.into(),
+            message: text.into(),
+            request_id: None,
+        })
+    };
+    let notice = |text: &str| {
+        Action::Session(SessionNotice::Removed {
+            message: text.into(),
+        })
+    };
+    // Told while registered (a forced removal)...
+    let mut p = Participant::new(beating(), 0);
+    p.handle(1, Event::TransportUp { conn: C });
+    p.handle(2, msg(welcome()));
+    assert_eq!(
+        p.handle(3, removed("`p1` was removed")),
+        vec![notice("`p1` was removed"), close()]
+    );
+    // ...or as the answer to its hello after a removal.
+    let mut p = Participant::new(beating(), 0);
+    p.handle(1, Event::TransportUp { conn: C });
+    assert_eq!(
+        p.handle(2, removed("may not register again")),
+        vec![notice("may not register again"), close()]
+    );
+}
+
+#[test]
+fn heartbeats_go_out_on_the_beat_once_registered() {
+    let mut p = Participant::new(beating(), 0);
+    // Not connected, then not yet welcomed: the beats pass silently.
+    assert_eq!(p.handle(1_000, Event::Tick), vec![]);
+    p.handle(1_500, Event::TransportUp { conn: C });
+    assert_eq!(p.handle(2_000, Event::Tick), vec![]);
+    p.handle(2_100, msg(welcome()));
+    assert_eq!(p.handle(2_999, Event::Tick), vec![]);
+    assert_eq!(p.handle(3_000, Event::Tick), vec![heartbeat()]);
+    assert_eq!(p.handle(3_050, Event::Tick), vec![]);
+    assert_eq!(p.handle(3_999, Event::Tick), vec![]);
+    assert_eq!(p.handle(4_000, Event::Tick), vec![heartbeat()]);
+}
+
+#[test]
+fn one_heartbeat_per_interval_however_often_time_is_told() {
+    let mut p = Participant::new(beating(), 0);
+    register(&mut p, 0);
+    let mut beats = 0;
+    for now in (0..=10_000).step_by(50) {
+        let out = p.handle(now, Event::Tick);
+        beats += out.iter().filter(|a| **a == heartbeat()).count();
+        if now % 500 == 0 {
+            p.handle(now, msg(Body::HeartbeatAck));
+        }
+    }
+    assert_eq!(beats, 10);
+    // A stalled process makes up for no missed beat: one now, the next a
+    // whole interval later.
+    p.handle(14_400, msg(Body::HeartbeatAck));
+    assert_eq!(p.handle(14_500, Event::Tick), vec![heartbeat()]);
+    assert_eq!(p.handle(15_000, Event::Tick), vec![]);
+    p.handle(15_400, msg(Body::HeartbeatAck));
+    assert_eq!(p.handle(15_499, Event::Tick), vec![]);
+    assert_eq!(p.handle(15_500, Event::Tick), vec![heartbeat()]);
+}
+
+#[test]
+fn a_silent_coordinator_is_given_up_at_the_beat_after_the_limit() {
+    let mut p = Participant::new(beating(), 0);
+    register(&mut p, 0);
+    // Anything heard counts: a vote's answer as well as a heartbeat's.
+    p.handle(500, msg(commit("t9")));
+    for now in [1_000, 2_000, 3_000] {
+        assert_eq!(p.handle(now, Event::Tick), vec![heartbeat()], "{now}");
+    }
+    // 3500 ms of silence is more than 3 × 1000.
+    assert_eq!(
+        p.handle(4_000, Event::Tick),
+        vec![
+            Action::Session(SessionNotice::Silent {
+                silent_ms: 3_500,
+                limit_ms: 3_000
+            }),
+            close()
+        ]
+    );
+}
+
+#[test]
+fn losing_the_connection_resets_the_session() {
+    let mut p = prepared_with(beating());
+    assert_eq!(
+        p.handle(200, Event::TransportDown),
+        vec![Action::Session(SessionNotice::Lost)]
+    );
+    assert_eq!(p.link(), Link::Down);
+    assert!(!p.connected());
+    // Nothing is sent and nothing is let in without a connection.
+    assert_eq!(p.handle(1_000, Event::Tick), vec![]);
+    assert_eq!(p.handle(1_001, msg(commit("t1"))), vec![]);
+    // The next connection starts again from hello; before its welcome,
+    // messages are kept out.
+    assert_eq!(
+        p.handle(1_100, Event::TransportUp { conn: C }),
+        vec![send(hello(), false)]
+    );
+    assert_eq!(
+        p.handle(1_101, msg(commit("t1"))),
+        vec![before_welcome("commit")]
+    );
+    assert_eq!(p.handle(2_000, Event::Tick), vec![]);
+    assert_eq!(
+        p.handle(2_001, msg(welcome())),
+        vec![registered_notice(), send(query("t1"), false)]
+    );
+    assert_eq!(state(&p, "t1"), Some(PState::Prepared));
+    // A connection that never got its welcome is not "lost".
+    p.handle(2_002, Event::TransportDown);
+    p.handle(2_003, Event::TransportUp { conn: C });
+    assert_eq!(p.handle(2_004, Event::TransportDown), vec![]);
+}
+
+// ---- operator views ---------------------------------------------------------------
+
+fn view_json(reply: AdminReply<'_>) -> Value {
+    match reply {
+        AdminReply::Status(v) => serde_json::to_value(v),
+        AdminReply::TxnList(v) => serde_json::to_value(v),
+        AdminReply::Txn(v) => serde_json::to_value(v),
+        AdminReply::Refused(e) => panic!("refused: {e:?}"),
+    }
+    .expect("views serialise")
+}
+
+fn refused(reply: AdminReply<'_>) -> WireError {
+    match reply {
+        AdminReply::Refused(e) => e,
+        other => panic!("answered: {other:?}"),
+    }
+}
+
+fn list(state: Option<&str>, page_max: usize) -> AdminQuery<'_> {
+    AdminQuery::TxnList {
+        state,
+        page: crate::protocol::page::PageLimits::new(page_max, 1 << 20, 1 << 20),
+    }
+}
+
+fn ids(v: &Value) -> Vec<&str> {
+    v["transactions"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|t| t["transaction_id"].as_str().expect("an id"))
+        .collect()
+}
+
+/// `t1` in doubt (prepared at 100), `t2` committed at 200, `t3` aborted at
+/// 300, `t4` preparing since 400.
+fn four_states() -> Participant {
+    let mut p = prepared();
+    p.handle(150, msg(prepare("t2")));
+    p.handle(150, prepared_ok("t2"));
+    p.handle(200, msg(commit("t2")));
+    p.handle(300, msg(abort("t3")));
+    p.handle(400, msg(prepare("t4")));
+    p
+}
+
 /// The operator's views keep their exact JSON (tools and docs read them).
 #[test]
 fn status_and_transaction_views_keep_their_json() {
     let mut p = Participant::new(opts(), 0);
-    p.handle(0, Event::Connected { conn: C });
+    register(&mut p, 0);
     p.handle(
         5,
         Event::Message {
@@ -1152,23 +1474,111 @@ fn status_and_transaction_views_keep_their_json() {
     );
     p.handle(6, prepared_ok("t-1"));
     p.handle(10, Event::Tick);
+    let t1 = json!({
+        "transaction_id": "t-1",
+        "state": "prepared",
+        "participants": ["p1", "p2"],
+        "vote": "commit",
+        "reason": null,
+        "heuristic": null,
+        "age_ms": 4,
+        "queries": 0,
+    });
     assert_eq!(
-        p.status(),
+        view_json(p.admin(10, AdminQuery::Status)),
         json!({
             "id": "p1",
             "connected": true,
             "committed": 0,
             "aborted": 0,
-            "in_doubt": [{
-                "transaction_id": "t-1",
-                "state": "prepared",
-                "participants": ["p1", "p2"],
-                "vote": "commit",
-                "reason": null,
-                "heuristic": null,
-                "age_ms": 4,
-                "queries": 0,
-            }],
+            "in_doubt": [t1],
         })
+    );
+    assert_eq!(
+        view_json(p.admin(10, AdminQuery::TxnShow { txn: &tid("t-1") })),
+        t1
+    );
+    assert_eq!(
+        view_json(p.admin(10, list(None, 10))),
+        json!({ "total": 1, "transactions": [t1] })
+    );
+}
+
+#[test]
+fn the_transaction_list_is_newest_first_filtered_by_state_and_paged() {
+    let p = four_states();
+    let all = view_json(p.admin(500, list(None, 10)));
+    assert_eq!(ids(&all), ["t4", "t3", "t2", "t1"]);
+    assert_eq!(all["total"], 4);
+    for (state, want) in [
+        ("in-flight", "t4"),
+        ("in-doubt", "t1"),
+        ("committed", "t2"),
+        ("aborted", "t3"),
+    ] {
+        let v = view_json(p.admin(500, list(Some(state), 10)));
+        assert_eq!(ids(&v), [want], "{state}");
+        assert_eq!(v["total"], 1, "{state}");
+    }
+    let cut = view_json(p.admin(500, list(None, 3)));
+    assert_eq!(ids(&cut), ["t4", "t3", "t2"]);
+    assert_eq!(
+        (
+            &cut["total"],
+            &cut["shown"],
+            &cut["truncated"],
+            &cut["next"]
+        ),
+        (&json!(4), &json!(3), &json!(true), &json!("t1"))
+    );
+    // Ties in time are ordered by id, the greater first.
+    let mut q = connected();
+    q.handle(7, msg(abort("a")));
+    q.handle(7, msg(abort("b")));
+    assert_eq!(ids(&view_json(q.admin(8, list(None, 10)))), ["b", "a"]);
+}
+
+#[test]
+fn an_unknown_state_or_transaction_is_refused_with_what_to_ask_instead() {
+    let p = four_states();
+    assert_eq!(
+        refused(p.admin(500, list(Some("done"), 10))),
+        WireError::new(
+            ErrorCode::InvalidMessage,
+            "unknown state `done`; use one of in-flight, in-doubt, committed, aborted"
+        )
+    );
+    assert_eq!(
+        refused(p.admin(500, AdminQuery::TxnShow { txn: &tid("t9") })),
+        WireError::new(
+            ErrorCode::UnknownTransaction,
+            "transaction `t9` is not known to this participant"
+        )
+    );
+    let t3 = view_json(p.admin(500, AdminQuery::TxnShow { txn: &tid("t3") }));
+    assert_eq!(
+        (&t3["state"], &t3["age_ms"]),
+        (&json!("aborted"), &json!(200))
+    );
+}
+
+#[test]
+fn only_a_transaction_in_doubt_may_be_resolved() {
+    let p = four_states();
+    assert_eq!(p.check_resolve(&tid("t1")), Ok(()));
+    assert_eq!(
+        p.check_resolve(&tid("t2")),
+        Err(WireError::new(
+            ErrorCode::Refused,
+            "transaction `t2` is committed, not in doubt; nothing to resolve"
+        ))
+    );
+    assert_eq!(
+        p.check_resolve(&tid("t4")).map_err(|e| e.code),
+        Err(ErrorCode::Refused)
+    );
+    assert_eq!(
+        p.check_resolve(&tid("t9")).map_err(|e| e.code),
+        Err(ErrorCode::UnknownTransaction)
     );
 }

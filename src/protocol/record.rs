@@ -7,6 +7,7 @@
 //! part of the output, not an accident of call order.
 
 use super::message::{Body, WireError};
+use super::participant::SessionNotice;
 use super::types::{ConnId, Decision, ParticipantId, TxnId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -115,6 +116,14 @@ pub enum Action {
         error: WireError,
         close: bool,
     },
+    /// Close `conn` once what was sent on it has gone out, without an
+    /// error frame (the participant giving up a silent coordinator, or one
+    /// that asks for a secret it does not have).
+    Close { conn: ConnId },
+    /// Participant only: something happened to the session with the
+    /// coordinator, for the operator's log (see
+    /// [`super::participant::SessionNotice`]).
+    Session(SessionNotice),
     /// Something an operator must see: a refused decision or a message that
     /// would have broken a safety rule. The runtime logs it at error level.
     Alert { txn: Option<TxnId>, message: String },

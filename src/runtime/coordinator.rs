@@ -8,7 +8,6 @@ use super::executor::{Executor, Local};
 use super::http::{AdminAnswer, AdminCall, AdminChannels, AdminQuery, AdminServer, HttpOptions};
 use super::metrics::{MetricsSnapshot, WalSnapshot};
 use super::outbox::{Io, Outbox};
-use super::query::{txn_page, PageLimits};
 use super::{alert, crash, open_log, Clock};
 use crate::config::CoordinatorConfig;
 use crate::net::listener::{self, PortSpec, ReserveFor};
@@ -18,6 +17,7 @@ use crate::net::ErrorCounts;
 use crate::protocol::coordinator::{
     to_json, Coordinator, CoordinatorOptions, Event, Txn, TXN_STATES,
 };
+use crate::protocol::page::{txn_page, PageLimits};
 use crate::protocol::{Action, Body, ConnId, ErrorCode, Record, TxnId};
 use crate::security::ServerSecurity;
 use crate::wal::{GroupCommit, WalError};
@@ -534,10 +534,8 @@ impl Driver {
             .filter(|t| state.is_none_or(|st| t.matches_state(st)))
             .collect();
         txns.sort_by(|a, b| b.started_ms.cmp(&a.started_ms).then(b.id.cmp(&a.id)));
-        let entries = txns
-            .iter()
-            .map(|t| (t.id.0.clone(), to_json(&t.summary(now))));
-        Ok(txn_page(entries, self.page))
+        let entries = txns.iter().map(|t| (&t.id, t.summary(now)));
+        Ok(to_json(&txn_page(entries, self.page)))
     }
 
     fn step(&mut self, ev: Event) {
@@ -581,8 +579,10 @@ impl Driver {
                 let transaction_id = self.current_txn.as_ref().map(|t| t.0.as_str());
                 tracing::warn!(%peer, transaction_id, code = error.code.as_str(), "refused: {}", error.message);
             }
-            Action::Alert { .. }
+            Action::Close { .. }
+            | Action::Alert { .. }
             | Action::Notice { .. }
+            | Action::Session(_)
             | Action::PrepareResource { .. }
             | Action::FinishResource { .. } => {}
         }
@@ -596,7 +596,9 @@ impl Driver {
                 Some(c) => tracing::info!(peer = %self.out.peer(c), "{message}"),
                 None => tracing::info!("{message}"),
             },
-            Some(Local::PrepareResource { .. } | Local::FinishResource { .. }) => {
+            Some(
+                Local::PrepareResource { .. } | Local::FinishResource { .. } | Local::Session(_),
+            ) => {
                 tracing::error!("coordinator core asked for a participant-only action; ignored");
             }
         }

@@ -7,8 +7,8 @@
 //!
 //! Pure bookkeeping: it performs no IO of its own and knows no clock, task
 //! or socket; the log and the outbox are whatever the caller passes in.
-//! Actions that are not about the log or the wire (alerts, the resource's
-//! prepare and finish) are handed back as [`Local`], so the caller performs
+//! Actions that are not about the log or the wire (alerts, session
+//! notices, the resource's prepare and finish) are handed back as [`Local`], so the caller performs
 //! them at their place in the sequence. Hooks that belong to one caller
 //! (crash points, metrics, log lines, which connection is still live) stay
 //! with it: it looks at an action before handing it over, or runs them in
@@ -20,6 +20,7 @@
 //! wire (a simulated crash at a sync breaks the node's connections).
 
 use super::gate::SendGate;
+use crate::protocol::participant::SessionNotice;
 use crate::protocol::{Action, Body, ConnId, Decision, ParticipantId, Record, TxnId};
 use serde_json::Value;
 use std::collections::VecDeque;
@@ -71,6 +72,8 @@ pub enum Local {
     },
     /// As [`Action::FinishResource`].
     FinishResource { txn: TxnId, decision: Decision },
+    /// As [`Action::Session`].
+    Session(SessionNotice),
 }
 
 /// One process's executor: the messages held for the log, and the count of
@@ -122,6 +125,11 @@ impl Executor {
                 }
                 None
             }
+            Action::Close { conn } => {
+                io.close(conn);
+                None
+            }
+            Action::Session(notice) => Some(Local::Session(notice)),
             Action::Alert { txn, message } => Some(Local::Alert { txn, message }),
             Action::Notice { conn, message } => Some(Local::Notice { conn, message }),
             Action::PrepareResource {
@@ -378,6 +386,22 @@ mod tests {
             ]
         );
         assert!(io.done.is_empty());
+    }
+
+    #[test]
+    fn a_close_closes_without_a_frame_and_a_session_notice_comes_back() {
+        let (mut ex, mut io) = (Executor::default(), Io::default());
+        ex.apply(&mut io, prepared("t-1"));
+        ex.apply(&mut io, send(3, vote("t-1"), true));
+        assert_eq!(ex.apply(&mut io, Action::Close { conn: ConnId(3) }), None);
+        let notice = crate::protocol::participant::SessionNotice::Lost;
+        assert_eq!(
+            ex.apply(&mut io, Action::Session(notice.clone())),
+            Some(Local::Session(notice))
+        );
+        // The held vote is not turned into a frame by the close.
+        assert_eq!(io.done, ["append 1 t-1 sync=true", "close 3"]);
+        assert_eq!(ex.held(), 1);
     }
 
     #[test]

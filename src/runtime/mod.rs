@@ -13,7 +13,6 @@ pub(crate) mod http;
 pub(crate) mod metrics;
 pub(crate) mod outbox;
 pub mod participant;
-pub(crate) mod query;
 
 use crate::protocol::Millis;
 use std::time::Instant;

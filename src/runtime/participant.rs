@@ -1,11 +1,12 @@
 //! The participant process: keeps one connection to the coordinator
-//! (through [`crate::net::connector`]), feeds its
-//! messages to the participant core, runs the resource, and performs the
-//! core's actions in order through the group-commit log.
+//! (through [`crate::net::connector`]), feeds its events and messages and
+//! the time to the participant core (which decides the session: hello,
+//! welcome, heartbeats, silence), runs the resource, performs the core's
+//! actions in order through the group-commit log, and answers operators on
+//! the admin port with the core's views.
 
 use super::executor::{Executor, Local};
 use super::outbox::{Io, Outbox};
-use super::query::{txn_page, PageLimits};
 use super::{alert, crash, open_log, Clock};
 use crate::config::ParticipantConfig;
 use crate::net::connector::{self, ConnectorSpec, Redial};
@@ -13,11 +14,12 @@ use crate::net::listener::{self, PortSpec, ReserveFor};
 use crate::net::slots::SlotLimits;
 use crate::net::{Backoff, ConnEvent};
 use crate::protocol::bound;
-use crate::protocol::coordinator::TXN_STATES;
+use crate::protocol::page::PageLimits;
 use crate::protocol::participant::{
-    Event, PState, PTxn, Participant, ParticipantOptions, Prepared,
+    AdminQuery, AdminReply, Event, Participant, ParticipantOptions, Prepared, SessionNotice,
+    StatusView,
 };
-use crate::protocol::{Action, Body, ConnId, Decision, ErrorCode, Role, TxnId, PROTOCOL_VERSION};
+use crate::protocol::{Action, Body, ConnId, Decision, ErrorCode, Role, TxnId, WireError};
 use crate::resource::{PrepareResult, Resource};
 use crate::security::tls::TlsClient;
 use crate::security::ServerSecurity;
@@ -25,7 +27,7 @@ use crate::wal::{GroupCommit, WalError};
 use futures::FutureExt;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -99,6 +101,8 @@ impl ParticipantNode {
             query_max_ms: cfg.query_max_ms,
             history_limit: cfg.history_limit,
             checkpoint_recent_commits: cfg.checkpoint_recent_commits,
+            heartbeat_interval_ms: heartbeat_interval_ms(&cfg),
+            heartbeat_failure_threshold: cfg.heartbeat_failure_threshold,
         };
         let core = Participant::recover(opts, clock.now(), &records);
         let in_doubt = core.in_doubt();
@@ -243,11 +247,8 @@ impl ParticipantNode {
             core,
             clock,
             resource,
-            conn: None,
-            welcomed: false,
             registered,
             removed,
-            last_heard: Instant::now(),
             redial,
             prep_tx,
             resume_tx,
@@ -296,15 +297,33 @@ fn vote_of(txn: &TxnId, result: PrepareResult) -> Result<Prepared, String> {
     })
 }
 
-/// Does a participant-side state match an operator's `--state` filter?
-fn participant_state_matches(s: PState, filter: &str) -> bool {
-    matches!(
-        (s, filter),
-        (PState::Preparing, "in-flight")
-            | (PState::Prepared, "in-doubt")
-            | (PState::Committed, "committed")
-            | (PState::Aborted, "aborted")
-    )
+/// The heartbeat interval the core beats at (10 ms at least, as the
+/// configuration allows).
+fn heartbeat_interval_ms(cfg: &ParticipantConfig) -> u64 {
+    cfg.heartbeat_interval_ms.max(10)
+}
+
+/// How often the core is told the time: often enough for in-doubt queries
+/// to go out close to when they are due, and for every heartbeat to go out
+/// on its beat (one per interval, as configured).
+fn tick_ms(cfg: &ParticipantConfig) -> u64 {
+    heartbeat_interval_ms(cfg).min(50)
+}
+
+/// A participant's `status` reply: the core's view and this process's own
+/// figures.
+#[derive(serde::Serialize)]
+struct StatusReply<'a> {
+    #[serde(flatten)]
+    core: StatusView<'a>,
+    wal: serde_json::Value,
+    resource: serde_json::Value,
+    coordinator: String,
+}
+
+/// A typed view as the JSON a reply carries.
+fn json(view: &impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(view).unwrap_or(serde_json::Value::Null)
 }
 
 struct Driver {
@@ -315,12 +334,10 @@ struct Driver {
     exec: Executor,
     clock: Clock,
     resource: Box<dyn Resource>,
-    conn: Option<ConnId>,
-    welcomed: bool,
     /// Told of the first registration (readiness).
     registered: tokio::sync::watch::Sender<bool>,
+    /// Told when an operator removed this participant: the node stops.
     removed: tokio::sync::watch::Sender<bool>,
-    last_heard: Instant,
     /// Tells the connector when the coordinator connection is gone or
     /// proved good.
     redial: Redial,
@@ -348,13 +365,8 @@ impl Driver {
         mut admin: mpsc::Receiver<ConnEvent>,
         shutdown: CancellationToken,
     ) -> Result<(), crate::wal::LogFailure> {
-        let hb_ms = self.cfg.heartbeat_interval_ms.max(10);
-        let mut heartbeat = tokio::time::interval(Duration::from_millis(hb_ms));
-        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut tick = tokio::time::interval(Duration::from_millis(50));
+        let mut tick = tokio::time::interval(Duration::from_millis(tick_ms(&self.cfg)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let silence =
-            Duration::from_millis(hb_ms * self.cfg.heartbeat_failure_threshold.max(1) as u64);
         loop {
             // Appends that found the writer's queue full go first: no new
             // input until the log has taken them (never a blocked thread).
@@ -380,16 +392,6 @@ impl Driver {
                 Some(rest) = resumed.recv() => self.run(rest),
                 ok = self.out.durable_changed() => {
                     if !ok { break; }
-                }
-                _ = heartbeat.tick() => {
-                    if let (Some(c), true) = (self.conn, self.welcomed) {
-                        if self.last_heard.elapsed() > silence {
-                            tracing::warn!("coordinator silent for {} ms; reconnecting", silence.as_millis());
-                            self.out.close(c);
-                        } else {
-                            self.out.deliver(c, Body::Heartbeat, None);
-                        }
-                    }
                 }
                 _ = tick.tick() => self.step(Event::Tick),
             }
@@ -422,73 +424,70 @@ impl Driver {
         }
     }
 
+    /// The coordinator connection's events, for the core. Events of a
+    /// connection that is no longer the current one are dropped.
     fn on_conn_event(&mut self, ev: ConnEvent) {
         match ev {
             ConnEvent::Opened { conn, tx, peer } => {
                 self.out.open(conn, tx, peer);
-                self.conn = Some(conn);
-                self.welcomed = false;
-                self.last_heard = Instant::now();
-                let hello = Body::Hello {
-                    role: Role::Participant,
-                    id: Some(self.cfg.id.clone()),
-                    protocol_version: PROTOCOL_VERSION,
-                };
-                self.out.deliver(conn, hello, None);
+                self.step(Event::TransportUp { conn });
             }
             ConnEvent::Message { conn, body } | ConnEvent::Query { conn, body, .. } => {
-                if Some(conn) != self.conn {
-                    return;
-                }
-                self.last_heard = Instant::now();
-                match body {
-                    Body::Error { code, message, .. }
-                        if code.known() == Some(ErrorCode::Removed) =>
-                    {
-                        tracing::error!(
-                            "removed from the cluster by an operator ({message}); stopping, without retrying"
-                        );
-                        self.removed.send_replace(true);
-                    }
-                    Body::Welcome { state } if !self.welcomed => {
-                        self.welcomed = true;
-                        self.redial.succeeded();
-                        tracing::info!(coordinator_state = %state, "registered with the coordinator");
-                        self.registered
-                            .send_if_modified(|r| !std::mem::replace(r, true));
-                        self.step(Event::Connected { conn });
-                    }
-                    Body::Error { code, message, .. } if !self.welcomed => {
-                        tracing::error!(code = %code, "coordinator refused registration: {message}");
-                    }
-                    Body::Challenge { .. } if !self.welcomed => {
-                        tracing::error!("the coordinator requires the shared secret: configure secret_file (--secret-file) or TWOPC_SECRET");
-                        self.out.close(conn);
-                    }
-                    other if self.welcomed => self.step(Event::Message { body: other }),
-                    other => tracing::warn!(
-                        "`{}` from the coordinator before welcome; ignored",
-                        other.message_type()
-                    ),
+                if self.core.link().conn() == Some(conn) {
+                    self.step(Event::Message { body });
                 }
             }
             ConnEvent::Closed { conn } => {
                 self.out.closed(conn);
                 self.exec.forget(conn);
-                if Some(conn) == self.conn {
-                    self.conn = None;
-                    if self.welcomed {
-                        tracing::warn!("lost the coordinator connection; reconnecting");
-                    }
-                    self.welcomed = false;
-                    self.step(Event::Disconnected);
+                if self.core.link().conn() == Some(conn) {
+                    self.step(Event::TransportDown);
                     self.redial.connection_lost();
                 }
             }
         }
     }
 
-    /// Operator requests: status, txn list/show, resolve.
+    /// Log what the core says about the session, and tell readiness and
+    /// the connector about a registration.
+    fn on_session(&mut self, notice: SessionNotice) {
+        match notice {
+            SessionNotice::Registered { coordinator_state } => {
+                self.redial.succeeded();
+                tracing::info!(%coordinator_state, "registered with the coordinator");
+                self.registered
+                    .send_if_modified(|r| !std::mem::replace(r, true));
+            }
+            SessionNotice::Refused { code, message } => {
+                tracing::error!(code = %code, "coordinator refused registration: {message}");
+            }
+            SessionNotice::SecretRequired => tracing::error!(
+                "the coordinator requires the shared secret: configure secret_file (--secret-file) or TWOPC_SECRET"
+            ),
+            SessionNotice::BeforeWelcome { message_type } => {
+                tracing::warn!("`{message_type}` from the coordinator before welcome; ignored");
+            }
+            SessionNotice::Silent {
+                silent_ms,
+                limit_ms,
+            } => tracing::warn!(
+                "coordinator silent for {silent_ms} ms, more than {limit_ms} ms \
+                 (heartbeat_interval_ms × heartbeat_failure_threshold); reconnecting"
+            ),
+            SessionNotice::Lost => {
+                tracing::warn!("lost the coordinator connection; reconnecting");
+            }
+            SessionNotice::Removed { message } => {
+                tracing::error!(
+                    "removed from the cluster by an operator ({message}); stopping, without retrying"
+                );
+                self.removed.send_replace(true);
+            }
+        }
+    }
+
+    /// Operator requests: status, txn list/show, resolve. The answers are
+    /// the core's views; this adds its own figures to the status.
     fn on_admin_event(&mut self, ev: ConnEvent) {
         let (conn, body) = match ev {
             ConnEvent::Opened { conn, tx, peer } => return self.out.open(conn, tx, peer),
@@ -498,12 +497,6 @@ impl Driver {
                 return self.out.closed(conn);
             }
             ConnEvent::Message { conn, body } | ConnEvent::Query { conn, body, .. } => (conn, body),
-        };
-        let now = self.clock.now();
-        let err = |code: ErrorCode, message: String| Body::Error {
-            code: code.into(),
-            message,
-            request_id: None,
         };
         if !self.admins.contains(&conn) {
             match body {
@@ -515,111 +508,102 @@ impl Driver {
                     self.out.deliver(conn, Body::Welcome { state }, None);
                 }
                 _ => {
-                    let e = err(
+                    let e = WireError::new(
                         ErrorCode::HelloRequired,
-                        "say hello with role client first".into(),
+                        "say hello with role client first",
                     );
-                    self.out.deliver(conn, e, None);
+                    self.out.deliver(conn, Body::error(&e), None);
                     self.out.close(conn);
                 }
             }
             return;
         }
-        let reply = match body {
-            Body::Status => {
-                let mut s = self.core.status();
-                s["wal"] = self.out.log.stats.snapshot();
-                s["resource"] = self.resource.status();
-                s["coordinator"] = format!(
-                    "{}:{}",
-                    self.cfg.coordinator_host, self.cfg.coordinator_port
-                )
-                .into();
-                Body::StatusReport(s)
-            }
-            Body::TxnList { state: Some(st) } if !TXN_STATES.contains(&st.as_str()) => err(
-                ErrorCode::InvalidMessage,
-                format!("unknown state `{st}`; use one of {}", TXN_STATES.join(", ")),
-            ),
-            Body::TxnList { state } => {
-                let mut v: Vec<(&TxnId, &PTxn)> = self
-                    .core
-                    .txns()
-                    .filter(|(_, t)| {
-                        state
-                            .as_deref()
-                            .is_none_or(|st| participant_state_matches(t.state, st))
-                    })
-                    .collect();
-                v.sort_by(|a, b| b.1.since_ms.cmp(&a.1.since_ms).then(b.0.cmp(a.0)));
-                let limits = PageLimits::new(
-                    self.cfg.query_page_max,
-                    self.cfg.query_reply_max_bytes,
-                    self.cfg.max_frame_bytes,
-                );
-                let entries = v.iter().map(|(id, t)| (id.0.clone(), t.summary(id, now)));
-                Body::TxnInfo(txn_page(entries, limits))
-            }
-            Body::TxnShow { txn } => match self.core.txn(&txn) {
-                Some(t) => Body::TxnInfo(t.summary(&txn, now)),
-                None => err(
-                    ErrorCode::UnknownTransaction,
-                    format!("transaction `{txn}` is not known to this participant"),
-                ),
+        let now = self.clock.now();
+        let page = PageLimits::new(
+            self.cfg.query_page_max,
+            self.cfg.query_reply_max_bytes,
+            self.cfg.max_frame_bytes,
+        );
+        let query = match &body {
+            Body::Status => AdminQuery::Status,
+            Body::TxnList { state } => AdminQuery::TxnList {
+                state: state.as_deref(),
+                page,
             },
+            Body::TxnShow { txn } => AdminQuery::TxnShow { txn },
             Body::Resolve {
                 txn,
                 decision,
                 reason,
                 operator,
-            } => match self.core.txn(&txn).map(|t| t.state) {
-                Some(PState::Prepared) => {
-                    // Who and from where go into the durable record with the
-                    // reason: the audit trail of a heuristic decision.
-                    let peer = self.out.peer(conn);
-                    let operator = crate::protocol::bound::reason(
-                        operator.as_deref().unwrap_or("an unnamed operator"),
-                    );
-                    let proven = if self.admin_authenticated {
-                        "with this participant's admin key"
-                    } else {
-                        "without authentication"
-                    };
-                    tracing::warn!(transaction_id = %txn, %decision, %reason, %operator, %peer, proven, "heuristic decision by an operator");
-                    let reason = format!("{reason} (by {operator}, {proven}, from {peer})");
-                    self.step(Event::Resolve {
-                        txn: txn.clone(),
-                        decision,
-                        reason,
-                    });
-                    let summary = self
-                        .core
-                        .txn(&txn)
-                        .map(|t| t.summary(&txn, now))
-                        .unwrap_or_default();
-                    // Answer once the heuristic record is durable.
-                    let (exec, mut io) = self.io();
-                    exec.send(&mut io, conn, Body::TxnInfo(summary), true);
-                    return;
-                }
-                Some(s) => err(
-                    ErrorCode::Refused,
-                    format!(
-                        "transaction `{txn}` is {}, not in doubt; nothing to resolve",
-                        s.as_str()
-                    ),
+            } => {
+                return self.resolve(conn, txn.clone(), *decision, reason, operator.as_deref());
+            }
+            other => {
+                let e = WireError::new(
+                    ErrorCode::InvalidMessage,
+                    format!("the admin port does not accept `{}`", other.message_type()),
+                );
+                return self.out.deliver(conn, Body::error(&e), None);
+            }
+        };
+        let reply = match self.core.admin(now, query) {
+            AdminReply::Status(core) => Body::StatusReport(json(&StatusReply {
+                core,
+                wal: self.out.log.stats.snapshot(),
+                resource: self.resource.status(),
+                coordinator: format!(
+                    "{}:{}",
+                    self.cfg.coordinator_host, self.cfg.coordinator_port
                 ),
-                None => err(
-                    ErrorCode::UnknownTransaction,
-                    format!("transaction `{txn}` is not known to this participant"),
-                ),
-            },
-            other => err(
-                ErrorCode::InvalidMessage,
-                format!("the admin port does not accept `{}`", other.message_type()),
-            ),
+            })),
+            AdminReply::TxnList(page) => Body::TxnInfo(json(&page)),
+            AdminReply::Txn(view) => Body::TxnInfo(json(&view)),
+            AdminReply::Refused(e) => Body::error(&e),
         };
         self.out.deliver(conn, reply, None);
+    }
+
+    /// An operator's heuristic decision: refused unless the transaction is
+    /// in doubt; else an event for the core, answered with the
+    /// transaction's view once its record is durable.
+    fn resolve(
+        &mut self,
+        conn: ConnId,
+        txn: TxnId,
+        decision: Decision,
+        reason: &str,
+        operator: Option<&str>,
+    ) {
+        if let Err(e) = self.core.check_resolve(&txn) {
+            return self.out.deliver(conn, Body::error(&e), None);
+        }
+        // Who and from where go into the durable record with the reason:
+        // the audit trail of a heuristic decision.
+        let peer = self.out.peer(conn);
+        let operator = bound::reason(operator.unwrap_or("an unnamed operator"));
+        let proven = if self.admin_authenticated {
+            "with this participant's admin key"
+        } else {
+            "without authentication"
+        };
+        tracing::warn!(transaction_id = %txn, %decision, %reason, %operator, %peer, proven, "heuristic decision by an operator");
+        let reason = format!("{reason} (by {operator}, {proven}, from {peer})");
+        self.step(Event::Resolve {
+            txn: txn.clone(),
+            decision,
+            reason,
+        });
+        let view = match self
+            .core
+            .admin(self.clock.now(), AdminQuery::TxnShow { txn: &txn })
+        {
+            AdminReply::Txn(view) => json(&view),
+            _ => serde_json::Value::Null,
+        };
+        // Answer once the heuristic record is durable.
+        let (exec, mut io) = self.io();
+        exec.send(&mut io, conn, Body::TxnInfo(view), true);
     }
 
     fn step(&mut self, ev: Event) {
@@ -658,6 +642,10 @@ impl Driver {
                 }
                 Some(Local::FinishResource { txn, decision }) => {
                     self.finish(txn, decision, &mut actions)
+                }
+                Some(Local::Session(notice)) => {
+                    self.on_session(notice);
+                    true
                 }
             };
             if !go_on {

@@ -22,14 +22,16 @@
 //!   duplication fault delivers. Any message may be delivered next. Loss
 //!   and duplication are faults with a budget. A connection that breaks
 //!   still delivers what is in flight until the receiving side has handled
-//!   its `Disconnected`; what is sent on a broken connection is lost.
+//!   its close (the coordinator's `Disconnected`, the participant's
+//!   `TransportDown`); what is sent on a broken connection is lost.
 //!   The handshake (`hello`, `welcome`) may be duplicated but not lost: the
 //!   participant runtime has no handshake timeout, and on TCP a lost hello
 //!   means a broken connection, which the break fault covers.
 //! - Connections: a participant that has seen its connection close opens a
-//!   new one at once, with a fresh hello, as `runtime::participant` does
-//!   (messages before `welcome` ignored, `welcome` turns into `Connected`).
-//!   Opening at once loses nothing: a participant still offline is one whose
+//!   new one at once, as `runtime::participant` does, and its core is told
+//!   (`TransportUp`): the core says hello, keeps every message out of the
+//!   protocol until the first `welcome`, and forgets the session at
+//!   `TransportDown`, with its real session rules. Opening at once loses nothing: a participant still offline is one whose
 //!   hello is still in flight. It waits only while two of its connections
 //!   are not yet closed at the coordinator (else a coordinator slow to
 //!   handle closes would see any number of duplicate hellos). Connection
@@ -51,7 +53,9 @@
 //! - Symmetry: participants are interchangeable, so states that differ
 //!   only by a renaming of participants (and of connection ids) count once.
 //! - Not modelled: `error` frames to participants (a participant only logs
-//!   them), heartbeats (liveness detection is the break fault), operator
+//!   them), heartbeats (liveness detection is the break fault; the
+//!   participant core's beat is switched off with `heartbeat_interval_ms:
+//!   u64::MAX`, and the coordinator's liveness timeout likewise), operator
 //!   `resolve`, log checkpoints, and resources that fail to finish.
 
 use super::explore::{Fast, FastMap, Model, Succ};
@@ -62,7 +66,9 @@ use std::fmt;
 use std::rc::Rc;
 use twopc::protocol::coordinator::{self, ClusterState, Coordinator, CoordinatorOptions, TxnPhase};
 use twopc::protocol::fault::Fault;
-use twopc::protocol::participant::{self, PState, Participant, ParticipantOptions, Prepared};
+use twopc::protocol::participant::{
+    self, PState, Participant, ParticipantOptions, Prepared, SessionNotice,
+};
 use twopc::protocol::{
     Action, Body, ConnId, Decision, Millis, ParticipantId, Record, Role, SubmitRequest, TxnId,
     Vote, PROTOCOL_VERSION,
@@ -182,6 +188,11 @@ fn pid(i: usize) -> ParticipantId {
     ParticipantId(format!("p{}", i + 1))
 }
 
+fn pindex(id: &ParticipantId) -> u8 {
+    let n: u8 = id.0[1..].parse().expect("model participant ids are p<N>");
+    n - 1
+}
+
 fn all_pids(n: usize) -> Vec<ParticipantId> {
     (0..n).map(pid).collect()
 }
@@ -251,6 +262,11 @@ fn record_of(r: Rec, n: usize) -> Record {
 fn msg_of(body: &Body, n: usize) -> Option<Msg> {
     let tx = |t: &TxnId| Tx::parse(t);
     Some(match body {
+        Body::Hello {
+            role: Role::Participant,
+            id: Some(id),
+            ..
+        } => Msg::Hello(pindex(id)),
         Body::Welcome { .. } => Msg::Welcome,
         Body::Prepare {
             txn,
@@ -309,7 +325,10 @@ fn body_of(m: Msg, n: usize) -> Body {
             decision: d.map(Dec::decision),
         },
         Msg::Query(t) => Body::Query { txn: t.id() },
-        Msg::Welcome | Msg::Outcome(..) | Msg::Refused(_) => {
+        Msg::Welcome => Body::Welcome {
+            state: "READY".into(),
+        },
+        Msg::Outcome(..) | Msg::Refused(_) => {
             panic!("{m:?} is not delivered to a core")
         }
     }
@@ -332,6 +351,9 @@ enum Eff {
     Alert(String),
     Prepare(Tx),
     Finish(Tx, Dec),
+    /// Close without an error frame (participant only).
+    Close(u8),
+    Session(SessionNotice),
 }
 
 /// A connection as one byte: participant connections keep their id, client
@@ -369,6 +391,8 @@ fn effects(actions: Vec<Action>, n: usize) -> Vec<Eff> {
             Action::Alert { txn, message } => Eff::Alert(format!("{txn:?}: {message}")),
             // Notices are for operators' eyes; they change nothing.
             Action::Notice { .. } => continue,
+            Action::Close { conn } => Eff::Close(dest(conn)),
+            Action::Session(notice) => Eff::Session(notice),
             Action::PrepareResource {
                 txn,
                 participants,
@@ -749,17 +773,39 @@ fn request_id(conn: ConnId, request_id: Option<u64>) -> u8 {
 /// Participant inputs.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum PEv {
-    Connected(u8),
-    Disconnected,
+    TransportUp(u8),
+    TransportDown,
     Msg(Msg),
     Prepared(Tx, bool),
     Tick,
 }
 
+/// The participant's session (`participant::Link`) with a one-byte
+/// connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum PLink {
+    Down,
+    Greeting(u8),
+    Registered(u8),
+}
+
+impl PLink {
+    fn conn(self) -> Option<u8> {
+        match self {
+            PLink::Down => None,
+            PLink::Greeting(c) | PLink::Registered(c) => Some(c),
+        }
+    }
+
+    fn registered(self) -> bool {
+        matches!(self, PLink::Registered(_))
+    }
+}
+
 /// Everything in a participant that decides what it does next.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct PProj {
-    conn: Option<u8>,
+    link: PLink,
     /// (transaction, `PState` as a number, an abort waits for the resource).
     txns: Vec<(Tx, u8, bool)>,
 }
@@ -786,6 +832,10 @@ impl Machine for PartMachine {
     fn boot(&self, start: &Start) -> Participant {
         let opts = ParticipantOptions {
             id: pid(self.i),
+            // No heartbeats here (see the module documentation): a beat
+            // would come due at every step, `STEP_MS` apart, and find the
+            // coordinator silent.
+            heartbeat_interval_ms: u64::MAX,
             ..Default::default()
         };
         let records: Vec<Record> = start
@@ -802,10 +852,10 @@ impl Machine for PartMachine {
 
     fn feed(&self, p: &mut Participant, now: Millis, ev: &PEv) -> Vec<Action> {
         let event = match *ev {
-            PEv::Connected(conn) => participant::Event::Connected {
+            PEv::TransportUp(conn) => participant::Event::TransportUp {
                 conn: ConnId(u64::from(conn)),
             },
-            PEv::Disconnected => participant::Event::Disconnected,
+            PEv::TransportDown => participant::Event::TransportDown,
             PEv::Msg(m) => participant::Event::Message {
                 body: body_of(m, self.n),
             },
@@ -822,17 +872,17 @@ impl Machine for PartMachine {
         p.handle(now, event)
     }
 
-    /// The connection (the field is private; it is set by `Connected` and
-    /// cleared by `Disconnected` only) and per transaction its state and
-    /// whether an abort waits for the resource. Left out: times, texts,
-    /// counters, and the vote (it only picks the text of a repeated vote).
-    fn key(&self, p: &Participant, _start: &Start, events: &[PEv]) -> (PProj, PMeta) {
-        let conn = events.iter().fold(None, |c, e| match e {
-            PEv::Connected(conn) => Some(*conn),
-            PEv::Disconnected => None,
-            _ => c,
-        });
-        assert_eq!(conn.is_some(), p.connected());
+    /// The session (its connection, welcomed or not) and per transaction
+    /// its state and whether an abort waits for the resource. Left out:
+    /// times (the beat is off, the query timers are due at every tick),
+    /// texts, counters, and the vote (it only picks the text of a repeated
+    /// vote).
+    fn key(&self, p: &Participant, _start: &Start, _events: &[PEv]) -> (PProj, PMeta) {
+        let link = match p.link() {
+            participant::Link::Down => PLink::Down,
+            participant::Link::Greeting { conn } => PLink::Greeting(conn.0 as u8),
+            participant::Link::Registered { conn } => PLink::Registered(conn.0 as u8),
+        };
         let mut txns: Vec<(Tx, &participant::PTxn)> =
             p.txns().map(|(id, t)| (Tx::parse(id), t)).collect();
         txns.sort_by_key(|(tx, _)| *tx);
@@ -852,17 +902,17 @@ impl Machine for PartMachine {
             busy: p.txns().any(|(_, t)| t.state == PState::Prepared),
             summary: format!(
                 "{} [{}]",
-                if conn.is_some() {
-                    "connected"
-                } else {
-                    "offline"
+                match link {
+                    PLink::Down => "offline",
+                    PLink::Greeting(_) => "greeting",
+                    PLink::Registered(_) => "registered",
                 },
                 summary.join(", ")
             ),
         };
         (
             PProj {
-                conn,
+                link,
                 txns: projected,
             },
             meta,
@@ -932,10 +982,9 @@ pub struct CoordNode {
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PartNode {
+    /// The core, which also holds the session: its connection and whether
+    /// `welcome` came on it (see [`System::plink`]).
     core: u32,
-    /// The runtime's connection, and whether `welcome` came on it.
-    conn: Option<u8>,
-    welcomed: bool,
     log: Log,
     held: Set<Held, 8>,
     /// Transactions the resource is preparing.
@@ -943,7 +992,7 @@ pub struct PartNode {
 }
 
 /// One participant connection. It breaks once; each end then handles its
-/// `Disconnected` (or crashes), and the id is free again.
+/// close (or crashes), and the id is free again.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Link {
     conn: u8,
@@ -1058,7 +1107,7 @@ pub enum Step {
     /// The participant's connection breaks (fault).
     Break(u8),
     CoordSeesClose(u8),
-    /// The participant handles its `Disconnected` and reconnects.
+    /// The participant handles its `TransportDown` and reconnects.
     PartSeesClose(u8),
     ResourcePrepared {
         part: u8,
@@ -1227,7 +1276,7 @@ impl System {
         }
         for (i, p) in s.parts.iter().enumerate() {
             let i = i as u8;
-            if let Some(l) = p.conn.and_then(|c| s.link(c)) {
+            if let Some(l) = self.plink(s, i as usize).conn().and_then(|c| s.link(c)) {
                 if l.broken {
                     v.push(Step::PartSeesClose(i));
                 } else if s.used.breaks < budget.breaks {
@@ -1288,7 +1337,7 @@ impl System {
             }
             Step::Break(i) => {
                 s.used.breaks += 1;
-                let c = s.parts.as_slice()[i as usize].conn.expect("connected");
+                let c = self.plink(&s, i as usize).conn().expect("connected");
                 s.update_link(c, |l| l.broken = true);
             }
             Step::CoordSeesClose(c) => {
@@ -1298,13 +1347,11 @@ impl System {
                 self.coord_event(&mut s, CEv::Disconnected(c), &mut bad);
             }
             Step::PartSeesClose(i) => {
-                let node = s.part(i as usize);
-                let c = node.conn.take().expect("connected");
-                node.welcomed = false;
-                node.held.retain(|h| h.conn != c);
+                let c = self.plink(&s, i as usize).conn().expect("connected");
+                s.part(i as usize).held.retain(|h| h.conn != c);
                 s.update_link(c, |l| l.part_closed = true);
                 s.net.retain(|p| p.conn != c || p.to_coord);
-                self.part_event(&mut s, i as usize, PEv::Disconnected, &mut bad);
+                self.part_event(&mut s, i as usize, PEv::TransportDown, &mut bad);
             }
             Step::ResourcePrepared { part, tx, commit } => {
                 s.part(part as usize).preparing.remove(&tx);
@@ -1340,12 +1387,12 @@ impl System {
                 kept,
             } => {
                 s.used.crashes += 1;
+                let conn = self.plink(&s, i as usize).conn();
                 let node = s.part(i as usize);
                 node.log.crash(kept);
                 node.held.clear();
                 node.preparing.clear();
-                node.welcomed = false;
-                if let Some(c) = node.conn.take() {
+                if let Some(c) = conn {
                     s.update_link(c, |l| {
                         l.broken = true;
                         l.part_closed = true;
@@ -1358,7 +1405,7 @@ impl System {
         }
         self.settle(&mut s);
         s.links.retain(|l| !(l.coord_closed && l.part_closed));
-        reconnect(&mut s);
+        self.reconnect(&mut s, &mut bad);
         let violation = (!bad.is_empty()).then(|| bad.join("; "));
         (s, violation)
     }
@@ -1368,22 +1415,41 @@ impl System {
             return self.coord_event(s, CEv::Msg(p.conn, p.msg), bad);
         }
         let i = s.link(p.conn).expect("link").owner as usize;
-        let node = s.part(i);
         assert_eq!(
-            node.conn,
+            self.plink(s, i).conn(),
             Some(p.conn),
             "delivered on the current connection"
         );
-        match p.msg {
-            // The runtime turns the first welcome into `Connected`.
-            Msg::Welcome if !node.welcomed => {
-                node.welcomed = true;
-                self.part_event(s, i, PEv::Connected(p.conn), bad);
+        // Welcome or not, the core's session decides what to make of it.
+        self.part_event(s, i, PEv::Msg(p.msg), bad);
+    }
+
+    /// Participant `i`'s session, as its core holds it.
+    fn plink(&self, s: &State, i: usize) -> PLink {
+        self.parts[i].borrow().proj(s.parts.as_slice()[i].core).link
+    }
+
+    /// A participant without a connection opens a new one, as the runtime's
+    /// connector does at start and after a close, and tells its core (which
+    /// says hello on it). It waits while it still has two connections the
+    /// coordinator has not seen close (else a coordinator slow to handle
+    /// closes would let a participant open any number of connections, each
+    /// refused as a duplicate).
+    fn reconnect(&self, s: &mut State, bad: &mut Vec<String>) {
+        for i in 0..s.parts.len() {
+            let owned = s.links.iter().filter(|l| l.owner == i as u8).count();
+            if self.plink(s, i).conn().is_some() || owned >= 2 {
+                continue;
             }
-            Msg::Welcome => {}
-            // Anything before the welcome is ignored by the runtime.
-            m if node.welcomed => self.part_event(s, i, PEv::Msg(m), bad),
-            _ => {}
+            let conn = (1..LINKS_MAX)
+                .find(|c| s.link(*c).is_none())
+                .expect("a free connection id");
+            s.links.insert(Link {
+                conn,
+                owner: i as u8,
+                ..Link::default()
+            });
+            self.part_event(s, i, PEv::TransportUp(conn), bad);
         }
     }
 
@@ -1414,7 +1480,9 @@ impl System {
                 } => s.update_link(*conn, |l| l.broken = true),
                 Eff::Reject { .. } => {}
                 Eff::Alert(m) => bad.push(format!("the coordinator emitted an Alert: {m}")),
-                Eff::Prepare(_) | Eff::Finish(..) => panic!("coordinator asked for {e:?}"),
+                Eff::Prepare(_) | Eff::Finish(..) | Eff::Close(_) | Eff::Session(_) => {
+                    panic!("coordinator asked for {e:?}")
+                }
             }
         }
     }
@@ -1466,6 +1534,14 @@ impl System {
                     "participant p{} refused a coordinator message: {why}",
                     i + 1
                 )),
+                Eff::Close(conn) => s.update_link(*conn, |l| l.broken = true),
+                // Notices are for the operator's log.
+                Eff::Session(
+                    SessionNotice::Registered { .. }
+                    | SessionNotice::BeforeWelcome { .. }
+                    | SessionNotice::Lost,
+                ) => {}
+                Eff::Session(n) => panic!("p{}: {n:?} is outside the model", i + 1),
             }
         }
     }
@@ -1549,7 +1625,7 @@ impl System {
         let mut order: List<(u8, bool, bool, bool, bool, u8), 8> = List::default();
         for l in s.links.iter() {
             let owner = usize::from(l.owner);
-            let current = parts[owner].conn == Some(l.conn);
+            let current = self.plink(s, owner).conn() == Some(l.conn);
             order.push((
                 perm[owner] as u8,
                 !current,
@@ -1620,8 +1696,12 @@ impl System {
         // Participants, in their new order.
         for &i in &inv[..n] {
             let p = &parts[i];
-            b.u8(p.conn.map_or(0, lab));
-            b.u8(u8::from(p.welcomed));
+            // The session, in the same bytes as when the runtime held the
+            // connection and the welcome: the connection, whether it is
+            // welcomed, and (below) the connection the protocol sends on.
+            let link = self.plink(s, i);
+            b.u8(link.conn().map_or(0, lab));
+            b.u8(u8::from(link.registered()));
             b.log(&p.log, |i| i);
             b.held(p.held.as_slice(), lab, msg);
             for t in p.preparing.iter() {
@@ -1630,7 +1710,10 @@ impl System {
             b.u8(0xfe);
             let store = self.parts[i].borrow();
             let proj = store.proj(p.core);
-            b.u8(proj.conn.map_or(0, lab));
+            b.u8(match proj.link {
+                PLink::Registered(c) => lab(c),
+                PLink::Down | PLink::Greeting(_) => 0,
+            });
             for (t, st, waits) in &proj.txns {
                 b.tx(*t);
                 b.u8(*st);
@@ -1721,9 +1804,10 @@ impl System {
     /// ties cost extra encodings, not correctness.
     fn signature(&self, s: &State, i: usize) -> u64 {
         let p = &s.parts.as_slice()[i];
+        let link = self.plink(s, i);
         let mut x: u64 = 1;
         let mut add = |v: u64| x = x.wrapping_mul(0x100_0000_01b3).wrapping_add(v);
-        add(u64::from(p.welcomed));
+        add(u64::from(link.registered()));
         add(p.log.recs.len() as u64 * 16 + u64::from(p.log.durable));
         add(p.held.len() as u64 * 16 + p.preparing.len() as u64);
         let store = self.parts[i].borrow();
@@ -1763,7 +1847,7 @@ impl System {
         add(match c.members[i] {
             ABSENT => 1,
             OFFLINE => 2,
-            conn if p.conn == Some(conn) => 3,
+            conn if link.conn() == Some(conn) => 3,
             _ => 4,
         });
         for t in &c.txns {
@@ -1904,36 +1988,6 @@ impl Buf {
     }
 }
 
-/// A participant without a connection opens a new one and says hello, as
-/// the runtime's connector does at start and after a close. It waits while
-/// it still has two connections the coordinator has not seen close (else a
-/// coordinator slow to handle closes would let a participant open any number
-/// of connections, each refused as a duplicate).
-fn reconnect(s: &mut State) {
-    for i in 0..s.parts.len() {
-        let owned = s.links.iter().filter(|l| l.owner == i as u8).count();
-        if s.parts.as_slice()[i].conn.is_some() || owned >= 2 {
-            continue;
-        }
-        let conn = (1..LINKS_MAX)
-            .find(|c| s.link(*c).is_none())
-            .expect("a free connection id");
-        s.links.insert(Link {
-            conn,
-            owner: i as u8,
-            ..Link::default()
-        });
-        let node = s.part(i);
-        node.conn = Some(conn);
-        node.welcomed = false;
-        s.net.insert(Packet {
-            conn,
-            to_coord: true,
-            msg: Msg::Hello(i as u8),
-        });
-    }
-}
-
 /// The outbox rule: an `after_durable` message waits while the log is not
 /// durable up to the barrier, or while earlier messages wait.
 fn hold(log: &Log, none_held: bool, after_durable: bool) -> bool {
@@ -2013,7 +2067,9 @@ impl Model for System {
                 ..Ghost::default()
             },
         };
-        reconnect(&mut s);
+        let mut bad = Vec::new();
+        self.reconnect(&mut s, &mut bad);
+        assert!(bad.is_empty(), "{bad:?}");
         s
     }
 
@@ -2202,10 +2258,9 @@ impl Model for System {
         );
         for (i, p) in s.parts.iter().enumerate() {
             out += &format!(
-                "\n       p{}: conn {:?}{} {}; log {:?}; held {:?}; preparing {:?}",
+                "\n       p{}: conn {:?} {}; log {:?}; held {:?}; preparing {:?}",
                 i + 1,
-                p.conn,
-                if p.welcomed { " welcomed" } else { "" },
+                self.plink(s, i).conn(),
                 self.pmeta(s, i, |m| m.summary.clone()),
                 LogView(&p.log),
                 p.held,

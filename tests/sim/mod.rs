@@ -8,7 +8,9 @@
 //! replays exactly.
 //!
 //! What is real and what is simulated:
-//! - real: the coordinator and participant cores (`src/protocol`), the wire
+//! - real: the coordinator and participant cores (`src/protocol`, with the
+//!   participant's session rules: hello, welcome, heartbeats, the
+//!   coordinator's silence, driven by the same 50 ms tick), the wire
 //!   encoding and parser (`Body::encode` / `Body::decode`: every message
 //!   crosses the network as bytes), the log record framing and decoder
 //!   (`wal::encode_record` / `wal::decode_record`, with the torn tail cut at
@@ -59,7 +61,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use twopc::protocol::coordinator::{self, Coordinator, CoordinatorOptions};
 use twopc::protocol::fault::Fault;
-use twopc::protocol::participant::{self, Participant, ParticipantOptions, Prepared};
+use twopc::protocol::participant::{
+    self, Participant, ParticipantOptions, Prepared, SessionNotice,
+};
 use twopc::protocol::{
     Action, Body, ConnId, Decision, Message, ParticipantId, Record, Role, SubmitRequest, TxnId,
     Vote, PROTOCOL_VERSION,
@@ -143,10 +147,13 @@ impl Report {
 
 const INITIAL_BALANCE: i64 = 100;
 const COORD_TICK_MS: u64 = 20;
+/// How often a participant's core is told the time, as the runtime's tick:
+/// its heartbeats and silence checks go out on it, every `HEARTBEAT_MS`.
 const PART_TICK_MS: u64 = 50;
 const CHECKPOINT_BYTES: usize = 6 * 1024;
 const CLIENT_TIMEOUT_MS: u64 = 5_000;
 const TRACE_KEEP: usize = 400;
+/// The participants' heartbeat interval (`heartbeat_interval_ms`).
 const HEARTBEAT_MS: u64 = 200;
 /// Coordinator: a participant silent this long is given up. Participant: a
 /// coordinator silent this long means the connection is dead.
@@ -178,10 +185,6 @@ enum Ev {
         inc: u32,
     },
     PartConnect {
-        i: usize,
-        inc: u32,
-    },
-    PartBeat {
         i: usize,
         inc: u32,
     },
@@ -292,11 +295,10 @@ struct PartProc {
     kv: KvStore,
     log: LogState,
     inc: u32,
-    conn: Option<u64>,
-    welcomed: bool,
+    /// Connection attempts since the last registration (the connector's
+    /// backoff). The connection itself and the session on it are the
+    /// core's (`Participant::link`).
     attempts: u32,
-    /// When the coordinator was last heard from, for the silence check.
-    last_heard: u64,
 }
 
 struct Conn {
@@ -517,6 +519,8 @@ impl Sim {
             query_max_ms: 1_000,
             history_limit: 200,
             checkpoint_recent_commits: 20,
+            heartbeat_interval_ms: HEARTBEAT_MS,
+            heartbeat_failure_threshold: (SILENCE_MS / HEARTBEAT_MS) as u32,
         }
     }
 
@@ -609,14 +613,10 @@ impl Sim {
             kv,
             log: LogState::default(),
             inc,
-            conn: None,
-            welcomed: false,
             attempts: 0,
-            last_heard: self.now,
         });
         self.at(0, Ev::PartConnect { i, inc });
         self.at(PART_TICK_MS, Ev::PartTick { i, inc });
-        self.at(HEARTBEAT_MS, Ev::PartBeat { i, inc });
     }
 
     /// Kill a process: memory, held messages and connections are gone; the
@@ -818,14 +818,7 @@ impl Sim {
                         .map_err(|e| format!("a message did not parse back: {}", e.message))?;
                     match to {
                         Node::Coord => self.coord_message(conn, body)?,
-                        Node::Part(i) => {
-                            if let Some(p) = self.parts[i].as_mut() {
-                                if p.conn == Some(conn) {
-                                    p.last_heard = self.now;
-                                }
-                            }
-                            self.part_message(i, conn, body)?
-                        }
+                        Node::Part(i) => self.part_message(i, conn, body)?,
                         Node::Client(k) => self.client_message(k, conn, body)?,
                     }
                 }
@@ -838,17 +831,15 @@ impl Sim {
                     Ok(())
                 }
                 Node::Part(i) => {
-                    let Some(p) = self.parts[i].as_mut() else {
+                    let Some(p) = self.parts[i].as_ref() else {
                         return Ok(());
                     };
-                    if p.conn != Some(conn) {
+                    if p.core.link().conn() != Some(ConnId(conn)) {
                         return Ok(());
                     }
-                    p.conn = None;
-                    p.welcomed = false;
                     let (inc, attempts) = (p.inc, p.attempts);
                     self.note(format!("p{} lost its connection {conn}", i + 1));
-                    self.part_event(i, participant::Event::Disconnected)?;
+                    self.part_event(i, participant::Event::TransportDown)?;
                     let d = self.backoff(attempts);
                     self.at(d, Ev::PartConnect { i, inc });
                     Ok(())
@@ -883,7 +874,6 @@ impl Sim {
                 Ok(())
             }
             Ev::PartConnect { i, inc } => self.part_connect(i, inc),
-            Ev::PartBeat { i, inc } => self.part_beat(i, inc),
             Ev::PrepareDone {
                 i,
                 inc,
@@ -1342,8 +1332,12 @@ impl Sim {
                 Some(Some(Local::Notice { message, .. })) => {
                     self.note(format!("coordinator notice: {message}"));
                 }
-                Some(Some(Local::PrepareResource { .. } | Local::FinishResource { .. })) => {
-                    return Err("the coordinator asked for a resource action".into());
+                Some(Some(
+                    Local::PrepareResource { .. }
+                    | Local::FinishResource { .. }
+                    | Local::Session(_),
+                )) => {
+                    return Err("the coordinator asked for a participant's action".into());
                 }
             }
         }
@@ -1358,7 +1352,7 @@ impl Sim {
         let Some(p) = self.parts[i].as_mut() else {
             return Ok(());
         };
-        if p.inc != inc || p.conn.is_some() {
+        if p.inc != inc || p.core.link().conn().is_some() {
             return Ok(());
         }
         if !coord_up || cut {
@@ -1369,79 +1363,32 @@ impl Sim {
             return Ok(());
         }
         let conn = self.open_conn(Node::Part(i));
-        if let Some(p) = self.parts[i].as_mut() {
-            p.conn = Some(conn);
-            p.welcomed = false;
-        }
         self.note(format!("p{} connects on {conn}", i + 1));
-        let hello = Body::Hello {
-            role: Role::Participant,
-            id: Some(pid(i)),
-            protocol_version: PROTOCOL_VERSION,
-        };
-        self.send(Node::Part(i), conn, hello)
+        self.part_event(i, participant::Event::TransportUp { conn: ConnId(conn) })
     }
 
-    /// The participant runtime's heartbeat timer: send a heartbeat, or give
-    /// the connection up when the coordinator has been silent too long.
-    fn part_beat(&mut self, i: usize, inc: u32) -> Result<(), String> {
+    /// A message on connection `conn`; one on a connection the participant
+    /// no longer has is dropped (as the runtime does).
+    fn part_message(&mut self, i: usize, conn: u64, body: Body) -> Result<(), String> {
         let Some(p) = self.parts[i].as_ref() else {
             return Ok(());
         };
-        if p.inc != inc {
+        if p.core.link().conn() != Some(ConnId(conn)) {
             return Ok(());
         }
-        let (conn, welcomed, heard) = (p.conn, p.welcomed, p.last_heard);
-        self.at(HEARTBEAT_MS, Ev::PartBeat { i, inc });
-        let (Some(conn), true) = (conn, welcomed) else {
-            return Ok(());
-        };
-        if self.now - heard > SILENCE_MS {
-            self.note(format!(
-                "p{} finds the coordinator silent; closes {conn}",
-                i + 1
-            ));
-            self.break_conn(conn, None, 0, 1);
-            return Ok(());
+        if let (
+            Body::Prepare {
+                txn, participants, ..
+            },
+            true,
+        ) = (&body, p.core.connected())
+        {
+            self.ghost
+                .members
+                .entry(txn.clone())
+                .or_insert_with(|| participants.clone());
         }
-        self.send(Node::Part(i), conn, Body::Heartbeat)
-    }
-
-    fn part_message(&mut self, i: usize, conn: u64, body: Body) -> Result<(), String> {
-        let Some(p) = self.parts[i].as_mut() else {
-            return Ok(());
-        };
-        if p.conn != Some(conn) {
-            return Ok(());
-        }
-        match body {
-            Body::Welcome { .. } if !p.welcomed => {
-                p.welcomed = true;
-                p.attempts = 0;
-                self.part_event(i, participant::Event::Connected { conn: ConnId(conn) })
-            }
-            Body::Error { code, message, .. } if !p.welcomed => Err(format!(
-                "p{} was refused registration: {code}: {message}",
-                i + 1
-            )),
-            other if p.welcomed => {
-                if let Body::Prepare {
-                    txn, participants, ..
-                } = &other
-                {
-                    self.ghost
-                        .members
-                        .entry(txn.clone())
-                        .or_insert_with(|| participants.clone());
-                }
-                self.part_event(i, participant::Event::Message { body: other })
-            }
-            other => Err(format!(
-                "p{} got `{}` before welcome",
-                i + 1,
-                other.message_type()
-            )),
-        }
+        self.part_event(i, participant::Event::Message { body })
     }
 
     fn part_event(&mut self, i: usize, ev: participant::Event) -> Result<(), String> {
@@ -1485,9 +1432,15 @@ impl Sim {
                 self.note(short(format!("p{} persists {record:?} sync={sync}", i + 1)));
             }
             Action::Send { conn, .. } => {
-                if self.parts[i].as_ref().and_then(|p| p.conn) != Some(conn.0) {
+                if self.parts[i].as_ref().and_then(|p| p.core.link().conn()) != Some(*conn) {
                     return Ok(());
                 }
+            }
+            Action::Close { conn } => {
+                // The participant closes its own end: it knows at once, and
+                // so does the coordinator (no delay drawn for the close).
+                self.break_conn(conn.0, None, 0, 1);
+                return Ok(());
             }
             Action::Reject { error, .. } => {
                 return Err(format!(
@@ -1499,6 +1452,7 @@ impl Sim {
             }
             Action::Alert { .. }
             | Action::Notice { .. }
+            | Action::Session(_)
             | Action::PrepareResource { .. }
             | Action::FinishResource { .. } => {}
         }
@@ -1510,6 +1464,7 @@ impl Sim {
                 return Err(format!("p{} alert on {txn:?}: {message}", i + 1));
             }
             Local::Notice { message, .. } => self.note(format!("p{} notice: {message}", i + 1)),
+            Local::Session(notice) => self.part_session(i, notice)?,
             Local::PrepareResource { txn, data, .. } => {
                 let Some(p) = self.parts[i].as_mut() else {
                     return Ok(());
@@ -1540,6 +1495,41 @@ impl Sim {
                 if let Some(p) = self.parts[i].as_mut() {
                     p.kv.finish_txn(&txn, decision);
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// What the core says about its session: a registration resets the
+    /// connector's backoff; a refusal, a challenge or a message kept out
+    /// before welcome fails the run, as none is expected of this cluster
+    /// (no secret, connections that keep order).
+    fn part_session(&mut self, i: usize, notice: SessionNotice) -> Result<(), String> {
+        match notice {
+            SessionNotice::Registered { .. } => {
+                if let Some(p) = self.parts[i].as_mut() {
+                    p.attempts = 0;
+                }
+            }
+            SessionNotice::Silent { silent_ms, .. } => self.note(format!(
+                "p{} finds the coordinator silent for {silent_ms} ms; closes its connection",
+                i + 1
+            )),
+            SessionNotice::Lost => {}
+            SessionNotice::Refused { code, message } => {
+                return Err(format!(
+                    "p{} was refused registration: {code}: {message}",
+                    i + 1
+                ));
+            }
+            SessionNotice::SecretRequired => {
+                return Err(format!("p{} was asked for a secret", i + 1));
+            }
+            SessionNotice::BeforeWelcome { message_type } => {
+                return Err(format!("p{} got `{message_type}` before welcome", i + 1));
+            }
+            SessionNotice::Removed { message } => {
+                return Err(format!("p{} was removed: {message}", i + 1));
             }
         }
         Ok(())
@@ -1818,7 +1808,6 @@ fn stopped_target(ev: &Ev) -> Option<usize> {
         }
         | Ev::PartTick { i, .. }
         | Ev::PartConnect { i, .. }
-        | Ev::PartBeat { i, .. }
         | Ev::PrepareDone { i, .. }
         | Ev::SyncDone {
             node: Node::Part(i),

@@ -224,7 +224,10 @@ impl Sim {
             Action::Alert { .. } => panic!("unexpected alert {a:?}; {why}"),
             Action::Notice { .. } => {}
             Action::Reject { .. } => {}
-            Action::PrepareResource { .. } | Action::FinishResource { .. } => {
+            Action::Close { .. }
+            | Action::Session(_)
+            | Action::PrepareResource { .. }
+            | Action::FinishResource { .. } => {
                 panic!("participant action from the coordinator: {a:?}; {why}")
             }
         }
