@@ -112,12 +112,39 @@ fn a_coordinator_that_cannot_write_its_log_exits_with_status_74() {
     c.start_participants(1, &[]);
     c.wait_ready(1);
     disk.fill();
-    // The commit decision must be logged before anyone hears of it: the
-    // write fails, the process stops, and the client gets no outcome.
-    let told = c.submit(req(json!({"full": "disk"})));
-    assert!(told.is_err(), "an unlogged commit was announced: {told:?}");
+    // A commit decision must be logged before anyone hears of it. The log's
+    // last page may still have room for a few records (the disk is full,
+    // the page is allocated), so submit until one fails: every commit
+    // announced before must be in the log, and the failing write stops
+    // the process without an outcome.
+    let mut announced = Vec::new();
+    for i in 0..500 {
+        match c.submit(req(json!({"full": "disk", "i": i}))) {
+            Ok((txn, o)) if o.decision == Decision::Commit => announced.push(txn),
+            Ok((txn, o)) => panic!("{txn} aborted on a healthy cluster: {o:?}"),
+            Err(_) => break,
+        }
+    }
     let coordinator = c.coordinator.as_mut().expect("coordinator");
     assert_log_failure_exit(coordinator, &dir);
+    let (_, inspected) = wal_inspect(&dir);
+    let logged: Vec<&str> = inspected["transactions"]
+        .as_array()
+        .expect("transactions")
+        .iter()
+        .filter(|t| {
+            t["records"]
+                .as_array()
+                .is_some_and(|r| r.iter().any(|k| k == "decision"))
+        })
+        .filter_map(|t| t["transaction_id"].as_str())
+        .collect();
+    for txn in &announced {
+        assert!(
+            logged.contains(&txn.0.as_str()),
+            "{txn} was announced committed but its decision is not in the log: {inspected}"
+        );
+    }
 }
 
 #[test]

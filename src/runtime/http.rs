@@ -1016,6 +1016,9 @@ async fn run_submit(ctx: &Ctx, req: SubmitRequest) -> Response {
                     Some(ErrorCode::UnknownParticipant | ErrorCode::InvalidMessage) => {
                         StatusCode::BAD_REQUEST
                     }
+                    // The transaction id is running for another client, or
+                    // was used for another request.
+                    Some(ErrorCode::InProgress | ErrorCode::Refused) => StatusCode::CONFLICT,
                     _ => StatusCode::INTERNAL_SERVER_ERROR,
                 };
                 return error(status, code.as_str(), message);

@@ -446,6 +446,21 @@ impl Coordinator {
             Ok(ops) => ops,
             Err(msg) => return refuse(out, &waiter, ErrorCode::InvalidMessage, msg),
         };
+        // Operations for a participant the submit leaves out would be
+        // silently dropped: refuse instead.
+        if let (Some(ops), Some(named)) = (&operations, &req.participants) {
+            if let Some(p) = ops.keys().find(|p| !named.contains(p)) {
+                return refuse(
+                    out,
+                    &waiter,
+                    ErrorCode::InvalidMessage,
+                    format!(
+                        "`operations` names `{p}`, which is not among the submit's participants ({}); add it to participants or remove its operations",
+                        named.iter().map(|p| p.0.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                );
+            }
+        }
         let requested = req
             .participants
             .clone()

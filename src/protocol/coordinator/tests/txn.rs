@@ -1078,3 +1078,69 @@ fn accepted_is_reported_when_asked() {
         ]
     );
 }
+
+#[test]
+fn operations_name_registered_participants_of_the_submit_only() {
+    let mut c = ready();
+    let submit_ops = |request_id: u64, data: Value, participants: Option<&[&str]>| {
+        Body::Submit(SubmitRequest {
+            data,
+            participants: participants.map(pids),
+            request_id: Some(request_id),
+            ..Default::default()
+        })
+    };
+    // Per-participant operations: each participant is sent only its own.
+    let ops = json!({"operations": {"p1": [{"op": "put"}], "p2": []}});
+    assert_eq!(
+        c.handle(0, msg(CLIENT, submit_ops(1, ops, None))),
+        vec![
+            send(
+                P1,
+                Body::Prepare {
+                    txn: tid("t-1"),
+                    participants: pids(&["p1", "p2"]),
+                    data: json!({"operations": [{"op": "put"}]}),
+                },
+                false
+            ),
+            send(
+                P2,
+                Body::Prepare {
+                    txn: tid("t-1"),
+                    participants: pids(&["p1", "p2"]),
+                    data: json!({"operations": []}),
+                },
+                false
+            ),
+        ]
+    );
+    // Operations for an unregistered participant are refused...
+    let ghost = json!({"operations": {"p1": [], "p9": []}});
+    assert_eq!(
+        c.handle(1, msg(CLIENT, submit_ops(2, ghost, None))),
+        vec![send(
+            CLIENT,
+            error_reply(
+                ErrorCode::UnknownParticipant,
+                "participant `p9` is not registered; registered: p1, p2",
+                2
+            ),
+            false
+        )]
+    );
+    // ...and so are operations for a participant the submit leaves out.
+    let left_out = json!({"operations": {"p1": [], "p2": [{"op": "put"}]}});
+    assert_eq!(
+        c.handle(2, msg(CLIENT, submit_ops(3, left_out, Some(&["p1"])))),
+        vec![send(
+            CLIENT,
+            error_reply(
+                ErrorCode::InvalidMessage,
+                "`operations` names `p2`, which is not among the submit's participants (p1); add it to participants or remove its operations",
+                3
+            ),
+            false
+        )]
+    );
+}
