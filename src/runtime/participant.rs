@@ -5,7 +5,7 @@
 
 use super::executor::{Executor, Local};
 use super::outbox::{Io, Outbox};
-use super::query::{txn_page, PageLimits};
+use super::query::{txn_list_page, PageLimits};
 use super::{alert, crash, open_log, Clock};
 use crate::config::ParticipantConfig;
 use crate::net::connector::{self, ConnectorSpec, Redial};
@@ -14,9 +14,7 @@ use crate::net::slots::SlotLimits;
 use crate::net::{Backoff, ConnEvent};
 use crate::protocol::bound;
 use crate::protocol::coordinator::TXN_STATES;
-use crate::protocol::participant::{
-    Event, PState, PTxn, Participant, ParticipantOptions, Prepared,
-};
+use crate::protocol::participant::{Event, PState, Participant, ParticipantOptions, Prepared};
 use crate::protocol::{Action, Body, ConnId, Decision, ErrorCode, Role, TxnId, PROTOCOL_VERSION};
 use crate::resource::{PrepareResult, Resource};
 use crate::security::tls::TlsClient;
@@ -513,12 +511,18 @@ impl Driver {
                 .into();
                 Body::StatusReport(s)
             }
-            Body::TxnList { state: Some(st) } if !TXN_STATES.contains(&st.as_str()) => err(
+            Body::TxnList {
+                state: Some(st), ..
+            } if !TXN_STATES.contains(&st.as_str()) => err(
                 ErrorCode::InvalidMessage,
                 format!("unknown state `{st}`; use one of {}", TXN_STATES.join(", ")),
             ),
-            Body::TxnList { state } => {
-                let mut v: Vec<(&TxnId, &PTxn)> = self
+            Body::TxnList {
+                state,
+                limit,
+                cursor,
+            } => {
+                let v = self
                     .core
                     .txns()
                     .filter(|(_, t)| {
@@ -526,15 +530,18 @@ impl Driver {
                             .as_deref()
                             .is_none_or(|st| participant_state_matches(t.state, st))
                     })
-                    .collect();
-                v.sort_by(|a, b| b.1.since_ms.cmp(&a.1.since_ms).then(b.0.cmp(a.0)));
+                    .map(|(id, t)| (t.since_ms, id.0.as_str(), (id, t)));
                 let limits = PageLimits::new(
                     self.cfg.query_page_max,
                     self.cfg.query_reply_max_bytes,
                     self.cfg.max_frame_bytes,
                 );
-                let entries = v.iter().map(|(id, t)| (id.0.clone(), t.summary(id, now)));
-                Body::TxnInfo(txn_page(entries, limits))
+                match txn_list_page(v, limit, cursor.as_deref(), limits, |(id, t)| {
+                    t.summary(id, now)
+                }) {
+                    Ok(v) => Body::TxnInfo(v),
+                    Err(e) => err(ErrorCode::InvalidMessage, e.message),
+                }
             }
             Body::TxnShow { txn } => match self.core.txn(&txn) {
                 Some(t) => Body::TxnInfo(t.summary(&txn, now)),
