@@ -4,178 +4,14 @@
 //! status line, headers and body the server sends.
 
 mod common;
+mod http;
 
 use common::*;
+use http::*;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
-
-/// One HTTP response.
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    content_type: String,
-    /// Every header, names in lowercase.
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-fn http(addr: &str, method: &str, path: &str, body: Option<&[u8]>) -> Resp {
-    http_with(addr, method, path, &[], body)
-}
-
-/// One request with `extra` header lines (`Name: value`).
-fn http_with(addr: &str, method: &str, path: &str, extra: &[&str], body: Option<&[u8]>) -> Resp {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to the admin port");
-    s.set_read_timeout(Some(PATIENCE)).unwrap();
-    let body = body.unwrap_or(b"");
-    let extra: String = extra.iter().map(|h| format!("{h}\r\n")).collect();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read the response");
-    let text = String::from_utf8(raw).expect("UTF-8 response");
-    let (head, body) = text.split_once("\r\n\r\n").expect("headers end");
-    let mut lines = head.lines();
-    let status_line = lines.next().unwrap();
-    assert!(status_line.starts_with("HTTP/1.1 "), "{status_line}");
-    let status: u16 = status_line[9..12].parse().unwrap();
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    let content_type = headers
-        .iter()
-        .find(|(k, _)| k == "content-type")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_default();
-    Resp {
-        status,
-        content_type,
-        headers,
-        body: body.to_string(),
-    }
-}
-
-fn get(addr: &str, path: &str) -> Resp {
-    http(addr, "GET", path, None)
-}
-
-fn post(addr: &str, path: &str, body: &Value) -> Resp {
-    http(addr, "POST", path, Some(body.to_string().as_bytes()))
-}
-
-/// Start a coordinator with the admin API on a free port; returns its
-/// address (read from the coordinator's log).
-fn start_with_admin(c: &mut Cluster, expected: usize, extra: &[&str]) -> String {
-    let n = expected.to_string();
-    let mut args = vec!["--expected-participants", &n, "--admin-port", "0"];
-    args.extend_from_slice(extra);
-    let proc = c.start_coordinator(&args, &[]);
-    let text = wait_log(proc, 0, "admin http listening on ");
-    const NEEDLE: &str = "admin http listening on ";
-    let at = text.find(NEEDLE).unwrap() + NEEDLE.len();
-    text[at..]
-        .chars()
-        .take_while(|ch| ch.is_ascii_digit() || *ch == '.' || *ch == ':')
-        .collect()
-}
-
-/// Poll `GET path` until `pred` holds (bounded by PATIENCE).
-fn wait_http(addr: &str, path: &str, what: &str, pred: impl Fn(&Resp) -> bool) -> Resp {
-    let start = Instant::now();
-    loop {
-        let r = get(addr, path);
-        if pred(&r) {
-            return r;
-        }
-        assert!(
-            start.elapsed() < PATIENCE,
-            "timed out waiting for {what}; last {path}: {} {}",
-            r.status,
-            r.body
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Wait until every participant acknowledged `id`, and return its detail.
-fn wait_ended(addr: &str, id: &str) -> Value {
-    wait_http(addr, &format!("/transactions/{id}"), "the end", |r| {
-        r.status == 200 && !r.json()["ended_after_ms"].is_null()
-    })
-    .json()
-}
-
-/// Prometheus text, checked line by line: every sample belongs to a family
-/// announced by `# HELP` and `# TYPE` before it, and parses as a number.
-/// Returns `name{labels}` → value.
-fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
-    let mut helped = HashSet::new();
-    let mut typed = HashSet::new();
-    let mut samples = BTreeMap::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# HELP ") {
-            let (name, help) = rest.split_once(' ').expect("HELP name text");
-            assert!(!help.trim().is_empty(), "empty HELP: {line}");
-            helped.insert(name.to_string());
-        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
-            assert!(
-                ["counter", "gauge", "histogram"].contains(&kind),
-                "unknown type: {line}"
-            );
-            assert!(helped.contains(name), "TYPE before HELP: {line}");
-            typed.insert(name.to_string());
-        } else {
-            assert!(!line.starts_with('#'), "unexpected comment: {line}");
-            let (series, value) = line.rsplit_once(' ').expect("sample value");
-            let v: f64 = value
-                .parse()
-                .unwrap_or_else(|_| panic!("value in `{line}`"));
-            let name = series.split('{').next().unwrap();
-            assert!(
-                name.chars()
-                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_'),
-                "bad name: {line}"
-            );
-            if series.contains('{') {
-                assert!(series.ends_with('}'), "unclosed labels: {line}");
-            }
-            let family = ["_bucket", "_sum", "_count"]
-                .iter()
-                .find_map(|sfx| name.strip_suffix(sfx).filter(|b| typed.contains(*b)))
-                .unwrap_or(name);
-            assert!(typed.contains(family), "sample without TYPE: {line}");
-            samples.insert(series.to_string(), v);
-        }
-    }
-    samples
-}
-
-fn metric(m: &BTreeMap<String, f64>, series: &str) -> f64 {
-    *m.get(series)
-        .unwrap_or_else(|| panic!("no `{series}` in the metrics"))
-}
 
 #[test]
 fn health_is_503_with_a_reason_until_participants_register_then_200() {
@@ -517,74 +353,6 @@ fn json_logs_carry_the_transaction_id_and_diagrams_show_commit_and_abort() {
 }
 
 // ---- Authentication with the shared secret ----
-
-const SECRET: &str = "e2e-http-secret-0123456789abcdef";
-
-fn key(text: &str) -> twopc::security::auth::Secret {
-    twopc::security::auth::Secret::from_text(text).expect("valid secret")
-}
-
-/// A fresh nonce from `GET /auth/challenge` (which needs no proof).
-fn nonce(addr: &str) -> String {
-    let r = get(addr, "/auth/challenge");
-    assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(r.header("cache-control"), Some("no-store"), "{r:?}");
-    let n = r.json()["nonce"].as_str().expect("nonce").to_string();
-    assert!(twopc::security::auth::is_nonce(&n), "{n}");
-    n
-}
-
-/// The `Authorization` line proving `secret` for `method path body`.
-fn proof_line(secret: &str, nonce: &str, method: &str, path: &str, body: &[u8]) -> String {
-    let value = twopc::security::http_auth::authorization(&key(secret), nonce, method, path, body)
-        .expect("the master secret proves the operator key");
-    format!("Authorization: {value}")
-}
-
-/// The header declaring `body`'s digest (the value the MAC signs).
-fn digest_line(body: &[u8]) -> String {
-    format!(
-        "{}: {}",
-        twopc::security::http_auth::BODY_DIGEST_HEADER,
-        twopc::security::http_auth::body_digest(body)
-    )
-}
-
-/// `method path` with a fresh proof of the secret (and, with a body, its
-/// declared digest).
-fn signed(addr: &str, method: &str, path: &str, body: &[u8]) -> Resp {
-    let line = proof_line(SECRET, &nonce(addr), method, path, body);
-    let digest = digest_line(body);
-    let mut lines = vec![line.as_str()];
-    if !body.is_empty() {
-        lines.push(&digest);
-    }
-    http_with(addr, method, path, &lines, Some(body))
-}
-
-/// A 401 as specified: JSON `unauthorized` whose message holds `why`, and
-/// the `WWW-Authenticate` challenge.
-fn assert_unauthorized(r: &Resp, why: &str) {
-    assert_eq!(r.status, 401, "{r:?}");
-    let v = r.json();
-    assert_eq!(v["error"], "unauthorized", "{v}");
-    let message = v["message"].as_str().unwrap_or("");
-    assert!(message.contains(why), "expected {why:?} in {message:?}");
-    let challenge = r.header("www-authenticate").unwrap_or("");
-    assert!(challenge.starts_with("TWOPC-HMAC"), "{r:?}");
-}
-
-/// A coordinator requiring `SECRET` on every port; returns the admin address
-/// and the secret file.
-fn start_secret_admin(c: &mut Cluster, expected: usize, extra: &[&str]) -> (String, String) {
-    let path = c.path("secret");
-    write_private(&path, &format!("{SECRET}\n"));
-    let file = path.display().to_string();
-    let mut args = vec!["--secret-file", &file];
-    args.extend_from_slice(extra);
-    let admin = start_with_admin(c, expected, &args);
-    (admin, file)
-}
 
 #[test]
 fn with_a_secret_every_endpoint_but_health_needs_a_fresh_proof() {
@@ -1017,35 +785,6 @@ fn strangers_holding_every_slot_cannot_stall_health_or_the_port() {
     }
 }
 
-/// A raw request with the given `Host` and `Content-Type` (no secret).
-fn raw_request(
-    addr: &str,
-    method: &str,
-    path: &str,
-    host: &str,
-    content_type: &str,
-    body: &str,
-) -> Resp {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(PATIENCE)).unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).expect("read the response");
-    let text = String::from_utf8(raw).expect("UTF-8");
-    let (head, body) = text.split_once("\r\n\r\n").expect("headers end");
-    let status: u16 = head[9..12].parse().unwrap();
-    Resp {
-        status,
-        content_type: String::new(),
-        headers: Vec::new(),
-        body: body.to_string(),
-    }
-}
-
 /// What a web page can make a browser send: a form post (`text/plain`,
 /// no preflight) is refused and runs nothing; a page whose DNS name was
 /// rebound to this address sends its own name in `Host` and gets nothing,
@@ -1222,5 +961,227 @@ fn refusals_are_counted_by_port_and_reason_and_challenges_are_rate_limited() {
             "twopc_auth_failures_total{port=\"http\",reason=\"challenge_rate\"}"
         ),
         refused as f64
+    );
+}
+
+/// Submit `n` transactions (every participant, no data) over `threads`
+/// client connections at once; returns their ids.
+fn submit_many(addr: &str, n: usize, threads: usize) -> Vec<String> {
+    let per = n.div_ceil(threads);
+    let workers: Vec<_> = (0..threads)
+        .map(|w| {
+            let addr = addr.to_string();
+            let count = per.min(n.saturating_sub(w * per));
+            std::thread::spawn(move || {
+                block_on(async move {
+                    let mut c = twopc::client::Client::connect(&addr, PATIENCE)
+                        .await
+                        .expect("connect");
+                    let mut ids = Vec::with_capacity(count);
+                    for _ in 0..count {
+                        let (txn, o) = c.submit(req(Value::Null)).await.expect("an outcome");
+                        assert_eq!(o.decision, twopc::protocol::Decision::Commit);
+                        ids.push(txn.0);
+                    }
+                    ids
+                })
+            })
+        })
+        .collect();
+    workers
+        .into_iter()
+        .flat_map(|w| w.join().expect("a submitting thread"))
+        .collect()
+}
+
+/// The ids of one page of a list reply.
+fn page_ids(v: &Value) -> Vec<String> {
+    v["transactions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no transactions in {v}"))
+        .iter()
+        .map(|t| t["transaction_id"].as_str().expect("an id").to_string())
+        .collect()
+}
+
+/// Each id once, and exactly the ids of `want`.
+fn assert_each_once(seen: &[String], want: &HashSet<String>, what: &str) {
+    let unique: HashSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "{what}: an id came twice");
+    let missing: Vec<&String> = want.iter().filter(|id| !unique.contains(id)).collect();
+    let extra: Vec<&&String> = unique.iter().filter(|id| !want.contains(**id)).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{what}: missing {missing:?}, not asked for {extra:?}"
+    );
+}
+
+/// 1,200 transactions, more than one default page (query_page_max, 1000):
+/// walked to the end over HTTP in pages of 100 while new transactions
+/// arrive, with `twopc txn list --all` at the coordinator and at a
+/// participant's admin port: every transaction exactly once, as many as the
+/// first reply's total, and the newcomers (newer than the first page) never
+/// mixed into the later pages.
+#[test]
+fn lists_are_paged_to_the_end_each_transaction_once() {
+    const N: usize = 1200;
+    let mut c = Cluster::new();
+    let admin = start_with_admin(&mut c, 1, &["--unsafe-no-fsync"]);
+    let (_, padmin) = c.start_participant_admin("p1", &["--unsafe-no-fsync"], &[]);
+    wait_http(&admin, "/health", "health 200", |r| r.status == 200);
+    let ids: HashSet<String> = submit_many(&c.addr(), N, 8).into_iter().collect();
+    assert_eq!(ids.len(), N);
+
+    // Over HTTP, 100 at a time; five more transactions after page one.
+    let mut seen = Vec::new();
+    let mut path = "/transactions?limit=100".to_string();
+    let mut first_total = None;
+    let mut pages = 0;
+    loop {
+        let r = get(&admin, &path);
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        let v = r.json();
+        let page = page_ids(&v);
+        assert!(page.len() <= 100, "{} on one page", page.len());
+        seen.extend(page);
+        pages += 1;
+        if first_total.is_none() {
+            first_total = Some(v["total"].as_u64().expect("total"));
+            submit_many(&c.addr(), 5, 1);
+        }
+        match v["next"].as_str() {
+            Some(next) => path = format!("/transactions?limit=100&cursor={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(first_total, Some(N as u64));
+    assert_eq!(pages, 12);
+    assert_each_once(&seen, &ids, "GET /transactions");
+
+    // The same with a filter that matches every one of them.
+    let mut seen = Vec::new();
+    let mut path = "/transactions?state=committed&limit=1000".to_string();
+    loop {
+        let v = get(&admin, &path).json();
+        seen.extend(page_ids(&v));
+        match v["next"].as_str() {
+            Some(next) => path = format!("/transactions?state=committed&limit=1000&cursor={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), N + 5);
+
+    // The tool: --all follows the cursors (default pages of 1000).
+    let (code, out, err) =
+        run_twopc(&["txn", "list", "--coordinator", &c.addr(), "--all", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).expect("one JSON object");
+    let listed = page_ids(&v);
+    assert_eq!(v["total"].as_u64(), Some(listed.len() as u64));
+    let mut want = ids.clone();
+    want.extend(listed.iter().filter(|id| !ids.contains(*id)).cloned());
+    assert_eq!(want.len(), N + 5, "the five newcomers");
+    assert_each_once(&listed, &want, "twopc txn list --all");
+    // One page, then a hint naming the next cursor; the table walks all.
+    let (code, out, err) = run_twopc(&["txn", "list", "--coordinator", &c.addr(), "--limit", "7"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("7 shown of {}", N + 5)), "{out}");
+    assert!(out.contains("more: --cursor "), "{out}");
+    let (code, out, err) = run_twopc(&[
+        "txn",
+        "list",
+        "--coordinator",
+        &c.addr(),
+        "--all",
+        "--limit",
+        "500",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&format!("{0} shown of {0}", N + 5)), "{out}");
+    assert_eq!(out.lines().count(), N + 5 + 2, "header, rows, count");
+
+    // At the participant's admin port, through the same paging.
+    let (code, out, err) = run_twopc(&[
+        "txn",
+        "list",
+        "--participant",
+        &padmin,
+        "--all",
+        "--limit",
+        "250",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).expect("one JSON object");
+    let listed = page_ids(&v);
+    assert_eq!(v["total"].as_u64(), Some(listed.len() as u64));
+    assert_each_once(&listed, &want, "twopc txn list --participant --all");
+    // Bad page requests are refused by name, there too.
+    let (code, _, err) = run_twopc(&["txn", "list", "--participant", &padmin, "--limit", "100001"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("limit 100001 is out of range"), "{err}");
+    let (code, _, err) = run_twopc(&["txn", "list", "--coordinator", &c.addr(), "--cursor", "x"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("is not a cursor of this list"), "{err}");
+}
+
+/// A transaction on loopback takes well under a millisecond of the
+/// coordinator's time; it is measured in microseconds, not rounded to 0
+/// ms: in its outcome, in `txn show` and in the histograms, whose buckets
+/// start at 50 µs.
+#[test]
+fn fast_transactions_are_timed_in_microseconds() {
+    let mut c = Cluster::new();
+    let admin = start_with_admin(&mut c, 1, &[]);
+    c.start_participant("p1", &[], &[]);
+    wait_http(&admin, "/health", "health 200", |r| r.status == 200);
+    let m0 = parse_metrics(&get(&admin, "/metrics").body);
+    let r = post(&admin, "/transactions", &json!({"data": 1}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let o = r.json();
+    let id = o["transaction_id"].as_str().expect("id").to_string();
+    let ms = o["duration_ms"].as_f64().expect("duration_ms");
+    assert!(ms > 0.0, "a decision after a vote took some time: {o}");
+    let d = wait_ended(&admin, &id);
+    let decided = d["decided_after_us"].as_u64().expect("decided_after_us");
+    let durable = d["durable_after_us"].as_u64().expect("durable_after_us");
+    let ended = d["ended_after_us"].as_u64().expect("ended_after_us");
+    assert!(decided > 0 && decided <= durable && durable <= ended, "{d}");
+    // The outcome's duration is the same measurement, in milliseconds.
+    assert_eq!(ms, decided as f64 / 1000.0, "{o} vs {d}");
+
+    let m1 = parse_metrics(&get(&admin, "/metrics").body);
+    let count = |m: &std::collections::BTreeMap<String, f64>| {
+        metric(m, "twopc_prepare_duration_seconds_count")
+    };
+    assert_eq!(count(&m1) - count(&m0), 1.0);
+    let sum = metric(&m1, "twopc_prepare_duration_seconds_sum")
+        - metric(&m0, "twopc_prepare_duration_seconds_sum");
+    assert!(
+        (sum - decided as f64 / 1e6).abs() < 1e-9,
+        "sum {sum}, {decided} µs"
+    );
+    for le in ["0.00005", "0.0001", "0.00025", "0.0005", "0.001"] {
+        let series = format!("twopc_prepare_duration_seconds_bucket{{le=\"{le}\"}}");
+        assert!(m1.contains_key(&series), "no {series}");
+    }
+
+    // The tool prints them: the submit's duration and txn show's fields.
+    let (code, out, err) = run_twopc(&["submit", "--coordinator", &c.addr()]);
+    assert_eq!(code, 0, "{err}");
+    let shown = out
+        .split(" in ")
+        .nth(1)
+        .and_then(|rest| rest.split(" ms").next())
+        .unwrap_or_else(|| panic!("no duration in {out}"));
+    let shown: f64 = shown.parse().unwrap_or_else(|_| panic!("{shown} in {out}"));
+    assert!(shown > 0.0, "{out}");
+    let (code, out, err) = run_twopc(&["txn", "show", &id, "--coordinator", &c.addr()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("decided_after_us")
+                && l.trim_end().ends_with(&decided.to_string())),
+        "{out}"
     );
 }

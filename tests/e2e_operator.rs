@@ -292,3 +292,57 @@ fn removing_a_running_participant_needs_force_and_stops_it() {
         .expect("a removed participant is refused and exits");
     assert_eq!(status.code(), Some(3), "{status:?}");
 }
+
+/// One JSON POST on the admin port; (status, body as JSON).
+fn post(addr: &str, path: &str, body: &Value) -> (u16, Value) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the admin port");
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    let body = body.to_string();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body.as_bytes()).unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read the response");
+    let (head, body) = raw.split_once("\r\n\r\n").expect("headers end");
+    (
+        head[9..12].parse().unwrap(),
+        serde_json::from_str(body).unwrap(),
+    )
+}
+
+#[test]
+fn a_transaction_id_posted_over_http_runs_once() {
+    let mut c = Cluster::new();
+    let admin = start_with_admin(&mut c, "1");
+    c.start_participants(1, &[]);
+    c.wait_ready(1);
+    let body = serde_json::json!({"data": {"order": 5}, "transaction_id": "web-5"});
+    let (code, first) = post(&admin, "/transactions", &body);
+    assert_eq!(code, 200, "{first}");
+    assert_eq!(
+        (&first["transaction_id"], &first["decision"]),
+        (&Value::from("web-5"), &Value::from("commit"))
+    );
+    assert!(first.get("repeated").is_none(), "{first}");
+    let (code, again) = post(&admin, "/transactions", &body);
+    assert_eq!(
+        (code, &again["repeated"]),
+        (200, &Value::Bool(true)),
+        "{again}"
+    );
+    let other = serde_json::json!({"data": {"order": 6}, "transaction_id": "web-5"});
+    let (code, refused) = post(&admin, "/transactions", &other);
+    assert_eq!(code, 409, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("already used for a different request")),
+        "{refused}"
+    );
+    let bad = serde_json::json!({"transaction_id": "not ok"});
+    let (code, refused) = post(&admin, "/transactions", &bad);
+    assert_eq!(code, 400, "{refused}");
+}

@@ -275,7 +275,16 @@ fn body() -> BoxedStrategy<Body> {
                 request_id,
             }
         ),
-        proptest::option::of(text()).prop_map(|state| Body::TxnList { state }),
+        (
+            proptest::option::of(text()),
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(text())
+        )
+            .prop_map(|(state, limit, cursor)| Body::TxnList {
+                state,
+                limit,
+                cursor
+            }),
         txn_id().prop_map(|txn| Body::TxnShow { txn }),
         (text(), any::<bool>()).prop_map(|(id, force)| Body::ParticipantRemove {
             id: ParticipantId(id),

@@ -97,10 +97,11 @@ settings! {
         /// Bytes queued for one connection's writer; a peer that lets more
         /// pile up (it does not read) is disconnected.
         send_buffer_max_bytes: usize = 8 * 1024 * 1024, Rule::range(2 * 1024, 1 << 30);
-        /// Most transactions in one `txn_list` reply.
+        /// Most entries in one page of a list (`txn_list`, the HTTP
+        /// lists): the default page size and the largest `limit`.
         query_page_max: usize = 1000, Rule::range(1, 100_000);
-        /// Bytes; most of one `txn_list` reply (never more than
-        /// `max_frame_bytes`); past it the list is cut and marked `truncated`.
+        /// Bytes; most of one list reply (never more than
+        /// `max_frame_bytes`); past it the page is cut, with `next`.
         query_reply_max_bytes: usize = 512 * 1024, Rule::range(4096, 1 << 30);
         /// Operator queries (status, txn list, txn show) of one connection
         /// waiting for an answer; the connection is not read past it.

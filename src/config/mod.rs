@@ -143,22 +143,51 @@ fn send_buffer(v: usize, max_frame_bytes: usize) -> Result<(), ConfigError> {
 
 /// Set up tracing on stderr in the configured format. `RUST_LOG`, when set,
 /// overrides `level` for fine-grained filtering. Text lines have their
-/// control characters escaped ([`crate::log_writer`]).
+/// control characters escaped ([`crate::log_writer`]), and colours only
+/// when [`colour_on_stderr`] allows them.
 pub fn init_tracing(level: LogLevel, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.to_string()));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     match format {
         LogFormat::Json => {
-            let _ = builder.with_writer(std::io::stderr).json().try_init();
+            let _ = builder
+                .with_ansi(false)
+                .with_writer(std::io::stderr)
+                .json()
+                .try_init();
+        }
+        // Text lines quote client and peer text: control characters are
+        // escaped, in each value when the formatter adds colour codes, in
+        // the whole line when it does not.
+        LogFormat::Text if colour_on_stderr() => {
+            let _ = builder
+                .with_ansi(true)
+                .fmt_fields(crate::log_writer::EscapingFields)
+                .with_writer(std::io::stderr)
+                .try_init();
         }
         LogFormat::Text => {
-            // Text lines quote client and peer text: control characters are
-            // escaped (so colours are off: they are escape sequences too).
             let _ = builder
                 .with_ansi(false)
                 .with_writer(crate::log_writer::MakeEscapingStderr)
                 .try_init();
         }
     }
+}
+
+/// May text on stderr carry ANSI colours? Only on a terminal, and not when
+/// `NO_COLOR` is set to a non-empty value (<https://no-color.org>): a log
+/// file or a pipe gets plain text.
+pub fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    colour_allowed(
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::io::stderr().is_terminal(),
+    )
+}
+
+/// [`colour_on_stderr`] for a given `NO_COLOR` value and terminal.
+fn colour_allowed(no_color: Option<&std::ffi::OsStr>, terminal: bool) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }

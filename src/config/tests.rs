@@ -316,3 +316,17 @@ fn config_yaml_states_the_range_of_every_ranged_key() {
     }
     assert!(wrong.is_empty(), "config.yaml should state: {wrong:#?}");
 }
+
+#[test]
+fn colours_only_on_a_terminal_and_without_no_color() {
+    use std::ffi::OsStr;
+    assert!(super::colour_allowed(None, true));
+    assert!(!super::colour_allowed(None, false), "a file or a pipe");
+    assert!(!super::colour_allowed(Some(OsStr::new("1")), true));
+    assert!(
+        !super::colour_allowed(Some(OsStr::new("0")), true),
+        "any value"
+    );
+    // no-color.org: an empty NO_COLOR does not count.
+    assert!(super::colour_allowed(Some(OsStr::new("")), true));
+}

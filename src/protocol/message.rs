@@ -470,10 +470,17 @@ wire_messages! {
         request_id: Option<u64>,
     },
     /// Operator: list transactions, optionally only those in `state`
-    /// (`in-flight`, `in-doubt`, `committed`, `aborted`).
+    /// (`in-flight`, `in-doubt`, `committed`, `aborted`), one page at a
+    /// time: at most `limit` entries (at most `query_page_max`, which is
+    /// also the default), after the entry `cursor` names (the `next` of the
+    /// previous reply; from the start when absent).
     TxnList = "txn_list" {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         state: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        limit: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
     },
     /// Operator: one transaction in detail.
     TxnShow = "txn_show" txn {},
@@ -857,8 +864,19 @@ mod tests {
             },
             Body::TxnList {
                 state: Some("in-doubt".into()),
+                limit: None,
+                cursor: None,
             },
-            Body::TxnList { state: None },
+            Body::TxnList {
+                state: None,
+                limit: None,
+                cursor: None,
+            },
+            Body::TxnList {
+                state: None,
+                limit: Some(50),
+                cursor: Some("5.742d31".into()),
+            },
             Body::TxnShow { txn: t.clone() },
             Body::TxnInfo(serde_json::json!({"transactions": []})),
             Body::Resolve {
@@ -930,6 +948,7 @@ mod tests {
         r#"{"message_type":"error","payload":{"code":"from_a_newer_peer","message":""},"timestamp":1.5}"#,
         r#"{"message_type":"txn_list","payload":{"state":"in-doubt"},"timestamp":1.5}"#,
         r#"{"message_type":"txn_list","payload":{},"timestamp":1.5}"#,
+        r#"{"message_type":"txn_list","payload":{"cursor":"5.742d31","limit":50},"timestamp":1.5}"#,
         r#"{"message_type":"txn_show","transaction_id":"t1","payload":{},"timestamp":1.5}"#,
         r#"{"message_type":"txn_info","payload":{"transactions":[]},"timestamp":1.5}"#,
         r#"{"message_type":"resolve","transaction_id":"t1","payload":{"decision":"abort","reason":"coordinator lost"},"timestamp":1.5}"#,

@@ -5,19 +5,22 @@
 //! arrive on their own bounded channel and are answered between events.
 
 use super::executor::{Executor, Local};
-use super::http::{AdminAnswer, AdminCall, AdminChannels, AdminQuery, AdminServer, HttpOptions};
+use super::http::{
+    AdminAnswer, AdminCall, AdminChannels, AdminQuery, AdminServer, HttpOptions, TxnListQuery,
+};
 use super::metrics::{MetricsSnapshot, WalSnapshot};
 use super::outbox::{Io, Outbox};
+use super::timing::{PhaseTimes, Scope};
 use super::{alert, crash, open_log, Clock};
 use crate::config::CoordinatorConfig;
 use crate::net::listener::{self, PortSpec, ReserveFor};
 use crate::net::slots::SlotLimits;
 use crate::net::ConnEvent;
 use crate::net::ErrorCounts;
-use crate::protocol::coordinator::{
-    to_json, Coordinator, CoordinatorOptions, Event, Txn, TXN_STATES,
+use crate::protocol::coordinator::{to_json, Coordinator, CoordinatorOptions, Event, TXN_STATES};
+use crate::protocol::page::{
+    page, txn_list_page, ListKey, Order, PageLimits, PageRequest, ParamError,
 };
-use crate::protocol::page::{txn_page, PageLimits};
 use crate::protocol::{Action, Body, ConnId, ErrorCode, Record, TxnId};
 use crate::security::ServerSecurity;
 use crate::wal::{GroupCommit, WalError};
@@ -193,6 +196,7 @@ impl CoordinatorServer {
                 cfg.query_reply_max_bytes,
                 cfg.max_frame_bytes,
             ),
+            times: PhaseTimes::new(cfg.history_limit),
         };
         let result = driver.main_loop(ev_rx, admin_rx, shutdown.clone()).await;
         tracker.close();
@@ -293,6 +297,8 @@ struct Driver {
     queued: HashMap<ConnId, usize>,
     /// How much one `txn_list` reply may carry.
     page: PageLimits,
+    /// Phase latencies in microseconds (metrics, `txn show`, outcomes).
+    times: PhaseTimes,
 }
 
 /// Operator queries answered per loop turn, after the turn's protocol
@@ -375,10 +381,16 @@ impl Driver {
     fn on_admin(&mut self, call: AdminCall) {
         let answer = match call.query {
             AdminQuery::Status => AdminAnswer::Json(self.status_json()),
-            AdminQuery::Transactions { state } => match self.txn_list_json(state.as_deref()) {
+            AdminQuery::Transactions(list) => match self.txn_list_json(&list) {
                 Ok(v) => AdminAnswer::Json(v),
-                Err(m) => AdminAnswer::Invalid(m),
+                Err(e) => AdminAnswer::InvalidParam(e),
             },
+            AdminQuery::Participants { limit, cursor } => {
+                match self.participants_json(limit, cursor.as_deref()) {
+                    Ok(v) => AdminAnswer::Json(v),
+                    Err(e) => AdminAnswer::InvalidParam(e),
+                }
+            }
             AdminQuery::Transaction { id } => match self.txn_detail(&id) {
                 Some(v) => AdminAnswer::Json(v),
                 None => AdminAnswer::NotFound(unknown_txn_message(&id)),
@@ -396,10 +408,49 @@ impl Driver {
         report
     }
 
+    /// `GET /participants`: one page of the registered participants, by
+    /// id (shorter ids first, so `p2` before `p10`).
+    fn participants_json(
+        &self,
+        limit: Option<u64>,
+        cursor: Option<&str>,
+    ) -> Result<serde_json::Value, ParamError> {
+        let req = PageRequest::new(limit, cursor, self.page)?;
+        let report = self.core.status_report();
+        let mut members: Vec<(ListKey, _)> = report
+            .participants
+            .into_iter()
+            .map(|m| (ListKey::new(0, &m.id.0), m))
+            .collect();
+        Order::Ascending.sort(&mut members);
+        let mut v = page(
+            "participants",
+            members,
+            Order::Ascending,
+            &req,
+            self.page,
+            |m| to_json(&m),
+        );
+        v["state"] = to_json(&report.state);
+        v["expected_participants"] = json!(report.expected_participants);
+        Ok(v)
+    }
+
+    /// `txn show`: the core's detail, plus the phase times in microseconds
+    /// when this process measured them (not for a transaction recovered
+    /// from the log, nor one ended so long ago that they were dropped).
     fn txn_detail(&self, id: &TxnId) -> Option<serde_json::Value> {
-        self.core
-            .txn(id)
-            .map(|t| to_json(&t.detail(self.clock.now())))
+        let mut v = to_json(&self.core.txn(id)?.detail(self.clock.now()));
+        if let Some(s) = self.times.stamps(id) {
+            for (key, us) in [
+                ("decided_after_us", s.decided_after_us()),
+                ("durable_after_us", s.durable_after_us()),
+                ("ended_after_us", s.ended_after_us()),
+            ] {
+                v[key] = json!(us);
+            }
+        }
+        Some(v)
     }
 
     fn metrics(&self) -> MetricsSnapshot {
@@ -410,6 +461,7 @@ impl Driver {
             participants_registered: self.core.registered_count(),
             participants_connected: members.values().filter(|m| m.conn.is_some()).count(),
             stats: self.core.stats().clone(),
+            phases: self.times.histograms().clone(),
             open: self.core.open_txns(),
             wal: WalSnapshot::of(&self.out.log.stats),
             connections: self.out.connections(),
@@ -485,10 +537,19 @@ impl Driver {
                 let report = self.status_json();
                 self.out.deliver(conn, Body::StatusReport(report), None);
             }
-            Body::TxnList { state } => {
-                let reply = match self.txn_list_json(state.as_deref()) {
+            Body::TxnList {
+                state,
+                limit,
+                cursor,
+            } => {
+                let list = TxnListQuery {
+                    state,
+                    limit,
+                    cursor,
+                };
+                let reply = match self.txn_list_json(&list) {
                     Ok(v) => Body::TxnInfo(v),
-                    Err(message) => self.error_body(ErrorCode::InvalidMessage, message),
+                    Err(e) => self.error_body(ErrorCode::InvalidMessage, e.message),
                 };
                 self.out.deliver(conn, reply, None);
             }
@@ -515,38 +576,44 @@ impl Driver {
         }
     }
 
-    /// `txn_list`: newest first, within the page limits (`query_page_max`,
-    /// `query_reply_max_bytes`); an error message for an unknown state
-    /// filter.
-    fn txn_list_json(&self, state: Option<&str>) -> Result<serde_json::Value, String> {
+    /// `txn_list`: one page of the transactions in `list.state` (all when
+    /// absent), newest start first, within the page limits
+    /// (`query_page_max`, `query_reply_max_bytes`); the parameter at fault
+    /// otherwise.
+    fn txn_list_json(&self, list: &TxnListQuery) -> Result<serde_json::Value, ParamError> {
+        let state = list.state.as_deref();
         if let Some(st) = state {
             if !TXN_STATES.contains(&st) {
-                return Err(format!(
-                    "unknown state `{st}`; use one of {}",
-                    TXN_STATES.join(", ")
-                ));
+                return Err(ParamError {
+                    param: "state",
+                    message: format!("unknown state `{st}`; use one of {}", TXN_STATES.join(", ")),
+                });
             }
         }
         let now = self.clock.now();
-        let mut txns: Vec<&Txn> = self
+        let txns = self
             .core
             .txns()
             .filter(|t| state.is_none_or(|st| t.matches_state(st)))
-            .collect();
-        txns.sort_by(|a, b| b.started_ms.cmp(&a.started_ms).then(b.id.cmp(&a.id)));
-        let entries = txns.iter().map(|t| (&t.id, t.summary(now)));
-        Ok(to_json(&txn_page(entries, self.page)))
+            .map(|t| (t.started_ms, t.id.0.as_str(), t));
+        txn_list_page(txns, list.limit, list.cursor.as_deref(), self.page, |t| {
+            to_json(&t.summary(now))
+        })
     }
 
     fn step(&mut self, ev: Event) {
-        let now = self.clock.now();
+        let (now, now_us) = self.clock.now_with_micros();
         self.current_txn = match &ev {
             Event::Message { body, .. } => body.txn().cloned(),
             Event::Durable { .. } => None,
             Event::Disconnected { .. } | Event::Tick => None,
         };
+        let scope = Scope::of(&ev);
         let actions = self.core.handle(now, ev);
-        for a in actions {
+        self.times
+            .after_step(&self.core, scope, &actions, now, now_us);
+        for mut a in actions {
+            self.times.refine(&mut a);
             self.perform(a);
         }
         self.current_txn = None;

@@ -7,7 +7,9 @@
 //! connections use (`hello`, `submit`, then the `outcome` or `error` frame
 //! comes back as for any client). Connections are limited before `accept`,
 //! request bodies are limited in size, and a connection must send its
-//! headers within a deadline.
+//! headers within a deadline. A query parameter an endpoint does not take
+//! is refused, never ignored; lists come in pages
+//! ([`super::query`]); every refusal has a JSON body.
 //!
 //! With a shared secret, every endpoint but `GET /health` (and
 //! `GET /auth/challenge`, which hands out nonces) needs a proof of it in the
@@ -18,6 +20,7 @@ use super::metrics::{render, MetricsSnapshot};
 use crate::net::ConnEvent;
 use crate::net::ErrorCounts;
 use crate::net::Outgoing;
+use crate::protocol::page::ParamError;
 use crate::protocol::{
     Body, ConnId, ErrorCode, Message, Role, SubmitRequest, TxnId, PROTOCOL_VERSION,
 };
@@ -25,13 +28,13 @@ use crate::security::auth::{fresh_nonce, Secret};
 use crate::security::http_auth::{self, HttpAuthError, NonceStore, Proof};
 use crate::security::ServerSecurity;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -48,20 +51,35 @@ use tokio_util::task::TaskTracker;
 pub enum AdminQuery {
     /// The status report (as the TCP `status`).
     Status,
-    /// Transactions, newest first, optionally filtered by state.
-    Transactions { state: Option<String> },
+    /// One page of transactions, newest first, optionally filtered by state.
+    Transactions(TxnListQuery),
+    /// One page of the registered participants, by id.
+    Participants {
+        limit: Option<u64>,
+        cursor: Option<String>,
+    },
     /// One transaction in full, with its timeline.
     Transaction { id: TxnId },
     /// Figures for `GET /metrics`.
     Metrics,
 }
 
+/// What `GET /transactions` and the TCP `txn_list` ask for: a state
+/// filter, a page size and where to continue.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TxnListQuery {
+    pub state: Option<String>,
+    pub limit: Option<u64>,
+    pub cursor: Option<String>,
+}
+
 /// The event loop's answer.
 #[derive(Debug)]
 pub enum AdminAnswer {
     Json(Value),
-    /// The query was malformed (for example an unknown state filter).
-    Invalid(String),
+    /// A query parameter was refused (an unknown state filter, a limit out
+    /// of range, a cursor of no list).
+    InvalidParam(ParamError),
     NotFound(String),
     Metrics(Box<MetricsSnapshot>),
 }
@@ -269,11 +287,15 @@ fn router(ctx: Ctx, max_body_bytes: usize, open_metrics: bool) -> Router {
     } else {
         protected = protected.route("/metrics", get(metrics));
     }
-    // Layers run last-added first: the proof (headers only), then the body.
+    // Layers run last-added first: the proof (headers only), then the
+    // body, then the query parameters.
     let protected = protected
+        .route_layer(middleware::from_fn(check_query))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), read_body))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), require_proof));
-    let open = open.route_layer(middleware::from_fn_with_state(ctx.clone(), read_body));
+    let open = open
+        .route_layer(middleware::from_fn(check_query))
+        .route_layer(middleware::from_fn_with_state(ctx.clone(), read_body));
     open.merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -336,6 +358,7 @@ async fn check_host(State(ctx): State<Ctx>, req: Request, next: Next) -> Respons
 fn health_router(ctx: Ctx) -> Router {
     Router::new()
         .route("/health", get(health))
+        .route_layer(middleware::from_fn(check_query))
         .route_layer(middleware::from_fn_with_state(ctx.clone(), read_body))
         .fallback(busy)
         .layer(middleware::from_fn_with_state(ctx.clone(), check_host))
@@ -518,8 +541,14 @@ async fn serve_connection<S>(
 
 /// `{"error": code, "message": text}` with `status`.
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let body = json!({ "error": code, "message": message.into() });
+    let (status, body) = error_json(status, code, message);
     (status, Json(body)).into_response()
+}
+
+/// [`error`] before it becomes a response (a submit's error gets the
+/// caller's `request_id` added).
+fn error_json(status: StatusCode, code: &str, message: impl Into<String>) -> (StatusCode, Value) {
+    (status, json!({ "error": code, "message": message.into() }))
 }
 
 impl Ctx {
@@ -545,7 +574,7 @@ impl Ctx {
     async fn json(&self, query: AdminQuery) -> Response {
         match self.ask(query).await {
             Ok(AdminAnswer::Json(v)) => Json(v).into_response(),
-            Ok(AdminAnswer::Invalid(m)) => error(StatusCode::BAD_REQUEST, "invalid_request", m),
+            Ok(AdminAnswer::InvalidParam(e)) => param_error(e.param, e.message),
             Ok(AdminAnswer::NotFound(m)) => error(
                 StatusCode::NOT_FOUND,
                 ErrorCode::UnknownTransaction.as_str(),
@@ -601,34 +630,141 @@ async fn status(State(ctx): State<Ctx>) -> Response {
     ctx.json(AdminQuery::Status).await
 }
 
-async fn participants(State(ctx): State<Ctx>) -> Response {
-    match ctx.ask(AdminQuery::Status).await {
-        Ok(AdminAnswer::Json(s)) => Json(json!({
-            "state": s["state"],
-            "expected_participants": s["expected_participants"],
-            "participants": s["participants"],
-        }))
-        .into_response(),
-        Ok(_) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "unexpected answer from the event loop",
+async fn participants(State(ctx): State<Ctx>, params: Extension<QueryParams>) -> Response {
+    let limit = match params.limit() {
+        Ok(l) => l,
+        Err(e) => return param_error(e.param, e.message),
+    };
+    let cursor = params.get("cursor");
+    ctx.json(AdminQuery::Participants { limit, cursor }).await
+}
+
+async fn transactions(State(ctx): State<Ctx>, params: Extension<QueryParams>) -> Response {
+    let limit = match params.limit() {
+        Ok(l) => l,
+        Err(e) => return param_error(e.param, e.message),
+    };
+    let list = TxnListQuery {
+        state: params.get("state"),
+        limit,
+        cursor: params.get("cursor"),
+    };
+    ctx.json(AdminQuery::Transactions(list)).await
+}
+
+async fn transaction(State(ctx): State<Ctx>, id: Result<Path<String>, PathRejection>) -> Response {
+    match id {
+        Ok(Path(id)) => ctx.json(AdminQuery::Transaction { id: TxnId(id) }).await,
+        Err(rej) => error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            format!(
+                "cannot read the transaction id in the path ({}); send GET /transactions/ID with the id percent-encoded as UTF-8",
+                rej.body_text()
+            ),
         ),
-        Err(resp) => resp,
     }
 }
 
-#[derive(serde::Deserialize)]
-struct ListParams {
-    state: Option<String>,
+/// The query parameters each endpoint takes; every other endpoint takes
+/// none.
+fn params_taken(method: &axum::http::Method, path: &str) -> &'static [&'static str] {
+    match (method.as_str(), path) {
+        ("GET" | "HEAD", "/transactions") => &["state", "limit", "cursor"],
+        ("GET" | "HEAD", "/participants") => &["limit", "cursor"],
+        _ => &[],
+    }
 }
 
-async fn transactions(State(ctx): State<Ctx>, Query(p): Query<ListParams>) -> Response {
-    ctx.json(AdminQuery::Transactions { state: p.state }).await
+/// A request's query parameters, each given once and each one its
+/// endpoint takes (checked by [`check_query`]).
+#[derive(Clone, Debug, Default)]
+struct QueryParams(Vec<(String, String)>);
+
+impl QueryParams {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// `limit` as a number; its range is the event loop's to check.
+    fn limit(&self) -> Result<Option<u64>, ParamError> {
+        match self.get("limit") {
+            None => Ok(None),
+            Some(v) => v.parse::<u64>().map(Some).map_err(|_| ParamError {
+                param: "limit",
+                message: format!(
+                    "limit `{}` is not a whole number; give how many entries to return (1 to query_page_max)",
+                    shown(&v)
+                ),
+            }),
+        }
+    }
 }
 
-async fn transaction(State(ctx): State<Ctx>, Path(id): Path<String>) -> Response {
-    ctx.json(AdminQuery::Transaction { id: TxnId(id) }).await
+/// At most 100 characters of client text, for an error message.
+fn shown(text: &str) -> String {
+    text.chars().take(100).collect()
+}
+
+/// 400 `invalid_parameter` naming the query parameter at fault.
+fn param_error(param: &str, message: impl Into<String>) -> Response {
+    let body = json!({
+        "error": "invalid_parameter",
+        "message": message.into(),
+        "parameter": param,
+    });
+    (StatusCode::BAD_REQUEST, Json(body)).into_response()
+}
+
+/// Refuse query parameters the endpoint does not take, and any given
+/// twice; hand the others to the handler. A misspelt parameter would
+/// otherwise be ignored and the answer look like what was asked for.
+async fn check_query(mut req: Request, next: Next) -> Response {
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| req.uri().path().to_string(), |m| m.as_str().to_string());
+    let taken = params_taken(req.method(), &path);
+    let pairs = match Query::<Vec<(String, String)>>::try_from_uri(req.uri()) {
+        Ok(Query(pairs)) => pairs,
+        Err(rej) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_parameter",
+                format!(
+                    "cannot read the query string ({}); send name=value pairs joined by &, percent-encoded",
+                    rej.body_text()
+                ),
+            )
+        }
+    };
+    let method = req.method().as_str().to_string();
+    for (i, (name, _)) in pairs.iter().enumerate() {
+        if !taken.contains(&name.as_str()) {
+            let takes = match taken {
+                [] => "takes no query parameters".to_string(),
+                names => format!("takes only {}", names.join(", ")),
+            };
+            return param_error(
+                &shown(name),
+                format!(
+                    "unknown query parameter `{}`: {method} {path} {takes}; see docs/openapi.yaml",
+                    shown(name)
+                ),
+            );
+        }
+        if pairs[..i].iter().any(|(n, _)| n == name) {
+            return param_error(
+                name,
+                format!("query parameter `{name}` is given more than once; give it once"),
+            );
+        }
+    }
+    req.extensions_mut().insert(QueryParams(pairs));
+    next.run(req).await
 }
 
 async fn metrics(State(ctx): State<Ctx>) -> Response {
@@ -868,27 +1004,85 @@ async fn read_body(State(ctx): State<Ctx>, req: Request, next: Next) -> Response
     next.run(Request::from_parts(parts, bytes.into())).await
 }
 
-/// Parse a submit body: the same JSON object as the TCP `submit` payload.
-pub fn parse_submit(bytes: &[u8]) -> Result<SubmitRequest, (ErrorCode, String)> {
-    const SHAPE: &str = r#"send a JSON object such as {"data": {"order": 42}, "participants": ["p1", "p2"]} (both fields optional)"#;
+/// The fields a `POST /transactions` body may have.
+const SUBMIT_FIELDS: &[&str] = &["data", "participants", "request_id", "transaction_id"];
+
+/// A parsed `POST /transactions` body: the submit for the coordinator, and
+/// the caller's `request_id` (a string or a non-negative integer), which
+/// this API echoes in the reply and in errors itself; it never reaches the
+/// coordinator core.
+#[derive(Debug, PartialEq)]
+pub struct HttpSubmit {
+    pub req: SubmitRequest,
+    pub request_id: Option<Value>,
+}
+
+/// Why a submit body was refused, with the `request_id` to echo when the
+/// body got far enough to have a valid one.
+#[derive(Debug, PartialEq)]
+pub struct SubmitRefusal {
+    pub code: ErrorCode,
+    pub message: String,
+    pub request_id: Option<Value>,
+}
+
+/// Parse a submit body: the JSON object of the TCP `submit` payload, with
+/// `request_id` a string or an integer, and no other fields.
+pub fn parse_submit(bytes: &[u8]) -> Result<HttpSubmit, SubmitRefusal> {
+    const SHAPE: &str = r#"send a JSON object such as {"data": {"order": 42}, "participants": ["p1", "p2"], "request_id": "r-7", "transaction_id": "order-42"} (every field optional)"#;
+    let refuse = |code, message: String, request_id: &Option<Value>| SubmitRefusal {
+        code,
+        message,
+        request_id: request_id.clone(),
+    };
     let v: Value = serde_json::from_slice(bytes).map_err(|e| {
-        (
+        refuse(
             ErrorCode::InvalidJson,
             format!("the request body is not valid JSON ({e}); {SHAPE}"),
+            &None,
         )
     })?;
-    if !v.is_object() {
-        return Err((
+    let Value::Object(mut fields) = v else {
+        return Err(refuse(
             ErrorCode::InvalidMessage,
             format!("the request body must be a JSON object; {SHAPE}"),
+            &None,
+        ));
+    };
+    let request_id = match fields.remove("request_id") {
+        None | Some(Value::Null) => None,
+        Some(id @ Value::String(_)) => Some(id),
+        Some(Value::Number(n)) if n.is_u64() => Some(Value::Number(n)),
+        Some(other) => {
+            return Err(refuse(
+                ErrorCode::InvalidMessage,
+                format!(
+                    "request_id must be a string or a non-negative integer, not {}; it is echoed in the reply",
+                    shown(&other.to_string())
+                ),
+                &None,
+            ))
+        }
+    };
+    if let Some(unknown) = fields.keys().find(|k| !SUBMIT_FIELDS.contains(&k.as_str())) {
+        return Err(refuse(
+            ErrorCode::InvalidMessage,
+            format!(
+                "unknown field `{}` in the request body; POST /transactions takes only {}",
+                shown(unknown),
+                SUBMIT_FIELDS.join(", ")
+            ),
+            &request_id,
         ));
     }
-    serde_json::from_value(v).map_err(|e| {
-        (
+    let req: SubmitRequest = serde_json::from_value(Value::Object(fields)).map_err(|e| {
+        refuse(
             ErrorCode::InvalidMessage,
             format!("the request body is not a valid submit ({e}); {SHAPE}"),
+            &request_id,
         )
-    })
+    })?;
+    Ok(HttpSubmit { req, request_id })
 }
 
 async fn submit(
@@ -921,11 +1115,22 @@ async fn submit(
         }
         Err(rej) => return error(rej.status(), "invalid_body", rej.body_text()),
     };
-    let req = match parse_submit(&bytes) {
-        Ok(r) => r,
-        Err((code, message)) => return error(StatusCode::BAD_REQUEST, code.as_str(), message),
-    };
-    run_submit(&ctx, req).await
+    match parse_submit(&bytes) {
+        Ok(HttpSubmit { req, request_id }) => {
+            let mut resp = run_submit(&ctx, req).await;
+            if let (Some(id), Some(o)) = (request_id, resp.1.as_object_mut()) {
+                o.insert("request_id".into(), id);
+            }
+            (resp.0, Json(resp.1)).into_response()
+        }
+        Err(r) => {
+            let mut body = json!({ "error": r.code.as_str(), "message": r.message });
+            if let Some(id) = r.request_id {
+                body["request_id"] = id;
+            }
+            (StatusCode::BAD_REQUEST, Json(body)).into_response()
+        }
+    }
 }
 
 /// A virtual client connection: closed on the event loop when dropped, even
@@ -944,12 +1149,14 @@ impl Drop for VirtualConn {
     }
 }
 
-async fn run_submit(ctx: &Ctx, req: SubmitRequest) -> Response {
+/// Run one submit on a virtual connection: the status and JSON body of the
+/// reply (the outcome, or an error).
+async fn run_submit(ctx: &Ctx, req: SubmitRequest) -> (StatusCode, Value) {
     let conn = ConnId(ctx.conn_ids.fetch_add(1, Ordering::Relaxed));
     // Only the welcome and one outcome or error come back.
     let (tx, mut rx) = mpsc::channel(8);
     let busy = || {
-        error(
+        error_json(
             StatusCode::SERVICE_UNAVAILABLE,
             "busy",
             "the coordinator's event loop has no room for the request; it is overloaded or stopping, retry later",
@@ -987,7 +1194,7 @@ async fn run_submit(ctx: &Ctx, req: SubmitRequest) -> Response {
     loop {
         let frame = match tokio::time::timeout_at(deadline, rx.recv()).await {
             Err(_) => {
-                return error(
+                return error_json(
                     StatusCode::GATEWAY_TIMEOUT,
                     "timeout",
                     format!(
@@ -998,7 +1205,7 @@ async fn run_submit(ctx: &Ctx, req: SubmitRequest) -> Response {
             }
             Ok(Some(Outgoing::Frame(b))) | Ok(Some(Outgoing::FrameThenCrash(b, _))) => b,
             Ok(Some(Outgoing::Close)) | Ok(None) => {
-                return error(
+                return error_json(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "closed",
                     "the coordinator closed the request before an outcome (it is stopping); retry later",
@@ -1006,9 +1213,7 @@ async fn run_submit(ctx: &Ctx, req: SubmitRequest) -> Response {
             }
         };
         match Message::decode(&frame) {
-            Ok(Body::Outcome { txn, outcome }) => {
-                return (StatusCode::OK, Json(outcome.report(&txn))).into_response()
-            }
+            Ok(Body::Outcome { txn, outcome }) => return (StatusCode::OK, outcome.report(&txn)),
             Ok(Body::Error { code, message, .. }) => {
                 let status = match code.known() {
                     Some(ErrorCode::NotReady) => StatusCode::SERVICE_UNAVAILABLE,
@@ -1021,7 +1226,7 @@ async fn run_submit(ctx: &Ctx, req: SubmitRequest) -> Response {
                     Some(ErrorCode::InProgress | ErrorCode::Refused) => StatusCode::CONFLICT,
                     _ => StatusCode::INTERNAL_SERVER_ERROR,
                 };
-                return error(status, code.as_str(), message);
+                return error_json(status, code.as_str(), message);
             }
             // The welcome, or anything else a client may ignore.
             Ok(_) | Err(_) => continue,
@@ -1051,19 +1256,69 @@ mod tests {
     #[test]
     fn submit_bodies_are_parsed_like_the_tcp_payload() {
         let r = parse_submit(br#"{"data": {"k": 1}, "participants": ["p1"]}"#).unwrap();
-        assert_eq!(r.data, json!({"k": 1}));
-        assert_eq!(r.participants.unwrap().len(), 1);
-        assert_eq!(parse_submit(b"{}").unwrap().data, Value::Null);
-        let (code, msg) = parse_submit(b"{not json").unwrap_err();
-        assert_eq!(code, ErrorCode::InvalidJson);
-        assert!(msg.contains("not valid JSON"), "{msg}");
+        assert_eq!(r.req.data, json!({"k": 1}));
+        assert_eq!(r.req.participants.unwrap().len(), 1);
+        assert_eq!(r.request_id, None);
+        assert_eq!(parse_submit(b"{}").unwrap().req.data, Value::Null);
+        let e = parse_submit(b"{not json").unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidJson);
+        assert!(e.message.contains("not valid JSON"), "{}", e.message);
         assert_eq!(
-            parse_submit(b"[1]").unwrap_err().0,
+            parse_submit(b"[1]").unwrap_err().code,
             ErrorCode::InvalidMessage
         );
+        let e = parse_submit(br#"{"participants": "p1", "request_id": 4}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidMessage);
+        assert_eq!(e.request_id, Some(json!(4)), "echoed in the error");
+    }
+
+    #[test]
+    fn a_request_id_is_a_string_or_an_integer_and_never_reaches_the_core() {
+        for id in [json!("order-42"), json!(7), json!(u64::MAX)] {
+            let body = json!({ "data": 1, "request_id": id }).to_string();
+            let r = parse_submit(body.as_bytes()).unwrap();
+            assert_eq!(r.request_id, Some(id));
+            assert_eq!(r.req.request_id, None);
+        }
         assert_eq!(
-            parse_submit(br#"{"participants": "p1"}"#).unwrap_err().0,
-            ErrorCode::InvalidMessage
+            parse_submit(br#"{"request_id": null}"#).unwrap().request_id,
+            None
         );
+        for bad in [r#"-1"#, r#"1.5"#, r#"true"#, r#"{"a": 1}"#, r#"[1]"#] {
+            let body = format!(r#"{{"request_id": {bad}}}"#);
+            let e = parse_submit(body.as_bytes()).unwrap_err();
+            assert_eq!(e.code, ErrorCode::InvalidMessage, "{bad}");
+            assert!(e.message.starts_with("request_id must be"), "{}", e.message);
+            assert_eq!(e.request_id, None);
+        }
+    }
+
+    #[test]
+    fn unknown_submit_fields_are_refused_by_name() {
+        let e = parse_submit(br#"{"dta": {"k": 1}, "request_id": "r1"}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidMessage);
+        assert!(e.message.contains("unknown field `dta`"), "{}", e.message);
+        assert!(
+            e.message.contains("data, participants, request_id"),
+            "{}",
+            e.message
+        );
+        assert_eq!(e.request_id, Some(json!("r1")));
+    }
+
+    #[test]
+    fn each_endpoint_takes_only_its_own_query_parameters() {
+        use axum::http::Method;
+        assert_eq!(
+            params_taken(&Method::GET, "/transactions"),
+            &["state", "limit", "cursor"]
+        );
+        assert_eq!(
+            params_taken(&Method::GET, "/participants"),
+            &["limit", "cursor"]
+        );
+        assert!(params_taken(&Method::POST, "/transactions").is_empty());
+        assert!(params_taken(&Method::GET, "/transactions/{id}").is_empty());
+        assert!(params_taken(&Method::GET, "/status").is_empty());
     }
 }

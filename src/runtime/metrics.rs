@@ -2,9 +2,10 @@
 //! (version 0.0.4): a snapshot taken by the event loop, rendered here by a
 //! pure function so that scraping costs the loop one copy of a few numbers.
 
+use super::timing::{Histogram, PhaseHistograms};
 use crate::net::ErrorCounts;
 use crate::protocol::coordinator::OpenTxns;
-use crate::protocol::stats::{AbortCause, CoordinatorStats, Histogram};
+use crate::protocol::stats::{AbortCause, CoordinatorStats};
 use crate::wal::{WalStats, SYNC_BOUNDS_MICROS};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +43,8 @@ pub struct MetricsSnapshot {
     pub participants_registered: usize,
     pub participants_connected: usize,
     pub stats: CoordinatorStats,
+    /// Phase latencies, measured by the runtime in microseconds.
+    pub phases: PhaseHistograms,
     pub open: OpenTxns,
     pub wal: WalSnapshot,
     /// Open framed-TCP connections (participants and clients), including
@@ -130,19 +133,20 @@ pub fn render(m: &MetricsSnapshot, http_connections: usize) -> String {
         );
     }
 
-    histogram_ms(
+    let p = &m.phases;
+    histogram_us(
         &mut o,
         "twopc_prepare_duration_seconds",
-        "From the submit to the decision (the voting phase), millisecond resolution.",
-        &s.prepare_ms,
+        "From the submit to the decision (the voting phase), microsecond resolution.",
+        &p.prepare_us,
     );
-    histogram_ms(
+    histogram_us(
         &mut o,
         "twopc_decision_durable_duration_seconds",
-        "From a commit decision to its log record being durable, millisecond resolution.",
-        &s.decision_durable_ms,
+        "From a commit decision to its log record being durable, microsecond resolution.",
+        &p.decision_durable_us,
     );
-    histogram_ms(&mut o, "twopc_completion_duration_seconds", "From the decision to the last acknowledgement (the transaction ended), millisecond resolution.", &s.completion_ms);
+    histogram_us(&mut o, "twopc_completion_duration_seconds", "From the decision to the last acknowledgement (the transaction ended), microsecond resolution.", &p.completion_us);
 
     header(
         &mut o,
@@ -322,17 +326,17 @@ fn line_f(o: &mut String, name: &str, labels: &str, v: f64) {
     }
 }
 
-/// A histogram observed in milliseconds, exposed in seconds.
-fn histogram_ms(o: &mut String, name: &str, help: &str, h: &Histogram) {
+/// A histogram observed in microseconds, exposed in seconds.
+fn histogram_us(o: &mut String, name: &str, help: &str, h: &Histogram) {
     header(o, name, "histogram", help);
     let bucket = format!("{name}_bucket");
     let mut cum = 0;
     for (b, n) in h.bounds().iter().zip(h.counts()) {
         cum += n;
-        line(o, &bucket, &format!("le=\"{}\"", *b as f64 / 1000.0), cum);
+        line(o, &bucket, &format!("le=\"{}\"", *b as f64 / 1e6), cum);
     }
     line(o, &bucket, "le=\"+Inf\"", h.count());
-    line_f(o, &format!("{name}_sum"), "", h.sum() as f64 / 1000.0);
+    line_f(o, &format!("{name}_sum"), "", h.sum() as f64 / 1e6);
     line(o, &format!("{name}_count"), "", h.count());
 }
 
@@ -345,8 +349,10 @@ mod tests {
         let mut stats = CoordinatorStats::default();
         stats.committed = 2;
         stats.count_abort(AbortCause::VoteTimeout);
-        stats.prepare_ms.observe(3);
-        stats.prepare_ms.observe(40);
+        let mut phases = PhaseHistograms::default();
+        phases.prepare_us.observe(80);
+        phases.prepare_us.observe(3_000);
+        phases.prepare_us.observe(40_000);
         let errors = ErrorCounts::default();
         errors.count(ErrorCode::InvalidJson);
         errors.count_wire(&ErrorCode::Overloaded.into());
@@ -357,6 +363,7 @@ mod tests {
             participants_registered: 2,
             participants_connected: 1,
             stats,
+            phases,
             open: OpenTxns {
                 in_flight: 1,
                 in_flight_oldest_ms: 1500,
@@ -411,10 +418,13 @@ mod tests {
             "twopc_transactions_committed_total 2",
             "twopc_transactions_aborted_total{reason=\"vote_timeout\"} 1",
             "twopc_transactions_aborted_total{reason=\"vote_abort\"} 0",
-            "twopc_prepare_duration_seconds_bucket{le=\"0.005\"} 1",
-            "twopc_prepare_duration_seconds_bucket{le=\"0.05\"} 2",
-            "twopc_prepare_duration_seconds_bucket{le=\"+Inf\"} 2",
-            "twopc_prepare_duration_seconds_sum 0.043",
+            "twopc_prepare_duration_seconds_bucket{le=\"0.00005\"} 0",
+            "twopc_prepare_duration_seconds_bucket{le=\"0.0001\"} 1",
+            "twopc_prepare_duration_seconds_bucket{le=\"0.001\"} 1",
+            "twopc_prepare_duration_seconds_bucket{le=\"0.005\"} 2",
+            "twopc_prepare_duration_seconds_bucket{le=\"0.05\"} 3",
+            "twopc_prepare_duration_seconds_bucket{le=\"+Inf\"} 3",
+            "twopc_prepare_duration_seconds_sum 0.04308",
             "twopc_transactions_in_flight_oldest_age_seconds 1.5",
             "twopc_wal_sync_duration_seconds_bucket{le=\"0.0001\"} 3",
             "twopc_protocol_errors_total{code=\"invalid_json\"} 1",

@@ -13,6 +13,7 @@ pub(crate) mod http;
 pub(crate) mod metrics;
 pub(crate) mod outbox;
 pub mod participant;
+pub(crate) mod timing;
 
 use crate::protocol::Millis;
 use std::time::Instant;
@@ -28,6 +29,13 @@ impl Clock {
     }
     pub fn now(&self) -> Millis {
         self.0.elapsed().as_millis() as Millis
+    }
+
+    /// One reading in the cores' milliseconds and in microseconds, for
+    /// latencies finer than the cores' clock (see [`timing`]).
+    pub fn now_with_micros(&self) -> (Millis, u64) {
+        let e = self.0.elapsed();
+        (e.as_millis() as Millis, e.as_micros() as u64)
     }
 }
 

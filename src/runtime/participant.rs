@@ -526,8 +526,14 @@ impl Driver {
         );
         let query = match &body {
             Body::Status => AdminQuery::Status,
-            Body::TxnList { state } => AdminQuery::TxnList {
+            Body::TxnList {
+                state,
+                limit,
+                cursor,
+            } => AdminQuery::TxnList {
                 state: state.as_deref(),
+                limit: *limit,
+                cursor: cursor.as_deref(),
                 page,
             },
             Body::TxnShow { txn } => AdminQuery::TxnShow { txn },

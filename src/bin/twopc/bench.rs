@@ -307,7 +307,7 @@ async fn run(
             "p99": ms(percentile(l, 99.0)),
             "p99_9": ms(percentile(l, 99.9)),
             "max": ms(l.last().copied().unwrap_or(0)),
-            "mean": if l.is_empty() { 0.0 } else { ms(l.iter().sum::<u64>() / l.len() as u64) },
+            "mean": if l.is_empty() { 0.0 } else { l.iter().sum::<u64>() as f64 / l.len() as f64 / 1000.0 },
         },
         "coordinator_log_syncs": syncs,
         "coordinator_syncs_per_txn": if decided == 0 { 0.0 } else { syncs as f64 / decided as f64 },
@@ -332,13 +332,14 @@ fn print_report(r: &Value) {
         "  throughput   {:.0} txn/s",
         r["throughput_tps"].as_f64().unwrap_or(0.0)
     );
+    let ms = |k: &str| crate::commands::fmt_ms(l[k].as_f64().unwrap_or(0.0));
     println!(
-        "  latency ms   p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
-        l["p50"].as_f64().unwrap_or(0.0),
-        l["p90"].as_f64().unwrap_or(0.0),
-        l["p99"].as_f64().unwrap_or(0.0),
-        l["p99_9"].as_f64().unwrap_or(0.0),
-        l["max"].as_f64().unwrap_or(0.0)
+        "  latency ms   p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+        ms("p50"),
+        ms("p90"),
+        ms("p99"),
+        ms("p99_9"),
+        ms("max")
     );
     println!(
         "  outcomes     {} committed, {} aborted, errors {}",
@@ -362,5 +363,15 @@ mod tests {
         assert_eq!(percentile(&v, 99.9), 999);
         assert_eq!(percentile(&v, 100.0), 1000);
         assert_eq!(percentile(&[], 50.0), 0);
+    }
+
+    #[test]
+    fn milliseconds_print_with_about_three_digits() {
+        use crate::commands::fmt_ms;
+        assert_eq!(fmt_ms(0.04), "0.040");
+        assert_eq!(fmt_ms(0.4121), "0.412");
+        assert_eq!(fmt_ms(4.121), "4.12");
+        assert_eq!(fmt_ms(41.21), "41.2");
+        assert_eq!(fmt_ms(412.1), "412");
     }
 }

@@ -178,12 +178,24 @@ pub async fn submit(args: SubmitArgs) -> ExitCode {
     }
 }
 
+/// Milliseconds for people, to about three significant digits: `0.412`,
+/// `4.12`, `41.2`, whole from 100 on. A fixed number of decimals would
+/// print a 40 µs transaction as `0.0`.
+pub fn fmt_ms(ms: f64) -> String {
+    match ms {
+        m if m >= 100.0 => format!("{m:.0}"),
+        m if m >= 10.0 => format!("{m:.1}"),
+        m if m >= 1.0 => format!("{m:.2}"),
+        m => format!("{m:.3}"),
+    }
+}
+
 fn print_outcome(txn: &TxnId, o: &Outcome) {
     let word = match o.decision {
         Decision::Commit => "COMMITTED",
         Decision::Abort => "ABORTED",
     };
-    println!("transaction {txn}: {word} in {:.1} ms", o.duration_ms);
+    println!("transaction {txn}: {word} in {} ms", fmt_ms(o.duration_ms));
     if o.repeated {
         println!(
             "  (already run under this id: this is its recorded outcome; nothing was run again)"
@@ -369,9 +381,9 @@ async fn run_demo(cluster: &LocalCluster, args: &DemoArgs) -> ExitCode {
                     row.push_str(&format!(" {v:<7}"));
                 }
                 row.push_str(&format!(
-                    " {:<9} {:>7.1} ms  {}",
+                    " {:<9} {:>7} ms  {}",
                     o.decision.as_str().to_uppercase(),
-                    ms,
+                    fmt_ms(ms),
                     o.reason.clone().unwrap_or_default()
                 ));
                 println!("{row}");
@@ -392,9 +404,10 @@ async fn run_demo(cluster: &LocalCluster, args: &DemoArgs) -> ExitCode {
     latencies.sort_by(|a, b| a.total_cmp(b));
     let mean = latencies.iter().sum::<f64>() / latencies.len().max(1) as f64;
     println!(
-        "\nSummary: {} transactions, {commits} committed, {aborts} aborted; latency mean {mean:.1} ms, max {:.1} ms",
+        "\nSummary: {} transactions, {commits} committed, {aborts} aborted; latency mean {} ms, max {} ms",
         args.transactions,
-        latencies.last().copied().unwrap_or(0.0)
+        fmt_ms(mean),
+        fmt_ms(latencies.last().copied().unwrap_or(0.0))
     );
     // Give the last acknowledgements a moment so the counts are final.
     let mut status = client.status().await;

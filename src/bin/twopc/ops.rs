@@ -38,13 +38,22 @@ impl Target {
 
 #[derive(Subcommand, Debug)]
 pub enum TxnCommand {
-    /// List transactions (newest first).
+    /// List transactions (newest first), one page at a time.
     List {
         #[command(flatten)]
         target: Target,
         /// in-flight, in-doubt, committed or aborted.
         #[arg(long)]
         state: Option<String>,
+        /// Transactions per page (1 to the server's query_page_max, which is the default).
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Continue after the page that printed this cursor (its `next`).
+        #[arg(long)]
+        cursor: Option<String>,
+        /// Follow the cursors to the end of the list and print every page.
+        #[arg(long)]
+        all: bool,
     },
     /// Show one transaction: participants, votes, decision, acks, age, retries, errors, timeline.
     Show {
@@ -213,18 +222,32 @@ async fn ask(addr: &str, security: &SecurityArgs, body: Body) -> Result<Value, E
 
 pub async fn txn(cmd: TxnCommand) -> ExitCode {
     match cmd {
-        TxnCommand::List { target, state } => {
+        TxnCommand::List {
+            target,
+            state,
+            limit,
+            cursor,
+            all,
+        } => {
             if let Some(s) = &state {
                 if !TXN_STATES.contains(&s.as_str()) {
                     eprintln!("twopc: --state {s} is not one of {}", TXN_STATES.join(", "));
                     return ExitCode::from(EXIT_USAGE);
                 }
             }
-            match ask(target.addr(), &target.security, Body::TxnList { state }).await {
-                Ok(v) if target.json => println!("{v}"),
-                Ok(v) => print_list(&v),
-                Err(code) => return code,
+            if limit == Some(0) {
+                eprintln!("twopc: --limit must be at least 1 (transactions per page)");
+                return ExitCode::from(EXIT_USAGE);
             }
+            let list = ListArgs {
+                state,
+                limit,
+                cursor,
+            };
+            return match all {
+                true => list_all(&target, list).await,
+                false => list_page(&target, list).await,
+            };
         }
         TxnCommand::Show {
             id,
@@ -369,13 +392,102 @@ async fn check_against_coordinator(
     }
 }
 
-fn print_list(v: &Value) {
-    let list = v["transactions"].as_array().cloned().unwrap_or_default();
+/// What one `txn list` asks for.
+struct ListArgs {
+    state: Option<String>,
+    limit: Option<u64>,
+    cursor: Option<String>,
+}
+
+impl ListArgs {
+    fn body(&self) -> Body {
+        Body::TxnList {
+            state: self.state.clone(),
+            limit: self.limit,
+            cursor: self.cursor.clone(),
+        }
+    }
+}
+
+/// `txn list` without `--all`: one page, and how to get the next.
+async fn list_page(target: &Target, list: ListArgs) -> ExitCode {
+    let v = match ask(target.addr(), &target.security, list.body()).await {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    if target.json {
+        println!("{v}");
+        return ExitCode::SUCCESS;
+    }
+    print_header();
+    let shown = print_rows(&v);
+    println!("{shown} shown of {}", v["total"]);
+    if let Some(next) = v["next"].as_str() {
+        println!("more: --cursor {next} for the next page, or --all for every page");
+    }
+    ExitCode::SUCCESS
+}
+
+/// Most pages `--all` follows: far more than any server keeps
+/// (`history_limit` of at most ten million, one or more per page), so only
+/// a server that answers the same cursor forever reaches it.
+const PAGES_MAX: usize = 10_000_000;
+
+/// `txn list --all`: every page from `--cursor` (or the start) to the end.
+/// The table is printed page by page; `--json` prints one object with every
+/// transaction and the `total` of the last reply.
+async fn list_all(target: &Target, mut list: ListArgs) -> ExitCode {
+    let mut all = Vec::new();
+    let mut shown = 0usize;
+    if !target.json {
+        print_header();
+    }
+    for _ in 0..PAGES_MAX {
+        let mut v = match ask(target.addr(), &target.security, list.body()).await {
+            Ok(v) => v,
+            Err(code) => return code,
+        };
+        let total = v["total"].take();
+        if target.json {
+            if let Some(page) = v["transactions"].as_array_mut() {
+                all.append(page);
+            }
+        } else {
+            shown += print_rows(&v);
+        }
+        let next = v["next"].as_str().map(str::to_string);
+        match next {
+            None => {
+                if target.json {
+                    println!("{}", json!({ "total": total, "transactions": all }));
+                } else {
+                    println!("{shown} shown of {total}");
+                }
+                return ExitCode::SUCCESS;
+            }
+            Some(n) if list.cursor.as_deref() == Some(n.as_str()) => {
+                eprintln!("twopc: the server answered cursor {n} with the same cursor; stopped (is it a twopc server of this version?)");
+                return ExitCode::from(EXIT_NO_DECISION);
+            }
+            Some(n) => list.cursor = Some(n),
+        }
+    }
+    eprintln!("twopc: stopped after {PAGES_MAX} pages without reaching the end");
+    ExitCode::from(EXIT_NO_DECISION)
+}
+
+fn print_header() {
     println!(
         "{:<22} {:<15} {:<9} {:>9} {:>7}  PARTICIPANTS",
         "TRANSACTION", "STATE", "DECISION", "AGE", "RETRIES"
     );
-    for t in &list {
+}
+
+/// The rows of one page; returns how many.
+fn print_rows(v: &Value) -> usize {
+    let empty = Vec::new();
+    let list = v["transactions"].as_array().unwrap_or(&empty);
+    for t in list {
         println!(
             "{:<22} {:<15} {:<9} {:>7.1} s {:>7}  {}",
             t["transaction_id"].as_str().unwrap_or("?"),
@@ -388,13 +500,7 @@ fn print_list(v: &Value) {
             join(&t["participants"])
         );
     }
-    println!("{} shown of {}", list.len(), v["total"]);
-    if v["truncated"] == true {
-        println!(
-            "(cut at the reply limit, query_page_max or query_reply_max_bytes; the next one is {}: narrow the list with --state)",
-            v["next"].as_str().unwrap_or("?")
-        );
-    }
+    list.len()
 }
 
 fn join(v: &Value) -> String {

@@ -8,7 +8,7 @@ use super::{refuse, reject, send, Coordinator, CoordinatorOptions};
 use crate::protocol::bound;
 use crate::protocol::message::{Body, ErrorCode, Outcome, SubmitRequest};
 use crate::protocol::record::{Action, Record};
-use crate::protocol::stats::{elapsed, AbortCause};
+use crate::protocol::stats::AbortCause;
 use crate::protocol::timeline::{Step, Timeline};
 use crate::protocol::types::{ConnId, Decision, Millis, ParticipantId, TxnId, Vote};
 use serde_json::{json, Value};
@@ -322,9 +322,6 @@ impl Coordinator {
         }
         t.durable_ms = Some(now);
         t.timeline.log_durable(now);
-        if let Some(d) = t.decided_ms {
-            self.stats.decision_durable_ms.observe(elapsed(d, now));
-        }
     }
 
     /// A fresh generated id, never one in use or remembered (a client may
@@ -757,7 +754,6 @@ impl Coordinator {
         t.resend_backoff_ms = self.opts.resend_initial_ms;
         t.next_resend_ms = now + t.resend_backoff_ms;
         self.in_prepare -= 1;
-        self.stats.prepare_ms.observe(elapsed(t.started_ms, now));
         t.timeline.record(
             now,
             Step::Decided {
@@ -916,9 +912,6 @@ impl Coordinator {
         };
         t.ended_ms = Some(self.now);
         t.timeline.record(self.now, Step::Ended);
-        if let Some(d) = t.decided_ms {
-            self.stats.completion_ms.observe(elapsed(d, self.now));
-        }
         match t.decision {
             Some(Decision::Commit) => {
                 t.phase = TxnPhase::Completed;

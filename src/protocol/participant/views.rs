@@ -12,7 +12,7 @@
 use super::{PState, PTxn, Participant};
 use crate::protocol::coordinator::TXN_STATES;
 use crate::protocol::message::{ErrorCode, WireError};
-use crate::protocol::page::{txn_page, PageLimits, TxnPage};
+use crate::protocol::page::{txn_list_page, PageLimits};
 use crate::protocol::types::{Millis, ParticipantId, TxnId, Vote};
 use serde::Serialize;
 
@@ -45,9 +45,13 @@ pub struct StatusView<'a> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AdminQuery<'q> {
     Status,
-    /// `txn list`: `state` is one of [`TXN_STATES`] or none for all.
+    /// `txn list`: `state` is one of [`TXN_STATES`] or none for all; a
+    /// page of at most `limit` entries after `cursor` (from an earlier
+    /// reply's `next`), within `page`.
     TxnList {
         state: Option<&'q str>,
+        limit: Option<u64>,
+        cursor: Option<&'q str>,
         page: PageLimits,
     },
     /// `txn show`.
@@ -60,7 +64,8 @@ pub enum AdminQuery<'q> {
 #[derive(Debug, PartialEq)]
 pub enum AdminReply<'a> {
     Status(StatusView<'a>),
-    TxnList(TxnPage<TxnView<'a>>),
+    /// `{total, transactions, next}`: [`TxnView`]s, paged.
+    TxnList(serde_json::Value),
     Txn(TxnView<'a>),
     /// The question cannot be answered; the error says why and what to ask.
     Refused(WireError),
@@ -105,12 +110,20 @@ impl Participant {
     pub fn admin(&self, now: Millis, query: AdminQuery<'_>) -> AdminReply<'_> {
         match query {
             AdminQuery::Status => AdminReply::Status(self.status_view(now)),
-            AdminQuery::TxnList { state, page } => match state {
+            AdminQuery::TxnList {
+                state,
+                limit,
+                cursor,
+                page,
+            } => match state {
                 Some(st) if !TXN_STATES.contains(&st) => AdminReply::Refused(WireError::new(
                     ErrorCode::InvalidMessage,
                     format!("unknown state `{st}`; use one of {}", TXN_STATES.join(", ")),
                 )),
-                _ => AdminReply::TxnList(self.txn_list(now, state, page)),
+                _ => match self.txn_list(now, state, limit, cursor, page) {
+                    Ok(list) => AdminReply::TxnList(list),
+                    Err(e) => AdminReply::Refused(e),
+                },
             },
             AdminQuery::TxnShow { txn } => match self.txns.get_key_value(txn) {
                 Some((id, t)) => AdminReply::Txn(t.view(id, now)),
@@ -156,14 +169,23 @@ impl Participant {
     }
 
     /// `txn list`: the transactions in `state` (all when none), newest
-    /// first (ties by id, descending), one page within `page`.
-    fn txn_list(&self, now: Millis, state: Option<&str>, page: PageLimits) -> TxnPage<TxnView<'_>> {
-        let mut v: Vec<(&TxnId, &PTxn)> = self
+    /// change first (ties by id), the page `limit` and `cursor` ask for.
+    fn txn_list(
+        &self,
+        now: Millis,
+        state: Option<&str>,
+        limit: Option<u64>,
+        cursor: Option<&str>,
+        page: PageLimits,
+    ) -> Result<serde_json::Value, WireError> {
+        let v = self
             .txns
             .iter()
             .filter(|(_, t)| state.is_none_or(|st| state_matches(t.state, st)))
-            .collect();
-        v.sort_by(|a, b| b.1.since_ms.cmp(&a.1.since_ms).then(b.0.cmp(a.0)));
-        txn_page(v.into_iter().map(|(id, t)| (id, t.view(id, now))), page)
+            .map(|(id, t)| (t.since_ms, id.0.as_str(), (id, t)));
+        txn_list_page(v, limit, cursor, page, |(id, t)| {
+            serde_json::to_value(t.view(id, now)).unwrap_or_default()
+        })
+        .map_err(|e| WireError::new(ErrorCode::InvalidMessage, e.message))
     }
 }

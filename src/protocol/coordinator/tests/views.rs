@@ -61,14 +61,14 @@ fn timeline_of_a_commit_holds_the_commits_until_the_decision_is_durable() {
             (21, Step::Ended),
         ]
     );
+    // The phase stamps the runtime times its microsecond latencies by.
     let t = c.txn(&tid("t-1")).unwrap();
-    assert_eq!(t.durable_ms, Some(18));
+    assert_eq!(
+        (t.started_ms, t.decided_ms, t.durable_ms, t.ended_ms),
+        (10, Some(15), Some(18), Some(21))
+    );
     let s = c.stats();
     assert_eq!((s.committed, s.aborted_total()), (1, 0));
-    assert_eq!(s.prepare_ms.count(), 1);
-    assert_eq!(s.prepare_ms.sum(), 5);
-    assert_eq!(s.decision_durable_ms.sum(), 3);
-    assert_eq!(s.completion_ms.sum(), 6);
 }
 
 #[test]
