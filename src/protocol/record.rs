@@ -6,13 +6,14 @@
 //! back until every record persisted before it is on disk: durability order is
 //! part of the output, not an accident of call order.
 
+use super::heuristic::Heuristic;
 use super::message::{Body, WireError};
 use super::types::{ConnId, Decision, ParticipantId, TxnId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// One write-ahead log record. Coordinators write `Decision` and `End`;
-/// participants write `Prepared` and `Decided`. `twopc wal inspect` reads
+/// participants write `Prepared` and `Decided`; both write `Heuristic`. `twopc wal inspect` reads
 /// either kind of log.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -45,6 +46,19 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         heuristic: Option<String>,
     },
+    /// Either process: a heuristic outcome. The decision for `txn` was
+    /// `decision`, and `participant`'s part was not carried out as decided
+    /// (see [`Heuristic`]). A participant writes it, forced, before its ACK
+    /// says so; the coordinator writes it, forced, when such an ACK
+    /// arrives. It follows the transaction's `Decided` record (participant)
+    /// or its `Decision` record, if any, and precedes its `End`
+    /// (coordinator).
+    Heuristic {
+        txn: TxnId,
+        decision: Decision,
+        participant: ParticipantId,
+        heuristic: Heuristic,
+    },
     /// Participant: the resource's committed state as of a checkpoint (for
     /// example the whole key-value store). Written first in a new segment;
     /// recovery starts from it and replays the records that follow.
@@ -66,7 +80,8 @@ impl Record {
             Record::Decision { txn, .. }
             | Record::End { txn }
             | Record::Prepared { txn, .. }
-            | Record::Decided { txn, .. } => Some(txn),
+            | Record::Decided { txn, .. }
+            | Record::Heuristic { txn, .. } => Some(txn),
             Record::Snapshot { .. } => None,
         }
     }
@@ -97,8 +112,9 @@ pub enum Action {
         error: WireError,
         close: bool,
     },
-    /// Something an operator must see: a refused decision or a message that
-    /// would have broken a safety rule. The runtime logs it at error level.
+    /// Something an operator must see: a refused decision, a message that
+    /// would have broken a safety rule, or a heuristic outcome. The runtime
+    /// logs it at error level.
     Alert { txn: Option<TxnId>, message: String },
     /// Participant only: ask the resource to prepare `txn` with `data`; its
     /// answer comes back as a `ResourcePrepared` event.
@@ -108,6 +124,7 @@ pub enum Action {
         data: Value,
     },
     /// Participant only: apply the decision for `txn` to the resource
-    /// (after the decision record is persisted, before the ACK is sent).
+    /// (after the decision record is persisted); its answer comes back as
+    /// a `ResourceFinished` event, and the ACK, if one is owed, follows it.
     FinishResource { txn: TxnId, decision: Decision },
 }

@@ -3,6 +3,7 @@
 //! so it is the one place that can measure its phases; the runtime only
 //! reads these figures (for `GET /metrics`).
 
+use super::heuristic::HeuristicKind;
 use super::types::Millis;
 
 /// Upper bounds (milliseconds, inclusive) of the phase latency buckets.
@@ -113,6 +114,9 @@ pub struct CoordinatorStats {
     aborted: [u64; 4],
     /// Decisions re-sent to participants that had not acknowledged.
     pub resends: u64,
+    /// Heuristic outcomes reported in ACKs, by kind (once per transaction
+    /// and participant).
+    heuristic: [u64; 2],
     /// Start of the transaction to its decision.
     pub prepare_ms: Histogram,
     /// Commit decision to its log record being durable.
@@ -127,6 +131,7 @@ impl Default for CoordinatorStats {
             committed: 0,
             aborted: [0; 4],
             resends: 0,
+            heuristic: [0; 2],
             prepare_ms: Histogram::new(PHASE_BOUNDS_MS),
             decision_durable_ms: Histogram::new(PHASE_BOUNDS_MS),
             completion_ms: Histogram::new(PHASE_BOUNDS_MS),
@@ -145,6 +150,22 @@ impl CoordinatorStats {
 
     pub fn aborted_total(&self) -> u64 {
         self.aborted.iter().sum()
+    }
+
+    pub fn count_heuristic(&mut self, kind: HeuristicKind) {
+        self.heuristic[heuristic_index(kind)] += 1;
+    }
+
+    /// Heuristic outcomes of `kind` reported so far.
+    pub fn heuristic(&self, kind: HeuristicKind) -> u64 {
+        self.heuristic[heuristic_index(kind)]
+    }
+}
+
+fn heuristic_index(kind: HeuristicKind) -> usize {
+    match kind {
+        HeuristicKind::Mixed => 0,
+        HeuristicKind::Hazard => 1,
     }
 }
 
@@ -187,5 +208,18 @@ mod tests {
         assert_eq!(s.aborted(AbortCause::VoteTimeout), 2);
         assert_eq!(s.aborted(AbortCause::ParticipantDisconnected), 0);
         assert_eq!(s.aborted_total(), 3);
+    }
+
+    #[test]
+    fn heuristic_outcomes_are_counted_by_kind() {
+        let mut s = CoordinatorStats::default();
+        s.count_heuristic(HeuristicKind::Mixed);
+        s.count_heuristic(HeuristicKind::Mixed);
+        s.count_heuristic(HeuristicKind::Hazard);
+        assert_eq!(
+            HeuristicKind::ALL.map(|k| s.heuristic(k)),
+            [2, 1],
+            "in the order of HeuristicKind::ALL"
+        );
     }
 }

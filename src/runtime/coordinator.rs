@@ -564,7 +564,10 @@ impl Driver {
                     crash::hit("coordinator.before_end_logged");
                     self.decision_sent.remove(txn);
                 }
-                Record::Prepared { .. } | Record::Decided { .. } | Record::Snapshot { .. } => {}
+                Record::Heuristic { .. }
+                | Record::Prepared { .. }
+                | Record::Decided { .. }
+                | Record::Snapshot { .. } => {}
             },
             Action::Send { body, .. } => match body {
                 Body::Error { code, .. } => self.errors.count_wire(code),

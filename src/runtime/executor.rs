@@ -268,6 +268,7 @@ mod tests {
         Body::Ack {
             txn: txn(t),
             decision: Some(Decision::Abort),
+            heuristic: None,
         }
     }
 

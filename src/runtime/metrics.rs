@@ -4,6 +4,7 @@
 
 use crate::net::ErrorCounts;
 use crate::protocol::coordinator::OpenTxns;
+use crate::protocol::heuristic::HeuristicKind;
 use crate::protocol::stats::{AbortCause, CoordinatorStats, Histogram};
 use crate::wal::{WalStats, SYNC_BOUNDS_MICROS};
 use std::fmt::Write;
@@ -190,6 +191,22 @@ pub fn render(m: &MetricsSnapshot, http_connections: usize) -> String {
 
     header(
         &mut o,
+        "twopc_heuristic_outcomes_total",
+        "counter",
+        "Heuristic outcomes participants reported in their ACKs (a decision not carried out as decided: mixed, the participant's part ended the other way; hazard, it cannot tell), by kind; once per transaction and participant.",
+    );
+    for kind in HeuristicKind::ALL {
+        let labels = format!("kind=\"{}\"", kind.as_str());
+        line(
+            &mut o,
+            "twopc_heuristic_outcomes_total",
+            &labels,
+            s.heuristic(kind),
+        );
+    }
+
+    header(
+        &mut o,
         "twopc_decision_resends_total",
         "counter",
         "Decisions re-sent to participants that had not acknowledged them.",
@@ -345,6 +362,7 @@ mod tests {
         let mut stats = CoordinatorStats::default();
         stats.committed = 2;
         stats.count_abort(AbortCause::VoteTimeout);
+        stats.count_heuristic(HeuristicKind::Mixed);
         stats.prepare_ms.observe(3);
         stats.prepare_ms.observe(40);
         let errors = ErrorCounts::default();
@@ -411,6 +429,8 @@ mod tests {
             "twopc_transactions_committed_total 2",
             "twopc_transactions_aborted_total{reason=\"vote_timeout\"} 1",
             "twopc_transactions_aborted_total{reason=\"vote_abort\"} 0",
+            "twopc_heuristic_outcomes_total{kind=\"mixed\"} 1",
+            "twopc_heuristic_outcomes_total{kind=\"hazard\"} 0",
             "twopc_prepare_duration_seconds_bucket{le=\"0.005\"} 1",
             "twopc_prepare_duration_seconds_bucket{le=\"0.05\"} 2",
             "twopc_prepare_duration_seconds_bucket{le=\"+Inf\"} 2",
