@@ -16,8 +16,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 use twopc::{
     BoxFuture, CancellationToken, Client, CoordinatorConfig, CoordinatorServer, Decision,
-    NullResource, ParticipantConfig, ParticipantNode, PrepareResult, Prepared, Record, Resource,
-    ResourceError, SubmitRequest, TxnId,
+    FinishResult, NullResource, ParticipantConfig, ParticipantNode, PrepareResult, Prepared,
+    Record, Resource, ResourceError, SubmitRequest, TxnId,
 };
 
 /// Stock per item, and the reservations of prepared transactions.
@@ -72,11 +72,7 @@ impl Resource for Inventory {
         Box::pin(ready(Ok(Prepared::state(json!(lines)))))
     }
 
-    fn finish(
-        &mut self,
-        txn: &TxnId,
-        decision: Decision,
-    ) -> BoxFuture<'static, Result<(), String>> {
+    fn finish(&mut self, txn: &TxnId, decision: Decision) -> BoxFuture<'static, FinishResult> {
         self.apply(txn, decision);
         Box::pin(ready(Ok(())))
     }

@@ -65,8 +65,10 @@ pub use client::{Client, ClientError};
 pub use config::{CoordinatorConfig, ParticipantConfig};
 pub use futures::future::BoxFuture;
 pub use protocol::participant::Prepared;
-pub use protocol::{Decision, Outcome, ParticipantId, Record, SubmitRequest, TxnId, Vote};
-pub use resource::{NullResource, PrepareResult, Resource, ResourceError};
+pub use protocol::{
+    Decision, Heuristic, HeuristicKind, Outcome, ParticipantId, Record, SubmitRequest, TxnId, Vote,
+};
+pub use resource::{FinishResult, NullResource, PrepareResult, Resource, ResourceError};
 pub use runtime::coordinator::{CoordinatorServer, StartError as CoordinatorStartError};
 pub use runtime::participant::{ParticipantNode, StartError as ParticipantStartError};
 pub use security::auth::Secret;

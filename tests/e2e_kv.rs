@@ -301,6 +301,7 @@ impl Puppet {
         self.conn.send(Body::Ack {
             txn: txn.clone(),
             decision: Some(decision),
+            heuristic: None,
         });
     }
 }
@@ -972,7 +973,7 @@ fn a_checkpointed_store_restarts_with_its_data_and_its_in_doubt_transaction() {
 }
 
 #[test]
-fn invalid_operations_are_voted_down() {
+fn invalid_operations_are_voted_down_naming_what_is_wrong() {
     let mut kv = Kv::new(1, &[], &[]);
     kv.shard("s1", Some(json!({"a": 1})), &[], &[]);
     kv.ready(1);
@@ -991,12 +992,23 @@ fn invalid_operations_are_voted_down() {
         // A valid operation first: nothing of the transaction is kept.
         let ops = json!({"s1": [{"op": "put", "key": "a", "value": 2}, op]});
         let why = kv.refused_by("s1", ops.clone());
-        assert!(why.starts_with("invalid_operations"), "{ops}: {why}");
+        assert!(
+            why.starts_with("invalid_payload: operation 1: "),
+            "{ops}: {why}"
+        );
     }
+    let why = kv.refused_by("s1", json!({"s1": [{"op": "put", "key": "a", "vaule": 2}]}));
+    assert_eq!(
+        why,
+        "invalid_payload: operation 0: unknown field `vaule`, expected one of `key`, `value`, `expect`"
+    );
     // Data that is not an object reaches every participant as it is.
     let (id, o) = kv.c.submit(req(json!([1, 2]))).expect("submit");
     let why = refusal(&o, "s1").unwrap_or_else(|| panic!("{id}: {o:?}"));
-    assert!(why.starts_with("invalid_operations"), "{why}");
+    assert!(
+        why.starts_with("invalid_payload: the data is an array"),
+        "{why}"
+    );
     // Operations that are not a list per participant never leave the
     // coordinator.
     for data in [
@@ -1011,7 +1023,7 @@ fn invalid_operations_are_voted_down() {
 
 /// A kv participant against a fake coordinator: PREPAREs whose operations
 /// are not a list (which a real coordinator never sends) are voted down
-/// with `invalid_operations`, and the participant keeps serving.
+/// with `invalid_payload`, and the participant keeps serving.
 #[test]
 fn a_kv_participant_votes_down_operations_that_are_not_a_list() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fake coordinator");
@@ -1052,11 +1064,244 @@ fn a_kv_participant_votes_down_operations_that_are_not_a_list() {
         let vote = prepare(n, data.clone());
         assert_eq!(vote["message_type"], "vote_abort", "{data}: {vote}");
         let reason = vote["payload"]["reason"].as_str().unwrap_or_default();
-        assert!(reason.starts_with("invalid_operations"), "{data}: {vote}");
+        assert!(reason.starts_with("invalid_payload: "), "{data}: {vote}");
     }
     let vote = prepare(99, json!({"operations": [{"op": "get", "key": "a"}]}));
     assert_eq!(vote["message_type"], "vote_commit", "{vote}");
     assert_eq!(vote["payload"]["result"], json!({"a": null}), "{vote}");
+}
+
+/// Data a kv shard cannot hold as operations is voted down with a reason
+/// that names the field, never committed as a transaction that changes
+/// nothing: a misspelt top-level field, data without operations, a shard
+/// the submit gave no operations, and an operation of the wrong shape.
+#[test]
+fn a_payload_that_is_not_operations_is_voted_down_not_committed_as_nothing() {
+    let kv = two_shards();
+    kv.commit(json!({"s1": [{"op": "put", "key": "a", "value": 1}]}));
+    // Data the coordinator cannot split reaches both shards whole; the
+    // first refusal decides, and the second is the same.
+    let refused = |data: Value| -> String {
+        let (id, o) = kv.c.submit(req(data.clone())).expect("submit");
+        ["s1", "s2"]
+            .iter()
+            .find_map(|shard| refusal(&o, shard))
+            .unwrap_or_else(|| panic!("{id} {data}: not refused: {o:?}"))
+    };
+    // `operation` for `operations`.
+    let typo = json!({"operation": {"s1": [{"op": "put", "key": "a", "value": 2}]}});
+    assert_eq!(
+        refused(typo),
+        "invalid_payload: unknown field `operation` in the data; the only field is `operations`, a list of operations",
+    );
+    assert_eq!(
+        refused(json!({})),
+        "invalid_payload: the data has no `operations`; send {\"operations\": [...]} with at least one operation for this participant"
+    );
+    // s2 is named, but has no operations of its own.
+    let mut lopsided = req(json!({"operations": {"s1": [{"op": "put", "key": "a", "value": 3}]}}));
+    lopsided.participants = Some(vec!["s1".into(), "s2".into()]);
+    let (id, o) = kv.c.submit(lopsided).expect("submit");
+    let why = refusal(&o, "s2").unwrap_or_else(|| panic!("{id}: {o:?}"));
+    assert!(
+        why.starts_with("invalid_payload: `operations` is empty"),
+        "{why}"
+    );
+    // An operation of the wrong shape.
+    let why = kv.refused_by(
+        "s1",
+        json!({"s1": [{"op": "put", "key": "a", "value": 4, "expected": 1}]}),
+    );
+    assert_eq!(
+        why,
+        "invalid_payload: operation 0: unknown field `expected`, expected one of `key`, `value`, `expect`"
+    );
+    let why = kv.refused_by("s1", json!({"s1": [["put", "a", 5]]}));
+    assert!(
+        why.starts_with("invalid_payload: operation 0: an array of 3 items is not an operation"),
+        "{why}"
+    );
+    // Nothing of any of them was applied.
+    assert_eq!(kv.read(json!({"s1": ["a"]})), json!({"s1": {"a": 1}}));
+}
+
+/// A heuristic outcome end to end on kv shards: the coordinator logs a
+/// commit and dies; an operator, without asking, aborts one shard's part by
+/// hand. When the coordinator returns, that shard cannot carry out the
+/// commit: it logs the heuristic outcome and says so in its ACK; the
+/// coordinator logs it, counts it and shows the transaction as
+/// HEURISTIC_MIXED (never as a clean commit), before and after a restart.
+#[test]
+fn an_operator_abort_against_a_logged_commit_is_reported_as_heuristic_mixed() {
+    let mut kv = Kv::new(
+        2,
+        &["--admin-port", "0"],
+        &[("TWOPC_CRASH_AT", "coordinator.after_decision_logged")],
+    );
+    kv.shard("s1", None, &[], &[]);
+    kv.shard("s2", None, &[], &[]);
+    kv.ready(2);
+    let ops = json!({"operations": {
+        "s1": [{"op": "put", "key": "a", "value": 1}],
+        "s2": [{"op": "put", "key": "b", "value": 1}],
+    }});
+    assert!(kv.c.submit(req(ops)).is_err(), "the coordinator dies first");
+    let coordinator = kv.c.coordinator.as_mut().expect("coordinator");
+    let status = coordinator.wait_exit(PATIENCE).expect("coordinator dies");
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status:?}");
+    kv.wait_held("s1", 1);
+    kv.wait_held("s2", 1);
+    let doubt = participant_txn_list(kv.admin("s2"), Some("in-doubt"));
+    let id = doubt["transactions"][0]["transaction_id"]
+        .as_str()
+        .expect("s2 is in doubt")
+        .to_string();
+
+    let (code, _, err) = run_twopc(&[
+        "txn",
+        "resolve",
+        &id,
+        "--participant",
+        kv.admin("s2"),
+        "--abort",
+        "--reason",
+        "coordinator down too long",
+        "--operator",
+        "bob",
+    ]);
+    assert_eq!(code, 0, "{err}");
+
+    let log = kv.c.coordinator.as_ref().expect("coordinator").log.clone();
+    let mark = log_mark(&log);
+    let proc = kv.c.restart_coordinator_with_env(&[]);
+    let http = coordinator_http_addr(proc, mark);
+    kv.ready(2);
+    assert_eq!(settled_counts(&kv.c), (1, 0), "the commit ended");
+
+    let show = |c: &Cluster| -> Value {
+        let (code, out, err) =
+            run_twopc(&["txn", "show", &id, "--coordinator", &c.addr(), "--json"]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str(&out).expect("txn show JSON")
+    };
+    let t = show(&kv.c);
+    assert_eq!(t["state"], "HEURISTIC_MIXED", "{t}");
+    assert_eq!(t["decision"], "commit", "{t}");
+    assert_eq!(t["heuristics"]["s2"]["kind"], "mixed", "{t}");
+    let detail = t["heuristics"]["s2"]["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.starts_with("an operator aborted this participant's part by hand")
+            && detail.contains("coordinator down too long (by bob"),
+        "{t}"
+    );
+    assert!(
+        t["errors"]["s2"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("heuristic mixed: ")),
+        "{t}"
+    );
+    assert!(t["heuristics"].get("s1").is_none(), "s1 committed: {t}");
+    let (code, out, err) = run_twopc(&[
+        "txn",
+        "list",
+        "--coordinator",
+        &kv.c.addr(),
+        "--state",
+        "heuristic",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let listed: Value = serde_json::from_str(&out).expect("txn list JSON");
+    assert_eq!(listed["total"], 1, "{listed}");
+    assert_eq!(
+        listed["transactions"][0]["transaction_id"],
+        id.as_str(),
+        "{listed}"
+    );
+
+    let over_http: Value =
+        serde_json::from_str(&http_get(&http, &format!("/transactions/{id}"))).expect("JSON");
+    assert_eq!(over_http["state"], "HEURISTIC_MIXED", "{over_http}");
+    let listed: Value =
+        serde_json::from_str(&http_get(&http, "/transactions?state=heuristic")).expect("JSON");
+    assert_eq!(listed["total"], 1, "{listed}");
+    let metrics = http_get(&http, "/metrics");
+    for want in [
+        "twopc_heuristic_outcomes_total{kind=\"mixed\"} 1",
+        "twopc_heuristic_outcomes_total{kind=\"hazard\"} 0",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == want),
+            "no `{want}` in\n{metrics}"
+        );
+    }
+
+    // The data says the same: s1 committed, s2 rolled back.
+    assert_eq!(
+        kv.read(json!({"s1": ["a"], "s2": ["b"]})),
+        json!({"s1": {"a": 1}, "s2": {"b": null}})
+    );
+    // s2 keeps the outcome in its log, and its view.
+    let shown = ask_participant(
+        kv.admin("s2"),
+        Body::TxnShow {
+            txn: TxnId(id.clone()),
+        },
+    )
+    .expect("s2 txn show");
+    assert_eq!(shown["heuristic_outcome"]["kind"], "mixed", "{shown}");
+    assert_eq!(
+        participant_txn_list(kv.admin("s2"), Some("heuristic"))["total"],
+        1
+    );
+    let s2_dir = kv.c.participant_dir(kv.idx("s2"));
+    let (_, r) = wal_inspect(&s2_dir);
+    let logged = r["transactions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["transaction_id"] == id.as_str())
+        .expect("s2's records")
+        .clone();
+    assert_eq!(
+        logged["records"],
+        json!(["prepared", "decided", "heuristic"]),
+        "{logged}"
+    );
+    assert!(
+        logged["state"]
+            .as_str()
+            .is_some_and(|s| s.contains("HEURISTIC MIXED at s2")),
+        "{logged}"
+    );
+
+    // The coordinator's record survives its restart.
+    kv.c.coordinator.as_mut().expect("coordinator").kill9();
+    let mark = log_mark(&log);
+    let proc = kv.c.restart_coordinator();
+    let http = coordinator_http_addr(proc, mark);
+    kv.ready(2);
+    assert_eq!(show(&kv.c)["state"], "HEURISTIC_MIXED");
+    let listed: Value =
+        serde_json::from_str(&http_get(&http, "/transactions?state=heuristic")).expect("JSON");
+    assert_eq!(listed["total"], 1, "{listed}");
+    let (_, r) = wal_inspect(&kv.c.coordinator_dir());
+    let logged = r["transactions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["transaction_id"] == id.as_str())
+        .expect("the coordinator's records")
+        .clone();
+    assert_eq!(
+        logged["records"],
+        json!(["decision", "heuristic", "end"]),
+        "{logged}"
+    );
+    assert_eq!(
+        logged["heuristic_outcomes"][0]["participant"], "s2",
+        "{logged}"
+    );
 }
 
 /// A value of 512 KiB: it fits a frame (1 MiB by default), and 33 of them

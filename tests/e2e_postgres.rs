@@ -447,9 +447,8 @@ fn decisions_are_retried_while_the_database_is_down_and_checked_when_gone() {
     assert_eq!(accounts(&pg, "shard1"), vec![row("1", "x", "1")]);
     assert_eq!(accounts(&pg, "shard2"), vec![row("2", "x", "2")]);
     assert_eq!(accounts(&pg, "shard3"), vec![], "rolled back by hand");
-    // A repeated COMMIT may be acknowledged before the first one's finish
-    // completes (safe: the participant logged the decision), so the logs are
-    // awaited rather than read once.
+    // Every ACK waited for its finish, so these lines are written; the log
+    // writer may still be flushing them.
     let p2 = wait_log(
         &mut c.participants[1],
         marks[1],
@@ -461,6 +460,215 @@ fn decisions_are_retried_while_the_database_is_down_and_checked_when_gone() {
     );
     let p3 = wait_log(&mut c.participants[2], marks[2], "HEURISTIC OUTCOME");
     assert!(p3.contains(&gids[2]), "p3 names the transaction:\n{p3}");
+    // Only p3's part is reported to the coordinator.
+    let id = gids[0].strip_prefix("twopc:p1:").expect("p1's gid");
+    let (code, out, err) = run_twopc(&["txn", "show", id, "--coordinator", &c.addr(), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let t: Value = serde_json::from_str(&out).expect("txn show JSON");
+    assert_eq!(t["state"], "HEURISTIC_MIXED", "{t}");
+    let reported: Vec<&String> = t["heuristics"]
+        .as_object()
+        .map(|m| m.keys().collect())
+        .unwrap_or_default();
+    assert_eq!(reported, ["p3"], "{t}");
+}
+
+/// The heuristic outcome of the case above, end to end and on its own: the
+/// coordinator logs commit and is killed; an operator runs ROLLBACK PREPARED
+/// by hand on db2's prepared transaction; the coordinator comes back. db2
+/// cannot commit what is gone the other way: it logs the heuristic outcome
+/// and reports it in its ACK, and the coordinator logs it too and shows the
+/// transaction as HEURISTIC_MIXED in `txn show`, `txn list --state
+/// heuristic`, the HTTP API and `twopc_heuristic_outcomes_total`, never as
+/// a clean commit.
+#[test]
+fn a_prepared_transaction_rolled_back_by_hand_is_reported_as_heuristic_mixed() {
+    let Some(pg) = PgServer::start_or_skip(
+        "a_prepared_transaction_rolled_back_by_hand_is_reported_as_heuristic_mixed",
+        20,
+    ) else {
+        return;
+    };
+    let dbs = ["shard1", "shard2"];
+    shards(&pg, &dbs);
+    let mut c = Cluster::new();
+    c.start_coordinator(
+        &["--expected-participants", "2", "--admin-port", "0"],
+        &[("TWOPC_CRASH_AT", "coordinator.after_decision_logged")],
+    );
+    start_pg_participant(&mut c, &pg, "db1", "shard1", &[], &[]);
+    start_pg_participant(&mut c, &pg, "db2", "shard2", &[], &[]);
+    c.wait_ready(2);
+    let ops = json!({"db1": [insert(1, "alice", 10)], "db2": [insert(2, "bob", 20)]});
+    assert!(c.submit(req(json!({ "operations": ops }))).is_err());
+    let coordinator = c.coordinator.as_mut().expect("coordinator");
+    assert!(
+        coordinator.wait_exit(PATIENCE).is_some(),
+        "coordinator did not crash"
+    );
+    wait_prepared(&pg, "shard1", 1);
+    let gid = wait_prepared(&pg, "shard2", 1).remove(0);
+    let id = gid
+        .strip_prefix("twopc:db2:")
+        .unwrap_or_else(|| panic!("db2's gid: {gid}"))
+        .to_string();
+
+    pg.sql("shard2", &format!("ROLLBACK PREPARED '{gid}'"));
+    let log = c.coordinator.as_ref().expect("coordinator").log.clone();
+    let mark = log_mark(&log);
+    let proc = c.restart_coordinator_with_env(&[]);
+    let http = coordinator_http_addr(proc, mark);
+    c.wait_ready(2);
+    assert_eq!(settled(&c, &pg, &dbs), (1, 0), "the commit ended");
+    assert_eq!(accounts(&pg, "shard1"), vec![row("1", "alice", "10")]);
+    assert_eq!(accounts(&pg, "shard2"), vec![], "rolled back by hand");
+
+    let (code, out, err) = run_twopc(&["txn", "show", &id, "--coordinator", &c.addr(), "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let t: Value = serde_json::from_str(&out).expect("txn show JSON");
+    assert_eq!(t["state"], "HEURISTIC_MIXED", "{t}");
+    assert_eq!(t["decision"], "commit", "{t}");
+    assert_eq!(t["acks"], json!(["db1", "db2"]), "{t}");
+    assert_eq!(t["heuristics"]["db2"]["kind"], "mixed", "{t}");
+    let detail = t["heuristics"]["db2"]["detail"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        detail.starts_with("the database has aborted prepared transaction")
+            && detail.contains(&gid)
+            && detail.contains("by hand"),
+        "the detail says what the database holds and names the gid: {t}"
+    );
+    assert!(
+        t["errors"]["db2"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("heuristic mixed: ")),
+        "{t}"
+    );
+    assert!(t["heuristics"].get("db1").is_none(), "{t}");
+    let (code, out, err) = run_twopc(&[
+        "txn",
+        "list",
+        "--coordinator",
+        &c.addr(),
+        "--state",
+        "heuristic",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let listed: Value = serde_json::from_str(&out).expect("txn list JSON");
+    assert_eq!(listed["total"], 1, "{listed}");
+    assert_eq!(listed["transactions"][0]["transaction_id"], id.as_str());
+    assert_eq!(listed["transactions"][0]["state"], "HEURISTIC_MIXED");
+
+    let over_http: Value =
+        serde_json::from_str(&http_get(&http, &format!("/transactions/{id}"))).expect("JSON");
+    assert_eq!(over_http["state"], "HEURISTIC_MIXED", "{over_http}");
+    assert_eq!(
+        over_http["heuristics"]["db2"]["kind"], "mixed",
+        "{over_http}"
+    );
+    let listed: Value =
+        serde_json::from_str(&http_get(&http, "/transactions?state=heuristic")).expect("JSON");
+    assert_eq!(listed["total"], 1, "{listed}");
+    let metrics = http_get(&http, "/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "twopc_heuristic_outcomes_total{kind=\"mixed\"} 1"),
+        "{metrics}"
+    );
+
+    // Both logs say so, not just "commit".
+    for (dir, records, role) in [
+        (
+            c.participant_dir(1),
+            json!(["prepared", "decided", "heuristic"]),
+            "db2",
+        ),
+        (
+            c.coordinator_dir(),
+            json!(["decision", "heuristic", "end"]),
+            "coordinator",
+        ),
+    ] {
+        let (_, r) = wal_inspect(&dir);
+        let logged = r["transactions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|t| t["transaction_id"] == id.as_str())
+            .unwrap_or_else(|| panic!("{role}: no records of {id}: {r}"))
+            .clone();
+        assert_eq!(logged["records"], records, "{role}: {logged}");
+        assert!(
+            logged["state"]
+                .as_str()
+                .is_some_and(|s| s.contains("HEURISTIC MIXED at db2")),
+            "{role}: {logged}"
+        );
+    }
+}
+
+/// A PostgreSQL participant votes abort, naming the field, for data that
+/// is not a non-empty list of operations of the right shape, where it used
+/// to commit without touching the database.
+#[test]
+fn a_payload_that_is_not_operations_is_voted_down_by_postgres() {
+    let Some(pg) = PgServer::start_or_skip(
+        "a_payload_that_is_not_operations_is_voted_down_by_postgres",
+        20,
+    ) else {
+        return;
+    };
+    let dbs = ["shard1", "shard2"];
+    shards(&pg, &dbs);
+    let c = cluster(&pg, &dbs, &[]);
+    let refused = |data: Value, participants: Option<&[&str]>| -> String {
+        let mut r = req(data.clone());
+        r.participants =
+            participants.map(|ps| ps.iter().map(|p| ParticipantId::from(*p)).collect());
+        let (_, o) = c.submit(r).expect("submit");
+        assert_eq!(o.decision, Decision::Abort, "{data}: {o:?}");
+        o.reason.unwrap_or_default()
+    };
+    let why = refused(
+        json!({"operation": {"p1": [insert(1, "alice", 1)]}}),
+        Some(&["p1"]),
+    );
+    assert_eq!(
+        why,
+        "participant p1 voted abort: invalid_payload: unknown field `operation` in the data; the only field is `operations`, a list of operations"
+    );
+    let why = refused(json!({"note": "no operations"}), Some(&["p1"]));
+    assert!(why.ends_with("invalid_payload: unknown field `note` in the data; the only field is `operations`, a list of operations"), "{why}");
+    let why = refused(Value::Null, Some(&["p1"]));
+    assert!(
+        why.starts_with("participant p1 voted abort: invalid_payload: no data"),
+        "{why}"
+    );
+    // p2 is named, but the operations are all p1's.
+    let why = refused(
+        json!({"operations": {"p1": [insert(1, "alice", 1)]}}),
+        Some(&["p1", "p2"]),
+    );
+    assert!(
+        why.starts_with("participant p2 voted abort: invalid_payload: `operations` is empty"),
+        "{why}"
+    );
+    // An operation of the wrong shape.
+    let why = refused(
+        json!({"operations": {"p1": [{"table": "accounts", "operation": "insert",
+                                      "value": {"id": 1, "owner": "x"}}]}}),
+        None,
+    );
+    assert_eq!(
+        why,
+        "participant p1 voted abort: invalid_payload: operation 0: unknown field `value`, expected one of `table`, `operation`, `values`, `where`"
+    );
+    settled(&c, &pg, &dbs);
+    assert_eq!(accounts(&pg, "shard1"), vec![], "nothing was applied");
+    assert_eq!(accounts(&pg, "shard2"), vec![]);
 }
 
 #[test]
@@ -689,6 +897,8 @@ fn connections_to_the_database_use_tls_and_check_the_certificate() {
     c.wait_ready(1);
     let o = submit_ops(&c, json!({"p1": [insert(1, "ann", 10)]}));
     assert_eq!(o.decision, Decision::Commit, "{:?}", o.reason);
+    // The outcome can reach the client before COMMIT PREPARED has run.
+    settled(&c, &pg, &["s1"]);
     assert_eq!(accounts(&pg, "s1"), vec![row("1", "ann", "10")]);
     let ssl = participant_connections_ssl(&pg);
     assert!(

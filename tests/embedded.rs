@@ -13,7 +13,7 @@ use twopc::client::Client;
 use twopc::config::{CoordinatorConfig, ParticipantConfig};
 use twopc::protocol::participant::Prepared;
 use twopc::protocol::{Decision, Record, SubmitRequest, TxnId};
-use twopc::resource::{PrepareResult, Resource};
+use twopc::resource::{FinishResult, PrepareResult, Resource};
 use twopc::runtime::coordinator::CoordinatorServer;
 use twopc::runtime::participant::ParticipantNode;
 
@@ -29,11 +29,7 @@ impl Resource for SlowFinish {
         Box::pin(ready(Ok(Prepared::state(json!(null)))))
     }
 
-    fn finish(
-        &mut self,
-        _txn: &TxnId,
-        _decision: Decision,
-    ) -> BoxFuture<'static, Result<(), String>> {
+    fn finish(&mut self, _txn: &TxnId, _decision: Decision) -> BoxFuture<'static, FinishResult> {
         self.finishes.fetch_add(1, Ordering::SeqCst);
         let applied = self.applied.clone();
         Box::pin(async move {

@@ -28,8 +28,8 @@ use tokio_util::codec::{Decoder, Encoder, FramedRead};
 use twopc::net::{codec, read_next, Inbound};
 use twopc::protocol::message::{WireCode, MESSAGE_TYPES};
 use twopc::protocol::{
-    Body, Decision, ErrorCode, Message, Outcome, ParticipantId, Record, Role, SubmitRequest, TxnId,
-    Vote, WireError,
+    Body, Decision, ErrorCode, Heuristic, HeuristicKind, Message, Outcome, ParticipantId, Record,
+    Role, SubmitRequest, TxnId, Vote, WireError,
 };
 use twopc::resource::kv::{KvStore, Op, KEY_MAX_BYTES, OPS_MAX};
 use twopc::wal::{
@@ -126,6 +126,13 @@ fn decision() -> BoxedStrategy<Decision> {
 
 fn vote() -> BoxedStrategy<Vote> {
     prop_oneof![Just(Vote::Commit), Just(Vote::Abort)].boxed()
+}
+
+fn heuristic() -> BoxedStrategy<Heuristic> {
+    let kind = prop_oneof![Just(HeuristicKind::Mixed), Just(HeuristicKind::Hazard)];
+    (kind, text())
+        .prop_map(|(kind, detail)| Heuristic { kind, detail })
+        .boxed()
 }
 
 /// Finite floats of every magnitude (JSON has no NaN or infinity) that
@@ -257,8 +264,16 @@ fn body() -> BoxedStrategy<Body> {
             .prop_map(|(txn, reason)| Body::VoteAbort { txn, reason }),
         txn_id().prop_map(|txn| Body::Commit { txn }),
         txn_id().prop_map(|txn| Body::Abort { txn }),
-        (txn_id(), proptest::option::of(decision()))
-            .prop_map(|(txn, decision)| Body::Ack { txn, decision }),
+        (
+            txn_id(),
+            proptest::option::of(decision()),
+            proptest::option::of(heuristic())
+        )
+            .prop_map(|(txn, decision, heuristic)| Body::Ack {
+                txn,
+                decision,
+                heuristic
+            }),
         txn_id().prop_map(|txn| Body::Query { txn }),
         (txn_id(), proptest::option::of(any::<u64>()))
             .prop_map(|(txn, request_id)| Body::Accepted { txn, request_id }),
@@ -742,10 +757,18 @@ fn record() -> BoxedStrategy<Record> {
                 state,
             }
         }),
-        (any_txn, decision(), proptest::option::of(text())).prop_map(
+        (any_txn.clone(), decision(), proptest::option::of(text())).prop_map(
             |(txn, decision, heuristic)| Record::Decided {
                 txn,
                 decision,
+                heuristic,
+            }
+        ),
+        (any_txn, decision(), text(), heuristic()).prop_map(
+            |(txn, decision, participant, heuristic)| Record::Heuristic {
+                txn,
+                decision,
+                participant: ParticipantId(participant),
                 heuristic,
             }
         ),
@@ -774,6 +797,7 @@ fn record_kind(r: &Record) -> &'static str {
         Record::End { .. } => "end",
         Record::Prepared { .. } => "prepared",
         Record::Decided { .. } => "decided",
+        Record::Heuristic { .. } => "heuristic",
         Record::Snapshot { .. } => "snapshot",
         Record::Outcome { .. } => "outcome",
         Record::Joined { .. } => "joined",
@@ -782,7 +806,15 @@ fn record_kind(r: &Record) -> &'static str {
 }
 
 const RECORD_KINDS: &[&str] = &[
-    "decision", "end", "prepared", "decided", "snapshot", "outcome", "joined", "removed",
+    "decision",
+    "end",
+    "prepared",
+    "decided",
+    "heuristic",
+    "snapshot",
+    "outcome",
+    "joined",
+    "removed",
 ];
 
 /// Field names of the record kinds.
@@ -793,6 +825,7 @@ const RECORD_FIELDS: &[&str] = &[
     "participants",
     "state",
     "heuristic",
+    "participant",
     "merge",
     "participant",
     "expected",
@@ -1133,9 +1166,9 @@ fn parse_ops_handles_arbitrary_json() {
                     .and_then(Value::as_array)
                     .map_or(0, Vec::len);
                 prop_assert_eq!(ops.len(), listed);
-                prop_assert!(ops.len() <= OPS_MAX);
+                prop_assert!((1..=OPS_MAX).contains(&ops.len()));
             }
-            Err(e) => prop_assert!(e.starts_with("invalid_operations"), "{}", e),
+            Err(e) => prop_assert!(e.starts_with("invalid_payload: "), "{}", e),
         }
         Ok(())
     });
@@ -1150,12 +1183,12 @@ fn parse_ops_bounds_the_operation_count() {
         Ok(OPS_MAX)
     );
     let err = KvStore::parse_ops(&ops(OPS_MAX + 1)).expect_err("too many operations");
-    assert!(err.starts_with("invalid_operations"), "{err}");
+    assert!(err.starts_with("invalid_payload: "), "{err}");
 }
 
 #[test]
 fn every_op_round_trips() {
-    check(512, vec(op(), 0..6), |ops| {
+    check(512, vec(op(), 1..6), |ops| {
         let data = json!({ "operations": ops });
         prop_assert_eq!(KvStore::parse_ops(&data), Ok(ops));
         Ok(())

@@ -8,6 +8,7 @@
 //! length prefix) lives in `net::codec`; this module only sees one frame's
 //! payload bytes.
 
+use super::heuristic::Heuristic;
 use super::types::{Decision, ParticipantId, TxnId, Vote, PROTOCOL_VERSION};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -444,6 +445,10 @@ wire_messages! {
     Ack = "ack" txn {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         decision: Option<Decision>,
+        /// Present when the participant could not carry out the decision
+        /// as decided (a heuristic outcome: its kind and what was found).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        heuristic: Option<Heuristic>,
     },
     Query = "query" txn {},
     Heartbeat = "heartbeat",
@@ -801,10 +806,20 @@ mod tests {
             Body::Ack {
                 txn: t.clone(),
                 decision: Some(Decision::Commit),
+                heuristic: None,
             },
             Body::Ack {
                 txn: t.clone(),
                 decision: None,
+                heuristic: None,
+            },
+            Body::Ack {
+                txn: t.clone(),
+                decision: Some(Decision::Commit),
+                heuristic: Some(Heuristic::new(
+                    crate::protocol::HeuristicKind::Mixed,
+                    "rolled back by hand",
+                )),
             },
             Body::Query { txn: t.clone() },
             Body::Heartbeat,
@@ -932,6 +947,7 @@ mod tests {
         r#"{"message_type":"abort","transaction_id":"t1","payload":{},"timestamp":1.5}"#,
         r#"{"message_type":"ack","transaction_id":"t1","payload":{"decision":"commit"},"timestamp":1.5}"#,
         r#"{"message_type":"ack","transaction_id":"t1","payload":{},"timestamp":1.5}"#,
+        r#"{"message_type":"ack","transaction_id":"t1","payload":{"decision":"commit","heuristic":{"detail":"rolled back by hand","kind":"mixed"}},"timestamp":1.5}"#,
         r#"{"message_type":"query","transaction_id":"t1","payload":{},"timestamp":1.5}"#,
         r#"{"message_type":"heartbeat","payload":{},"timestamp":1.5}"#,
         r#"{"message_type":"heartbeat_ack","payload":{},"timestamp":1.5}"#,
@@ -1073,6 +1089,12 @@ mod tests {
         assert_eq!(
             refused(
                 r#"{"message_type":"ack","transaction_id":"t1","payload":{"decision":"maybe"}}"#
+            ),
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            refused(
+                r#"{"message_type":"ack","transaction_id":"t1","payload":{"heuristic":{"kind":"rollback","detail":""}}}"#
             ),
             ErrorCode::InvalidMessage
         );

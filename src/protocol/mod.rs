@@ -8,6 +8,7 @@ pub mod bound;
 pub mod coordinator;
 #[cfg(feature = "fault-injection")]
 pub mod fault;
+pub mod heuristic;
 pub mod message;
 pub mod page;
 pub mod participant;
@@ -16,6 +17,7 @@ pub mod stats;
 pub mod timeline;
 pub mod types;
 
+pub use heuristic::{Heuristic, HeuristicKind};
 pub use message::{Body, ErrorCode, Message, Outcome, Role, SubmitRequest, WireCode, WireError};
 pub use record::{Action, Record};
 pub use types::{ConnId, Decision, Millis, ParticipantId, TxnId, Vote, PROTOCOL_VERSION};

@@ -12,7 +12,14 @@
 //! - `Prepared` is persisted with `sync` before VOTE_COMMIT (`after_durable`);
 //! - a commit `Decided` is persisted with `sync` before ACK (`after_durable`);
 //! - aborts are persisted without sync (presumed abort: forgetting an abort
-//!   is safe, the coordinator answers unknown transactions with abort).
+//!   is safe, the coordinator answers unknown transactions with abort);
+//! - a `Heuristic` record is persisted with `sync` before the ACK that
+//!   reports it (`after_durable`).
+//!
+//! An ACK for a decision the resource applies is sent once the resource has
+//! answered (`ResourceFinished`), so that it can say whether the decision
+//! was carried out as decided: when it was not (a heuristic outcome), the
+//! ACK carries the kind and the detail.
 
 mod session;
 mod views;
@@ -20,6 +27,7 @@ mod views;
 pub use session::{Link, SessionNotice};
 pub use views::{AdminQuery, AdminReply, StatusView, TxnView};
 
+use super::heuristic::{Heuristic, HeuristicKind};
 use super::message::{Body, ErrorCode, WireError};
 use super::record::{Action, Record};
 use super::types::{ConnId, Decision, Millis, ParticipantId, TxnId, Vote};
@@ -93,7 +101,19 @@ pub struct PTxn {
     /// The vote given, once given (re-sent unchanged for a duplicate PREPARE).
     pub vote: Option<Vote>,
     pub reason: Option<String>,
+    /// The operator's reason, when an operator decided by hand (`resolve`).
     pub heuristic: Option<String>,
+    /// The decision was not carried out as decided here (logged in a
+    /// `Heuristic` record and reported in every ACK for it).
+    pub heuristic_outcome: Option<Heuristic>,
+    /// The resource is applying the decision and has not answered yet.
+    finishing: bool,
+    /// The coordinator is owed an ACK of this decision once the resource
+    /// answers.
+    ack_when_finished: Option<Decision>,
+    /// Past the history limit while finishing: dropped once the resource
+    /// answers.
+    forget_when_finished: bool,
     /// The resource's state logged with `Prepared` (kept for checkpoints).
     pub resource_state: Value,
     pub since_ms: Millis,
@@ -112,6 +132,10 @@ impl PTxn {
             vote: None,
             reason: None,
             heuristic: None,
+            heuristic_outcome: None,
+            finishing: false,
+            ack_when_finished: None,
+            forget_when_finished: false,
             resource_state: Value::Null,
             since_ms: now,
             queries: 0,
@@ -126,6 +150,12 @@ impl PTxn {
     /// inspection.
     pub fn abort_requested(&self) -> bool {
         self.abort_requested
+    }
+
+    /// Whether the resource is still applying the decision (the ACK, if
+    /// owed, waits for it). Read-only, for tests and inspection.
+    pub fn finishing(&self) -> bool {
+        self.finishing
     }
 }
 
@@ -164,6 +194,13 @@ pub enum Event {
     ResourcePrepared {
         txn: TxnId,
         result: Result<Prepared, String>,
+    },
+    /// The resource finished applying the decision for `txn`: `Ok` when
+    /// it carried it out as decided, `Err` with the heuristic outcome when
+    /// it could not (its part was finished some other way, or is gone).
+    ResourceFinished {
+        txn: TxnId,
+        result: Result<(), Heuristic>,
     },
     /// An operator decided an in-doubt transaction by hand.
     Resolve {
@@ -256,6 +293,24 @@ impl Participant {
                         p.ended.push_back(txn.clone());
                     }
                 }
+                Record::Heuristic {
+                    txn,
+                    decision,
+                    heuristic,
+                    ..
+                } => {
+                    let state = match decision {
+                        Decision::Commit => PState::Committed,
+                        Decision::Abort => PState::Aborted,
+                    };
+                    // Follows the transaction's `Decided` record; should that
+                    // be gone, the outcome is still known.
+                    let t = p
+                        .txns
+                        .entry(txn.clone())
+                        .or_insert_with(|| PTxn::new(state, Vec::new(), now));
+                    t.heuristic_outcome = Some(heuristic.clone().bounded());
+                }
                 Record::Decision { .. }
                 | Record::End { .. }
                 | Record::Outcome { .. }
@@ -274,8 +329,8 @@ impl Participant {
     /// Ordinary commits are kept only for the most recent
     /// `checkpoint_recent_commits` transactions: enough to answer a late
     /// duplicate consistently, while the log stays bounded (a forgotten
-    /// commit is re-acknowledged anyway). In-doubt transactions and
-    /// heuristic outcomes are always kept.
+    /// commit is re-acknowledged anyway). In-doubt transactions, operators'
+    /// decisions and heuristic outcomes are always kept.
     pub fn live_records(&self) -> Vec<Record> {
         let recent: std::collections::HashSet<&TxnId> = self
             .ended
@@ -293,28 +348,34 @@ impl Participant {
         let mut v = Vec::new();
         for id in ids {
             let t = &self.txns[id];
-            match t.state {
-                PState::Prepared => v.push(Record::Prepared {
-                    txn: id.clone(),
-                    participants: t.participants.clone(),
-                    state: t.resource_state.clone(),
-                }),
-                PState::Committed if t.heuristic.is_some() || recent.contains(id) => {
-                    v.push(Record::Decided {
+            let kept = t.heuristic.is_some() || t.heuristic_outcome.is_some();
+            let decision = match t.state {
+                PState::Prepared => {
+                    v.push(Record::Prepared {
                         txn: id.clone(),
-                        decision: Decision::Commit,
-                        heuristic: t.heuristic.clone(),
-                    })
+                        participants: t.participants.clone(),
+                        state: t.resource_state.clone(),
+                    });
+                    continue;
                 }
-                PState::Committed => {}
+                PState::Committed if kept || recent.contains(id) => Decision::Commit,
                 // Aborts need not survive (presumed abort); a heuristic abort
                 // does, so operators can still see it.
-                PState::Aborted if t.heuristic.is_some() => v.push(Record::Decided {
+                PState::Aborted if kept => Decision::Abort,
+                PState::Committed | PState::Aborted | PState::Preparing => continue,
+            };
+            v.push(Record::Decided {
+                txn: id.clone(),
+                decision,
+                heuristic: t.heuristic.clone(),
+            });
+            if let Some(h) = &t.heuristic_outcome {
+                v.push(Record::Heuristic {
                     txn: id.clone(),
-                    decision: Decision::Abort,
-                    heuristic: t.heuristic.clone(),
-                }),
-                PState::Aborted | PState::Preparing => {}
+                    decision,
+                    participant: self.opts.id.clone(),
+                    heuristic: h.clone(),
+                });
             }
         }
         v
@@ -377,6 +438,7 @@ impl Participant {
                 Admitted::Handled => {}
             },
             Event::ResourcePrepared { txn, result } => self.on_prepared(txn, result, &mut out),
+            Event::ResourceFinished { txn, result } => self.on_finished(txn, result, &mut out),
             Event::Resolve {
                 txn,
                 decision,
@@ -506,17 +568,11 @@ impl Participant {
             }
             Ok(_) => {
                 // The coordinator aborted while we prepared: release the
-                // resource and acknowledge the abort we had deferred.
+                // resource, and acknowledge the abort we had deferred once
+                // it has.
                 t.vote = Some(Vote::Abort);
-                self.finish(txn.clone(), Decision::Abort, out);
-                self.send(
-                    Body::Ack {
-                        txn,
-                        decision: Some(Decision::Abort),
-                    },
-                    false,
-                    out,
-                );
+                t.ack_when_finished = Some(Decision::Abort);
+                self.finish(txn, Decision::Abort, out);
             }
             Err(reason) => {
                 // Kept for every remembered transaction and sent: bounded
@@ -524,18 +580,12 @@ impl Participant {
                 let reason = super::bound::reason_owned(reason);
                 t.vote = Some(Vote::Abort);
                 t.reason = Some(reason.clone());
+                // An abort the coordinator sent meanwhile is acknowledged
+                // once the resource has released the transaction.
+                t.ack_when_finished = t.abort_requested.then_some(Decision::Abort);
                 let abort_requested = t.abort_requested;
                 self.finish(txn.clone(), Decision::Abort, out);
-                if abort_requested {
-                    self.send(
-                        Body::Ack {
-                            txn,
-                            decision: Some(Decision::Abort),
-                        },
-                        false,
-                        out,
-                    );
-                } else {
+                if !abort_requested {
                     self.send(Body::vote(txn, Vote::Abort, Some(reason)), false, out);
                 }
             }
@@ -543,11 +593,12 @@ impl Participant {
     }
 
     fn on_decision(&mut self, txn: TxnId, decision: Decision, out: &mut Vec<Action>) {
-        let ack = Body::Ack {
-            txn: txn.clone(),
-            decision: Some(decision),
-        };
         let Some(t) = self.txns.get_mut(&txn) else {
+            let ack = Body::Ack {
+                txn: txn.clone(),
+                decision: Some(decision),
+                heuristic: None,
+            };
             match decision {
                 // A commit for a transaction we no longer remember was applied
                 // and forgotten: only decided transactions are ever dropped.
@@ -572,6 +623,8 @@ impl Participant {
                 message: "COMMIT received before this participant voted; refused".into(),
             }),
             (PState::Prepared, d) => {
+                // The ACK follows the resource's answer.
+                t.ack_when_finished = Some(d);
                 self.finish(txn, d, out);
                 #[cfg(feature = "fault-injection")]
                 if d == Decision::Commit
@@ -581,28 +634,128 @@ impl Participant {
                         self.finish(other, Decision::Commit, out);
                     }
                 }
-                self.send(ack, d == Decision::Commit, out);
             }
             (PState::Committed, Decision::Commit) | (PState::Aborted, Decision::Abort) => {
-                self.send(ack, decision == Decision::Commit, out);
+                self.ack(txn, decision, out);
             }
             (PState::Committed, Decision::Abort) | (PState::Aborted, Decision::Commit) => {
-                let heuristic = t.heuristic.is_some();
-                out.push(Action::Alert {
-                    txn: Some(txn.clone()),
-                    message: format!(
-                        "coordinator says {decision} but this participant already {}{}; the message is refused",
-                        t.state.as_str(),
-                        if heuristic { " by a heuristic (operator) decision: HEURISTIC MIXED OUTCOME" } else { "" }
-                    ),
-                });
-                // Acknowledge so the coordinator stops re-sending; the
-                // mismatch is on record above for the operator.
-                if heuristic {
-                    self.send(ack, false, out);
+                let Some(reason) = t.heuristic.clone() else {
+                    return out.push(Action::Alert {
+                        txn: Some(txn),
+                        message: format!(
+                            "coordinator says {decision} but this participant already {}; the message is refused",
+                            t.state.as_str()
+                        ),
+                    });
+                };
+                // An operator decided the other way: the decision cannot be
+                // carried out here. Say so, durably, and acknowledge with it
+                // so that the coordinator stops re-sending and records it.
+                if t.heuristic_outcome.is_none() {
+                    let h = Heuristic::new(
+                        HeuristicKind::Mixed,
+                        format!(
+                            "an operator {} this participant's part by hand before the {decision} decision arrived: {reason}",
+                            t.state.as_str()
+                        ),
+                    );
+                    self.record_heuristic(&txn, decision, h, out);
                 }
+                self.ack(txn, decision, out);
             }
         }
+    }
+
+    /// The resource answered a `FinishResource`: record a heuristic outcome
+    /// if it reported one, and send the ACK owed for the decision.
+    fn on_finished(&mut self, txn: TxnId, result: Result<(), Heuristic>, out: &mut Vec<Action>) {
+        let Some(t) = self.txns.get_mut(&txn) else {
+            return;
+        };
+        if !t.finishing {
+            return;
+        }
+        t.finishing = false;
+        let decision = match t.state {
+            PState::Committed => Decision::Commit,
+            PState::Aborted => Decision::Abort,
+            // Only a decided transaction is finished.
+            PState::Preparing | PState::Prepared => return,
+        };
+        if let Err(h) = result {
+            match t.heuristic_outcome.clone() {
+                None => self.record_heuristic(&txn, decision, h.bounded(), out),
+                // The first outcome stays on record (an operator's decision
+                // that contradicted the coordinator's); this one is logged.
+                Some(first) => out.push(Action::Alert {
+                    txn: Some(txn.clone()),
+                    message: format!("{} while applying {decision}, after {first}", h.bounded()),
+                }),
+            }
+        }
+        let Some(t) = self.txns.get_mut(&txn) else {
+            return;
+        };
+        let forget = t.forget_when_finished;
+        if let Some(acked) = t.ack_when_finished.take() {
+            self.ack(txn.clone(), acked, out);
+        }
+        if forget {
+            self.txns.remove(&txn);
+        }
+    }
+
+    /// Acknowledge `decision`, with the heuristic outcome when there is
+    /// one; while the resource is still applying it, once it has answered.
+    fn ack(&mut self, txn: TxnId, decision: Decision, out: &mut Vec<Action>) {
+        let Some(t) = self.txns.get_mut(&txn) else {
+            return;
+        };
+        if t.finishing {
+            t.ack_when_finished = Some(decision);
+            return;
+        }
+        let heuristic = t.heuristic_outcome.clone();
+        // A commit ACK, and one reporting a heuristic outcome, wait for the
+        // records they rest on.
+        let after_durable = decision == Decision::Commit || heuristic.is_some();
+        let ack = Body::Ack {
+            txn,
+            decision: Some(decision),
+            heuristic,
+        };
+        self.send(ack, after_durable, out);
+    }
+
+    /// `txn`'s part was not carried out as `decision` says: log it (forced,
+    /// before the ACK that reports it) and alert the operator.
+    fn record_heuristic(
+        &mut self,
+        txn: &TxnId,
+        decision: Decision,
+        h: Heuristic,
+        out: &mut Vec<Action>,
+    ) {
+        let Some(t) = self.txns.get_mut(txn) else {
+            return;
+        };
+        out.push(Action::Persist {
+            record: Record::Heuristic {
+                txn: txn.clone(),
+                decision,
+                participant: self.opts.id.clone(),
+                heuristic: h.clone(),
+            },
+            sync: true,
+        });
+        out.push(Action::Alert {
+            txn: Some(txn.clone()),
+            message: format!(
+                "HEURISTIC OUTCOME ({}): the decision is {decision}, but {}; reconcile the data. The coordinator is told in the ACK.",
+                h.kind, h.detail
+            ),
+        });
+        t.heuristic_outcome = Some(h);
     }
 
     fn on_resolve(
@@ -659,6 +812,7 @@ impl Participant {
                 sync: decision == Decision::Commit || heuristic.is_some(),
             });
         }
+        t.finishing = true;
         out.push(Action::FinishResource {
             txn: txn.clone(),
             decision,
@@ -685,12 +839,18 @@ impl Participant {
     fn trim_history(&mut self) {
         while self.ended.len() > self.opts.history_limit {
             if let Some(old) = self.ended.pop_front() {
-                if self
-                    .txns
-                    .get(&old)
-                    .is_some_and(|t| matches!(t.state, PState::Committed | PState::Aborted))
-                {
-                    self.txns.remove(&old);
+                let Some(t) = self.txns.get_mut(&old) else {
+                    continue;
+                };
+                match t.state {
+                    // Its ACK and outcome wait for the resource's answer.
+                    PState::Committed | PState::Aborted if t.finishing => {
+                        t.forget_when_finished = true;
+                    }
+                    PState::Committed | PState::Aborted => {
+                        self.txns.remove(&old);
+                    }
+                    PState::Preparing | PState::Prepared => {}
                 }
             }
         }

@@ -6,6 +6,7 @@
 //! back until every record persisted before it is on disk: durability order is
 //! part of the output, not an accident of call order.
 
+use super::heuristic::Heuristic;
 use super::message::{Body, WireError};
 use super::participant::SessionNotice;
 use super::types::{ConnId, Decision, ParticipantId, TxnId};
@@ -13,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// One write-ahead log record. Coordinators write `Decision` and `End`;
-/// participants write `Prepared` and `Decided`. `twopc wal inspect` reads
+/// participants write `Prepared` and `Decided`; both write `Heuristic`. `twopc wal inspect` reads
 /// either kind of log.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -63,6 +64,19 @@ pub enum Record {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         heuristic: Option<String>,
     },
+    /// Either process: a heuristic outcome. The decision for `txn` was
+    /// `decision`, and `participant`'s part was not carried out as decided
+    /// (see [`Heuristic`]). A participant writes it, forced, before its ACK
+    /// says so; the coordinator writes it, forced, when such an ACK
+    /// arrives. It follows the transaction's `Decided` record (participant)
+    /// or its `Decision` record, if any, and precedes its `End`
+    /// (coordinator).
+    Heuristic {
+        txn: TxnId,
+        decision: Decision,
+        participant: ParticipantId,
+        heuristic: Heuristic,
+    },
     /// Participant: the resource's committed state as of a checkpoint (for
     /// example the whole key-value store). Written first in a new segment;
     /// recovery starts from it and replays the records that follow.
@@ -85,7 +99,8 @@ impl Record {
             | Record::End { txn }
             | Record::Prepared { txn, .. }
             | Record::Decided { txn, .. }
-            | Record::Outcome { txn, .. } => Some(txn),
+            | Record::Outcome { txn, .. }
+            | Record::Heuristic { txn, .. } => Some(txn),
             Record::Snapshot { .. } | Record::Joined { .. } | Record::Removed { .. } => None,
         }
     }
@@ -124,8 +139,9 @@ pub enum Action {
     /// coordinator, for the operator's log (see
     /// [`super::participant::SessionNotice`]).
     Session(SessionNotice),
-    /// Something an operator must see: a refused decision or a message that
-    /// would have broken a safety rule. The runtime logs it at error level.
+    /// Something an operator must see: a refused decision, a message that
+    /// would have broken a safety rule, or a heuristic outcome. The runtime
+    /// logs it at error level.
     Alert { txn: Option<TxnId>, message: String },
     /// Something operators want in the log at info level (a participant
     /// registered, was lost, came back or was removed; the cluster became
@@ -143,6 +159,7 @@ pub enum Action {
         data: Value,
     },
     /// Participant only: apply the decision for `txn` to the resource
-    /// (after the decision record is persisted, before the ACK is sent).
+    /// (after the decision record is persisted); its answer comes back as
+    /// a `ResourceFinished` event, and the ACK, if one is owed, follows it.
     FinishResource { txn: TxnId, decision: Decision },
 }

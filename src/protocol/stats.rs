@@ -3,6 +3,7 @@
 //! here: the core's clock counts whole milliseconds, so the runtime
 //! measures them in microseconds (`runtime::timing`).
 
+use super::heuristic::HeuristicKind;
 use super::types::Millis;
 
 /// Why a transaction aborted, as a small fixed set (a metric label); the
@@ -55,6 +56,9 @@ pub struct CoordinatorStats {
     aborted: [u64; 4],
     /// Decisions re-sent to participants that had not acknowledged.
     pub resends: u64,
+    /// Heuristic outcomes reported in ACKs, by kind (once per transaction
+    /// and participant).
+    heuristic: [u64; 2],
 }
 
 impl CoordinatorStats {
@@ -68,6 +72,22 @@ impl CoordinatorStats {
 
     pub fn aborted_total(&self) -> u64 {
         self.aborted.iter().sum()
+    }
+
+    pub fn count_heuristic(&mut self, kind: HeuristicKind) {
+        self.heuristic[heuristic_index(kind)] += 1;
+    }
+
+    /// Heuristic outcomes of `kind` reported so far.
+    pub fn heuristic(&self, kind: HeuristicKind) -> u64 {
+        self.heuristic[heuristic_index(kind)]
+    }
+}
+
+fn heuristic_index(kind: HeuristicKind) -> usize {
+    match kind {
+        HeuristicKind::Mixed => 0,
+        HeuristicKind::Hazard => 1,
     }
 }
 
@@ -99,5 +119,18 @@ mod tests {
         assert_eq!(s.aborted(AbortCause::VoteTimeout), 2);
         assert_eq!(s.aborted(AbortCause::ParticipantDisconnected), 0);
         assert_eq!(s.aborted_total(), 3);
+    }
+
+    #[test]
+    fn heuristic_outcomes_are_counted_by_kind() {
+        let mut s = CoordinatorStats::default();
+        s.count_heuristic(HeuristicKind::Mixed);
+        s.count_heuristic(HeuristicKind::Mixed);
+        s.count_heuristic(HeuristicKind::Hazard);
+        assert_eq!(
+            HeuristicKind::ALL.map(|k| s.heuristic(k)),
+            [2, 1],
+            "in the order of HeuristicKind::ALL"
+        );
     }
 }

@@ -9,6 +9,7 @@
 //! for hours cannot grow without bound; events past the cap are counted,
 //! not kept.
 
+use super::heuristic::HeuristicKind;
 use super::types::{Decision, Millis, ParticipantId, Vote};
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +56,12 @@ pub enum Step {
     Outcome { decision: Decision },
     /// A participant acknowledged the decision.
     Ack { from: ParticipantId },
+    /// A participant's ACK reported a heuristic outcome: the decision was
+    /// not carried out as decided there.
+    Heuristic {
+        from: ParticipantId,
+        kind: HeuristicKind,
+    },
     /// An in-doubt participant asked for the decision.
     Query { from: ParticipantId },
     /// A participant's connection closed while the transaction needed it.

@@ -12,15 +12,18 @@
 //! not grow with history. Recovery replays snapshot, prepares and decisions
 //! in log order.
 //!
+//! The data of a PREPARE is exactly `{"operations": [..]}` with at least one
+//! operation; anything else, an unknown field in an operation included, votes
+//! abort with reason `invalid_payload: ...` (see [`super::operations_of`]).
 //! Operations (JSON): `{"op":"get","key":K}`, `{"op":"put","key":K,"value":V,
 //! "expect":V?}`, `{"op":"delete","key":K,"expect":V?}`, `{"op":"add","key":K,
 //! "delta":INT,"min":INT?}`. `expect` compares the current value (`null` for a
 //! missing key); `add` treats a missing key as 0.
 
-use super::{PrepareResult, Resource, ResourceError};
+use super::{FinishResult, PrepareResult, Resource, ResourceError};
 use crate::protocol::bound::{self, describe_value};
 use crate::protocol::participant::Prepared;
-use crate::protocol::{Decision, Record, TxnId};
+use crate::protocol::{Decision, Heuristic, HeuristicKind, Record, TxnId};
 use futures::future::{ready, BoxFuture};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -134,31 +137,25 @@ impl KvStore {
         Ok(obj.len())
     }
 
-    /// Parse the `operations` of a PREPARE's data.
+    /// Parse the `operations` of a PREPARE's data: exactly
+    /// `{"operations": [..]}` with at least one operation (see
+    /// [`super::operations_of`]), each of a known shape with no unknown
+    /// field. `Err` is an abort vote's reason, `invalid_payload: ...`.
     pub fn parse_ops(data: &Value) -> Result<Vec<Op>, String> {
-        let ops = match data {
-            Value::Null => return Ok(Vec::new()),
-            Value::Object(o) => o
-                .get("operations")
-                .cloned()
-                .unwrap_or(Value::Array(Vec::new())),
-            _ => return Err("invalid_operations: data must be {\"operations\": [...]}".into()),
-        };
-        let list = ops
-            .as_array()
-            .ok_or("invalid_operations: `operations` must be a list")?;
-        if list.len() > OPS_MAX {
-            return Err(format!(
-                "invalid_operations: more than {OPS_MAX} operations"
-            ));
-        }
-        list.iter()
+        super::operations_of(data, OPS_MAX)?
+            .iter()
             .enumerate()
             .map(|(i, v)| {
-                let op: Op = serde_json::from_value(v.clone())
-                    .map_err(|e| format!("invalid_operations: operation {i}: {e}"))?;
-                check_key(op.key())
-                    .map_err(|e| format!("invalid_operations: operation {i}: {e}"))?;
+                let invalid = |e: String| format!("invalid_payload: operation {i}: {e}");
+                // serde would also read `["get", "k"]` as an operation.
+                if !v.is_object() {
+                    return Err(invalid(format!(
+                        "{} is not an operation; write an object such as {{\"op\": \"get\", \"key\": \"k\"}}",
+                        describe_value(v)
+                    )));
+                }
+                let op: Op = serde_json::from_value(v.clone()).map_err(|e| invalid(e.to_string()))?;
+                check_key(op.key()).map_err(invalid)?;
                 Ok(op)
             })
             .collect()
@@ -298,7 +295,8 @@ impl KvStore {
                 | Record::End { .. }
                 | Record::Outcome { .. }
                 | Record::Joined { .. }
-                | Record::Removed { .. } => {}
+                | Record::Removed { .. }
+                | Record::Heuristic { .. } => {}
             }
         }
         Ok(())
@@ -312,7 +310,10 @@ impl KvStore {
 
 fn check_key(k: &str) -> Result<(), String> {
     if k.is_empty() || k.len() > KEY_MAX_BYTES {
-        return Err(format!("keys must be 1..={KEY_MAX_BYTES} bytes"));
+        return Err(format!(
+            "`key` must be 1..={KEY_MAX_BYTES} bytes, not {}",
+            k.len()
+        ));
     }
     Ok(())
 }
@@ -365,13 +366,25 @@ impl Resource for KvStore {
         Box::pin(ready(result))
     }
 
-    fn finish(
-        &mut self,
-        txn: &TxnId,
-        decision: Decision,
-    ) -> BoxFuture<'static, Result<(), String>> {
+    /// A commit whose prepared writes are not held (lost with the log, or
+    /// never prepared here) cannot be applied: a heuristic hazard, since
+    /// nothing here tells whether they were applied before. An abort of a
+    /// transaction not held is normal (it never prepared, or voted abort).
+    fn finish(&mut self, txn: &TxnId, decision: Decision) -> BoxFuture<'static, FinishResult> {
+        let held = self.pending.contains_key(txn);
         self.finish_txn(txn, decision);
-        Box::pin(ready(Ok(())))
+        let result = match (decision, held) {
+            (Decision::Commit, false) => Err(Heuristic::new(
+                HeuristicKind::Hazard,
+                format!(
+                    "the kv store holds no prepared writes for `{txn}`, so the commit changed \
+                     nothing here, and the store cannot tell whether its writes were applied \
+                     before; check the keys it wrote"
+                ),
+            )),
+            (Decision::Commit, true) | (Decision::Abort, _) => Ok(()),
+        };
+        Box::pin(ready(result))
     }
 
     fn recover(&mut self, log: &[Record]) -> BoxFuture<'static, Result<(), String>> {
@@ -542,16 +555,92 @@ mod tests {
     }
 
     #[test]
-    fn bad_operations_are_refused_with_reasons() {
+    fn bad_operations_are_refused_with_reasons_naming_the_field() {
+        for (bad, reason) in [
+            (
+                json!({"operations": [{"op": "explode", "key": "a"}]}),
+                "invalid_payload: operation 0: unknown variant `explode`, expected one of `get`, `put`, `delete`, `add`",
+            ),
+            (
+                json!({"operations": [{"op": "get", "key": "a"}, {"op": "put", "key": "b"}]}),
+                "invalid_payload: operation 1: missing field `value`",
+            ),
+            (
+                json!({"operations": [{"op": "put", "key": "a", "vaule": 1}]}),
+                "invalid_payload: operation 0: unknown field `vaule`, expected one of `key`, `value`, `expect`",
+            ),
+            (
+                json!({"operations": [{"op": "add", "key": "a", "delta": "5"}]}),
+                "invalid_payload: operation 0: invalid type: string \"5\", expected i64",
+            ),
+            (
+                json!({"operations": [{"key": "a"}]}),
+                "invalid_payload: operation 0: missing field `op`",
+            ),
+            (
+                json!({"operations": [["get", "a"]]}),
+                "invalid_payload: operation 0: an array of 2 items is not an operation; write an object such as {\"op\": \"get\", \"key\": \"k\"}",
+            ),
+            (
+                json!({"operations": [{"op": "put", "key": "", "value": 1}]}),
+                "invalid_payload: operation 0: `key` must be 1..=1024 bytes, not 0",
+            ),
+        ] {
+            assert_eq!(KvStore::parse_ops(&bad), Err(reason.to_string()), "{bad}");
+        }
+        // The shape of the data as a whole (see `operations_of`).
         for bad in [
-            json!({"operations": [{"op": "explode", "key": "a"}]}),
-            json!({"operations": [{"op": "put", "key": ""}]}),
+            Value::Null,
+            json!({}),
+            json!({"operations": []}),
+            json!({"operation": [{"op": "get", "key": "a"}]}),
             json!({"operations": {"a": 1}}),
             json!([1, 2]),
         ] {
             let e = KvStore::parse_ops(&bad).unwrap_err();
-            assert!(e.starts_with("invalid_operations"), "{e}");
+            assert!(e.starts_with("invalid_payload: "), "{e}");
         }
+    }
+
+    #[test]
+    fn data_that_is_not_operations_is_voted_down_not_committed_as_nothing() {
+        let mut kv = seeded();
+        for (i, data) in [
+            json!({"operation": {"op": "put", "key": "alice", "value": 0}}),
+            json!({"operations": []}),
+            Value::Null,
+        ]
+        .iter()
+        .enumerate()
+        {
+            let e = kv
+                .prepare(&t(&format!("t{i}")), data)
+                .now_or_never()
+                .unwrap()
+                .unwrap_err();
+            assert!(matches!(e, ResourceError::Invalid(_)), "{e:?}");
+            assert!(e.to_string().starts_with("invalid_payload: "), "{e}");
+        }
+        assert_eq!(kv.status()["prepared"], 0, "nothing held");
+    }
+
+    #[test]
+    fn a_commit_whose_writes_are_not_held_is_a_heuristic_hazard() {
+        let mut kv = seeded();
+        kv.prepare_ops(
+            &t("t1"),
+            &ops(json!([{"op": "put", "key": "bob", "value": 9}])),
+        )
+        .unwrap();
+        let finish = |kv: &mut KvStore, txn: &str, d| kv.finish(&t(txn), d).now_or_never().unwrap();
+        assert_eq!(finish(&mut kv, "t1", Decision::Commit), Ok(()));
+        assert_eq!(kv.get("bob"), Some(&json!(9)));
+        // Never prepared here, or lost: nothing to apply, and no telling.
+        let h = finish(&mut kv, "t2", Decision::Commit).unwrap_err();
+        assert_eq!(h.kind, HeuristicKind::Hazard);
+        assert!(h.detail.contains("`t2`"), "{h}");
+        // An abort of a transaction not held is ordinary (it never prepared).
+        assert_eq!(finish(&mut kv, "t3", Decision::Abort), Ok(()));
     }
 
     #[test]

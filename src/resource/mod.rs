@@ -6,6 +6,10 @@
 //!   for reasons of its own (locks held, constraints checked);
 //! - make `finish` idempotent: after a crash it may be called again for a
 //!   transaction it already finished;
+//! - make `finish` answer `Err` only for a heuristic outcome: the
+//!   transaction's prepared state is gone and it ended (or may have ended)
+//!   otherwise than decided. The participant logs it and reports it to the
+//!   coordinator in its ACK;
 //! - return from `prepare` the state it needs to finish after a restart; the
 //!   participant logs it durably in its `Prepared` record and hands it back
 //!   through `recover`.
@@ -14,8 +18,9 @@ pub mod kv;
 pub mod postgres;
 pub(crate) mod postgres_tls;
 
+use crate::protocol::bound::{self, describe_value};
 use crate::protocol::participant::Prepared;
-use crate::protocol::{Decision, Record, TxnId};
+use crate::protocol::{Decision, Heuristic, Record, TxnId};
 use futures::future::{ready, BoxFuture};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
@@ -23,6 +28,10 @@ use serde_json::Value;
 /// Answer of [`Resource::prepare`]: `Ok` votes commit, `Err` votes abort
 /// with the error's text as the reason.
 pub type PrepareResult = Result<Prepared, ResourceError>;
+
+/// Answer of [`Resource::finish`]: `Ok` when the decision was carried out
+/// as decided, `Err` with the heuristic outcome when it could not be.
+pub type FinishResult = Result<(), Heuristic>;
 
 /// Why a resource refuses to prepare, grouped by what the caller can do
 /// about it. Every kind is an abort vote; the text (the vote's reason, sent
@@ -75,12 +84,13 @@ impl ResourceError {
 pub trait Resource: Send {
     /// Prepare `txn` with `data` (for data resources, `{"operations": [..]}`).
     fn prepare(&mut self, txn: &TxnId, data: &Value) -> BoxFuture<'static, PrepareResult>;
-    /// Apply the decision for `txn`. Called after the decision is logged
-    /// (and, for commit, durable); the ACK waits for the future. Must be
-    /// idempotent, and must not fail for reasons of its own after a
-    /// successful prepare: transient errors are retried inside the future.
-    fn finish(&mut self, txn: &TxnId, decision: Decision)
-        -> BoxFuture<'static, Result<(), String>>;
+    /// Apply the decision for `txn`. Called after the decision is logged;
+    /// the ACK waits for the future. Must be idempotent, and must not fail
+    /// for reasons of its own after a successful prepare: transient errors
+    /// are retried inside the future. `Err` is a heuristic outcome only:
+    /// the prepared state is gone and the transaction ended otherwise than
+    /// decided, or may have.
+    fn finish(&mut self, txn: &TxnId, decision: Decision) -> BoxFuture<'static, FinishResult>;
     /// Rebuild after a restart from the participant's log (snapshots, then
     /// prepared and decided records in order). An error stops the process.
     fn recover(&mut self, log: &[Record]) -> BoxFuture<'static, Result<(), String>>;
@@ -96,6 +106,62 @@ pub trait Resource: Send {
     }
 }
 
+/// The operations of a PREPARE's data, for a resource that holds data (kv,
+/// postgres): the data must be exactly `{"operations": [...]}`, with at
+/// least one and at most `ops_max` operations. Anything else is refused
+/// rather than committed as nothing: a misspelt field, or a participant the
+/// submit gave no operations, would otherwise vote commit and change no
+/// data. `Err` is the reason of an abort vote, `invalid_payload: ...`,
+/// naming the field at fault.
+pub fn operations_of(data: &Value, ops_max: usize) -> Result<&[Value], String> {
+    const SHAPE: &str =
+        "send {\"operations\": [...]} with at least one operation for this participant";
+    let obj = match data {
+        Value::Object(o) => o,
+        Value::Null => return Err(format!("invalid_payload: no data; {SHAPE}")),
+        other => {
+            return Err(format!(
+                "invalid_payload: the data is {}, not an object; {SHAPE}",
+                describe_value(other)
+            ))
+        }
+    };
+    if let Some(field) = obj.keys().find(|k| *k != "operations") {
+        return Err(format!(
+            "invalid_payload: unknown field `{}` in the data; the only field is `operations`, a list of operations",
+            bound::truncate(&bound::escape_control(field), FIELD_SHOWN_MAX_BYTES)
+        ));
+    }
+    let Some(ops) = obj.get("operations") else {
+        return Err(format!(
+            "invalid_payload: the data has no `operations`; {SHAPE}"
+        ));
+    };
+    let Some(list) = ops.as_array() else {
+        return Err(format!(
+            "invalid_payload: `operations` is {}, not a list of operations",
+            describe_value(ops)
+        ));
+    };
+    if list.is_empty() {
+        return Err(
+            "invalid_payload: `operations` is empty: the submit gave this participant no operations \
+             (name it in `operations`, or leave it out of the transaction)"
+                .into(),
+        );
+    }
+    if list.len() > ops_max {
+        return Err(format!(
+            "invalid_payload: `operations` holds {} operations, more than {ops_max}",
+            list.len()
+        ));
+    }
+    Ok(list)
+}
+
+/// Longest field name repeated in a reason, in bytes.
+const FIELD_SHOWN_MAX_BYTES: usize = 64;
+
 /// A resource that holds nothing and always can commit.
 #[derive(Default)]
 pub struct NullResource;
@@ -104,7 +170,7 @@ impl Resource for NullResource {
     fn prepare(&mut self, _txn: &TxnId, _data: &Value) -> BoxFuture<'static, PrepareResult> {
         Box::pin(ready(Ok(Prepared::default())))
     }
-    fn finish(&mut self, _txn: &TxnId, _d: Decision) -> BoxFuture<'static, Result<(), String>> {
+    fn finish(&mut self, _txn: &TxnId, _d: Decision) -> BoxFuture<'static, FinishResult> {
         Box::pin(ready(Ok(())))
     }
     fn recover(&mut self, _log: &[Record]) -> BoxFuture<'static, Result<(), String>> {
@@ -169,7 +235,7 @@ impl<R: Resource> Resource for Preference<R> {
             None => self.inner.prepare(txn, data),
         }
     }
-    fn finish(&mut self, txn: &TxnId, d: Decision) -> BoxFuture<'static, Result<(), String>> {
+    fn finish(&mut self, txn: &TxnId, d: Decision) -> BoxFuture<'static, FinishResult> {
         self.inner.finish(txn, d)
     }
     fn recover(&mut self, log: &[Record]) -> BoxFuture<'static, Result<(), String>> {
@@ -201,6 +267,52 @@ mod tests {
     fn vote(r: &mut VoteResource) -> bool {
         let t = TxnId::from("t");
         r.prepare(&t, &Value::Null).now_or_never().unwrap().is_ok()
+    }
+
+    #[test]
+    fn data_resources_take_exactly_a_non_empty_list_of_operations() {
+        let op = serde_json::json!({"op": "get", "key": "a"});
+        let ok = serde_json::json!({ "operations": [op] });
+        assert_eq!(operations_of(&ok, 10), Ok(&[op][..]));
+        for (data, reason) in [
+            (
+                Value::Null,
+                "invalid_payload: no data; send {\"operations\": [...]} with at least one operation for this participant",
+            ),
+            (
+                serde_json::json!([1]),
+                "invalid_payload: the data is an array of 1 items, not an object; send {\"operations\": [...]} with at least one operation for this participant",
+            ),
+            (
+                serde_json::json!({}),
+                "invalid_payload: the data has no `operations`; send {\"operations\": [...]} with at least one operation for this participant",
+            ),
+            (
+                serde_json::json!({"operation": {"op": "get", "key": "a"}}),
+                "invalid_payload: unknown field `operation` in the data; the only field is `operations`, a list of operations",
+            ),
+            (
+                serde_json::json!({"operations": [{"op": "get", "key": "a"}], "note": 1}),
+                "invalid_payload: unknown field `note` in the data; the only field is `operations`, a list of operations",
+            ),
+            (
+                serde_json::json!({"operations": {"op": "get"}}),
+                "invalid_payload: `operations` is an object of 1 keys, not a list of operations",
+            ),
+            (
+                serde_json::json!({"operations": []}),
+                "invalid_payload: `operations` is empty: the submit gave this participant no operations (name it in `operations`, or leave it out of the transaction)",
+            ),
+            (
+                serde_json::json!({"operations": [1, 2, 3]}),
+                "invalid_payload: `operations` holds 3 operations, more than 2",
+            ),
+        ] {
+            assert_eq!(operations_of(&data, 2), Err(reason.to_string()), "{data}");
+        }
+        let long = serde_json::json!({ "x\n".repeat(100): 1 });
+        let e = operations_of(&long, 2).unwrap_err();
+        assert!(e.len() < 200 && !e.contains('\n'), "{e}");
     }
 
     #[test]

@@ -17,7 +17,8 @@
 //! participants can share one database, and prepared transactions of anyone
 //! else are never touched.
 //!
-//! Operations (JSON, the data's `{"operations": [..]}`):
+//! Operations (JSON, the data's `{"operations": [..]}`, which must hold at
+//! least one; anything else votes abort with `invalid_payload: ...`):
 //! - `{"table": "accounts", "operation": "insert", "values": {"id": 1}}`;
 //! - `{"table": "s.t", "operation": "update", "values": {..}, "where": {..}}`;
 //! - `{"table": "s.t", "operation": "delete", "where": {..}}`;
@@ -30,11 +31,11 @@
 //! accepts its text, objects and arrays fit `json`/`jsonb` columns.
 
 use super::postgres_tls::{effective_verify, split_verify_mode, RustlsConnect};
-use super::{PrepareResult, Resource, ResourceError};
+use super::{FinishResult, PrepareResult, Resource, ResourceError};
 use crate::net::Backoff;
 use crate::protocol::bound;
 use crate::protocol::participant::Prepared;
-use crate::protocol::{Decision, ParticipantId, Record, TxnId};
+use crate::protocol::{Decision, Heuristic, HeuristicKind, ParticipantId, Record, TxnId};
 use bytes::BytesMut;
 use futures::future::{ready, BoxFuture, FutureExt, Shared};
 use serde::Deserialize;
@@ -282,32 +283,20 @@ struct RawOp {
     params: Vec<Value>,
 }
 
-/// The statements for a PREPARE's data. `Err` is the reason of an abort
-/// vote: `invalid_operations: ...` or `raw_sql_disabled: ...`.
+/// The statements for a PREPARE's data: exactly `{"operations": [..]}`
+/// with at least one operation (see [`super::operations_of`]). `Err` is the
+/// reason of an abort vote: `invalid_payload: ...` or `raw_sql_disabled:
+/// ...`.
 pub fn plan(data: &Value, allow_raw_sql: bool) -> Result<Vec<Statement>, String> {
-    let list = match data {
-        Value::Null => return Ok(Vec::new()),
-        Value::Object(o) => match o.get("operations") {
-            None => return Ok(Vec::new()),
-            Some(Value::Array(list)) => list,
-            Some(_) => return Err("invalid_operations: `operations` must be a list".into()),
-        },
-        _ => return Err("invalid_operations: data must be {\"operations\": [...]}".into()),
-    };
-    if list.len() > OPS_MAX {
-        return Err(format!(
-            "invalid_operations: {} operations, more than {OPS_MAX}",
-            list.len()
-        ));
-    }
-    list.iter()
+    super::operations_of(data, OPS_MAX)?
+        .iter()
         .enumerate()
         .map(|(i, op)| statement(i, op, allow_raw_sql))
         .collect()
 }
 
 fn statement(i: usize, op: &Value, allow_raw_sql: bool) -> Result<Statement, String> {
-    let invalid = |e: String| format!("invalid_operations: operation {i}: {e}");
+    let invalid = |e: String| format!("invalid_payload: operation {i}: {e}");
     let Some(obj) = op.as_object() else {
         return Err(invalid("must be an object".into()));
     };
@@ -658,11 +647,13 @@ async fn first_value(client: &Client, sql: &str) -> Result<Option<String>, tokio
 }
 
 /// Why one attempt to apply a decision did not succeed.
+#[derive(Debug, PartialEq)]
 enum Failure {
     /// Try again later (the database is unreachable, the transaction busy).
     Retry(String),
-    /// Trying again cannot help: the database holds the opposite outcome.
-    Fatal(String),
+    /// Trying again cannot help: the prepared transaction is gone, and the
+    /// database holds the opposite outcome or cannot say which it holds.
+    Heuristic(Heuristic),
 }
 
 /// What the participant's log says about one of its transactions.
@@ -701,7 +692,8 @@ fn logged(participant: &ParticipantId, log: &[Record]) -> HashMap<String, Logged
             | Record::End { .. }
             | Record::Outcome { .. }
             | Record::Joined { .. }
-            | Record::Removed { .. } => {}
+            | Record::Removed { .. }
+            | Record::Heuristic { .. } => {}
         }
     }
     view
@@ -735,7 +727,7 @@ fn recovery_steps(found: &[String], view: &HashMap<String, Logged>) -> Vec<(Stri
 }
 
 /// One attempt to apply a decision, which every `finish` for its gid joins.
-type FinishFuture = Shared<BoxFuture<'static, Result<(), String>>>;
+type FinishFuture = Shared<BoxFuture<'static, FinishResult>>;
 
 /// The state shared by the resource and the futures it returns.
 struct Inner {
@@ -950,7 +942,7 @@ impl Inner {
             let now = first_value(&conn, "SELECT txid_current_if_assigned()").await;
             if now.ok().flatten().and_then(|x| x.parse::<i64>().ok()) != xid {
                 return Err(ResourceError::Invalid(
-                    "invalid_operations: raw SQL ended the database transaction; \
+                    "invalid_payload: raw SQL ended the database transaction; \
                             its effects are outside two-phase commit"
                         .into(),
                 ));
@@ -985,16 +977,14 @@ impl Inner {
     }
 
     /// Apply `decision` to `gid`, retrying with capped backoff until the
-    /// database has taken it (or holds the opposite outcome).
-    async fn finish(&self, gid: &str, xid: Option<i64>, decision: Decision) -> Result<(), String> {
+    /// database has taken it, or it is found gone and finished otherwise (a
+    /// heuristic outcome, which the participant logs and reports).
+    async fn finish(&self, gid: &str, xid: Option<i64>, decision: Decision) -> FinishResult {
         let mut attempt = 0u32;
         let result = loop {
             match self.finish_once(gid, xid, decision).await {
                 Ok(()) => break Ok(()),
-                Err(Failure::Fatal(e)) => {
-                    tracing::error!(gid, "{e}");
-                    break Err(e);
-                }
+                Err(Failure::Heuristic(h)) => break Err(h),
                 Err(Failure::Retry(e)) => {
                     let delay = RETRY.delay_ms(attempt);
                     attempt = attempt.saturating_add(1);
@@ -1058,7 +1048,7 @@ impl Inner {
         loop {
             let e = match self.finish_once(gid, xid, decision).await {
                 Ok(()) => return Ok(()),
-                Err(Failure::Fatal(e)) => e,
+                Err(Failure::Heuristic(h)) => h.detail,
                 Err(Failure::Retry(e)) if attempt + 1 < RECOVERY_ATTEMPTS_MAX => {
                     let delay = RETRY.delay_ms(attempt);
                     attempt += 1;
@@ -1194,28 +1184,67 @@ async fn verify_gone(
             "`{gid}` is prepared in database `{db}`, not the one postgres.dsn names"
         )));
     }
-    let Some(xid) = xid else {
-        return Ok("not in pg_prepared_xacts (no transaction id known to check further)".into());
+    let status: Option<String> = match xid {
+        Some(xid) => client
+            .query_one("SELECT txid_status($1)", &[&xid])
+            .await
+            .map_err(retry)?
+            .try_get(0)
+            .unwrap_or(None),
+        None => None,
     };
-    let status: Option<String> = client
-        .query_one("SELECT txid_status($1)", &[&xid])
-        .await
-        .map_err(retry)?
-        .try_get(0)
-        .unwrap_or(None);
-    match (status.as_deref(), decision) {
+    gone(gid, xid, status.as_deref(), decision)
+}
+
+/// What became of `gid`, no longer prepared, given its database
+/// transaction id `xid` (when known) and that transaction's `status` (as
+/// `txid_status` says, `None` when too old to tell): finished as `decision`
+/// says, still running, or a heuristic outcome.
+fn gone(
+    gid: &str,
+    xid: Option<i64>,
+    status: Option<&str>,
+    decision: Decision,
+) -> Result<String, Failure> {
+    let Some(xid) = xid else {
+        return match decision {
+            // An abort of a transaction whose id is unknown: it never got
+            // as far as PREPARE TRANSACTION (the usual case), or was rolled
+            // back; either way nothing of it remains.
+            Decision::Abort => {
+                Ok("not in pg_prepared_xacts (no transaction id known to check further)".into())
+            }
+            Decision::Commit => Err(Failure::Heuristic(Heuristic::new(
+                HeuristicKind::Hazard,
+                format!(
+                    "prepared transaction `{gid}` is gone from the database and its transaction id \
+                     is unknown, so whether it was committed cannot be checked; look for its \
+                     changes in the data"
+                ),
+            ))),
+        };
+    };
+    match (status, decision) {
         (Some(s @ "committed"), Decision::Commit) | (Some(s @ "aborted"), Decision::Abort) => {
             Ok(format!("transaction {xid} is {s}"))
         }
-        (None, _) => Ok(format!(
-            "transaction {xid} is too old for the database to tell its status"
-        )),
         (Some("in progress"), _) => Err(Failure::Retry(format!(
             "transaction {xid} of `{gid}` is still in progress"
         ))),
-        (Some(other), d) => Err(Failure::Fatal(format!(
-            "HEURISTIC OUTCOME: the decision for `{gid}` is {d}, but the database has {other} \
-             it (transaction {xid}): someone finished it by hand; reconcile the data"
+        (None, _) => Err(Failure::Heuristic(Heuristic::new(
+            HeuristicKind::Hazard,
+            format!(
+                "prepared transaction `{gid}` is gone from the database, and transaction {xid} \
+                 is too old for the database to tell whether it was committed; look for its \
+                 changes in the data"
+            ),
+        ))),
+        (Some(other), _) => Err(Failure::Heuristic(Heuristic::new(
+            HeuristicKind::Mixed,
+            format!(
+                "the database has {other} prepared transaction `{gid}` (transaction {xid}): \
+                 someone finished it by hand (COMMIT/ROLLBACK PREPARED), not as decided"
+            ),
         ))),
     }
 }
@@ -1243,11 +1272,7 @@ impl Resource for PostgresResource {
         })
     }
 
-    fn finish(
-        &mut self,
-        txn: &TxnId,
-        decision: Decision,
-    ) -> BoxFuture<'static, Result<(), String>> {
+    fn finish(&mut self, txn: &TxnId, decision: Decision) -> BoxFuture<'static, FinishResult> {
         // A transaction id that cannot be a gid was never prepared here.
         let Some(gid) = gid_for(&self.inner.participant, txn) else {
             return Box::pin(ready(Ok(())));
@@ -1385,17 +1410,69 @@ mod tests {
                 "unknown field",
             ),
             (json!("insert"), "must be an object"),
+            (
+                json!({"table": "t", "operation": "insert", "value": {"x": 1}}),
+                "unknown field `value`, expected one of `table`, `operation`, `values`, `where`",
+            ),
+            (
+                json!({"table": "t", "operation": "insert", "values": [1]}),
+                "invalid type: sequence, expected a map",
+            ),
+            (
+                json!({"operation": "insert", "values": {"x": 1}}),
+                "missing field `table`",
+            ),
         ] {
             let e = one(op.clone()).unwrap_err();
-            assert!(
-                e.starts_with("invalid_operations: operation 0: "),
-                "{op}: {e}"
-            );
+            assert!(e.starts_with("invalid_payload: operation 0: "), "{op}: {e}");
             assert!(e.contains(needle), "{op}: {e}");
         }
-        let e = plan(&json!({"operations": {"t": 1}}), false).unwrap_err();
-        assert!(e.starts_with("invalid_operations"), "{e}");
-        assert_eq!(plan(&Value::Null, false).unwrap(), vec![]);
+        // The data as a whole: exactly a non-empty `operations` list.
+        for data in [
+            json!({"operations": {"t": 1}}),
+            json!({"operations": []}),
+            json!({"operation": [{"table": "t", "operation": "delete", "where": {"x": 1}}]}),
+            json!({}),
+            Value::Null,
+        ] {
+            let e = plan(&data, false).unwrap_err();
+            assert!(e.starts_with("invalid_payload: "), "{data}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_vanished_prepared_transaction_is_checked_not_assumed() {
+        let gid = "twopc:p1:t-1";
+        let heuristic = |r: Result<String, Failure>| match r {
+            Err(Failure::Heuristic(h)) => Some(h.kind),
+            _ => None,
+        };
+        // Finished the way the decision says (by hand, or before a crash).
+        assert!(gone(gid, Some(7), Some("committed"), Decision::Commit).is_ok());
+        assert!(gone(gid, Some(7), Some("aborted"), Decision::Abort).is_ok());
+        assert!(gone(gid, None, None, Decision::Abort).is_ok());
+        // Finished the other way: the database holds the opposite outcome.
+        let e = gone(gid, Some(7), Some("aborted"), Decision::Commit);
+        assert_eq!(heuristic(e), Some(HeuristicKind::Mixed));
+        let Err(Failure::Heuristic(h)) = gone(gid, Some(7), Some("committed"), Decision::Abort)
+        else {
+            panic!("a commit by hand of an aborted transaction is mixed");
+        };
+        assert_eq!(
+            h.detail,
+            "the database has committed prepared transaction `twopc:p1:t-1` (transaction 7): \
+             someone finished it by hand (COMMIT/ROLLBACK PREPARED), not as decided"
+        );
+        // No telling: too old, or no transaction id to ask about.
+        let e = gone(gid, Some(7), None, Decision::Commit);
+        assert_eq!(heuristic(e), Some(HeuristicKind::Hazard));
+        let e = gone(gid, None, None, Decision::Commit);
+        assert_eq!(heuristic(e), Some(HeuristicKind::Hazard));
+        // Still running: try again.
+        assert!(matches!(
+            gone(gid, Some(7), Some("in progress"), Decision::Commit),
+            Err(Failure::Retry(_))
+        ));
     }
 
     #[test]

@@ -631,6 +631,7 @@ impl Driver {
                 }
                 Record::Joined { .. }
                 | Record::Removed { .. }
+                | Record::Heuristic { .. }
                 | Record::Prepared { .. }
                 | Record::Decided { .. }
                 | Record::Snapshot { .. } => {}

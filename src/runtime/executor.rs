@@ -282,6 +282,7 @@ mod tests {
         Body::Ack {
             txn: txn(t),
             decision: Some(Decision::Abort),
+            heuristic: None,
         }
     }
 

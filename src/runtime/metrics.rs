@@ -5,6 +5,7 @@
 use super::timing::{Histogram, PhaseHistograms};
 use crate::net::ErrorCounts;
 use crate::protocol::coordinator::OpenTxns;
+use crate::protocol::heuristic::HeuristicKind;
 use crate::protocol::stats::{AbortCause, CoordinatorStats};
 use crate::wal::{WalStats, SYNC_BOUNDS_MICROS};
 use std::fmt::Write;
@@ -194,6 +195,22 @@ pub fn render(m: &MetricsSnapshot, http_connections: usize) -> String {
 
     header(
         &mut o,
+        "twopc_heuristic_outcomes_total",
+        "counter",
+        "Heuristic outcomes participants reported in their ACKs (a decision not carried out as decided: mixed, the participant's part ended the other way; hazard, it cannot tell), by kind; once per transaction and participant.",
+    );
+    for kind in HeuristicKind::ALL {
+        let labels = format!("kind=\"{}\"", kind.as_str());
+        line(
+            &mut o,
+            "twopc_heuristic_outcomes_total",
+            &labels,
+            s.heuristic(kind),
+        );
+    }
+
+    header(
+        &mut o,
         "twopc_decision_resends_total",
         "counter",
         "Decisions re-sent to participants that had not acknowledged them.",
@@ -349,6 +366,7 @@ mod tests {
         let mut stats = CoordinatorStats::default();
         stats.committed = 2;
         stats.count_abort(AbortCause::VoteTimeout);
+        stats.count_heuristic(HeuristicKind::Mixed);
         let mut phases = PhaseHistograms::default();
         phases.prepare_us.observe(80);
         phases.prepare_us.observe(3_000);
@@ -418,6 +436,8 @@ mod tests {
             "twopc_transactions_committed_total 2",
             "twopc_transactions_aborted_total{reason=\"vote_timeout\"} 1",
             "twopc_transactions_aborted_total{reason=\"vote_abort\"} 0",
+            "twopc_heuristic_outcomes_total{kind=\"mixed\"} 1",
+            "twopc_heuristic_outcomes_total{kind=\"hazard\"} 0",
             "twopc_prepare_duration_seconds_bucket{le=\"0.00005\"} 0",
             "twopc_prepare_duration_seconds_bucket{le=\"0.0001\"} 1",
             "twopc_prepare_duration_seconds_bucket{le=\"0.001\"} 1",

@@ -20,7 +20,7 @@ use crate::protocol::participant::{
     StatusView,
 };
 use crate::protocol::{Action, Body, ConnId, Decision, ErrorCode, Role, TxnId, WireError};
-use crate::resource::{PrepareResult, Resource};
+use crate::resource::{FinishResult, PrepareResult, Resource};
 use crate::security::tls::TlsClient;
 use crate::security::ServerSecurity;
 use crate::wal::{GroupCommit, WalError};
@@ -76,6 +76,14 @@ const ADMIN_CONN_BASE: u64 = 1 << 32;
 struct PrepareDone {
     txn: TxnId,
     result: Result<Prepared, String>,
+}
+
+/// A resource's finish that did not complete at once, done: the actions
+/// that waited for it, then its answer.
+struct Finished {
+    rest: VecDeque<Action>,
+    txn: TxnId,
+    result: FinishResult,
 }
 
 impl ParticipantNode {
@@ -342,9 +350,9 @@ struct Driver {
     /// proved good.
     redial: Redial,
     prep_tx: mpsc::Sender<PrepareDone>,
-    /// Actions left over after a resource's `finish` that did not complete
-    /// at once; they run when it has.
-    resume_tx: mpsc::Sender<VecDeque<Action>>,
+    /// A resource's `finish` that did not complete at once, when it has:
+    /// the actions left over after it, and its answer for the core.
+    resume_tx: mpsc::Sender<Finished>,
     /// Events produced while performing actions, handled before the next
     /// input so one step's effects stay in order.
     queue: VecDeque<Event>,
@@ -361,7 +369,7 @@ impl Driver {
         &mut self,
         mut events: mpsc::Receiver<ConnEvent>,
         mut prepared: mpsc::Receiver<PrepareDone>,
-        mut resumed: mpsc::Receiver<VecDeque<Action>>,
+        mut resumed: mpsc::Receiver<Finished>,
         mut admin: mpsc::Receiver<ConnEvent>,
         shutdown: CancellationToken,
     ) -> Result<(), crate::wal::LogFailure> {
@@ -389,7 +397,10 @@ impl Driver {
                 Some(p) = prepared.recv() => {
                     self.step(Event::ResourcePrepared { txn: p.txn, result: p.result });
                 }
-                Some(rest) = resumed.recv() => self.run(rest),
+                Some(Finished { rest, txn, result }) = resumed.recv() => {
+                    self.run(rest);
+                    self.step(Event::ResourceFinished { txn, result });
+                }
                 ok = self.out.durable_changed() => {
                     if !ok { break; }
                 }
@@ -612,6 +623,7 @@ impl Driver {
         exec.send(&mut io, conn, Body::TxnInfo(view), true);
     }
 
+    /// Handle `ev`, then the events that performing its actions produced.
     fn step(&mut self, ev: Event) {
         self.queue.push_back(ev);
         while let Some(ev) = self.queue.pop_front() {
@@ -682,27 +694,27 @@ impl Driver {
         });
     }
 
-    /// Apply a decision to the resource. Returns false when it did not
-    /// complete at once: then `rest` has been taken, to run when it has.
+    /// Apply a decision to the resource; its answer goes to the core as a
+    /// `ResourceFinished` event. Returns false when it did not complete at
+    /// once: then `rest` has been taken, to run when it has, before the
+    /// answer.
     fn finish(&mut self, txn: TxnId, decision: Decision, rest: &mut VecDeque<Action>) -> bool {
         tracing::debug!(transaction_id = %txn, %decision, "applying decision");
         // Called once per decision: a finish that is not done at the first
         // poll is awaited, never started again.
         let mut fut = self.resource.finish(&txn, decision);
         match (&mut fut).now_or_never() {
-            Some(Ok(())) => true,
-            Some(Err(e)) => {
-                tracing::error!(transaction_id = %txn, "the resource failed to apply {decision}: {e}");
+            Some(result) => {
+                self.queue
+                    .push_back(Event::ResourceFinished { txn, result });
                 true
             }
             None => {
                 let rest = std::mem::take(rest);
                 let tx = self.resume_tx.clone();
                 self.tracker.spawn(async move {
-                    if let Err(e) = fut.await {
-                        tracing::error!(transaction_id = %txn, "the resource failed to apply {decision}: {e}");
-                    }
-                    let _ = tx.send(rest).await;
+                    let result = fut.await;
+                    let _ = tx.send(Finished { rest, txn, result }).await;
                 });
                 false
             }

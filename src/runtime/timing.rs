@@ -437,6 +437,7 @@ mod tests {
         let ack = Body::Ack {
             txn: txn.clone(),
             decision: Some(Decision::Commit),
+            heuristic: None,
         };
         r.step(
             200,

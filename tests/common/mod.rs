@@ -730,3 +730,23 @@ pub fn write_private(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write file");
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
 }
+
+/// The address in the coordinator's "admin http listening on ADDR" line
+/// logged after byte `mark` (it is started with `--admin-port 0`).
+pub fn coordinator_http_addr(proc: &mut Proc, mark: u64) -> String {
+    const NEEDLE: &str = "admin http listening on ";
+    let text = wait_log(proc, mark, NEEDLE);
+    let at = text.rfind(NEEDLE).expect("the line waited for") + NEEDLE.len();
+    text[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+        .collect()
+}
+
+/// `twopc http GET PATH` against the coordinator's HTTP admin API at
+/// `admin`: the response body, which must have come with a 2xx status.
+pub fn http_get(admin: &str, path: &str) -> String {
+    let (code, out, err) = run_twopc(&["http", "GET", path, "--coordinator-admin", admin]);
+    assert_eq!(code, 0, "GET {path}: {out}{err}");
+    out
+}

@@ -281,7 +281,11 @@ fn msg_of(body: &Body, n: usize) -> Option<Msg> {
         Body::VoteAbort { txn, .. } => Msg::VoteAbort(tx(txn)),
         Body::Commit { txn } => Msg::Commit(tx(txn)),
         Body::Abort { txn } => Msg::Abort(tx(txn)),
-        Body::Ack { txn, decision } => Msg::Ack(tx(txn), decision.map(Dec::of)),
+        Body::Ack {
+            txn,
+            decision,
+            heuristic: None,
+        } => Msg::Ack(tx(txn), decision.map(Dec::of)),
         Body::Query { txn } => Msg::Query(tx(txn)),
         Body::Outcome { txn, outcome } => Msg::Outcome(
             outcome.request_id.expect("submits carry a request id") as u8,
@@ -323,6 +327,7 @@ fn body_of(m: Msg, n: usize) -> Body {
         Msg::Ack(t, d) => Body::Ack {
             txn: t.id(),
             decision: d.map(Dec::decision),
+            heuristic: None,
         },
         Msg::Query(t) => Body::Query { txn: t.id() },
         Msg::Welcome => Body::Welcome {
@@ -869,7 +874,25 @@ impl Machine for PartMachine {
             },
             PEv::Tick => participant::Event::Tick,
         };
-        p.handle(now, event)
+        let mut out = p.handle(now, event);
+        // The resource applies a decision at once and as decided (resources
+        // that fail to finish are not modelled): its answer is handled in
+        // the same step, after the step's actions, as the runtime queues it.
+        let finished: Vec<TxnId> = out
+            .iter()
+            .filter_map(|a| match a {
+                Action::FinishResource { txn, .. } => Some(txn.clone()),
+                _ => None,
+            })
+            .collect();
+        for txn in finished {
+            let answer = participant::Event::ResourceFinished {
+                txn,
+                result: Ok(()),
+            };
+            out.extend(p.handle(now, answer));
+        }
+        out
     }
 
     /// The session (its connection, welcomed or not) and per transaction

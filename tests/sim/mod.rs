@@ -1495,6 +1495,12 @@ impl Sim {
                 if let Some(p) = self.parts[i].as_mut() {
                     p.kv.finish_txn(&txn, decision);
                 }
+                // Applied at once and as decided: the answer is queued, as
+                // the runtime queues it.
+                queue.push_back(participant::Event::ResourceFinished {
+                    txn,
+                    result: Ok(()),
+                });
             }
         }
         Ok(())

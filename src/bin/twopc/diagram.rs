@@ -94,6 +94,10 @@ pub fn mermaid(detail: &Value) -> Result<String, String> {
             }
             Step::Outcome { decision } => format!("C-->>Client: outcome {}, {t}", upper(*decision)),
             Step::Ack { from } => format!("{}->>C: ACK, {t}", who(&from.0)),
+            Step::Heuristic { from, kind } => format!(
+                "Note over {}: HEURISTIC OUTCOME ({kind}) reported in the ACK, {t}",
+                who(&from.0)
+            ),
             Step::Query { from } => format!("{}->>C: QUERY (in doubt), {t}", who(&from.0)),
             Step::Disconnected { participant } => {
                 format!("Note over {}: disconnected, {t}", who(&participant.0))

@@ -42,7 +42,7 @@ pub enum TxnCommand {
     List {
         #[command(flatten)]
         target: Target,
-        /// in-flight, in-doubt, committed or aborted.
+        /// in-flight, in-doubt, committed, aborted or heuristic.
         #[arg(long)]
         state: Option<String>,
         /// Transactions per page (1 to the server's query_page_max, which is the default).
@@ -545,6 +545,8 @@ struct Durable {
     records: Vec<&'static str>,
     state: String,
     heuristic: Option<String>,
+    /// Heuristic outcomes recorded (`Heuristic` records), in log order.
+    outcomes: Vec<Value>,
     role: &'static str,
 }
 
@@ -596,6 +598,26 @@ pub fn summarize(records: &[wal::Located]) -> Vec<Value> {
                     format!("{decision} (client-named id; outcome kept for repeated submits)");
                 e.role = "coordinator";
             }
+            Record::Heuristic {
+                decision,
+                participant,
+                heuristic,
+                ..
+            } => {
+                e.records.push("heuristic");
+                // A participant's log holds its `Decided` record first; a
+                // coordinator's may hold nothing else for an abort.
+                if e.role.is_empty() {
+                    e.role = "coordinator";
+                    e.state = format!("{decision} decided");
+                }
+                e.outcomes.push(json!({
+                    "participant": participant,
+                    "decision": decision,
+                    "kind": heuristic.kind,
+                    "detail": heuristic.detail,
+                }));
+            }
             Record::Snapshot { .. } | Record::Joined { .. } | Record::Removed { .. } => {}
         }
     }
@@ -603,13 +625,27 @@ pub fn summarize(records: &[wal::Located]) -> Vec<Value> {
         .into_iter()
         .filter_map(|id| {
             let d = by.remove(&id)?;
-            Some(json!({
+            // A heuristic outcome is part of the state, never left to a
+            // field a reader may not look at.
+            let mut state = d.state;
+            for o in &d.outcomes {
+                state.push_str(&format!(
+                    "; HEURISTIC {} at {}",
+                    o["kind"].as_str().unwrap_or("?").to_uppercase(),
+                    o["participant"].as_str().unwrap_or("?")
+                ));
+            }
+            let mut v = json!({
                 "transaction_id": id,
                 "role": d.role,
-                "state": d.state,
+                "state": state,
                 "heuristic_reason": d.heuristic,
                 "records": d.records,
-            }))
+            });
+            if !d.outcomes.is_empty() {
+                v["heuristic_outcomes"] = Value::Array(d.outcomes);
+            }
+            Some(v)
         })
         .collect()
 }
@@ -704,6 +740,15 @@ pub fn wal_cmd(cmd: WalCommand) -> ExitCode {
                 line.push_str(&format!(" — reason: {r}"));
             }
             println!("{line}");
+            for o in t["heuristic_outcomes"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<37} heuristic {} at {}: {}",
+                    "",
+                    o["kind"].as_str().unwrap_or("?"),
+                    o["participant"].as_str().unwrap_or("?"),
+                    o["detail"].as_str().unwrap_or("?")
+                );
+            }
         }
     }
     if report.corruption.is_some() {

@@ -35,7 +35,7 @@ pub use txn::{
 };
 pub use views::{
     to_json, MemberStatus, OpenTxns, RemovalReport, StatusReport, TimelineEntry, TxnCounts,
-    TxnDetail, TxnSummary, TXN_STATES,
+    TxnDetail, TxnState, TxnSummary, TXN_STATES,
 };
 
 use super::message::SubmitRequest;
@@ -335,7 +335,14 @@ impl Coordinator {
             (Some(Peer::Participant(p)), Body::VoteAbort { txn, reason }) => {
                 self.on_vote(conn, p, txn, Vote::Abort, reason, out)
             }
-            (Some(Peer::Participant(p)), Body::Ack { txn, .. }) => self.on_ack(conn, p, txn, out),
+            (
+                Some(Peer::Participant(p)),
+                Body::Ack {
+                    txn,
+                    decision,
+                    heuristic,
+                },
+            ) => self.on_ack(conn, p, txn, decision, heuristic, out),
             (Some(Peer::Participant(p)), Body::Query { txn }) => self.on_query(conn, p, txn, out),
             (Some(_), Body::HeartbeatAck) => {}
             (Some(role), other) => reject(

@@ -6,9 +6,10 @@
 
 use super::{refuse, reject, send, Coordinator, CoordinatorOptions};
 use crate::protocol::bound;
+use crate::protocol::heuristic::Heuristic;
 use crate::protocol::message::{Body, ErrorCode, Outcome, SubmitRequest};
 use crate::protocol::record::{Action, Record};
-use crate::protocol::stats::AbortCause;
+use crate::protocol::stats::{AbortCause, CoordinatorStats};
 use crate::protocol::timeline::{Step, Timeline};
 use crate::protocol::types::{ConnId, Decision, Millis, ParticipantId, TxnId, Vote};
 use serde_json::{json, Value};
@@ -89,8 +90,12 @@ pub struct Txn {
     /// Why it aborted, as a metric label (`reason` holds the sentence).
     pub abort_cause: Option<AbortCause>,
     /// The latest problem per participant (abort vote reason, missing vote,
-    /// disconnect, missing acknowledgement), for operators.
+    /// disconnect, missing acknowledgement, heuristic outcome), for
+    /// operators.
     pub errors: BTreeMap<ParticipantId, String>,
+    /// Heuristic outcomes the participants reported in their ACKs: the
+    /// decision was not carried out as decided at these participants.
+    pub heuristics: BTreeMap<ParticipantId, Heuristic>,
     /// What happened, in order; never read by the protocol.
     pub timeline: Timeline,
     /// Participants PREPARE was never sent to (one was not connected when
@@ -133,6 +138,7 @@ impl Txn {
             durable_ms: None,
             abort_cause: None,
             errors: BTreeMap::new(),
+            heuristics: BTreeMap::new(),
             timeline: Timeline::new(timeline_max_events),
             unasked: BTreeSet::new(),
             deadline_ms,
@@ -199,6 +205,12 @@ impl Coordinator {
                     // A client-named transaction's outcome: a commit ends
                     // here (it takes the place of `End`); both are
                     // remembered for repeated submits.
+                    if !c.active.contains_key(txn) && c.history_index.contains_key(txn) {
+                        if let Some(t) = c.history.iter_mut().rev().find(|t| &t.id == txn) {
+                            t.client_named = true;
+                        }
+                        continue;
+                    }
                     let max = c.opts.timeline_max_events;
                     let mut t = c.active.remove(txn).unwrap_or_else(|| {
                         let mut t = Txn::new(txn.clone(), participants.clone(), now, now, max);
@@ -229,6 +241,12 @@ impl Coordinator {
                     participant,
                     expected,
                 } => c.recover_removal(participant, *expected),
+                Record::Heuristic {
+                    txn,
+                    decision,
+                    participant,
+                    heuristic,
+                } => c.recover_heuristic(txn, *decision, participant, heuristic.clone()),
                 // Abort decisions are never logged (presumed abort; a
                 // client-named abort is an `Outcome`); participant records
                 // do not belong in a coordinator's log and are ignored.
@@ -244,37 +262,106 @@ impl Coordinator {
         c
     }
 
-    /// The records that must survive a log checkpoint: the members, the
-    /// commit decisions of transactions that have not ended, and the
-    /// remembered outcomes of client-named transactions (oldest first, so
-    /// that recovery keeps the same history order).
+    /// The records that must survive a log checkpoint: the members; the
+    /// commit decisions of transactions that have not ended; the outcomes
+    /// of client-named transactions (for repeated submits); and the
+    /// heuristic outcomes of every transaction still remembered (for an
+    /// ended commit, between its `Decision` and its end, so that it comes
+    /// back ended).
     pub fn live_records(&self) -> Vec<Record> {
-        let mut v = self.membership_records();
-        let mut active: Vec<Record> = self
+        let mut txns: Vec<&Txn> = self
             .active
             .values()
-            .filter(|t| t.decision == Some(Decision::Commit))
-            .map(|t| Record::Decision {
-                txn: t.id.clone(),
-                decision: Decision::Commit,
-                participants: t.participants.clone(),
+            .filter(|t| {
+                t.decision == Some(Decision::Commit)
+                    || !t.heuristics.is_empty()
+                    || (t.client_named && t.decision.is_some())
             })
+            .chain(
+                self.history
+                    .iter()
+                    .filter(|t| !t.heuristics.is_empty() || t.client_named),
+            )
             .collect();
-        active.sort_by(|a, b| a.txn().cmp(&b.txn()));
-        v.extend(
-            self.history
-                .iter()
-                .filter(|t| t.client_named)
-                .filter_map(|t| {
-                    Some(Record::Outcome {
-                        txn: t.id.clone(),
-                        decision: t.decision?,
-                        participants: t.participants.clone(),
-                    })
+        txns.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut v = self.membership_records();
+        for t in txns {
+            let decision = t.decision.unwrap_or(Decision::Abort);
+            let outcome = Record::Outcome {
+                txn: t.id.clone(),
+                decision,
+                participants: t.participants.clone(),
+            };
+            match decision {
+                Decision::Commit => v.push(Record::Decision {
+                    txn: t.id.clone(),
+                    decision,
+                    participants: t.participants.clone(),
                 }),
-        );
-        v.extend(active);
+                // A client-named abort is remembered before its heuristics
+                // are attached to it.
+                Decision::Abort if t.client_named => v.push(outcome.clone()),
+                Decision::Abort => {}
+            }
+            for (p, h) in &t.heuristics {
+                v.push(Record::Heuristic {
+                    txn: t.id.clone(),
+                    decision,
+                    participant: p.clone(),
+                    heuristic: h.clone(),
+                });
+            }
+            if decision == Decision::Commit && t.ended_ms.is_some() {
+                v.push(match t.client_named {
+                    true => outcome,
+                    false => Record::End { txn: t.id.clone() },
+                });
+            }
+        }
         v
+    }
+
+    /// A `Heuristic` record read back from the log: attach it to its
+    /// transaction (re-driven, or ended), or remember the transaction as
+    /// ended with it (an abort, or one whose other records a checkpoint
+    /// dropped).
+    fn recover_heuristic(
+        &mut self,
+        txn: &TxnId,
+        decision: Decision,
+        participant: &ParticipantId,
+        h: Heuristic,
+    ) {
+        let now = self.now;
+        let known = self.active.contains_key(txn) || self.history_index.contains_key(txn);
+        if !known {
+            let max = self.opts.timeline_max_events;
+            let mut t = Txn::new(txn.clone(), vec![participant.clone()], now, now, max);
+            t.timeline.assume_durable();
+            t.timeline.record(now, Step::Recovered);
+            t.recovered = true;
+            t.decision = Some(decision);
+            t.decided_ms = Some(now);
+            t.ended_ms = Some(now);
+            t.phase = match decision {
+                Decision::Commit => TxnPhase::Completed,
+                Decision::Abort => TxnPhase::Aborted,
+            };
+            t.acks.insert(participant.clone());
+            self.remember(t);
+        }
+        if let Some(t) = self.remembered_mut(txn) {
+            t.errors.insert(participant.clone(), heuristic_error(&h));
+            t.heuristics.insert(participant.clone(), h.bounded());
+        }
+    }
+
+    /// A transaction by id, active or remembered, to change.
+    fn remembered_mut(&mut self, id: &TxnId) -> Option<&mut Txn> {
+        match self.active.get_mut(id) {
+            Some(t) => Some(t),
+            None => self.history.iter_mut().rev().find(|t| &t.id == id),
+        }
     }
 
     /// A transaction by id, active or recently ended.
@@ -861,16 +948,23 @@ impl Coordinator {
         self.maybe_end(txn, out);
     }
 
+    /// An ACK. One that reports a heuristic outcome is kept whatever became
+    /// of the transaction (see [`Coordinator::note_heuristic`]).
     pub(super) fn on_ack(
         &mut self,
         conn: ConnId,
         from: ParticipantId,
         txn: TxnId,
+        acked: Option<Decision>,
+        heuristic: Option<Heuristic>,
         out: &mut Vec<Action>,
     ) {
         let Some(t) = self.active.get_mut(&txn) else {
             // Duplicate ack after the end, or for a presumed-abort
-            // transaction: harmless.
+            // transaction: harmless, unless it reports a heuristic outcome.
+            if let Some(h) = heuristic {
+                self.heuristic_after_end(&txn, &from, acked, h, out);
+            }
             return;
         };
         if t.decision.is_none() {
@@ -896,7 +990,72 @@ impl Coordinator {
                 .record(self.now, Step::Ack { from: from.clone() });
             t.errors.remove(&from);
         }
+        // Before a possible `End`: the log says how the transaction ended.
+        if let Some(h) = heuristic {
+            self.note_heuristic(&txn, &from, h, out);
+        }
         self.maybe_end(&txn, out);
+    }
+
+    /// An ACK reporting a heuristic outcome for a transaction that is no
+    /// longer active: kept with the remembered transaction, or, when the
+    /// coordinator no longer knows it (forgotten, or presumed aborted),
+    /// with a transaction remembered for it, decided as the ACK says
+    /// (abort, when it does not say).
+    fn heuristic_after_end(
+        &mut self,
+        txn: &TxnId,
+        from: &ParticipantId,
+        acked: Option<Decision>,
+        h: Heuristic,
+        out: &mut Vec<Action>,
+    ) {
+        if self.history_index.contains_key(txn) {
+            return self.note_heuristic(txn, from, h, out);
+        }
+        let now = self.now;
+        let decision = acked.unwrap_or(Decision::Abort);
+        let max = self.opts.timeline_max_events;
+        let mut t = Txn::new(txn.clone(), vec![from.clone()], now, now, max);
+        t.timeline.assume_durable();
+        t.decision = Some(decision);
+        t.decided_ms = Some(now);
+        t.ended_ms = Some(now);
+        t.phase = match decision {
+            Decision::Commit => TxnPhase::Completed,
+            Decision::Abort => TxnPhase::Aborted,
+        };
+        t.reason = Some(format!(
+            "not known here when `{from}` reported a heuristic outcome; shown as the ACK says ({decision})"
+        ));
+        t.acks.insert(from.clone());
+        t.timeline.record(now, Step::Ack { from: from.clone() });
+        // Recorded before it is remembered: a history of no transactions
+        // (`history_limit` 0) forgets it at once, but not the report.
+        let (stats, forced) = (&mut self.stats, &mut self.forced_emitted);
+        record_heuristic(&mut t, from, h, now, stats, forced, out);
+        self.remember(t);
+    }
+
+    /// `from` reports that `txn`'s decision was not carried out as decided
+    /// at its end: see [`record_heuristic`].
+    pub(super) fn note_heuristic(
+        &mut self,
+        txn: &TxnId,
+        from: &ParticipantId,
+        h: Heuristic,
+        out: &mut Vec<Action>,
+    ) {
+        let now = self.now;
+        let t = match self.active.get_mut(txn) {
+            Some(t) => t,
+            None => match self.history.iter_mut().rev().find(|t| &t.id == txn) {
+                Some(t) => t,
+                None => return,
+            },
+        };
+        let (stats, forced) = (&mut self.stats, &mut self.forced_emitted);
+        record_heuristic(t, from, h, now, stats, forced, out);
     }
 
     pub(super) fn maybe_end(&mut self, txn: &TxnId, out: &mut Vec<Action>) {
@@ -1037,6 +1196,62 @@ impl Coordinator {
             }
         }
     }
+}
+
+/// Keep `from`'s report of a heuristic outcome for `t`, once per
+/// participant: in the transaction (its state becomes heuristic), in the
+/// log (forced, so that it survives a crash even for an abort, which is
+/// otherwise not logged; `forced` numbers it), in the counters, and told
+/// to the operator.
+fn record_heuristic(
+    t: &mut Txn,
+    from: &ParticipantId,
+    h: Heuristic,
+    now: Millis,
+    stats: &mut CoordinatorStats,
+    forced: &mut u64,
+    out: &mut Vec<Action>,
+) {
+    if t.heuristics.contains_key(from) {
+        return;
+    }
+    let h = h.bounded();
+    let decision = t.decision.unwrap_or(Decision::Abort);
+    t.timeline.record(
+        now,
+        Step::Heuristic {
+            from: from.clone(),
+            kind: h.kind,
+        },
+    );
+    let error = heuristic_error(&h);
+    t.errors.insert(from.clone(), error.clone());
+    t.last_error = Some(error);
+    t.heuristics.insert(from.clone(), h.clone());
+    stats.count_heuristic(h.kind);
+    let message = format!(
+        "HEURISTIC OUTCOME ({}) reported by {from}: the decision is {decision}, but {}; reconcile the data",
+        h.kind, h.detail
+    );
+    out.push(Action::Persist {
+        record: Record::Heuristic {
+            txn: t.id.clone(),
+            decision,
+            participant: from.clone(),
+            heuristic: h,
+        },
+        sync: true,
+    });
+    *forced += 1;
+    out.push(Action::Alert {
+        txn: Some(t.id.clone()),
+        message,
+    });
+}
+
+/// A heuristic outcome as a participant's error.
+fn heuristic_error(h: &Heuristic) -> String {
+    format!("heuristic {}: {}", h.kind, h.detail)
 }
 
 /// Per-participant operations of a submit: `{"operations": {"p1": [..]}}`.

@@ -10,6 +10,7 @@
 
 use super::txn::Txn;
 use super::{ClusterState, Coordinator, TxnPhase};
+use crate::protocol::heuristic::{Heuristic, HeuristicKind};
 use crate::protocol::stats::{elapsed, AbortCause};
 use crate::protocol::timeline::Step;
 use crate::protocol::types::{Decision, Millis, ParticipantId, TxnId, Vote};
@@ -27,7 +28,56 @@ pub struct OpenTxns {
 }
 
 /// The `--state` values `txn list` accepts.
-pub const TXN_STATES: &[&str] = &["in-flight", "in-doubt", "committed", "aborted"];
+pub const TXN_STATES: &[&str] = &["in-flight", "in-doubt", "committed", "aborted", "heuristic"];
+
+/// A transaction's state as operators see it: its protocol phase, unless a
+/// participant reported a heuristic outcome, which no phase may hide (a
+/// transaction so reported is never shown as a clean commit or abort).
+/// Serialised as [`Self::as_str`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TxnState {
+    PreparePhase,
+    CommitPhase,
+    Completed,
+    Aborted,
+    /// Some participant's part ended the other way from the decision.
+    HeuristicMixed,
+    /// Some participant cannot tell how its part ended (and none reported
+    /// the other way).
+    HeuristicHazard,
+}
+
+impl TxnState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TxnState::PreparePhase => "PREPARE_PHASE",
+            TxnState::CommitPhase => "COMMIT_PHASE",
+            TxnState::Completed => "COMPLETED",
+            TxnState::Aborted => "ABORTED",
+            TxnState::HeuristicMixed => "HEURISTIC_MIXED",
+            TxnState::HeuristicHazard => "HEURISTIC_HAZARD",
+        }
+    }
+
+    /// The state of a transaction in `phase` with the heuristic outcomes
+    /// `heuristics`: mixed outranks hazard, either outranks the phase.
+    pub fn of(phase: TxnPhase, heuristics: &BTreeMap<ParticipantId, Heuristic>) -> TxnState {
+        let kinds = || heuristics.values().map(|h| h.kind);
+        if kinds().any(|k| k == HeuristicKind::Mixed) {
+            return TxnState::HeuristicMixed;
+        }
+        if kinds().any(|k| k == HeuristicKind::Hazard) {
+            return TxnState::HeuristicHazard;
+        }
+        match phase {
+            TxnPhase::PreparePhase => TxnState::PreparePhase,
+            TxnPhase::CommitPhase => TxnState::CommitPhase,
+            TxnPhase::Completed => TxnState::Completed,
+            TxnPhase::Aborted => TxnState::Aborted,
+        }
+    }
+}
 
 /// The `status_report` payload: the cluster, its members and the
 /// transaction counters.
@@ -81,7 +131,7 @@ pub struct RemovalReport {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TxnSummary<'a> {
     pub transaction_id: &'a TxnId,
-    pub state: TxnPhase,
+    pub state: TxnState,
     pub participants: &'a [ParticipantId],
     pub votes: &'a BTreeMap<ParticipantId, Vote>,
     pub decision: Option<Decision>,
@@ -93,6 +143,10 @@ pub struct TxnSummary<'a> {
     pub last_error: Option<&'a str>,
     /// Once decided: the participants that have not acknowledged yet.
     pub awaiting_acks_from: Vec<&'a ParticipantId>,
+    /// The heuristic outcomes participants reported, by participant;
+    /// absent when there are none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub heuristics: &'a BTreeMap<ParticipantId, Heuristic>,
 }
 
 /// One transaction in full, as `txn show` shows it: the summary,
@@ -147,7 +201,7 @@ impl Txn {
         };
         TxnSummary {
             transaction_id: &self.id,
-            state: self.phase,
+            state: TxnState::of(self.phase, &self.heuristics),
             participants: &self.participants,
             votes: &self.votes,
             decision: self.decision,
@@ -158,6 +212,7 @@ impl Txn {
             recovered: self.recovered,
             last_error: self.last_error.as_deref(),
             awaiting_acks_from,
+            heuristics: &self.heuristics,
         }
     }
 
@@ -190,13 +245,15 @@ impl Txn {
 
     /// Does the transaction match an operator's `--state` filter?
     /// `in-flight`: still voting; `in-doubt`: decided but not acknowledged
-    /// by every participant; `committed` / `aborted`: by decision.
+    /// by every participant; `committed` / `aborted`: by decision;
+    /// `heuristic`: a participant reported a heuristic outcome.
     pub fn matches_state(&self, state: &str) -> bool {
         match state {
             "in-flight" => self.phase == TxnPhase::PreparePhase,
             "in-doubt" => self.decision.is_some() && self.ended_ms.is_none(),
             "committed" => self.decision == Some(Decision::Commit),
             "aborted" => self.decision == Some(Decision::Abort),
+            "heuristic" => !self.heuristics.is_empty(),
             _ => false,
         }
     }

@@ -11,6 +11,7 @@
 
 use super::{PState, PTxn, Participant};
 use crate::protocol::coordinator::TXN_STATES;
+use crate::protocol::heuristic::Heuristic;
 use crate::protocol::message::{ErrorCode, WireError};
 use crate::protocol::page::{txn_list_page, PageLimits};
 use crate::protocol::types::{Millis, ParticipantId, TxnId, Vote};
@@ -25,6 +26,9 @@ pub struct TxnView<'a> {
     pub vote: Option<Vote>,
     pub reason: Option<&'a str>,
     pub heuristic: Option<&'a str>,
+    /// Present when the decision was not carried out as decided here.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heuristic_outcome: Option<&'a Heuristic>,
     pub age_ms: Millis,
     pub queries: u32,
 }
@@ -81,16 +85,22 @@ impl PTxn {
             vote: self.vote,
             reason: self.reason.as_deref(),
             heuristic: self.heuristic.as_deref(),
+            heuristic_outcome: self.heuristic_outcome.as_ref(),
             age_ms: now.saturating_sub(self.since_ms),
             queries: self.queries,
         }
     }
 }
 
-/// Does a participant-side state match an operator's `--state` filter?
-fn state_matches(s: PState, filter: &str) -> bool {
+/// Does a participant-side transaction match an operator's `--state`
+/// filter? `heuristic`: decided by an operator, or not carried out as
+/// decided.
+fn state_matches(t: &PTxn, filter: &str) -> bool {
+    if filter == "heuristic" {
+        return t.heuristic.is_some() || t.heuristic_outcome.is_some();
+    }
     matches!(
-        (s, filter),
+        (t.state, filter),
         (PState::Preparing, "in-flight")
             | (PState::Prepared, "in-doubt")
             | (PState::Committed, "committed")
@@ -181,7 +191,7 @@ impl Participant {
         let v = self
             .txns
             .iter()
-            .filter(|(_, t)| state.is_none_or(|st| state_matches(t.state, st)))
+            .filter(|(_, t)| state.is_none_or(|st| state_matches(t, st)))
             .map(|(id, t)| (t.since_ms, id.0.as_str(), (id, t)));
         txn_list_page(v, limit, cursor, page, |(id, t)| {
             serde_json::to_value(t.view(id, now)).unwrap_or_default()

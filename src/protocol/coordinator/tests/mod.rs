@@ -12,6 +12,7 @@ use crate::protocol::types::PROTOCOL_VERSION;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
+mod heuristic;
 #[cfg(debug_assertions)]
 mod invariants;
 mod membership;
@@ -188,6 +189,7 @@ fn ack(txn: &str) -> Body {
     Body::Ack {
         txn: tid(txn),
         decision: None,
+        heuristic: None,
     }
 }
 

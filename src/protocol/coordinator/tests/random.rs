@@ -144,6 +144,7 @@ impl Sim {
                         Body::Ack {
                             txn,
                             decision: None,
+                            heuristic: None,
                         },
                     ),
                     &ctx,

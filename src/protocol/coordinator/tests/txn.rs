@@ -907,10 +907,18 @@ fn a_client_named_commit_is_run_once_and_its_outcome_kept() {
         vec![send(CLIENT, repeated(told, 3), false)]
     );
     assert_eq!(c.counts(), (1, 0, 0));
-    // A checkpoint keeps the outcome.
+    // A checkpoint keeps the outcome (after the decision, as it was logged).
     assert_eq!(
         txn_records(&c),
-        vec![outcome_record("order-7", Decision::Commit)]
+        vec![
+            decision_record("order-7", Decision::Commit, &["p1", "p2"]),
+            outcome_record("order-7", Decision::Commit)
+        ]
+    );
+    let r = Coordinator::recover(opts(), 10, &c.live_records());
+    assert_eq!(
+        r.txn(&tid("order-7")).map(|t| (t.phase, t.client_named)),
+        Some((TxnPhase::Completed, true))
     );
 }
 
