@@ -4,7 +4,8 @@
 //!
 //! Each key is declared once, in a `settings!` table ([`keys`]): the role
 //! tables in `coordinator.rs` and `participant.rs`, the nested sections in
-//! `sections.rs`. The YAML file has one section per role (`coordinator:`,
+//! `sections.rs`; both roles' flags come from their tables through one
+//! generic [`Args`]. The YAML file has one section per role (`coordinator:`,
 //! `participant:`); `config.yaml` at the repository root documents every key
 //! with its default, unit and range, and a test holds it to the tables.
 //! Unknown keys are errors, so a typo cannot silently fall back to a
@@ -59,16 +60,13 @@ pub type ParticipantArgs = Args<ParticipantConfig>;
 #[derive(clap::Args, Debug, Default, Clone)]
 pub struct Args<C: Table> {
     /// YAML configuration file (the role's section).
-    #[arg(long, env = "TWOPC_CONFIG", help = config_help::<C>())]
+    #[arg(long, env = "TWOPC_CONFIG")]
+    #[arg(help = format!("YAML configuration file (section `{}:`)", C::SECTION))]
     pub config: Option<PathBuf>,
     #[command(flatten)]
     pub keys: Flags<C>,
     #[command(flatten)]
     pub tls: TlsFlags,
-}
-
-fn config_help<C: Table>() -> String {
-    format!("YAML configuration file (section `{}:`)", C::SECTION)
 }
 
 impl<C: Table + serde::de::DeserializeOwned> Args<C> {
