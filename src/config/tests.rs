@@ -104,6 +104,19 @@ fn invalid_values_name_key_and_value() {
     );
 }
 
+#[test]
+fn a_participant_id_is_checked_as_a_key() {
+    let c = ParticipantConfig {
+        id: "two words".into(),
+        ..Default::default()
+    };
+    let msg = c.validate().unwrap_err().to_string();
+    assert!(
+        msg.contains("`id` = two words: 1-64 characters from A-Z a-z 0-9 _ . -"),
+        "{msg}"
+    );
+}
+
 fn write_yaml(text: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.yaml");
@@ -199,6 +212,18 @@ fn flags_are_named_by_section_and_key_and_set_their_key() {
     assert_eq!(c.admin_port, Some(0));
     // Keys not given keep their value.
     assert_eq!(c.log_level, LogLevel::Info);
+}
+
+#[test]
+fn only_the_connection_string_hides_its_variable_in_help() {
+    use clap::CommandFactory;
+    let cmd = Participant::command();
+    let hidden: Vec<&str> = cmd
+        .get_arguments()
+        .filter(|a| a.get_env().is_some() && a.is_hide_env_values_set())
+        .map(|a| a.get_id().as_str())
+        .collect();
+    assert_eq!(hidden, ["postgres-dsn"]);
 }
 
 #[test]
