@@ -1,122 +1,119 @@
 //! The coordinator's keys (YAML section `coordinator:`), and the checks
 //! that relate two of them.
 
-use super::keys::{invalid, range, settings, Rule};
-use super::sections::{WalConfig, WalFlags};
-use super::{load_section, ConfigError, LogFormat, LogLevel, TlsFlags};
+use super::keys::{invalid, range, settings, Rule, Table, HOUR_MS};
+use super::sections::WalConfig;
+use super::{ConfigError, LogFormat, LogLevel};
 use crate::security::tls::TlsConfig;
 use std::path::PathBuf;
-
-/// Milliseconds: the longest timer a key may set (an hour).
-const HOUR_MS: u64 = 3_600_000;
 
 settings! {
     /// The coordinator's configuration, after defaults, file, env and flags.
     #[derive(Clone, Debug)]
-    pub struct CoordinatorConfig in "", flags CoordinatorFlags {
+    pub struct CoordinatorConfig in "coordinator" {
         /// Address to listen on.
-        host: String = "127.0.0.1".into(), Rule::HOST;
+        host: String = "127.0.0.1".into(), Rule::Host;
         /// TCP port to listen on (0 picks a free port and prints it).
-        port: u16 = 8080, Rule::ANY;
+        port: u16 = 8080, Rule::Any;
         /// Participants that must register before transactions run.
-        expected_participants: usize = 3, Rule::range(1, 10_000);
+        expected_participants: usize = 3, Rule::Range(1, 10_000);
         /// Seconds (fractions allowed): the vote deadline of a transaction.
-        timeout_seconds: f64 = 30.0, Rule::SECONDS;
+        timeout_seconds: f64 = 30.0, Rule::Seconds;
         /// Accept participants beyond expected_participants.
-        enable_dynamic_joining: bool = false, Rule::ANY;
+        enable_dynamic_joining: bool = false, Rule::Any;
         /// Directory of the write-ahead log.
-        data_dir: PathBuf = PathBuf::from("./data/coordinator"), Rule::ANY;
+        data_dir: PathBuf = PathBuf::from("./data/coordinator"), Rule::Any;
         /// Largest accepted frame in bytes; at most half a log record, so
         /// anything a frame carries can be logged.
         max_frame_bytes: usize = 1024 * 1024,
-            Rule::range(1024, crate::wal::RECORD_MAX_BYTES as u64 / 2);
+            Rule::Range(1024, crate::wal::RECORD_MAX_BYTES as u64 / 2);
         /// Least severe log events written (RUST_LOG overrides when set).
-        log_level: LogLevel = LogLevel::Info, Rule::ANY;
+        log_level: LogLevel = LogLevel::Info, Rule::Any;
         /// Log lines as text or JSON.
-        log_format: LogFormat = LogFormat::Text, Rule::ANY;
+        log_format: LogFormat = LogFormat::Text, Rule::Any;
         /// Most simultaneous connections.
-        max_connections: usize = 1024, Rule::range(1, 1_000_000);
+        max_connections: usize = 1024, Rule::Range(1, 1_000_000);
         /// Most transactions in the prepare phase at once.
-        max_in_flight: usize = 1024, Rule::range(1, 1_000_000);
+        max_in_flight: usize = 1024, Rule::Range(1, 1_000_000);
         /// Milliseconds: expected heartbeat interval of participants.
-        heartbeat_interval_ms: u64 = 1000, Rule::range(10, HOUR_MS);
+        heartbeat_interval_ms: u64 = 1000, Rule::Range(10, HOUR_MS);
         /// Missed heartbeats before a participant counts as not alive.
-        heartbeat_failure_threshold: u32 = 5, Rule::range(1, 1000);
+        heartbeat_failure_threshold: u32 = 5, Rule::Range(1, 1000);
         /// Milliseconds: upper bound of preauth_timeout_ms.
-        handshake_timeout_ms: u64 = 10_000, Rule::range(10, HOUR_MS);
+        handshake_timeout_ms: u64 = 10_000, Rule::Range(10, HOUR_MS);
         /// Milliseconds before an unacknowledged decision is re-sent; doubles each time.
-        resend_initial_ms: u64 = 200, Rule::range(1, HOUR_MS);
+        resend_initial_ms: u64 = 200, Rule::Range(1, HOUR_MS);
         /// Milliseconds: cap of the re-send delay (at least resend_initial_ms).
-        resend_max_ms: u64 = 5_000, Rule::range(1, HOUR_MS);
+        resend_max_ms: u64 = 5_000, Rule::Range(1, HOUR_MS);
         /// Ended transactions remembered for status and queries.
-        history_limit: usize = 10_000, Rule::range(0, 10_000_000);
+        history_limit: usize = 10_000, Rule::Range(0, 10_000_000);
         /// Bytes of read results kept across remembered transactions (for
         /// `txn show`); past it the oldest results are dropped with a note.
-        history_max_bytes: usize = 16 * 1024 * 1024, Rule::range(0, 1 << 40);
+        history_max_bytes: usize = 16 * 1024 * 1024, Rule::Range(0, 1 << 40);
         /// Most events kept in one transaction's timeline (`txn show`).
-        timeline_max_events: usize = 128, Rule::range(0, 100_000);
+        timeline_max_events: usize = 128, Rule::Range(0, 100_000);
         /// HTTP admin API port (health, status, metrics, transactions); off
         /// when unset, 0 picks a free port and logs it.
-        admin_port: Option<u16> = None, Rule::ANY;
+        admin_port: Option<u16> = None, Rule::Any;
         /// Address of the HTTP admin API.
-        admin_host: String = "127.0.0.1".into(), Rule::HOST;
+        admin_host: String = "127.0.0.1".into(), Rule::Host;
         /// Simultaneous HTTP connections; past it a few more are served for
         /// `GET /health` only, then connections are refused at once.
-        admin_max_connections: usize = 64, Rule::range(1, 100_000);
+        admin_max_connections: usize = 64, Rule::Range(1, 100_000);
         /// Bytes; largest accepted HTTP request body.
-        admin_max_body_bytes: usize = 1024 * 1024, Rule::range(1024, 64 * 1024 * 1024);
+        admin_max_body_bytes: usize = 1024 * 1024, Rule::Range(1024, 64 * 1024 * 1024);
         /// Milliseconds a connection has to send a request's headers, and again
         /// its body.
-        admin_header_timeout_ms: u64 = 10_000, Rule::range(10, HOUR_MS);
+        admin_header_timeout_ms: u64 = 10_000, Rule::Range(10, HOUR_MS);
         /// With a secret: most outstanding nonces of `GET /auth/challenge`
         /// kept at once; past it the oldest are forgotten. Bounds the memory a
         /// flood of challenges can take.
-        admin_auth_nonces_max: usize = 4096, Rule::range(1, 1_000_000);
+        admin_auth_nonces_max: usize = 4096, Rule::Range(1, 1_000_000);
         /// With a secret: milliseconds an issued nonce stays valid.
-        admin_auth_nonce_ttl_ms: u64 = 30_000, Rule::range(10, 600_000);
+        admin_auth_nonce_ttl_ms: u64 = 30_000, Rule::Range(10, 600_000);
         /// With a secret: serve `GET /metrics` without a proof, for a
         /// Prometheus scraper (metrics hold counts and timings, no data).
-        admin_open_metrics: bool = false, Rule::ANY;
+        admin_open_metrics: bool = false, Rule::Any;
         /// Names the HTTP admin API answers to in the `Host` header (no port,
         /// comma-separated as a flag); empty: loopback names and `admin_host`.
         /// Stops DNS rebinding.
-        admin_allowed_hosts: Vec<String> = Vec::new(), Rule::ANY;
+        admin_allowed_hosts: Vec<String> = Vec::new(), Rule::Any;
         /// With a secret: `GET /auth/challenge` answered per address and
         /// second (burst twice that); past it 429.
-        admin_auth_challenges_per_second: u32 = 20, Rule::range(1, 100_000);
+        admin_auth_challenges_per_second: u32 = 20, Rule::Range(1, 100_000);
         /// Milliseconds an accepted connection has, from accept, to complete
         /// its handshake (TLS, hello and, with a secret, authentication);
         /// never more than `handshake_timeout_ms`.
-        preauth_timeout_ms: u64 = 2_000, Rule::range(10, HOUR_MS);
+        preauth_timeout_ms: u64 = 2_000, Rule::Range(10, HOUR_MS);
         /// Connections from one IP address that have not completed their
         /// handshake; past it a new one from that address is refused at once.
-        preauth_max_per_address: usize = 8, Rule::range(1, 1_000_000);
+        preauth_max_per_address: usize = 8, Rule::Range(1, 1_000_000);
         /// Connection slots past `max_connections` that only participants
         /// (hello with role participant) may keep.
-        participant_reserved_connections: usize = 64, Rule::range(0, 100_000);
+        participant_reserved_connections: usize = 64, Rule::Range(0, 100_000);
         /// Bytes queued for one connection's writer; a peer that lets more
         /// pile up (it does not read) is disconnected.
-        send_buffer_max_bytes: usize = 8 * 1024 * 1024, Rule::range(2 * 1024, 1 << 30);
+        send_buffer_max_bytes: usize = 8 * 1024 * 1024, Rule::Range(2 * 1024, 1 << 30);
         /// Most entries in one page of a list (`txn_list`, the HTTP
         /// lists): the default page size and the largest `limit`.
-        query_page_max: usize = 1000, Rule::range(1, 100_000);
+        query_page_max: usize = 1000, Rule::Range(1, 100_000);
         /// Bytes; most of one list reply (never more than
         /// `max_frame_bytes`); past it the page is cut, with `next`.
-        query_reply_max_bytes: usize = 512 * 1024, Rule::range(4096, 1 << 30);
+        query_reply_max_bytes: usize = 512 * 1024, Rule::Range(4096, 1 << 30);
         /// Operator queries (status, txn list, txn show) of one connection
         /// waiting for an answer; the connection is not read past it.
-        query_in_flight_max: usize = 4, Rule::range(1, 1024);
+        query_in_flight_max: usize = 4, Rule::Range(1, 1024);
         /// Milliseconds a participant joining a ready cluster must stay
         /// connected before submits that name no participants include it.
-        join_grace_ms: u64 = 3_000, Rule::range(0, HOUR_MS);
+        join_grace_ms: u64 = 3_000, Rule::Range(0, HOUR_MS);
         /// File holding the shared secret every peer must prove it knows; off
         /// when unset (and `TWOPC_SECRET` is unset).
-        secret_file: Option<PathBuf> = None, Rule::ANY;
+        secret_file: Option<PathBuf> = None, Rule::Any;
         /// Start even without a secret on a non-loopback address, or with a
         /// weak secret, instead of refusing to.
-        insecure: bool = false, Rule::ANY;
+        insecure: bool = false, Rule::Any;
     }
-    sections { wal: WalConfig / WalFlags }
+    sections { wal: WalConfig }
     extra {
         /// The secret itself, loaded from `secret_file` or `TWOPC_SECRET`;
         /// never serialised, `Debug` does not show it.
@@ -127,24 +124,10 @@ settings! {
     }
 }
 
-/// Flags of `twopc-coordinator`. Each also reads `TWOPC_<FLAG>`.
-#[derive(clap::Args, Debug, Default, Clone)]
-pub struct CoordinatorArgs {
-    /// YAML configuration file (section `coordinator:`).
-    #[arg(long, env = "TWOPC_CONFIG")]
-    pub config: Option<PathBuf>,
-    #[command(flatten)]
-    pub keys: CoordinatorFlags,
-    #[command(flatten)]
-    pub tls: TlsFlags,
-}
-
 impl CoordinatorConfig {
     /// Defaults < file < env < flags (clap already merged env under flags).
-    pub fn load(args: &CoordinatorArgs) -> Result<CoordinatorConfig, ConfigError> {
-        let mut c: CoordinatorConfig =
-            load_section(args.config.as_deref(), |f| f.coordinator, "coordinator")?;
-        c.overlay(&args.keys);
+    pub fn load(args: &super::CoordinatorArgs) -> Result<CoordinatorConfig, ConfigError> {
+        let mut c = args.merged()?;
         c.secret = args.tls.apply(c.secret_file.as_deref(), &mut c.tls)?;
         c.validate()?;
         Ok(c)
@@ -152,7 +135,7 @@ impl CoordinatorConfig {
 
     /// Each key's rule, then the rules that relate keys.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.check_keys()?;
+        self.check_keys("")?;
         let mut binds = vec![("host", self.host.as_str())];
         if self.admin_port.is_some() {
             binds.push(("admin_host", self.admin_host.as_str()));

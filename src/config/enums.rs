@@ -36,7 +36,4 @@ pub enum ResourceKind {
     Postgres,
 }
 
-config_enum!(LogLevel);
-config_enum!(LogFormat);
-config_enum!(ResourceKind);
-config_enum!(VotePreference);
+config_enum!(LogLevel, LogFormat, ResourceKind, VotePreference);

@@ -11,9 +11,12 @@ use super::ConfigError;
 use clap::{Arg, ArgAction, ArgMatches};
 use std::path::PathBuf;
 
+/// Milliseconds: the longest timer a key may set (an hour).
+pub const HOUR_MS: u64 = 3_600_000;
+
 /// What a key's value must satisfy on its own.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Check {
+pub enum Rule {
     /// Any value of the type.
     Any,
     /// An integer in `lo..=hi`.
@@ -24,125 +27,97 @@ pub enum Check {
     Probability,
     /// A host name or address: not empty.
     Host,
-}
-
-/// A key's rule: its check, and how its flag departs from the usual.
-#[derive(Clone, Copy, Debug)]
-pub struct Rule {
-    pub check: Check,
-    /// The flag's name when it is not `<section>-<key>`.
-    pub flag: Option<&'static str>,
-    /// The value may hold a password: `--help` does not show the variable's value.
-    pub hide_env: bool,
+    /// A participant id: 1-64 of `[A-Za-z0-9_.-]`.
+    Id,
 }
 
 impl Rule {
-    pub const ANY: Rule = Rule::new(Check::Any);
-    pub const SECONDS: Rule = Rule::new(Check::Seconds);
-    pub const PROBABILITY: Rule = Rule::new(Check::Probability);
-    pub const HOST: Rule = Rule::new(Check::Host);
-
-    const fn new(check: Check) -> Rule {
-        Rule {
-            check,
-            flag: None,
-            hide_env: false,
+    /// The key's own check of `value`, found by the key's path. The value is
+    /// seen as YAML sees it (an unset optional value passes every check).
+    pub fn check(self, key: &str, value: &impl serde::Serialize) -> Result<(), ConfigError> {
+        if self == Rule::Any {
+            return Ok(());
         }
-    }
-
-    pub const fn range(lo: u64, hi: u64) -> Rule {
-        Rule::new(Check::Range(lo, hi))
-    }
-
-    pub const fn flag(self, flag: &'static str) -> Rule {
-        Rule {
-            flag: Some(flag),
-            ..self
-        }
-    }
-
-    pub const fn hide_env(self) -> Rule {
-        Rule {
-            hide_env: true,
-            ..self
-        }
-    }
-
-    /// `--<flag>` of `key` in `section` ("" at the top of a role).
-    pub fn flag_name(&self, section: &str, key: &str) -> String {
-        match (self.flag, section) {
-            (Some(f), _) => f.to_string(),
-            (None, "") => key.replace('_', "-"),
-            (None, s) => format!("{s}-{}", key.replace('_', "-")),
-        }
-    }
-
-    /// The range as `config.yaml` writes it, for ranged keys: `1..10000`,
-    /// or with binary units for keys in bytes (`4 KiB..1 GiB`).
-    pub fn range_text(&self, key: &str) -> Option<String> {
-        let Check::Range(lo, hi) = self.check else {
-            return None;
-        };
-        let show = |n: u64| match key.ends_with("_bytes") {
-            true => bytes_text(n),
-            false => n.to_string(),
-        };
-        Some(format!("{}..{}", show(lo), show(hi)))
-    }
-
-    /// The key's own check of `value`, found by the key's path.
-    pub fn check(&self, key: &str, value: &dyn Checked) -> Result<(), ConfigError> {
-        match self.check {
-            Check::Any => Ok(()),
-            Check::Range(lo, hi) => match value.integer() {
-                Some(v) => range(key, v, lo, hi),
-                None => Ok(()),
-            },
-            Check::Seconds => match value.number() {
-                Some(v) if !(v.is_finite() && v > 0.0 && v <= 86_400.0) => Err(invalid(
+        // Checked keys are numbers and strings, which always serialise.
+        let value = serde_yaml_ng::to_value(value).unwrap_or_default();
+        match (self, value.as_u64(), value.as_f64(), value.as_str()) {
+            (Rule::Range(lo, hi), Some(v), _, _) => range(key, v, lo, hi),
+            (Rule::Seconds, _, Some(v), _) if !(v.is_finite() && v > 0.0 && v <= 86_400.0) => {
+                Err(invalid(
                     key,
                     v,
                     "a number of seconds greater than 0 and at most 86400",
-                )),
-                _ => Ok(()),
-            },
-            Check::Probability => match value.number() {
-                Some(v) if !(0.0..=1.0).contains(&v) => {
-                    Err(invalid(key, v, "a number between 0.0 and 1.0"))
-                }
-                _ => Ok(()),
-            },
-            Check::Host => match value.text() {
-                Some(v) if v.trim().is_empty() => {
-                    Err(invalid(key, "\"\"", "a non-empty host name or address"))
-                }
-                _ => Ok(()),
-            },
+                ))
+            }
+            (Rule::Probability, _, Some(v), _) if !(0.0..=1.0).contains(&v) => {
+                Err(invalid(key, v, "a number between 0.0 and 1.0"))
+            }
+            (Rule::Host, _, _, Some(v)) if v.trim().is_empty() => {
+                Err(invalid(key, "\"\"", "a non-empty host name or address"))
+            }
+            (Rule::Id, _, _, Some(v)) if !crate::protocol::coordinator::valid_participant_id(v) => {
+                Err(invalid(key, v, "1-64 characters from A-Z a-z 0-9 _ . -"))
+            }
+            _ => Ok(()),
         }
     }
 }
 
-fn bytes_text(n: u64) -> String {
-    const UNITS: [(u64, &str); 4] = [
-        (1 << 40, "TiB"),
-        (1 << 30, "GiB"),
-        (1 << 20, "MiB"),
-        (1 << 10, "KiB"),
-    ];
-    for (size, unit) in UNITS {
-        if n >= size && n.is_multiple_of(size) {
-            return format!("{} {unit}", n / size);
-        }
+/// `--<flag>` of `key` in `section` ("" at the top of a role): `flag` when
+/// the table names one, else `<section>-<key>`.
+pub fn flag_name(flag: &[&str], section: &str, key: &str) -> String {
+    match (flag.first(), section) {
+        (Some(f), _) => f.to_string(),
+        (None, "") => key.replace('_', "-"),
+        (None, s) => format!("{s}-{}", key.replace('_', "-")),
     }
-    n.to_string()
 }
 
-/// One declared key, for help and for the tests against `config.yaml`.
+/// One declared key: what its flag, its help and the tests against
+/// `config.yaml` are made from.
 #[derive(Clone, Copy, Debug)]
 pub struct Key {
     pub name: &'static str,
     pub doc: &'static str,
     pub rule: Rule,
+    /// The flag's name when it is not `<section>-<key>` (`#[flag = ".."]`).
+    pub flag: &'static [&'static str],
+    /// The value may hold a password: `--help` does not show the
+    /// variable's value (`#[hide_env = true]`).
+    pub hide_env: bool,
+    /// Gives the flag the parser of the key's type.
+    pub parser: fn(Arg, &str) -> Arg,
+}
+
+impl Key {
+    /// The flag of this key in `section`, with its variable `TWOPC_<FLAG>`
+    /// and help.
+    pub fn arg(&self, section: &str) -> Arg {
+        let flag = flag_name(self.flag, section, self.name);
+        let env = format!("TWOPC_{}", flag.to_uppercase().replace('-', "_"));
+        let help: Vec<&str> = self.doc.lines().map(str::trim).collect();
+        let arg = Arg::new(flag.clone())
+            .long(flag)
+            .value_name(env["TWOPC_".len()..].to_string())
+            .env(env)
+            .hide_env_values(self.hide_env)
+            .help(help.join(" "));
+        (self.parser)(arg, &path(section, self.name))
+    }
+}
+
+/// A struct of keys declared by `settings!`.
+pub trait Table: Default {
+    /// The role's section of the YAML file; "" for a nested section.
+    const SECTION: &'static str = "";
+    /// The keys of this struct, in declaration order.
+    const KEYS: &'static [Key];
+    /// The keys of this struct (section "") and of its nested sections.
+    fn sections() -> Vec<(&'static str, &'static [Key])>;
+    /// The values of the flags in `m` over those of `self`.
+    fn overlay(&mut self, m: &ArgMatches, section: &str);
+    /// Every key's own rule, nested sections included.
+    fn check_keys(&self, section: &str) -> Result<(), ConfigError>;
 }
 
 /// A configuration error naming `key`, the `value` and what is allowed.
@@ -174,116 +149,31 @@ pub fn path(section: &str, key: &str) -> String {
     }
 }
 
-/// What a check can see of a value.
-pub trait Checked {
-    fn integer(&self) -> Option<u64> {
-        None
-    }
-    fn number(&self) -> Option<f64> {
-        None
-    }
-    fn text(&self) -> Option<&str> {
-        None
+/// A value a flag or variable can give a key.
+pub trait FlagValue: Sized {
+    /// `arg` with this type's parser; `key` names the key in errors.
+    fn arg(arg: Arg, key: &str) -> Arg;
+    /// The value given, if any.
+    fn get(m: &ArgMatches, id: &str) -> Option<Self>
+    where
+        Self: Clone + Send + Sync + 'static,
+    {
+        m.try_get_one::<Self>(id).ok().flatten().cloned()
     }
 }
 
-macro_rules! integers {
+macro_rules! parsed {
     ($($t:ty),*) => {$(
-        impl Checked for $t {
-            fn integer(&self) -> Option<u64> {
-                Some(*self as u64)
-            }
-        }
         impl FlagValue for $t {
             fn arg(arg: Arg, _key: &str) -> Arg {
                 arg.value_parser(clap::value_parser!($t))
             }
         }
-        impl Setting for $t {
-            type Flag = $t;
-            fn set(&mut self, v: $t) {
-                *self = v;
-            }
-        }
     )*};
 }
-integers!(u16, u32, u64, usize);
+parsed!(u16, u32, u64, usize, f64);
+parsed!(String, PathBuf, crate::protocol::ParticipantId);
 
-impl Checked for f64 {
-    fn number(&self) -> Option<f64> {
-        Some(*self)
-    }
-}
-impl Checked for String {
-    fn text(&self) -> Option<&str> {
-        Some(self)
-    }
-}
-impl Checked for bool {}
-impl Checked for PathBuf {}
-impl Checked for Vec<String> {}
-impl<T: Checked> Checked for Option<T> {
-    fn integer(&self) -> Option<u64> {
-        self.as_ref().and_then(Checked::integer)
-    }
-    fn number(&self) -> Option<f64> {
-        self.as_ref().and_then(Checked::number)
-    }
-    fn text(&self) -> Option<&str> {
-        self.as_ref().and_then(Checked::text)
-    }
-}
-
-/// A value a flag or variable can give.
-pub trait FlagValue: Clone + Send + Sync + 'static {
-    /// `arg` with this type's parser; `key` names the key in errors.
-    fn arg(arg: Arg, key: &str) -> Arg;
-    /// The value given, if any.
-    fn get(m: &ArgMatches, id: &str) -> Option<Self> {
-        m.get_one::<Self>(id).cloned()
-    }
-}
-
-/// A field a flag can set: the flag of an optional field gives the inner value.
-pub trait Setting {
-    type Flag: FlagValue;
-    fn set(&mut self, v: Self::Flag);
-}
-
-impl<T: FlagValue> Setting for Option<T> {
-    type Flag = T;
-    fn set(&mut self, v: T) {
-        *self = Some(v);
-    }
-}
-
-macro_rules! plain {
-    ($($t:ty),*) => {$(
-        impl Setting for $t {
-            type Flag = $t;
-            fn set(&mut self, v: $t) {
-                *self = v;
-            }
-        }
-    )*};
-}
-plain!(f64, bool, String, PathBuf, Vec<String>);
-
-impl FlagValue for f64 {
-    fn arg(arg: Arg, _key: &str) -> Arg {
-        arg.value_parser(clap::value_parser!(f64))
-    }
-}
-impl FlagValue for String {
-    fn arg(arg: Arg, _key: &str) -> Arg {
-        arg.value_parser(clap::value_parser!(String))
-    }
-}
-impl FlagValue for PathBuf {
-    fn arg(arg: Arg, _key: &str) -> Arg {
-        arg.value_parser(clap::value_parser!(PathBuf))
-    }
-}
 /// `--flag` alone means true; the variable also takes 1/0, yes/no, on/off.
 impl FlagValue for bool {
     fn arg(arg: Arg, _key: &str) -> Arg {
@@ -292,6 +182,7 @@ impl FlagValue for bool {
             .default_missing_value("true")
     }
 }
+
 /// Comma-separated.
 impl FlagValue for Vec<String> {
     fn arg(arg: Arg, _key: &str) -> Arg {
@@ -300,26 +191,26 @@ impl FlagValue for Vec<String> {
             .value_delimiter(',')
     }
     fn get(m: &ArgMatches, id: &str) -> Option<Self> {
-        m.get_many::<String>(id).map(|v| v.cloned().collect())
+        let values = m.try_get_many::<String>(id).ok().flatten()?;
+        Some(values.cloned().collect())
+    }
+}
+
+/// The flag of an optional key gives the value itself.
+impl<T: FlagValue + Clone + Send + Sync + 'static> FlagValue for Option<T> {
+    fn arg(arg: Arg, key: &str) -> Arg {
+        T::arg(arg, key)
+    }
+    fn get(m: &ArgMatches, id: &str) -> Option<Self> {
+        T::get(m, id).map(Some)
     }
 }
 
 /// Flags of typed enums: the possible values show in `--help`, and a wrong
-/// value is refused naming the key, as the file and the checks do.
+/// value is refused naming the key (the `String`), as the file and the
+/// checks do.
 #[derive(Clone)]
-pub struct EnumParser<E> {
-    key: String,
-    _e: std::marker::PhantomData<E>,
-}
-
-impl<E: clap::ValueEnum + Clone + Send + Sync + 'static> EnumParser<E> {
-    pub fn new(key: &str) -> Self {
-        EnumParser {
-            key: key.to_string(),
-            _e: std::marker::PhantomData,
-        }
-    }
-}
+pub struct EnumParser<E>(pub String, pub std::marker::PhantomData<E>);
 
 /// `one of a, b, c`, the values a typed enum accepts.
 pub fn one_of<E: clap::ValueEnum>() -> String {
@@ -344,7 +235,7 @@ impl<E: clap::ValueEnum + Clone + Send + Sync + 'static> clap::builder::TypedVal
     ) -> Result<E, clap::Error> {
         let text = value.to_string_lossy();
         E::from_str(&text, true).map_err(|_| {
-            let e = invalid(&*self.key, &text, one_of::<E>());
+            let e = invalid(&self.0, &text, one_of::<E>());
             clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{e}\n"))
         })
     }
@@ -360,125 +251,82 @@ impl<E: clap::ValueEnum + Clone + Send + Sync + 'static> clap::builder::TypedVal
     }
 }
 
-/// The flag of a key, with its variable `TWOPC_<FLAG>` and help.
-pub fn flag_arg<T: FlagValue>(section: &str, key: &str, doc: &str, rule: &Rule) -> Arg {
-    let flag = rule.flag_name(section, key);
-    let env = format!("TWOPC_{}", flag.to_uppercase().replace('-', "_"));
-    let help: Vec<&str> = doc.lines().map(str::trim).collect();
-    let arg = Arg::new(flag.clone())
-        .long(flag)
-        .value_name(env["TWOPC_".len()..].to_string())
-        .env(env)
-        .hide_env_values(rule.hide_env)
-        .help(help.join(" "));
-    T::arg(arg, &path(section, key))
-}
-
-/// Declare a section of configuration keys once. Generates the struct (YAML
-/// section, `Default`), its flags (`$Flags`, a `clap::Args`), `KEYS`,
-/// `overlay` (flags over the file) and `check_keys` (each key's rule).
-/// `sections` are nested `settings!` structs; `extra` fields are not keys
+/// Declare a struct of configuration keys once: the struct (a YAML section
+/// with its `Default`) and its [`Table`]. `in "<role>"` names the role's
+/// section of the file; a key's `#[flag = "name"]` names its flag when
+/// `--<section>-<key>` will not do, and `#[hide_env = true]` keeps the
+/// variable's value out of `--help`; `sections` are nested `settings!` structs, each
+/// key's flag prefixed with the section's name; `extra` fields are not keys
 /// of this table (loaded or checked elsewhere).
 macro_rules! settings {
     (
         $(#[$smeta:meta])*
-        pub struct $Config:ident in $section:literal, flags $Flags:ident {
+        pub struct $Config:ident $(in $section:literal)? {
             $(
                 $(#[doc = $doc:literal])*
+                $(#[flag = $flag:literal])?
+                $(#[hide_env = $hide:literal])?
                 $field:ident : $ty:ty = $default:expr, $rule:expr;
             )*
         }
-        sections { $( $sec:ident : $Sec:ident / $SecFlags:ident ),* $(,)? }
-        extra { $( $(#[$xmeta:meta])* $x:ident : $X:ty = $xdefault:expr ),* $(,)? }
+        $( sections { $( $sec:ident : $Sec:ident ),* $(,)? } )?
+        $( extra { $( $(#[$xmeta:meta])* $x:ident : $X:ty = $xdefault:expr ),* $(,)? } )?
     ) => {
         $(#[$smeta])*
         #[derive(serde::Deserialize, serde::Serialize)]
         #[serde(default, deny_unknown_fields)]
         pub struct $Config {
             $( $(#[doc = $doc])* pub $field: $ty, )*
-            $( pub $sec: $Sec, )*
-            $( $(#[$xmeta])* pub $x: $X, )*
+            $($( pub $sec: $Sec, )*)?
+            $($( $(#[$xmeta])* pub $x: $X, )*)?
         }
 
         impl Default for $Config {
             fn default() -> Self {
                 $Config {
                     $( $field: $default, )*
-                    $( $sec: $Sec::default(), )*
-                    $( $x: $xdefault, )*
+                    $($( $sec: $Sec::default(), )*)?
+                    $($( $x: $xdefault, )*)?
                 }
             }
         }
 
-        /// The flags (and their variables) of these keys, where given.
-        #[derive(Clone, Debug, Default)]
-        pub struct $Flags {
-            $( pub $field: Option<<$ty as $crate::config::keys::Setting>::Flag>, )*
-            $( pub $sec: $SecFlags, )*
-        }
+        impl $crate::config::keys::Table for $Config {
+            $( const SECTION: &'static str = $section; )?
 
-        impl $Config {
-            /// The keys of this section, in declaration order.
-            pub const KEYS: &'static [$crate::config::keys::Key] = &[
+            const KEYS: &'static [$crate::config::keys::Key] = &[
                 $( $crate::config::keys::Key {
                     name: stringify!($field),
                     doc: concat!($($doc, "\n",)* ""),
                     rule: $rule,
+                    flag: &[$($flag)?],
+                    hide_env: false $(|| $hide)?,
+                    parser: <$ty as $crate::config::keys::FlagValue>::arg,
                 }, )*
             ];
 
-            /// The values of `flags` over those of `self`.
-            pub fn overlay(&mut self, flags: &$Flags) {
-                $( if let Some(v) = &flags.$field {
-                    $crate::config::keys::Setting::set(&mut self.$field, v.clone());
-                } )*
-                $( self.$sec.overlay(&flags.$sec); )*
+            fn sections() -> Vec<(&'static str, &'static [$crate::config::keys::Key])> {
+                vec![("", Self::KEYS) $($(, (stringify!($sec), $Sec::KEYS))*)?]
             }
 
-            /// Every key's own rule, nested sections included.
-            pub fn check_keys(&self) -> Result<(), $crate::config::ConfigError> {
+            fn overlay(&mut self, m: &clap::ArgMatches, section: &str) {
+                use $crate::config::keys::FlagValue;
                 $( {
-                    let rule: $crate::config::keys::Rule = $rule;
-                    rule.check(
-                        &$crate::config::keys::path($section, stringify!($field)),
-                        &self.$field,
-                    )?;
+                    let flag = $crate::config::keys::flag_name(&[$($flag)?], section, stringify!($field));
+                    if let Some(v) = <$ty>::get(m, &flag) {
+                        self.$field = v;
+                    }
                 } )*
-                $( self.$sec.check_keys()?; )*
-                Ok(())
+                $($( self.$sec.overlay(m, stringify!($sec)); )*)?
             }
-        }
 
-        impl clap::FromArgMatches for $Flags {
-            fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
-                Ok($Flags {
-                    $( $field: {
-                        let rule: $crate::config::keys::Rule = $rule;
-                        <<$ty as $crate::config::keys::Setting>::Flag as $crate::config::keys::FlagValue>::get(
-                            m,
-                            &rule.flag_name($section, stringify!($field)),
-                        )
-                    }, )*
-                    $( $sec: $SecFlags::from_arg_matches(m)?, )*
-                })
-            }
-            fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
-                *self = Self::from_arg_matches(m)?;
+            fn check_keys(&self, section: &str) -> Result<(), $crate::config::ConfigError> {
+                $( $rule.check(
+                    &$crate::config::keys::path(section, stringify!($field)),
+                    &self.$field,
+                )?; )*
+                $($( self.$sec.check_keys(stringify!($sec))?; )*)?
                 Ok(())
-            }
-        }
-
-        impl clap::Args for $Flags {
-            fn augment_args(cmd: clap::Command) -> clap::Command {
-                let mut cmd = cmd;
-                $( cmd = cmd.arg($crate::config::keys::flag_arg::<
-                    <$ty as $crate::config::keys::Setting>::Flag,
-                >($section, stringify!($field), concat!($($doc, "\n",)* ""), &$rule)); )*
-                $( cmd = $SecFlags::augment_args(cmd); )*
-                cmd
-            }
-            fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
-                Self::augment_args(cmd)
             }
         }
     };
@@ -488,7 +336,7 @@ macro_rules! settings {
 /// read from YAML, flags and variables ignoring case (as the first string
 /// settings were), a wrong value refused with the values allowed.
 macro_rules! config_enum {
-    ($E:ty) => {
+    ($($E:ty),*) => {$(
         impl<'de> serde::Deserialize<'de> for $E {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let text = String::deserialize(d)?;
@@ -510,21 +358,13 @@ macro_rules! config_enum {
             }
         }
 
-        impl $crate::config::keys::Setting for $E {
-            type Flag = $E;
-            fn set(&mut self, v: $E) {
-                *self = v;
-            }
-        }
-
-        impl $crate::config::keys::Checked for $E {}
-
         impl $crate::config::keys::FlagValue for $E {
             fn arg(arg: clap::Arg, key: &str) -> clap::Arg {
-                arg.value_parser($crate::config::keys::EnumParser::<$E>::new(key))
+                let parser = $crate::config::keys::EnumParser::<$E>(key.to_string(), Default::default());
+                arg.value_parser(parser)
             }
         }
-    };
+    )*};
 }
 
 pub(crate) use {config_enum, settings};

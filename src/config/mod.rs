@@ -4,7 +4,8 @@
 //!
 //! Each key is declared once, in a `settings!` table ([`keys`]): the role
 //! tables in `coordinator.rs` and `participant.rs`, the nested sections in
-//! `sections.rs`. The YAML file has one section per role (`coordinator:`,
+//! `sections.rs`; both roles' flags come from their tables through one
+//! generic [`Args`]. The YAML file has one section per role (`coordinator:`,
 //! `participant:`); `config.yaml` at the repository root documents every key
 //! with its default, unit and range, and a test holds it to the tables.
 //! Unknown keys are errors, so a typo cannot silently fall back to a
@@ -18,12 +19,13 @@ mod sections;
 #[cfg(test)]
 mod tests;
 
-pub use coordinator::{CoordinatorArgs, CoordinatorConfig, CoordinatorFlags};
+pub use coordinator::CoordinatorConfig;
 pub use enums::{LogFormat, LogLevel, ResourceKind, VotePreference};
-pub use participant::{ParticipantArgs, ParticipantConfig, ParticipantFlags};
+pub use participant::ParticipantConfig;
 pub use sections::{KvConfig, PostgresConfig, WalConfig};
 
 use crate::security::tls::TlsConfig;
+use keys::Table;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
@@ -49,23 +51,77 @@ pub enum ConfigError {
     Secret(String),
 }
 
+/// Flags of `twopc-coordinator` (and `twopc coordinator`).
+pub type CoordinatorArgs = Args<CoordinatorConfig>;
+/// Flags of `twopc-participant` (and `twopc participant`).
+pub type ParticipantArgs = Args<ParticipantConfig>;
+
+/// The flags of a role. Each also reads `TWOPC_<FLAG>`.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct Args<C: Table> {
+    /// YAML configuration file (the role's section).
+    #[arg(long, env = "TWOPC_CONFIG")]
+    #[arg(help = format!("YAML configuration file (section `{}:`)", C::SECTION))]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub keys: Flags<C>,
+    #[command(flatten)]
+    pub tls: TlsFlags,
+}
+
+impl<C: Table + serde::de::DeserializeOwned> Args<C> {
+    /// Defaults < file < env < flags (clap already merged env under flags).
+    fn merged(&self) -> Result<C, ConfigError> {
+        let mut c: C = load_section(self.config.as_deref())?;
+        c.overlay(&self.keys.0, "");
+        Ok(c)
+    }
+}
+
+/// The flags (and variables) of every key of `C`, as given; each table's
+/// `overlay` reads its own.
+#[derive(Debug, Default, Clone)]
+pub struct Flags<C>(clap::ArgMatches, std::marker::PhantomData<C>);
+
+impl<C: Table> clap::FromArgMatches for Flags<C> {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Ok(Flags(m.clone(), std::marker::PhantomData))
+    }
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        self.0 = m.clone();
+        Ok(())
+    }
+}
+
+impl<C: Table> clap::Args for Flags<C> {
+    fn augment_args(mut cmd: clap::Command) -> clap::Command {
+        for (section, keys) in C::sections() {
+            for key in keys {
+                cmd = cmd.arg(key.arg(section));
+            }
+        }
+        cmd
+    }
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
 /// The whole YAML file: one optional section per role.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct FileConfig {
-    pub coordinator: Option<serde_yaml_ng::Value>,
-    pub participant: Option<serde_yaml_ng::Value>,
+struct FileConfig {
+    coordinator: Option<serde_yaml_ng::Value>,
+    participant: Option<serde_yaml_ng::Value>,
 }
 
-/// One role's section of the file at `path`, or the defaults. Errors name
+/// The role's section of the file at `path`, or the defaults. Errors name
 /// the key path (`coordinator.wal.segment_max_bytes: invalid type ...`).
-fn load_section<T: serde::de::DeserializeOwned + Default>(
+fn load_section<C: Table + serde::de::DeserializeOwned>(
     path: Option<&Path>,
-    pick: fn(FileConfig) -> Option<serde_yaml_ng::Value>,
-    section: &str,
-) -> Result<T, ConfigError> {
+) -> Result<C, ConfigError> {
     let Some(path) = path else {
-        return Ok(T::default());
+        return Ok(C::default());
     };
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
@@ -80,15 +136,20 @@ fn load_section<T: serde::de::DeserializeOwned + Default>(
     } else {
         serde_yaml_ng::from_str(&text).map_err(|e| parse_err(e.to_string()))?
     };
-    match pick(file) {
+    let section = match C::SECTION {
+        "coordinator" => file.coordinator,
+        "participant" => file.participant,
+        _ => None,
+    };
+    match section {
         Some(v) if !v.is_null() => serde_path_to_error::deserialize(v).map_err(|e| {
             let at = match e.path().to_string().as_str() {
-                "." => section.to_string(),
-                p => format!("{section}.{p}"),
+                "." => C::SECTION.to_string(),
+                p => format!("{}.{p}", C::SECTION),
             };
             parse_err(format!("{at}: {}", e.inner()))
         }),
-        _ => Ok(T::default()),
+        _ => Ok(C::default()),
     }
 }
 

@@ -8,26 +8,23 @@ use std::path::PathBuf;
 settings! {
     /// Write-ahead log settings (YAML `wal:` inside a role's section).
     #[derive(Clone, Debug)]
-    pub struct WalConfig in "wal", flags WalFlags {
+    pub struct WalConfig {
         /// Bytes; a segment past this size is checkpointed into a new one.
-        segment_max_bytes: u64 = 64 * 1024 * 1024, Rule::range(4096, 1 << 40);
+        segment_max_bytes: u64 = 64 * 1024 * 1024, Rule::Range(4096, 1 << 40);
         /// Benchmarks only: skip fsync, so a machine crash can lose decisions.
-        unsafe_no_fsync: bool = false, Rule::ANY.flag("unsafe-no-fsync");
+        #[flag = "unsafe-no-fsync"]
+        unsafe_no_fsync: bool = false, Rule::Any;
     }
-    sections {}
-    extra {}
 }
 
 settings! {
     /// Settings of the `kv` resource (YAML `kv:` in the participant section).
     #[derive(Clone, Debug)]
-    pub struct KvConfig in "kv", flags KvFlags {
+    pub struct KvConfig {
         /// JSON object loaded into the store at the first start of an empty
         /// data directory (ignored afterwards: the log holds the data).
-        seed_file: Option<PathBuf> = None, Rule::ANY;
+        seed_file: Option<PathBuf> = None, Rule::Any;
     }
-    sections {}
-    extra {}
 }
 
 settings! {
@@ -35,35 +32,34 @@ settings! {
     /// participant section). `Debug` leaves the connection string out: it
     /// may hold a password.
     #[derive(Clone)]
-    pub struct PostgresConfig in "postgres", flags PostgresFlags {
+    pub struct PostgresConfig {
         /// libpq connection string, key=value (`host=127.0.0.1 port=5432
         /// user=app dbname=app`) or URL (`postgres://app@127.0.0.1:5432/app`).
         /// Required with `resource: postgres`; never logged or echoed.
-        dsn: Option<String> = None, Rule::ANY.hide_env();
+        #[hide_env = true]
+        dsn: Option<String> = None, Rule::Any;
         /// Accept raw SQL operations (`{"sql": .., "params": [..]}`); for
         /// trusted clients only, so off by default.
-        allow_raw_sql: bool = false, Rule::ANY;
+        allow_raw_sql: bool = false, Rule::Any;
         /// Connections to the database at most. Prepares may hold all but one,
         /// which stays free for COMMIT/ROLLBACK PREPARED: applying a decision
         /// releases the locks that waiting prepares need.
-        max_connections: usize = 8, Rule::range(2, 1000);
+        max_connections: usize = 8, Rule::Range(2, 1000);
         /// Milliseconds to open a connection, and to wait for a free one.
-        connect_timeout_ms: u64 = 5_000, Rule::range(100, 600_000);
+        connect_timeout_ms: u64 = 5_000, Rule::Range(100, 600_000);
         /// PEM CA certificate(s) the database server's certificate must chain
         /// to; with it TLS connections check the certificate and host name
         /// (see `resource::postgres_tls` for each `sslmode`).
-        ca_file: Option<PathBuf> = None, Rule::ANY;
+        ca_file: Option<PathBuf> = None, Rule::Any;
         /// File holding the database password (one line), used when the
         /// connection string has none; else `TWOPC_POSTGRES_PASSWORD`, else
         /// `PGPASSWORD`. Keeps the password out of `ps`.
-        password_file: Option<PathBuf> = None, Rule::ANY;
+        password_file: Option<PathBuf> = None, Rule::Any;
         /// Schemas table operations may use (comma-separated as a flag);
         /// empty means the schemas on the connection's search path.
         /// `pg_catalog`, `information_schema` and `pg_toast` are always refused.
-        allowed_schemas: Vec<String> = Vec::new(), Rule::ANY;
+        allowed_schemas: Vec<String> = Vec::new(), Rule::Any;
     }
-    sections {}
-    extra {}
 }
 
 impl std::fmt::Debug for PostgresConfig {

@@ -12,8 +12,8 @@ fn defaults_validate() {
 #[test]
 fn repository_config_yaml_matches_the_defaults() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml");
-    let c: CoordinatorConfig = load_section(Some(&path), |f| f.coordinator, "coordinator").unwrap();
-    let p: ParticipantConfig = load_section(Some(&path), |f| f.participant, "participant").unwrap();
+    let c: CoordinatorConfig = load_section(Some(&path)).unwrap();
+    let p: ParticipantConfig = load_section(Some(&path)).unwrap();
     let json = |v: &dyn erased::Ser| v.to_json();
     assert_eq!(json(&c), json(&CoordinatorConfig::default()));
     assert_eq!(json(&p), json(&ParticipantConfig::default()));
@@ -35,8 +35,7 @@ fn unknown_keys_are_rejected_with_their_name() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.yaml");
     std::fs::write(&path, "coordinator:\n  prot: 9000\n").unwrap();
-    let err = load_section::<CoordinatorConfig>(Some(&path), |f| f.coordinator, "coordinator")
-        .unwrap_err();
+    let err = load_section::<CoordinatorConfig>(Some(&path)).unwrap_err();
     assert!(err.to_string().contains("prot"), "{err}");
 }
 
@@ -105,6 +104,19 @@ fn invalid_values_name_key_and_value() {
     );
 }
 
+#[test]
+fn a_participant_id_is_checked_as_a_key() {
+    let c = ParticipantConfig {
+        id: "two words".into(),
+        ..Default::default()
+    };
+    let msg = c.validate().unwrap_err().to_string();
+    assert!(
+        msg.contains("`id` = two words: 1-64 characters from A-Z a-z 0-9 _ . -"),
+        "{msg}"
+    );
+}
+
 fn write_yaml(text: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.yaml");
@@ -115,7 +127,7 @@ fn write_yaml(text: &str) -> (tempfile::TempDir, PathBuf) {
 #[test]
 fn a_yaml_type_error_names_the_key_path() {
     let (_dir, path) = write_yaml("coordinator:\n  port: eighty\n");
-    let err = load_section::<CoordinatorConfig>(Some(&path), |f| f.coordinator, "coordinator")
+    let err = load_section::<CoordinatorConfig>(Some(&path))
         .unwrap_err()
         .to_string();
     assert!(
@@ -123,7 +135,7 @@ fn a_yaml_type_error_names_the_key_path() {
         "{err}"
     );
     let (_dir, path) = write_yaml("participant:\n  postgres:\n    max_connections: many\n");
-    let err = load_section::<ParticipantConfig>(Some(&path), |f| f.participant, "participant")
+    let err = load_section::<ParticipantConfig>(Some(&path))
         .unwrap_err()
         .to_string();
     assert!(
@@ -131,7 +143,7 @@ fn a_yaml_type_error_names_the_key_path() {
         "{err}"
     );
     let (_dir, path) = write_yaml("participant:\n  log_level: loud\n");
-    let err = load_section::<ParticipantConfig>(Some(&path), |f| f.participant, "participant")
+    let err = load_section::<ParticipantConfig>(Some(&path))
         .unwrap_err()
         .to_string();
     assert!(
@@ -145,7 +157,7 @@ fn a_yaml_type_error_names_the_key_path() {
 #[test]
 fn enums_read_their_names_in_any_case_and_write_them_in_lower_case() {
     let (_dir, path) = write_yaml("participant:\n  log_level: WARN\n  vote_preference: Random\n");
-    let p: ParticipantConfig = load_section(Some(&path), |f| f.participant, "participant").unwrap();
+    let p: ParticipantConfig = load_section(Some(&path)).unwrap();
     assert_eq!(
         (p.log_level, p.vote_preference),
         (LogLevel::Warn, VotePreference::Random)
@@ -190,8 +202,7 @@ fn flags_are_named_by_section_and_key_and_set_their_key() {
         "--insecure",
     ])
     .unwrap();
-    let mut c = ParticipantConfig::default();
-    c.overlay(&args.keys);
+    let c = args.merged().unwrap();
     assert_eq!(c.id.0, "p7");
     assert_eq!(c.vote_preference, VotePreference::Abort);
     assert_eq!(c.wal.segment_max_bytes, 8192);
@@ -201,6 +212,18 @@ fn flags_are_named_by_section_and_key_and_set_their_key() {
     assert_eq!(c.admin_port, Some(0));
     // Keys not given keep their value.
     assert_eq!(c.log_level, LogLevel::Info);
+}
+
+#[test]
+fn only_the_connection_string_hides_its_variable_in_help() {
+    use clap::CommandFactory;
+    let cmd = Participant::command();
+    let hidden: Vec<&str> = cmd
+        .get_arguments()
+        .filter(|a| a.get_env().is_some() && a.is_hide_env_values_set())
+        .map(|a| a.get_id().as_str())
+        .collect();
+    assert_eq!(hidden, ["postgres-dsn"]);
 }
 
 #[test]
@@ -286,34 +309,54 @@ fn config_yaml_documents_every_key_and_no_other() {
     );
 }
 
+/// The range of a ranged key as `config.yaml` writes it: `1..10000`, or
+/// with binary units for keys in bytes (`4 KiB..1 GiB`).
+fn range_text(key: &keys::Key) -> Option<String> {
+    let keys::Rule::Range(lo, hi) = key.rule else {
+        return None;
+    };
+    let show = |n: u64| {
+        let units = [(40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")];
+        let unit = units
+            .into_iter()
+            .find(|(shift, _)| n >= 1 << shift && n.is_multiple_of(1 << shift));
+        match unit {
+            Some((shift, unit)) if key.name.ends_with("_bytes") => format!("{} {unit}", n >> shift),
+            _ => n.to_string(),
+        }
+    };
+    Some(format!("{}..{}", show(lo), show(hi)))
+}
+
 #[test]
 fn config_yaml_states_the_range_of_every_ranged_key() {
     let docs: std::collections::BTreeMap<String, String> = documented_keys()
         .into_iter()
         .map(|(k, c)| (k, c.split_whitespace().collect()))
         .collect();
-    let tables: [(&str, &[keys::Key]); 6] = [
-        ("coordinator", CoordinatorConfig::KEYS),
-        ("coordinator.wal", WalConfig::KEYS),
-        ("participant", ParticipantConfig::KEYS),
-        ("participant.wal", WalConfig::KEYS),
-        ("participant.kv", KvConfig::KEYS),
-        ("participant.postgres", PostgresConfig::KEYS),
+    let roles = [
+        ("coordinator", CoordinatorConfig::sections()),
+        ("participant", ParticipantConfig::sections()),
     ];
     let mut wrong = Vec::new();
-    for (section, keys) in tables {
-        for key in keys {
-            let Some(range) = key.rule.range_text(key.name) else {
-                continue;
-            };
-            let path = format!("{section}.{}", key.name);
-            let range: String = range.split_whitespace().collect();
-            match docs.get(&path) {
-                Some(comment) if comment.contains(&range) => {}
-                _ => wrong.push(format!("{path}: {range}")),
+    let mut ranged = 0;
+    for (role, sections) in roles {
+        for (section, keys) in sections {
+            for key in keys {
+                let Some(range) = range_text(key) else {
+                    continue;
+                };
+                ranged += 1;
+                let path = format!("{role}.{}", keys::path(section, key.name));
+                let range: String = range.split_whitespace().collect();
+                match docs.get(&path) {
+                    Some(comment) if comment.contains(&range) => {}
+                    _ => wrong.push(format!("{path}: {range}")),
+                }
             }
         }
     }
+    assert!(ranged > 40, "only {ranged} ranged keys found");
     assert!(wrong.is_empty(), "config.yaml should state: {wrong:#?}");
 }
 
