@@ -17,7 +17,7 @@ use std::time::Duration;
 use twopc::{
     BoxFuture, CancellationToken, Client, CoordinatorConfig, CoordinatorServer, Decision,
     FinishResult, NullResource, ParticipantConfig, ParticipantNode, PrepareResult, Prepared,
-    Record, Resource, ResourceError, SubmitRequest, TxnId,
+    Record, RecoverError, Resource, ResourceError, SubmitRequest, TxnId,
 };
 
 /// Stock per item, and the reservations of prepared transactions.
@@ -77,7 +77,7 @@ impl Resource for Inventory {
         Box::pin(ready(Ok(())))
     }
 
-    fn recover(&mut self, log: &[Record]) -> BoxFuture<'static, Result<(), String>> {
+    fn recover(&mut self, log: &[Record]) -> BoxFuture<'static, Result<(), RecoverError>> {
         // Re-reserve what was prepared and apply what was decided.
         for r in log {
             match r {

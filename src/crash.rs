@@ -52,15 +52,22 @@ fn armed() -> &'static Option<Armed> {
 
 /// Check `TWOPC_CRASH_AT` at start-up: a misspelt point must not silently
 /// turn a crash test into a pass.
-pub fn validate() -> Result<(), String> {
+pub fn validate() -> Result<(), UnknownCrashPoint> {
     match armed() {
-        Some(a) if !POINTS.contains(&a.point.as_str()) => Err(format!(
-            "TWOPC_CRASH_AT names unknown crash point `{}`; known points: {}",
-            a.point,
-            POINTS.join(", ")
-        )),
+        Some(a) if !POINTS.contains(&a.point.as_str()) => Err(UnknownCrashPoint {
+            point: a.point.clone(),
+        }),
         _ => Ok(()),
     }
+}
+
+/// `TWOPC_CRASH_AT` names a point the code does not have: fix the spelling
+/// to one of [`POINTS`], or unset the variable.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("TWOPC_CRASH_AT names unknown crash point `{point}`; known points: {}", POINTS.join(", "))]
+pub struct UnknownCrashPoint {
+    /// The point as written in the variable (without its `:n` count).
+    pub point: String,
 }
 
 /// Is any crash point armed at all?

@@ -12,7 +12,7 @@
 //!   [`ParticipantNode::registered`] says when it has joined the coordinator;
 //! - what a participant votes with: the [`Resource`] trait, with
 //!   [`PrepareResult`], [`Prepared`], [`ResourceError`] and the log
-//!   [`Record`]s it recovers from; [`NullResource`] votes commit and keeps
+//!   [`Record`]s it recovers from, failing to with [`RecoverError`]; [`NullResource`] votes commit and keeps
 //!   nothing;
 //! - a client: [`Client`] and [`ClientError`], with [`ClientSecurity`]
 //!   ([`Secret`], [`TlsClient`], [`TlsError`]) when the servers require a
@@ -68,7 +68,9 @@ pub use protocol::participant::Prepared;
 pub use protocol::{
     Decision, Heuristic, HeuristicKind, Outcome, ParticipantId, Record, SubmitRequest, TxnId, Vote,
 };
-pub use resource::{FinishResult, NullResource, PrepareResult, Resource, ResourceError};
+pub use resource::{
+    FinishResult, NullResource, PrepareResult, RecoverError, Resource, ResourceError,
+};
 pub use runtime::coordinator::{CoordinatorServer, StartError as CoordinatorStartError};
 pub use runtime::participant::{ParticipantNode, StartError as ParticipantStartError};
 pub use security::auth::Secret;

@@ -13,7 +13,7 @@ use twopc::client::Client;
 use twopc::config::{CoordinatorConfig, ParticipantConfig};
 use twopc::protocol::participant::Prepared;
 use twopc::protocol::{Decision, Record, SubmitRequest, TxnId};
-use twopc::resource::{FinishResult, PrepareResult, Resource};
+use twopc::resource::{FinishResult, PrepareResult, RecoverError, Resource};
 use twopc::runtime::coordinator::CoordinatorServer;
 use twopc::runtime::participant::ParticipantNode;
 
@@ -39,7 +39,7 @@ impl Resource for SlowFinish {
         })
     }
 
-    fn recover(&mut self, _log: &[Record]) -> BoxFuture<'static, Result<(), String>> {
+    fn recover(&mut self, _log: &[Record]) -> BoxFuture<'static, Result<(), RecoverError>> {
         Box::pin(ready(Ok(())))
     }
 }

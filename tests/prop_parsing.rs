@@ -1168,7 +1168,7 @@ fn parse_ops_handles_arbitrary_json() {
                 prop_assert_eq!(ops.len(), listed);
                 prop_assert!((1..=OPS_MAX).contains(&ops.len()));
             }
-            Err(e) => prop_assert!(e.starts_with("invalid_payload: "), "{}", e),
+            Err(e) => prop_assert!(e.to_string().starts_with("invalid_payload: "), "{}", e),
         }
         Ok(())
     });
@@ -1183,7 +1183,14 @@ fn parse_ops_bounds_the_operation_count() {
         Ok(OPS_MAX)
     );
     let err = KvStore::parse_ops(&ops(OPS_MAX + 1)).expect_err("too many operations");
-    assert!(err.starts_with("invalid_payload: "), "{err}");
+    assert_eq!(
+        err,
+        twopc::resource::kv::OpsError::Payload(twopc::resource::PayloadError::TooMany {
+            count: OPS_MAX + 1,
+            max: OPS_MAX
+        })
+    );
+    assert!(err.to_string().starts_with("invalid_payload: "), "{err}");
 }
 
 #[test]
@@ -1220,7 +1227,8 @@ fn merge_snapshot(records: &[Record]) -> Result<Value, TestCaseError> {
 
 /// Every snapshot record must be readable back from the log.
 fn check_snapshot_split(state: Value) -> Result<(), TestCaseError> {
-    let records = snapshot_records(state.clone()).map_err(TestCaseError::fail)?;
+    let records =
+        snapshot_records(state.clone()).map_err(|e| TestCaseError::fail(e.to_string()))?;
     for (i, r) in records.iter().enumerate() {
         let frame = encode_record(r);
         prop_assert!(

@@ -141,7 +141,7 @@ impl CoordinatorConfig {
             binds.push(("admin_host", self.admin_host.as_str()));
         }
         crate::security::check_server_setup(self.secret.as_deref(), &binds, None, self.insecure)
-            .map_err(ConfigError::Secret)?;
+            .map_err(ConfigError::Unsafe)?;
         if let Some(ca) = &self.tls.ca_file {
             return Err(invalid(
                 "tls.ca_file",

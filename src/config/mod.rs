@@ -48,7 +48,10 @@ pub enum ConfigError {
     },
     /// The shared secret could not be loaded (the message never holds it).
     #[error("invalid configuration: {0}")]
-    Secret(String),
+    Secret(#[from] crate::security::SecretLoadError),
+    /// The server would run open, or with the wrong key.
+    #[error("invalid configuration: {0}")]
+    Unsafe(#[from] crate::security::UnsafeSetup),
 }
 
 /// Flags of `twopc-coordinator` (and `twopc coordinator`).

@@ -133,7 +133,7 @@ impl ParticipantConfig {
             Some(&own),
             self.insecure,
         )
-        .map_err(ConfigError::Secret)?;
+        .map_err(ConfigError::Unsafe)?;
         if let Some(seed) = &self.kv.seed_file {
             if self.resource != ResourceKind::Kv {
                 return Err(invalid(

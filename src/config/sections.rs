@@ -103,7 +103,7 @@ impl PostgresConfig {
             (Some(d), true) => {
                 let (d, _) = crate::resource::postgres_tls::split_verify_mode(d);
                 crate::resource::postgres::parse_dsn(&d)
-                    .map_err(|e| invalid(KEY, "(not shown: it may hold a password)", e))?;
+                    .map_err(|e| invalid(KEY, "(not shown: it may hold a password)", e.to_string()))?;
             }
             (None, false) => {}
         }

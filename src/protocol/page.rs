@@ -86,14 +86,11 @@ impl ListKey {
     }
 
     /// The key a cursor names; the error says what is wrong with it.
-    pub fn from_cursor(cursor: &str) -> Result<ListKey, String> {
-        const WHAT: &str = "pass the `next` value of the previous reply unchanged, or leave the cursor out to start from the beginning";
+    pub fn from_cursor(cursor: &str) -> Result<ListKey, CursorError> {
         if cursor.len() > CURSOR_CHARS_MAX {
-            return Err(format!(
-                "the cursor is longer than {CURSOR_CHARS_MAX} characters; {WHAT}"
-            ));
+            return Err(CursorError::TooLong);
         }
-        let bad = || format!("`{cursor}` is not a cursor of this list; {WHAT}");
+        let bad = || CursorError::NotACursor(cursor.to_string());
         let (ms, id) = cursor.split_once('.').ok_or_else(bad)?;
         let ms = u64::from_str_radix(ms, 16).map_err(|_| bad())?;
         if id.len() % 2 != 0 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -107,6 +104,23 @@ impl ListKey {
         Ok(ListKey { ms, id })
     }
 }
+
+/// Why an operator's cursor was refused. Either way the operator passes the
+/// `next` value of the previous reply unchanged, or leaves the cursor out.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CursorError {
+    /// More than [`CURSOR_CHARS_MAX`] characters: no cursor this list hands
+    /// out is that long.
+    #[error("the cursor is longer than {CURSOR_CHARS_MAX} characters; {CURSOR_FIX}")]
+    TooLong,
+    /// Not the shape of a cursor (time in hex, a dot, an id in hex), or an
+    /// id that is not UTF-8.
+    #[error("`{0}` is not a cursor of this list; {CURSOR_FIX}")]
+    NotACursor(String),
+}
+
+/// What to do about a refused cursor.
+const CURSOR_FIX: &str = "pass the `next` value of the previous reply unchanged, or leave the cursor out to start from the beginning";
 
 /// The order a list is shown in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,9 +187,9 @@ impl PageRequest {
         };
         let after = match cursor {
             None => None,
-            Some(c) => Some(ListKey::from_cursor(c).map_err(|message| ParamError {
+            Some(c) => Some(ListKey::from_cursor(c).map_err(|e| ParamError {
                 param: "cursor",
-                message,
+                message: e.to_string(),
             })?),
         };
         Ok(PageRequest { limit, after })

@@ -20,7 +20,7 @@
 //! "delta":INT,"min":INT?}`. `expect` compares the current value (`null` for a
 //! missing key); `add` treats a missing key as 0.
 
-use super::{FinishResult, PrepareResult, Resource, ResourceError};
+use super::{FinishResult, PayloadError, PrepareResult, RecoverError, Resource, ResourceError};
 use crate::protocol::bound::{self, describe_value};
 use crate::protocol::participant::Prepared;
 use crate::protocol::{Decision, Heuristic, HeuristicKind, Record, TxnId};
@@ -126,12 +126,10 @@ impl KvStore {
     }
 
     /// Load initial data (a JSON object) into an empty store.
-    pub fn seed(&mut self, seed: &Value) -> Result<usize, String> {
-        let obj = seed
-            .as_object()
-            .ok_or("the seed must be a JSON object mapping keys to values")?;
+    pub fn seed(&mut self, seed: &Value) -> Result<usize, SeedError> {
+        let obj = seed.as_object().ok_or(SeedError::NotAnObject)?;
         for (k, v) in obj {
-            check_key(k)?;
+            check_key(k).map_err(SeedError::Key)?;
             self.data.insert(k.clone(), v.clone());
         }
         Ok(obj.len())
@@ -141,21 +139,19 @@ impl KvStore {
     /// `{"operations": [..]}` with at least one operation (see
     /// [`super::operations_of`]), each of a known shape with no unknown
     /// field. `Err` is an abort vote's reason, `invalid_payload: ...`.
-    pub fn parse_ops(data: &Value) -> Result<Vec<Op>, String> {
+    pub fn parse_ops(data: &Value) -> Result<Vec<Op>, OpsError> {
         super::operations_of(data, OPS_MAX)?
             .iter()
             .enumerate()
-            .map(|(i, v)| {
-                let invalid = |e: String| format!("invalid_payload: operation {i}: {e}");
+            .map(|(index, v)| {
+                let invalid = |why: OpError| OpsError::Operation { index, why };
                 // serde would also read `["get", "k"]` as an operation.
                 if !v.is_object() {
-                    return Err(invalid(format!(
-                        "{} is not an operation; write an object such as {{\"op\": \"get\", \"key\": \"k\"}}",
-                        describe_value(v)
-                    )));
+                    return Err(invalid(OpError::NotAnObject(describe_value(v))));
                 }
-                let op: Op = serde_json::from_value(v.clone()).map_err(|e| invalid(e.to_string()))?;
-                check_key(op.key()).map_err(invalid)?;
+                let op: Op = serde_json::from_value(v.clone())
+                    .map_err(|e| invalid(OpError::Shape(e.to_string())))?;
+                check_key(op.key()).map_err(|e| invalid(OpError::Key(e)))?;
                 Ok(op)
             })
             .collect()
@@ -163,7 +159,7 @@ impl KvStore {
 
     /// Evaluate `ops` for `txn`, lock their keys and keep the writes. Returns
     /// the pending transaction (logged) and the results of reads.
-    pub fn prepare_ops(&mut self, txn: &TxnId, ops: &[Op]) -> Result<(PendingTxn, Value), String> {
+    pub fn prepare_ops(&mut self, txn: &TxnId, ops: &[Op]) -> Result<(PendingTxn, Value), Refused> {
         if let Some(p) = self.pending.get(txn) {
             // Prepared already (a duplicate after recovery): same answer.
             return Ok((p.clone(), Value::Null));
@@ -175,10 +171,7 @@ impl KvStore {
             .iter()
             .find(|k| self.locks.get(*k).is_some_and(|t| t != txn))
         {
-            return Err(format!(
-                "conflict: key `{}` is locked by another prepared transaction",
-                shown_key(k)
-            ));
+            return Err(Refused::Locked { key: shown_key(k) });
         }
         // Overlay of this transaction's own writes so later operations see
         // earlier ones.
@@ -206,23 +199,25 @@ impl KvStore {
                 Op::Add { key, delta, min } => {
                     let now = match current(&overlay, key) {
                         None | Some(Value::Null) => 0,
-                        Some(v) => v.as_i64().ok_or_else(|| {
-                            format!(
-                                "not_an_integer: key `{}` holds {}, cannot add",
-                                shown_key(key),
-                                describe_value(&v)
-                            )
+                        Some(v) => v.as_i64().ok_or_else(|| Refused::NotAnInteger {
+                            key: shown_key(key),
+                            found: describe_value(&v),
                         })?,
                     };
-                    let next = now.checked_add(*delta).ok_or_else(|| {
-                        format!("overflow: key `{}` {now} + {delta}", shown_key(key))
+                    let next = now.checked_add(*delta).ok_or_else(|| Refused::Overflow {
+                        key: shown_key(key),
+                        now,
+                        delta: *delta,
                     })?;
-                    if let Some(m) = min {
-                        if next < *m {
-                            return Err(format!(
-                                "below_min: key `{}` would become {next}, below the minimum {m} (now {now}, delta {delta})",
-                                shown_key(key)
-                            ));
+                    if let Some(&min) = min.as_ref() {
+                        if next < min {
+                            return Err(Refused::BelowMin {
+                                key: shown_key(key),
+                                next,
+                                min,
+                                now,
+                                delta: *delta,
+                            });
                         }
                     }
                     overlay.insert(key.clone(), Some(json!(next)));
@@ -269,12 +264,12 @@ impl KvStore {
     }
 
     /// Replay a participant log.
-    pub fn replay(&mut self, log: &[Record]) -> Result<(), String> {
+    pub fn replay(&mut self, log: &[Record]) -> Result<(), ReplayError> {
         for r in log {
             match r {
                 Record::Snapshot { state, merge } => {
-                    let data: BTreeMap<String, Value> = serde_json::from_value(state.clone())
-                        .map_err(|e| format!("kv snapshot in the log does not parse: {e}"))?;
+                    let data: BTreeMap<String, Value> =
+                        serde_json::from_value(state.clone()).map_err(ReplayError::Snapshot)?;
                     // A snapshot is committed data only. Pending writes and
                     // locks come from `Prepared` records and end with their
                     // `Decided` record, never with a snapshot: one logged
@@ -286,8 +281,13 @@ impl KvStore {
                     self.data.extend(data);
                 }
                 Record::Prepared { txn, state, .. } => {
-                    let pending: PendingTxn = serde_json::from_value(state.clone())
-                        .map_err(|e| format!("kv prepared state of {txn} does not parse: {e}"))?;
+                    let pending: PendingTxn =
+                        serde_json::from_value(state.clone()).map_err(|source| {
+                            ReplayError::Prepared {
+                                txn: txn.clone(),
+                                source,
+                            }
+                        })?;
                     self.hold(txn, pending);
                 }
                 Record::Decided { txn, decision, .. } => self.finish_txn(txn, *decision),
@@ -308,14 +308,117 @@ impl KvStore {
     }
 }
 
-fn check_key(k: &str) -> Result<(), String> {
+fn check_key(k: &str) -> Result<(), KeyError> {
     if k.is_empty() || k.len() > KEY_MAX_BYTES {
-        return Err(format!(
-            "`key` must be 1..={KEY_MAX_BYTES} bytes, not {}",
-            k.len()
-        ));
+        return Err(KeyError { len: k.len() });
     }
     Ok(())
+}
+
+/// A key of no bytes or of more than [`KEY_MAX_BYTES`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("`key` must be 1..={KEY_MAX_BYTES} bytes, not {len}")]
+pub struct KeyError {
+    /// The key's length in bytes.
+    pub len: usize,
+}
+
+/// Why [`KvStore::seed`] refused the initial data: fix the seed file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SeedError {
+    /// The seed is JSON, but not an object.
+    #[error("the seed must be a JSON object mapping keys to values")]
+    NotAnObject,
+    /// A key of the seed is empty or too long.
+    #[error(transparent)]
+    Key(KeyError),
+}
+
+/// Why [`KvStore::parse_ops`] refused a PREPARE's data. The same data is
+/// refused again: the client fixes its request. The text is an abort vote's
+/// reason and starts with `invalid_payload:`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OpsError {
+    /// The data is not `{"operations": [...]}` with a bounded, non-empty list.
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    /// Operation `index` (from 0) is not a valid operation.
+    #[error("invalid_payload: operation {index}: {why}")]
+    Operation { index: usize, why: OpError },
+}
+
+/// What is wrong with one operation.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OpError {
+    /// Not a JSON object; holds what it is instead (type and size).
+    #[error(
+        "{0} is not an operation; write an object such as {{\"op\": \"get\", \"key\": \"k\"}}"
+    )]
+    NotAnObject(String),
+    /// An object that is no known operation: serde's description (unknown
+    /// `op`, a missing or unknown field, a value of the wrong type).
+    #[error("{0}")]
+    Shape(String),
+    /// Its key is empty or too long.
+    #[error(transparent)]
+    Key(KeyError),
+}
+
+/// Why [`KvStore::prepare_ops`] refused operations that parse: the current
+/// state does not allow them, so the same request may succeed later. Keys
+/// are cut to a bound and values described by type and size, never copied.
+/// The text is an abort vote's reason and starts with a stable word.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// Another prepared transaction holds the key's lock: retry once it ends.
+    #[error("conflict: key `{key}` is locked by another prepared transaction")]
+    Locked { key: String },
+    /// `expect` does not match the key's current value.
+    #[error("expect_mismatch: key `{key}` holds {found}, expected {expected}")]
+    ExpectMismatch {
+        key: String,
+        found: String,
+        expected: String,
+    },
+    /// `add` on a key that holds something other than an integer.
+    #[error("not_an_integer: key `{key}` holds {found}, cannot add")]
+    NotAnInteger { key: String, found: String },
+    /// `add` would leave the range of a 64-bit integer.
+    #[error("overflow: key `{key}` {now} + {delta}")]
+    Overflow { key: String, now: i64, delta: i64 },
+    /// `add` would go below the operation's `min`.
+    #[error(
+        "below_min: key `{key}` would become {next}, below the minimum {min} (now {now}, delta {delta})"
+    )]
+    BelowMin {
+        key: String,
+        next: i64,
+        min: i64,
+        now: i64,
+        delta: i64,
+    },
+}
+
+/// A record of the participant's log that the kv store cannot read: the
+/// data directory was written by another kind of resource, or damaged.
+/// The participant does not start; restore the data directory from a
+/// backup, or point `data_dir` at the kv participant's own.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("kv snapshot in the log does not parse: {0}")]
+    Snapshot(#[source] serde_json::Error),
+    #[error("kv prepared state of {txn} does not parse: {source}")]
+    Prepared {
+        txn: TxnId,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl From<ReplayError> for RecoverError {
+    fn from(e: ReplayError) -> RecoverError {
+        RecoverError::Log(e.to_string())
+    }
 }
 
 /// Longest part of a key repeated in a reason, in bytes.
@@ -330,16 +433,15 @@ fn shown_key(key: &str) -> String {
 /// The reason names the key and describes both values by type and size:
 /// repeating a stored value would copy it into every reason, log line and
 /// transaction summary of every transaction that fails against it.
-fn check_expect(key: &str, expect: &Option<Value>, current: &Option<Value>) -> Result<(), String> {
+fn check_expect(key: &str, expect: &Option<Value>, current: &Option<Value>) -> Result<(), Refused> {
     if let Some(e) = expect {
         let found = current.as_ref().unwrap_or(&Value::Null);
         if found != e {
-            return Err(format!(
-                "expect_mismatch: key `{}` holds {}, expected {}",
-                shown_key(key),
-                describe_value(found),
-                describe_value(e)
-            ));
+            return Err(Refused::ExpectMismatch {
+                key: shown_key(key),
+                found: describe_value(found),
+                expected: describe_value(e),
+            });
         }
     }
     Ok(())
@@ -350,11 +452,11 @@ impl Resource for KvStore {
         // Operations that do not parse are invalid; everything
         // `prepare_ops` refuses depends on the current state.
         let result = KvStore::parse_ops(data)
-            .map_err(ResourceError::Invalid)
+            .map_err(|e| ResourceError::Invalid(e.to_string()))
             .and_then(|ops| {
                 let (pending, reads) = self
                     .prepare_ops(txn, &ops)
-                    .map_err(ResourceError::Conflict)?;
+                    .map_err(|e| ResourceError::Conflict(e.to_string()))?;
                 let has_reads = reads.as_object().is_some_and(|m| !m.is_empty());
                 Ok(Prepared {
                     state: serde_json::to_value(pending).unwrap_or(Value::Null),
@@ -387,8 +489,8 @@ impl Resource for KvStore {
         Box::pin(ready(result))
     }
 
-    fn recover(&mut self, log: &[Record]) -> BoxFuture<'static, Result<(), String>> {
-        Box::pin(ready(self.replay(log)))
+    fn recover(&mut self, log: &[Record]) -> BoxFuture<'static, Result<(), RecoverError>> {
+        Box::pin(ready(self.replay(log).map_err(RecoverError::from)))
     }
 
     fn snapshot(&self) -> Option<Value> {
@@ -462,7 +564,8 @@ mod tests {
                 &t("t2"),
                 &ops(json!([{"op": "add", "key": "bob", "delta": 1}])),
             )
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("conflict"), "{err}");
         kv.finish_txn(&t("t1"), Decision::Abort);
         kv.prepare_ops(
@@ -480,21 +583,24 @@ mod tests {
                 &t("t1"),
                 &ops(json!([{"op": "add", "key": "bob", "delta": -6, "min": 0}])),
             )
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("below_min"), "{e}");
         let e = kv
             .prepare_ops(
                 &t("t2"),
                 &ops(json!([{"op": "put", "key": "bob", "value": 1, "expect": 4}])),
             )
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("expect_mismatch"), "{e}");
         let e = kv
             .prepare_ops(
                 &t("t3"),
                 &ops(json!([{"op": "delete", "key": "zed", "expect": 1}])),
             )
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("expect_mismatch"), "{e}");
         kv.prepare_ops(
             &t("t4"),
@@ -518,7 +624,8 @@ mod tests {
                 &t("t1"),
                 &ops(json!([{"op": "put", "key": "big", "value": 1, "expect": "small"}])),
             )
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             "expect_mismatch: key `big` holds a string of 900000 bytes, expected a string of 5 bytes"
@@ -528,7 +635,8 @@ mod tests {
                 &t("t2"),
                 &ops(json!([{"op": "add", "key": "big", "delta": 1}])),
             )
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             e,
             "not_an_integer: key `big` holds a string of 900000 bytes, cannot add"
@@ -538,7 +646,8 @@ mod tests {
             .unwrap();
         let e = kv
             .prepare_ops(&t("t4"), &ops(json!([{"op": "get", "key": long_key}])))
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("conflict: key `kkk"), "{e}");
         assert!(e.len() < 200, "{} bytes", e.len());
         // A refused operation's parse error is cut where it is made.
@@ -586,7 +695,11 @@ mod tests {
                 "invalid_payload: operation 0: `key` must be 1..=1024 bytes, not 0",
             ),
         ] {
-            assert_eq!(KvStore::parse_ops(&bad), Err(reason.to_string()), "{bad}");
+            assert_eq!(
+                KvStore::parse_ops(&bad).map_err(|e| e.to_string()),
+                Err(reason.to_string()),
+                "{bad}"
+            );
         }
         // The shape of the data as a whole (see `operations_of`).
         for bad in [
@@ -597,7 +710,7 @@ mod tests {
             json!({"operations": {"a": 1}}),
             json!([1, 2]),
         ] {
-            let e = KvStore::parse_ops(&bad).unwrap_err();
+            let e = KvStore::parse_ops(&bad).unwrap_err().to_string();
             assert!(e.starts_with("invalid_payload: "), "{e}");
         }
     }

@@ -93,7 +93,7 @@ pub trait Resource: Send {
     fn finish(&mut self, txn: &TxnId, decision: Decision) -> BoxFuture<'static, FinishResult>;
     /// Rebuild after a restart from the participant's log (snapshots, then
     /// prepared and decided records in order). An error stops the process.
-    fn recover(&mut self, log: &[Record]) -> BoxFuture<'static, Result<(), String>>;
+    fn recover(&mut self, log: &[Record]) -> BoxFuture<'static, Result<(), RecoverError>>;
     /// Committed state to write at a log checkpoint, so that restart time
     /// does not grow with history. `None` for resources that keep their
     /// data elsewhere.
@@ -111,52 +111,95 @@ pub trait Resource: Send {
 /// least one and at most `ops_max` operations. Anything else is refused
 /// rather than committed as nothing: a misspelt field, or a participant the
 /// submit gave no operations, would otherwise vote commit and change no
-/// data. `Err` is the reason of an abort vote, `invalid_payload: ...`,
-/// naming the field at fault.
-pub fn operations_of(data: &Value, ops_max: usize) -> Result<&[Value], String> {
-    const SHAPE: &str =
-        "send {\"operations\": [...]} with at least one operation for this participant";
+/// data. `Err`'s text is the reason of an abort vote, `invalid_payload:
+/// ...`, naming the field at fault.
+pub fn operations_of(data: &Value, ops_max: usize) -> Result<&[Value], PayloadError> {
     let obj = match data {
         Value::Object(o) => o,
-        Value::Null => return Err(format!("invalid_payload: no data; {SHAPE}")),
-        other => {
-            return Err(format!(
-                "invalid_payload: the data is {}, not an object; {SHAPE}",
-                describe_value(other)
-            ))
-        }
+        Value::Null => return Err(PayloadError::NoData),
+        other => return Err(PayloadError::NotAnObject(describe_value(other))),
     };
     if let Some(field) = obj.keys().find(|k| *k != "operations") {
-        return Err(format!(
-            "invalid_payload: unknown field `{}` in the data; the only field is `operations`, a list of operations",
-            bound::truncate(&bound::escape_control(field), FIELD_SHOWN_MAX_BYTES)
-        ));
+        return Err(PayloadError::UnknownField(bound::truncate(
+            &bound::escape_control(field),
+            FIELD_SHOWN_MAX_BYTES,
+        )));
     }
     let Some(ops) = obj.get("operations") else {
-        return Err(format!(
-            "invalid_payload: the data has no `operations`; {SHAPE}"
-        ));
+        return Err(PayloadError::NoOperations);
     };
     let Some(list) = ops.as_array() else {
-        return Err(format!(
-            "invalid_payload: `operations` is {}, not a list of operations",
-            describe_value(ops)
-        ));
+        return Err(PayloadError::NotAList(describe_value(ops)));
     };
     if list.is_empty() {
-        return Err(
-            "invalid_payload: `operations` is empty: the submit gave this participant no operations \
-             (name it in `operations`, or leave it out of the transaction)"
-                .into(),
-        );
+        return Err(PayloadError::Empty);
     }
     if list.len() > ops_max {
-        return Err(format!(
-            "invalid_payload: `operations` holds {} operations, more than {ops_max}",
-            list.len()
-        ));
+        return Err(PayloadError::TooMany {
+            count: list.len(),
+            max: ops_max,
+        });
     }
     Ok(list)
+}
+
+/// What to send instead of a PREPARE's data of the wrong shape.
+const SHAPE: &str = "send {\"operations\": [...]} with at least one operation for this participant";
+
+/// Why a PREPARE's data is not `{"operations": [...]}` with one to
+/// `ops_max` operations (see [`operations_of`]). The same data is refused
+/// again: the client fixes its request. The text is an abort vote's reason
+/// and starts with `invalid_payload:`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PayloadError {
+    /// No data at all.
+    #[error("invalid_payload: no data; {SHAPE}")]
+    NoData,
+    /// The data is not an object; holds what it is instead (type and size).
+    #[error("invalid_payload: the data is {0}, not an object; {SHAPE}")]
+    NotAnObject(String),
+    /// A field other than `operations` (escaped and cut for the reason).
+    #[error(
+        "invalid_payload: unknown field `{0}` in the data; the only field is `operations`, a list of operations"
+    )]
+    UnknownField(String),
+    /// An object without `operations`.
+    #[error("invalid_payload: the data has no `operations`; {SHAPE}")]
+    NoOperations,
+    /// `operations` is not a list; holds what it is instead.
+    #[error("invalid_payload: `operations` is {0}, not a list of operations")]
+    NotAList(String),
+    /// An empty list: the submit named no operations for this participant.
+    #[error(
+        "invalid_payload: `operations` is empty: the submit gave this participant no operations \
+         (name it in `operations`, or leave it out of the transaction)"
+    )]
+    Empty,
+    /// More operations than the resource takes in one transaction.
+    #[error("invalid_payload: `operations` holds {count} operations, more than {max}")]
+    TooMany { count: usize, max: usize },
+}
+
+impl From<PayloadError> for ResourceError {
+    fn from(e: PayloadError) -> ResourceError {
+        ResourceError::Invalid(e.to_string())
+    }
+}
+
+/// Why a resource could not rebuild its state at start-up (see
+/// [`Resource::recover`]). Either way the participant does not start and
+/// leaves its log and its store as they are: the operator fixes the cause
+/// named in the text and starts it again.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RecoverError {
+    /// A record of the log does not hold what this kind of resource writes:
+    /// the data directory belongs to another resource, or was damaged.
+    #[error("{0}")]
+    Log(String),
+    /// The backing store cannot be reached, is misconfigured, or refused to
+    /// settle a transaction the log decided.
+    #[error("{0}")]
+    Store(String),
 }
 
 /// Longest field name repeated in a reason, in bytes.
@@ -173,7 +216,7 @@ impl Resource for NullResource {
     fn finish(&mut self, _txn: &TxnId, _d: Decision) -> BoxFuture<'static, FinishResult> {
         Box::pin(ready(Ok(())))
     }
-    fn recover(&mut self, _log: &[Record]) -> BoxFuture<'static, Result<(), String>> {
+    fn recover(&mut self, _log: &[Record]) -> BoxFuture<'static, Result<(), RecoverError>> {
         Box::pin(ready(Ok(())))
     }
 }
@@ -238,7 +281,7 @@ impl<R: Resource> Resource for Preference<R> {
     fn finish(&mut self, txn: &TxnId, d: Decision) -> BoxFuture<'static, FinishResult> {
         self.inner.finish(txn, d)
     }
-    fn recover(&mut self, log: &[Record]) -> BoxFuture<'static, Result<(), String>> {
+    fn recover(&mut self, log: &[Record]) -> BoxFuture<'static, Result<(), RecoverError>> {
         self.inner.recover(log)
     }
     fn snapshot(&self) -> Option<Value> {
@@ -308,10 +351,14 @@ mod tests {
                 "invalid_payload: `operations` holds 3 operations, more than 2",
             ),
         ] {
-            assert_eq!(operations_of(&data, 2), Err(reason.to_string()), "{data}");
+            assert_eq!(
+                operations_of(&data, 2).map_err(|e| e.to_string()),
+                Err(reason.to_string()),
+                "{data}"
+            );
         }
         let long = serde_json::json!({ "x\n".repeat(100): 1 });
-        let e = operations_of(&long, 2).unwrap_err();
+        let e = operations_of(&long, 2).unwrap_err().to_string();
         assert!(e.len() < 200 && !e.contains('\n'), "{e}");
     }
 

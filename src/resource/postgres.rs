@@ -30,8 +30,8 @@
 //! column's type: a JSON string, number or bool fits any column whose type
 //! accepts its text, objects and arrays fit `json`/`jsonb` columns.
 
-use super::postgres_tls::{effective_verify, split_verify_mode, RustlsConnect};
-use super::{FinishResult, PrepareResult, Resource, ResourceError};
+use super::postgres_tls::{effective_verify, split_verify_mode, PgTlsError, RustlsConnect};
+use super::{FinishResult, PayloadError, PrepareResult, RecoverError, Resource, ResourceError};
 use crate::net::Backoff;
 use crate::protocol::bound;
 use crate::protocol::participant::Prepared;
@@ -125,19 +125,46 @@ const TRANSACTION_CONTROL: &[&str] = &[
 
 /// Parse a connection string (libpq key=value or `postgres://` URL). The
 /// error never repeats the string: it may hold a password.
-pub fn parse_dsn(dsn: &str) -> Result<tokio_postgres::Config, String> {
-    let config: tokio_postgres::Config = dsn.parse().map_err(|e| {
-        format!(
-            "not a valid connection string ({}); use libpq key=value pairs or a postgres:// URL",
-            describe(&e)
-        )
-    })?;
+pub fn parse_dsn(dsn: &str) -> Result<tokio_postgres::Config, DsnError> {
+    let config: tokio_postgres::Config = dsn
+        .parse()
+        .map_err(|e| DsnError::Unparsable(describe(&e)))?;
     if config.get_hosts().is_empty() && config.get_hostaddrs().is_empty() {
-        return Err(
-            "the connection string names no host: add host=... (or a host in the URL)".into(),
-        );
+        return Err(DsnError::NoHost);
     }
     Ok(config)
+}
+
+/// Why a connection string was refused. Neither variant repeats the
+/// string, which may hold a password.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DsnError {
+    /// `tokio-postgres` cannot parse it; holds its description of why.
+    #[error("not a valid connection string ({0}); use libpq key=value pairs or a postgres:// URL")]
+    Unparsable(String),
+    /// It parses but names no host to connect to.
+    #[error("the connection string names no host: add host=... (or a host in the URL)")]
+    NoHost,
+}
+
+/// Why [`PostgresResource::new`] refused its settings: the participant does
+/// not start; fix the setting the text names.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("postgres.dsn is required with resource: postgres")]
+    NoDsn,
+    #[error("postgres.dsn: {0}")]
+    Dsn(#[source] DsnError),
+    #[error("postgres.password_file = {}: cannot read it: {source}", path.display())]
+    PasswordFileUnreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("postgres.password_file = {}: empty", path.display())]
+    PasswordFileEmpty { path: PathBuf },
+    #[error(transparent)]
+    Tls(#[from] PgTlsError),
 }
 
 /// `user@host:port/dbname` of a connection string: enough to find the
@@ -287,7 +314,7 @@ struct RawOp {
 /// with at least one operation (see [`super::operations_of`]). `Err` is the
 /// reason of an abort vote: `invalid_payload: ...` or `raw_sql_disabled:
 /// ...`.
-pub fn plan(data: &Value, allow_raw_sql: bool) -> Result<Vec<Statement>, String> {
+pub fn plan(data: &Value, allow_raw_sql: bool) -> Result<Vec<Statement>, PlanError> {
     super::operations_of(data, OPS_MAX)?
         .iter()
         .enumerate()
@@ -295,18 +322,37 @@ pub fn plan(data: &Value, allow_raw_sql: bool) -> Result<Vec<Statement>, String>
         .collect()
 }
 
-fn statement(i: usize, op: &Value, allow_raw_sql: bool) -> Result<Statement, String> {
-    let invalid = |e: String| format!("invalid_payload: operation {i}: {e}");
+/// Why [`plan`] refused a PREPARE's data. The same data is refused again:
+/// the client fixes its request (or the operator allows raw SQL). The text
+/// is an abort vote's reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// The data is not `{"operations": [...]}` with a bounded, non-empty list.
+    #[error(transparent)]
+    Payload(#[from] PayloadError),
+    /// Operation `index` (from 0) is not a valid table or raw SQL operation;
+    /// `why` names the field at fault and the shape wanted.
+    #[error("invalid_payload: operation {index}: {why}")]
+    Operation { index: usize, why: String },
+    /// Operation `index` is raw SQL and `postgres.allow_raw_sql` is off.
+    #[error(
+        "raw_sql_disabled: operation {index} is raw SQL, which this participant refuses; \
+         use table operations, or set postgres.allow_raw_sql: true \
+         (flag --postgres-allow-raw-sql) for trusted clients"
+    )]
+    RawSqlDisabled { index: usize },
+}
+
+/// One operation's statement. The helpers below it say what is wrong in a
+/// sentence: the only use of that text is [`PlanError::Operation`]'s `why`.
+fn statement(index: usize, op: &Value, allow_raw_sql: bool) -> Result<Statement, PlanError> {
+    let invalid = |why: String| PlanError::Operation { index, why };
     let Some(obj) = op.as_object() else {
         return Err(invalid("must be an object".into()));
     };
     if obj.contains_key("sql") {
         if !allow_raw_sql {
-            return Err(format!(
-                "raw_sql_disabled: operation {i} is raw SQL, which this participant refuses; \
-                 use table operations, or set postgres.allow_raw_sql: true \
-                 (flag --postgres-allow-raw-sql) for trusted clients"
-            ));
+            return Err(PlanError::RawSqlDisabled { index });
         }
         let raw: RawOp = serde_json::from_value(op.clone()).map_err(|e| invalid(e.to_string()))?;
         return raw_statement(raw).map_err(invalid);
@@ -757,13 +803,10 @@ impl PostgresResource {
     pub fn new(
         participant: &ParticipantId,
         cfg: &PostgresSettings,
-    ) -> Result<PostgresResource, String> {
-        let dsn = cfg
-            .dsn
-            .as_deref()
-            .ok_or("postgres.dsn is required with resource: postgres")?;
+    ) -> Result<PostgresResource, SetupError> {
+        let dsn = cfg.dsn.as_deref().ok_or(SetupError::NoDsn)?;
         let (dsn, verify) = split_verify_mode(dsn);
-        let mut config = parse_dsn(&dsn).map_err(|e| format!("postgres.dsn: {e}"))?;
+        let mut config = parse_dsn(&dsn).map_err(SetupError::Dsn)?;
         if config.get_password().is_some() {
             tracing::warn!(
                 "postgres.dsn holds a password: given as a flag it shows in `ps` to every user; \
@@ -775,7 +818,8 @@ impl PostgresResource {
         let tls = match config.get_ssl_mode() {
             SslMode::Disable => None,
             _ => {
-                let verify = effective_verify(verify, cfg.ca_file.as_deref())?;
+                let verify =
+                    effective_verify(verify, cfg.ca_file.as_deref()).map_err(PgTlsError::from)?;
                 if verify == super::postgres_tls::Verify::None {
                     tracing::info!(
                         "TLS to PostgreSQL without postgres.ca_file: encrypted, but the server's \
@@ -807,21 +851,17 @@ impl PostgresResource {
 /// The database password from `postgres.password_file`, else from
 /// `TWOPC_POSTGRES_PASSWORD`, else from `PGPASSWORD`: never on the command
 /// line. A file's trailing newline is not part of the password.
-fn password(cfg: &PostgresSettings) -> Result<Option<String>, String> {
+fn password(cfg: &PostgresSettings) -> Result<Option<String>, SetupError> {
     if let Some(path) = &cfg.password_file {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            format!(
-                "postgres.password_file = {}: cannot read it: {e}",
-                path.display()
-            )
-        })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| SetupError::PasswordFileUnreadable {
+                path: path.clone(),
+                source,
+            })?;
         let p = text.strip_suffix('\n').unwrap_or(&text);
         let p = p.strip_suffix('\r').unwrap_or(p);
         if p.is_empty() {
-            return Err(format!(
-                "postgres.password_file = {}: empty",
-                path.display()
-            ));
+            return Err(SetupError::PasswordFileEmpty { path: path.clone() });
         }
         return Ok(Some(p.to_string()));
     }
@@ -1259,7 +1299,7 @@ impl Resource for PostgresResource {
         };
         let statements = match plan(data, self.inner.allow_raw_sql) {
             Ok(s) => s,
-            Err(reason) => return Box::pin(ready(Err(ResourceError::Invalid(reason)))),
+            Err(e) => return Box::pin(ready(Err(ResourceError::Invalid(e.to_string())))),
         };
         let inner = self.inner.clone();
         // Database errors are cut where they are described; the reason as a
@@ -1301,10 +1341,12 @@ impl Resource for PostgresResource {
         Box::pin(fut)
     }
 
-    fn recover(&mut self, log: &[Record]) -> BoxFuture<'static, Result<(), String>> {
+    /// Every failure here is the database's (unreachable, unable to
+    /// prepare, refusing a logged decision): [`RecoverError::Store`].
+    fn recover(&mut self, log: &[Record]) -> BoxFuture<'static, Result<(), RecoverError>> {
         let view = logged(&self.inner.participant, log);
         let inner = self.inner.clone();
-        Box::pin(async move { inner.recover(view).await })
+        Box::pin(async move { inner.recover(view).await.map_err(RecoverError::Store) })
     }
 
     /// The commits decided but not yet applied, so that a checkpoint that
@@ -1333,7 +1375,9 @@ mod tests {
     use super::*;
 
     fn one(op: Value) -> Result<Statement, String> {
-        plan(&json!({ "operations": [op] }), false).map(|mut v| v.remove(0))
+        plan(&json!({ "operations": [op] }), false)
+            .map(|mut v| v.remove(0))
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -1423,7 +1467,7 @@ mod tests {
                 "missing field `table`",
             ),
         ] {
-            let e = one(op.clone()).unwrap_err();
+            let e = one(op.clone()).unwrap_err().to_string();
             assert!(e.starts_with("invalid_payload: operation 0: "), "{op}: {e}");
             assert!(e.contains(needle), "{op}: {e}");
         }
@@ -1435,7 +1479,7 @@ mod tests {
             json!({}),
             Value::Null,
         ] {
-            let e = plan(&data, false).unwrap_err();
+            let e = plan(&data, false).unwrap_err().to_string();
             assert!(e.starts_with("invalid_payload: "), "{data}: {e}");
         }
     }
@@ -1478,7 +1522,7 @@ mod tests {
     #[test]
     fn raw_sql_only_when_allowed_and_never_transaction_control() {
         let raw = json!({"operations": [{"sql": "UPDATE t SET x = $1", "params": [1]}]});
-        let e = plan(&raw, false).unwrap_err();
+        let e = plan(&raw, false).unwrap_err().to_string();
         assert!(
             e.starts_with("raw_sql_disabled") && e.contains("postgres.allow_raw_sql"),
             "{e}"
@@ -1493,7 +1537,9 @@ mod tests {
             "PREPARE TRANSACTION 'x'",
             "begin",
         ] {
-            let e = plan(&json!({"operations": [{"sql": sql}]}), true).unwrap_err();
+            let e = plan(&json!({"operations": [{"sql": sql}]}), true)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("may not control the transaction"), "{sql}: {e}");
         }
     }
@@ -1589,9 +1635,11 @@ mod tests {
         assert_eq!(describe_target(&c), "app@db.example:6543/shop");
         let c = parse_dsn("postgres://app:hunter2@127.0.0.1:5432/shop").unwrap();
         assert_eq!(describe_target(&c), "app@127.0.0.1:5432/shop");
-        let e = parse_dsn("user=app password=hunter2").unwrap_err();
+        let e = parse_dsn("user=app password=hunter2")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no host") && !e.contains("hunter2"), "{e}");
-        let e = parse_dsn("host=x bogus=hunter2").unwrap_err();
+        let e = parse_dsn("host=x bogus=hunter2").unwrap_err().to_string();
         assert!(!e.contains("hunter2"), "{e}");
     }
 }

@@ -69,17 +69,54 @@ pub fn split_verify_mode(dsn: &str) -> (String, Option<Verify>) {
 
 /// The check a connection makes: what the mode asks for, or, without a
 /// verifying mode, full checks when a CA file is given and none otherwise.
-pub fn effective_verify(asked: Option<Verify>, ca_file: Option<&Path>) -> Result<Verify, String> {
+pub fn effective_verify(
+    asked: Option<Verify>,
+    ca_file: Option<&Path>,
+) -> Result<Verify, CaFileNeeded> {
     match (asked, ca_file) {
         (Some(v), Some(_)) => Ok(v),
-        (Some(_), None) => Err(
-            "sslmode verify-ca and verify-full need postgres.ca_file (flag --postgres-ca-file): \
-             the CA certificate that signed the server's certificate"
-                .into(),
-        ),
+        (Some(_), None) => Err(CaFileNeeded),
         (None, Some(_)) => Ok(Verify::Full),
         (None, None) => Ok(Verify::None),
     }
+}
+
+/// A verifying `sslmode` without `postgres.ca_file`: this module never
+/// weakens a mode, so the connection is refused until the file is given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "sslmode verify-ca and verify-full need postgres.ca_file (flag --postgres-ca-file): \
+     the CA certificate that signed the server's certificate"
+)]
+pub struct CaFileNeeded;
+
+/// Why no TLS connector to PostgreSQL could be built: the participant does
+/// not start; fix the setting the text names.
+#[derive(Debug, thiserror::Error)]
+pub enum PgTlsError {
+    #[error(transparent)]
+    CaFileNeeded(#[from] CaFileNeeded),
+    /// The TLS library offers no protocol version it considers safe (a
+    /// build without a usable crypto provider).
+    #[error("{0}")]
+    Protocols(#[source] rustls::Error),
+    /// `postgres.ca_file` is missing or holds no PEM certificate.
+    #[error(transparent)]
+    CaFile(#[from] crate::security::tls::TlsError),
+    /// A certificate of `postgres.ca_file` cannot serve as a trust root.
+    #[error("postgres.ca_file = {}: not a usable CA certificate: {source}", path.display())]
+    NotACa {
+        path: std::path::PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    /// The certificates of `postgres.ca_file` do not make a verifier.
+    #[error("postgres.ca_file = {}: {source}", path.display())]
+    Verifier {
+        path: std::path::PathBuf,
+        #[source]
+        source: rustls::client::VerifierBuilderError,
+    },
 }
 
 /// A `tokio-postgres` TLS connector over rustls.
@@ -97,26 +134,24 @@ impl std::fmt::Debug for RustlsConnect {
 impl RustlsConnect {
     /// A connector checking certificates as `verify` says, against the CA
     /// certificates of `ca_file` when checks are made.
-    pub fn new(verify: Verify, ca_file: Option<&Path>) -> Result<RustlsConnect, String> {
+    pub fn new(verify: Verify, ca_file: Option<&Path>) -> Result<RustlsConnect, PgTlsError> {
         const KEY: &str = "postgres.ca_file";
         let provider = provider();
         let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?;
+            .map_err(PgTlsError::Protocols)?;
         let config = match (verify, ca_file) {
             (Verify::None, _) => builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(Unchecked(provider)))
                 .with_no_client_auth(),
-            (_, None) => return Err(effective_verify(Some(verify), None).unwrap_err()),
+            (_, None) => return Err(CaFileNeeded.into()),
             (Verify::Chain | Verify::Full, Some(path)) => {
                 let mut roots = rustls::RootCertStore::empty();
-                for c in read_certs(KEY, path).map_err(|e| e.to_string())? {
-                    roots.add(c).map_err(|e| {
-                        format!(
-                            "{KEY} = {}: not a usable CA certificate: {e}",
-                            path.display()
-                        )
+                for c in read_certs(KEY, path)? {
+                    roots.add(c).map_err(|source| PgTlsError::NotACa {
+                        path: path.to_path_buf(),
+                        source,
                     })?;
                 }
                 let webpki = rustls::client::WebPkiServerVerifier::builder_with_provider(
@@ -124,7 +159,10 @@ impl RustlsConnect {
                     provider,
                 )
                 .build()
-                .map_err(|e| format!("{KEY} = {}: {e}", path.display()))?;
+                .map_err(|source| PgTlsError::Verifier {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
                 let verifier: Arc<dyn ServerCertVerifier> = if verify == Verify::Chain {
                     Arc::new(AnyName(webpki))
                 } else {

@@ -57,7 +57,10 @@ pub enum StartError {
     #[error(transparent)]
     Wal(#[from] WalError),
     #[error("the resource could not start: {0}")]
-    Resource(String),
+    Resource(#[from] crate::resource::RecoverError),
+    /// The resource's initial data (a kv seed) does not fit the log.
+    #[error("the resource could not start: initial data: {0}")]
+    InitialData(#[source] crate::wal::SnapshotTooLarge),
     #[error("cannot listen on admin address {addr}: {source}; choose another admin_port")]
     Bind {
         addr: String,
@@ -144,8 +147,8 @@ impl ParticipantNode {
             // checkpoint, so that a crash leaves all of it or none (and a
             // restart seeds again).
             if let Some(state) = resource.snapshot() {
-                let records = crate::wal::snapshot_records(state)
-                    .map_err(|e| StartError::Resource(format!("initial data: {e}")))?;
+                let records =
+                    crate::wal::snapshot_records(state).map_err(StartError::InitialData)?;
                 wal.checkpoint(&records).map_err(StartError::Wal)?;
             }
         }

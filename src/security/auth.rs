@@ -77,12 +77,12 @@ impl Identity {
         }
     }
 
-    fn from_words(kind: &str, id: &str) -> Result<Identity, String> {
+    fn from_words(kind: &str, id: &str) -> Result<Identity, IdentityError> {
         let named = |id: &str| {
             if crate::protocol::coordinator::valid_participant_id(id) {
                 Ok(id.to_string())
             } else {
-                Err(format!("`{id}` is not a participant id"))
+                Err(IdentityError::NotAParticipantId(id.to_string()))
             }
         };
         match (kind, id) {
@@ -90,26 +90,92 @@ impl Identity {
             ("admin", id) => Ok(Identity::Admin(named(id)?)),
             ("client", "-") => Ok(Identity::Client),
             ("operator", "-") => Ok(Identity::Operator),
-            _ => Err(format!(
-                "unknown identity `{kind} {id}`; expected participant ID, admin ID, client - or operator -"
-            )),
+            _ => Err(IdentityError::Unknown {
+                kind: kind.to_string(),
+                id: id.to_string(),
+            }),
         }
     }
 
     /// The identity a hello claims on the coordinator's port: a participant
     /// by its id; a client, or with id `operator` an operator.
-    pub fn of_hello(role: Role, id: Option<&str>) -> Result<Identity, String> {
+    pub fn of_hello(role: Role, id: Option<&str>) -> Result<Identity, IdentityError> {
         match (role, id) {
             (Role::Participant, Some(id)) => Ok(Identity::Participant(id.to_string())),
-            (Role::Participant, None) => Err("a participant hello needs an `id`".into()),
+            (Role::Participant, None) => Err(IdentityError::ParticipantWithoutId),
             (Role::Client, None) => Ok(Identity::Client),
             (Role::Client, Some(OPERATOR_ID)) => Ok(Identity::Operator),
-            (Role::Client, Some(other)) => Err(format!(
-                "a client hello's `id` is `{OPERATOR_ID}` or absent, not `{other}`"
-            )),
+            (Role::Client, Some(other)) => Err(IdentityError::ClientId(other.to_string())),
         }
     }
 }
+
+/// Why no identity could be read: from a derived key's text, or from what a
+/// hello claims.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// A participant or admin identity whose id is not a participant id.
+    #[error("`{0}` is not a participant id")]
+    NotAParticipantId(String),
+    /// Words that name no identity.
+    #[error(
+        "unknown identity `{kind} {id}`; expected participant ID, admin ID, client - or operator -"
+    )]
+    Unknown { kind: String, id: String },
+    /// A participant's hello without its id.
+    #[error("a participant hello needs an `id`")]
+    ParticipantWithoutId,
+    /// A client's hello with an id other than `operator`.
+    #[error("a client hello's `id` is `{OPERATOR_ID}` or absent, not `{0}`")]
+    ClientId(String),
+    /// A participant hello on a participant's admin port.
+    #[error("a participant's admin port takes operators (role client), not participants")]
+    ParticipantOnAdminPort,
+}
+
+/// Why the text of a secret file or variable is no secret (see
+/// [`Secret::from_text`]): give the master secret, or a key as
+/// `twopc keys derive` prints it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    /// Starts like a derived key but is not three words after the prefix.
+    #[error(
+        "a derived key reads `{KEY_DOMAIN} KIND ID HEX` on one line (as `twopc keys derive` prints it)"
+    )]
+    DerivedKeyShape,
+    /// A derived key naming no identity.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// A derived key whose key is not 64 hex digits.
+    #[error("the key of a derived key is 64 hex digits")]
+    DerivedKeyHex,
+    /// A master secret shorter than [`SECRET_MIN_BYTES`]; holds its length.
+    #[error(
+        "the secret is {0} bytes long; use at least {SECRET_MIN_BYTES} \
+         (for example the output of `openssl rand -hex 32`)"
+    )]
+    TooShort(usize),
+}
+
+/// A derived key asked to prove another identity than its own (or, for a
+/// participant's, its admin port's).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the configured key is {held}'s, and cannot prove {wanted}; \
+     derive that identity's key from the master secret with `twopc keys derive`"
+)]
+pub struct CannotProve {
+    /// Whose key is held.
+    pub held: Identity,
+    /// The identity asked for.
+    pub wanted: Identity,
+}
+
+/// [`Secret::derive_text`] with a derived key: only the master secret
+/// derives keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("deriving a key needs the master secret, not a derived key")]
+pub struct NeedsMaster;
 
 impl std::fmt::Display for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -171,30 +237,24 @@ impl Secret {
     /// (`twopc-key-v1 KIND ID HEX`, as `twopc keys derive` prints it) or
     /// else the master secret. Surrounding whitespace (a trailing newline
     /// from `echo` or an editor) is not part of it.
-    pub fn from_text(text: &str) -> Result<Secret, String> {
+    pub fn from_text(text: &str) -> Result<Secret, SecretError> {
         let t = text.trim();
         if let Some(rest) = t.strip_prefix(KEY_DOMAIN) {
             let words: Vec<&str> = rest.split_whitespace().collect();
             let [kind, id, hexkey] = words[..] else {
-                return Err(format!(
-                    "a derived key reads `{KEY_DOMAIN} KIND ID HEX` on one line (as `twopc keys derive` prints it)"
-                ));
+                return Err(SecretError::DerivedKeyShape);
             };
             let identity = Identity::from_words(kind, id)?;
             let key = unhex(hexkey)
                 .filter(|k| k.len() == 32)
-                .ok_or("the key of a derived key is 64 hex digits")?;
+                .ok_or(SecretError::DerivedKeyHex)?;
             return Ok(Secret(Held::Derived {
                 identity,
                 key: Key(key),
             }));
         }
         if t.len() < SECRET_MIN_BYTES {
-            return Err(format!(
-                "the secret is {} bytes long; use at least {SECRET_MIN_BYTES} \
-                 (for example the output of `openssl rand -hex 32`)",
-                t.len()
-            ));
+            return Err(SecretError::TooShort(t.len()));
         }
         Ok(Secret(Held::Master(t.as_bytes().to_vec())))
     }
@@ -240,7 +300,7 @@ impl Secret {
     /// The key that proves (or checks) `identity`: any key from the master
     /// secret; from a derived key, its own (and a participant's, its admin
     /// port's).
-    pub fn key_for(&self, identity: &Identity) -> Result<Key, String> {
+    pub fn key_for(&self, identity: &Identity) -> Result<Key, CannotProve> {
         match &self.0 {
             Held::Master(m) => Ok(derive(m, identity)),
             Held::Derived {
@@ -254,20 +314,20 @@ impl Secret {
                 &key.0,
                 format!("{KEY_DOMAIN}\nadmin\n{p}").as_bytes(),
             ))),
-            Held::Derived { identity: mine, .. } => Err(format!(
-                "the configured key is {mine}'s, and cannot prove {identity}; \
-                 derive that identity's key from the master secret with `twopc keys derive`"
-            )),
+            Held::Derived { identity: mine, .. } => Err(CannotProve {
+                held: mine.clone(),
+                wanted: identity.clone(),
+            }),
         }
     }
 
     /// The text of `identity`'s derived key (`twopc keys derive`); needs the
     /// master secret.
-    pub fn derive_text(&self, identity: &Identity) -> Result<String, String> {
-        if !self.is_master() {
-            return Err("deriving a key needs the master secret, not a derived key".into());
-        }
-        let key = self.key_for(identity)?;
+    pub fn derive_text(&self, identity: &Identity) -> Result<String, NeedsMaster> {
+        let Held::Master(m) = &self.0 else {
+            return Err(NeedsMaster);
+        };
+        let key = derive(m, identity);
         let (kind, id) = identity.words();
         Ok(format!("{KEY_DOMAIN} {kind} {id} {}", hex(&key.0)))
     }
@@ -423,13 +483,13 @@ pub enum Port {
 }
 
 impl Port {
-    fn identity_of(&self, role: Role, id: Option<&str>) -> Result<Identity, String> {
+    fn identity_of(&self, role: Role, id: Option<&str>) -> Result<Identity, IdentityError> {
         match (self, role) {
             (Port::Coordinator, _) => Identity::of_hello(role, id),
             (Port::ParticipantAdmin(me), Role::Client) => Ok(Identity::Admin(me.clone())),
-            (Port::ParticipantAdmin(_), Role::Participant) => Err(
-                "a participant's admin port takes operators (role client), not participants".into(),
-            ),
+            (Port::ParticipantAdmin(_), Role::Participant) => {
+                Err(IdentityError::ParticipantOnAdminPort)
+            }
         }
     }
 }
@@ -518,7 +578,7 @@ impl ServerHandshake {
             Ok(i) => i,
             Err(why) => {
                 self.rejected = "bad_identity";
-                return ServerStep::Reject(unauthorized(why));
+                return ServerStep::Reject(unauthorized(why.to_string()));
             }
         };
         let key = match self.secret.key_for(&identity) {
@@ -630,7 +690,7 @@ impl PeerHandshake {
     }
 
     /// Whose key this hello proves, given the challenge's participant id.
-    fn identity(&self, admin_of: Option<&ParticipantId>) -> Result<Identity, String> {
+    fn identity(&self, admin_of: Option<&ParticipantId>) -> Result<Identity, IdentityError> {
         match (self.role, admin_of) {
             (Role::Client, Some(p)) => Ok(Identity::Admin(p.0.clone())),
             _ => Identity::of_hello(self.role, (!self.id.is_empty()).then_some(&*self.id)),
@@ -650,10 +710,11 @@ impl PeerHandshake {
                     participant_id,
                 },
             ) if is_nonce(nonce) => {
-                let key = match self
-                    .identity(participant_id.as_ref())
-                    .and_then(|i| self.secret.key_for(&i))
-                {
+                let key = match self.identity(participant_id.as_ref()) {
+                    Ok(i) => self.secret.key_for(&i).map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                let key = match key {
                     Ok(k) => k,
                     Err(why) => return PeerStep::Fail(why),
                 };
@@ -871,6 +932,7 @@ mod tests {
     fn short_secrets_are_refused_and_whitespace_is_trimmed() {
         assert!(Secret::from_text("short")
             .unwrap_err()
+            .to_string()
             .contains("at least 16"));
         assert_eq!(
             Secret::from_text("  0123456789abcdef\n").unwrap(),
@@ -916,7 +978,7 @@ mod tests {
             Identity::Client,
             Identity::Operator,
         ] {
-            let e = p1.key_for(&other).unwrap_err();
+            let e = p1.key_for(&other).unwrap_err().to_string();
             assert!(
                 e.contains("participant p1's") && e.contains("twopc keys derive"),
                 "{e}"
@@ -958,7 +1020,7 @@ mod tests {
                 "unknown identity",
             ),
         ] {
-            let e = Secret::from_text(text).unwrap_err();
+            let e = Secret::from_text(text).unwrap_err().to_string();
             assert!(e.contains(want), "{text}: {e}");
         }
     }

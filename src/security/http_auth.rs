@@ -21,7 +21,7 @@
 //! method, path or body. The label differs from the framed-TCP exchange's,
 //! so a MAC from one is never valid in the other.
 
-use super::auth::{hex, hmac_hex, hmac_verify, is_nonce, Identity, Secret};
+use super::auth::{hex, hmac_hex, hmac_verify, is_nonce, CannotProve, Identity, Secret};
 use sha2::Digest;
 use std::collections::{HashMap, VecDeque};
 
@@ -67,7 +67,7 @@ pub fn authorization(
     method: &str,
     path_and_query: &str,
     body: &[u8],
-) -> Result<String, String> {
+) -> Result<String, CannotProve> {
     let (identity, name) = if secret.can_prove(&Identity::Operator) {
         (Identity::Operator, "operator")
     } else {

@@ -26,30 +26,20 @@ pub const SECRET_ENV: &str = "TWOPC_SECRET";
 pub fn load_secret(
     secret_file: Option<&Path>,
     env: Option<String>,
-) -> Result<Option<Arc<Secret>>, String> {
+) -> Result<Option<Arc<Secret>>, SecretLoadError> {
     if env.as_deref().is_some_and(|v| v.trim().is_empty()) {
-        return Err(format!(
-            "{SECRET_ENV} is set but empty; set it to the secret (or a derived key), \
-             or unset it to run without authentication"
-        ));
+        return Err(SecretLoadError::EmptyEnv);
     }
     let text = match (secret_file, env) {
-        (Some(path), Some(_)) => {
-            return Err(format!(
-                "both secret_file ({}) and {SECRET_ENV} are set; use one of them",
-                path.display()
-            ))
-        }
-        (Some(path), None) => private_file_text(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::PermissionDenied => {
-                format!("secret_file {}: refused: {e}", path.display())
+        (Some(path), Some(_)) => return Err(SecretLoadError::Both(path.to_path_buf())),
+        (Some(path), None) => private_file_text(path).map_err(|source| {
+            let path = path.to_path_buf();
+            match source.kind() {
+                std::io::ErrorKind::PermissionDenied => {
+                    SecretLoadError::FileRefused { path, source }
+                }
+                _ => SecretLoadError::FileUnreadable { path, source },
             }
-            _ => format!(
-                "secret_file {}: cannot read it ({e}); make one with \
-                 `(umask 077; openssl rand -hex 32 > {})`",
-                path.display(),
-                path.display()
-            ),
         })?,
         (None, Some(v)) => v,
         (None, None) => return Ok(None),
@@ -59,7 +49,47 @@ pub fn load_secret(
         .unwrap_or_else(|| SECRET_ENV.to_string());
     Secret::from_text(&text)
         .map(|s| Some(Arc::new(s)))
-        .map_err(|e| format!("{origin}: {e}"))
+        .map_err(|source| SecretLoadError::Secret { origin, source })
+}
+
+/// Why the shared secret could not be loaded. The text names the setting
+/// and what to do, and never holds the secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretLoadError {
+    #[error(
+        "{SECRET_ENV} is set but empty; set it to the secret (or a derived key), \
+         or unset it to run without authentication"
+    )]
+    EmptyEnv,
+    /// Both `secret_file` (this path) and the variable are set.
+    #[error("both secret_file ({}) and {SECRET_ENV} are set; use one of them", .0.display())]
+    Both(PathBuf),
+    /// The file is readable by group or others (the source says how to fix
+    /// it), or the process may not read it.
+    #[error("secret_file {}: refused: {source}", path.display())]
+    FileRefused {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "secret_file {}: cannot read it ({source}); make one with \
+         `(umask 077; openssl rand -hex 32 > {})`",
+        path.display(),
+        path.display()
+    )]
+    FileUnreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The text is no secret; `origin` is `secret_file PATH` or the variable.
+    #[error("{origin}: {source}")]
+    Secret {
+        origin: String,
+        #[source]
+        source: auth::SecretError,
+    },
 }
 
 /// Read a file that holds a secret, refusing one that group or others may
@@ -90,23 +120,18 @@ pub(crate) fn check_server_setup(
     binds: &[(&str, &str)],
     own: Option<&auth::Identity>,
     insecure: bool,
-) -> Result<(), String> {
+) -> Result<(), UnsafeSetup> {
     if let Some(secret) = secret {
         match (secret.identity(), own) {
             (None, _) => {}
             (Some(have), Some(own)) if have == own => {}
             (Some(have), Some(own)) => {
-                return Err(format!(
-                    "the secret is {have}'s key, but this process is {own}; give it its own key \
-                     (`twopc keys derive`) or the master secret"
-                ))
+                return Err(UnsafeSetup::OthersKey {
+                    held: have.clone(),
+                    own: own.clone(),
+                })
             }
-            (Some(have), None) => {
-                return Err(format!(
-                    "the secret is {have}'s key; the coordinator needs the cluster's master \
-                     secret to check every peer's key"
-                ))
-            }
+            (Some(have), None) => return Err(UnsafeSetup::NotMaster(have.clone())),
         }
     }
     if insecure {
@@ -115,22 +140,52 @@ pub(crate) fn check_server_setup(
     match secret {
         Some(s) => {
             if let Some(why) = s.weakness() {
-                return Err(format!("{why}; or pass --insecure to run with it anyway"));
+                return Err(UnsafeSetup::WeakSecret(why));
             }
         }
         None => {
             for (setting, host) in binds {
                 if !is_loopback(host) {
-                    return Err(format!(
-                        "{setting} is {host}, not a loopback address, and no secret is configured: \
-                         anyone who reaches it could run and resolve transactions. Set secret_file \
-                         (or TWOPC_SECRET), bind to 127.0.0.1, or pass --insecure to run open anyway"
-                    ));
+                    return Err(UnsafeSetup::OpenBind {
+                        setting: setting.to_string(),
+                        host: host.to_string(),
+                    });
                 }
             }
         }
     }
     Ok(())
+}
+
+/// A server set up to fail open or with the wrong key (see
+/// [`check_server_setup`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UnsafeSetup {
+    /// The secret is another identity's derived key.
+    #[error(
+        "the secret is {held}'s key, but this process is {own}; give it its own key \
+         (`twopc keys derive`) or the master secret"
+    )]
+    OthersKey {
+        held: auth::Identity,
+        own: auth::Identity,
+    },
+    /// The coordinator holds a derived key (this identity's).
+    #[error(
+        "the secret is {0}'s key; the coordinator needs the cluster's master \
+         secret to check every peer's key"
+    )]
+    NotMaster(auth::Identity),
+    /// A weak master secret; holds [`Secret::weakness`]'s sentence.
+    #[error("{0}; or pass --insecure to run with it anyway")]
+    WeakSecret(String),
+    /// No secret, and `setting` binds to `host`, which is not loopback.
+    #[error(
+        "{setting} is {host}, not a loopback address, and no secret is configured: \
+         anyone who reaches it could run and resolve transactions. Set secret_file \
+         (or TWOPC_SECRET), bind to 127.0.0.1, or pass --insecure to run open anyway"
+    )]
+    OpenBind { setting: String, host: String },
 }
 
 /// Is `host` a loopback address or name?
@@ -277,15 +332,22 @@ impl ClientSecurity {
         secret_file: Option<&Path>,
         env: Option<String>,
         ca_file: Option<&Path>,
-    ) -> Result<ClientSecurity, String> {
+    ) -> Result<ClientSecurity, ClientSecurityError> {
         Ok(ClientSecurity {
             secret: load_secret(secret_file, env)?,
-            tls: ca_file
-                .map(tls::TlsClient::from_ca_file)
-                .transpose()
-                .map_err(|e| e.to_string())?,
+            tls: ca_file.map(tls::TlsClient::from_ca_file).transpose()?,
         })
     }
+}
+
+/// Why a client's secret or CA could not be loaded; the text says which
+/// and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientSecurityError {
+    #[error(transparent)]
+    Secret(#[from] SecretLoadError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
 }
 
 /// `--secret-file` and `--tls-ca` of the `twopc` client commands.
@@ -301,7 +363,7 @@ pub struct SecurityArgs {
 
 impl SecurityArgs {
     /// Read the secret and the CA; the error says which and why.
-    pub fn load(&self) -> Result<ClientSecurity, String> {
+    pub fn load(&self) -> Result<ClientSecurity, ClientSecurityError> {
         ClientSecurity::load(
             self.secret_file.as_deref(),
             secret_from_env(),
@@ -322,14 +384,18 @@ mod tests {
         let wide = [("host", "127.0.0.1"), ("admin_host", "0.0.0.0")];
         assert!(check_server_setup(None, &lo, None, false).is_ok());
         assert!(check_server_setup(None, &[("host", "::1")], None, false).is_ok());
-        let e = check_server_setup(None, &wide, None, false).unwrap_err();
+        let e = check_server_setup(None, &wide, None, false)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("admin_host is 0.0.0.0") && e.contains("--insecure"),
             "{e}"
         );
         assert!(check_server_setup(None, &wide, None, true).is_ok());
         assert!(check_server_setup(Some(&strong), &wide, None, false).is_ok());
-        let e = check_server_setup(Some(&weak), &lo, None, false).unwrap_err();
+        let e = check_server_setup(Some(&weak), &lo, None, false)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("different characters") && e.contains("--insecure"),
             "{e}"
@@ -341,12 +407,16 @@ mod tests {
         let p1_key = Secret::from_text(&master.derive_text(&p1).unwrap()).unwrap();
         assert!(check_server_setup(Some(&p1_key), &lo, Some(&p1), false).is_ok());
         let p2 = auth::Identity::Participant("p2".into());
-        let e = check_server_setup(Some(&p1_key), &lo, Some(&p2), false).unwrap_err();
+        let e = check_server_setup(Some(&p1_key), &lo, Some(&p2), false)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("participant p1's key") && e.contains("participant p2"),
             "{e}"
         );
-        let e = check_server_setup(Some(&p1_key), &lo, None, true).unwrap_err();
+        let e = check_server_setup(Some(&p1_key), &lo, None, true)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("needs the cluster's master secret"), "{e}");
     }
 
@@ -359,7 +429,7 @@ mod tests {
         let mode =
             |m: u32| std::fs::set_permissions(&f, std::fs::Permissions::from_mode(m)).unwrap();
         mode(0o644);
-        let open = load_secret(Some(&f), None).unwrap_err();
+        let open = load_secret(Some(&f), None).unwrap_err().to_string();
         assert!(
             open.contains("mode 0644") && open.contains("chmod 600"),
             "{open}"
@@ -369,15 +439,17 @@ mod tests {
         assert!(load_secret(Some(&f), None).unwrap().is_some());
         let env = Some("from the environment!".to_string());
         assert!(load_secret(None, env.clone()).unwrap().is_some());
-        let empty = load_secret(None, Some(" ".into())).unwrap_err();
+        let empty = load_secret(None, Some(" ".into())).unwrap_err().to_string();
         assert!(empty.contains("set but empty"), "{empty}");
-        let both = load_secret(Some(&f), env).unwrap_err();
+        let both = load_secret(Some(&f), env).unwrap_err().to_string();
         assert!(both.contains("use one"), "{both}");
-        let missing = load_secret(Some(&dir.path().join("nope")), None).unwrap_err();
+        let missing = load_secret(Some(&dir.path().join("nope")), None)
+            .unwrap_err()
+            .to_string();
         assert!(missing.contains("openssl rand"), "{missing}");
         std::fs::write(&f, "short").unwrap();
         mode(0o600);
-        let short = load_secret(Some(&f), None).unwrap_err();
+        let short = load_secret(Some(&f), None).unwrap_err().to_string();
         assert!(
             short.contains("at least 16") && !short.contains("short\""),
             "{short}"

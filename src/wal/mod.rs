@@ -188,7 +188,7 @@ pub const SNAPSHOT_CHUNK_BYTES: usize = 4 * 1024 * 1024;
 /// Split a resource snapshot into records that each fit in a log record.
 /// Object states are split by entries; an entry that alone exceeds the
 /// record limit is an error (the caller keeps the old segments).
-pub fn snapshot_records(state: Value) -> Result<Vec<Record>, String> {
+pub fn snapshot_records(state: Value) -> Result<Vec<Record>, SnapshotTooLarge> {
     let Value::Object(map) = state else {
         let r = Record::Snapshot {
             state,
@@ -196,7 +196,7 @@ pub fn snapshot_records(state: Value) -> Result<Vec<Record>, String> {
         };
         return match serde_json::to_vec(&r).map(|b| b.len()) {
             Ok(n) if n <= RECORD_MAX_BYTES => Ok(vec![r]),
-            _ => Err("the resource snapshot exceeds the log record limit".into()),
+            _ => Err(SnapshotTooLarge::Whole),
         };
     };
     let mut out = Vec::new();
@@ -212,10 +212,10 @@ pub fn snapshot_records(state: Value) -> Result<Vec<Record>, String> {
                 .unwrap_or(usize::MAX / 4)
             + 8;
         if n > RECORD_MAX_BYTES / 2 {
-            return Err(format!(
-                "snapshot entry `{}` is {n} bytes, more than a log record can hold",
-                k.chars().take(64).collect::<String>()
-            ));
+            return Err(SnapshotTooLarge::Entry {
+                key: k.chars().take(64).collect(),
+                bytes: n,
+            });
         }
         if bytes + n > SNAPSHOT_CHUNK_BYTES && !chunk.is_empty() {
             let merge = !out.is_empty();
@@ -234,6 +234,20 @@ pub fn snapshot_records(state: Value) -> Result<Vec<Record>, String> {
         merge,
     });
     Ok(out)
+}
+
+/// A resource snapshot that cannot be written as log records: a state that
+/// is not an object and exceeds one record, or one entry that does. The
+/// checkpoint is not taken (the old segments stay); at first start the
+/// participant does not start.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotTooLarge {
+    #[error("the resource snapshot exceeds the log record limit")]
+    Whole,
+    /// `key` is the entry's key, cut to 64 characters; `bytes` its size as
+    /// encoded.
+    #[error("snapshot entry `{key}` is {bytes} bytes, more than a log record can hold")]
+    Entry { key: String, bytes: usize },
 }
 
 /// Encode one record as a frame.

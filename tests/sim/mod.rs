@@ -1761,7 +1761,7 @@ impl Sim {
             let mut torn = 0;
             let records = Self::recover_disk(&mut disk, &mut torn)?;
             let mut rebuilt = KvStore::new();
-            rebuilt.replay(&records)?;
+            rebuilt.replay(&records).map_err(|e| e.to_string())?;
             if rebuilt.dump() != p.kv.dump() {
                 return Err(format!(
                     "durability: p{}'s committed data differs from what its synced log rebuilds",

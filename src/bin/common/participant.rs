@@ -34,7 +34,8 @@ fn build_resource(cfg: &ParticipantConfig) -> Result<Box<dyn Resource>, String> 
             Ok(Box::new(Preference::new(kv, pref, p, seed)))
         }
         ResourceKind::Postgres => {
-            let pg = PostgresResource::new(&cfg.id, &cfg.postgres.settings())?;
+            let pg = PostgresResource::new(&cfg.id, &cfg.postgres.settings())
+                .map_err(|e| e.to_string())?;
             Ok(Box::new(Preference::new(pg, pref, p, seed)))
         }
         ResourceKind::Vote => Ok(Box::new(VoteResource::voting(pref, p, seed))),

@@ -138,9 +138,10 @@ where
         Some(secret) => {
             let c = send("GET", "/auth/challenge", b"", None).await?;
             let nonce = nonce_of(&c)?;
-            Some(http_auth::authorization(
-                secret, &nonce, method, path, body,
-            )?)
+            Some(
+                http_auth::authorization(secret, &nonce, method, path, body)
+                    .map_err(|e| e.to_string())?,
+            )
         }
     };
     let reply = send(method, path, body, auth).await;

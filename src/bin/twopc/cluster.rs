@@ -160,7 +160,7 @@ impl LocalCluster {
         };
         cargs.extend(wal_args.iter().cloned());
         let secret_text = Secret::random_text();
-        let secret = Secret::from_text(&secret_text)?;
+        let secret = Secret::from_text(&secret_text).map_err(|e| e.to_string())?;
         let mut cluster = LocalCluster {
             addr: String::new(),
             participant_ids: Vec::new(),

@@ -333,7 +333,7 @@ async fn coordinator_decision(
     security: &SecurityArgs,
     id: &str,
 ) -> Result<Option<Decision>, String> {
-    let security = security.load()?;
+    let security = security.load().map_err(|e| e.to_string())?;
     let reply = async {
         let mut c = Client::connect_with(coordinator, &security, Duration::from_secs(10)).await?;
         c.request(Body::TxnShow {

@@ -31,7 +31,8 @@ mod views;
 
 pub use membership::{valid_participant_id, Member};
 pub use txn::{
-    check_decision, valid_txn_id, Txn, TxnPhase, RESULTS_KEPT_MAX_BYTES, TXN_ID_MAX_LEN,
+    check_decision, valid_txn_id, DecisionRefused, Txn, TxnPhase, RESULTS_KEPT_MAX_BYTES,
+    TXN_ID_MAX_LEN,
 };
 pub use views::{
     to_json, MemberStatus, OpenTxns, RemovalReport, StatusReport, TimelineEntry, TxnCounts,

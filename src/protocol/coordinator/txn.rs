@@ -1284,34 +1284,35 @@ fn split_operations(data: &Value) -> Result<Option<BTreeMap<ParticipantId, Value
 /// - ABORT only when someone voted abort, or a vote is missing (deadline or
 ///   disconnect; the caller only decides abort for those reasons).
 /// - A decision never changes.
-pub fn check_decision(t: &Txn, decision: Decision) -> Result<(), String> {
+pub fn check_decision(t: &Txn, decision: Decision) -> Result<(), DecisionRefused> {
     if let Some(prev) = t.decision {
-        return Err(format!("already decided {prev}"));
+        return Err(DecisionRefused::AlreadyDecided(prev));
     }
-    match decision {
-        Decision::Commit => {
-            let all = t
-                .participants
-                .iter()
-                .all(|p| t.votes.get(p) == Some(&Vote::Commit));
-            if all {
-                Ok(())
-            } else {
-                Err("commit needs a commit vote from every participant".into())
-            }
-        }
-        Decision::Abort => {
-            let all_commit = t
-                .participants
-                .iter()
-                .all(|p| t.votes.get(p) == Some(&Vote::Commit));
-            if all_commit {
-                Err("every participant voted commit; abort is not allowed".into())
-            } else {
-                Ok(())
-            }
-        }
+    let all_commit = t
+        .participants
+        .iter()
+        .all(|p| t.votes.get(p) == Some(&Vote::Commit));
+    match (decision, all_commit) {
+        (Decision::Commit, true) | (Decision::Abort, false) => Ok(()),
+        (Decision::Commit, false) => Err(DecisionRefused::CommitWithoutEveryVote),
+        (Decision::Abort, true) => Err(DecisionRefused::AbortAfterEveryCommit),
     }
+}
+
+/// Which safety rule a decision would break. The core never takes such a
+/// decision; it raises an alert instead, since reaching one is a bug in the
+/// core, to be reported with the transaction's timeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecisionRefused {
+    /// The transaction already has this decision; it never changes.
+    #[error("already decided {0}")]
+    AlreadyDecided(Decision),
+    /// A participant's commit vote is missing or is an abort vote.
+    #[error("commit needs a commit vote from every participant")]
+    CommitWithoutEveryVote,
+    /// Every participant voted commit, so the transaction must commit.
+    #[error("every participant voted commit; abort is not allowed")]
+    AbortAfterEveryCommit,
 }
 
 /// Longest transaction id a client may choose (it becomes part of a

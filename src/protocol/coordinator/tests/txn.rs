@@ -620,7 +620,7 @@ fn txn_with_votes(votes: &[(&str, Vote)]) -> Txn {
 fn check_decision_allows_commit_only_with_every_commit_vote() {
     let all = txn_with_votes(&[("p1", Vote::Commit), ("p2", Vote::Commit)]);
     assert_eq!(check_decision(&all, Decision::Commit), Ok(()));
-    let refused = Err("commit needs a commit vote from every participant".to_string());
+    let refused = Err(DecisionRefused::CommitWithoutEveryVote);
     for votes in [
         vec![],
         vec![("p1", Vote::Commit)],
@@ -638,7 +638,7 @@ fn check_decision_refuses_abort_when_everyone_voted_commit() {
     let all = txn_with_votes(&[("p1", Vote::Commit), ("p2", Vote::Commit)]);
     assert_eq!(
         check_decision(&all, Decision::Abort),
-        Err("every participant voted commit; abort is not allowed".to_string())
+        Err(DecisionRefused::AbortAfterEveryCommit)
     );
     for votes in [
         vec![],
@@ -654,14 +654,20 @@ fn check_decision_refuses_abort_when_everyone_voted_commit() {
 fn check_decision_refuses_a_second_decision() {
     let mut t = txn_with_votes(&[("p1", Vote::Commit), ("p2", Vote::Commit)]);
     t.decision = Some(Decision::Commit);
-    let again = Err("already decided commit".to_string());
+    let again = Err(DecisionRefused::AlreadyDecided(Decision::Commit));
     assert_eq!(check_decision(&t, Decision::Commit), again);
     assert_eq!(check_decision(&t, Decision::Abort), again);
     let mut t = txn_with_votes(&[("p1", Vote::Abort)]);
     t.decision = Some(Decision::Abort);
+    let refused = check_decision(&t, Decision::Commit);
     assert_eq!(
-        check_decision(&t, Decision::Commit),
-        Err("already decided abort".to_string())
+        refused,
+        Err(DecisionRefused::AlreadyDecided(Decision::Abort))
+    );
+    assert_eq!(
+        refused.unwrap_err().to_string(),
+        "already decided abort",
+        "the alert's text"
     );
 }
 
