@@ -845,7 +845,8 @@ fn tls_server(test: &str, certs: &std::path::Path) -> Option<(PgServer, std::pat
             &dir,
             &["127.0.0.1".into(), "localhost".into()],
             1,
-        )?;
+        )
+        .map_err(|e| e.to_string())?;
         for f in [&dir, &g.cert_file, &g.key_file] {
             files.give(f)?;
         }

@@ -208,15 +208,16 @@ pub fn generate_test_certificates(
     dir: &Path,
     names: &[String],
     days: u32,
-) -> Result<GeneratedCerts, String> {
+) -> Result<GeneratedCerts, GenCertError> {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
     if !(1..=CERT_DAYS_MAX).contains(&days) {
-        return Err(format!(
-            "a lifetime of {days} days: use 1..={CERT_DAYS_MAX}"
-        ));
+        return Err(GenCertError::Lifetime { days });
     }
-    let fail = |what: &str, e: rcgen::Error| format!("cannot make the {what}: {e}");
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let fail = |what: &'static str, e: rcgen::Error| GenCertError::Make { what, source: e };
+    std::fs::create_dir_all(dir).map_err(|e| GenCertError::CreateDir {
+        dir: dir.to_path_buf(),
+        source: e,
+    })?;
     let out = GeneratedCerts {
         ca_file: dir.join("ca.pem"),
         cert_file: dir.join("server.pem"),
@@ -261,22 +262,53 @@ fn set_validity(params: &mut rcgen::CertificateParams, days: u32) {
     params.not_after = params.not_before + std::time::Duration::from_secs(u64::from(days) * 86_400);
 }
 
-fn refuse_symlink(path: &Path) -> Result<(), String> {
+/// Why `gen-cert` made no certificates.
+#[derive(Debug, thiserror::Error)]
+pub enum GenCertError {
+    #[error("a lifetime of {days} days: use 1..={CERT_DAYS_MAX}")]
+    Lifetime { days: u32 },
+    #[error("cannot create {}: {source}", dir.display())]
+    CreateDir {
+        dir: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot make the {what}: {source}")]
+    Make {
+        what: &'static str,
+        source: rcgen::Error,
+    },
+    #[error("{} is a symbolic link; refusing to write through it (remove it first)", path.display())]
+    Symlink { path: std::path::PathBuf },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn refuse_symlink(path: &Path) -> Result<(), GenCertError> {
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => Err(format!(
-            "{} is a symbolic link; refusing to write through it (remove it first)",
-            path.display()
-        )),
+        Ok(m) if m.file_type().is_symlink() => Err(GenCertError::Symlink {
+            path: path.to_path_buf(),
+        }),
         _ => Ok(()),
     }
 }
 
 /// Write `text` to a new temporary file in `dir` (exclusive create, mode
 /// 0600), set `mode`, make it durable and rename it to `path`.
-fn write_private_then_rename(dir: &Path, path: &Path, text: &str, mode: u32) -> Result<(), String> {
+fn write_private_then_rename(
+    dir: &Path,
+    path: &Path,
+    text: &str,
+    mode: u32,
+) -> Result<(), GenCertError> {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
-    let cannot = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    let cannot = |e: std::io::Error| GenCertError::Write {
+        path: path.to_path_buf(),
+        source: e,
+    };
     let mut tmp = tempfile::Builder::new()
         .prefix(".twopc-gen-cert-")
         .permissions(std::fs::Permissions::from_mode(0o600))
@@ -440,7 +472,11 @@ mod tests {
         let linked = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(&target, linked.path().join("server.key")).unwrap();
         let err = generate_test_certificates(linked.path(), &["localhost".into()], 1).unwrap_err();
-        assert!(err.contains("symbolic link"), "{err}");
+        assert!(
+            matches!(&err, GenCertError::Symlink { path } if path.ends_with("server.key")),
+            "{err}"
+        );
+        assert!(err.to_string().contains("symbolic link"), "{err}");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
     }
 
