@@ -40,6 +40,9 @@ pub struct ClusterOptions {
     /// that crash point and is restarted without it (see
     /// [`LocalCluster::revive_crashed`]).
     pub crash_at: Option<String>,
+    /// Start every process in a session of its own (`setsid`), as
+    /// separately started services are; see [`own_session`].
+    pub setsid: bool,
 }
 
 impl Default for ClusterOptions {
@@ -57,6 +60,7 @@ impl Default for ClusterOptions {
             kv_seeds: Vec::new(),
             wal_segment_max_bytes: None,
             crash_at: None,
+            setsid: false,
         }
     }
 }
@@ -86,6 +90,8 @@ pub struct LocalCluster {
     crash_at: Option<String>,
     /// Processes that died at the crash point and were restarted.
     crashes: Vec<String>,
+    /// Every process in its own session ([`ClusterOptions::setsid`]).
+    setsid: bool,
 }
 
 fn program() -> Result<PathBuf, String> {
@@ -124,6 +130,31 @@ fn command(
         .stderr(err)
         .kill_on_drop(true);
     Ok(cmd)
+}
+
+/// Start the child in a session of its own, as separately started services
+/// are: with the kernel's autogroup scheduling each session is scheduled as
+/// its own group, so the processes of the cluster compete with each other
+/// as services do, not as threads of one job. Such a child no longer gets
+/// the terminal's Ctrl-C, so it is told to stop (SIGTERM) when this process
+/// is gone.
+fn own_session(cmd: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the child between fork and exec and calls
+    // only async-signal-safe functions (setsid, prctl, getppid, raise).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            // The parent may have died before prctl took effect.
+            if libc::getppid() as u32 != parent {
+                libc::raise(libc::SIGTERM);
+            }
+            Ok(())
+        });
+    }
 }
 
 fn os(args: &[&str]) -> Vec<OsString> {
@@ -179,6 +210,7 @@ impl LocalCluster {
             }],
             crash_at: opts.crash_at.clone(),
             crashes: Vec::new(),
+            setsid: opts.setsid,
         };
         cluster.start_coordinator().await?;
         let port = cluster.addr.rsplit(':').next().unwrap_or("0").to_string();
@@ -254,6 +286,9 @@ impl LocalCluster {
             self.armed(0),
         )?;
         cmd.stdout(Stdio::piped());
+        if self.setsid {
+            own_session(&mut cmd);
+        }
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start the coordinator ({}): {e}", self.exe.display()))?;
@@ -276,14 +311,17 @@ impl LocalCluster {
     }
 
     fn start(&mut self, i: usize) -> Result<(), String> {
-        let cmd = command(
+        let mut cmd = command(
             &self.exe,
             &self.log_path(i),
             &self.members[i].args,
             &self.secret_text,
             self.armed(i),
-        );
-        let child = cmd?
+        )?;
+        if self.setsid {
+            own_session(&mut cmd);
+        }
+        let child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.members[i].name))?;
         self.members[i].child = Some(child);
@@ -337,6 +375,14 @@ impl LocalCluster {
     /// Every process that died at the armed crash point so far.
     pub fn crashes(&self) -> &[String] {
         &self.crashes
+    }
+
+    /// Name and process id of every running process, coordinator first.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.members
+            .iter()
+            .filter_map(|m| Some((m.name.clone(), m.child.as_ref()?.id()?)))
+            .collect()
     }
 
     /// Number of processes (coordinator first, then participants).
