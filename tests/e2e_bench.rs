@@ -95,6 +95,28 @@ fn calibrate_reports_the_floor_and_the_latency_against_it() {
     assert!((ratio * floor - p50).abs() < 0.01, "{v}");
 }
 
+/// The servers run on one thread unless told otherwise (the log writer is
+/// a thread of its own either way).
+#[test]
+fn server_runtime_chooses_the_servers_runtime() {
+    let threads = |v: &Value| -> Vec<u64> {
+        v["processes"]
+            .as_array()
+            .expect("processes")
+            .iter()
+            .map(|p| p["threads"].as_u64().expect("threads"))
+            .collect()
+    };
+    let one = bench(&[]);
+    assert_eq!(one["commits"], 200, "{one}");
+    let many = bench(&["--server-runtime", "multi-thread"]);
+    assert_eq!(many["commits"], 200, "{many}");
+    assert_eq!(many["server_runtime"], "multi-thread");
+    for (a, b) in threads(&one).into_iter().zip(threads(&many)) {
+        assert!(a < b, "current-thread {one} vs multi-thread {many}");
+    }
+}
+
 /// The flags that need a local cluster say so.
 #[test]
 fn setsid_needs_a_local_cluster_and_pid_a_remote_one() {

@@ -3,7 +3,7 @@
 
 use super::keys::{invalid, range, settings, Rule};
 use super::sections::{WalConfig, WalFlags};
-use super::{load_section, ConfigError, LogFormat, LogLevel, TlsFlags};
+use super::{load_section, ConfigError, LogFormat, LogLevel, Runtime, TlsFlags};
 use crate::security::tls::TlsConfig;
 use std::path::PathBuf;
 
@@ -34,6 +34,8 @@ settings! {
         log_level: LogLevel = LogLevel::Info, Rule::ANY;
         /// Log lines as text or JSON.
         log_format: LogFormat = LogFormat::Text, Rule::ANY;
+        /// The async runtime: one thread, or a worker thread per core.
+        runtime: Runtime = Runtime::CurrentThread, Rule::ANY;
         /// Most simultaneous connections.
         max_connections: usize = 1024, Rule::range(1, 1_000_000);
         /// Most transactions in the prepare phase at once.

@@ -19,7 +19,7 @@ mod sections;
 mod tests;
 
 pub use coordinator::{CoordinatorArgs, CoordinatorConfig, CoordinatorFlags};
-pub use enums::{LogFormat, LogLevel, ResourceKind, VotePreference};
+pub use enums::{LogFormat, LogLevel, ResourceKind, Runtime, VotePreference};
 pub use participant::{ParticipantArgs, ParticipantConfig, ParticipantFlags};
 pub use sections::{KvConfig, PostgresConfig, WalConfig};
 

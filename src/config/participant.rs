@@ -4,7 +4,7 @@
 use super::keys::{invalid, range, settings, Rule};
 use super::sections::{KvConfig, KvFlags, PostgresConfig, PostgresFlags, WalConfig, WalFlags};
 use super::VotePreference;
-use super::{load_section, ConfigError, LogFormat, LogLevel, ResourceKind, TlsFlags};
+use super::{load_section, ConfigError, LogFormat, LogLevel, ResourceKind, Runtime, TlsFlags};
 use crate::protocol::ParticipantId;
 use crate::security::tls::TlsConfig;
 use std::path::PathBuf;
@@ -46,6 +46,8 @@ settings! {
         log_level: LogLevel = LogLevel::Info, Rule::ANY;
         /// Log lines as text or JSON.
         log_format: LogFormat = LogFormat::Text, Rule::ANY;
+        /// The async runtime: one thread, or a worker thread per core.
+        runtime: Runtime = Runtime::CurrentThread, Rule::ANY;
         /// Milliseconds between heartbeats to the coordinator.
         heartbeat_interval_ms: u64 = 1000, Rule::range(10, HOUR_MS);
         /// Missed heartbeat answers before the connection is made again.

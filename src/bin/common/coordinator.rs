@@ -13,7 +13,7 @@ pub fn run_coordinator(cfg: CoordinatorConfig) -> ExitCode {
     if let Err(code) = check_crash_env("twopc-coordinator") {
         return code;
     }
-    let rt = match server_runtime() {
+    let rt = match server_runtime(cfg.runtime) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("twopc-coordinator: cannot start the async runtime: {e}");

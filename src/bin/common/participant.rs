@@ -46,7 +46,7 @@ pub fn run_participant(cfg: ParticipantConfig) -> ExitCode {
     if let Err(code) = check_crash_env("twopc-participant") {
         return code;
     }
-    let rt = match server_runtime() {
+    let rt = match server_runtime(cfg.runtime) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("twopc-participant: cannot start the async runtime: {e}");

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use twopc::config::{LogLevel, ResourceKind, VotePreference};
+use twopc::config::{LogLevel, ResourceKind, Runtime, VotePreference};
 use twopc::security::auth::Secret;
 use twopc::security::{ClientSecurity, SECRET_ENV};
 use twopc::Client;
@@ -43,6 +43,9 @@ pub struct ClusterOptions {
     /// Start every process in a session of its own (`setsid`), as
     /// separately started services are; see [`own_session`].
     pub setsid: bool,
+    /// The async runtime of every process; the configured default when
+    /// `None`.
+    pub runtime: Option<Runtime>,
 }
 
 impl Default for ClusterOptions {
@@ -61,6 +64,7 @@ impl Default for ClusterOptions {
             wal_segment_max_bytes: None,
             crash_at: None,
             setsid: false,
+            runtime: None,
         }
     }
 }
@@ -190,6 +194,11 @@ impl LocalCluster {
             None => Vec::new(),
         };
         cargs.extend(wal_args.iter().cloned());
+        let runtime_args = match opts.runtime {
+            Some(r) => os(&["--runtime", &r.to_string()]),
+            None => Vec::new(),
+        };
+        cargs.extend(runtime_args.iter().cloned());
         let secret_text = Secret::random_text();
         let secret = Secret::from_text(&secret_text)?;
         let mut cluster = LocalCluster {
@@ -253,6 +262,7 @@ impl LocalCluster {
                 args.push("--unsafe-no-fsync".into());
             }
             args.extend(wal_args.iter().cloned());
+            args.extend(runtime_args.iter().cloned());
             cluster.members.push(Member {
                 name: id.clone(),
                 args,

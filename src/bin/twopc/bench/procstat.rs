@@ -15,6 +15,8 @@ pub struct Sample {
     pub syscw: Option<u64>,
     /// Resident memory, bytes.
     pub rss_bytes: u64,
+    /// Threads of the process.
+    pub threads: u64,
 }
 
 /// Clock ticks per second (`utime` and `stime` are counted in them).
@@ -40,6 +42,12 @@ pub fn parse_stat_cpu(stat: &str) -> Option<u64> {
     let utime: u64 = fields.nth(11)?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// The number of threads (field 20) from the text of `/proc/PID/stat`.
+pub fn parse_stat_threads(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(17)?.parse().ok()
 }
 
 /// The session id (field 6) from the text of `/proc/PID/stat`.
@@ -79,6 +87,7 @@ pub fn sample(pid: u32) -> Option<Sample> {
         cpu_ticks,
         syscw,
         rss_bytes: resident * page_bytes(),
+        threads: parse_stat_threads(&stat).unwrap_or(0),
     })
 }
 
@@ -122,6 +131,7 @@ impl Watched {
             "name": self.name,
             "pid": self.pid,
             "session": self.session,
+            "threads": self.after.map(|a| a.threads),
             "cpu_us_per_txn": self.cpu_us_per_txn(txns),
             "writes_per_txn": self.writes_per_txn(txns),
         })
@@ -139,6 +149,7 @@ mod tests {
         assert_eq!(parse_stat_cpu(stat), Some(1234 + 56));
         assert_eq!(parse_stat_cpu("4242 (short"), None);
         assert_eq!(parse_stat_session(stat), Some(4242));
+        assert_eq!(parse_stat_threads(stat), Some(3));
     }
 
     #[test]
