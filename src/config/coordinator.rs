@@ -3,7 +3,7 @@
 
 use super::keys::{invalid, range, settings, Rule, Table, HOUR_MS};
 use super::sections::WalConfig;
-use super::{ConfigError, LogFormat, LogLevel};
+use super::{ConfigError, LogFormat, LogLevel, Runtime};
 use crate::security::tls::TlsConfig;
 use std::path::PathBuf;
 
@@ -31,6 +31,8 @@ settings! {
         log_level: LogLevel = LogLevel::Info, Rule::Any;
         /// Log lines as text or JSON.
         log_format: LogFormat = LogFormat::Text, Rule::Any;
+        /// The async runtime: one thread, or a worker thread per core.
+        runtime: Runtime = Runtime::CurrentThread, Rule::Any;
         /// Most simultaneous connections.
         max_connections: usize = 1024, Rule::Range(1, 1_000_000);
         /// Most transactions in the prepare phase at once.

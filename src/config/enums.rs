@@ -24,6 +24,20 @@ pub enum LogFormat {
     Json,
 }
 
+/// The async runtime a server runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Runtime {
+    /// One thread for the event loop and every connection: no hand-over
+    /// between threads per message, the least CPU per transaction (the
+    /// default).
+    CurrentThread,
+    /// A worker thread per core: connections are read and written in
+    /// parallel with the event loop, at the price of a hand-over between
+    /// threads per message.
+    MultiThread,
+}
+
 /// What a participant votes with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -36,4 +50,4 @@ pub enum ResourceKind {
     Postgres,
 }
 
-config_enum!(LogLevel, LogFormat, ResourceKind, VotePreference);
+config_enum!(LogLevel, LogFormat, ResourceKind, Runtime, VotePreference);

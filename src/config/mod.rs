@@ -20,7 +20,7 @@ mod sections;
 mod tests;
 
 pub use coordinator::CoordinatorConfig;
-pub use enums::{LogFormat, LogLevel, ResourceKind, VotePreference};
+pub use enums::{LogFormat, LogLevel, ResourceKind, Runtime, VotePreference};
 pub use participant::ParticipantConfig;
 pub use sections::{KvConfig, PostgresConfig, WalConfig};
 

@@ -4,7 +4,7 @@
 use super::keys::{invalid, range, settings, Rule, Table, HOUR_MS};
 use super::sections::{KvConfig, PostgresConfig, WalConfig};
 use super::VotePreference;
-use super::{ConfigError, LogFormat, LogLevel, ResourceKind};
+use super::{ConfigError, LogFormat, LogLevel, ResourceKind, Runtime};
 use crate::protocol::ParticipantId;
 use crate::security::tls::TlsConfig;
 use std::path::PathBuf;
@@ -43,6 +43,8 @@ settings! {
         log_level: LogLevel = LogLevel::Info, Rule::Any;
         /// Log lines as text or JSON.
         log_format: LogFormat = LogFormat::Text, Rule::Any;
+        /// The async runtime: one thread, or a worker thread per core.
+        runtime: Runtime = Runtime::CurrentThread, Rule::Any;
         /// Milliseconds between heartbeats to the coordinator.
         heartbeat_interval_ms: u64 = 1000, Rule::Range(10, HOUR_MS);
         /// Missed heartbeat answers before the connection is made again.

@@ -132,7 +132,7 @@ pub fn spawn_connection<S>(
         Side::Client(Some(hs)) => Gate::Client(hs),
         Side::Client(None) => Gate::FirstMessage { server: false },
     };
-    let (mut reader, writer) = codec::framed(stream, max_frame_bytes);
+    let (mut reader, writer) = codec::split(stream, max_frame_bytes);
     let (tx, rx) = mpsc::channel(CONN_QUEUE_FRAMES);
     // Cancelled by the writer when the peer does not read: the reader stops
     // too, so the socket closes and the slot is freed.
@@ -142,6 +142,7 @@ pub fn spawn_connection<S>(
         rx,
         SendLimit {
             max_bytes: send_buffer_max_bytes,
+            max_frame_bytes,
             peer: peer.clone(),
         },
         abort.clone(),

@@ -1,6 +1,14 @@
-//! Group commit: one thread owns the log file, takes every append queued
-//! while the previous sync ran, writes them with one `write` and makes them
-//! durable with one `fdatasync`. Under load many transactions share a sync.
+//! Group commit: one thread owns the log file, takes every append handed
+//! to it while the previous sync ran, writes them with one `write` and makes
+//! them durable with one `fdatasync`. Under load many transactions share a
+//! sync.
+//!
+//! Appends are handed to the thread a turn at a time: [`GroupCommit::append`]
+//! only queues, and the event loop hands the turn's appends over in one
+//! piece when it next asks ([`GroupCommit::backlogged`],
+//! [`GroupCommit::drain`]) before taking new input. So the thread is woken
+//! once per turn, never in the middle of one, and the appends of a turn
+//! share a sync instead of the first of them being synced alone.
 //!
 //! Callers number their appends (log sequence numbers); the thread publishes
 //! the highest number known durable. A write or sync failure is fatal: the
@@ -9,16 +17,16 @@
 //! to whoever embeds it (the binaries exit with status 74); nothing written
 //! after the failure is ever reported durable.
 //!
-//! Appending never blocks the caller: when the queue to the writer is full,
-//! appends wait in order in an overflow, which the event loop hands over
-//! with [`GroupCommit::drain`] (awaiting room) before it takes new input.
+//! Appending never blocks the caller: the appends handed to the thread and
+//! not yet taken are bounded (`queue_max`), and when a turn's appends do not
+//! fit they wait in order until [`GroupCommit::drain`] (awaiting room)
+//! hands them over.
 
 use super::{encode_record, Wal};
 use crate::protocol::Record;
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 
 /// Counters of the log, readable from any thread.
 #[derive(Debug, Default)]
@@ -70,13 +78,29 @@ enum Cmd {
     Checkpoint(Vec<Record>),
 }
 
+/// The appends of one hand-over, in order.
+type Batch = Vec<Cmd>;
+
+/// What the event loop and the writer thread share about the hand-overs.
+#[derive(Debug, Default)]
+struct Handoff {
+    /// Commands handed to the thread and not yet taken by it.
+    queued: AtomicUsize,
+    /// Notified by the thread whenever it took some: room to hand over more.
+    room: Notify,
+}
+
 /// Handle to the writer thread. Dropping it stops the thread after it has
 /// written (and synced) everything queued.
 pub struct GroupCommit {
-    tx: Option<mpsc::Sender<Cmd>>,
-    /// Appends that found the queue full, oldest first; `drain` hands them
-    /// over. While any waits here, later appends queue behind them.
-    overflow: VecDeque<Cmd>,
+    /// Hand-overs to the thread. Unbounded in hand-overs, bounded in
+    /// commands by `queue_max` (see [`GroupCommit::hand_over`]).
+    tx: Option<mpsc::UnboundedSender<Batch>>,
+    handoff: Arc<Handoff>,
+    queue_max: usize,
+    /// Appends not yet handed to the thread, oldest first: the current
+    /// turn's, and any that found no room.
+    waiting: Batch,
     next_lsn: u64,
     last_sync_lsn: u64,
     durable: watch::Receiver<u64>,
@@ -102,24 +126,29 @@ fn set_failure(slot: &Mutex<Option<String>>, what: String) {
 const BATCH_MAX: usize = 4096;
 
 impl GroupCommit {
-    /// Start the writer thread. `queue_max` bounds the appends waiting for it;
-    /// past it appends wait in the overflow until [`GroupCommit::drain`]
-    /// (back-pressure on the event loop, never a blocked thread).
+    /// Start the writer thread. `queue_max` bounds the appends handed to it
+    /// and not yet taken (a turn with more is handed over whole once the
+    /// thread has taken everything before it); appends beyond it wait here
+    /// until [`GroupCommit::drain`] (back-pressure on the event loop, never
+    /// a blocked thread).
     pub fn start(wal: Wal, queue_max: usize) -> GroupCommit {
-        let (tx, rx) = mpsc::channel(queue_max.max(1));
+        let (tx, rx) = mpsc::unbounded_channel();
         let (dtx, drx) = watch::channel(0u64);
         let stats = Arc::new(WalStats::default());
         let failure = Arc::new(Mutex::new(None));
-        let (st, fl) = (stats.clone(), failure.clone());
+        let handoff = Arc::new(Handoff::default());
+        let (st, fl, ho) = (stats.clone(), failure.clone(), handoff.clone());
         let thread = std::thread::Builder::new()
             .name("wal-writer".into())
             .spawn(move || {
-                if let Err(what) = writer_loop(wal, rx, &dtx, st) {
+                if let Err(what) = writer_loop(wal, rx, &ho, &dtx, st) {
                     set_failure(&fl, what);
                 }
                 // Closed only now: whoever sees the watch close finds the
                 // failure already recorded.
                 drop(dtx);
+                // A drain waiting for room finds the thread gone.
+                ho.room.notify_one();
             });
         let thread = match thread {
             Ok(t) => Some(t),
@@ -130,7 +159,9 @@ impl GroupCommit {
         };
         GroupCommit {
             tx: Some(tx),
-            overflow: VecDeque::new(),
+            handoff,
+            queue_max: queue_max.max(1),
+            waiting: Vec::new(),
             next_lsn: 1,
             last_sync_lsn: 0,
             durable: drx,
@@ -149,40 +180,54 @@ impl GroupCommit {
             .clone()
     }
 
-    /// Do appends wait in the overflow for room in the writer's queue?
+    /// Do appends wait to be handed to the writer? True after every turn
+    /// that appended: the event loop then calls [`GroupCommit::drain`].
     pub fn backlogged(&self) -> bool {
-        !self.overflow.is_empty()
+        !self.waiting.is_empty()
     }
 
-    /// Hand the overflow to the writer, awaiting room in its queue.
+    /// Hand the waiting appends to the writer in one piece if there is room:
+    /// the thread holds fewer than `queue_max` with them, or nothing at all
+    /// (a turn larger than `queue_max` goes alone). Never waits.
+    pub fn hand_over(&mut self) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let queued = self.handoff.queued.load(Ordering::Acquire);
+        if queued > 0 && queued + self.waiting.len() > self.queue_max {
+            return;
+        }
+        let Some(tx) = &self.tx else { return };
+        let batch = std::mem::take(&mut self.waiting);
+        self.handoff.queued.fetch_add(batch.len(), Ordering::AcqRel);
+        if tx.send(batch).is_err() {
+            set_failure(&self.failure, "the log writer thread is gone".into());
+        }
+    }
+
+    /// Hand the waiting appends to the writer, awaiting room for them.
     pub async fn drain(&mut self) {
-        while let Some(cmd) = self.overflow.pop_front() {
-            let sent = match &self.tx {
-                Some(tx) => tx.send(cmd).await.is_ok(),
-                None => false,
-            };
-            if !sent {
-                set_failure(&self.failure, "the log writer thread is gone".into());
-                self.overflow.clear();
+        loop {
+            self.hand_over();
+            if self.waiting.is_empty() {
                 return;
             }
+            // The thread drops its end of the channel when it stops.
+            if self.tx.as_ref().is_none_or(|tx| tx.is_closed()) {
+                set_failure(&self.failure, "the log writer thread is gone".into());
+                self.waiting.clear();
+                return;
+            }
+            // The thread's notify_one leaves a permit when nobody waits, so
+            // room made since the look above is not missed.
+            let handoff = self.handoff.clone();
+            handoff.room.notified().await;
         }
     }
 
     /// Queue `cmd` behind everything queued before it, without waiting.
     fn submit(&mut self, cmd: Cmd) {
-        if !self.overflow.is_empty() {
-            self.overflow.push_back(cmd);
-            return;
-        }
-        let Some(tx) = &self.tx else { return };
-        match tx.try_send(cmd) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(cmd)) => self.overflow.push_back(cmd),
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                set_failure(&self.failure, "the log writer thread is gone".into())
-            }
-        }
+        self.waiting.push(cmd);
     }
 
     /// Queue `record`; returns its log sequence number.
@@ -244,21 +289,12 @@ impl GroupCommit {
 
 impl Drop for GroupCommit {
     /// Stop the writer after it has written (and synced) everything queued,
-    /// the overflow included. At shutdown only: waiting for room here takes
-    /// as long as the writer needs to make it.
+    /// what waits here included. At shutdown only: the bound on what the
+    /// thread holds does not apply any more.
     fn drop(&mut self) {
         if let Some(tx) = self.tx.take() {
-            'overflow: for mut cmd in self.overflow.drain(..) {
-                loop {
-                    match tx.try_send(cmd) {
-                        Ok(()) => break,
-                        Err(mpsc::error::TrySendError::Full(c)) => {
-                            cmd = c;
-                            std::thread::sleep(std::time::Duration::from_millis(1));
-                        }
-                        Err(mpsc::error::TrySendError::Closed(_)) => break 'overflow,
-                    }
-                }
+            if !self.waiting.is_empty() {
+                let _ = tx.send(std::mem::take(&mut self.waiting));
             }
         }
         if let Some(t) = self.thread.take() {
@@ -272,20 +308,24 @@ impl Drop for GroupCommit {
 /// then drops `durable`, which tells the event loop).
 fn writer_loop(
     mut wal: Wal,
-    mut rx: mpsc::Receiver<Cmd>,
+    mut rx: mpsc::UnboundedReceiver<Batch>,
+    handoff: &Handoff,
     durable: &watch::Sender<u64>,
     stats: Arc<WalStats>,
 ) -> Result<(), String> {
     let mut buf = Vec::new();
     let mut pending = Vec::new();
     while let Some(first) = rx.blocking_recv() {
-        pending.push(first);
+        pending.extend(first);
+        // Every hand-over made while the last sync ran joins this one.
         while pending.len() < BATCH_MAX {
             match rx.try_recv() {
-                Ok(c) => pending.push(c),
+                Ok(batch) => pending.extend(batch),
                 Err(_) => break,
             }
         }
+        handoff.queued.fetch_sub(pending.len(), Ordering::AcqRel);
+        handoff.room.notify_one();
         let mut need_sync = false;
         let mut written_lsn = 0;
         let mut synced_lsn = None;

@@ -1,7 +1,7 @@
 //! `run_coordinator`: a coordinator from its configuration until a signal,
 //! with the readiness lines on stdout and the process's exit status.
 
-use crate::cli::{cancel_on_signal, check_crash_env, exit_status, runtime};
+use crate::cli::{cancel_on_signal, check_crash_env, exit_status, server_runtime};
 use std::io::Write;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
@@ -13,7 +13,7 @@ pub fn run_coordinator(cfg: CoordinatorConfig) -> ExitCode {
     if let Err(code) = check_crash_env("twopc-coordinator") {
         return code;
     }
-    let rt = match runtime() {
+    let rt = match server_runtime(cfg.runtime) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("twopc-coordinator: cannot start the async runtime: {e}");

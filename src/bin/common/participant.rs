@@ -2,7 +2,7 @@
 //! names, under the vote preference) until a signal, with the readiness
 //! lines on stdout and the process's exit status.
 
-use crate::cli::{cancel_on_signal, check_crash_env, exit_status, runtime};
+use crate::cli::{cancel_on_signal, check_crash_env, exit_status, server_runtime};
 use std::io::Write;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
@@ -47,7 +47,7 @@ pub fn run_participant(cfg: ParticipantConfig) -> ExitCode {
     if let Err(code) = check_crash_env("twopc-participant") {
         return code;
     }
-    let rt = match runtime() {
+    let rt = match server_runtime(cfg.runtime) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("twopc-participant: cannot start the async runtime: {e}");

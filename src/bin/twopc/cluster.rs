@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use twopc::config::{LogLevel, ResourceKind, VotePreference};
+use twopc::config::{LogLevel, ResourceKind, Runtime, VotePreference};
 use twopc::security::auth::Secret;
 use twopc::security::{ClientSecurity, SECRET_ENV};
 use twopc::Client;
@@ -40,6 +40,12 @@ pub struct ClusterOptions {
     /// that crash point and is restarted without it (see
     /// [`LocalCluster::revive_crashed`]).
     pub crash_at: Option<String>,
+    /// Start every process in a session of its own (`setsid`), as
+    /// separately started services are; see [`own_session`].
+    pub setsid: bool,
+    /// The async runtime of every process; the configured default when
+    /// `None`.
+    pub runtime: Option<Runtime>,
 }
 
 impl Default for ClusterOptions {
@@ -57,6 +63,8 @@ impl Default for ClusterOptions {
             kv_seeds: Vec::new(),
             wal_segment_max_bytes: None,
             crash_at: None,
+            setsid: false,
+            runtime: None,
         }
     }
 }
@@ -86,6 +94,8 @@ pub struct LocalCluster {
     crash_at: Option<String>,
     /// Processes that died at the crash point and were restarted.
     crashes: Vec<String>,
+    /// Every process in its own session ([`ClusterOptions::setsid`]).
+    setsid: bool,
 }
 
 fn program() -> Result<PathBuf, String> {
@@ -126,6 +136,31 @@ fn command(
     Ok(cmd)
 }
 
+/// Start the child in a session of its own, as separately started services
+/// are: with the kernel's autogroup scheduling each session is scheduled as
+/// its own group, so the processes of the cluster compete with each other
+/// as services do, not as threads of one job. Such a child no longer gets
+/// the terminal's Ctrl-C, so it is told to stop (SIGTERM) when this process
+/// is gone.
+fn own_session(cmd: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the child between fork and exec and calls
+    // only async-signal-safe functions (setsid, prctl, getppid, raise).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            // The parent may have died before prctl took effect.
+            if libc::getppid() as u32 != parent {
+                libc::raise(libc::SIGTERM);
+            }
+            Ok(())
+        });
+    }
+}
+
 fn os(args: &[&str]) -> Vec<OsString> {
     args.iter().map(OsString::from).collect()
 }
@@ -159,6 +194,11 @@ impl LocalCluster {
             None => Vec::new(),
         };
         cargs.extend(wal_args.iter().cloned());
+        let runtime_args = match opts.runtime {
+            Some(r) => os(&["--runtime", &r.to_string()]),
+            None => Vec::new(),
+        };
+        cargs.extend(runtime_args.iter().cloned());
         let secret_text = Secret::random_text();
         let secret = Secret::from_text(&secret_text).map_err(|e| e.to_string())?;
         let mut cluster = LocalCluster {
@@ -179,6 +219,7 @@ impl LocalCluster {
             }],
             crash_at: opts.crash_at.clone(),
             crashes: Vec::new(),
+            setsid: opts.setsid,
         };
         cluster.start_coordinator().await?;
         let port = cluster.addr.rsplit(':').next().unwrap_or("0").to_string();
@@ -221,6 +262,7 @@ impl LocalCluster {
                 args.push("--unsafe-no-fsync".into());
             }
             args.extend(wal_args.iter().cloned());
+            args.extend(runtime_args.iter().cloned());
             cluster.members.push(Member {
                 name: id.clone(),
                 args,
@@ -254,6 +296,9 @@ impl LocalCluster {
             self.armed(0),
         )?;
         cmd.stdout(Stdio::piped());
+        if self.setsid {
+            own_session(&mut cmd);
+        }
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start the coordinator ({}): {e}", self.exe.display()))?;
@@ -276,14 +321,17 @@ impl LocalCluster {
     }
 
     fn start(&mut self, i: usize) -> Result<(), String> {
-        let cmd = command(
+        let mut cmd = command(
             &self.exe,
             &self.log_path(i),
             &self.members[i].args,
             &self.secret_text,
             self.armed(i),
-        );
-        let child = cmd?
+        )?;
+        if self.setsid {
+            own_session(&mut cmd);
+        }
+        let child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.members[i].name))?;
         self.members[i].child = Some(child);
@@ -337,6 +385,14 @@ impl LocalCluster {
     /// Every process that died at the armed crash point so far.
     pub fn crashes(&self) -> &[String] {
         &self.crashes
+    }
+
+    /// Name and process id of every running process, coordinator first.
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        self.members
+            .iter()
+            .filter_map(|m| Some((m.name.clone(), m.child.as_ref()?.id()?)))
+            .collect()
     }
 
     /// Number of processes (coordinator first, then participants).
