@@ -268,6 +268,16 @@ pub fn explore<M: Model>(m: &M, opts: Options) -> Result<Report, Failure> {
         if !next_layer.is_empty() {
             depth += 1;
         }
+        if std::env::var_os("TWOPC_MODEL_PROGRESS").is_some() {
+            eprintln!(
+                "depth {depth}: {} states, layer {}, {} edges, rss {} MiB, {:.1} s",
+                parents.len(),
+                next_layer.len(),
+                edges.len(),
+                rss_mib(),
+                start.elapsed().as_secs_f64()
+            );
+        }
         layer = next_layer;
     }
     if opts.liveness {
@@ -369,4 +379,23 @@ fn failure<M: Model>(
         states: parents.len(),
         trace: out,
     }
+}
+
+/// This process's resident set now, in MiB (0 where /proc is missing).
+pub fn rss_mib() -> u64 {
+    proc_status_kib("VmRSS:") / 1024
+}
+
+/// This process's peak resident set, in MiB (0 where /proc is missing).
+pub fn peak_rss_mib() -> u64 {
+    proc_status_kib("VmHWM:") / 1024
+}
+
+fn proc_status_kib(key: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
 }

@@ -4,6 +4,7 @@
 
 pub mod explore;
 pub mod inline;
+pub mod quotient;
 pub mod stuck;
 pub mod system;
 pub mod two_phase;

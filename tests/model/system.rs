@@ -50,8 +50,10 @@
 //!   connections are gone. A coordinator crash closes every connection.
 //! - Clients: each transaction is one client that says hello and submits;
 //!   the outcome (or refusal) it is sent is recorded, not delivered.
-//! - Symmetry: participants are interchangeable, so states that differ
-//!   only by a renaming of participants (and of connection ids) count once.
+//! - Reductions: states that differ only by a renaming of participants
+//!   (and of connection ids), or of the two transactions, count once where
+//!   the cores cannot tell the renaming apart, and logs stop counting once
+//!   no crash can read them ([`System::renamings`]).
 //! - Not modelled: `error` frames to participants (a participant only logs
 //!   them), heartbeats (liveness detection is the break fault; the
 //!   participant core's beat is switched off with `heartbeat_interval_ms:
@@ -1632,17 +1634,88 @@ fn permutations(n: usize) -> Vec<Vec<usize>> {
     out
 }
 
+/// A renaming of participants, and possibly of the two transactions with
+/// their clients, under which the world behaves alike (see
+/// [`Model::fingerprint`] for `System`), and whether logs are written into
+/// the encoding.
+struct Renaming<'a> {
+    /// `perm[old] = new` for participants.
+    perm: &'a [usize],
+    /// Swap sequence numbers 1 and 2 (in every incarnation) and clients 0
+    /// and 1.
+    swap: bool,
+    /// Encode the logs (only while a crash may still read them).
+    logs: bool,
+}
+
+impl Renaming<'_> {
+    fn part(&self, i: u8) -> u8 {
+        self.perm[usize::from(i)] as u8
+    }
+
+    fn tx(&self, t: Tx) -> Tx {
+        match t.seq {
+            1 | 2 if self.swap => Tx {
+                inc: t.inc,
+                seq: 3 - t.seq,
+            },
+            _ => t,
+        }
+    }
+
+    fn client(&self, k: u8) -> u8 {
+        if self.swap {
+            1 - k
+        } else {
+            k
+        }
+    }
+
+    fn msg(&self, m: Msg) -> Msg {
+        match m {
+            Msg::Hello(i) => Msg::Hello(self.part(i)),
+            Msg::Welcome => Msg::Welcome,
+            Msg::Prepare(t) => Msg::Prepare(self.tx(t)),
+            Msg::VoteCommit(t) => Msg::VoteCommit(self.tx(t)),
+            Msg::VoteAbort(t) => Msg::VoteAbort(self.tx(t)),
+            Msg::Commit(t) => Msg::Commit(self.tx(t)),
+            Msg::Abort(t) => Msg::Abort(self.tx(t)),
+            Msg::Ack(t, d) => Msg::Ack(self.tx(t), d),
+            Msg::Query(t) => Msg::Query(self.tx(t)),
+            Msg::Outcome(k, t, d) => Msg::Outcome(self.client(k), self.tx(t), d),
+            Msg::Refused(k) => Msg::Refused(self.client(k)),
+        }
+    }
+
+    fn rec(&self, r: Rec) -> Rec {
+        match r {
+            Rec::Decision(t) => Rec::Decision(self.tx(t)),
+            Rec::End(t) => Rec::End(self.tx(t)),
+            Rec::Joined(i) => Rec::Joined(self.part(i)),
+            Rec::Prepared(t) => Rec::Prepared(self.tx(t)),
+            Rec::Decided(t, d) => Rec::Decided(self.tx(t), d),
+        }
+    }
+
+    fn client_state(&self, c: Client) -> Client {
+        match c {
+            Client::Told(t, d) => Client::Told(self.tx(t), d),
+            other => other,
+        }
+    }
+}
+
 impl System {
-    /// The fingerprint of `s` with participant `i` renamed `perm[i]`, and
-    /// connections renamed by their place in a canonical order of the links
-    /// (owner, current or not, state; the old id only breaks ties). Written
-    /// out by hand into a byte buffer: this runs for every transition and
-    /// every permutation, and is most of the cost of a debug build.
-    fn encode(&self, s: &State, perm: &[usize]) -> u128 {
+    /// The fingerprint of `s` renamed by `r`, with connections renamed by
+    /// their place in a canonical order of the links (owner, current or
+    /// not, state; the old id only breaks ties). Written out by hand into a
+    /// byte buffer: this runs for every transition and every renaming, and
+    /// is most of the cost of the exploration.
+    fn encode(&self, s: &State, r: &Renaming) -> u128 {
         let n = s.parts.len();
         let parts = s.parts.as_slice();
         let mut inv = [0usize; PARTICIPANTS_MAX];
-        for (i, &p) in perm.iter().enumerate() {
+        for (i, &p) in r.perm.iter().enumerate() {
             inv[p] = i;
         }
         let mut order: List<(u8, bool, bool, bool, bool, u8), 8> = List::default();
@@ -1650,7 +1723,7 @@ impl System {
             let owner = usize::from(l.owner);
             let current = self.plink(s, owner).conn() == Some(l.conn);
             order.push((
-                perm[owner] as u8,
+                r.part(l.owner),
                 !current,
                 l.broken,
                 l.coord_closed,
@@ -1665,19 +1738,18 @@ impl System {
         }
         let lab = |c: u8| {
             if c >= CLIENT_TAG {
-                c
+                CLIENT_TAG + r.client(c - CLIENT_TAG)
             } else {
                 labels[usize::from(c)]
             }
         };
-        let msg = |m: Msg| match m {
-            Msg::Hello(i) => Msg::Hello(perm[usize::from(i)] as u8),
-            other => other,
-        };
+        let msg = |m: Msg| r.msg(m);
         let mut b = Buf::default();
         // Coordinator.
         b.u8(s.coord.inc);
-        b.log(&s.coord.log, |i| perm[usize::from(i)] as u8);
+        if r.logs {
+            b.log(&s.coord.log, |x| r.rec(x));
+        }
         b.held(s.coord.held.as_slice(), lab, msg);
         let coord = self.coord.borrow();
         let c = coord.proj(s.coord.core);
@@ -1685,10 +1757,9 @@ impl System {
         b.u8(c.state);
         for &i in &inv[..n] {
             let m = c.members[i];
-            b.u8(if m == ABSENT || m == OFFLINE {
-                m
-            } else {
-                lab(m)
+            b.u8(match m {
+                ABSENT | OFFLINE | UNSEEN => m,
+                conn => lab(conn),
             });
         }
         let mut greeted: List<u8, 16> = List::default();
@@ -1698,17 +1769,26 @@ impl System {
         greeted.as_mut_slice().sort_unstable();
         b.bytes(greeted.as_slice());
         b.u8(0xfe);
-        for g in &c.clients_greeted {
-            b.u8(u8::from(*g));
+        for k in 0..c.clients_greeted.len() {
+            // The swap is its own inverse: new client k was client(k).
+            b.u8(u8::from(c.clients_greeted[usize::from(r.client(k as u8))]));
         }
-        b.bytes(&c.queued);
+        for q in &c.queued {
+            b.u8(r.client(*q));
+        }
         b.u8(0xfe);
-        for t in &c.txns {
-            b.tx(t.tx);
+        let mut txns: List<(Tx, u8), 8> = List::default();
+        for (k, t) in c.txns.iter().enumerate() {
+            txns.push((r.tx(t.tx), k as u8));
+        }
+        txns.as_mut_slice().sort_unstable();
+        for &(tx, k) in txns.iter() {
+            let t = &c.txns[usize::from(k)];
+            b.tx(tx);
             b.u8(u8::from(t.ended));
             b.dec(t.decision);
             b.u8(t.phase);
-            b.u8(t.waiter.unwrap_or(0xff));
+            b.u8(t.waiter.map_or(0xff, |k| r.client(k)));
             for &i in &inv[..t.votes.len()] {
                 b.u8(t.votes[i]);
                 b.u8(u8::from(t.acks[i]));
@@ -1725,9 +1805,16 @@ impl System {
             let link = self.plink(s, i);
             b.u8(link.conn().map_or(0, lab));
             b.u8(u8::from(link.registered()));
-            b.log(&p.log, |i| i);
+            if r.logs {
+                b.log(&p.log, |x| r.rec(x));
+            }
             b.held(p.held.as_slice(), lab, msg);
+            let mut preparing: List<Tx, 4> = List::default();
             for t in p.preparing.iter() {
+                preparing.push(r.tx(*t));
+            }
+            preparing.as_mut_slice().sort_unstable();
+            for t in preparing.iter() {
                 b.tx(*t);
             }
             b.u8(0xfe);
@@ -1737,7 +1824,12 @@ impl System {
                 PLink::Registered(c) => lab(c),
                 PLink::Down | PLink::Greeting(_) => 0,
             });
-            for (t, st, waits) in &proj.txns {
+            let mut txns: List<(Tx, u8, bool), 8> = List::default();
+            for &(t, st, waits) in &proj.txns {
+                txns.push((r.tx(t), st, waits));
+            }
+            txns.as_mut_slice().sort_unstable();
+            for (t, st, waits) in txns.iter() {
                 b.tx(*t);
                 b.u8(*st);
                 b.u8(u8::from(*waits));
@@ -1766,7 +1858,7 @@ impl System {
         let g = &s.ghost;
         let mut applied: List<(u8, Tx, Dec), 12> = List::default();
         for a in g.applied.iter() {
-            applied.push((perm[usize::from(a.0)] as u8, a.1, a.2));
+            applied.push((r.part(a.0), r.tx(a.1), a.2));
         }
         applied.as_mut_slice().sort_unstable();
         for (i, t, d) in applied.iter() {
@@ -1775,37 +1867,40 @@ impl System {
             b.dec(Some(*d));
         }
         b.u8(0xfe);
-        let mut voted: List<(u8, Tx), 12> = List::default();
-        for v in g.voted.iter() {
-            voted.push((perm[usize::from(v.0)] as u8, v.1));
+        for set in [&g.voted, &g.acked] {
+            let mut v: List<(u8, Tx), 12> = List::default();
+            for x in set.iter() {
+                v.push((r.part(x.0), r.tx(x.1)));
+            }
+            v.as_mut_slice().sort_unstable();
+            for (i, t) in v.iter() {
+                b.u8(*i);
+                b.tx(*t);
+            }
+            b.u8(0xfe);
         }
-        voted.as_mut_slice().sort_unstable();
-        for (i, t) in voted.iter() {
-            b.u8(*i);
-            b.tx(*t);
-        }
-        b.u8(0xfe);
-        let mut acked: List<(u8, Tx), 12> = List::default();
-        for v in g.acked.iter() {
-            acked.push((perm[usize::from(v.0)] as u8, v.1));
-        }
-        acked.as_mut_slice().sort_unstable();
-        for (i, t) in acked.iter() {
-            b.u8(*i);
-            b.tx(*t);
-        }
-        b.u8(0xfe);
+        let mut said: List<(Tx, Dec), 8> = List::default();
         for (t, d) in g.said.iter() {
+            said.push((r.tx(*t), *d));
+        }
+        said.as_mut_slice().sort_unstable();
+        for (t, d) in said.iter() {
             b.tx(*t);
             b.dec(Some(*d));
         }
         b.u8(0xfe);
+        let mut durable: List<Tx, 8> = List::default();
         for t in g.durable.iter() {
+            durable.push(r.tx(*t));
+        }
+        durable.as_mut_slice().sort_unstable();
+        for t in durable.iter() {
             b.tx(*t);
         }
         b.u8(0xfe);
-        for c in g.clients.iter() {
-            match *c {
+        let clients = g.clients.as_slice();
+        for k in 0..clients.len() {
+            match r.client_state(clients[usize::from(r.client(k as u8))]) {
                 Client::Idle => b.u8(0),
                 Client::Waiting => b.u8(1),
                 Client::Told(t, d) => {
@@ -1821,25 +1916,142 @@ impl System {
 }
 
 impl System {
+    /// Call `f` with each renaming under which `s` is identified:
+    ///
+    /// - Participants are interchangeable only once no submit can meet a
+    ///   participant that is not connected: the coordinator sends PREPARE
+    ///   to the participants in id order and stops at the first one not
+    ///   connected (`on_submit`), so which of them were asked depends on
+    ///   their names. That is the case once every client has submitted and
+    ///   none waits in the coordinator's queue, or once no crash or break is
+    ///   left in the budget, no connection is broken and every member is
+    ///   connected (they then stay connected). Otherwise no core behaves differently for `p1` than for
+    ///   `p2`: members are kept in id order, but that order only picks which
+    ///   message of a step is sent first or which name goes in a text.
+    ///   Trying every renaming is slow with three participants, so only those
+    ///   that sort the participants by a signature of their own situation
+    ///   (itself invariant under renaming) are tried; ties try all orders
+    ///   among the tied. The result is the same for symmetric states.
+    /// - Once no crash can happen any more (the budget is spent, or there
+    ///   was none), logs drop out of the encoding. A log is read only by
+    ///   recovery after a crash; `settle` then syncs every record at once
+    ///   (so no message waits for a log), and the commit decisions a log
+    ///   made durable are already in the ghost history. States that differ
+    ///   only in their logs (typically in the order two transactions'
+    ///   records were written) have the same future.
+    /// - Once, in addition, no submit can still start, the two transactions
+    ///   (with their clients) are interchangeable: no core allocates another
+    ///   id, and the cores treat ids only as names (they are kept in id
+    ///   order, which again only orders a step's actions: messages go into
+    ///   a set, held messages are all released by the step that holds them,
+    ///   and the order of log records no longer matters). The swap renames
+    ///   sequence numbers 1 and 2, in every incarnation, with the clients
+    ///   0 and 1. While a crash may still happen it is not applied: the
+    ///   order of records in an unsynced tail decides which of them a crash
+    ///   keeps, and that order follows the ids.
+    ///
+    /// The checks do not depend on names.
+    fn renamings(&self, s: &State, mut f: impl FnMut(&Renaming)) {
+        let n = s.parts.len();
+        let budget = self.cfg.faults;
+        let settled = s.used.crashes >= budget.crashes;
+        let coord = self.coord.borrow();
+        let c = coord.proj(s.coord.core);
+        let submits_done =
+            s.ghost.clients.iter().all(|c| *c != Client::Idle) && c.queued.is_empty();
+        let stay_connected = settled
+            && s.used.breaks >= budget.breaks
+            && s.links.iter().all(|l| !l.broken)
+            && c.members.iter().all(|m| *m != OFFLINE && *m != UNSEEN);
+        drop(coord);
+        let identity: [usize; PARTICIPANTS_MAX] = std::array::from_fn(|i| i);
+        let swaps: &[bool] = if settled && submits_done && self.cfg.txns == 2 {
+            &[false, true]
+        } else {
+            &[false]
+        };
+        let mut visit = |perm: &[usize]| {
+            for &swap in swaps {
+                f(&Renaming {
+                    perm,
+                    swap,
+                    logs: !settled,
+                });
+            }
+        };
+        if !(submits_done || stay_connected) {
+            return visit(&identity[..n]);
+        }
+        let mut sig = [0u64; PARTICIPANTS_MAX];
+        for (i, x) in sig[..n].iter_mut().enumerate() {
+            *x = self.signature(s, i, !settled);
+        }
+        for p in self
+            .perms
+            .iter()
+            .filter(|p| (0..n).all(|i| (0..n).all(|j| sig[i] >= sig[j] || p[i] < p[j])))
+        {
+            visit(p);
+        }
+    }
+
+    /// The fingerprint as it was before participants were renamed only where
+    /// that is sound: the least encoding over every renaming of the
+    /// participants, in every state, with the logs. Kept to show that the
+    /// check of the reductions catches an unsound one.
+    pub fn fingerprint_renaming_participants_always(&self, s: &State) -> u128 {
+        self.perms
+            .iter()
+            .map(|perm| {
+                let r = Renaming {
+                    perm,
+                    swap: false,
+                    logs: true,
+                };
+                self.encode(s, &r)
+            })
+            .min()
+            .expect("the identity")
+    }
+
+    /// The encoding of `s` as it is, without any reduction: no renaming,
+    /// logs always included. Two states with the same exact fingerprint are
+    /// the same state.
+    pub fn exact_fingerprint(&self, s: &State) -> u128 {
+        let identity: Vec<usize> = (0..s.parts.len()).collect();
+        let r = Renaming {
+            perm: &identity,
+            swap: false,
+            logs: true,
+        };
+        self.encode(s, &r)
+    }
+
     /// A coarse summary of participant `i` without names: its own state,
     /// its links and what is in flight on them, and what the coordinator
-    /// holds about it. It only has to be cheap and invariant under renaming;
-    /// ties cost extra encodings, not correctness.
-    fn signature(&self, s: &State, i: usize) -> u64 {
+    /// holds about it. It only has to be cheap, invariant under renaming,
+    /// and made of what the encoding holds (its log only if `logs`): states
+    /// with one encoding must try the same renamings. Ties cost extra
+    /// encodings, not correctness.
+    fn signature(&self, s: &State, i: usize, logs: bool) -> u64 {
         let p = &s.parts.as_slice()[i];
         let link = self.plink(s, i);
         let mut x: u64 = 1;
         let mut add = |v: u64| x = x.wrapping_mul(0x100_0000_01b3).wrapping_add(v);
         add(u64::from(link.registered()));
-        add(p.log.recs.len() as u64 * 16 + u64::from(p.log.durable));
+        if logs {
+            add(p.log.recs.len() as u64 * 16 + u64::from(p.log.durable));
+        }
         add(p.held.len() as u64 * 16 + p.preparing.len() as u64);
         let store = self.parts[i].borrow();
+        // Summed, without sequence numbers: the signature must not change
+        // when the two transactions are renamed into each other either.
+        let mut txns = 0u64;
         for (t, st, waits) in &store.proj(p.core).txns {
-            add(u64::from(t.inc) << 16
-                | u64::from(t.seq) << 8
-                | u64::from(*st) << 1
-                | u64::from(*waits));
+            let v = u64::from(t.inc) << 16 | u64::from(*st) << 1 | u64::from(*waits);
+            txns = txns.wrapping_add((v + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
         }
+        add(txns);
         let mut sum = 0u64;
         for l in s.links.iter().filter(|l| usize::from(l.owner) == i) {
             sum += 1
@@ -1873,11 +2085,13 @@ impl System {
             conn if link.conn() == Some(conn) => 3,
             _ => 4,
         });
+        let mut votes = 0u64;
         for t in &c.txns {
             if let (Some(v), Some(a)) = (t.votes.get(i), t.acks.get(i)) {
-                add(u64::from(*v) * 2 + u64::from(*a));
+                votes += 1 << (8 * (u64::from(*v) * 2 + u64::from(*a)));
             }
         }
+        add(votes);
         add(s
             .ghost
             .applied
@@ -1961,20 +2175,20 @@ impl Buf {
         }
     }
 
-    /// A log, participants renamed by `pm`. The membership records of the
+    /// A log, records renamed by `rename`. The membership records of the
     /// durable part count as a set: recovery rebuilds the same members
     /// whatever order they registered in, and a crash only cuts the
     /// unsynced tail, so logs that differ only there behave alike (without
     /// this, the order of first registrations would multiply the states).
-    fn log(&mut self, log: &Log, pm: impl Fn(u8) -> u8) {
+    fn log(&mut self, log: &Log, rename: impl Fn(Rec) -> Rec) {
         self.bytes(&[log.durable, log.barrier]);
         let mut joined: List<u8, 8> = List::default();
         for (k, r) in log.recs.iter().enumerate() {
-            match *r {
+            match rename(*r) {
                 Rec::Decision(t) => self.bytes(&[1, t.inc, t.seq]),
                 Rec::End(t) => self.bytes(&[2, t.inc, t.seq]),
-                Rec::Joined(i) if k < usize::from(log.durable) => joined.push(pm(i)),
-                Rec::Joined(i) => self.bytes(&[5, pm(i)]),
+                Rec::Joined(i) if k < usize::from(log.durable) => joined.push(i),
+                Rec::Joined(i) => self.bytes(&[5, i]),
                 Rec::Prepared(t) => self.bytes(&[3, t.inc, t.seq]),
                 Rec::Decided(t, d) => {
                     self.bytes(&[4, t.inc, t.seq]);
@@ -2096,28 +2310,16 @@ impl Model for System {
         s
     }
 
-    /// Participants are interchangeable: no core behaves differently for
-    /// `p1` than for `p2` (members are kept in id order, but that order
-    /// only picks which message is sent first or which name goes in a text).
-    /// A state is identified by its least encoding over all renamings of the
-    /// participants, so each class of symmetric states is explored once.
-    ///
-    /// Trying every renaming is slow with three participants, so only the
-    /// renamings that sort the participants by a signature of their own
-    /// situation (itself invariant under renaming) are tried; ties try all
-    /// orders among the tied. The result is the same for symmetric states.
+    /// States that differ only by a renaming that the cores cannot tell
+    /// apart count once: a state is identified by its least encoding over
+    /// the renamings that apply to it ([`System::renamings`]). Which
+    /// renamings those are, and why, is said there. `model_check.rs` checks
+    /// on whole graphs that states given one fingerprint look alike to every
+    /// check and have successors with the same fingerprints.
     fn fingerprint(&self, s: &State) -> u128 {
-        let n = s.parts.len();
-        let mut sig = [0u64; PARTICIPANTS_MAX];
-        for (i, x) in sig[..n].iter_mut().enumerate() {
-            *x = self.signature(s, i);
-        }
-        self.perms
-            .iter()
-            .filter(|p| (0..n).all(|i| (0..n).all(|j| sig[i] >= sig[j] || p[i] < p[j])))
-            .map(|p| self.encode(s, p))
-            .min()
-            .expect("the sorting permutation")
+        let mut best = u128::MAX;
+        self.renamings(s, |r| best = best.min(self.encode(s, r)));
+        best
     }
 
     fn next(&self, s: &State, out: &mut Vec<Succ<Step, State>>) {
