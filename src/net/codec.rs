@@ -319,17 +319,31 @@ mod tests {
     }
 
     /// Whatever the chunking, `Frames` reads what `FramedRead` with the
-    /// codec reads: the same payloads, the same end.
+    /// codec reads: the same payloads, the same oversized-frame error. A
+    /// stream that ends inside a frame is an error for `Frames`; for
+    /// `FramedRead` it is one too, except right after a whole length prefix,
+    /// where it ends cleanly. `read_next` ends the connection on either, so
+    /// such an end compares as the end.
     #[test]
     fn frames_are_read_as_the_codec_reads_them_in_any_chunking() {
-        let seed = rand::random::<u64>();
+        // TWOPC_FRAMES_SEED replays a failure.
+        let seed = std::env::var("TWOPC_FRAMES_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(rand::random::<u64>);
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         for _ in 0..500 {
             let max = rng.random_range(1..2000);
             let chunks = random_stream(&mut rng, max);
             let expected = drain(FramedRead::new(Chunks::new(chunks.clone()), codec(max)));
-            let got = drain(Frames::new(Chunks::new(chunks), max));
-            assert_eq!(got, expected, "seed {seed}");
+            let mut got = drain(Frames::new(Chunks::new(chunks), max));
+            let mut expected = expected;
+            for reads in [&mut got, &mut expected] {
+                if reads.last() == Some(&Read::Broken) {
+                    reads.pop();
+                }
+            }
+            assert_eq!(got, expected, "seed {seed} (TWOPC_FRAMES_SEED)");
         }
     }
 
