@@ -26,15 +26,7 @@ fn cluster_waits_for_expected_participants_then_is_ready() {
     assert_eq!(c.state(), ClusterState::WaitingForParticipants);
     assert_eq!(
         c.handle(2, msg(P2, hello("p2"))),
-        vec![
-            joined("p2"),
-            notice(Some(P2), "participant p2 registered (a new member)"),
-            notice(
-                None,
-                "cluster READY: 2 of 2 expected participants registered (p1, p2)"
-            ),
-            send(P2, welcome(ClusterState::Ready), false)
-        ]
+        p2_makes_the_cluster_ready()
     );
     assert_eq!(c.state(), ClusterState::Ready);
     let members: Vec<(&ParticipantId, Option<ConnId>)> =

@@ -104,6 +104,21 @@ fn txn_records(c: &Coordinator) -> Vec<Record> {
         .collect()
 }
 
+/// What the coordinator does when p2 (on `P2`) registers as the second of
+/// the two expected participants: logs it, tells it, tells that the
+/// cluster is ready, and welcomes it.
+fn p2_makes_the_cluster_ready() -> Vec<Action> {
+    vec![
+        joined("p2"),
+        notice(Some(P2), "participant p2 registered (a new member)"),
+        notice(
+            None,
+            "cluster READY: 2 of 2 expected participants registered (p1, p2)",
+        ),
+        send(P2, welcome(ClusterState::Ready), false),
+    ]
+}
+
 fn persist_end(txn: &str) -> Action {
     Action::Persist {
         record: Record::End { txn: tid(txn) },

@@ -12,17 +12,14 @@ fn submit_while_waiting_is_queued_and_started_when_ready() {
     assert_eq!(c.counts(), (0, 0, 0));
     assert_eq!(
         c.handle(8, msg(P2, hello("p2"))),
-        vec![
-            joined("p2"),
-            notice(Some(P2), "participant p2 registered (a new member)"),
-            notice(
-                None,
-                "cluster READY: 2 of 2 expected participants registered (p1, p2)"
-            ),
-            send(P2, welcome(ClusterState::Ready), false),
-            send(P1, prepare("t-1", &["p1", "p2"]), false),
-            send(P2, prepare("t-1", &["p1", "p2"]), false),
+        [
+            p2_makes_the_cluster_ready(),
+            vec![
+                send(P1, prepare("t-1", &["p1", "p2"]), false),
+                send(P2, prepare("t-1", &["p1", "p2"]), false),
+            ],
         ]
+        .concat()
     );
     assert_eq!(c.counts(), (0, 0, 1));
     // The vote deadline runs from the start, not from the submit.
@@ -57,15 +54,7 @@ fn queued_submit_is_refused_not_ready_after_the_deadline() {
     // Nothing is left to start once the cluster becomes ready.
     assert_eq!(
         c.handle(1_200, msg(P2, hello("p2"))),
-        vec![
-            joined("p2"),
-            notice(Some(P2), "participant p2 registered (a new member)"),
-            notice(
-                None,
-                "cluster READY: 2 of 2 expected participants registered (p1, p2)"
-            ),
-            send(P2, welcome(ClusterState::Ready), false)
-        ]
+        p2_makes_the_cluster_ready()
     );
 }
 
@@ -103,15 +92,7 @@ fn queued_submit_of_a_departed_client_is_dropped() {
     assert_eq!(c.handle(1, Event::Disconnected { conn: CLIENT }), vec![]);
     assert_eq!(
         c.handle(2, msg(P2, hello("p2"))),
-        vec![
-            joined("p2"),
-            notice(Some(P2), "participant p2 registered (a new member)"),
-            notice(
-                None,
-                "cluster READY: 2 of 2 expected participants registered (p1, p2)"
-            ),
-            send(P2, welcome(ClusterState::Ready), false)
-        ]
+        p2_makes_the_cluster_ready()
     );
     assert_eq!(c.counts(), (0, 0, 0));
 }

@@ -504,16 +504,11 @@ fn recover_redrives_commits_without_an_end() {
     );
     assert_eq!(
         c.handle(1_002, msg(P2, hello("p2"))),
-        vec![
-            joined("p2"),
-            notice(Some(P2), "participant p2 registered (a new member)"),
-            notice(
-                None,
-                "cluster READY: 2 of 2 expected participants registered (p1, p2)"
-            ),
-            send(P2, welcome(ClusterState::Ready), false),
-            send(P2, commit("a-1"), true),
+        [
+            p2_makes_the_cluster_ready(),
+            vec![send(P2, commit("a-1"), true),],
         ]
+        .concat()
     );
     // Queries: the ended commit from history, the unlogged abort by presumption.
     assert_eq!(
