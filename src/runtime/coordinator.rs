@@ -322,8 +322,9 @@ impl Driver {
         // False once the admin server is gone (or was never started).
         let mut admin_open = true;
         loop {
-            // Appends that found the writer's queue full go first: no new
-            // input until the log has taken them (never a blocked thread).
+            // The last turn's appends go to the writer first, in one piece
+            // (waiting only while its queue is full): no new input until
+            // the log has taken them, and never a blocked thread.
             if self.out.log.backlogged() {
                 self.out.log.drain().await;
             }

@@ -379,8 +379,9 @@ impl Driver {
         let mut tick = tokio::time::interval(Duration::from_millis(tick_ms(&self.cfg)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            // Appends that found the writer's queue full go first: no new
-            // input until the log has taken them (never a blocked thread).
+            // The last turn's appends go to the writer first, in one piece
+            // (waiting only while its queue is full): no new input until
+            // the log has taken them, and never a blocked thread.
             if self.out.log.backlogged() {
                 self.out.log.drain().await;
             }

@@ -23,6 +23,7 @@
 //! - [`invariants`]: what must hold after every event, asserted in debug
 //!   builds.
 
+#[cfg(debug_assertions)]
 mod invariants;
 mod membership;
 mod timers;
