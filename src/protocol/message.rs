@@ -640,17 +640,10 @@ impl Body {
     }
 }
 
-/// The frame object as written: field order and names are the wire format.
-#[derive(Serialize)]
-struct FrameOut<'a, P> {
-    message_type: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    transaction_id: Option<&'a TxnId>,
-    payload: &'a P,
-    timestamp: f64,
-}
-
-/// Write one frame to `out`.
+/// Write one frame to `out`: `{"message_type":…,"transaction_id":…,
+/// "payload":…,"timestamp":…}`, the field order of the wire format. The
+/// keys and message types are plain ASCII words, written as they are; the
+/// values go through the JSON serializer.
 fn write_frame<P: Serialize>(
     out: &mut Vec<u8>,
     message_type: &'static str,
@@ -658,15 +651,25 @@ fn write_frame<P: Serialize>(
     payload: &P,
     timestamp: f64,
 ) {
-    let frame = FrameOut {
-        message_type,
-        transaction_id,
-        payload,
-        timestamp,
-    };
+    out.extend_from_slice(b"{\"message_type\":\"");
+    out.extend_from_slice(message_type.as_bytes());
+    out.extend_from_slice(b"\"");
+    if let Some(txn) = transaction_id {
+        out.extend_from_slice(b",\"transaction_id\":");
+        json_into(out, txn);
+    }
+    out.extend_from_slice(b",\"payload\":");
+    json_into(out, payload);
+    out.extend_from_slice(b",\"timestamp\":");
+    json_into(out, &timestamp);
+    out.push(b'}');
+}
+
+/// Append `v` as JSON to `out`.
+fn json_into<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
     // A payload holds only strings, numbers, maps with string keys and
     // arrays, and writing to a `Vec` does not fail: serialising cannot fail.
-    serde_json::to_writer(out, &frame).expect("a frame serialises to JSON");
+    serde_json::to_writer(out, v).expect("a frame serialises to JSON");
 }
 
 /// A `status_report` or `txn_info` payload: the value itself when it is an
@@ -782,7 +785,9 @@ impl Message {
 /// numbers in range, nesting depth), by reading it into its typed form or
 /// by walking it with [`Checked`].
 fn decode_fast(bytes: &[u8]) -> Option<Body> {
-    let frame: RawFrame<'_> = serde_json::from_slice(bytes).ok()?;
+    // UTF-8 checked once for the whole frame, not string by string.
+    let text = std::str::from_utf8(bytes).ok()?;
+    let frame: RawFrame<'_> = serde_json::from_str(text).ok()?;
     let message_type = frame.message_type?.get();
     let message_type: std::borrow::Cow<'_, str> = match serde_json::from_str::<&str>(message_type) {
         Ok(s) => s.into(),
@@ -1268,6 +1273,18 @@ mod tests {
         for (body, pinned) in examples.into_iter().zip(PINNED) {
             let bytes = body.clone().encode(1.5);
             assert_eq!(String::from_utf8(bytes).unwrap(), *pinned, "{body:?}");
+        }
+    }
+
+    /// The frame writer puts message types between quotes as they are:
+    /// none may need escaping.
+    #[test]
+    fn message_types_are_plain_words() {
+        for t in MESSAGE_TYPES {
+            assert!(
+                t.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{t}"
+            );
         }
     }
 
