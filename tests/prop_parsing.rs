@@ -434,6 +434,9 @@ const DECODE_CODES: &[ErrorCode] = &[
 /// accepts must survive encode → decode unchanged.
 fn check_decode(bytes: &[u8]) -> Result<(), TestCaseError> {
     let as_json = serde_json::from_slice::<Value>(bytes);
+    // The fast decoder answers what the reference decoder (JSON tree, then
+    // typed) answers, error text included.
+    prop_assert_eq!(Message::decode(bytes), Message::decode_exact(bytes));
     match Message::decode(bytes) {
         Ok(body) => {
             prop_assert!(matches!(as_json, Ok(Value::Object(_))));
@@ -475,6 +478,14 @@ fn decode_handles_arbitrary_json() {
 fn every_body_round_trips() {
     check(512, (body(), finite_f64()), |(body, timestamp)| {
         let bytes = body.clone().encode(timestamp);
+        // Written straight from the typed body, the frame is what writing
+        // it as a `Message` (payload as a JSON tree) writes: the same fields
+        // in the same order, payload keys sorted.
+        let msg: Message = serde_json::from_slice(&bytes).expect("an encoded frame is a message");
+        prop_assert_eq!(
+            &bytes,
+            &serde_json::to_vec(&msg).expect("a message serialises")
+        );
         prop_assert_eq!(Message::decode(&bytes), Ok(body));
         Ok(())
     });

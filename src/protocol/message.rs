@@ -203,6 +203,10 @@ impl WireError {
 }
 
 /// A client's request to run one transaction.
+///
+/// Fields in the alphabetical order of their wire names: a frame is written
+/// straight from this struct, and payload keys go out sorted (see
+/// [`Body::encode`]).
 #[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
 pub struct SubmitRequest {
     /// Application data handed to every participant in PREPARE.
@@ -211,6 +215,10 @@ pub struct SubmitRequest {
     /// Participants to involve; all registered participants when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub participants: Option<Vec<ParticipantId>>,
+    /// Ask for an `accepted` message naming the transaction id as soon as
+    /// the transaction starts, before its outcome.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub report_accepted: bool,
     /// Echoed in the reply so a client can pipeline several submits on one
     /// connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -220,30 +228,29 @@ pub struct SubmitRequest {
     /// outcome (see `Outcome::repeated`), or `in_progress`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transaction_id: Option<TxnId>,
-    /// Ask for an `accepted` message naming the transaction id as soon as
-    /// the transaction starts, before its outcome.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub report_accepted: bool,
 }
 
 /// The reply to a submit once the decision is taken (and, for commit, durable).
+///
+/// Fields in the alphabetical order of their wire names, as in
+/// [`SubmitRequest`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
     pub decision: Decision,
-    pub votes: BTreeMap<ParticipantId, Vote>,
-    #[serde(default)]
-    pub reason: Option<String>,
     #[serde(default)]
     pub duration_ms: f64,
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The transaction had already run under this id: this is its recorded
+    /// outcome, and nothing was run again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repeated: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<u64>,
     /// Per-participant results of reads, for participants that returned any.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub results: BTreeMap<ParticipantId, Value>,
-    /// The transaction had already run under this id: this is its recorded
-    /// outcome, and nothing was run again.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub repeated: bool,
+    pub votes: BTreeMap<ParticipantId, Vote>,
 }
 
 impl Outcome {
@@ -293,12 +300,17 @@ macro_rules! some_if_given {
 ///
 /// Field attributes are written as `///` docs first, then `#[serde(..)]`
 /// attributes; the serde attributes say how the field is read and written
-/// in the payload (the payload is a JSON object whose keys are sorted).
+/// in the payload. Payload keys go out sorted (the format every peer has
+/// written since the first version), and a payload is written straight
+/// from its fields, so the fields of an entry are listed in the
+/// alphabetical order of their wire names (nested structs likewise, or
+/// with a `serialize_with` that sorts them); the pinned encodings in the
+/// tests hold this.
 macro_rules! wire_messages {
     ($(
         $(#[doc = $doc:literal])*
         $variant:ident = $wire:literal
-        $( ( $wname:ident : $wty:ty ) )?
+        $( ( $(#[serde $wattr:tt])* $wname:ident : $wty:ty ) )?
         $( {
             $( $(#[doc = $pdoc:literal])* $(#[serde $pattr:tt])* $pfield:ident : $pty:ty ),* $(,)?
         } )?
@@ -335,7 +347,7 @@ macro_rules! wire_messages {
                     #[derive(Serialize, Deserialize)]
                     $( #[serde(transparent)] #[doc = concat!("The whole payload is one `", stringify!($wty), "`.")] )?
                     pub(in super::super) struct Payload {
-                        $( pub(in super::super) $wname: $wty, )?
+                        $( $(#[serde $wattr])* pub(in super::super) $wname: $wty, )?
                         $( $( $(#[serde $pattr])* pub(in super::super) $pfield: $pty, )* )?
                         $( $( $(#[serde $tattr])* pub(in super::super) $tfield: $tty, )* )?
                     }
@@ -358,23 +370,53 @@ macro_rules! wire_messages {
                 }
             }
 
-            /// The frame's `transaction_id` and `payload` for this body.
-            fn into_parts(self) -> (Option<TxnId>, Map<String, Value>) {
+            /// Write the frame for this body to `out`, stamped with
+            /// `timestamp`.
+            fn write_frame(self, timestamp: f64, out: &mut Vec<u8>) {
                 match self {
                     $(
                         Body::$variant {
                             $( 0: $wname )?
                             $( $( $pfield, )* )?
                             $( $txn, $( $tfield, )* )?
-                        } => (
-                            some_if_given!($( $txn )?),
-                            as_object(json_of(&payload::$variant::Payload {
+                        } => write_frame(
+                            out,
+                            $wire,
+                            some_if_given!($( &$txn )?),
+                            &payload::$variant::Payload {
                                 $( $wname )?
                                 $( $( $pfield, )* )?
                                 $( $( $tfield, )* )?
-                            })),
+                            },
+                            timestamp,
                         ),
                     )*
+                }
+            }
+
+            /// The body of a frame of type `message_type` whose payload is
+            /// the JSON object `payload` (already checked to be valid JSON
+            /// and an object); `None` when anything does not fit, for the
+            /// exact decoder to say what.
+            fn from_raw_parts(
+                message_type: &str,
+                transaction_id: Option<String>,
+                payload: &str,
+            ) -> Option<Body> {
+                match message_type {
+                    $(
+                        $wire => {
+                            // Unread by the types without payload fields.
+                            #[allow(unused_variables)]
+                            let p: payload::$variant::Payload = serde_json::from_str(payload).ok()?;
+                            Some(Body::$variant {
+                                $( 0: p.$wname )?
+                                $( $( $pfield: p.$pfield, )* )?
+                                $( $txn: TxnId(transaction_id.filter(|t| !t.is_empty())?), $( $tfield: p.$tfield, )* )?
+                            })
+                        }
+                    )*
+                    _ => None,
                 }
             }
 
@@ -414,11 +456,11 @@ macro_rules! wire_messages {
 
 wire_messages! {
     Hello = "hello" {
-        role: Role,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<ParticipantId>,
         #[serde(default = "current_protocol_version")]
         protocol_version: u32,
+        role: Role,
     },
     Welcome = "welcome" {
         #[serde(default)]
@@ -426,9 +468,9 @@ wire_messages! {
     },
     Prepare = "prepare" txn {
         #[serde(default)]
-        participants: Vec<ParticipantId>,
-        #[serde(default)]
         data: Value,
+        #[serde(default)]
+        participants: Vec<ParticipantId>,
     },
     VoteCommit = "vote_commit" txn {
         /// What the resource read while preparing (for example the values
@@ -447,7 +489,7 @@ wire_messages! {
         decision: Option<Decision>,
         /// Present when the participant could not carry out the decision
         /// as decided (a heuristic outcome: its kind and what was found).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "heuristic_sorted")]
         heuristic: Option<Heuristic>,
     },
     Query = "query" txn {},
@@ -465,7 +507,7 @@ wire_messages! {
         outcome: Outcome,
     },
     Status = "status",
-    StatusReport = "status_report" (report: Value),
+    StatusReport = "status_report" (#[serde(serialize_with = "object_or_wrapped")] report: Value),
     Error = "error" {
         #[serde(default)]
         code: WireCode,
@@ -481,36 +523,36 @@ wire_messages! {
     /// previous reply; from the start when absent).
     TxnList = "txn_list" {
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        state: Option<String>,
+        cursor: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         limit: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        cursor: Option<String>,
+        state: Option<String>,
     },
     /// Operator: one transaction in detail.
     TxnShow = "txn_show" txn {},
     /// Reply to `txn_list`, `txn_show` and `resolve`.
-    TxnInfo = "txn_info" (info: Value),
+    TxnInfo = "txn_info" (#[serde(serialize_with = "object_or_wrapped")] info: Value),
     /// Operator, to a participant's admin port: decide an in-doubt
     /// transaction by hand (a heuristic decision, logged with `reason`).
     Resolve = "resolve" txn {
         decision: Decision,
-        /// Never blank: it is kept in the log.
-        #[serde(deserialize_with = "not_blank")]
-        reason: String,
         /// Who resolves, as the operator names themself (kept in the log
         /// with the connection's address and identity).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         operator: Option<String>,
+        /// Never blank: it is kept in the log.
+        #[serde(deserialize_with = "not_blank")]
+        reason: String,
     },
     /// Operator, to the coordinator: forget participant `id` (refused while
     /// a transaction still needs it). Answered with `status_report`.
     ParticipantRemove = "participant_remove" {
-        #[serde(rename = "participant_id")]
-        id: ParticipantId,
         /// Remove it even while it is connected: it is told and stops.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         force: bool,
+        #[serde(rename = "participant_id")]
+        id: ParticipantId,
     },
     /// Server → peer, in reply to `hello` when a shared secret is required:
     /// a fresh random nonce (64 hex digits) to prove knowledge of the secret.
@@ -527,9 +569,9 @@ wire_messages! {
     /// and its hello (see `security::auth`).
     Auth = "auth" {
         #[serde(default, deserialize_with = "null_as_empty")]
-        nonce: String,
-        #[serde(default, deserialize_with = "null_as_empty")]
         mac: String,
+        #[serde(default, deserialize_with = "null_as_empty")]
+        nonce: String,
     },
     /// Server → peer: the server's proof that it knows the secret too,
     /// sent before the protocol's own reply to `hello`.
@@ -578,30 +620,110 @@ impl Body {
     }
 
     /// Convert to the wire object, stamping it with `timestamp` (seconds since
-    /// the Unix epoch, supplied by the caller).
+    /// the Unix epoch, supplied by the caller). For tools and tests: frames
+    /// are written with [`Body::encode`], without this intermediate form.
     pub fn into_message(self, timestamp: f64) -> Message {
-        let message_type = self.message_type().to_string();
-        let (txn, payload) = self.into_parts();
-        Message {
-            message_type,
-            transaction_id: txn.map(|t| t.0),
-            payload,
-            timestamp,
-        }
+        // The encoder writes only what a `Message` reads back.
+        serde_json::from_slice(&self.encode(timestamp))
+            .expect("an encoded frame reads back as a message")
     }
 
-    /// Serialise to the bytes of one frame (without the length prefix).
+    /// Serialise to the bytes of one frame (without the length prefix):
+    /// `{message_type, transaction_id?, payload, timestamp}` in that order,
+    /// the payload's keys sorted, written straight from the body's fields.
     pub fn encode(self, timestamp: f64) -> Vec<u8> {
-        // A `Message` holds only strings, numbers, maps and arrays; encoding
-        // it cannot fail.
-        serde_json::to_vec(&self.into_message(timestamp)).unwrap_or_default()
+        // Most frames are well under this; one reallocation at most for
+        // those that carry application data.
+        let mut out = Vec::with_capacity(256);
+        self.write_frame(timestamp, &mut out);
+        out
+    }
+}
+
+/// Write one frame to `out`: `{"message_type":…,"transaction_id":…,
+/// "payload":…,"timestamp":…}`, the field order of the wire format. The
+/// keys and message types are plain ASCII words, written as they are; the
+/// values go through the JSON serializer.
+fn write_frame<P: Serialize>(
+    out: &mut Vec<u8>,
+    message_type: &'static str,
+    transaction_id: Option<&TxnId>,
+    payload: &P,
+    timestamp: f64,
+) {
+    out.extend_from_slice(b"{\"message_type\":\"");
+    out.extend_from_slice(message_type.as_bytes());
+    out.extend_from_slice(b"\"");
+    if let Some(txn) = transaction_id {
+        out.extend_from_slice(b",\"transaction_id\":");
+        json_into(out, txn);
+    }
+    out.extend_from_slice(b",\"payload\":");
+    json_into(out, payload);
+    out.extend_from_slice(b",\"timestamp\":");
+    json_into(out, &timestamp);
+    out.push(b'}');
+}
+
+/// Append `v` as JSON to `out`.
+fn json_into<T: Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    // A payload holds only strings, numbers, maps with string keys and
+    // arrays, and writing to a `Vec` does not fail: serialising cannot fail.
+    serde_json::to_writer(out, v).expect("a frame serialises to JSON");
+}
+
+/// A `status_report` or `txn_info` payload: the value itself when it is an
+/// object, else `{"value": ...}` (a payload is always an object).
+fn object_or_wrapped<S: serde::Serializer>(v: &Value, s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    if v.is_object() {
+        return v.serialize(s);
+    }
+    let mut m = s.serialize_map(Some(1))?;
+    m.serialize_entry("value", v)?;
+    m.end()
+}
+
+/// An ack's `heuristic` with its keys sorted (`detail`, `kind`), as the
+/// wire has it; `Heuristic` itself keeps its field order for the log.
+fn heuristic_sorted<S: serde::Serializer>(h: &Option<Heuristic>, s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Sorted<'a> {
+        detail: &'a str,
+        kind: super::heuristic::HeuristicKind,
+    }
+    match h {
+        Some(h) => Sorted {
+            detail: &h.detail,
+            kind: h.kind,
+        }
+        .serialize(s),
+        None => s.serialize_none(),
     }
 }
 
 impl Message {
     /// Parse one frame's bytes into a typed body. Errors carry the stable code
     /// the receiver sends back.
+    ///
+    /// The same result as [`Message::decode_exact`], for less work: a
+    /// well-formed frame is read in one pass over the frame (its payload
+    /// kept as raw JSON text), one check of the payload and one read of it
+    /// into its typed form, without building a JSON tree. Whatever the fast
+    /// path does not accept (any error, and the rare frames it cannot judge
+    /// as the tree does: repeated keys, very deep nesting) goes to the exact
+    /// decoder, which decides and words the error.
     pub fn decode(bytes: &[u8]) -> Result<Body, WireError> {
+        match decode_fast(bytes) {
+            Some(body) => Ok(body),
+            None => Message::decode_exact(bytes),
+        }
+    }
+
+    /// The reference decoder: bytes → JSON tree → [`Message`] → typed body.
+    /// [`Message::decode`] answers the same with less work; this one is what
+    /// it falls back to, and what tests compare it with.
+    pub fn decode_exact(bytes: &[u8]) -> Result<Body, WireError> {
         let value: Value = serde_json::from_slice(bytes).map_err(|e| {
             WireError::new(
                 ErrorCode::InvalidJson,
@@ -656,6 +778,191 @@ impl Message {
     }
 }
 
+/// The fast path of [`Message::decode`]: the body of a well-formed frame,
+/// or `None` for the exact decoder to judge. It must never accept what the
+/// exact decoder refuses, nor read a frame differently: everything the
+/// frame holds is checked as the JSON tree would check it (syntax, UTF-8,
+/// numbers in range, nesting depth), by reading it into its typed form or
+/// by walking it with [`Checked`].
+fn decode_fast(bytes: &[u8]) -> Option<Body> {
+    // UTF-8 checked once for the whole frame, not string by string.
+    let text = std::str::from_utf8(bytes).ok()?;
+    let frame: RawFrame<'_> = serde_json::from_str(text).ok()?;
+    let message_type = frame.message_type?.get();
+    let message_type: std::borrow::Cow<'_, str> = match serde_json::from_str::<&str>(message_type) {
+        Ok(s) => s.into(),
+        // A string with escapes (or no string at all).
+        Err(_) => serde_json::from_str::<String>(message_type).ok()?.into(),
+    };
+    let transaction_id: Option<String> = match frame.transaction_id {
+        Some(raw) => serde_json::from_str(raw.get()).ok()?,
+        None => None,
+    };
+    if let Some(raw) = frame.timestamp {
+        serde_json::from_str::<f64>(raw.get()).ok()?;
+    }
+    let payload = match frame.payload {
+        Some(raw) => {
+            let text = raw.get();
+            // A payload is an object (a typed payload would also read an
+            // array), and the typed read skips unknown keys unchecked:
+            // check it all first.
+            if !text.starts_with('{') {
+                return None;
+            }
+            let mut de = serde_json::Deserializer::from_str(text);
+            serde::de::DeserializeSeed::deserialize(Checked { depth: 1 }, &mut de).ok()?;
+            text
+        }
+        None => "{}",
+    };
+    Body::from_raw_parts(&message_type, transaction_id, payload)
+}
+
+/// The top-level fields of one frame as raw JSON text, before any is
+/// interpreted. Fields it does not know are walked (see [`Checked`]) and
+/// dropped; a field given twice, or JSON that is not an object, is an error
+/// (the exact decoder then judges the frame).
+#[derive(Default)]
+struct RawFrame<'a> {
+    message_type: Option<&'a serde_json::value::RawValue>,
+    transaction_id: Option<&'a serde_json::value::RawValue>,
+    payload: Option<&'a serde_json::value::RawValue>,
+    timestamp: Option<&'a serde_json::value::RawValue>,
+}
+
+impl<'de> Deserialize<'de> for RawFrame<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(RawFrameVisitor)
+    }
+}
+
+struct RawFrameVisitor;
+
+impl<'de> serde::de::Visitor<'de> for RawFrameVisitor {
+    type Value = RawFrame<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a frame object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> Result<RawFrame<'de>, A::Error> {
+        let mut frame = RawFrame::default();
+        while let Some(key) = map.next_key::<FrameKey>()? {
+            let slot = match key {
+                FrameKey::MessageType => &mut frame.message_type,
+                FrameKey::TransactionId => &mut frame.transaction_id,
+                FrameKey::Payload => &mut frame.payload,
+                FrameKey::Timestamp => &mut frame.timestamp,
+                FrameKey::Other => {
+                    map.next_value_seed(Checked { depth: 1 })?;
+                    continue;
+                }
+            };
+            if slot.is_some() {
+                // The tree keeps the last; leave that to the exact decoder.
+                return Err(serde::de::Error::custom("repeated key"));
+            }
+            *slot = Some(map.next_value()?);
+        }
+        Ok(frame)
+    }
+}
+
+/// A top-level key of a frame.
+enum FrameKey {
+    MessageType,
+    TransactionId,
+    Payload,
+    Timestamp,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for FrameKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl serde::de::Visitor<'_> for KeyVisitor {
+            type Value = FrameKey;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<FrameKey, E> {
+                Ok(match s {
+                    "message_type" => FrameKey::MessageType,
+                    "transaction_id" => FrameKey::TransactionId,
+                    "payload" => FrameKey::Payload,
+                    "timestamp" => FrameKey::Timestamp,
+                    _ => FrameKey::Other,
+                })
+            }
+        }
+        d.deserialize_identifier(KeyVisitor)
+    }
+}
+
+/// Nesting deeper than this takes the exact decoder (whose JSON tree stops
+/// at 128 levels), so that the fast path never accepts what it refuses.
+const FAST_DEPTH_MAX: usize = 100;
+
+/// Walks one JSON value as the JSON tree reads it (every number parsed, so
+/// out-of-range ones are refused; every string unescaped and checked) and
+/// keeps nothing. `depth` is how deep the value sits in the frame.
+struct Checked {
+    depth: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Checked {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        if self.depth > FAST_DEPTH_MAX {
+            return Err(serde::de::Error::custom("deep nesting"));
+        }
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Checked {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let inner = self.depth + 1;
+        while seq.next_element_seed(Checked { depth: inner })?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let inner = self.depth + 1;
+        while map.next_key_seed(Checked { depth: inner })?.is_some() {
+            map.next_value_seed(Checked { depth: inner })?;
+        }
+        Ok(())
+    }
+}
+
 fn current_protocol_version() -> u32 {
     PROTOCOL_VERSION
 }
@@ -692,24 +999,6 @@ fn payload_as<T: serde::de::DeserializeOwned>(
             format!("payload of `{message_type}` is invalid: {e}"),
         )
     })
-}
-
-fn json_of<T: Serialize>(v: &T) -> Value {
-    serde_json::to_value(v).unwrap_or(Value::Null)
-}
-
-fn as_object(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        other => obj([("value", other)]),
-    }
-}
-
-fn obj<const N: usize>(fields: [(&str, Value); N]) -> Map<String, Value> {
-    fields
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
 }
 
 fn truncate(s: &str, max_chars: usize) -> String {
@@ -987,6 +1276,18 @@ mod tests {
         }
     }
 
+    /// The frame writer puts message types between quotes as they are:
+    /// none may need escaping.
+    #[test]
+    fn message_types_are_plain_words() {
+        for t in MESSAGE_TYPES {
+            assert!(
+                t.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{t}"
+            );
+        }
+    }
+
     /// Every message type has an example (so it is pinned above).
     #[test]
     fn every_message_type_has_an_example() {
@@ -1106,6 +1407,86 @@ mod tests {
             refused(r#"{"message_type":"Hello"}"#),
             ErrorCode::UnknownMessageType
         );
+    }
+
+    /// Frames the fast decoder must read exactly as the JSON tree does, or
+    /// leave to the exact decoder: repeated keys (the tree keeps the last),
+    /// nesting near the tree's limit, numbers out of range and bad strings
+    /// where nothing typed reads them, escapes, payloads that are not
+    /// objects.
+    fn tricky_frames() -> Vec<Vec<u8>> {
+        let deep = |n: usize| {
+            format!(
+                r#"{{"message_type":"heartbeat","payload":{{"x":{}{}}}}}"#,
+                "[".repeat(n),
+                "]".repeat(n)
+            )
+        };
+        let mut frames: Vec<Vec<u8>> = [
+            r#"{"message_type":"commit","transaction_id":"t1","transaction_id":"t2"}"#,
+            r#"{"message_type":"commit","message_type":"abort","transaction_id":"t1"}"#,
+            r#"{"message_type":"ack","transaction_id":"t1","payload":{"decision":"commit","decision":"abort"}}"#,
+            r#"{"message_type":"ack","transaction_id":"t1","payload":{"decision":"commit"},"payload":{}}"#,
+            r#"{"message_type":"prepare","transaction_id":"t1","payload":{"data":{"a":1,"a":2}}}"#,
+            r#"{"message_type":"heartbeat","x":1e400}"#,
+            r#"{"message_type":"heartbeat","payload":{"x":1e400}}"#,
+            r#"{"message_type":"heartbeat","payload":{"x":"\ud800"}}"#,
+            r#"{"message_type":"heartbeat","x":"\ud800"}"#,
+            r#"{"message_type":"heartbeat","x":[[[{"y":-0.5e-3}]]],"payload":{"z":[1,{"w":null}]}}"#,
+            r#"{"message_type":"hello","payload":["client"]}"#,
+            r#"{"message_type":"status_report","payload":[1]}"#,
+            r#"{"message_type":"status_report","payload":null}"#,
+            r#"{"message_\u0074ype":"status"}"#,
+            r#"{"message_type":"st\u0061tus"}"#,
+            r#"{"message_type":"commit","transaction_id":"t\u00e9"}"#,
+            r#"{"message_type":"commit","transaction_id":"t1","timestamp":null}"#,
+            r#"{"message_type":"commit","transaction_id":"t1","timestamp":1e400}"#,
+            r#"{"message_type":"commit","transaction_id":"t1","timestamp":7}"#,
+            r#"{"message_type":"commit","transaction_id":5}"#,
+            r#"{"message_type":"commit","transaction_id":null}"#,
+            r#"{"message_type":"heartbeat","transaction_id":5}"#,
+            r#"{"message_type":5}"#,
+            r#"{"message_type":"explode","payload":{"x":1}}"#,
+            r#"  {"message_type":"heartbeat"}  "#,
+            r#"{"message_type":"heartbeat"} x"#,
+            r#"{"message_type":"vote_commit","transaction_id":"t1","payload":{"result":[1,2]}}"#,
+            r#"{"message_type":"hello","payload":{"role":"client","protocol_version":1.0}}"#,
+            r#"{"message_type":"outcome","transaction_id":"t1","payload":{"decision":"abort","votes":{},"votes":{}}}"#,
+            r#"[1,2]"#,
+            r#""hello""#,
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+        frames.push(b"{\"message_type\":\"heartbeat\",\"x\":\"\xff\"}".to_vec());
+        frames.push(
+            b"{\"message_type\":\"prepare\",\"transaction_id\":\"t\",\"payload\":{\"data\":\"\xc3\"}}"
+                .to_vec(),
+        );
+        for n in [50, 98, 99, 100, 101, 125, 126, 127, 128] {
+            frames.push(deep(n).into_bytes());
+        }
+        frames
+    }
+
+    /// `decode` answers what the exact decoder answers, and its fast path,
+    /// where it answers at all, answers the same; it answers for every
+    /// frame the encoder writes.
+    #[test]
+    fn fast_decoding_agrees_with_the_exact_decoder() {
+        for body in examples() {
+            let frame = body.clone().encode(1.5);
+            let exact = Message::decode_exact(&frame);
+            assert_eq!(decode_fast(&frame).map(Ok), Some(exact), "{body:?}");
+        }
+        for frame in tricky_frames() {
+            let text = String::from_utf8_lossy(&frame);
+            let exact = Message::decode_exact(&frame);
+            if let Some(fast) = decode_fast(&frame) {
+                assert_eq!(Ok(fast), exact, "{text}");
+            }
+            assert_eq!(Message::decode(&frame), exact, "{text}");
+        }
     }
 
     fn roundtrip(b: Body) {

@@ -107,6 +107,18 @@ impl Timeline {
         }
     }
 
+    /// An empty timeline keeping at most `max` events, with room for
+    /// `expected` of them (at most `max`) from the start: a transaction's
+    /// timeline is kept for as long as the transaction is remembered, so
+    /// room for what it will hold costs less, in time and in memory, than
+    /// doubling its way there.
+    pub fn with_room(max: usize, expected: usize) -> Timeline {
+        Timeline {
+            events: Vec::with_capacity(expected.min(max)),
+            ..Timeline::new(max)
+        }
+    }
+
     /// Record `step` at `at`, unless the timeline is full.
     pub fn record(&mut self, at: Millis, step: Step) {
         if self.events.len() < self.max {

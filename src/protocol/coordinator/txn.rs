@@ -116,6 +116,10 @@ impl Txn {
         deadline_ms: Millis,
         timeline_max_events: usize,
     ) -> Txn {
+        let timeline = Timeline::with_room(
+            timeline_max_events,
+            timeline_events_expected(participants.len()),
+        );
         Txn {
             id,
             participants,
@@ -139,7 +143,7 @@ impl Txn {
             abort_cause: None,
             errors: BTreeMap::new(),
             heuristics: BTreeMap::new(),
-            timeline: Timeline::new(timeline_max_events),
+            timeline,
             unasked: BTreeSet::new(),
             deadline_ms,
             next_resend_ms: 0,
@@ -495,7 +499,12 @@ impl Coordinator {
         true
     }
 
-    pub(super) fn start_txn(&mut self, waiter: Waiter, req: SubmitRequest, out: &mut Vec<Action>) {
+    pub(super) fn start_txn(
+        &mut self,
+        waiter: Waiter,
+        mut req: SubmitRequest,
+        out: &mut Vec<Action>,
+    ) {
         let mut digest = None;
         if let Some(id) = &req.transaction_id {
             if !valid_txn_id(&id.0) {
@@ -617,11 +626,14 @@ impl Coordinator {
             }
         }
         let mut unreachable = None;
-        for p in &participants {
+        let last = participants.len().saturating_sub(1);
+        for (i, p) in participants.iter().enumerate() {
             // With per-participant operations, each participant sees only
-            // its own; otherwise every participant gets the whole data.
+            // its own; otherwise every participant gets the whole data (the
+            // last one the request's own, the others a copy).
             let data = match &operations {
                 Some(ops) => json!({ "operations": ops.get(p).cloned().unwrap_or(json!([])) }),
+                None if i == last => std::mem::take(&mut req.data),
                 None => req.data.clone(),
             };
             match self.members.get(p).and_then(|m| m.conn) {
@@ -1327,6 +1339,13 @@ pub fn valid_txn_id(id: &str) -> bool {
         && id
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
+}
+
+/// Timeline events of a transaction with `participants` that commits
+/// without a resend: submitted, decided, log write, log durable, outcome
+/// and ended, and per participant its prepare, vote, decision and ack.
+pub(super) fn timeline_events_expected(participants: usize) -> usize {
+    6 + 4 * participants
 }
 
 /// What a repeated submit of a client-named id must match: its data and

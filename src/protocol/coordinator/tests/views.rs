@@ -61,6 +61,11 @@ fn timeline_of_a_commit_holds_the_commits_until_the_decision_is_durable() {
             (21, Step::Ended),
         ]
     );
+    // The room a timeline is given at the start is what a commit fills.
+    assert_eq!(
+        timeline(&c, "t-1").len(),
+        super::super::txn::timeline_events_expected(2)
+    );
     // The phase stamps the runtime times its microsecond latencies by.
     let t = c.txn(&tid("t-1")).unwrap();
     assert_eq!(
