@@ -22,9 +22,10 @@ use crate::net::ErrorCounts;
 use crate::net::Outgoing;
 use crate::protocol::page::ParamError;
 use crate::protocol::{
-    Body, ConnId, ErrorCode, Message, Role, SubmitRequest, TxnId, PROTOCOL_VERSION,
+    Body, ConnId, ErrorCode, Message, ParticipantId, Role, SubmitRequest, TxnId, PROTOCOL_VERSION,
 };
-use crate::security::auth::{fresh_nonce, Secret};
+use crate::security::auth::{self as key_auth, fresh_nonce, Identity, Secret, OPERATOR_ID};
+use super::console::{self, diagram::Diagram};
 use crate::security::http_auth::{self, HttpAuthError, NonceStore, Proof};
 use crate::security::ServerSecurity;
 use axum::body::Bytes;
@@ -33,7 +34,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, Query, Req
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
 use axum::{Extension, Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{json, Value};
@@ -277,11 +278,18 @@ fn router(ctx: Ctx, max_body_bytes: usize, open_metrics: bool) -> Router {
     let mut protected = Router::new()
         .route("/status", get(status))
         .route("/participants", get(participants))
+        .route("/participants/{id}", delete(remove_participant))
         .route("/transactions", get(transactions).post(submit))
-        .route("/transactions/{id}", get(transaction));
+        .route("/transactions/{id}", get(transaction))
+        .route("/transactions/{id}/diagram", get(transaction_diagram));
+    // The console's page and assets hold no data: every figure it shows
+    // comes from the routes above, with a proof when a secret is set.
     let mut open = Router::new()
         .route("/health", get(health))
-        .route("/auth/challenge", get(challenge));
+        .route("/auth/challenge", get(challenge))
+        .route("/", get(console::page))
+        .route("/console.js", get(console::script))
+        .route("/console.css", get(console::style));
     if open_metrics {
         open = open.route("/metrics", get(metrics));
     } else {
@@ -655,15 +663,109 @@ async fn transactions(State(ctx): State<Ctx>, params: Extension<QueryParams>) ->
 async fn transaction(State(ctx): State<Ctx>, id: Result<Path<String>, PathRejection>) -> Response {
     match id {
         Ok(Path(id)) => ctx.json(AdminQuery::Transaction { id: TxnId(id) }).await,
-        Err(rej) => error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            format!(
-                "cannot read the transaction id in the path ({}); send GET /transactions/ID with the id percent-encoded as UTF-8",
-                rej.body_text()
-            ),
-        ),
+        Err(rej) => bad_path_id(rej, "GET /transactions/ID", "transaction"),
     }
+}
+
+/// 400 for an id in the path that cannot be read.
+fn bad_path_id(rej: PathRejection, form: &str, what: &str) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        format!(
+            "cannot read the {what} id in the path ({}); send {form} with the id percent-encoded as UTF-8",
+            rej.body_text()
+        ),
+    )
+}
+
+/// `GET /transactions/{id}/diagram`: the transaction's timeline as a
+/// sequence diagram, the model the console draws and its Mermaid text
+/// (what `twopc txn show --diagram` prints).
+async fn transaction_diagram(
+    State(ctx): State<Ctx>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let id = match id {
+        Ok(Path(id)) => TxnId(id),
+        Err(rej) => return bad_path_id(rej, "GET /transactions/ID/diagram", "transaction"),
+    };
+    let detail = match ctx.ask(AdminQuery::Transaction { id }).await {
+        Ok(AdminAnswer::Json(v)) => v,
+        Ok(AdminAnswer::NotFound(m)) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                ErrorCode::UnknownTransaction.as_str(),
+                m,
+            )
+        }
+        Ok(_) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "unexpected answer from the event loop",
+            )
+        }
+        Err(resp) => return resp,
+    };
+    match Diagram::of_detail(&detail) {
+        Ok(d) => {
+            let mermaid = d.mermaid();
+            Json(json!({
+                "transaction_id": detail["transaction_id"],
+                "actors": d.actors,
+                "lines": d.lines,
+                "mermaid": mermaid,
+            }))
+            .into_response()
+        }
+        Err(why) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", why),
+    }
+}
+
+/// `DELETE /participants/{id}[?force=true]`: the operator's removal, as
+/// `twopc participants remove` sends it on the coordinator port. With a
+/// secret it needs the operator key, exactly as there
+/// ([`key_auth::permits`]); the core decides whether the removal is
+/// allowed and answers with the status after it.
+async fn remove_participant(
+    State(ctx): State<Ctx>,
+    params: Extension<QueryParams>,
+    proven: Option<Extension<ProvenIdentity>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let id = match id {
+        Ok(Path(id)) => ParticipantId(id),
+        Err(rej) => return bad_path_id(rej, "DELETE /participants/ID", "participant"),
+    };
+    let force = match params.get("force").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return param_error(
+                "force",
+                format!(
+                    "force `{}` is neither true nor false; give force=true to remove a participant that is still connected (it is told and exits)",
+                    shown(other)
+                ),
+            )
+        }
+    };
+    let body = Body::ParticipantRemove { id, force };
+    if let Some(Extension(ProvenIdentity(identity))) = &proven {
+        if let Err(e) = key_auth::permits(identity, &body) {
+            if let Some(auth) = &ctx.auth {
+                auth.errors.count(ErrorCode::Unauthorized);
+            }
+            return error(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Unauthorized.as_str(),
+                format!("{}; sign the request with the operator key (key=operator)", e.message),
+            );
+        }
+    }
+    let (status, v) = run_virtual(&ctx, Some(OPERATOR_ID), body).await;
+    (status, Json(v)).into_response()
 }
 
 /// The query parameters each endpoint takes; every other endpoint takes
@@ -672,6 +774,7 @@ fn params_taken(method: &axum::http::Method, path: &str) -> &'static [&'static s
     match (method.as_str(), path) {
         ("GET" | "HEAD", "/transactions") => &["state", "limit", "cursor"],
         ("GET" | "HEAD", "/participants") => &["limit", "cursor"],
+        ("DELETE", "/participants/{id}") => &["force"],
         _ => &[],
     }
 }
@@ -793,7 +896,7 @@ async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such endpoint; see docs/openapi.yaml: GET /health, /auth/challenge, /status, /participants, /transactions, /transactions/{id}, /metrics; POST /transactions",
+        "no such endpoint; see docs/openapi.yaml: GET / (the console), /health, /auth/challenge, /status, /participants, /transactions, /transactions/{id}, /transactions/{id}/diagram, /metrics; POST /transactions; DELETE /participants/{id}",
     )
 }
 
@@ -801,7 +904,7 @@ async fn method_not_allowed() -> Response {
     error(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        "this endpoint does not take that method; see docs/openapi.yaml (POST only on /transactions, GET everywhere else)",
+        "this endpoint does not take that method; see docs/openapi.yaml (POST only on /transactions, DELETE only on /participants/{id}, GET everywhere else)",
     )
 }
 
@@ -917,6 +1020,11 @@ fn declared_digest(headers: &HeaderMap) -> Result<String, HttpAuthError> {
 #[derive(Clone)]
 struct ProvenDigest(String);
 
+/// Whose key a proven request was signed with (client or operator), for
+/// the endpoints only an operator may call.
+#[derive(Clone)]
+struct ProvenIdentity(Identity);
+
 /// Let the request through only with a valid proof (when a secret is
 /// configured). The proof is checked from the headers alone, against the
 /// body digest the request declares, before a single body byte is read:
@@ -945,11 +1053,12 @@ async fn require_proof(State(ctx): State<Ctx>, mut req: Request, next: Next) -> 
             (&method, &target, &digest),
             auth.now_ms(),
         )
-        .map(|()| digest)
+        .map(|()| (digest, proof.identity.clone()))
     });
     match checked {
-        Ok(digest) => {
+        Ok((digest, identity)) => {
             req.extensions_mut().insert(ProvenDigest(digest));
+            req.extensions_mut().insert(ProvenIdentity(identity));
             next.run(req).await
         }
         Err(why) => auth.refuse(&peer, &method, req.uri().path(), why),
@@ -1117,7 +1226,7 @@ async fn submit(
     };
     match parse_submit(&bytes) {
         Ok(HttpSubmit { req, request_id }) => {
-            let mut resp = run_submit(&ctx, req).await;
+            let mut resp = run_virtual(&ctx, None, Body::Submit(req)).await;
             if let (Some(id), Some(o)) = (request_id, resp.1.as_object_mut()) {
                 o.insert("request_id".into(), id);
             }
@@ -1149,9 +1258,10 @@ impl Drop for VirtualConn {
     }
 }
 
-/// Run one submit on a virtual connection: the status and JSON body of the
-/// reply (the outcome, or an error).
-async fn run_submit(ctx: &Ctx, req: SubmitRequest) -> (StatusCode, Value) {
+/// Send one client request (a submit, or with `id` `operator` a removal) on
+/// a virtual connection: the status and JSON body of the reply (the
+/// outcome or the status report, or an error).
+async fn run_virtual(ctx: &Ctx, id: Option<&str>, request: Body) -> (StatusCode, Value) {
     let conn = ConnId(ctx.conn_ids.fetch_add(1, Ordering::Relaxed));
     // Only the welcome and one outcome or error come back.
     let (tx, mut rx) = mpsc::channel(8);
@@ -1181,10 +1291,10 @@ async fn run_submit(ctx: &Ctx, req: SubmitRequest) -> (StatusCode, Value) {
     };
     let hello = Body::Hello {
         role: Role::Client,
-        id: None,
+        id: id.map(|i| ParticipantId(i.to_string())),
         protocol_version: PROTOCOL_VERSION,
     };
-    for body in [hello, Body::Submit(req)] {
+    for body in [hello, request] {
         let ev = ConnEvent::Message { conn, body };
         if ctx.events.send_timeout(ev, LOOP_PATIENCE).await.is_err() {
             return busy();
@@ -1214,10 +1324,13 @@ async fn run_submit(ctx: &Ctx, req: SubmitRequest) -> (StatusCode, Value) {
         };
         match Message::decode(&frame) {
             Ok(Body::Outcome { txn, outcome }) => return (StatusCode::OK, outcome.report(&txn)),
+            Ok(Body::StatusReport(v)) => return (StatusCode::OK, v),
             Ok(Body::Error { code, message, .. }) => {
                 let status = match code.known() {
                     Some(ErrorCode::NotReady) => StatusCode::SERVICE_UNAVAILABLE,
                     Some(ErrorCode::Overloaded) => StatusCode::TOO_MANY_REQUESTS,
+                    // The participant named in the path of a removal.
+                    Some(ErrorCode::UnknownParticipant) if id.is_some() => StatusCode::NOT_FOUND,
                     Some(ErrorCode::UnknownParticipant | ErrorCode::InvalidMessage) => {
                         StatusCode::BAD_REQUEST
                     }

@@ -265,8 +265,8 @@ pub async fn txn(cmd: TxnCommand) -> ExitCode {
             )
             .await
             {
-                Ok(v) if diagram => match crate::diagram::mermaid(&v) {
-                    Ok(text) => print!("{text}"),
+                Ok(v) if diagram => match twopc::runtime::console::diagram::Diagram::of_detail(&v) {
+                    Ok(d) => print!("{}", d.mermaid()),
                     Err(e) => {
                         eprintln!("twopc: cannot draw the diagram: {e}");
                         return ExitCode::from(EXIT_NO_DECISION);
