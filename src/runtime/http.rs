@@ -16,6 +16,7 @@
 //! `Authorization` header; the checks themselves are the pure functions of
 //! [`crate::security::http_auth`], this file only feeds them the request.
 
+use super::console::{self, diagram::Diagram};
 use super::metrics::{render, MetricsSnapshot};
 use crate::net::ConnEvent;
 use crate::net::ErrorCounts;
@@ -25,7 +26,6 @@ use crate::protocol::{
     Body, ConnId, ErrorCode, Message, ParticipantId, Role, SubmitRequest, TxnId, PROTOCOL_VERSION,
 };
 use crate::security::auth::{self as key_auth, fresh_nonce, Identity, Secret, OPERATOR_ID};
-use super::console::{self, diagram::Diagram};
 use crate::security::http_auth::{self, HttpAuthError, NonceStore, Proof};
 use crate::security::ServerSecurity;
 use axum::body::Bytes;
@@ -760,7 +760,10 @@ async fn remove_participant(
             return error(
                 StatusCode::FORBIDDEN,
                 ErrorCode::Unauthorized.as_str(),
-                format!("{}; sign the request with the operator key (key=operator)", e.message),
+                format!(
+                    "{}; sign the request with the operator key (key=operator)",
+                    e.message
+                ),
             );
         }
     }

@@ -212,8 +212,21 @@ function forget() {
   sessionStorage.removeItem(STORE_KEY);
 }
 
+// Drop everything shown: after a logout or a refused key the page holds
+// no data.
+function clearData() {
+  for (const id of ['participants', 'members', 'reasons', 'txns']) $(id).tBodies[0].replaceChildren();
+  for (const id of ['chart', 'diagram', 'detail-body']) $(id).replaceChildren();
+  for (const id of ['state', 'counts', 'open-note', 'members-note', 'syncs', 'page-info']) $(id).textContent = '';
+  $('detail').hidden = true;
+  delete $('txns').dataset.loaded;
+  S.samples = [];
+  S.detailId = null;
+}
+
 function showLogin(message) {
   stopPolling();
+  clearData();
   $('app').hidden = true;
   $('tabs').hidden = true;
   $('logout').hidden = true;

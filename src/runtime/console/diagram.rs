@@ -154,11 +154,9 @@ impl Diagram {
                     &who(&from.0),
                     format!("HEURISTIC OUTCOME ({kind}) reported in the ACK, {t}"),
                 ),
-                Step::Query { from } => message(
-                    &who(&from.0),
-                    COORDINATOR,
-                    format!("QUERY (in doubt), {t}"),
-                ),
+                Step::Query { from } => {
+                    message(&who(&from.0), COORDINATOR, format!("QUERY (in doubt), {t}"))
+                }
                 Step::Disconnected { participant } => {
                     note(&who(&participant.0), format!("disconnected, {t}"))
                 }
