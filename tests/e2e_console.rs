@@ -487,6 +487,10 @@ fn the_console_shows_the_cluster_pages_transactions_draws_one_and_removes_a_part
     );
     assert_eq!(owed, json!("p2"));
     if let Ok(path) = std::env::var("TWOPC_CONSOLE_SCREENSHOT") {
+        b.exec(
+            "document.getElementById('detail').scrollIntoView();",
+            json!([]),
+        );
         b.screenshot(&path);
     }
 
@@ -746,4 +750,206 @@ fn removal_over_http_needs_the_operator_key_and_the_core_says_when() {
     assert_eq!(v["expected_participants"], 1);
     let exit = c.participants[1].wait_exit(PATIENCE).expect("p2 exits");
     assert_eq!(exit.code(), Some(3));
+}
+
+/// A participant started with `--admin-http-port 0` and `args`; returns
+/// its index and the console's address.
+fn start_participant_console(c: &mut Cluster, id: &str, args: &[&str]) -> (usize, String) {
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["--admin-http-port", "0"]);
+    let idx = c.start_participant(id, &all, &[]);
+    let addr = coordinator_http_addr(&mut c.participants[idx], 0);
+    (idx, addr)
+}
+
+/// The coordinator dies once every vote is in and before its decision is
+/// logged: the participants voted, so each holds the transaction prepared,
+/// in doubt.
+fn leave_one_in_doubt(c: &mut Cluster) {
+    let _ = c.submit(req(json!({"k": 1})));
+    let exit = c.coordinator.as_mut().unwrap().wait_exit(PATIENCE);
+    assert!(
+        exit.is_some(),
+        "the coordinator did not reach its crash point"
+    );
+}
+
+#[test]
+fn a_participant_console_shows_what_it_holds_in_doubt_and_resolves_it_after_a_confirmation() {
+    let mut c = Cluster::new();
+    let path = c.path("secret");
+    write_private(&path, &format!("{SECRET}\n"));
+    let file = path.display().to_string();
+    c.start_coordinator(
+        &["--expected-participants", "1", "--secret-file", &file],
+        &[("TWOPC_CRASH_AT", "coordinator.before_decision_logged")],
+    );
+    c.security = twopc::security::ClientSecurity {
+        secret: Some(std::sync::Arc::new(key(SECRET))),
+        ..Default::default()
+    };
+    let (_, console) = start_participant_console(&mut c, "p1", &["--secret-file", &file]);
+    c.wait_ready(1);
+    leave_one_in_doubt(&mut c);
+
+    // Without a proof the participant's API answers nothing but the page.
+    let r = get(&console, "/transactions?state=in-doubt");
+    assert_eq!(r.status, 401, "{}", r.body);
+    let r = get(&console, "/auth/challenge");
+    assert_eq!(r.json()["node"], "participant");
+    assert_eq!(r.json()["participant_id"], "p1");
+
+    let b = Browser::start();
+    b.goto(&format!("http://{console}/"));
+    b.wait(
+        "the login view",
+        "return !document.getElementById('login').hidden || null;",
+        json!([]),
+    );
+    assert!(b.text("#kind").contains("participant p1"));
+    // The coordinator's operator key is not this port's key.
+    let operator = key(SECRET)
+        .derive_text(&twopc::security::auth::Identity::Operator)
+        .unwrap();
+    let login = |secret: &str| {
+        b.exec(
+            "document.getElementById('secret').value = arguments[0]; \
+             document.getElementById('login-button').click();",
+            json!([secret]),
+        );
+    };
+    login(&operator);
+    b.wait(
+        "the refusal of the operator key",
+        "return document.getElementById('login-error').innerText || null;",
+        json!([]),
+    );
+    assert!(
+        b.text("#login-error").contains("--admin p1"),
+        "{}",
+        b.text("#login-error")
+    );
+    // The master secret proves p1's admin key.
+    login(SECRET);
+    b.wait(
+        "p1's status",
+        "return document.getElementById('counts').innerText.includes('committed') || null;",
+        json!([]),
+    );
+    assert!(
+        b.text("#open-note").contains("1 in doubt"),
+        "{}",
+        b.text("#open-note")
+    );
+
+    b.click("button[data-view=transactions]");
+    b.exec(
+        "const s = document.getElementById('state-filter'); s.value = 'in-doubt'; s.dispatchEvent(new Event('change'));",
+        json!([]),
+    );
+    let id = b
+        .wait(
+            "the transaction in doubt",
+            "const r = document.querySelectorAll('#txns tbody tr'); \
+             return r.length === 1 && r[0].dataset.id || null;",
+            json!([]),
+        )
+        .as_str()
+        .unwrap()
+        .to_string();
+    let age = b.text("#txns tbody tr td.in-doubt");
+    assert!(age.contains(" ms") || age.contains(" s"), "{age}");
+
+    // Resolve: the dialog wants a decision and a reason before it sends.
+    b.click(&format!("button[data-resolve=\"{id}\"]"));
+    b.click("#confirm-ok");
+    b.wait(
+        "the missing decision named",
+        "return document.getElementById('confirm-error').innerText.includes('commit or abort') || null;",
+        json!([]),
+    );
+    b.exec(
+        "document.getElementById('resolve-decision').value = 'abort'; \
+         document.getElementById('resolve-reason').value = 'coordinator lost, e2e'; \
+         document.getElementById('resolve-operator').value = 'console-test';",
+        json!([]),
+    );
+    b.click("#confirm-ok");
+    b.wait(
+        "the dialog closed and nothing in doubt",
+        "return !document.getElementById('confirm').open && \
+         document.querySelectorAll('#txns tbody tr').length === 0 || null;",
+        json!([]),
+    );
+    let r = participant_signed(&c, "GET", "/transactions?state=heuristic", b"");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let list = r.json();
+    let t = &list["transactions"][0];
+    assert_eq!(t["transaction_id"], json!(id), "{list}");
+    assert_eq!(t["state"], "aborted", "{list}");
+
+    // Over HTTP: a second resolve is refused by the core, a blank reason
+    // and an unknown transaction are named.
+    let path = format!("/transactions/{id}/resolve");
+    let body = json!({"decision": "commit", "reason": "again"}).to_string();
+    let r = participant_signed(&c, "POST", &path, body.as_bytes());
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.json()["error"], "refused");
+    let body = json!({"decision": "commit", "reason": "  "}).to_string();
+    let r = participant_signed(&c, "POST", &path, body.as_bytes());
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("reason is blank"), "{}", r.body);
+    let body = json!({"decision": "commit", "reason": "x"}).to_string();
+    let r = participant_signed(&c, "POST", "/transactions/nope/resolve", body.as_bytes());
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(r.json()["error"], "unknown_transaction");
+}
+
+/// `method path body` on p1's admin HTTP port, with a proof of p1's admin
+/// key made here (by the server's HMAC crates, not by the page under test).
+fn participant_signed(c: &Cluster, method: &str, path: &str, body: &[u8]) -> Resp {
+    let console = coordinator_http_addr_of(c, 0);
+    let admin = key(SECRET)
+        .derive_text(&twopc::security::auth::Identity::Admin("p1".into()))
+        .unwrap();
+    let hexkey = admin.split_whitespace().last().unwrap().to_string();
+    let n = nonce(&console);
+    let digest = twopc::security::http_auth::body_digest(body);
+    let input = format!("twopc-http-v1\n{n}\n{method}\n{path}\n{digest}");
+    let mac = hmac_sha256_hex(&unhex(&hexkey), input.as_bytes());
+    let line = format!("Authorization: TWOPC-HMAC nonce={n}, mac={mac}");
+    let digest_line = format!("x-twopc-body-sha256: {digest}");
+    let mut lines = vec![line.as_str()];
+    if !body.is_empty() {
+        lines.push(&digest_line);
+    }
+    http_with(&console, method, path, &lines, Some(body))
+}
+
+fn coordinator_http_addr_of(c: &Cluster, idx: usize) -> String {
+    let text = std::fs::read_to_string(&c.participants[idx].log).unwrap_or_default();
+    const NEEDLE: &str = "admin http listening on ";
+    let at = text.rfind(NEEDLE).expect("the console's address") + NEEDLE.len();
+    text[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+        .collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
+        .collect()
+}
+
+/// HMAC-SHA256 from the crates the server uses, independent of the page.
+fn hmac_sha256_hex(key: &[u8], input: &[u8]) -> String {
+    use hmac::{KeyInit, Mac};
+    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    m.update(input);
+    m.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

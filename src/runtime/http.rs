@@ -128,10 +128,33 @@ pub struct AdminServer {
     opts: HttpOptions,
 }
 
+/// Which process serves the API.
+#[derive(Clone, Debug)]
+enum Node {
+    /// The coordinator: reads are [`AdminCall`]s, submits and removals
+    /// virtual client connections on its event channel.
+    Coordinator(mpsc::Sender<AdminCall>),
+    /// A participant's admin HTTP port: every request is a virtual
+    /// operator connection on its admin channel, as `twopc txn
+    /// list|show|resolve --participant` sends on the TCP admin port.
+    Participant(ParticipantId),
+}
+
+impl Node {
+    fn name(&self) -> &'static str {
+        match self {
+            Node::Coordinator(_) => "coordinator",
+            Node::Participant(_) => "participant",
+        }
+    }
+}
+
 /// What the handlers share.
 #[derive(Clone)]
 struct Ctx {
-    calls: mpsc::Sender<AdminCall>,
+    node: Node,
+    /// Where virtual connections are opened: the coordinator's event
+    /// channel, or a participant's admin channel.
     events: mpsc::Sender<ConnEvent>,
     conn_ids: Arc<AtomicU64>,
     submit_timeout: Duration,
@@ -150,6 +173,9 @@ struct Ctx {
 /// What checking proofs of the secret needs.
 struct HttpAuth {
     secret: Arc<Secret>,
+    /// On a participant's port: every proof is checked under its admin
+    /// key (the key its TCP admin port asks for), whatever `key=` says.
+    identity: Option<Identity>,
     /// Behind a lock held only to issue or spend one nonce.
     nonces: Mutex<NonceStore>,
     /// Nonces handed out per address.
@@ -191,9 +217,57 @@ impl AdminServer {
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) {
+        let node = Node::Coordinator(channels.calls);
+        self.serve(
+            node,
+            channels.events,
+            channels.conn_ids,
+            channels.errors,
+            security,
+            shutdown,
+            tracker,
+        )
+    }
+
+    /// Serve a participant's admin HTTP port (the console and its reads
+    /// and resolve) until `shutdown`. `admin` is the channel of the TCP
+    /// admin port, `conn_ids` its connection numbering (shared, so virtual
+    /// connections never take a TCP connection's id). With a secret,
+    /// requests prove the participant's admin key.
+    #[allow(clippy::too_many_arguments)]
+    pub fn spawn_participant(
+        self,
+        id: ParticipantId,
+        admin: mpsc::Sender<ConnEvent>,
+        conn_ids: Arc<AtomicU64>,
+        security: Arc<ServerSecurity>,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) {
+        let errors = Arc::new(ErrorCounts::default());
+        let node = Node::Participant(id);
+        self.serve(node, admin, conn_ids, errors, security, shutdown, tracker)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn serve(
+        self,
+        node: Node,
+        events: mpsc::Sender<ConnEvent>,
+        conn_ids: Arc<AtomicU64>,
+        errors: Arc<ErrorCounts>,
+        security: Arc<ServerSecurity>,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) {
+        let identity = match &node {
+            Node::Coordinator(_) => None,
+            Node::Participant(id) => Some(Identity::Admin(id.0.clone())),
+        };
         let auth = security.secret.clone().map(|secret| {
             Arc::new(HttpAuth {
                 secret,
+                identity,
                 nonces: Mutex::new(NonceStore::new(
                     self.opts.auth_nonces_max.max(1),
                     self.opts.auth_nonce_ttl_ms,
@@ -204,7 +278,7 @@ impl AdminServer {
                 )),
                 start: Instant::now(),
                 security: security.clone(),
-                errors: channels.errors.clone(),
+                errors,
             })
         });
         match &auth {
@@ -218,10 +292,11 @@ impl AdminServer {
                 "admin http: no shared secret configured: anyone who reaches this port can read the coordinator's state and submit transactions. Fine on loopback; set secret_file elsewhere"
             ),
         }
+        let participant = matches!(node, Node::Participant(_));
         let ctx = Ctx {
-            calls: channels.calls,
-            events: channels.events,
-            conn_ids: channels.conn_ids,
+            node,
+            events,
+            conn_ids,
             submit_timeout: self.opts.submit_timeout,
             open: Arc::new(AtomicUsize::new(0)),
             auth,
@@ -239,11 +314,14 @@ impl AdminServer {
                     .collect(),
             ),
         };
-        let router = router(
-            ctx.clone(),
-            self.opts.max_body_bytes,
-            self.opts.open_metrics,
-        );
+        let router = match participant {
+            false => router(
+                ctx.clone(),
+                self.opts.max_body_bytes,
+                self.opts.open_metrics,
+            ),
+            true => participant_router(ctx.clone(), self.opts.max_body_bytes),
+        };
         if security.tls.is_some() {
             tracing::info!("admin http: TLS on (the coordinator's tls.cert_file and tls.key_file)");
         }
@@ -310,6 +388,149 @@ fn router(ctx: Ctx, max_body_bytes: usize, open_metrics: bool) -> Router {
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(ctx.clone(), check_host))
         .with_state(ctx)
+}
+
+/// A participant's admin HTTP port: what a participant knows (its status,
+/// its transactions, the one it holds in doubt) and the operator's
+/// heuristic resolve, behind the same checks as the coordinator's API.
+fn participant_router(ctx: Ctx, max_body_bytes: usize) -> Router {
+    let protected = Router::new()
+        .route("/status", get(participant_status))
+        .route("/transactions", get(participant_transactions))
+        .route("/transactions/{id}", get(participant_transaction))
+        .route(
+            "/transactions/{id}/resolve",
+            axum::routing::post(participant_resolve),
+        )
+        .route_layer(middleware::from_fn(check_query))
+        .route_layer(middleware::from_fn_with_state(ctx.clone(), read_body))
+        .route_layer(middleware::from_fn_with_state(ctx.clone(), require_proof));
+    let open = Router::new()
+        .route("/health", get(health))
+        .route("/auth/challenge", get(challenge))
+        .route("/", get(console::page))
+        .route("/console.js", get(console::script))
+        .route("/console.css", get(console::style))
+        .route_layer(middleware::from_fn(check_query))
+        .route_layer(middleware::from_fn_with_state(ctx.clone(), read_body));
+    open.merge(protected)
+        .fallback(participant_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(ctx.clone(), check_host))
+        .with_state(ctx)
+}
+
+async fn participant_not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint on a participant's admin HTTP port: GET / (the console), /health, /auth/challenge, /status, /transactions, /transactions/{id}; POST /transactions/{id}/resolve (README \"Console\")",
+    )
+}
+
+/// One operator request to the participant, answered with its reply body.
+async fn ask_participant(ctx: &Ctx, request: Body) -> Response {
+    match exchange(ctx, None, request, LOOP_PATIENCE).await {
+        Ok(Body::StatusReport(v)) | Ok(Body::TxnInfo(v)) => Json(v).into_response(),
+        Ok(other) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!(
+                "unexpected reply `{}` from the participant",
+                other.message_type()
+            ),
+        ),
+        Err((status, v)) => (status, Json(v)).into_response(),
+    }
+}
+
+async fn participant_status(State(ctx): State<Ctx>) -> Response {
+    ask_participant(&ctx, Body::Status).await
+}
+
+async fn participant_transactions(
+    State(ctx): State<Ctx>,
+    params: Extension<QueryParams>,
+) -> Response {
+    let limit = match params.limit() {
+        Ok(l) => l,
+        Err(e) => return param_error(e.param, e.message),
+    };
+    let body = Body::TxnList {
+        state: params.get("state"),
+        limit,
+        cursor: params.get("cursor"),
+    };
+    ask_participant(&ctx, body).await
+}
+
+async fn participant_transaction(
+    State(ctx): State<Ctx>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    match id {
+        Ok(Path(id)) => ask_participant(&ctx, Body::TxnShow { txn: TxnId(id) }).await,
+        Err(rej) => bad_path_id(rej, "GET /transactions/ID", "transaction"),
+    }
+}
+
+/// The body of `POST /transactions/{id}/resolve`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolveBody {
+    decision: crate::protocol::Decision,
+    reason: String,
+    #[serde(default)]
+    operator: Option<String>,
+}
+
+/// `POST /transactions/{id}/resolve`: decide a transaction this
+/// participant holds in doubt by hand, as `twopc txn resolve` does on the
+/// TCP admin port (the participant's core refuses anything not in doubt,
+/// and logs the decision with the reason).
+async fn participant_resolve(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Response {
+    const SHAPE: &str = r#"send {"decision": "commit" or "abort", "reason": "why (kept in the log)", "operator": "who (optional)"}"#;
+    let txn = match id {
+        Ok(Path(id)) => TxnId(id),
+        Err(rej) => return bad_path_id(rej, "POST /transactions/ID/resolve", "transaction"),
+    };
+    if !is_json(&headers) {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "POST /transactions/ID/resolve takes a JSON body: send `Content-Type: application/json`",
+        );
+    }
+    let r: ResolveBody = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidMessage.as_str(),
+                format!("the request body is not a valid resolve ({e}); {SHAPE}"),
+            )
+        }
+    };
+    if r.reason.trim().is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidMessage.as_str(),
+            format!("the reason is blank; it is kept in the log with the decision: {SHAPE}"),
+        );
+    }
+    let request = Body::Resolve {
+        txn,
+        decision: r.decision,
+        reason: r.reason,
+        operator: r.operator.filter(|o| !o.trim().is_empty()),
+    };
+    ask_participant(&ctx, request).await
 }
 
 /// The host name of a `Host` header value: without the port, IPv6 without
@@ -569,7 +790,14 @@ impl Ctx {
                 "the coordinator's event loop did not answer in time; it is overloaded or stopping, retry later",
             )
         };
-        self.calls
+        let Node::Coordinator(calls) = &self.node else {
+            return Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "a participant's port asked the coordinator's event loop",
+            ));
+        };
+        calls
             .send_timeout(AdminCall { query, reply }, LOOP_PATIENCE)
             .await
             .map_err(|_| busy())?;
@@ -599,6 +827,25 @@ impl Ctx {
 }
 
 async fn health(State(ctx): State<Ctx>) -> Response {
+    if let Node::Participant(id) = &ctx.node {
+        // Alive: the event loop answered. Ready: registered with the
+        // coordinator.
+        return match exchange(&ctx, None, Body::Status, LOOP_PATIENCE).await {
+            Ok(Body::StatusReport(s)) if s["connected"] == true => {
+                Json(json!({"status": "ok", "participant_id": id.0})).into_response()
+            }
+            Ok(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({
+                    "status": "unavailable",
+                    "participant_id": id.0,
+                    "reason": "not registered with the coordinator; it reconnects by itself, see its log",
+                })),
+            )
+                .into_response(),
+            Err((status, v)) => (status, Json(v)).into_response(),
+        };
+    }
     let s = match ctx.ask(AdminQuery::Status).await {
         Ok(AdminAnswer::Json(s)) => s,
         Ok(_) => {
@@ -913,12 +1160,21 @@ async fn method_not_allowed() -> Response {
 
 /// `GET /auth/challenge`: a fresh single-use nonce.
 async fn challenge(State(ctx): State<Ctx>, req: Request) -> Response {
+    // Which process this is (and a participant's id, which the console
+    // needs to derive its admin key from the master secret; the TCP
+    // challenge of a participant's admin port names it too).
+    let mut whoami = json!({ "node": ctx.node.name() });
+    if let Node::Participant(id) = &ctx.node {
+        whoami["participant_id"] = json!(id.0);
+    }
     let Some(auth) = &ctx.auth else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "auth_off",
-            "this coordinator has no shared secret configured, so its HTTP admin API needs no authentication: send requests without an Authorization header",
-        );
+        let mut body = whoami;
+        body["error"] = json!("auth_off");
+        body["message"] = json!(format!(
+            "this {} has no shared secret configured, so its HTTP admin API needs no authentication: send requests without an Authorization header",
+            ctx.node.name()
+        ));
+        return (StatusCode::NOT_FOUND, Json(body)).into_response();
     };
     if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
         let allowed = {
@@ -945,7 +1201,12 @@ async fn challenge(State(ctx): State<Ctx>, req: Request) -> Response {
     };
     (
         [(header::CACHE_CONTROL, "no-store")],
-        Json(json!({ "nonce": nonce, "expires_in_ms": ttl_ms })),
+        Json({
+            let mut body = whoami;
+            body["nonce"] = json!(nonce);
+            body["expires_in_ms"] = json!(ttl_ms);
+            body
+        }),
     )
         .into_response()
 }
@@ -1046,7 +1307,10 @@ async fn require_proof(State(ctx): State<Ctx>, mut req: Request, next: Next) -> 
         .uri()
         .path_and_query()
         .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string());
-    let checked = proof_of(req.headers()).and_then(|proof| {
+    let checked = proof_of(req.headers()).and_then(|mut proof| {
+        if let Some(identity) = &auth.identity {
+            proof.identity = identity.clone();
+        }
         let digest = declared_digest(req.headers())?;
         let mut store = auth.nonces.lock().unwrap_or_else(|p| p.into_inner());
         http_auth::authorize_digest(
@@ -1202,14 +1466,7 @@ async fn submit(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    // A JSON content type makes a browser ask first (a CORS preflight, which
-    // this API never grants), so a cross-site form cannot submit.
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !json {
+    if !is_json(&headers) {
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
@@ -1245,6 +1502,17 @@ async fn submit(
     }
 }
 
+/// Does the request say its body is JSON? A JSON content type makes a
+/// browser ask first (a CORS preflight, which this API never grants), so a
+/// cross-site form cannot post.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
 /// A virtual client connection: closed on the event loop when dropped, even
 /// if the HTTP client went away mid-request.
 struct VirtualConn {
@@ -1265,20 +1533,43 @@ impl Drop for VirtualConn {
 /// a virtual connection: the status and JSON body of the reply (the
 /// outcome or the status report, or an error).
 async fn run_virtual(ctx: &Ctx, id: Option<&str>, request: Body) -> (StatusCode, Value) {
+    match exchange(ctx, id, request, ctx.submit_timeout).await {
+        Ok(Body::Outcome { txn, outcome }) => (StatusCode::OK, outcome.report(&txn)),
+        Ok(Body::StatusReport(v)) => (StatusCode::OK, v),
+        Ok(other) => error_json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("unexpected reply `{}`", other.message_type()),
+        ),
+        Err(e) => e,
+    }
+}
+
+/// Open a virtual connection on `ctx.events`, say hello as a client (with
+/// `id`), send `request` and wait up to `patience` for the reply: the
+/// first frame that is neither the welcome nor a heartbeat, or the error
+/// it was (as the status and JSON body to answer with).
+async fn exchange(
+    ctx: &Ctx,
+    id: Option<&str>,
+    request: Body,
+    patience: Duration,
+) -> Result<Body, (StatusCode, Value)> {
+    let node = ctx.node.name();
     let conn = ConnId(ctx.conn_ids.fetch_add(1, Ordering::Relaxed));
-    // Only the welcome and one outcome or error come back.
+    // Only the welcome and one reply come back.
     let (tx, mut rx) = mpsc::channel(8);
     let busy = || {
         error_json(
             StatusCode::SERVICE_UNAVAILABLE,
             "busy",
-            "the coordinator's event loop has no room for the request; it is overloaded or stopping, retry later",
+            format!("the {node}'s event loop has no room for the request; it is overloaded or stopping, retry later"),
         )
     };
     let opened = ConnEvent::Opened {
         conn,
         tx,
-        peer: "http-submit".into(),
+        peer: "http".into(),
     };
     if ctx
         .events
@@ -1286,7 +1577,7 @@ async fn run_virtual(ctx: &Ctx, id: Option<&str>, request: Body) -> (StatusCode,
         .await
         .is_err()
     {
-        return busy();
+        return Err(busy());
     }
     let _guard = VirtualConn {
         conn,
@@ -1300,52 +1591,53 @@ async fn run_virtual(ctx: &Ctx, id: Option<&str>, request: Body) -> (StatusCode,
     for body in [hello, request] {
         let ev = ConnEvent::Message { conn, body };
         if ctx.events.send_timeout(ev, LOOP_PATIENCE).await.is_err() {
-            return busy();
+            return Err(busy());
         }
     }
-    let deadline = tokio::time::Instant::now() + ctx.submit_timeout;
+    let deadline = tokio::time::Instant::now() + patience;
     loop {
         let frame = match tokio::time::timeout_at(deadline, rx.recv()).await {
             Err(_) => {
-                return error_json(
+                return Err(error_json(
                     StatusCode::GATEWAY_TIMEOUT,
                     "timeout",
                     format!(
-                        "no outcome within {} s; the transaction may still complete: look it up with GET /transactions",
-                        ctx.submit_timeout.as_secs()
+                        "no answer within {} s; a submit may still complete: look it up with GET /transactions",
+                        patience.as_secs()
                     ),
-                )
+                ))
             }
             Ok(Some(Outgoing::Frame(b))) | Ok(Some(Outgoing::FrameThenCrash(b, _))) => b,
             Ok(Some(Outgoing::Close)) | Ok(None) => {
-                return error_json(
+                return Err(error_json(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "closed",
-                    "the coordinator closed the request before an outcome (it is stopping); retry later",
-                )
+                    format!("the {node} closed the request before answering (it is stopping); retry later"),
+                ))
             }
         };
         match Message::decode(&frame) {
-            Ok(Body::Outcome { txn, outcome }) => return (StatusCode::OK, outcome.report(&txn)),
-            Ok(Body::StatusReport(v)) => return (StatusCode::OK, v),
             Ok(Body::Error { code, message, .. }) => {
                 let status = match code.known() {
                     Some(ErrorCode::NotReady) => StatusCode::SERVICE_UNAVAILABLE,
                     Some(ErrorCode::Overloaded) => StatusCode::TOO_MANY_REQUESTS,
-                    // The participant named in the path of a removal.
+                    // The participant or transaction named in the path.
                     Some(ErrorCode::UnknownParticipant) if id.is_some() => StatusCode::NOT_FOUND,
+                    Some(ErrorCode::UnknownTransaction) => StatusCode::NOT_FOUND,
                     Some(ErrorCode::UnknownParticipant | ErrorCode::InvalidMessage) => {
                         StatusCode::BAD_REQUEST
                     }
                     // The transaction id is running for another client, or
-                    // was used for another request.
+                    // was used for another request; a removal or resolve
+                    // the core does not allow now.
                     Some(ErrorCode::InProgress | ErrorCode::Refused) => StatusCode::CONFLICT,
                     _ => StatusCode::INTERNAL_SERVER_ERROR,
                 };
-                return error_json(status, code.as_str(), message);
+                return Err(error_json(status, code.as_str(), message));
             }
             // The welcome, or anything else a client may ignore.
-            Ok(_) | Err(_) => continue,
+            Ok(Body::Welcome { .. } | Body::HeartbeatAck) | Err(_) => continue,
+            Ok(reply) => return Ok(reply),
         }
     }
 }

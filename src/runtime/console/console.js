@@ -81,47 +81,61 @@ const TwopcCrypto = (() => {
   }
 
   const KEY_DOMAIN = 'twopc-key-v1';
-  // The derived key of `kind` (client, operator) under the master secret,
-  // as `twopc keys derive` computes it.
-  const derive = (master, kind) => hmac(utf8(master), utf8(`${KEY_DOMAIN}\n${kind}\n-`));
+  // The derived key of `kind` (client, operator; participant with its id)
+  // under the master secret, as `twopc keys derive` computes it.
+  const derive = (master, kind, id = '-') => hmac(utf8(master), utf8(`${KEY_DOMAIN}\n${kind}\n${id}`));
 
-  // The Authorization header of one request.
+  // A participant's admin-port key from its participant key.
+  const adminOf = (participantKey, id) => hmac(participantKey, utf8(`${KEY_DOMAIN}\nadmin\n${id}`));
+
+  // The Authorization header of one request. A participant's port checks
+  // its admin key whatever `key=` says, so none is sent there.
   function authorization(auth, nonce, method, target, body) {
     const digest = hex(sha256(utf8(body)));
     const input = ['twopc-http-v1', nonce, method, target, digest].join('\n');
     const mac = hex(hmac(auth.key, utf8(input)));
-    return { header: `TWOPC-HMAC nonce=${nonce}, mac=${mac}, key=${auth.kind}`, digest };
+    const which = auth.kind === 'admin' ? '' : `, key=${auth.kind}`;
+    return { header: `TWOPC-HMAC nonce=${nonce}, mac=${mac}${which}`, digest };
   }
 
-  // What the login field holds: a derived key line, or the master secret
-  // (which proves the operator key).
-  function parseSecret(text) {
+  // What the login field holds: a derived key line, or the master secret.
+  // On the coordinator's console the master secret proves the operator
+  // key; on participant `participant`'s, its admin key.
+  function parseSecret(text, participant) {
     const t = text.trim();
     if (t.startsWith(KEY_DOMAIN)) {
       const words = t.slice(KEY_DOMAIN.length).trim().split(/\s+/);
       if (words.length !== 3) {
         throw new Error(`a key reads "${KEY_DOMAIN} KIND ID HEX" on one line, as twopc keys derive prints it`);
       }
-      const [kind, , h] = words;
-      if (kind !== 'client' && kind !== 'operator') {
-        throw new Error(`this is a ${kind} key; the console takes the operator key (or the client key, to read only) or the master secret`);
-      }
+      const [kind, id, h] = words;
       const key = unhex(h);
       if (!key || key.length !== 32) throw new Error('the key must end in 64 hex digits');
+      if (participant) {
+        if ((kind === 'admin' || kind === 'participant') && id === participant) {
+          return { kind: 'admin', key: kind === 'admin' ? key : adminOf(key, participant) };
+        }
+        throw new Error(`this is the ${kind} key of ${id}; participant ${participant}'s console takes its admin key (twopc keys derive --admin ${participant}), its participant key or the master secret`);
+      }
+      if (kind !== 'client' && kind !== 'operator') {
+        throw new Error(`this is a ${kind} key; the coordinator's console takes the operator key (or the client key, to read only) or the master secret`);
+      }
       return { kind, key };
     }
     if (t.length < 16) {
       throw new Error('that is too short to be a master secret (16 characters or more) or a key from twopc keys derive');
     }
+    if (participant) return { kind: 'admin', key: adminOf(derive(t, 'participant', participant), participant) };
     return { kind: 'operator', key: derive(t, 'operator') };
   }
 
-  return { sha256, hmac, utf8, hex, unhex, derive, authorization, parseSecret };
+  return { sha256, hmac, utf8, hex, unhex, derive, adminOf, authorization, parseSecret };
 })();
 window.TwopcCrypto = TwopcCrypto;
 
 // ---- state ----
 const S = {
+  participant: null, // this participant's id, on a participant's console
   authOn: null, // whether the server wants proofs
   auth: null, // {kind, key}
   view: 'cluster',
@@ -241,7 +255,7 @@ async function login(ev) {
   $('login-error').textContent = '';
   let auth;
   try {
-    auth = TwopcCrypto.parseSecret($('secret').value);
+    auth = TwopcCrypto.parseSecret($('secret').value, S.participant);
   } catch (e) {
     $('login-error').textContent = e.message;
     return;
@@ -271,10 +285,11 @@ function restore() {
   if (!saved) return null;
   const [kind, h] = saved.split(' ');
   const key = TwopcCrypto.unhex(h || '');
-  return key && (kind === 'client' || kind === 'operator') ? { kind, key } : null;
+  const kinds = S.participant ? ['admin'] : ['client', 'operator'];
+  return key && kinds.includes(kind) ? { kind, key } : null;
 }
 
-const canAct = () => !S.authOn || (S.auth && S.auth.kind === 'operator');
+const canAct = () => !S.authOn || (S.auth && S.auth.kind !== 'client');
 
 function showApp() {
   $('login').hidden = true;
@@ -284,6 +299,7 @@ function showApp() {
   $('who').textContent = S.authOn
     ? `signed in with the ${S.auth.kind} key${S.auth.kind === 'client' ? ' (read only)' : ''}`
     : 'no shared secret configured: open to anyone who reaches this port';
+  for (const e of document.querySelectorAll('.coordinator-only')) e.hidden = !!S.participant;
   show(S.view);
 }
 
@@ -334,7 +350,20 @@ function parseMetrics(text) {
 }
 const sum = (ms, name) => ms.filter((m) => m.name === name).reduce((a, m) => a + m.value, 0);
 
+// A participant's own view: who it is, whether it is registered, its
+// counts and what it holds in doubt.
+async function refreshParticipant() {
+  const s = await api('GET', '/status');
+  const state = $('state');
+  state.textContent = s.connected ? 'REGISTERED' : 'NOT REGISTERED';
+  state.className = `big ${s.connected ? 'yes' : 'no'}`;
+  $('members-note').textContent = `participant ${s.id} of the coordinator at ${s.coordinator || '?'}`;
+  $('counts').textContent = `${s.committed} committed · ${s.aborted} aborted`;
+  $('open-note').textContent = `${(s.in_doubt || []).length} in doubt`;
+}
+
 async function refreshCluster() {
+  if (S.participant) return refreshParticipant();
   const [status, parts, metricsText] = await Promise.all([
     api('GET', '/status'),
     api('GET', '/participants?limit=1000'),
@@ -462,6 +491,44 @@ function confirmRemove(p) {
 
 // ---- transactions ----
 const COLUMNS = ['transaction', 'state', 'decision', 'participants', 'age', 'in doubt', 'reason'];
+const PARTICIPANT_COLUMNS = ['transaction', 'state', 'vote', 'participants', 'age', 'queries', 'heuristic', ''];
+
+// A participant's row: in doubt (prepared, waiting for the decision) it
+// can be resolved by hand.
+function participantRow(t) {
+  const doubt = t.state === 'prepared';
+  const resolve = doubt && canAct()
+    ? el('button', { type: 'button', class: 'danger', 'data-resolve': t.transaction_id, onclick: (ev) => { ev.stopPropagation(); confirmResolve(t); } }, 'Resolve…')
+    : '';
+  return el('tr', { class: 'pick', 'data-id': t.transaction_id, onclick: () => openDetail(t.transaction_id) },
+    el('td', {}, el('code', {}, t.transaction_id)),
+    el('td', { class: doubt ? 'doubt' : '' }, doubt ? 'prepared (in doubt)' : t.state),
+    el('td', {}, t.vote || '–'),
+    el('td', {}, (t.participants || []).join(', ')),
+    el('td', { class: doubt ? 'in-doubt doubt' : '' }, age(t.age_ms)),
+    el('td', {}, String(t.queries)),
+    el('td', {}, t.heuristic || ''),
+    el('td', {}, resolve));
+}
+
+function confirmResolve(t) {
+  const decision = el('select', { id: 'resolve-decision' }, el('option', { value: '' }, 'choose…'),
+    el('option', { value: 'commit' }, 'commit'), el('option', { value: 'abort' }, 'abort'));
+  const reason = el('input', { id: 'resolve-reason', placeholder: 'why (kept in the log)' });
+  const operator = el('input', { id: 'resolve-operator', placeholder: 'your name (optional)' });
+  confirmDialog(
+    `Resolve ${t.transaction_id} by hand?`,
+    'A heuristic decision: this participant commits or aborts its part without the coordinator. If the coordinator decided the other way the outcome is mixed and must be reconciled by hand.',
+    [el('label', {}, 'decision', decision), el('label', {}, 'reason', reason), el('label', {}, 'operator', operator)],
+    () => {
+      if (!decision.value) throw new Error('choose commit or abort');
+      if (!reason.value.trim()) throw new Error('give a reason; it is kept in the log');
+      const body = { decision: decision.value, reason: reason.value };
+      if (operator.value.trim()) body.operator = operator.value.trim();
+      return api('POST', `/transactions/${encodeURIComponent(t.transaction_id)}/resolve`, body);
+    },
+  );
+}
 
 async function refreshTransactions() {
   const q = new URLSearchParams();
@@ -473,8 +540,9 @@ async function refreshTransactions() {
   const page = await api('GET', `/transactions?${q}`);
   S.pages.length = S.page + 1;
   if (page.next) S.pages.push(page.next);
-  $('txn-head').replaceChildren(...COLUMNS.map((c) => el('th', {}, c)));
+  $('txn-head').replaceChildren(...(S.participant ? PARTICIPANT_COLUMNS : COLUMNS).map((c) => el('th', {}, c)));
   const rows = (page.transactions || []).map((t) => {
+    if (S.participant) return participantRow(t);
     const waiting = t.decision && (t.awaiting_acks_from || []).length
       ? el('span', { class: 'doubt' }, `${age(t.age_ms)}: ${t.awaiting_acks_from.join(', ')}`)
       : '';
@@ -513,8 +581,28 @@ async function openDetail(id) {
   }
 }
 
+async function refreshParticipantDetail(id) {
+  const t = await api('GET', `/transactions/${encodeURIComponent(id)}`);
+  if (S.detailId !== id) return;
+  $('detail').hidden = false;
+  $('detail-id').textContent = id;
+  const rows = [
+    ['state', t.state],
+    ['vote', t.vote || '–'],
+    ['reason', t.reason || '–'],
+    ['participants', (t.participants || []).join(', ')],
+    ['age', age(t.age_ms)],
+    ['queries to the coordinator', String(t.queries)],
+    ['resolved by hand', t.heuristic || '–'],
+  ];
+  if (t.heuristic_outcome) rows.push(['heuristic outcome', JSON.stringify(t.heuristic_outcome)]);
+  $('detail-body').replaceChildren(el('dl', {}, ...rows.flatMap(([k, v]) => [el('dt', {}, k), el('dd', {}, v)])));
+  $('diagram').replaceChildren(el('p', { class: 'muted' }, 'The timeline is the coordinator\'s: open this transaction in the coordinator\'s console.'));
+}
+
 async function refreshDetail() {
   const id = S.detailId;
+  if (S.participant) return refreshParticipantDetail(id);
   const enc = encodeURIComponent(id);
   const [t, d] = await Promise.all([
     api('GET', `/transactions/${enc}`),
@@ -619,6 +707,12 @@ async function start() {
   }
   const body = await r.json().catch(() => null);
   S.authOn = !(r.status === 404 && body && body.error === 'auth_off');
+  if (body && body.node === 'participant') {
+    S.participant = body.participant_id;
+    document.title = `twopc participant ${S.participant}`;
+    $('kind').textContent = `participant ${S.participant}`;
+    $('cluster-tab').textContent = 'Participant';
+  }
   if (!S.authOn) return showApp();
   S.auth = restore();
   if (S.auth) showApp();
