@@ -1,20 +1,29 @@
 //! The coordinator's HTTP admin API: health, status, participants,
-//! transactions, submit and Prometheus metrics, on its own port.
+//! transactions (and one's sequence diagram), submit, participant removal,
+//! Prometheus metrics and the operator console ([`super::console`]), on
+//! its own port; and a participant's admin HTTP port: the console, its
+//! status and transactions, and the operator's resolve.
 //!
-//! The server never touches the coordinator core. Reads are [`AdminCall`]s
-//! answered by the event loop over a bounded channel; a submit opens a
-//! virtual client connection on the same bounded event channel the TCP
-//! connections use (`hello`, `submit`, then the `outcome` or `error` frame
-//! comes back as for any client). Connections are limited before `accept`,
-//! request bodies are limited in size, and a connection must send its
-//! headers within a deadline. A query parameter an endpoint does not take
-//! is refused, never ignored; lists come in pages
-//! ([`super::query`]); every refusal has a JSON body.
+//! The server never touches a core. On the coordinator, reads are
+//! [`AdminCall`]s answered by the event loop over a bounded channel; a
+//! submit or a removal opens a virtual client connection on the same
+//! bounded event channel the TCP connections use (`hello`, the request,
+//! then the reply or `error` frame comes back as for any client). On a
+//! participant every request is such a virtual connection on its admin
+//! channel, as `twopc txn list|show|resolve` sends. Connections are
+//! limited before `accept`, request bodies are limited in size, and a
+//! connection must send its headers within a deadline. A query parameter
+//! an endpoint does not take is refused, never ignored; lists come in
+//! pages ([`super::query`]); every refusal has a JSON body.
 //!
 //! With a shared secret, every endpoint but `GET /health` (and
-//! `GET /auth/challenge`, which hands out nonces) needs a proof of it in the
+//! `GET /auth/challenge`, which hands out nonces, and the console's page
+//! and assets, which hold no data) needs a proof of it in the
 //! `Authorization` header; the checks themselves are the pure functions of
 //! [`crate::security::http_auth`], this file only feeds them the request.
+//! A removal needs the operator key, as on the TCP port
+//! ([`key_auth::permits`]); a participant's port checks every proof under
+//! its admin key.
 
 use super::console::{self, diagram::Diagram};
 use super::metrics::{render, MetricsSnapshot};
