@@ -494,6 +494,20 @@ fn the_console_shows_the_cluster_pages_transactions_draws_one_and_removes_a_part
         b.screenshot(&path);
     }
 
+    // Search by id: a committed transaction not on the filtered page.
+    let committed = ids.iter().find(|i| **i != in_doubt).unwrap().clone();
+    b.exec(
+        "document.getElementById('search').value = arguments[0]; \
+         document.querySelector('#search-form button').click();",
+        json!([committed]),
+    );
+    b.wait(
+        "the searched transaction",
+        "return document.getElementById('detail-id').innerText === arguments[0] && \
+         document.getElementById('detail-body').innerText.includes('COMPLETED') || null;",
+        json!([committed]),
+    );
+
     // No request left the coordinator's origin.
     for url in b.loaded_urls() {
         assert!(url.starts_with(&origin), "the console loaded {url}");
