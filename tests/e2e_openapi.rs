@@ -30,6 +30,9 @@ fn the_document_is_valid_openapi_3() {
         ("get", "/transactions"),
         ("post", "/transactions"),
         ("get", "/transactions/{id}"),
+        ("get", "/transactions/{id}/diagram"),
+        ("delete", "/participants/{id}"),
+        ("get", "/"),
         ("get", "/metrics"),
     ] {
         assert!(

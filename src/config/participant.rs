@@ -65,8 +65,13 @@ settings! {
         admin_port: Option<u16> = None, Rule::Any;
         /// Address of the operator port.
         admin_host: String = "127.0.0.1".into(), Rule::Host;
-        /// Simultaneous operator connections on the admin port.
+        /// Simultaneous operator connections on the admin port (and,
+        /// separately, on the admin HTTP port).
         admin_max_connections: usize = 16, Rule::Range(1, 10_000);
+        /// Admin HTTP port: the console and its API (status, transactions,
+        /// resolve) on `admin_host`; off when unset, 0 picks a free port
+        /// and logs it.
+        admin_http_port: Option<u16> = None, Rule::Any;
         /// Milliseconds the coordinator has to answer our hello (else we
         /// reconnect); also the upper bound of `preauth_timeout_ms`.
         handshake_timeout_ms: u64 = 10_000, Rule::Range(10, HOUR_MS);
@@ -124,7 +129,7 @@ impl ParticipantConfig {
     /// Each key's rule, then the rules that relate keys.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.check_keys("")?;
-        let binds: Vec<(&str, &str)> = match self.admin_port {
+        let binds: Vec<(&str, &str)> = match self.admin_port.or(self.admin_http_port) {
             Some(_) => vec![("admin_host", self.admin_host.as_str())],
             None => Vec::new(),
         };

@@ -1,30 +1,40 @@
 //! The coordinator's HTTP admin API: health, status, participants,
-//! transactions, submit and Prometheus metrics, on its own port.
+//! transactions (and one's sequence diagram), submit, participant removal,
+//! Prometheus metrics and the operator console ([`super::console`]), on
+//! its own port; and a participant's admin HTTP port: the console, its
+//! status and transactions, and the operator's resolve.
 //!
-//! The server never touches the coordinator core. Reads are [`AdminCall`]s
-//! answered by the event loop over a bounded channel; a submit opens a
-//! virtual client connection on the same bounded event channel the TCP
-//! connections use (`hello`, `submit`, then the `outcome` or `error` frame
-//! comes back as for any client). Connections are limited before `accept`,
-//! request bodies are limited in size, and a connection must send its
-//! headers within a deadline. A query parameter an endpoint does not take
-//! is refused, never ignored; lists come in pages
-//! ([`super::query`]); every refusal has a JSON body.
+//! The server never touches a core. On the coordinator, reads are
+//! [`AdminCall`]s answered by the event loop over a bounded channel; a
+//! submit or a removal opens a virtual client connection on the same
+//! bounded event channel the TCP connections use (`hello`, the request,
+//! then the reply or `error` frame comes back as for any client). On a
+//! participant every request is such a virtual connection on its admin
+//! channel, as `twopc txn list|show|resolve` sends. Connections are
+//! limited before `accept`, request bodies are limited in size, and a
+//! connection must send its headers within a deadline. A query parameter
+//! an endpoint does not take is refused, never ignored; lists come in
+//! pages ([`super::query`]); every refusal has a JSON body.
 //!
 //! With a shared secret, every endpoint but `GET /health` (and
-//! `GET /auth/challenge`, which hands out nonces) needs a proof of it in the
+//! `GET /auth/challenge`, which hands out nonces, and the console's page
+//! and assets, which hold no data) needs a proof of it in the
 //! `Authorization` header; the checks themselves are the pure functions of
 //! [`crate::security::http_auth`], this file only feeds them the request.
+//! A removal needs the operator key, as on the TCP port
+//! ([`key_auth::permits`]); a participant's port checks every proof under
+//! its admin key.
 
+use super::console::{self, diagram::Diagram};
 use super::metrics::{render, MetricsSnapshot};
 use crate::net::ConnEvent;
 use crate::net::ErrorCounts;
 use crate::net::Outgoing;
 use crate::protocol::page::ParamError;
 use crate::protocol::{
-    Body, ConnId, ErrorCode, Message, Role, SubmitRequest, TxnId, PROTOCOL_VERSION,
+    Body, ConnId, ErrorCode, Message, ParticipantId, Role, SubmitRequest, TxnId, PROTOCOL_VERSION,
 };
-use crate::security::auth::{fresh_nonce, Secret};
+use crate::security::auth::{self as key_auth, fresh_nonce, Identity, Secret, OPERATOR_ID};
 use crate::security::http_auth::{self, HttpAuthError, NonceStore, Proof};
 use crate::security::ServerSecurity;
 use axum::body::Bytes;
@@ -33,7 +43,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, Query, Req
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get};
 use axum::{Extension, Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{json, Value};
@@ -127,10 +137,33 @@ pub struct AdminServer {
     opts: HttpOptions,
 }
 
+/// Which process serves the API.
+#[derive(Clone, Debug)]
+enum Node {
+    /// The coordinator: reads are [`AdminCall`]s, submits and removals
+    /// virtual client connections on its event channel.
+    Coordinator(mpsc::Sender<AdminCall>),
+    /// A participant's admin HTTP port: every request is a virtual
+    /// operator connection on its admin channel, as `twopc txn
+    /// list|show|resolve --participant` sends on the TCP admin port.
+    Participant(ParticipantId),
+}
+
+impl Node {
+    fn name(&self) -> &'static str {
+        match self {
+            Node::Coordinator(_) => "coordinator",
+            Node::Participant(_) => "participant",
+        }
+    }
+}
+
 /// What the handlers share.
 #[derive(Clone)]
 struct Ctx {
-    calls: mpsc::Sender<AdminCall>,
+    node: Node,
+    /// Where virtual connections are opened: the coordinator's event
+    /// channel, or a participant's admin channel.
     events: mpsc::Sender<ConnEvent>,
     conn_ids: Arc<AtomicU64>,
     submit_timeout: Duration,
@@ -149,6 +182,9 @@ struct Ctx {
 /// What checking proofs of the secret needs.
 struct HttpAuth {
     secret: Arc<Secret>,
+    /// On a participant's port: every proof is checked under its admin
+    /// key (the key its TCP admin port asks for), whatever `key=` says.
+    identity: Option<Identity>,
     /// Behind a lock held only to issue or spend one nonce.
     nonces: Mutex<NonceStore>,
     /// Nonces handed out per address.
@@ -190,9 +226,57 @@ impl AdminServer {
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) {
+        let node = Node::Coordinator(channels.calls);
+        self.serve(
+            node,
+            channels.events,
+            channels.conn_ids,
+            channels.errors,
+            security,
+            shutdown,
+            tracker,
+        )
+    }
+
+    /// Serve a participant's admin HTTP port (the console and its reads
+    /// and resolve) until `shutdown`. `admin` is the channel of the TCP
+    /// admin port, `conn_ids` its connection numbering (shared, so virtual
+    /// connections never take a TCP connection's id). With a secret,
+    /// requests prove the participant's admin key.
+    #[allow(clippy::too_many_arguments)]
+    pub fn spawn_participant(
+        self,
+        id: ParticipantId,
+        admin: mpsc::Sender<ConnEvent>,
+        conn_ids: Arc<AtomicU64>,
+        security: Arc<ServerSecurity>,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) {
+        let errors = Arc::new(ErrorCounts::default());
+        let node = Node::Participant(id);
+        self.serve(node, admin, conn_ids, errors, security, shutdown, tracker)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn serve(
+        self,
+        node: Node,
+        events: mpsc::Sender<ConnEvent>,
+        conn_ids: Arc<AtomicU64>,
+        errors: Arc<ErrorCounts>,
+        security: Arc<ServerSecurity>,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) {
+        let identity = match &node {
+            Node::Coordinator(_) => None,
+            Node::Participant(id) => Some(Identity::Admin(id.0.clone())),
+        };
         let auth = security.secret.clone().map(|secret| {
             Arc::new(HttpAuth {
                 secret,
+                identity,
                 nonces: Mutex::new(NonceStore::new(
                     self.opts.auth_nonces_max.max(1),
                     self.opts.auth_nonce_ttl_ms,
@@ -203,7 +287,7 @@ impl AdminServer {
                 )),
                 start: Instant::now(),
                 security: security.clone(),
-                errors: channels.errors.clone(),
+                errors,
             })
         });
         match &auth {
@@ -217,10 +301,11 @@ impl AdminServer {
                 "admin http: no shared secret configured: anyone who reaches this port can read the coordinator's state and submit transactions. Fine on loopback; set secret_file elsewhere"
             ),
         }
+        let participant = matches!(node, Node::Participant(_));
         let ctx = Ctx {
-            calls: channels.calls,
-            events: channels.events,
-            conn_ids: channels.conn_ids,
+            node,
+            events,
+            conn_ids,
             submit_timeout: self.opts.submit_timeout,
             open: Arc::new(AtomicUsize::new(0)),
             auth,
@@ -238,11 +323,14 @@ impl AdminServer {
                     .collect(),
             ),
         };
-        let router = router(
-            ctx.clone(),
-            self.opts.max_body_bytes,
-            self.opts.open_metrics,
-        );
+        let router = match participant {
+            false => router(
+                ctx.clone(),
+                self.opts.max_body_bytes,
+                self.opts.open_metrics,
+            ),
+            true => participant_router(ctx.clone(), self.opts.max_body_bytes),
+        };
         if security.tls.is_some() {
             tracing::info!("admin http: TLS on (the coordinator's tls.cert_file and tls.key_file)");
         }
@@ -277,11 +365,18 @@ fn router(ctx: Ctx, max_body_bytes: usize, open_metrics: bool) -> Router {
     let mut protected = Router::new()
         .route("/status", get(status))
         .route("/participants", get(participants))
+        .route("/participants/{id}", delete(remove_participant))
         .route("/transactions", get(transactions).post(submit))
-        .route("/transactions/{id}", get(transaction));
+        .route("/transactions/{id}", get(transaction))
+        .route("/transactions/{id}/diagram", get(transaction_diagram));
+    // The console's page and assets hold no data: every figure it shows
+    // comes from the routes above, with a proof when a secret is set.
     let mut open = Router::new()
         .route("/health", get(health))
-        .route("/auth/challenge", get(challenge));
+        .route("/auth/challenge", get(challenge))
+        .route("/", get(console::page))
+        .route("/console.js", get(console::script))
+        .route("/console.css", get(console::style));
     if open_metrics {
         open = open.route("/metrics", get(metrics));
     } else {
@@ -302,6 +397,149 @@ fn router(ctx: Ctx, max_body_bytes: usize, open_metrics: bool) -> Router {
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::from_fn_with_state(ctx.clone(), check_host))
         .with_state(ctx)
+}
+
+/// A participant's admin HTTP port: what a participant knows (its status,
+/// its transactions, the one it holds in doubt) and the operator's
+/// heuristic resolve, behind the same checks as the coordinator's API.
+fn participant_router(ctx: Ctx, max_body_bytes: usize) -> Router {
+    let protected = Router::new()
+        .route("/status", get(participant_status))
+        .route("/transactions", get(participant_transactions))
+        .route("/transactions/{id}", get(participant_transaction))
+        .route(
+            "/transactions/{id}/resolve",
+            axum::routing::post(participant_resolve),
+        )
+        .route_layer(middleware::from_fn(check_query))
+        .route_layer(middleware::from_fn_with_state(ctx.clone(), read_body))
+        .route_layer(middleware::from_fn_with_state(ctx.clone(), require_proof));
+    let open = Router::new()
+        .route("/health", get(health))
+        .route("/auth/challenge", get(challenge))
+        .route("/", get(console::page))
+        .route("/console.js", get(console::script))
+        .route("/console.css", get(console::style))
+        .route_layer(middleware::from_fn(check_query))
+        .route_layer(middleware::from_fn_with_state(ctx.clone(), read_body));
+    open.merge(protected)
+        .fallback(participant_not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(ctx.clone(), check_host))
+        .with_state(ctx)
+}
+
+async fn participant_not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint on a participant's admin HTTP port: GET / (the console), /health, /auth/challenge, /status, /transactions, /transactions/{id}; POST /transactions/{id}/resolve (README \"Console\")",
+    )
+}
+
+/// One operator request to the participant, answered with its reply body.
+async fn ask_participant(ctx: &Ctx, request: Body) -> Response {
+    match exchange(ctx, None, request, LOOP_PATIENCE).await {
+        Ok(Body::StatusReport(v)) | Ok(Body::TxnInfo(v)) => Json(v).into_response(),
+        Ok(other) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!(
+                "unexpected reply `{}` from the participant",
+                other.message_type()
+            ),
+        ),
+        Err((status, v)) => (status, Json(v)).into_response(),
+    }
+}
+
+async fn participant_status(State(ctx): State<Ctx>) -> Response {
+    ask_participant(&ctx, Body::Status).await
+}
+
+async fn participant_transactions(
+    State(ctx): State<Ctx>,
+    params: Extension<QueryParams>,
+) -> Response {
+    let limit = match params.limit() {
+        Ok(l) => l,
+        Err(e) => return param_error(e.param, e.message),
+    };
+    let body = Body::TxnList {
+        state: params.get("state"),
+        limit,
+        cursor: params.get("cursor"),
+    };
+    ask_participant(&ctx, body).await
+}
+
+async fn participant_transaction(
+    State(ctx): State<Ctx>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    match id {
+        Ok(Path(id)) => ask_participant(&ctx, Body::TxnShow { txn: TxnId(id) }).await,
+        Err(rej) => bad_path_id(rej, "GET /transactions/ID", "transaction"),
+    }
+}
+
+/// The body of `POST /transactions/{id}/resolve`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolveBody {
+    decision: crate::protocol::Decision,
+    reason: String,
+    #[serde(default)]
+    operator: Option<String>,
+}
+
+/// `POST /transactions/{id}/resolve`: decide a transaction this
+/// participant holds in doubt by hand, as `twopc txn resolve` does on the
+/// TCP admin port (the participant's core refuses anything not in doubt,
+/// and logs the decision with the reason).
+async fn participant_resolve(
+    State(ctx): State<Ctx>,
+    headers: HeaderMap,
+    id: Result<Path<String>, PathRejection>,
+    body: Bytes,
+) -> Response {
+    const SHAPE: &str = r#"send {"decision": "commit" or "abort", "reason": "why (kept in the log)", "operator": "who (optional)"}"#;
+    let txn = match id {
+        Ok(Path(id)) => TxnId(id),
+        Err(rej) => return bad_path_id(rej, "POST /transactions/ID/resolve", "transaction"),
+    };
+    if !is_json(&headers) {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "POST /transactions/ID/resolve takes a JSON body: send `Content-Type: application/json`",
+        );
+    }
+    let r: ResolveBody = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidMessage.as_str(),
+                format!("the request body is not a valid resolve ({e}); {SHAPE}"),
+            )
+        }
+    };
+    if r.reason.trim().is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidMessage.as_str(),
+            format!("the reason is blank; it is kept in the log with the decision: {SHAPE}"),
+        );
+    }
+    let request = Body::Resolve {
+        txn,
+        decision: r.decision,
+        reason: r.reason,
+        operator: r.operator.filter(|o| !o.trim().is_empty()),
+    };
+    ask_participant(&ctx, request).await
 }
 
 /// The host name of a `Host` header value: without the port, IPv6 without
@@ -561,7 +799,14 @@ impl Ctx {
                 "the coordinator's event loop did not answer in time; it is overloaded or stopping, retry later",
             )
         };
-        self.calls
+        let Node::Coordinator(calls) = &self.node else {
+            return Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "a participant's port asked the coordinator's event loop",
+            ));
+        };
+        calls
             .send_timeout(AdminCall { query, reply }, LOOP_PATIENCE)
             .await
             .map_err(|_| busy())?;
@@ -591,6 +836,25 @@ impl Ctx {
 }
 
 async fn health(State(ctx): State<Ctx>) -> Response {
+    if let Node::Participant(id) = &ctx.node {
+        // Alive: the event loop answered. Ready: registered with the
+        // coordinator.
+        return match exchange(&ctx, None, Body::Status, LOOP_PATIENCE).await {
+            Ok(Body::StatusReport(s)) if s["connected"] == true => {
+                Json(json!({"status": "ok", "participant_id": id.0})).into_response()
+            }
+            Ok(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({
+                    "status": "unavailable",
+                    "participant_id": id.0,
+                    "reason": "not registered with the coordinator; it reconnects by itself, see its log",
+                })),
+            )
+                .into_response(),
+            Err((status, v)) => (status, Json(v)).into_response(),
+        };
+    }
     let s = match ctx.ask(AdminQuery::Status).await {
         Ok(AdminAnswer::Json(s)) => s,
         Ok(_) => {
@@ -655,15 +919,112 @@ async fn transactions(State(ctx): State<Ctx>, params: Extension<QueryParams>) ->
 async fn transaction(State(ctx): State<Ctx>, id: Result<Path<String>, PathRejection>) -> Response {
     match id {
         Ok(Path(id)) => ctx.json(AdminQuery::Transaction { id: TxnId(id) }).await,
-        Err(rej) => error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            format!(
-                "cannot read the transaction id in the path ({}); send GET /transactions/ID with the id percent-encoded as UTF-8",
-                rej.body_text()
-            ),
-        ),
+        Err(rej) => bad_path_id(rej, "GET /transactions/ID", "transaction"),
     }
+}
+
+/// 400 for an id in the path that cannot be read.
+fn bad_path_id(rej: PathRejection, form: &str, what: &str) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        format!(
+            "cannot read the {what} id in the path ({}); send {form} with the id percent-encoded as UTF-8",
+            rej.body_text()
+        ),
+    )
+}
+
+/// `GET /transactions/{id}/diagram`: the transaction's timeline as a
+/// sequence diagram, the model the console draws and its Mermaid text
+/// (what `twopc txn show --diagram` prints).
+async fn transaction_diagram(
+    State(ctx): State<Ctx>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let id = match id {
+        Ok(Path(id)) => TxnId(id),
+        Err(rej) => return bad_path_id(rej, "GET /transactions/ID/diagram", "transaction"),
+    };
+    let detail = match ctx.ask(AdminQuery::Transaction { id }).await {
+        Ok(AdminAnswer::Json(v)) => v,
+        Ok(AdminAnswer::NotFound(m)) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                ErrorCode::UnknownTransaction.as_str(),
+                m,
+            )
+        }
+        Ok(_) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "unexpected answer from the event loop",
+            )
+        }
+        Err(resp) => return resp,
+    };
+    match Diagram::of_detail(&detail) {
+        Ok(d) => {
+            let mermaid = d.mermaid();
+            Json(json!({
+                "transaction_id": detail["transaction_id"],
+                "actors": d.actors,
+                "lines": d.lines,
+                "mermaid": mermaid,
+            }))
+            .into_response()
+        }
+        Err(why) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", why),
+    }
+}
+
+/// `DELETE /participants/{id}[?force=true]`: the operator's removal, as
+/// `twopc participants remove` sends it on the coordinator port. With a
+/// secret it needs the operator key, exactly as there
+/// ([`key_auth::permits`]); the core decides whether the removal is
+/// allowed and answers with the status after it.
+async fn remove_participant(
+    State(ctx): State<Ctx>,
+    params: Extension<QueryParams>,
+    proven: Option<Extension<ProvenIdentity>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let id = match id {
+        Ok(Path(id)) => ParticipantId(id),
+        Err(rej) => return bad_path_id(rej, "DELETE /participants/ID", "participant"),
+    };
+    let force = match params.get("force").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return param_error(
+                "force",
+                format!(
+                    "force `{}` is neither true nor false; give force=true to remove a participant that is still connected (it is told and exits)",
+                    shown(other)
+                ),
+            )
+        }
+    };
+    let body = Body::ParticipantRemove { id, force };
+    if let Some(Extension(ProvenIdentity(identity))) = &proven {
+        if let Err(e) = key_auth::permits(identity, &body) {
+            if let Some(auth) = &ctx.auth {
+                auth.errors.count(ErrorCode::Unauthorized);
+            }
+            return error(
+                StatusCode::FORBIDDEN,
+                ErrorCode::Unauthorized.as_str(),
+                format!(
+                    "{}; sign the request with the operator key (key=operator)",
+                    e.message
+                ),
+            );
+        }
+    }
+    let (status, v) = run_virtual(&ctx, Some(OPERATOR_ID), body).await;
+    (status, Json(v)).into_response()
 }
 
 /// The query parameters each endpoint takes; every other endpoint takes
@@ -672,6 +1033,7 @@ fn params_taken(method: &axum::http::Method, path: &str) -> &'static [&'static s
     match (method.as_str(), path) {
         ("GET" | "HEAD", "/transactions") => &["state", "limit", "cursor"],
         ("GET" | "HEAD", "/participants") => &["limit", "cursor"],
+        ("DELETE", "/participants/{id}") => &["force"],
         _ => &[],
     }
 }
@@ -793,7 +1155,7 @@ async fn not_found() -> Response {
     error(
         StatusCode::NOT_FOUND,
         "not_found",
-        "no such endpoint; see docs/openapi.yaml: GET /health, /auth/challenge, /status, /participants, /transactions, /transactions/{id}, /metrics; POST /transactions",
+        "no such endpoint; see docs/openapi.yaml: GET / (the console), /health, /auth/challenge, /status, /participants, /transactions, /transactions/{id}, /transactions/{id}/diagram, /metrics; POST /transactions; DELETE /participants/{id}",
     )
 }
 
@@ -801,18 +1163,27 @@ async fn method_not_allowed() -> Response {
     error(
         StatusCode::METHOD_NOT_ALLOWED,
         "method_not_allowed",
-        "this endpoint does not take that method; see docs/openapi.yaml (POST only on /transactions, GET everywhere else)",
+        "this endpoint does not take that method; see docs/openapi.yaml (POST only on /transactions, DELETE only on /participants/{id}, GET everywhere else)",
     )
 }
 
 /// `GET /auth/challenge`: a fresh single-use nonce.
 async fn challenge(State(ctx): State<Ctx>, req: Request) -> Response {
+    // Which process this is (and a participant's id, which the console
+    // needs to derive its admin key from the master secret; the TCP
+    // challenge of a participant's admin port names it too).
+    let mut whoami = json!({ "node": ctx.node.name() });
+    if let Node::Participant(id) = &ctx.node {
+        whoami["participant_id"] = json!(id.0);
+    }
     let Some(auth) = &ctx.auth else {
-        return error(
-            StatusCode::NOT_FOUND,
-            "auth_off",
-            "this coordinator has no shared secret configured, so its HTTP admin API needs no authentication: send requests without an Authorization header",
-        );
+        let mut body = whoami;
+        body["error"] = json!("auth_off");
+        body["message"] = json!(format!(
+            "this {} has no shared secret configured, so its HTTP admin API needs no authentication: send requests without an Authorization header",
+            ctx.node.name()
+        ));
+        return (StatusCode::NOT_FOUND, Json(body)).into_response();
     };
     if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
         let allowed = {
@@ -839,7 +1210,12 @@ async fn challenge(State(ctx): State<Ctx>, req: Request) -> Response {
     };
     (
         [(header::CACHE_CONTROL, "no-store")],
-        Json(json!({ "nonce": nonce, "expires_in_ms": ttl_ms })),
+        Json({
+            let mut body = whoami;
+            body["nonce"] = json!(nonce);
+            body["expires_in_ms"] = json!(ttl_ms);
+            body
+        }),
     )
         .into_response()
 }
@@ -917,6 +1293,11 @@ fn declared_digest(headers: &HeaderMap) -> Result<String, HttpAuthError> {
 #[derive(Clone)]
 struct ProvenDigest(String);
 
+/// Whose key a proven request was signed with (client or operator), for
+/// the endpoints only an operator may call.
+#[derive(Clone)]
+struct ProvenIdentity(Identity);
+
 /// Let the request through only with a valid proof (when a secret is
 /// configured). The proof is checked from the headers alone, against the
 /// body digest the request declares, before a single body byte is read:
@@ -935,7 +1316,10 @@ async fn require_proof(State(ctx): State<Ctx>, mut req: Request, next: Next) -> 
         .uri()
         .path_and_query()
         .map_or_else(|| req.uri().path().to_string(), |p| p.as_str().to_string());
-    let checked = proof_of(req.headers()).and_then(|proof| {
+    let checked = proof_of(req.headers()).and_then(|mut proof| {
+        if let Some(identity) = &auth.identity {
+            proof.identity = identity.clone();
+        }
         let digest = declared_digest(req.headers())?;
         let mut store = auth.nonces.lock().unwrap_or_else(|p| p.into_inner());
         http_auth::authorize_digest(
@@ -945,11 +1329,12 @@ async fn require_proof(State(ctx): State<Ctx>, mut req: Request, next: Next) -> 
             (&method, &target, &digest),
             auth.now_ms(),
         )
-        .map(|()| digest)
+        .map(|()| (digest, proof.identity.clone()))
     });
     match checked {
-        Ok(digest) => {
+        Ok((digest, identity)) => {
             req.extensions_mut().insert(ProvenDigest(digest));
+            req.extensions_mut().insert(ProvenIdentity(identity));
             next.run(req).await
         }
         Err(why) => auth.refuse(&peer, &method, req.uri().path(), why),
@@ -1090,14 +1475,7 @@ async fn submit(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    // A JSON content type makes a browser ask first (a CORS preflight, which
-    // this API never grants), so a cross-site form cannot submit.
-    let json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !json {
+    if !is_json(&headers) {
         return error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
@@ -1117,7 +1495,7 @@ async fn submit(
     };
     match parse_submit(&bytes) {
         Ok(HttpSubmit { req, request_id }) => {
-            let mut resp = run_submit(&ctx, req).await;
+            let mut resp = run_virtual(&ctx, None, Body::Submit(req)).await;
             if let (Some(id), Some(o)) = (request_id, resp.1.as_object_mut()) {
                 o.insert("request_id".into(), id);
             }
@@ -1131,6 +1509,17 @@ async fn submit(
             (StatusCode::BAD_REQUEST, Json(body)).into_response()
         }
     }
+}
+
+/// Does the request say its body is JSON? A JSON content type makes a
+/// browser ask first (a CORS preflight, which this API never grants), so a
+/// cross-site form cannot post.
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }
 
 /// A virtual client connection: closed on the event loop when dropped, even
@@ -1149,23 +1538,47 @@ impl Drop for VirtualConn {
     }
 }
 
-/// Run one submit on a virtual connection: the status and JSON body of the
-/// reply (the outcome, or an error).
-async fn run_submit(ctx: &Ctx, req: SubmitRequest) -> (StatusCode, Value) {
+/// Send one client request (a submit, or with `id` `operator` a removal) on
+/// a virtual connection: the status and JSON body of the reply (the
+/// outcome or the status report, or an error).
+async fn run_virtual(ctx: &Ctx, id: Option<&str>, request: Body) -> (StatusCode, Value) {
+    match exchange(ctx, id, request, ctx.submit_timeout).await {
+        Ok(Body::Outcome { txn, outcome }) => (StatusCode::OK, outcome.report(&txn)),
+        Ok(Body::StatusReport(v)) => (StatusCode::OK, v),
+        Ok(other) => error_json(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("unexpected reply `{}`", other.message_type()),
+        ),
+        Err(e) => e,
+    }
+}
+
+/// Open a virtual connection on `ctx.events`, say hello as a client (with
+/// `id`), send `request` and wait up to `patience` for the reply: the
+/// first frame that is neither the welcome nor a heartbeat, or the error
+/// it was (as the status and JSON body to answer with).
+async fn exchange(
+    ctx: &Ctx,
+    id: Option<&str>,
+    request: Body,
+    patience: Duration,
+) -> Result<Body, (StatusCode, Value)> {
+    let node = ctx.node.name();
     let conn = ConnId(ctx.conn_ids.fetch_add(1, Ordering::Relaxed));
-    // Only the welcome and one outcome or error come back.
+    // Only the welcome and one reply come back.
     let (tx, mut rx) = mpsc::channel(8);
     let busy = || {
         error_json(
             StatusCode::SERVICE_UNAVAILABLE,
             "busy",
-            "the coordinator's event loop has no room for the request; it is overloaded or stopping, retry later",
+            format!("the {node}'s event loop has no room for the request; it is overloaded or stopping, retry later"),
         )
     };
     let opened = ConnEvent::Opened {
         conn,
         tx,
-        peer: "http-submit".into(),
+        peer: "http".into(),
     };
     if ctx
         .events
@@ -1173,7 +1586,7 @@ async fn run_submit(ctx: &Ctx, req: SubmitRequest) -> (StatusCode, Value) {
         .await
         .is_err()
     {
-        return busy();
+        return Err(busy());
     }
     let _guard = VirtualConn {
         conn,
@@ -1181,55 +1594,59 @@ async fn run_submit(ctx: &Ctx, req: SubmitRequest) -> (StatusCode, Value) {
     };
     let hello = Body::Hello {
         role: Role::Client,
-        id: None,
+        id: id.map(|i| ParticipantId(i.to_string())),
         protocol_version: PROTOCOL_VERSION,
     };
-    for body in [hello, Body::Submit(req)] {
+    for body in [hello, request] {
         let ev = ConnEvent::Message { conn, body };
         if ctx.events.send_timeout(ev, LOOP_PATIENCE).await.is_err() {
-            return busy();
+            return Err(busy());
         }
     }
-    let deadline = tokio::time::Instant::now() + ctx.submit_timeout;
+    let deadline = tokio::time::Instant::now() + patience;
     loop {
         let frame = match tokio::time::timeout_at(deadline, rx.recv()).await {
             Err(_) => {
-                return error_json(
+                return Err(error_json(
                     StatusCode::GATEWAY_TIMEOUT,
                     "timeout",
                     format!(
-                        "no outcome within {} s; the transaction may still complete: look it up with GET /transactions",
-                        ctx.submit_timeout.as_secs()
+                        "no answer within {} s; a submit may still complete: look it up with GET /transactions",
+                        patience.as_secs()
                     ),
-                )
+                ))
             }
             Ok(Some(Outgoing::Frame(b))) | Ok(Some(Outgoing::FrameThenCrash(b, _))) => b,
             Ok(Some(Outgoing::Close)) | Ok(None) => {
-                return error_json(
+                return Err(error_json(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "closed",
-                    "the coordinator closed the request before an outcome (it is stopping); retry later",
-                )
+                    format!("the {node} closed the request before answering (it is stopping); retry later"),
+                ))
             }
         };
         match Message::decode(&frame) {
-            Ok(Body::Outcome { txn, outcome }) => return (StatusCode::OK, outcome.report(&txn)),
             Ok(Body::Error { code, message, .. }) => {
                 let status = match code.known() {
                     Some(ErrorCode::NotReady) => StatusCode::SERVICE_UNAVAILABLE,
                     Some(ErrorCode::Overloaded) => StatusCode::TOO_MANY_REQUESTS,
+                    // The participant or transaction named in the path.
+                    Some(ErrorCode::UnknownParticipant) if id.is_some() => StatusCode::NOT_FOUND,
+                    Some(ErrorCode::UnknownTransaction) => StatusCode::NOT_FOUND,
                     Some(ErrorCode::UnknownParticipant | ErrorCode::InvalidMessage) => {
                         StatusCode::BAD_REQUEST
                     }
                     // The transaction id is running for another client, or
-                    // was used for another request.
+                    // was used for another request; a removal or resolve
+                    // the core does not allow now.
                     Some(ErrorCode::InProgress | ErrorCode::Refused) => StatusCode::CONFLICT,
                     _ => StatusCode::INTERNAL_SERVER_ERROR,
                 };
-                return error_json(status, code.as_str(), message);
+                return Err(error_json(status, code.as_str(), message));
             }
             // The welcome, or anything else a client may ignore.
-            Ok(_) | Err(_) => continue,
+            Ok(Body::Welcome { .. } | Body::HeartbeatAck) | Err(_) => continue,
+            Ok(reply) => return Ok(reply),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! write-ahead log and an outbox. Connections themselves (framing, the
 //! handshake gate, listening, connecting) are `net`'s.
 
+pub mod console;
 pub mod coordinator;
 /// Crash points live in a leaf module (the log and the network use them too).
 pub use crate::crash;

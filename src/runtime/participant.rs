@@ -6,6 +6,7 @@
 //! the admin port with the core's views.
 
 use super::executor::{Executor, Local};
+use super::http::{AdminServer, HttpOptions};
 use super::outbox::{Io, Outbox};
 use super::{alert, crash, open_log, Clock};
 use crate::config::ParticipantConfig;
@@ -41,6 +42,8 @@ pub struct ParticipantNode {
     clock: Clock,
     resource: Box<dyn Resource>,
     admin: Option<TcpListener>,
+    /// The admin HTTP port (the console), when `admin_http_port` is set.
+    admin_http: Option<AdminServer>,
     /// What the admin port requires of operators.
     admin_security: Arc<ServerSecurity>,
     /// TLS to the coordinator, when `tls.ca_file` is set.
@@ -74,6 +77,34 @@ pub enum StartError {
 /// Connection ids of operator connections start here, far from the ids of
 /// coordinator connections.
 const ADMIN_CONN_BASE: u64 = 1 << 32;
+
+/// The admin HTTP port's limits: the admin port's connection limit, a
+/// request body no larger than a frame, headers (and again the body)
+/// within the handshake allowance of an admin connection.
+fn http_options(cfg: &ParticipantConfig) -> HttpOptions {
+    HttpOptions {
+        max_connections: cfg.admin_max_connections,
+        max_body_bytes: cfg.max_frame_bytes,
+        header_timeout: Duration::from_millis(cfg.preauth_timeout_ms),
+        // Every request is answered within one turn of the event loop.
+        submit_timeout: Duration::from_secs(10),
+        auth_nonces_max: PARTICIPANT_HTTP_NONCES_MAX,
+        auth_nonce_ttl_ms: PARTICIPANT_HTTP_NONCE_TTL_MS,
+        open_metrics: false,
+        allowed_hosts: ["localhost", "127.0.0.1", "::1", cfg.admin_host.as_str()]
+            .map(String::from)
+            .into(),
+        auth_challenges_per_second: PARTICIPANT_HTTP_CHALLENGES_PER_SECOND,
+    }
+}
+
+/// With a secret: outstanding nonces of the admin HTTP port (an operator or
+/// two, not a fleet of scrapers).
+const PARTICIPANT_HTTP_NONCES_MAX: usize = 1024;
+/// With a secret: milliseconds a nonce of the admin HTTP port stays valid.
+const PARTICIPANT_HTTP_NONCE_TTL_MS: u64 = 30_000;
+/// With a secret: `GET /auth/challenge` per address and second.
+const PARTICIPANT_HTTP_CHALLENGES_PER_SECOND: u32 = 20;
 
 /// Result of a resource's prepare that did not complete at once.
 struct PrepareDone {
@@ -140,6 +171,21 @@ impl ParticipantNode {
             }
             None => None,
         };
+        let admin_http = match cfg.admin_http_port {
+            Some(port) => {
+                let s = AdminServer::bind(&cfg.admin_host, port, http_options(&cfg))
+                    .await
+                    .map_err(|e| StartError::Bind {
+                        addr: e.addr,
+                        source: e.source,
+                    })?;
+                if let Ok(a) = s.local_addr() {
+                    tracing::info!("admin http listening on {a}");
+                }
+                Some(s)
+            }
+            None => None,
+        };
         let mut wal = wal;
         if records.is_empty() {
             // First start of an empty data directory: make the resource's
@@ -160,6 +206,7 @@ impl ParticipantNode {
             clock,
             resource,
             admin,
+            admin_http,
             admin_security,
             tls,
             registered: tokio::sync::watch::Sender::new(false),
@@ -182,6 +229,11 @@ impl ParticipantNode {
         self.removed.subscribe()
     }
 
+    /// The admin HTTP port's address (the console), when enabled.
+    pub fn admin_http_addr(&self) -> Option<std::net::SocketAddr> {
+        self.admin_http.as_ref().and_then(|s| s.local_addr().ok())
+    }
+
     /// The operator port's address, when enabled.
     pub fn admin_addr(&self) -> Option<std::net::SocketAddr> {
         self.admin.as_ref().and_then(|l| l.local_addr().ok())
@@ -200,6 +252,7 @@ impl ParticipantNode {
             clock,
             resource,
             admin,
+            admin_http,
             admin_security,
             tls,
             registered,
@@ -209,6 +262,18 @@ impl ParticipantNode {
         let tracker = TaskTracker::new();
         let (admin_tx, admin_rx) = mpsc::channel(256);
         let admin_authenticated = admin_security.secret.is_some();
+        // Shared by the TCP admin port and the HTTP one's virtual connections.
+        let admin_conn_ids = Arc::new(std::sync::atomic::AtomicU64::new(ADMIN_CONN_BASE + 1));
+        if let Some(server) = admin_http {
+            server.spawn_participant(
+                cfg.id.clone(),
+                admin_tx.clone(),
+                admin_conn_ids.clone(),
+                admin_security.clone(),
+                shutdown.clone(),
+                &tracker,
+            );
+        }
         if let Some(l) = admin {
             admin_security.announce("admin port");
             let port = PortSpec {
@@ -228,7 +293,7 @@ impl ParticipantNode {
                 send_buffer_max_bytes: cfg.send_buffer_max_bytes,
                 // Answered as they come; the admin port's few slots bound them.
                 query_in_flight_max: 0,
-                conn_ids: Arc::new(std::sync::atomic::AtomicU64::new(ADMIN_CONN_BASE + 1)),
+                conn_ids: admin_conn_ids,
                 security: admin_security,
                 errors: None,
             };

@@ -12,7 +12,6 @@ mod commands;
 #[path = "../common/coordinator.rs"]
 mod coordinator;
 mod credentials;
-mod diagram;
 mod ops;
 #[path = "../common/participant.rs"]
 mod participant;

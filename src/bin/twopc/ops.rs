@@ -265,13 +265,15 @@ pub async fn txn(cmd: TxnCommand) -> ExitCode {
             )
             .await
             {
-                Ok(v) if diagram => match crate::diagram::mermaid(&v) {
-                    Ok(text) => print!("{text}"),
-                    Err(e) => {
-                        eprintln!("twopc: cannot draw the diagram: {e}");
-                        return ExitCode::from(EXIT_NO_DECISION);
+                Ok(v) if diagram => {
+                    match twopc::runtime::console::diagram::Diagram::of_detail(&v) {
+                        Ok(d) => print!("{}", d.mermaid()),
+                        Err(e) => {
+                            eprintln!("twopc: cannot draw the diagram: {e}");
+                            return ExitCode::from(EXIT_NO_DECISION);
+                        }
                     }
-                },
+                }
                 Ok(v) if target.json => println!("{v}"),
                 Ok(v) => print_txn(&v),
                 Err(code) => return code,
