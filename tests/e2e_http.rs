@@ -1185,3 +1185,91 @@ fn fast_transactions_are_timed_in_microseconds() {
         "{out}"
     );
 }
+
+/// The address a participant's admin HTTP port listens on, from its log.
+fn participant_http_addr(c: &Cluster, idx: usize) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    const NEEDLE: &str = "admin http listening on ";
+    loop {
+        let text = std::fs::read_to_string(&c.participants[idx].log).unwrap_or_default();
+        if let Some(at) = text.rfind(NEEDLE) {
+            return text[at + NEEDLE.len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                .collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "participant {idx} never said where its admin http port listens:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn twopc_http_signs_for_a_participant_admin_port_with_its_admin_key() {
+    let mut c = Cluster::new();
+    let (_, secret_file) = start_secret_admin(&mut c, 1, &[]);
+    let idx = c.start_participant(
+        "p1",
+        &["--secret-file", &secret_file, "--admin-http-port", "0"],
+        &[],
+    );
+    let port = participant_http_addr(&c, idx);
+
+    // The master secret proves the participant's admin key.
+    let (code, out, err) = run_twopc(&[
+        "http",
+        "GET",
+        "/status",
+        "--admin",
+        &port,
+        "--secret-file",
+        &secret_file,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: Value = serde_json::from_str(&out).expect("JSON on stdout");
+    assert_eq!(v["id"], "p1", "{v}");
+
+    // So does the key of the admin port alone, as `twopc keys derive` prints it.
+    let derive = |flag: &[&str]| {
+        let mut args = vec!["keys", "derive", "--secret-file", &secret_file];
+        args.extend_from_slice(flag);
+        let (code, out, err) = run_twopc(&args);
+        assert_eq!(code, 0, "{out}{err}");
+        out
+    };
+    let admin_key = c.path("p1-admin.key");
+    write_private(&admin_key, &derive(&["--admin", "p1"]));
+    let admin_key = admin_key.display().to_string();
+    let (code, out, err) = run_twopc(&[
+        "http",
+        "GET",
+        "/transactions?state=in-doubt",
+        "--admin",
+        &port,
+        "--secret-file",
+        &admin_key,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+
+    // The coordinator's operator key cannot speak for the participant: the
+    // tool says so before sending anything, and what to use instead.
+    let operator_key = c.path("operator.key");
+    write_private(&operator_key, &derive(&["--operator"]));
+    let operator_key = operator_key.display().to_string();
+    let (code, out, err) = run_twopc(&[
+        "http",
+        "GET",
+        "/status",
+        "--admin",
+        &port,
+        "--secret-file",
+        &operator_key,
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("participant p1's admin port") && err.contains("keys derive"),
+        "{err}"
+    );
+}

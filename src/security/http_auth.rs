@@ -78,6 +78,23 @@ pub fn authorization(
     Ok(format!("{SCHEME} nonce={nonce}, mac={mac}, key={name}"))
 }
 
+/// The value of the `Authorization` header for one request to participant
+/// `participant`'s admin HTTP port, which takes only that participant's
+/// admin key (derived from the master secret or from the participant's own
+/// key). The server knows whose key it is, so the header names none.
+pub fn authorization_on_participant(
+    secret: &Secret,
+    participant: &str,
+    nonce: &str,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+) -> Result<String, CannotProve> {
+    let key = secret.key_for(&Identity::Admin(participant.to_string()))?;
+    let mac = hmac_hex(&key, &request_input(nonce, method, path_and_query, body));
+    Ok(format!("{SCHEME} nonce={nonce}, mac={mac}"))
+}
+
 /// A parsed `Authorization: TWOPC-HMAC nonce=…, mac=…[, key=client|operator]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Proof {

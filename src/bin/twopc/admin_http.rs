@@ -1,5 +1,5 @@
-//! `twopc http METHOD PATH`: one request to the coordinator's HTTP admin
-//! API, with the shared-secret proof when a secret is given (a nonce from
+//! `twopc http METHOD PATH`: one request to the HTTP admin API of the
+//! coordinator or of a participant (its `admin_http_port`), with the shared-secret proof when a secret is given (a nonce from
 //! `GET /auth/challenge`, then the request with its `Authorization`
 //! header, on one connection). The MAC itself is
 //! [`twopc::security::http_auth`]'s.
@@ -30,9 +30,11 @@ pub struct HttpArgs {
     /// Request body, e.g. '{"data": {"order": 42}}' for POST /transactions.
     #[arg(long)]
     pub data: Option<String>,
-    /// The coordinator's HTTP admin address (its admin_host:admin_port).
+    /// The HTTP admin address: the coordinator's admin_host:admin_port, or a
+    /// participant's admin_host:admin_http_port.
     #[arg(
         long,
+        visible_alias = "admin",
         env = "TWOPC_COORDINATOR_ADMIN",
         default_value = "127.0.0.1:9090"
     )]
@@ -137,11 +139,20 @@ where
         None => None,
         Some(secret) => {
             let c = send("GET", "/auth/challenge", b"", None).await?;
-            let nonce = nonce_of(&c)?;
-            Some(
-                http_auth::authorization(secret, &nonce, method, path, body)
+            let (nonce, participant) = nonce_of(&c)?;
+            // A participant's admin port takes its admin key only; the
+            // coordinator's, the operator key (or else the client key).
+            let header = match &participant {
+                Some(id) => http_auth::authorization_on_participant(
+                    secret, id, &nonce, method, path, body,
+                )
+                .map_err(|e| {
+                    format!("{addr} is participant {id}'s admin port, which takes that participant's admin key: {e}; use the master secret or participant {id}'s own key (`twopc keys derive participant {id}`)")
+                })?,
+                None => http_auth::authorization(secret, &nonce, method, path, body)
                     .map_err(|e| e.to_string())?,
-            )
+            };
+            Some(header)
         }
     };
     let reply = send(method, path, body, auth).await;
@@ -149,16 +160,19 @@ where
     reply
 }
 
-/// The nonce of a `GET /auth/challenge` reply.
-fn nonce_of(reply: &HttpReply) -> Result<String, String> {
+/// The nonce of a `GET /auth/challenge` reply, and the participant's id
+/// when the port is a participant's.
+fn nonce_of(reply: &HttpReply) -> Result<(String, Option<String>), String> {
     let v: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+    let node = v["node"].as_str().unwrap_or("coordinator");
     if reply.status == 404 && v["error"] == "auth_off" {
-        return Err("a shared secret is given here, but the coordinator's admin API runs without one; configure the same secret_file there, or call without a secret".into());
+        return Err(format!("a shared secret is given here, but the {node}'s admin API runs without one; configure the same secret_file there, or call without a secret"));
     }
+    let participant = v["participant_id"].as_str().map(str::to_string);
     match v["nonce"].as_str() {
-        Some(n) if reply.status == 200 && is_nonce(n) => Ok(n.to_string()),
+        Some(n) if reply.status == 200 && is_nonce(n) => Ok((n.to_string(), participant)),
         _ => Err(format!(
-            "GET /auth/challenge answered {} without a nonce: {}; is this a twopc coordinator's admin port?",
+            "GET /auth/challenge answered {} without a nonce: {}; is this the admin HTTP port of a twopc coordinator or participant?",
             reply.status,
             String::from_utf8_lossy(&reply.body)
         )),

@@ -57,7 +57,7 @@ enum Command {
     /// List or remove participants of a running coordinator.
     #[command(subcommand)]
     Participants(ParticipantsCommand),
-    /// One request to the coordinator's HTTP admin API, authenticated with the shared secret when one is given.
+    /// One request to the HTTP admin API of the coordinator or of a participant (its admin_http_port), authenticated with the shared secret when one is given.
     Http(HttpArgs),
     /// Read a node's write-ahead log.
     #[command(subcommand)]
