@@ -403,6 +403,22 @@ fn the_console_shows_the_cluster_pages_transactions_draws_one_and_removes_a_part
     b.click("#prev");
     assert_eq!(wait_page(&b, 1), first);
 
+    // Live: a transaction submitted now shows up on the first page (newest
+    // first) without touching the page.
+    let r = post(
+        &admin,
+        "/transactions",
+        &json!({"data": {"n": "live"}, "participants": ["p1", "p3"]}),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let live = r.json()["transaction_id"].as_str().unwrap().to_string();
+    b.wait(
+        "the new transaction on the first page",
+        "return Array.from(document.querySelectorAll('#txns tbody tr')).some(r => r.dataset.id === arguments[0]) || null;",
+        json!([live]),
+    );
+    ids.insert(live);
+
     // In doubt: the one transaction, with its age and who owes the ack.
     b.exec(
         "const s = document.getElementById('state-filter'); s.value = 'in-doubt'; s.dispatchEvent(new Event('change'));",
