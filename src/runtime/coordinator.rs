@@ -30,7 +30,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -55,7 +54,7 @@ pub enum StartError {
 /// A coordinator that has opened its log and bound its port.
 pub struct CoordinatorServer {
     cfg: CoordinatorConfig,
-    listener: TcpListener,
+    listener: listener::Listener,
     /// The HTTP admin API, when `admin_port` is set.
     admin: Option<AdminServer>,
     core: Coordinator,
@@ -90,7 +89,7 @@ impl CoordinatorServer {
             );
         }
         let addr = format!("{}:{}", cfg.host, cfg.port);
-        let listener = TcpListener::bind(&addr)
+        let listener = listener::Listener::bind(&addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
         let admin = match cfg.admin_port {
@@ -231,10 +230,7 @@ fn http_options(cfg: &CoordinatorConfig) -> HttpOptions {
 }
 
 fn core_options(cfg: &CoordinatorConfig) -> CoordinatorOptions {
-    let start_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
+    let start_ms = crate::sim::unix_millis();
     CoordinatorOptions {
         expected_participants: cfg.expected_participants,
         vote_timeout_ms: (cfg.timeout_seconds * 1000.0) as u64,
@@ -253,7 +249,7 @@ fn core_options(cfg: &CoordinatorConfig) -> CoordinatorOptions {
         txn_id_prefix: format!(
             "{}{}",
             to_base36(start_ms),
-            to_base36(rand::random::<u16>() as u128 % (36 * 36) + 36 * 36)
+            to_base36(crate::sim::random_range(0, 36 * 36 - 1) as u128 + 36 * 36)
         ),
     }
 }
