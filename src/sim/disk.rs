@@ -143,13 +143,19 @@ impl SimDisk {
         }
     }
 
+    /// Forget the armed faults.
+    pub fn disarm(&self) {
+        let mut g = self.lock();
+        g.stall = None;
+        g.fail_next_sync = false;
+    }
+
     /// The machine crashed: each segment keeps its synced bytes and the
     /// first `keep(unsynced)` of the rest (`keep` returns at most its
     /// argument). Armed faults are forgotten.
     pub fn crash(&self, mut keep: impl FnMut(usize) -> usize) {
+        self.disarm();
         let mut g = self.lock();
-        g.stall = None;
-        g.fail_next_sync = false;
         for seg in g.segments.values_mut() {
             let unsynced = seg.bytes.len() - seg.synced;
             let kept = keep(unsynced).min(unsynced);
