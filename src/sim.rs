@@ -135,3 +135,19 @@ pub fn bug(bug: Bug) -> bool {
         false
     }
 }
+
+/// `tokio::select!` whose choice among ready branches replays: inside a
+/// simulation the branches are polled in the order written (`biased`),
+/// because tokio's random start is seeded from the operating system;
+/// outside one it is `tokio::select!` unchanged, fair as before. With the
+/// `sim` feature off the biased copy is dead code.
+macro_rules! select {
+    ($($body:tt)*) => {
+        if $crate::sim::active() {
+            tokio::select! { biased; $($body)* }
+        } else {
+            tokio::select! { $($body)* }
+        }
+    };
+}
+pub(crate) use select;

@@ -174,13 +174,13 @@ pub fn spawn_connection<S>(
         let mut authenticated: Option<auth::Identity> = None;
         loop {
             let next = if matches!(gate, Gate::Open) {
-                tokio::select! {
+                crate::sim::select! {
                     _ = abort.cancelled() => break,
                     n = codec::read_next(&mut reader, max_frame_bytes) => n,
                 }
             } else {
                 let read = tokio::time::timeout_at(handshake_deadline, codec::read_next(&mut reader, max_frame_bytes));
-                tokio::select! {
+                crate::sim::select! {
                     _ = abort.cancelled() => break,
                     _ = evicted.cancelled() => {
                         if let Some(s) = &slot {
@@ -304,7 +304,7 @@ pub fn spawn_connection<S>(
                         // Stop reading until one of this connection's
                         // queries is answered: a client pipelining queries
                         // waits in its own socket, not in our memory.
-                        let permit = tokio::select! {
+                        let permit = crate::sim::select! {
                             _ = abort.cancelled() => break,
                             p = q.clone().acquire_owned() => match p {
                                 Ok(p) => p,

@@ -242,7 +242,7 @@ pub async fn accept_loop(
         table: Mutex::new((Slots::new(spec.limits), HashMap::new())),
     });
     loop {
-        let (accepted, addr) = tokio::select! {
+        let (accepted, addr) = crate::sim::select! {
             _ = shutdown.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -321,7 +321,7 @@ pub async fn accept_loop(
                 tracker.spawn(async move {
                     let started = tokio::time::Instant::now();
                     let evicted = conn.slot.as_ref().map(|s| s.evicted.clone()).unwrap_or_default();
-                    let accepted = tokio::select! {
+                    let accepted = crate::sim::select! {
                         _ = evicted.cancelled() => return sec.failures.failed(
                             &conn.peer,
                             "closed during its TLS handshake to make room (the port is full)",

@@ -61,7 +61,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
             if !held.taking {
                 break;
             }
-            let item = tokio::select! {
+            let item = crate::sim::select! {
                 _ = abort.cancelled() => return,
                 item = rx.recv() => item,
             };
@@ -86,7 +86,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
             loop {
                 // While the socket is slow, keep taking frames, so the
                 // budget sees a peer that does not read.
-                tokio::select! {
+                crate::sim::select! {
                     _ = abort.cancelled() => return,
                     r = &mut write => break r,
                     item = rx.recv(), if held.taking => {

@@ -457,7 +457,7 @@ impl Driver {
             if let Some(why) = self.out.log.failure() {
                 return Err(crate::wal::LogFailure(why));
             }
-            tokio::select! {
+            crate::sim::select! {
                 _ = shutdown.cancelled() => break,
                 ev = events.recv() => {
                     let Some(ev) = ev else { break };

@@ -57,6 +57,8 @@ pub const PARTICIPANTS: usize = 3;
 const ACCOUNTS: usize = 4;
 const INITIAL_BALANCE: i64 = 1_000;
 const COORD_PORT: u16 = 7000;
+const MIN_LATENCY: Duration = Duration::from_millis(1);
+const BASE_MAX_LATENCY: Duration = Duration::from_millis(5);
 const SYNC_LATENCY: Duration = Duration::from_millis(2);
 /// Trace lines kept for a failure report.
 const TRACE_KEPT: usize = 60;
@@ -140,6 +142,8 @@ struct Ghost {
     /// Nodes whose `run` ended on a log failure (to be restarted).
     log_failed: BTreeSet<String>,
     report: Report,
+    /// `TWOPC_SIMRT_TRACE=1`: print every trace line.
+    print_all: bool,
 }
 
 impl Ghost {
@@ -148,6 +152,9 @@ impl Ghost {
         for b in line.bytes().chain(std::iter::once(b'\n')) {
             self.digest ^= b as u64;
             self.digest = self.digest.wrapping_mul(0x100_0000_01b3);
+        }
+        if self.print_all {
+            eprintln!("{line}");
         }
         if self.trace.len() == TRACE_KEPT {
             self.trace.pop_front();
@@ -303,6 +310,8 @@ pub struct World {
     kvs: Vec<Arc<Mutex<Option<Arc<Mutex<KvStore>>>>>>,
     later: BTreeMap<u64, Vec<Later>>,
     down: BTreeSet<String>,
+    /// The network's current latency bound (raised by spikes).
+    max_latency: Duration,
 }
 
 fn data_dir(name: &str) -> std::path::PathBuf {
@@ -365,12 +374,14 @@ impl World {
             rng: StdRng::seed_from_u64(seed ^ 0x5eed_0f_fa17),
             ghost: Arc::new(Mutex::new(Ghost {
                 digest: 0xcbf2_9ce4_8422_2325,
+                print_all: std::env::var_os("TWOPC_SIMRT_TRACE").is_some(),
                 ..Ghost::default()
             })),
             disks,
             kvs: (0..PARTICIPANTS).map(|_| Arc::default()).collect(),
             later: BTreeMap::new(),
             down: BTreeSet::new(),
+            max_latency: BASE_MAX_LATENCY,
         }
     }
 
@@ -415,8 +426,8 @@ impl World {
             .simulation_duration(Duration::from_millis(
                 self.cfg.fault_ms + self.cfg.heal_ms + 1_000,
             ))
-            .min_message_latency(Duration::from_millis(1))
-            .max_message_latency(Duration::from_millis(5))
+            .min_message_latency(MIN_LATENCY)
+            .max_message_latency(BASE_MAX_LATENCY)
             .rng_seed(self.seed)
             .build();
         self.add_coordinator(&mut sim);
@@ -597,7 +608,7 @@ impl World {
             Later::Restart(h) => {
                 if self.down.remove(&h) {
                     self.note(format!("{h}: restarted"));
-                    sim.bounce(h.as_str());
+                    self.steady(sim, |sim| sim.bounce(h.as_str()));
                 }
             }
             Later::Repair(a, b) => sim.repair(a.as_str(), b.as_str()),
@@ -607,8 +618,23 @@ impl World {
                     sim.release(h.as_str(), other.as_str());
                 }
             }
-            Later::Latency => sim.set_max_message_latency(Duration::from_millis(5)),
+            Later::Latency => {
+                self.max_latency = BASE_MAX_LATENCY;
+                sim.set_max_message_latency(BASE_MAX_LATENCY);
+            }
         }
+    }
+
+    /// Run `f` (a crash or a restart) with every latency fixed. Stopping a
+    /// host drops its tasks in an order that depends on tokio's task ids,
+    /// which count up per process; the sockets they close each draw a
+    /// latency from the simulation's random source. With one fixed
+    /// latency the draws are the same whatever the order, so the run
+    /// replays in any process.
+    fn steady(&self, sim: &mut turmoil::Sim<'_>, f: impl FnOnce(&mut turmoil::Sim<'_>)) {
+        sim.set_max_message_latency(MIN_LATENCY);
+        f(sim);
+        sim.set_max_message_latency(self.max_latency);
     }
 
     fn at(&mut self, ms: u64, l: Later) {
@@ -669,7 +695,7 @@ impl World {
                     "participant crash"
                 });
                 self.note(format!("fault: crash {h}"));
-                sim.crash(h.as_str());
+                self.steady(sim, |sim| sim.crash(h.as_str()));
                 self.crash_disk(&h);
                 self.down.insert(h.clone());
                 let d = self.rng.random_range(20..400);
@@ -710,7 +736,8 @@ impl World {
                 self.count("latency spike");
                 let ms = self.rng.random_range(20..300);
                 self.note(format!("fault: latency up to {ms} ms"));
-                sim.set_max_message_latency(Duration::from_millis(ms));
+                self.max_latency = Duration::from_millis(ms);
+                sim.set_max_message_latency(self.max_latency);
                 let d = self.rng.random_range(50..500);
                 self.at(now + d, Later::Latency);
             }
@@ -740,7 +767,8 @@ impl World {
                 sim.release(a.as_str(), b.as_str());
             }
         }
-        sim.set_max_message_latency(Duration::from_millis(5));
+        self.max_latency = BASE_MAX_LATENCY;
+        sim.set_max_message_latency(BASE_MAX_LATENCY);
         self.later.retain(|_, v| {
             v.retain(|l| matches!(l, Later::Restart(_)));
             !v.is_empty()
