@@ -105,9 +105,9 @@ pub enum Bug {
     VoteBeforePreparedSynced,
     /// The log writer publishes a batch as durable before its sync returns.
     AckBeforeSync,
-    /// After a participant reconnects, the coordinator replays the
-    /// decisions it resends to the connection of the participant that
-    /// connected before it.
+    /// A decision the coordinator sends again to a participant (replayed
+    /// after the participant reconnects, or resent after silence) goes to
+    /// another participant's connection instead.
     DecisionToWrongParticipant,
 }
 

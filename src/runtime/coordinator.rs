@@ -185,6 +185,7 @@ impl CoordinatorServer {
             clock,
             exec: Executor::default(),
             decision_sent: HashSet::new(),
+            replays: HashSet::new(),
             errors,
             security,
             current_txn: None,
@@ -276,6 +277,10 @@ struct Driver {
     clock: Clock,
     /// Commit decisions of which at least one message left (crash points).
     decision_sent: HashSet<TxnId>,
+    /// Decisions sent, by transaction and participant host: only with the
+    /// deliberate bug `sim::Bug::DecisionToWrongParticipant` armed (tests
+    /// of the simulation's checks); empty otherwise.
+    replays: HashSet<(TxnId, String)>,
     /// Error frames sent, by code (metrics).
     errors: Arc<ErrorCounts>,
     /// The ports' security: refused authentications (metrics).
@@ -683,14 +688,53 @@ impl Driver {
         Io<'_, impl FnMut(&mut Outbox, ConnId, Body) + '_>,
     ) {
         let decision_sent = &mut self.decision_sent;
+        let misroute = crate::sim::bug(crate::sim::Bug::DecisionToWrongParticipant).then(|| {
+            let members: Vec<ConnId> = self
+                .core
+                .members()
+                .values()
+                .filter_map(|m| m.conn)
+                .collect();
+            (members, &mut self.replays)
+        });
+        let mut misroute = misroute;
         let io = Io {
             out: &mut self.out,
             deliver: move |out: &mut Outbox, conn, body| {
+                let conn = match misroute.as_mut() {
+                    Some((members, replays)) => misrouted(out, members, replays, conn, &body),
+                    None => conn,
+                };
                 send_checked(out, decision_sent, conn, body)
             },
         };
         (&mut self.exec, io)
     }
+}
+
+/// The deliberate bug [`crate::sim::Bug::DecisionToWrongParticipant`]:
+/// a decision already sent to the host of `conn` goes to another
+/// participant's connection. Only ever called with the bug armed.
+fn misrouted(
+    out: &Outbox,
+    members: &[ConnId],
+    replays: &mut HashSet<(TxnId, String)>,
+    conn: ConnId,
+    body: &Body,
+) -> ConnId {
+    let (Body::Commit { txn } | Body::Abort { txn, .. }) = body else {
+        return conn;
+    };
+    let peer = out.peer(conn);
+    let host = peer.rsplit_once(':').map_or(peer.as_str(), |(h, _)| h);
+    if replays.insert((txn.clone(), host.to_string())) {
+        return conn;
+    }
+    members
+        .iter()
+        .copied()
+        .find(|c| *c != conn && !out.peer(*c).starts_with(&format!("{host}:")))
+        .unwrap_or(conn)
 }
 
 /// Send a message whose durability requirement is met, running the crash

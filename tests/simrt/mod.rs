@@ -78,8 +78,8 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             fault_ms: 3_000,
-            heal_ms: 6_000,
-            fault_every_ms: 120,
+            heal_ms: 4_000,
+            fault_every_ms: 60,
         }
     }
 }
