@@ -158,6 +158,6 @@ fn checker_ack_before_sync() {
 fn checker_decision_to_wrong_participant() {
     // The participant the replay was meant for never learns the outcome.
     let (seed, first, _) = first_catch(Bug::DecisionToWrongParticipant);
-    assert_eq!(seed, 5, "{first}");
+    assert_eq!(seed, 6, "{first}");
     assert!(first.contains("still holds prepared work"), "{first}");
 }

@@ -211,6 +211,9 @@ impl Ghost {
 
 type Shared = Arc<Mutex<Ghost>>;
 
+/// A participant's current kv store, set at each start.
+type KvSlot = Arc<Mutex<Option<Arc<Mutex<KvStore>>>>>;
+
 fn lock(g: &Shared) -> std::sync::MutexGuard<'_, Ghost> {
     g.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -307,7 +310,7 @@ pub struct World {
     ghost: Shared,
     disks: BTreeMap<String, SimDisk>,
     /// Each participant's current kv store (replaced at each start).
-    kvs: Vec<Arc<Mutex<Option<Arc<Mutex<KvStore>>>>>>,
+    kvs: Vec<KvSlot>,
     later: BTreeMap<u64, Vec<Later>>,
     down: BTreeSet<String>,
     /// The network's current latency bound (raised by spikes).
@@ -371,7 +374,7 @@ impl World {
         World {
             cfg,
             seed,
-            rng: StdRng::seed_from_u64(seed ^ 0x5eed_0f_fa17),
+            rng: StdRng::seed_from_u64(seed ^ 0x005e_ed0f_fa17),
             ghost: Arc::new(Mutex::new(Ghost {
                 digest: 0xcbf2_9ce4_8422_2325,
                 print_all: std::env::var_os("TWOPC_SIMRT_TRACE").is_some(),
@@ -525,7 +528,7 @@ impl World {
     fn add_client(&mut self, sim: &mut turmoil::Sim<'_>) {
         let ghost = self.ghost.clone();
         let fault_ms = self.cfg.fault_ms;
-        let mut rng = StdRng::seed_from_u64(self.seed ^ 0xc11e_47);
+        let mut rng = StdRng::seed_from_u64(self.seed ^ 0x00c1_1e47);
         sim.client("client", async move {
             let mut client: Option<Client> = None;
             let mut next = 1u64;
