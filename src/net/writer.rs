@@ -133,16 +133,16 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
         }
     }
     let linger = tokio::time::sleep(limit.close_linger);
+    tokio::pin!(linger);
     crate::sim::select! {
         _ = abort.cancelled() => return,
-        _ = limit.reader_done.cancelled() => return,
         _ = writer.shutdown() => {}
-        _ = tokio::time::sleep(limit.close_linger) => return close_stuck(&limit, &abort),
+        _ = &mut linger => return close_stuck(&limit, &abort),
     }
     crate::sim::select! {
         _ = abort.cancelled() => {}
         _ = limit.reader_done.cancelled() => {}
-        _ = linger => {
+        _ = &mut linger => {
             tracing::debug!(peer = %limit.peer, "closed our side; no close from the peer within {} ms, stopping", limit.close_linger.as_millis());
             abort.cancel();
         }
@@ -320,7 +320,12 @@ mod tests {
             max_frame_bytes: 1024,
             peer: "127.0.0.1:1".into(),
             close_linger: std::time::Duration::from_secs(600),
-            reader_done: CancellationToken::new(),
+            // No reader in these tests: the writer need not wait for one.
+            reader_done: {
+                let done = CancellationToken::new();
+                done.cancel();
+                done
+            },
         }
     }
 
