@@ -59,6 +59,8 @@ pub mod runtime;
 #[doc(hidden)]
 pub mod security;
 #[doc(hidden)]
+pub mod sim;
+#[doc(hidden)]
 pub mod wal;
 
 pub use client::{Client, ClientError};

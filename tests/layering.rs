@@ -34,7 +34,9 @@ use std::path::{Path, PathBuf};
 /// - `security` (pure handshakes and TLS, which `net` gates connections
 ///   with) and `log_writer` (escaped text logs);
 /// - `protocol`: the pure cores and the message model;
-/// - `crash`: crash points, a leaf the log and the network reach.
+/// - `crash`: crash points, a leaf the log and the network reach; `sim`:
+///   the simulation seams (clock source, seeded draws, simulated disk),
+///   a leaf the log, the network and the runtime reach.
 const LAYERS: &[&[&str]] = &[
     &["bin"],
     &["runtime", "client"],
@@ -43,7 +45,7 @@ const LAYERS: &[&[&str]] = &[
     &["net", "wal"],
     &["security", "log_writer"],
     &["protocol"],
-    &["crash"],
+    &["crash", "sim"],
 ];
 
 /// One reference from a module to another.

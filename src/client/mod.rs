@@ -14,7 +14,6 @@ use crate::security::ClientSecurity;
 use futures::SinkExt;
 use serde_json::Value;
 use std::time::Duration;
-use tokio::net::TcpStream;
 
 /// Why a client call got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +114,7 @@ impl Client {
                     },
                     tls @ ConnectError::Tls { .. } => ClientError::Tls(tls.to_string()),
                 })?,
-            None => Box::new(plain_with_hello(addr, hello.clone()).await?),
+            None => plain_with_hello(addr, hello.clone()).await?,
         };
         let (reader, writer) = net::codec::framed(stream, CLIENT_MAX_FRAME_BYTES);
         let mut c = Client {
@@ -251,7 +250,7 @@ impl Client {
 }
 
 /// Plain TCP with the hello sent, or why not.
-async fn plain_with_hello(addr: &str, hello: Body) -> Result<TcpStream, ClientError> {
+async fn plain_with_hello(addr: &str, hello: Body) -> Result<BoxedStream, ClientError> {
     net::stream::connect_plain_sending(addr, &net::encode(hello))
         .await
         .map_err(|e| match e {

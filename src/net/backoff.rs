@@ -4,8 +4,6 @@
 //! resource's retries against its database. A pure function of its inputs
 //! and a random draw; it never sleeps.
 
-use rand::Rng;
-
 /// A capped exponential backoff: attempt `n` waits about
 /// `initial_ms * 2^n`, at most `max_ms`, never less than 1 ms.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,7 +25,7 @@ impl Backoff {
     /// [`Backoff::ceiling_ms`] fixed, the other half drawn at random.
     pub fn delay_ms(&self, attempt: u32) -> u64 {
         let exp = self.ceiling_ms(attempt);
-        exp / 2 + rand::rng().random_range(0..=exp / 2)
+        exp / 2 + crate::sim::random_range(0, exp / 2)
     }
 }
 

@@ -137,6 +137,9 @@ pub fn spawn_connection<S>(
     // Cancelled by the writer when the peer does not read: the reader stops
     // too, so the socket closes and the slot is freed.
     let abort = tokio_util::sync::CancellationToken::new();
+    // Cancelled when the reader ends, however it ends: a writer that has
+    // closed our side waits for it (the peer's close) only so long.
+    let reader_done = tokio_util::sync::CancellationToken::new();
     tracker.spawn(writer::write_loop(
         writer,
         rx,
@@ -144,12 +147,15 @@ pub fn spawn_connection<S>(
             max_bytes: send_buffer_max_bytes,
             max_frame_bytes,
             peer: peer.clone(),
+            close_linger: first_frame_timeout,
+            reader_done: reader_done.clone(),
         },
         abort.clone(),
     ));
     let queries = (query_in_flight_max > 0)
         .then(|| Arc::new(tokio::sync::Semaphore::new(query_in_flight_max)));
     tracker.spawn(async move {
+        let _reader_done = reader_done.drop_guard();
         // Held for the life of the connection: frees a connection slot.
         let slot = slot;
         let evicted = slot.as_ref().map(|s| s.evicted.clone()).unwrap_or_default();
@@ -174,13 +180,13 @@ pub fn spawn_connection<S>(
         let mut authenticated: Option<auth::Identity> = None;
         loop {
             let next = if matches!(gate, Gate::Open) {
-                tokio::select! {
+                crate::sim::select! {
                     _ = abort.cancelled() => break,
                     n = codec::read_next(&mut reader, max_frame_bytes) => n,
                 }
             } else {
                 let read = tokio::time::timeout_at(handshake_deadline, codec::read_next(&mut reader, max_frame_bytes));
-                tokio::select! {
+                crate::sim::select! {
                     _ = abort.cancelled() => break,
                     _ = evicted.cancelled() => {
                         if let Some(s) = &slot {
@@ -304,7 +310,7 @@ pub fn spawn_connection<S>(
                         // Stop reading until one of this connection's
                         // queries is answered: a client pipelining queries
                         // waits in its own socket, not in our memory.
-                        let permit = tokio::select! {
+                        let permit = crate::sim::select! {
                             _ = abort.cancelled() => break,
                             p = q.clone().acquire_owned() => match p {
                                 Ok(p) => p,

@@ -77,7 +77,7 @@ pub async fn run(
 ) {
     let mut next_conn = 1u64;
     loop {
-        let connected = tokio::select! {
+        let connected = crate::sim::select! {
             _ = shutdown.cancelled() => return,
             r = tokio::time::timeout(spec.handshake_timeout, stream::connect(&spec.addr, spec.tls.as_ref())) => match r {
                 Ok(r) => r.map_err(|e| e.to_string()),
@@ -103,7 +103,7 @@ pub async fn run(
                     query_in_flight_max: 0,
                 };
                 spawn_connection(stream, conn_spec, events.clone(), &tracker);
-                tokio::select! {
+                crate::sim::select! {
                     _ = shutdown.cancelled() => return,
                     _ = redial.lost.notified() => {}
                 }
@@ -121,7 +121,7 @@ pub async fn run(
         }
         let n = redial.attempts.fetch_add(1, Ordering::Relaxed);
         let delay = spec.backoff.delay_ms(n);
-        tokio::select! {
+        crate::sim::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_millis(delay)) => {}
         }

@@ -19,6 +19,51 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// A listening socket: the operating system's, or inside a simulation the
+/// simulated network's (`sim` feature). One accept loop serves both.
+pub enum Listener {
+    Tcp(TcpListener),
+    #[cfg(feature = "sim")]
+    Sim(turmoil::net::TcpListener),
+}
+
+/// A connection [`Listener::accept`] took.
+enum Accepted {
+    Tcp(TcpStream),
+    #[cfg(feature = "sim")]
+    Sim(turmoil::net::TcpStream),
+}
+
+impl Listener {
+    /// Listen on `addr` (`host:port`): on the simulated network inside a
+    /// simulation, else on the operating system's.
+    pub async fn bind(addr: &str) -> std::io::Result<Listener> {
+        #[cfg(feature = "sim")]
+        if crate::sim::active() {
+            return turmoil::net::TcpListener::bind(addr)
+                .await
+                .map(Listener::Sim);
+        }
+        TcpListener::bind(addr).await.map(Listener::Tcp)
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr(),
+            #[cfg(feature = "sim")]
+            Listener::Sim(l) => l.local_addr(),
+        }
+    }
+
+    async fn accept(&self) -> std::io::Result<(Accepted, std::net::SocketAddr)> {
+        match self {
+            Listener::Tcp(l) => l.accept().await.map(|(s, a)| (Accepted::Tcp(s), a)),
+            #[cfg(feature = "sim")]
+            Listener::Sim(l) => l.accept().await.map(|(s, a)| (Accepted::Sim(s), a)),
+        }
+    }
+}
+
 /// Who may keep a reserved slot once its handshake is complete.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReserveFor {
@@ -186,7 +231,7 @@ impl Drop for SlotTicket {
 /// sees the close) instead of a silent wait in the backlog, so the peer
 /// learns why and can retry.
 pub async fn accept_loop(
-    listener: TcpListener,
+    listener: Listener,
     spec: PortSpec,
     events: mpsc::Sender<ConnEvent>,
     shutdown: CancellationToken,
@@ -197,7 +242,7 @@ pub async fn accept_loop(
         table: Mutex::new((Slots::new(spec.limits), HashMap::new())),
     });
     loop {
-        let (stream, addr) = tokio::select! {
+        let (accepted, addr) = crate::sim::select! {
             _ = shutdown.cancelled() => return,
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -208,7 +253,31 @@ pub async fn accept_loop(
                 }
             },
         };
-        let _ = stream.set_nodelay(true);
+        let stream = match accepted {
+            Accepted::Tcp(s) => {
+                let _ = s.set_nodelay(true);
+                s
+            }
+            // The simulated network has no Nagle to turn off, no TLS and no
+            // refusal frame (its ports are never full): admit and serve.
+            #[cfg(feature = "sim")]
+            Accepted::Sim(s) => {
+                let conn = ConnId(spec.conn_ids.fetch_add(1, Ordering::Relaxed));
+                let conn = ConnSpec {
+                    conn,
+                    peer: addr.to_string(),
+                    max_frame_bytes: spec.max_frame_bytes,
+                    first_frame_timeout: spec.preauth_timeout,
+                    slot: None,
+                    side: Side::Server(spec.security.clone()),
+                    errors: spec.errors.clone(),
+                    send_buffer_max_bytes: spec.send_buffer_max_bytes,
+                    query_in_flight_max: spec.query_in_flight_max,
+                };
+                spawn_connection(s, conn, events.clone(), &tracker);
+                continue;
+            }
+        };
         let peer = addr.to_string();
         let conn = ConnId(spec.conn_ids.fetch_add(1, Ordering::Relaxed));
         let evicted = CancellationToken::new();
@@ -252,7 +321,7 @@ pub async fn accept_loop(
                 tracker.spawn(async move {
                     let started = tokio::time::Instant::now();
                     let evicted = conn.slot.as_ref().map(|s| s.evicted.clone()).unwrap_or_default();
-                    let accepted = tokio::select! {
+                    let accepted = crate::sim::select! {
                         _ = evicted.cancelled() => return sec.failures.failed(
                             &conn.peer,
                             "closed during its TLS handshake to make room (the port is full)",

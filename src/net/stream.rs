@@ -38,6 +38,16 @@ pub enum ConnectError {
 /// Open a TCP connection to `addr` and, with `tls`, run the TLS handshake
 /// (the server's certificate must name the host part of `addr`).
 pub async fn connect(addr: &str, tls: Option<&TlsClient>) -> Result<BoxedStream, ConnectError> {
+    #[cfg(feature = "sim")]
+    if crate::sim::active() && tls.is_none() {
+        return turmoil::net::TcpStream::connect(addr)
+            .await
+            .map(|s| Box::new(s) as BoxedStream)
+            .map_err(|source| ConnectError::Tcp {
+                addr: addr.to_string(),
+                source,
+            });
+    }
     let tcp = TcpStream::connect(addr)
         .await
         .map_err(|source| ConnectError::Tcp {
@@ -89,7 +99,19 @@ pub enum PlainOpenError {
 pub async fn connect_plain_sending(
     addr: &str,
     first_payload: &[u8],
-) -> Result<TcpStream, PlainOpenError> {
+) -> Result<BoxedStream, PlainOpenError> {
+    #[cfg(feature = "sim")]
+    if crate::sim::active() {
+        // No TLS in a simulation: nothing to look for in the first bytes.
+        let mut stream = turmoil::net::TcpStream::connect(addr)
+            .await
+            .map_err(PlainOpenError::Unreachable)?;
+        stream
+            .write_all(&codec::frame(first_payload))
+            .await
+            .map_err(|_| PlainOpenError::Closed)?;
+        return Ok(Box::new(stream));
+    }
     let mut stream = TcpStream::connect(addr)
         .await
         .map_err(PlainOpenError::Unreachable)?;
@@ -101,6 +123,6 @@ pub async fn connect_plain_sending(
     let mut first = [0u8; 2];
     match stream.peek(&mut first).await {
         Ok(2) if looks_like_tls(&first) => Err(PlainOpenError::ServerSpeaksTls),
-        _ => Ok(stream),
+        _ => Ok(Box::new(stream)),
     }
 }

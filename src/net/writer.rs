@@ -35,6 +35,21 @@ pub struct SendLimit {
     pub max_frame_bytes: usize,
     /// The peer's address, for the log line when it is disconnected.
     pub peer: String,
+    /// Once the connection is to close, how long the frames before the
+    /// close may take to be written; past it the connection is cut. A peer
+    /// that stopped reading (gone behind a partition) must not hold a
+    /// close, and with it the reconnect that follows, until TCP gives up.
+    /// The connections use their first-frame allowance (the handshake or
+    /// pre-authentication timeout): a peer gets as long to take our last
+    /// frames as it had to send its first.
+    pub close_linger: std::time::Duration,
+    /// Cancelled when the connection's reader has ended. After our side is
+    /// closed (or a write failed) the writer waits for it at most
+    /// `close_linger`, then stops the reader itself: a peer that vanished
+    /// without a close (a host gone behind a partition) must not keep the
+    /// connection, and the reconnect after it, waiting for an end of
+    /// stream that never comes.
+    pub reader_done: CancellationToken,
 }
 
 /// Most frames in one write: Linux takes at most 1024 slices per `writev`
@@ -56,12 +71,14 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
 ) {
     let mut held = Held::new(limit.max_bytes);
     let mut batch = Batch::default();
+    // When the connection must be closed by, once it is to close.
+    let mut closing_by: Option<tokio::time::Instant> = None;
     loop {
         if held.items.is_empty() {
             if !held.taking {
                 break;
             }
-            let item = tokio::select! {
+            let item = crate::sim::select! {
                 _ = abort.cancelled() => return,
                 item = rx.recv() => item,
             };
@@ -84,11 +101,21 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
         let written = {
             let mut write = std::pin::pin!(batch.write_to(&mut writer));
             loop {
+                if !held.taking && closing_by.is_none() {
+                    closing_by = Some(tokio::time::Instant::now() + limit.close_linger);
+                }
+                let linger = async {
+                    match closing_by {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 // While the socket is slow, keep taking frames, so the
                 // budget sees a peer that does not read.
-                tokio::select! {
+                crate::sim::select! {
                     _ = abort.cancelled() => return,
                     r = &mut write => break r,
+                    _ = linger => return close_stuck(&limit, &abort),
                     item = rx.recv(), if held.taking => {
                         if !held.take(item) {
                             return over_budget(&limit, &abort);
@@ -105,7 +132,32 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
             Then::Crash(point) => crate::crash::kill_now(point),
         }
     }
-    let _ = writer.shutdown().await;
+    let linger = tokio::time::sleep(limit.close_linger);
+    tokio::pin!(linger);
+    crate::sim::select! {
+        _ = abort.cancelled() => return,
+        _ = writer.shutdown() => {}
+        _ = &mut linger => return close_stuck(&limit, &abort),
+    }
+    crate::sim::select! {
+        _ = abort.cancelled() => {}
+        _ = limit.reader_done.cancelled() => {}
+        _ = &mut linger => {
+            tracing::debug!(peer = %limit.peer, "closed our side; no close from the peer within {} ms, stopping", limit.close_linger.as_millis());
+            abort.cancel();
+        }
+    }
+}
+
+/// The connection was to close and its last frames could not be written
+/// within the linger: log it and stop both halves.
+fn close_stuck(limit: &SendLimit, abort: &CancellationToken) {
+    tracing::warn!(
+        peer = %limit.peer,
+        "closing: the peer took none of our last frames within {} ms; cutting the connection",
+        limit.close_linger.as_millis()
+    );
+    abort.cancel();
 }
 
 /// The peer let more than the budget pile up: log it and stop both halves.
@@ -267,6 +319,13 @@ mod tests {
             max_bytes,
             max_frame_bytes: 1024,
             peer: "127.0.0.1:1".into(),
+            close_linger: std::time::Duration::from_secs(600),
+            // No reader in these tests: the writer need not wait for one.
+            reader_done: {
+                let done = CancellationToken::new();
+                done.cancel();
+                done
+            },
         }
     }
 
@@ -437,6 +496,32 @@ mod tests {
             }
         }
         task.await.expect("writer task");
+        assert!(abort.is_cancelled());
+    }
+
+    /// A close asked for while the peer takes nothing does not wait for the
+    /// peer: past the linger the connection is cut (and the close, with
+    /// the reconnect behind it, goes ahead).
+    #[tokio::test]
+    async fn a_close_behind_a_stuck_write_cuts_the_connection_after_the_linger() {
+        let (ours, _theirs) = tokio::io::duplex(64);
+        let (tx, rx) = mpsc::channel(16);
+        let abort = CancellationToken::new();
+        let limit = SendLimit {
+            close_linger: std::time::Duration::from_millis(20),
+            ..limit(1000)
+        };
+        let task = tokio::spawn(write_loop(ours, rx, limit, abort.clone()));
+        // More than the pipe holds: the write stays pending.
+        tx.send(Outgoing::Frame(Bytes::from(vec![7u8; 300])))
+            .await
+            .expect("queued");
+        tx.send(Outgoing::Close).await.expect("queued");
+        // Generous: the linger is 20 ms.
+        tokio::time::timeout(std::time::Duration::from_secs(60), task)
+            .await
+            .expect("the writer stopped")
+            .expect("writer task");
         assert!(abort.is_cancelled());
     }
 

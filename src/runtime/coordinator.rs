@@ -30,7 +30,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -55,7 +54,7 @@ pub enum StartError {
 /// A coordinator that has opened its log and bound its port.
 pub struct CoordinatorServer {
     cfg: CoordinatorConfig,
-    listener: TcpListener,
+    listener: listener::Listener,
     /// The HTTP admin API, when `admin_port` is set.
     admin: Option<AdminServer>,
     core: Coordinator,
@@ -90,7 +89,7 @@ impl CoordinatorServer {
             );
         }
         let addr = format!("{}:{}", cfg.host, cfg.port);
-        let listener = TcpListener::bind(&addr)
+        let listener = listener::Listener::bind(&addr)
             .await
             .map_err(|source| StartError::Bind { addr, source })?;
         let admin = match cfg.admin_port {
@@ -186,6 +185,7 @@ impl CoordinatorServer {
             clock,
             exec: Executor::default(),
             decision_sent: HashSet::new(),
+            replays: HashSet::new(),
             errors,
             security,
             current_txn: None,
@@ -231,10 +231,7 @@ fn http_options(cfg: &CoordinatorConfig) -> HttpOptions {
 }
 
 fn core_options(cfg: &CoordinatorConfig) -> CoordinatorOptions {
-    let start_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
+    let start_ms = crate::sim::unix_millis();
     CoordinatorOptions {
         expected_participants: cfg.expected_participants,
         vote_timeout_ms: (cfg.timeout_seconds * 1000.0) as u64,
@@ -253,7 +250,7 @@ fn core_options(cfg: &CoordinatorConfig) -> CoordinatorOptions {
         txn_id_prefix: format!(
             "{}{}",
             to_base36(start_ms),
-            to_base36(rand::random::<u16>() as u128 % (36 * 36) + 36 * 36)
+            to_base36(crate::sim::random_range(0, 36 * 36 - 1) as u128 + 36 * 36)
         ),
     }
 }
@@ -280,6 +277,10 @@ struct Driver {
     clock: Clock,
     /// Commit decisions of which at least one message left (crash points).
     decision_sent: HashSet<TxnId>,
+    /// Decisions sent, by transaction and participant host: only with the
+    /// deliberate bug `sim::Bug::DecisionToWrongParticipant` armed (tests
+    /// of the simulation's checks); empty otherwise.
+    replays: HashSet<(TxnId, String)>,
     /// Error frames sent, by code (metrics).
     errors: Arc<ErrorCounts>,
     /// The ports' security: refused authentications (metrics).
@@ -331,7 +332,7 @@ impl Driver {
             if let Some(why) = self.out.log.failure() {
                 return Err(crate::wal::LogFailure(why));
             }
-            tokio::select! {
+            crate::sim::select! {
                 _ = shutdown.cancelled() => break,
                 ev = events.recv() => {
                     let Some(ev) = ev else { break };
@@ -687,14 +688,53 @@ impl Driver {
         Io<'_, impl FnMut(&mut Outbox, ConnId, Body) + '_>,
     ) {
         let decision_sent = &mut self.decision_sent;
+        let misroute = crate::sim::bug(crate::sim::Bug::DecisionToWrongParticipant).then(|| {
+            let members: Vec<ConnId> = self
+                .core
+                .members()
+                .values()
+                .filter_map(|m| m.conn)
+                .collect();
+            (members, &mut self.replays)
+        });
+        let mut misroute = misroute;
         let io = Io {
             out: &mut self.out,
             deliver: move |out: &mut Outbox, conn, body| {
+                let conn = match misroute.as_mut() {
+                    Some((members, replays)) => misrouted(out, members, replays, conn, &body),
+                    None => conn,
+                };
                 send_checked(out, decision_sent, conn, body)
             },
         };
         (&mut self.exec, io)
     }
+}
+
+/// The deliberate bug [`crate::sim::Bug::DecisionToWrongParticipant`]:
+/// a decision already sent to the host of `conn` goes to another
+/// participant's connection. Only ever called with the bug armed.
+fn misrouted(
+    out: &Outbox,
+    members: &[ConnId],
+    replays: &mut HashSet<(TxnId, String)>,
+    conn: ConnId,
+    body: &Body,
+) -> ConnId {
+    let (Body::Commit { txn } | Body::Abort { txn, .. }) = body else {
+        return conn;
+    };
+    let peer = out.peer(conn);
+    let host = peer.rsplit_once(':').map_or(peer.as_str(), |(h, _)| h);
+    if replays.insert((txn.clone(), host.to_string())) {
+        return conn;
+    }
+    members
+        .iter()
+        .copied()
+        .find(|c| *c != conn && !out.peer(*c).starts_with(&format!("{host}:")))
+        .unwrap_or(conn)
 }
 
 /// Send a message whose durability requirement is met, running the crash

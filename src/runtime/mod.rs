@@ -17,10 +17,11 @@ pub mod participant;
 pub(crate) mod timing;
 
 use crate::protocol::Millis;
-use std::time::Instant;
+use tokio::time::Instant;
 
 /// Monotonic milliseconds since the process started; the only clock the
-/// cores see.
+/// cores see. Tokio's instant: the system's monotonic clock in production,
+/// the simulated one inside a simulation.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Clock(Instant);
 
@@ -58,6 +59,10 @@ pub(crate) fn open_log(
     };
     if opts.unsafe_no_fsync {
         tracing::warn!("!!! wal.unsafe_no_fsync is ON: votes and decisions are NOT durable; a machine crash can lose or split transactions. Use for benchmarks only. !!!");
+    }
+    #[cfg(feature = "sim")]
+    if let Some(disk) = crate::sim::disk(dir) {
+        return crate::wal::Wal::open_sim(dir, disk, opts);
     }
     let opened = crate::wal::Wal::open(dir, opts)?;
     if let Some(d) = &opened.torn_tail {

@@ -7,13 +7,15 @@ use super::executor;
 use crate::net::{self, Outgoing};
 use crate::protocol::{Body, ConnId, Record};
 use crate::wal::GroupCommit;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use tokio::sync::{mpsc, watch};
 
 pub struct Outbox {
     pub log: GroupCommit,
     durable: watch::Receiver<u64>,
-    conns: HashMap<ConnId, (mpsc::Sender<Outgoing>, String)>,
+    /// Ordered by id so that closing them all happens in one order every
+    /// run (a simulation replays it).
+    conns: BTreeMap<ConnId, (mpsc::Sender<Outgoing>, String)>,
     bytes_at_checkpoint: u64,
     segment_max_bytes: u64,
     /// Largest frame a peer accepts; larger messages are shrunk or dropped
@@ -27,7 +29,7 @@ impl Outbox {
             max_frame_bytes,
             durable: log.watch(),
             log,
-            conns: HashMap::new(),
+            conns: BTreeMap::new(),
             bytes_at_checkpoint: 0,
             segment_max_bytes,
         }

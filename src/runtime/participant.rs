@@ -29,7 +29,6 @@ use futures::FutureExt;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -41,7 +40,7 @@ pub struct ParticipantNode {
     log: GroupCommit,
     clock: Clock,
     resource: Box<dyn Resource>,
-    admin: Option<TcpListener>,
+    admin: Option<listener::Listener>,
     /// The admin HTTP port (the console), when `admin_http_port` is set.
     admin_http: Option<AdminServer>,
     /// What the admin port requires of operators.
@@ -146,7 +145,12 @@ impl ParticipantNode {
             heartbeat_interval_ms: heartbeat_interval_ms(&cfg),
             heartbeat_failure_threshold: cfg.heartbeat_failure_threshold,
         };
-        let core = Participant::recover(opts, clock.now(), &records);
+        #[allow(unused_mut)]
+        let mut core = Participant::recover(opts, clock.now(), &records);
+        #[cfg(feature = "fault-injection")]
+        if crate::sim::bug(crate::sim::Bug::VoteBeforePreparedSynced) {
+            core.inject(crate::protocol::fault::Fault::VoteBeforePreparedDurable);
+        }
         let in_doubt = core.in_doubt();
         resource
             .recover(&records)
@@ -161,7 +165,7 @@ impl ParticipantNode {
         let admin = match cfg.admin_port {
             Some(port) => {
                 let addr = format!("{}:{}", cfg.admin_host, port);
-                let l = TcpListener::bind(&addr)
+                let l = listener::Listener::bind(&addr)
                     .await
                     .map_err(|source| StartError::Bind { addr, source })?;
                 if let Ok(a) = l.local_addr() {
@@ -453,7 +457,7 @@ impl Driver {
             if let Some(why) = self.out.log.failure() {
                 return Err(crate::wal::LogFailure(why));
             }
-            tokio::select! {
+            crate::sim::select! {
                 _ = shutdown.cancelled() => break,
                 ev = events.recv() => {
                     let Some(ev) = ev else { break };

@@ -378,15 +378,26 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, WalError> {
 /// the owning process is writing (a record being appended shows as a torn
 /// tail).
 pub fn scan(dir: &Path) -> Result<ScanReport, WalError> {
-    let segments = list_segments(dir)?;
+    let mut segments = Vec::new();
+    for (_, path) in list_segments(dir)? {
+        let mut buf = Vec::new();
+        File::open(&path)
+            .and_then(|mut f| f.read_to_end(&mut buf))
+            .map_err(io_err(&path))?;
+        segments.push((path, buf));
+    }
+    Ok(scan_segments(segments))
+}
+
+/// Read the segments' bytes (oldest first, each named by its path) as the
+/// log: every intact record, and a torn tail or corruption (the rules in
+/// the module doc).
+pub fn scan_segments(segments: Vec<(PathBuf, Vec<u8>)>) -> ScanReport {
     let mut report = ScanReport::default();
     let last = segments.len().saturating_sub(1);
-    for (i, (_, path)) in segments.iter().enumerate() {
+    for (i, (path, buf)) in segments.into_iter().enumerate() {
+        let path = &path;
         report.segments.push(path.clone());
-        let mut buf = Vec::new();
-        File::open(path)
-            .and_then(|mut f| f.read_to_end(&mut buf))
-            .map_err(io_err(path))?;
         let mut off = 0usize;
         while off < buf.len() {
             match decode_record(&buf[off..]) {
@@ -415,16 +426,16 @@ pub fn scan(dir: &Path) -> Result<ScanReport, WalError> {
                         off,
                         "record length runs past intact records or the end of a sealed segment",
                     ));
-                    return Ok(report);
+                    return report;
                 }
                 Decoded::Bad(why) => {
                     report.corruption = Some(Damage::new(path, off, why));
-                    return Ok(report);
+                    return report;
                 }
             }
         }
     }
-    Ok(report)
+    report
 }
 
 /// A damaged frame is a torn tail when no intact record follows it: the crash
@@ -438,13 +449,82 @@ fn is_tail(rest: &[u8]) -> bool {
 #[derive(Debug)]
 pub struct Wal {
     dir: PathBuf,
-    file: File,
+    file: Backend,
     seq: u64,
     bytes: u64,
     opts: WalOptions,
 }
 
+/// Where a log's bytes go: a segment file, or a simulated disk.
+#[derive(Debug)]
+enum Backend {
+    File(File),
+    #[cfg(feature = "sim")]
+    Sim(crate::sim::SimDisk),
+}
+
 impl Wal {
+    /// Open the log of `dir` on a simulated disk, with the same recovery
+    /// rules as [`Wal::open`] (cut a torn tail, refuse corruption).
+    #[cfg(feature = "sim")]
+    pub fn open_sim(
+        dir: &Path,
+        disk: crate::sim::SimDisk,
+        opts: WalOptions,
+    ) -> Result<Opened, WalError> {
+        let segments: Vec<(u64, Vec<u8>)> = disk.segments();
+        let named = segments
+            .iter()
+            .map(|(s, b)| (dir.join(segment_name(*s)), b.clone()))
+            .collect();
+        let report = scan_segments(named);
+        if let Some(d) = report.corruption {
+            return Err(WalError::Corrupt {
+                path: d.file,
+                offset: d.offset,
+                why: d.why,
+            });
+        }
+        let (seq, bytes) = match segments.last() {
+            Some((s, b)) => (*s, b.len() as u64),
+            None => {
+                disk.create(1);
+                (1, 0)
+            }
+        };
+        let bytes = match &report.torn_tail {
+            Some(d) => {
+                disk.truncate(seq, d.offset as usize);
+                d.offset
+            }
+            None => bytes,
+        };
+        let records = report.records.into_iter().map(|l| l.record).collect();
+        Ok(Opened {
+            wal: Wal {
+                dir: dir.to_path_buf(),
+                file: Backend::Sim(disk),
+                seq,
+                bytes,
+                opts,
+            },
+            lock: DirLock::none(),
+            records,
+            torn_tail: report.torn_tail,
+            unfinished_checkpoints: Vec::new(),
+            permissions_fixed: Vec::new(),
+        })
+    }
+
+    /// The simulated disk this log is on, if it is on one.
+    #[cfg(feature = "sim")]
+    pub fn sim_disk(&self) -> Option<&crate::sim::SimDisk> {
+        match &self.file {
+            Backend::File(_) => None,
+            Backend::Sim(d) => Some(d),
+        }
+    }
+
     /// Open (creating if needed) the log in `dir`: lock the directory, scan,
     /// cut a torn tail, refuse corruption.
     pub fn open(dir: &Path, opts: WalOptions) -> Result<Opened, WalError> {
@@ -486,7 +566,7 @@ impl Wal {
         Ok(Opened {
             wal: Wal {
                 dir: dir.to_path_buf(),
-                file,
+                file: Backend::File(file),
                 seq,
                 bytes,
                 opts,
@@ -501,8 +581,14 @@ impl Wal {
 
     /// Append already-encoded frames (one write).
     pub fn write(&mut self, frames: &[u8]) -> Result<(), WalError> {
-        let path = self.dir.join(segment_name(self.seq));
-        self.file.write_all(frames).map_err(io_err(&path))?;
+        match &mut self.file {
+            Backend::File(f) => {
+                let path = self.dir.join(segment_name(self.seq));
+                f.write_all(frames).map_err(io_err(&path))?;
+            }
+            #[cfg(feature = "sim")]
+            Backend::Sim(d) => d.write(self.seq, frames),
+        }
         self.bytes += frames.len() as u64;
         Ok(())
     }
@@ -514,7 +600,18 @@ impl Wal {
             return Ok(false);
         }
         let path = self.dir.join(segment_name(self.seq));
-        self.file.sync_data().map_err(io_err(&path))?;
+        match &mut self.file {
+            Backend::File(f) => f.sync_data().map_err(io_err(&path))?,
+            #[cfg(feature = "sim")]
+            Backend::Sim(d) => {
+                if d.sync(self.seq) == crate::sim::SyncOutcome::Failed {
+                    return Err(WalError::Io {
+                        path,
+                        source: std::io::Error::other("simulated fdatasync failure"),
+                    });
+                }
+            }
+        }
         Ok(true)
     }
 
@@ -571,6 +668,15 @@ impl Wal {
             buf.extend_from_slice(&frame);
         }
         let first_frame_bytes = first_frame_bytes.unwrap_or(0);
+        // A simulated disk takes the new segment in one durable step (the
+        // crash windows of the steps below are the file system's).
+        #[cfg(feature = "sim")]
+        if let Backend::Sim(d) = &self.file {
+            d.replace_with(next, buf.clone());
+            self.seq = next;
+            self.bytes = buf.len() as u64;
+            return Ok(None);
+        }
         {
             let mut f = OpenOptions::new()
                 .create(true)
@@ -601,7 +707,7 @@ impl Wal {
             .append(true)
             .open(&path)
             .map_err(io_err(&path))?;
-        self.file = file;
+        self.file = Backend::File(file);
         self.seq = next;
         self.bytes = buf.len() as u64;
         if stop(CheckpointStep::BeforeOldRemoved) {

@@ -138,6 +138,30 @@ impl GroupCommit {
         let failure = Arc::new(Mutex::new(None));
         let handoff = Arc::new(Handoff::default());
         let (st, fl, ho) = (stats.clone(), failure.clone(), handoff.clone());
+        #[cfg(feature = "sim")]
+        if let Some(disk) = wal.sim_disk().cloned() {
+            // A simulated disk: the writer is a task of the node's
+            // (simulated) runtime, and each sync takes simulated time.
+            tokio::spawn(async move {
+                if let Err(what) = sim_writer_loop(wal, disk, rx, &ho, &dtx, st).await {
+                    set_failure(&fl, what);
+                }
+                drop(dtx);
+                ho.room.notify_one();
+            });
+            return GroupCommit {
+                tx: Some(tx),
+                handoff,
+                queue_max: queue_max.max(1),
+                waiting: Vec::new(),
+                next_lsn: 1,
+                last_sync_lsn: 0,
+                durable: drx,
+                failure,
+                stats,
+                thread: None,
+            };
+        }
         let thread = std::thread::Builder::new()
             .name("wal-writer".into())
             .spawn(move || {
@@ -316,46 +340,126 @@ fn writer_loop(
     let mut buf = Vec::new();
     let mut pending = Vec::new();
     while let Some(first) = rx.blocking_recv() {
-        pending.extend(first);
-        // Every hand-over made while the last sync ran joins this one.
-        while pending.len() < BATCH_MAX {
-            match rx.try_recv() {
-                Ok(batch) => pending.extend(batch),
-                Err(_) => break,
-            }
-        }
-        handoff.queued.fetch_sub(pending.len(), Ordering::AcqRel);
-        handoff.room.notify_one();
-        let mut need_sync = false;
-        let mut written_lsn = 0;
-        let mut synced_lsn = None;
-        for cmd in pending.drain(..) {
-            match cmd {
-                Cmd::Append { frame, sync, lsn } => {
-                    buf.extend_from_slice(&frame);
-                    need_sync |= sync;
-                    written_lsn = lsn;
-                }
-                Cmd::Checkpoint(live) => {
-                    // Everything before the checkpoint goes to the old segment.
-                    flush(&mut wal, &mut buf, true, &stats)?;
-                    if written_lsn > 0 {
-                        synced_lsn = Some(written_lsn);
-                    }
-                    need_sync = false;
-                    wal.checkpoint(&live).map_err(|e| e.to_string())?;
-                    stats.checkpoints.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-        flush(&mut wal, &mut buf, need_sync, &stats)?;
-        if need_sync && written_lsn > 0 {
-            synced_lsn = Some(written_lsn);
-        }
-        // Unforced records become durable with the next sync; the watermark
-        // only moves when a sync covers them.
-        if let Some(lsn) = synced_lsn {
+        take_batch(first, &mut pending, &mut rx, handoff);
+        let w = write_batch(&mut wal, &mut pending, &mut buf, &stats)?;
+        flush(&mut wal, &mut buf, w.need_sync, &stats)?;
+        if let Some(lsn) = w.durable_after_sync() {
             let _ = durable.send(lsn);
+        }
+    }
+    flush(&mut wal, &mut buf, true, &stats)
+}
+
+/// Take `first` and every hand-over made while the last sync ran, and tell
+/// the event loop there is room again.
+fn take_batch(
+    first: Batch,
+    pending: &mut Batch,
+    rx: &mut mpsc::UnboundedReceiver<Batch>,
+    handoff: &Handoff,
+) {
+    pending.extend(first);
+    while pending.len() < BATCH_MAX {
+        match rx.try_recv() {
+            Ok(batch) => pending.extend(batch),
+            Err(_) => break,
+        }
+    }
+    handoff.queued.fetch_sub(pending.len(), Ordering::AcqRel);
+    handoff.room.notify_one();
+}
+
+/// What [`write_batch`] left to do.
+struct Written {
+    /// The batch's appends since its last checkpoint are written to `buf`
+    /// (not to the log) and some asked for a sync.
+    need_sync: bool,
+    /// The batch's last append.
+    written_lsn: u64,
+    /// Durable already (a checkpoint synced what came before it).
+    synced_lsn: Option<u64>,
+}
+
+impl Written {
+    /// The watermark to publish once the sync after the batch (if it needs
+    /// one) has returned. Unforced records become durable with the next
+    /// sync; the watermark only moves when a sync covers them.
+    fn durable_after_sync(&self) -> Option<u64> {
+        if self.need_sync && self.written_lsn > 0 {
+            Some(self.written_lsn)
+        } else {
+            self.synced_lsn
+        }
+    }
+}
+
+/// Encode a batch into `buf`, running its checkpoints in order (each
+/// flushes and syncs what came before it).
+fn write_batch(
+    wal: &mut Wal,
+    pending: &mut Batch,
+    buf: &mut Vec<u8>,
+    stats: &WalStats,
+) -> Result<Written, String> {
+    let mut w = Written {
+        need_sync: false,
+        written_lsn: 0,
+        synced_lsn: None,
+    };
+    for cmd in pending.drain(..) {
+        match cmd {
+            Cmd::Append { frame, sync, lsn } => {
+                buf.extend_from_slice(&frame);
+                w.need_sync |= sync;
+                w.written_lsn = lsn;
+            }
+            Cmd::Checkpoint(live) => {
+                // Everything before the checkpoint goes to the old segment.
+                flush(wal, buf, true, stats)?;
+                if w.written_lsn > 0 {
+                    w.synced_lsn = Some(w.written_lsn);
+                }
+                w.need_sync = false;
+                wal.checkpoint(&live).map_err(|e| e.to_string())?;
+                stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    Ok(w)
+}
+
+/// The writer as a task over a simulated disk: as [`writer_loop`], with the
+/// batch written before the sync's (simulated) delay, so that a crash
+/// during it finds the batch written but not synced.
+#[cfg(feature = "sim")]
+async fn sim_writer_loop(
+    mut wal: Wal,
+    disk: crate::sim::SimDisk,
+    mut rx: mpsc::UnboundedReceiver<Batch>,
+    handoff: &Handoff,
+    durable: &watch::Sender<u64>,
+    stats: Arc<WalStats>,
+) -> Result<(), String> {
+    let mut buf = Vec::new();
+    let mut pending = Vec::new();
+    while let Some(first) = rx.recv().await {
+        take_batch(first, &mut pending, &mut rx, handoff);
+        let w = write_batch(&mut wal, &mut pending, &mut buf, &stats)?;
+        flush(&mut wal, &mut buf, false, &stats)?;
+        let early = crate::sim::bug(crate::sim::Bug::AckBeforeSync);
+        if early {
+            if let Some(lsn) = w.durable_after_sync() {
+                let _ = durable.send(lsn);
+            }
+        }
+        if w.need_sync {
+            tokio::time::sleep(disk.sync_delay()).await;
+        }
+        flush(&mut wal, &mut buf, w.need_sync, &stats)?;
+        if !early {
+            if let Some(lsn) = w.durable_after_sync() {
+                let _ = durable.send(lsn);
+            }
         }
     }
     flush(&mut wal, &mut buf, true, &stats)
@@ -367,7 +471,7 @@ fn flush(wal: &mut Wal, buf: &mut Vec<u8>, sync: bool, stats: &WalStats) -> Resu
         buf.clear();
     }
     if sync {
-        let t = std::time::Instant::now();
+        let t = tokio::time::Instant::now();
         if wal.sync().map_err(|e| e.to_string())? {
             stats.observe_sync(t.elapsed().as_micros() as u64);
         }
