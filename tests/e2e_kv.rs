@@ -1350,7 +1350,10 @@ fn a_seed_larger_than_a_log_record_is_kept() {
 /// snapshot record and deletes the older segments).
 #[test]
 fn a_store_larger_than_a_log_record_survives_a_checkpoint() {
-    let mut kv = Kv::new(1, &[], &[]);
+    // The participant builds a 16 MiB snapshot on its event loop; in a debug
+    // build on a loaded machine that can outlast the default liveness
+    // timeout (5 heartbeats), which this test is not about.
+    let mut kv = Kv::new(1, &["--heartbeat-failure-threshold", "60"], &[]);
     // 31 half-MiB values: just below the record limit.
     kv.shard(
         "s1",
