@@ -61,7 +61,7 @@ pub mod security;
 #[doc(hidden)]
 pub mod wal;
 
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, SubmitReply};
 pub use config::{CoordinatorConfig, ParticipantConfig};
 pub use futures::future::BoxFuture;
 pub use protocol::participant::Prepared;
