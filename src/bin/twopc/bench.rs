@@ -167,6 +167,8 @@ const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(100);
 struct Totals {
     commits: u64,
     aborts: u64,
+    /// Aborts by reason.
+    abort_reasons: std::collections::BTreeMap<String, u64>,
     errors: std::collections::BTreeMap<String, u64>,
     latencies_us: Vec<u64>,
 }
@@ -403,11 +405,14 @@ async fn calibrate_on(
     }
 }
 
-async fn status_of(addr: &str, security: &ClientSecurity) -> Result<Value, String> {
-    let mut c = Client::connect_with(addr, security, Duration::from_secs(10))
+/// The coordinator's status report, `when` saying for the error message
+/// which one it is. The connection is opened before the load: a
+/// coordinator still busy with the end of a heavy load may not complete a
+/// new connection's handshake in time.
+async fn status_of(c: &mut Client, when: &str) -> Result<Value, String> {
+    c.status()
         .await
-        .map_err(|e| e.to_string())?;
-    c.status().await.map_err(|e| e.to_string())
+        .map_err(|e| format!("asking the coordinator for its status {when}: {e}"))
 }
 
 /// Connections for `concurrency` transactions in flight, at most
@@ -542,7 +547,11 @@ async fn drive(
                     t.latencies_us.push(t0.elapsed().as_micros() as u64);
                     match o.decision {
                         Decision::Commit => t.commits += 1,
-                        Decision::Abort => t.aborts += 1,
+                        Decision::Abort => {
+                            t.aborts += 1;
+                            let why = o.reason.unwrap_or_else(|| "none given".into());
+                            *t.abort_reasons.entry(why).or_default() += 1;
+                        }
                     }
                 }
                 Err(e) => {
@@ -611,7 +620,10 @@ async fn run(
     watch: &[(String, u32)],
     floor: Option<&calibrate::Floor>,
 ) -> Result<Value, String> {
-    let before = status_of(addr, security).await?;
+    let mut status_conn = Client::connect_with(addr, security, CLIENT_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())?;
+    let before = status_of(&mut status_conn, "before the load").await?;
     // Memory before the clients connect: their connections are part of what
     // a transaction in flight costs. The growth to the peak also holds the
     // ended transactions the coordinator remembers (history_limit), unless
@@ -681,6 +693,9 @@ async fn run(
         let (_, t) = t.await.map_err(|e| format!("worker failed: {e}"))?;
         totals.commits += t.commits;
         totals.aborts += t.aborts;
+        for (k, v) in t.abort_reasons {
+            *totals.abort_reasons.entry(k).or_default() += v;
+        }
         for (k, v) in t.errors {
             *totals.errors.entry(k).or_default() += v;
         }
@@ -697,7 +712,7 @@ async fn run(
     if progress {
         eprintln!();
     }
-    let after = status_of(addr, security).await?;
+    let after = status_of(&mut status_conn, "after the load").await?;
     totals.latencies_us.sort_unstable();
     let l = &totals.latencies_us;
     let ms = |us: u64| us as f64 / 1000.0;
@@ -748,6 +763,7 @@ async fn run(
         "throughput_tps": decided as f64 / elapsed.max(1e-9),
         "commits": totals.commits,
         "aborts": totals.aborts,
+        "abort_reasons": totals.abort_reasons,
         "errors": totals.errors,
         "latency_ms": {
             "p50": ms(p50),
@@ -795,6 +811,9 @@ fn print_report(r: &Value) {
         "  outcomes     {} committed, {} aborted, errors {}",
         r["commits"], r["aborts"], r["errors"]
     );
+    if r["aborts"].as_u64() > Some(0) {
+        println!("  aborted by   {}", r["abort_reasons"]);
+    }
     println!(
         "  coordinator  {} log syncs, {:.3} per transaction, {:.1} records per sync",
         r["coordinator_log_syncs"],
