@@ -121,6 +121,14 @@ impl Stamps {
         self.since_start(self.ended_us)
     }
 
+    /// Whether `t` reached a phase these stamps do not have yet (what
+    /// [`PhaseTimes::update`] would stamp).
+    fn moved(&self, t: &Txn) -> bool {
+        (self.decided_us.is_none() && t.decided_ms.is_some())
+            || (self.durable_us.is_none() && t.durable_ms.is_some())
+            || t.ended_ms.is_some()
+    }
+
     fn since_start(&self, t: Option<u64>) -> Option<u64> {
         t.map(|t| t.saturating_sub(self.started_us))
     }
@@ -207,7 +215,14 @@ impl PhaseTimes {
         match scope {
             Scope::Named(t) => touched.extend(t),
             Scope::Durable => touched.append(&mut self.awaiting_durable),
-            Scope::All => touched.extend(self.open.keys().cloned()),
+            // Only those whose phase moved (or that the core forgot): a
+            // tick with thousands open copies and sorts a few ids, not all.
+            Scope::All => touched.extend(
+                self.open
+                    .iter()
+                    .filter(|(id, s)| core.txn(id).is_none_or(|t| s.moved(t)))
+                    .map(|(id, _)| id.clone()),
+            ),
         }
         touched.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         touched.dedup();
