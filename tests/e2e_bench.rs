@@ -26,8 +26,9 @@ fn bench(extra: &[&str]) -> Value {
 }
 
 /// Every process of the cluster is reported by name with its figures; the
-/// coordinator writes at least once per transaction (each outcome goes to
-/// its own client's connection), and each participant writes its votes.
+/// coordinator writes at least once per transaction (at 4 in flight a turn
+/// carries few transactions, each with a prepare and a decision for every
+/// participant), and each participant writes its votes.
 #[test]
 fn the_cluster_s_processes_are_reported_with_cpu_and_writes_per_transaction() {
     let v = bench(&[]);
@@ -203,14 +204,20 @@ fn curve_runs_each_concurrency_and_gives_its_verdict() {
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
     let v: Value = serde_json::from_str(&out).expect("JSON");
     let runs = v["curve"].as_array().expect("curve");
-    let cs: Vec<u64> = runs.iter().filter_map(|r| r["concurrency"].as_u64()).collect();
+    let cs: Vec<u64> = runs
+        .iter()
+        .filter_map(|r| r["concurrency"].as_u64())
+        .collect();
     assert_eq!(cs, [1, 4, 16], "{v}");
     for r in runs {
         assert_eq!(r["commits"], 40, "{r}");
     }
     let verdict = &v["curve_verdict"];
     assert_eq!(verdict["points"].as_array().map(Vec::len), Some(3), "{v}");
-    assert!(verdict["never_falls_more_than_10_percent"].is_boolean(), "{v}");
+    assert!(
+        verdict["never_falls_more_than_10_percent"].is_boolean(),
+        "{v}"
+    );
     assert_eq!(target(&v, "curve")["met"], Value::Null, "{v}");
     // The text report prints the table and the verdict.
     let (code, out, err) = run_twopc(&[
@@ -306,8 +313,12 @@ fn targets_are_printed_and_compare_judges_a_pair_of_runs() {
     let v = at_64(&["--compare", path]);
     let t = target(&v, "durable_vs_no_fsync");
     assert!(t["met"].is_boolean(), "{t}");
-    let ratio = v["throughput_tps"].as_f64().unwrap() / no_fsync["throughput_tps"].as_f64().unwrap();
-    assert!((t["measured"].as_f64().unwrap() - ratio).abs() < 1e-9, "{t}");
+    let ratio =
+        v["throughput_tps"].as_f64().unwrap() / no_fsync["throughput_tps"].as_f64().unwrap();
+    assert!(
+        (t["measured"].as_f64().unwrap() - ratio).abs() < 1e-9,
+        "{t}"
+    );
     // Runs that differ in more than fsync are not paired.
     assert_eq!(target(&v, "setsid_vs_same_session")["met"], Value::Null);
     let (code, out, err) = run_twopc(&[
@@ -323,7 +334,10 @@ fn targets_are_printed_and_compare_judges_a_pair_of_runs() {
     ]);
     assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
     assert!(out.contains("targets"), "{out}");
-    assert!(out.contains("not judged (needs a run at 64 in flight"), "{out}");
+    assert!(
+        out.contains("not judged (needs a run at 64 in flight"),
+        "{out}"
+    );
 }
 
 /// Bad values of the new flags are usage errors that say what to give.

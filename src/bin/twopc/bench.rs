@@ -160,6 +160,10 @@ const LOCAL_HISTORY_LIMIT: u64 = 10_000;
 /// it).
 const RSS_REPORT_IN_FLIGHT_MIN: usize = 100;
 
+/// Processes named one by one in the text report; the others are given as
+/// a range.
+const PROCESSES_LISTED_MAX: usize = 5;
+
 /// How often the coordinator's resident memory is read during the load.
 const RSS_SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
@@ -463,7 +467,7 @@ impl Budget {
     /// Take one transaction to start, if the load is not over.
     fn take(&self) -> bool {
         !self.stop.load(Ordering::Relaxed)
-            && !self.deadline.is_some_and(|d| Instant::now() >= d)
+            && self.deadline.is_none_or(|d| Instant::now() < d)
             && self
                 .remaining
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| r.checked_sub(1))
@@ -857,13 +861,28 @@ fn print_processes(r: &Value) {
         .iter()
         .map(|p| cell(&p["writes_per_txn"], 2))
         .collect();
+    // Past a few processes, the first ones and a range for the rest keep
+    // the line readable (the JSON has every one).
     let row = |vals: &[String]| {
-        names
+        let mut cells: Vec<String> = names
             .iter()
             .zip(vals)
+            .take(PROCESSES_LISTED_MAX)
             .map(|(n, v)| format!("{n} {v}"))
-            .collect::<Vec<_>>()
-            .join("  ")
+            .collect();
+        if names.len() > PROCESSES_LISTED_MAX {
+            let rest: Vec<f64> = vals[PROCESSES_LISTED_MAX..]
+                .iter()
+                .filter_map(|v| v.parse().ok())
+                .collect();
+            let lo = rest.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = rest.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            cells.push(match rest.is_empty() {
+                true => format!("{} more ?", names.len() - PROCESSES_LISTED_MAX),
+                false => format!("{} more {lo}..{hi}", names.len() - PROCESSES_LISTED_MAX),
+            });
+        }
+        cells.join("  ")
     };
     println!(
         "  CPU µs/txn   {}  = {} for the cluster (bench client {})",

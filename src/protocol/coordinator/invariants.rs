@@ -32,26 +32,6 @@ pub(super) struct Counters {
     pub(super) forced_emitted: u64,
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn checks_follow_every_event_up_to_the_limit_then_every_few() {
-        for active in [
-            0,
-            1,
-            CHECK_EVERY_EVENT_ACTIVE_MAX,
-            2 * CHECK_EVERY_EVENT_ACTIVE_MAX - 1,
-        ] {
-            assert!(due(1, active), "{active}");
-        }
-        let active = 10 * CHECK_EVERY_EVENT_ACTIVE_MAX;
-        assert!(!due(9, active));
-        assert!(due(10, active));
-    }
-}
-
 impl Coordinator {
     /// The counters to compare against after the next event.
     pub(super) fn counters(&self) -> Counters {
@@ -177,5 +157,25 @@ impl Coordinator {
             "invariant: forced writes awaiting durability are in order and were emitted ({numbers:?}, {} emitted)",
             self.forced_emitted
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_follow_every_event_up_to_the_limit_then_every_few() {
+        for active in [
+            0,
+            1,
+            CHECK_EVERY_EVENT_ACTIVE_MAX,
+            2 * CHECK_EVERY_EVENT_ACTIVE_MAX - 1,
+        ] {
+            assert!(due(1, active), "{active}");
+        }
+        let active = 10 * CHECK_EVERY_EVENT_ACTIVE_MAX;
+        assert!(!due(9, active));
+        assert!(due(10, active));
     }
 }

@@ -445,11 +445,11 @@ mod tests {
         let durable = run(64, 950.0);
         let mut no_fsync = run(64, 1000.0);
         no_fsync["unsafe_no_fsync"] = json!(true);
-        let t = judge(&[durable.clone()], None, Some(&no_fsync), &[]);
+        let t = judge(std::slice::from_ref(&durable), None, Some(&no_fsync), &[]);
         assert_eq!(find(&t, "durable_vs_no_fsync")["measured"], 0.95);
         assert_eq!(find(&t, "durable_vs_no_fsync")["met"], true);
         // Either run may be the earlier one.
-        let t = judge(&[no_fsync.clone()], None, Some(&durable), &[]);
+        let t = judge(std::slice::from_ref(&no_fsync), None, Some(&durable), &[]);
         assert_eq!(find(&t, "durable_vs_no_fsync")["met"], true);
         // Another difference besides makes them incomparable.
         no_fsync["participants"] = json!(4);
