@@ -1,11 +1,14 @@
-//! `twopc bench`: closed-loop load. C connections each submit one
-//! transaction at a time, back to back, for a number of transactions or a
-//! duration; the report gives throughput, latency percentiles, outcome
+//! `twopc bench`: closed-loop load. C transactions are kept in flight,
+//! pipelined K to a connection (a transaction answered is replaced at
+//! once), for a number of transactions or a duration, at one concurrency
+//! or at each of a curve's; the report gives throughput, latency
+//! percentiles, outcome
 //! counts and the coordinator's log syncs per transaction, and for the
 //! processes of the cluster (its own with `--local`, or given with `--pid`)
 //! CPU time and write system calls per committed transaction and the
 //! coordinator's memory per transaction in flight. `--calibrate` measures
-//! the physical floor of a transaction on this machine first.
+//! the physical floor of a transaction on this machine first. The report
+//! ends with the performance targets this run can judge (`targets`).
 
 mod calibrate;
 mod procstat;
@@ -504,14 +507,9 @@ fn request_for(
 
 /// Keep one connection's window full until the budget is spent: a slot
 /// whose transaction is answered starts the next one, submits queued in one
-/// turn go out in one write. Returns the connection (for another run)
-/// unless it broke; a broken connection counts every transaction still
-/// outstanding on it as `no_decision`.
-async fn drive(
-    mut client: Client,
-    reqs: Vec<SubmitRequest>,
-    budget: Arc<Budget>,
-) -> (Option<Client>, Totals) {
+/// turn go out in one write. A connection that breaks counts every
+/// transaction still outstanding on it as `no_decision`.
+async fn drive(mut client: Client, reqs: Vec<SubmitRequest>, budget: Arc<Budget>) -> Totals {
     let mut t = Totals::default();
     let mut free: Vec<usize> = (0..reqs.len()).rev().collect();
     let mut started: HashMap<u64, (usize, Instant)> = HashMap::with_capacity(reqs.len());
@@ -534,7 +532,7 @@ async fn drive(
             return broken(t, started.len());
         }
         if started.is_empty() {
-            return (Some(client), t);
+            return t;
         }
         let mut reply = Some(client.next_reply().await);
         while let Some(r) = reply {
@@ -571,11 +569,11 @@ async fn drive(
 
 /// The totals of a connection that broke with `lost` transactions
 /// unanswered.
-fn broken(mut t: Totals, lost: usize) -> (Option<Client>, Totals) {
+fn broken(mut t: Totals, lost: usize) -> Totals {
     if lost > 0 {
         *t.errors.entry("no_decision".into()).or_default() += lost as u64;
     }
-    (None, t)
+    t
 }
 
 /// Run `transactions` transactions at `concurrency` in flight and forget
@@ -603,7 +601,7 @@ async fn warm_up(
     }
     let mut lost = 0;
     for t in tasks {
-        let (_, t) = t.await.map_err(|e| format!("warm-up worker failed: {e}"))?;
+        let t = t.await.map_err(|e| format!("warm-up worker failed: {e}"))?;
         lost += t.errors.values().sum::<u64>();
     }
     if lost > 0 {
@@ -694,7 +692,7 @@ async fn run(
     };
     let mut totals = Totals::default();
     for t in tasks {
-        let (_, t) = t.await.map_err(|e| format!("worker failed: {e}"))?;
+        let t = t.await.map_err(|e| format!("worker failed: {e}"))?;
         totals.commits += t.commits;
         totals.aborts += t.aborts;
         for (k, v) in t.abort_reasons {
