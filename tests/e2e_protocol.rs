@@ -703,7 +703,10 @@ fn pipelined_submits_on_one_connection_are_matched_by_request_id() {
                     "refused"
                 }
             };
-            assert!(answered.insert(r.request_id, got).is_none(), "answered twice");
+            assert!(
+                answered.insert(r.request_id, got).is_none(),
+                "answered twice"
+            );
         }
         assert_eq!(answered, sent);
         // The connection still serves a plain submit afterwards.
