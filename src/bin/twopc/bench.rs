@@ -897,11 +897,15 @@ fn print_processes(r: &Value) {
     {
         let mib = |v: &Value| v.as_f64().unwrap_or(0.0) / (1024.0 * 1024.0);
         println!(
-            "  {} memory  at most {:.1} KiB per transaction in flight (resident {:.1} MiB idle, {:.1} MiB at peak; the growth also holds the client connections and the history of ended transactions)",
+            "  {} memory  at most {:.1} KiB per transaction in flight (resident {:.1} MiB idle, {:.1} MiB at peak; the growth also holds the client connections{})",
             names[0],
             rss["bytes_per_txn_in_flight"].as_f64().unwrap_or(0.0) / 1024.0,
             mib(&rss["idle_bytes"]),
-            mib(&rss["peak_bytes"])
+            mib(&rss["peak_bytes"]),
+            match r["warmup_transactions"].as_u64() {
+                Some(n) if n > 0 => format!(", and ended transactions past the {n} of the warm-up"),
+                _ => ", and the history of ended transactions (no warm-up)".into(),
+            }
         );
     }
 }
