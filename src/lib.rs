@@ -63,7 +63,7 @@ pub mod sim;
 #[doc(hidden)]
 pub mod wal;
 
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, SubmitReply};
 pub use config::{CoordinatorConfig, ParticipantConfig};
 pub use futures::future::BoxFuture;
 pub use protocol::participant::Prepared;

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use twopc::client::Client;
 use twopc::protocol::{Decision, Outcome, ParticipantId, SubmitRequest, Vote};
@@ -666,4 +666,51 @@ fn participants_join_at_runtime_and_are_removed_only_when_nothing_needs_them() {
         err.contains("participant `p3` is not registered; registered: p1, p2"),
         "{err}"
     );
+}
+
+/// Several submits outstanding on one connection: each reply carries the
+/// request id of its submit, a refused one included, and every one is
+/// answered once.
+#[test]
+fn pipelined_submits_on_one_connection_are_matched_by_request_id() {
+    let c = committing_cluster(2, &[]);
+    let addr = c.addr();
+    block_on(async move {
+        let mut client = Client::connect(&addr, PATIENCE).await.expect("connect");
+        let mut sent = BTreeMap::new();
+        for i in 0..8 {
+            let id = client
+                .submit_queue(req(json!({ "n": i })))
+                .await
+                .expect("queue");
+            sent.insert(id, "commit");
+        }
+        let refused = client
+            .submit_queue(only(&[ParticipantId::from("nobody")]))
+            .await
+            .expect("queue");
+        sent.insert(refused, "refused");
+        client.flush().await.expect("flush");
+        assert_eq!(client.outstanding(), 9);
+        let mut answered = BTreeMap::new();
+        while client.outstanding() > 0 {
+            let r = client.next_reply().await.expect("reply");
+            let got = match r.result {
+                Ok((_, o)) if o.decision == Decision::Commit => "commit",
+                Ok((_, o)) => panic!("unexpected outcome {o:?}"),
+                Err(e) => {
+                    assert_eq!(e.code(), Some("unknown_participant"), "{e}");
+                    "refused"
+                }
+            };
+            assert!(
+                answered.insert(r.request_id, got).is_none(),
+                "answered twice"
+            );
+        }
+        assert_eq!(answered, sent);
+        // The connection still serves a plain submit afterwards.
+        let (_, o) = client.submit(req(json!({}))).await.expect("submit");
+        assert_eq!(o.decision, Decision::Commit);
+    });
 }

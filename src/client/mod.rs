@@ -2,6 +2,12 @@
 //! hello as a client (over TLS and with the shared secret when given),
 //! submits transactions and asks for status. It only talks to the
 //! coordinator; what to do with the answers (print, exit) is its caller's.
+//!
+//! Submits can be pipelined: [`Client::submit_queue`] sends a submit with a
+//! request id of the client's choosing and returns at once, and
+//! [`Client::next_reply`] hands out the outcomes in the order they arrive,
+//! each with its request id (the coordinator echoes it), so one connection
+//! can carry many transactions in flight.
 
 use crate::net::codec::{FrameReader, FrameWriter};
 use crate::net::stream::{BoxedStream, ConnectError, PlainOpenError};
@@ -11,8 +17,10 @@ use crate::protocol::{
 };
 use crate::security::auth::{fresh_nonce, Identity, PeerHandshake, PeerStep, OPERATOR_ID};
 use crate::security::ClientSecurity;
+use futures::FutureExt;
 use futures::SinkExt;
 use serde_json::Value;
+use std::collections::HashSet;
 use std::time::Duration;
 
 /// Why a client call got no answer.
@@ -63,6 +71,20 @@ pub struct Client {
     max_frame_bytes: usize,
     timeout: Duration,
     pub coordinator_state: String,
+    /// Request ids of pipelined submits sent and not answered yet: a reply
+    /// naming another id is a protocol error, not someone else's outcome.
+    outstanding: HashSet<u64>,
+    /// The request id the next pipelined submit gets.
+    next_request_id: u64,
+}
+
+/// What one pipelined submit came to: its outcome, or why the coordinator
+/// refused it (`ClientError::Refused`, with the code to act on).
+#[derive(Debug)]
+pub struct SubmitReply {
+    /// The id [`Client::submit_queue`] returned for the submit.
+    pub request_id: u64,
+    pub result: Result<(TxnId, Outcome), ClientError>,
 }
 
 /// Frames a client accepts; replies are small except status reports.
@@ -123,6 +145,8 @@ impl Client {
             max_frame_bytes: CLIENT_MAX_FRAME_BYTES,
             timeout,
             coordinator_state: String::new(),
+            outstanding: HashSet::new(),
+            next_request_id: 1,
         };
         if security.tls.is_some() {
             c.send(hello).await?;
@@ -198,7 +222,9 @@ impl Client {
         }
     }
 
-    /// Run one transaction; returns its id and outcome.
+    /// Run one transaction; returns its id and outcome. Not to be mixed
+    /// with pipelined submits on the same connection: wait for their
+    /// replies first ([`Client::outstanding`] is 0).
     pub async fn submit(&mut self, req: SubmitRequest) -> Result<(TxnId, Outcome), ClientError> {
         self.submit_reporting(req, |_| {}).await
     }
@@ -221,6 +247,100 @@ impl Client {
                 Body::HeartbeatAck => continue,
                 other => return Err(unexpected(other)),
             }
+        }
+    }
+
+    /// Queue a submit without waiting for its outcome and return the
+    /// request id its reply will carry. It is written with the submits
+    /// queued after it by the next [`Client::flush`] (or sooner, when the
+    /// buffer fills), so a batch costs one write. The coordinator bounds
+    /// what it runs at once (`max_in_flight`, error `overloaded` past it),
+    /// not what one connection sends.
+    pub async fn submit_queue(&mut self, mut req: SubmitRequest) -> Result<u64, ClientError> {
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        req.request_id = Some(id);
+        self.writer
+            .feed(net::encode(Body::Submit(req)))
+            .await
+            .map_err(|_| ClientError::Closed)?;
+        self.outstanding.insert(id);
+        Ok(id)
+    }
+
+    /// Write the submits queued so far.
+    pub async fn flush(&mut self) -> Result<(), ClientError> {
+        SinkExt::<bytes::Bytes>::flush(&mut self.writer)
+            .await
+            .map_err(|_| ClientError::Closed)
+    }
+
+    /// Pipelined submits sent and not answered yet.
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.len()
+    }
+
+    /// The next reply to a pipelined submit, waiting for it (at most the
+    /// client's timeout). An `Err` means the connection can carry no more
+    /// answers (lost, timed out, or an error not about one submit); every
+    /// submit still outstanding then has no known outcome.
+    pub async fn next_reply(&mut self) -> Result<SubmitReply, ClientError> {
+        loop {
+            let body = self.recv_raw().await?;
+            if let Some(r) = self.reply_of(body)? {
+                return Ok(r);
+            }
+        }
+    }
+
+    /// A reply to a pipelined submit that has already arrived (read with
+    /// the frames before it), without waiting for the network; `None` when
+    /// there is none yet.
+    pub fn ready_reply(&mut self) -> Option<Result<SubmitReply, ClientError>> {
+        loop {
+            let next = net::read_next(&mut self.reader, self.max_frame_bytes).now_or_never()?;
+            let body = match next {
+                None => return Some(Err(ClientError::Closed)),
+                Some(Inbound::Message(b)) => b,
+                Some(Inbound::Invalid(e)) | Some(Inbound::Broken(e)) => {
+                    return Some(Err(ClientError::Protocol(e.to_string())))
+                }
+            };
+            match self.reply_of(body) {
+                Ok(Some(r)) => return Some(Ok(r)),
+                Ok(None) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    /// The reply a message is, `None` for one to skip (an `accepted` or a
+    /// heartbeat answer).
+    fn reply_of(&mut self, body: Body) -> Result<Option<SubmitReply>, ClientError> {
+        let (request_id, result) = match body {
+            Body::Outcome { txn, outcome } => (outcome.request_id, Ok((txn, outcome))),
+            Body::Error {
+                code,
+                message,
+                request_id: Some(id),
+            } => (Some(id), Err(ClientError::Refused { code, message })),
+            Body::Error { code, message, .. } => {
+                return Err(ClientError::Refused { code, message })
+            }
+            Body::Accepted { .. } | Body::HeartbeatAck => return Ok(None),
+            other => return Err(unexpected(other)),
+        };
+        match request_id {
+            Some(id) if self.outstanding.remove(&id) => Ok(Some(SubmitReply {
+                request_id: id,
+                result,
+            })),
+            Some(id) => Err(ClientError::Protocol(format!(
+                "a reply for request id {id}, which no submit outstanding has"
+            ))),
+            None => Err(ClientError::Protocol(
+                "an outcome without the request id of its submit".into(),
+            )),
         }
     }
 

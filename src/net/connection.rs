@@ -16,7 +16,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 /// Frames queued for one connection's writer before it counts as stuck.
-pub const CONN_QUEUE_FRAMES: usize = 4096;
+/// Messages held for the log are handed over all at once when it syncs:
+/// up to one per transaction in flight for one peer (a participant's votes,
+/// the coordinator's decisions to one participant), so this must exceed
+/// the largest `max_in_flight` in use, or a burst of them closes a healthy
+/// connection (seen at 10,000 in flight with 4096). The queue takes memory
+/// only for what it holds; a peer that does not read is caught by the byte
+/// budget (`send_buffer_max_bytes`) as the writer takes frames.
+pub const CONN_QUEUE_FRAMES: usize = 65_536;
 
 /// What a connection's reader reports to the loop that owns the core.
 #[derive(Debug)]

@@ -446,11 +446,16 @@ impl Participant {
             } => self.on_resolve(txn, decision, reason, &mut out),
             Event::Tick => {
                 self.session.tick(self.now, timing(&self.opts), &mut out);
-                let due: Vec<TxnId> = self
-                    .in_doubt()
-                    .into_iter()
-                    .filter(|id| self.txns[id].next_query_ms <= self.now)
+                // Only the due ones are copied and sorted: thousands may
+                // be in doubt while their decisions are on the way, and
+                // this runs on every tick.
+                let mut due: Vec<TxnId> = self
+                    .txns
+                    .iter()
+                    .filter(|(_, t)| t.state == PState::Prepared && t.next_query_ms <= self.now)
+                    .map(|(id, _)| id.clone())
                     .collect();
+                due.sort();
                 for id in due {
                     self.query(&id, &mut out);
                 }

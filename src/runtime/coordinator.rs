@@ -322,6 +322,8 @@ impl Driver {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // False once the admin server is gone (or was never started).
         let mut admin_open = true;
+        // The last turn took as many events as a turn may (more are queued).
+        let mut full_turn = false;
         loop {
             // The last turn's appends go to the writer first, in one piece
             // (waiting only while its queue is full): no new input until
@@ -337,12 +339,15 @@ impl Driver {
                 ev = events.recv() => {
                     let Some(ev) = ev else { break };
                     self.on_event(ev);
-                    for _ in 0..EVENTS_PER_TURN {
+                    let mut handled = 0;
+                    while handled < EVENTS_PER_TURN {
                         match events.try_recv() {
                             Ok(ev) => self.on_event(ev),
                             Err(_) => break,
                         }
+                        handled += 1;
                     }
+                    full_turn = handled == EVENTS_PER_TURN;
                 }
                 ok = self.out.durable_changed() => {
                     if !ok { break; }
@@ -362,6 +367,15 @@ impl Driver {
             if self.out.checkpoint_due() {
                 let live = self.core.live_records();
                 self.out.checkpoint(live);
+            }
+            // Events are still waiting: the next `recv` would be ready at
+            // once, and on a current-thread runtime the connections'
+            // writers would not run until this task waits. Let them write
+            // this turn's messages first, or a burst of submits (thousands
+            // in flight) fills a participant's queue (4096 frames) before
+            // any of it is written, and the connection is closed.
+            if std::mem::take(&mut full_turn) {
+                tokio::task::yield_now().await;
             }
         }
         self.out.close_all();

@@ -29,6 +29,11 @@ pub struct ClusterOptions {
     pub unsafe_no_fsync: bool,
     pub log_level: LogLevel,
     pub max_in_flight: usize,
+    /// The coordinator's `max_connections` (participants and clients).
+    pub max_connections: usize,
+    /// The coordinator's `history_limit`; its configured default when
+    /// `None`.
+    pub history_limit: Option<u64>,
     /// `vote` or `kv`.
     pub resource: ResourceKind,
     /// For `kv`: the initial data of each participant (by position).
@@ -59,6 +64,8 @@ impl Default for ClusterOptions {
             unsafe_no_fsync: false,
             log_level: LogLevel::Warn,
             max_in_flight: 1024,
+            max_connections: 1024,
+            history_limit: None,
             resource: ResourceKind::Vote,
             kv_seeds: Vec::new(),
             wal_segment_max_bytes: None,
@@ -181,6 +188,8 @@ impl LocalCluster {
             &opts.timeout_seconds.to_string(),
             "--max-in-flight",
             &opts.max_in_flight.to_string(),
+            "--max-connections",
+            &opts.max_connections.to_string(),
             "--log-level",
             &opts.log_level.to_string(),
             "--data-dir",
@@ -188,6 +197,9 @@ impl LocalCluster {
         cargs.push(dir.path().join("coordinator").into_os_string());
         if opts.unsafe_no_fsync {
             cargs.push("--unsafe-no-fsync".into());
+        }
+        if let Some(n) = opts.history_limit {
+            cargs.extend(os(&["--history-limit", &n.to_string()]));
         }
         let wal_args = match opts.wal_segment_max_bytes {
             Some(n) => os(&["--wal-segment-max-bytes", &n.to_string()]),

@@ -7,6 +7,22 @@
 use super::{Coordinator, Peer, TxnPhase};
 use crate::protocol::types::{Decision, Vote};
 
+/// Active transactions up to which the invariants are checked after every
+/// event. The model checker, the simulator and the tests stay far below it.
+pub(super) const CHECK_EVERY_EVENT_ACTIVE_MAX: usize = 64;
+
+/// Whether the invariants are checked after this event, the
+/// `events_unchecked`-th since the last check, with `active` transactions
+/// active. A check walks every active transaction; above
+/// [`CHECK_EVERY_EVENT_ACTIVE_MAX`] of them it is made after every
+/// `active / CHECK_EVERY_EVENT_ACTIVE_MAX` events instead, so that a debug
+/// build under load (thousands in flight) spends about as much per event
+/// on checks as at the limit, instead of time growing with the square of
+/// the load.
+pub(super) fn due(events_unchecked: usize, active: usize) -> bool {
+    events_unchecked >= active / CHECK_EVERY_EVENT_ACTIVE_MAX
+}
+
 /// The counters that only ever grow, taken before an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Counters {
@@ -141,5 +157,25 @@ impl Coordinator {
             "invariant: forced writes awaiting durability are in order and were emitted ({numbers:?}, {} emitted)",
             self.forced_emitted
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_follow_every_event_up_to_the_limit_then_every_few() {
+        for active in [
+            0,
+            1,
+            CHECK_EVERY_EVENT_ACTIVE_MAX,
+            2 * CHECK_EVERY_EVENT_ACTIVE_MAX - 1,
+        ] {
+            assert!(due(1, active), "{active}");
+        }
+        let active = 10 * CHECK_EVERY_EVENT_ACTIVE_MAX;
+        assert!(!due(9, active));
+        assert!(due(10, active));
     }
 }
