@@ -1,5 +1,9 @@
 //! `twopc-participant`: parse flags, load configuration, serve.
 
+/// mimalloc: allocation is on every message's path (README "Performance").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "common/cli.rs"]
 mod cli;
 #[path = "common/participant.rs"]
