@@ -33,7 +33,9 @@
 //! participant and abort at another (atomicity), commit applied only when
 //! every participant of the transfer prepared it (validity), a participant
 //! never applies two different outcomes to one transaction (stability).
-//! Checked at the end: every node running, nothing prepared or locked at any
+//! Checked at the end: every node running, nothing open at the coordinator
+//! (its status, read by a second client half a second before the end),
+//! nothing prepared or locked at any
 //! participant, each transfer on all its shards or on none, money
 //! conserved, every outcome told to the client matches the data, and each
 //! participant's data equals what its synced log alone rebuilds.
@@ -62,6 +64,8 @@ const BASE_MAX_LATENCY: Duration = Duration::from_millis(5);
 const SYNC_LATENCY: Duration = Duration::from_millis(2);
 /// Trace lines kept for a failure report.
 const TRACE_KEPT: usize = 60;
+/// How long before the end of a run the auditor reads the coordinator's status.
+const AUDIT_BEFORE_END_MS: u64 = 500;
 
 /// A run's shape.
 #[derive(Clone, Copy, Debug)]
@@ -144,6 +148,9 @@ struct Ghost {
     report: Report,
     /// `TWOPC_SIMRT_TRACE=1`: print every trace line.
     print_all: bool,
+    /// The coordinator's open transactions (still voting, awaiting
+    /// acknowledgements) as its status said near the end of the run.
+    coordinator_open: Option<(u64, u64)>,
 }
 
 impl Ghost {
@@ -438,6 +445,7 @@ impl World {
             self.add_participant(&mut sim, i);
         }
         self.add_client(&mut sim);
+        self.add_auditor(&mut sim);
         let end_ms = self.cfg.fault_ms + self.cfg.heal_ms;
         let mut next_fault = self.rng.random_range(0..self.cfg.fault_every_ms * 2);
         let mut healed = false;
@@ -593,6 +601,42 @@ impl World {
                 tokio::time::sleep(Duration::from_millis(rng.random_range(0..20))).await;
             }
             Ok(())
+        });
+    }
+
+    /// A second client that asks the coordinator for its status shortly
+    /// before the end, once everything has been healed and quiet: what it
+    /// still holds open is checked at the end.
+    fn add_auditor(&mut self, sim: &mut turmoil::Sim<'_>) {
+        let ghost = self.ghost.clone();
+        let ask_at =
+            Duration::from_millis(self.cfg.fault_ms + self.cfg.heal_ms - AUDIT_BEFORE_END_MS);
+        sim.client("auditor", async move {
+            tokio::time::sleep(ask_at.saturating_sub(turmoil::elapsed())).await;
+            loop {
+                let status = match Client::connect("coordinator:7000", Duration::from_secs(1)).await
+                {
+                    Ok(mut c) => c.status().await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match status {
+                    Ok(st) => {
+                        let t = &st["transactions"];
+                        let open = (
+                            t["in_flight"].as_u64().unwrap_or(u64::MAX),
+                            t["awaiting_acks"].as_u64().unwrap_or(u64::MAX),
+                        );
+                        let mut g = lock(&ghost);
+                        g.note(format!("auditor: coordinator status {t}"));
+                        g.coordinator_open = Some(open);
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        lock(&ghost).note(format!("auditor: no status: {e}"));
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
         });
     }
 
@@ -835,6 +879,20 @@ impl World {
                 ));
             }
             data.push(dump);
+        }
+        match lock(&self.ghost).coordinator_open {
+            None => {
+                return Err(format!(
+                    "the coordinator's status could not be read in the last {AUDIT_BEFORE_END_MS} ms"
+                ))
+            }
+            Some((0, 0)) => {}
+            Some((voting, acks)) => {
+                return Err(format!(
+                    "liveness: the coordinator still has {voting} transactions voting and {acks} awaiting acknowledgements after {} ms of quiet",
+                    self.cfg.heal_ms
+                ))
+            }
         }
         let expected = INITIAL_BALANCE * (PARTICIPANTS * ACCOUNTS) as i64;
         if total != expected {
