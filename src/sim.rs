@@ -151,3 +151,105 @@ macro_rules! select {
     };
 }
 pub(crate) use select;
+
+#[cfg(feature = "sim")]
+thread_local! {
+    /// Per host address, how many times its connections were reset.
+    static RESETS: std::cell::RefCell<std::collections::BTreeMap<std::net::IpAddr, u64>> =
+        const { std::cell::RefCell::new(std::collections::BTreeMap::new()) };
+}
+
+#[cfg(feature = "sim")]
+fn resets_of(ip: std::net::IpAddr) -> u64 {
+    RESETS.with(|r| r.borrow().get(&ip).copied().unwrap_or(0))
+}
+
+/// Reset every connection the host at `ip` has open now (the harness): its
+/// side of each fails its next read or write with `ConnectionReset`, and the
+/// peer sees the connection end when that side drops it. Connections made
+/// later are not affected.
+#[cfg(feature = "sim")]
+pub fn reset_connections(ip: std::net::IpAddr) {
+    RESETS.with(|r| *r.borrow_mut().entry(ip).or_insert(0) += 1);
+}
+
+/// Forget every reset (the harness, after a run).
+#[cfg(feature = "sim")]
+pub fn forget_resets() {
+    RESETS.with(|r| r.borrow_mut().clear());
+}
+
+/// A simulated TCP stream that [`reset_connections`] can reset.
+#[cfg(feature = "sim")]
+pub struct SimStream {
+    inner: turmoil::net::TcpStream,
+    ip: Option<std::net::IpAddr>,
+    born: u64,
+}
+
+#[cfg(feature = "sim")]
+impl SimStream {
+    pub fn new(inner: turmoil::net::TcpStream) -> SimStream {
+        let ip = inner.local_addr().ok().map(|a| a.ip());
+        let born = ip.map_or(0, resets_of);
+        SimStream { inner, ip, born }
+    }
+
+    fn reset(&self) -> Option<std::io::Error> {
+        let ip = self.ip?;
+        (resets_of(ip) != self.born).then(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "connection reset (simulated)",
+            )
+        })
+    }
+}
+
+#[cfg(feature = "sim")]
+impl tokio::io::AsyncRead for SimStream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if let Some(e) = self.reset() {
+            return std::task::Poll::Ready(Err(e));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+#[cfg(feature = "sim")]
+impl tokio::io::AsyncWrite for SimStream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if let Some(e) = self.reset() {
+            return std::task::Poll::Ready(Err(e));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if let Some(e) = self.reset() {
+            return std::task::Poll::Ready(Err(e));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if let Some(e) = self.reset() {
+            return std::task::Poll::Ready(Err(e));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

@@ -31,7 +31,7 @@ pub enum Listener {
 enum Accepted {
     Tcp(TcpStream),
     #[cfg(feature = "sim")]
-    Sim(turmoil::net::TcpStream),
+    Sim(crate::sim::SimStream),
 }
 
 impl Listener {
@@ -59,7 +59,10 @@ impl Listener {
         match self {
             Listener::Tcp(l) => l.accept().await.map(|(s, a)| (Accepted::Tcp(s), a)),
             #[cfg(feature = "sim")]
-            Listener::Sim(l) => l.accept().await.map(|(s, a)| (Accepted::Sim(s), a)),
+            Listener::Sim(l) => l
+                .accept()
+                .await
+                .map(|(s, a)| (Accepted::Sim(crate::sim::SimStream::new(s)), a)),
         }
     }
 }

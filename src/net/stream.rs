@@ -42,7 +42,7 @@ pub async fn connect(addr: &str, tls: Option<&TlsClient>) -> Result<BoxedStream,
     if crate::sim::active() && tls.is_none() {
         return turmoil::net::TcpStream::connect(addr)
             .await
-            .map(|s| Box::new(s) as BoxedStream)
+            .map(|s| Box::new(crate::sim::SimStream::new(s)) as BoxedStream)
             .map_err(|source| ConnectError::Tcp {
                 addr: addr.to_string(),
                 source,
@@ -105,6 +105,7 @@ pub async fn connect_plain_sending(
         // No TLS in a simulation: nothing to look for in the first bytes.
         let mut stream = turmoil::net::TcpStream::connect(addr)
             .await
+            .map(crate::sim::SimStream::new)
             .map_err(PlainOpenError::Unreachable)?;
         stream
             .write_all(&codec::frame(first_payload))

@@ -25,7 +25,8 @@
 //! Faults from the seed, during the first `fault_ms`: crash of any node at
 //! any instant (its unsynced bytes partly lost, restarted later from its
 //! disk), partitions both ways and one way, held links (a paused node: no
-//! message in or out until released), latency spikes, stalled disks and
+//! message in or out until released), connection resets (every connection
+//! of a node fails its next read or write), latency spikes, stalled disks and
 //! failed syncs (the node stops on its log failure and is restarted). Then
 //! everything is healed and restarted and the world runs `heal_ms` more.
 //!
@@ -404,6 +405,7 @@ impl World {
         }
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.drive()));
         twopc::sim::detach_disks();
+        twopc::sim::forget_resets();
         let result = match outcome {
             Ok(r) => r,
             Err(p) => Err(format!(
@@ -731,7 +733,7 @@ impl World {
 
     fn inject(&mut self, sim: &mut turmoil::Sim<'_>, now: u64) {
         let h = self.node();
-        match self.rng.random_range(0..8) {
+        match self.rng.random_range(0..9) {
             0 | 1 => {
                 if self.down.contains(&h) {
                     return;
@@ -793,6 +795,16 @@ impl World {
                 let ms = self.rng.random_range(20..500);
                 self.note(format!("fault: {h}'s next sync stalls {ms} ms"));
                 self.disks[&h].arm(DiskFault::Stall(Duration::from_millis(ms)));
+            }
+            7 => {
+                if self.down.contains(&h) {
+                    return;
+                }
+                // Every connection the node has open fails its next read or
+                // write with ECONNRESET; the node redials or the peer does.
+                self.count("connection reset");
+                self.note(format!("fault: reset every connection of {h}"));
+                twopc::sim::reset_connections(sim.lookup(h.as_str()));
             }
             _ => {
                 if self.down.contains(&h) {
