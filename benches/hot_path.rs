@@ -4,17 +4,16 @@
 //! decode (and reading many frames from one buffer), and log append with
 //! group commit into a temporary directory.
 //!
-//! `cargo bench` runs them all; `cargo bench -- NAME` runs those whose name
-//! contains NAME. A plain harness on `std::time::Instant` (criterion is not
-//! among the dependencies available to this build): each benchmark runs for
-//! about a second after a short warm-up and prints the time per operation
-//! and operations per second. Figures vary with the machine and its load;
-//! compare runs made together.
+//! criterion runs them: `cargo bench --bench hot_path` runs them all,
+//! `cargo bench --bench hot_path -- NAME` those whose name contains NAME;
+//! criterion keeps the last run under `target/criterion` and reports the
+//! change against it. Figures vary with the machine and its load; compare
+//! runs made together.
 
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use futures::StreamExt;
 use serde_json::json;
 use std::hint::black_box;
-use std::time::{Duration, Instant};
 use twopc::net::codec::Frames;
 use twopc::protocol::coordinator::{Coordinator, CoordinatorOptions, Event as CEvent};
 use twopc::protocol::participant::{Event as PEvent, Participant, ParticipantOptions, Prepared};
@@ -24,30 +23,15 @@ use twopc::protocol::{
 };
 use twopc::wal::{GroupCommit, Wal, WalOptions};
 
-/// How long each benchmark measures, after a warm-up of a tenth of it.
-const MEASURE: Duration = Duration::from_secs(1);
-
 const PARTICIPANTS: [&str; 3] = ["p1", "p2", "p3"];
 
-/// Run `op` (one call is `per_call` operations) until `MEASURE` has passed
-/// and print the rate.
-fn bench(name: &str, unit: &str, per_call: u64, mut op: impl FnMut()) {
-    let warm = Instant::now();
-    while warm.elapsed() < MEASURE / 10 {
-        op();
-    }
-    let (start, mut calls) = (Instant::now(), 0u64);
-    while start.elapsed() < MEASURE {
-        op();
-        calls += 1;
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let ops = (calls * per_call) as f64;
-    println!(
-        "{name:<44} {:>10.2} µs/{unit:<12} {:>12.0} {unit}/s",
-        secs * 1e6 / ops,
-        ops / secs
-    );
+/// Measure `op` (one call is `per_call` operations of `unit`) as benchmark
+/// `name`, reporting the rate per operation.
+fn bench(crit: &mut Criterion, name: &str, unit: &str, per_call: u64, mut op: impl FnMut()) {
+    let mut g = crit.benchmark_group(name);
+    g.throughput(Throughput::Elements(per_call));
+    g.bench_function(unit, |b| b.iter(&mut op));
+    g.finish();
 }
 
 /// A transaction's data as the bench client sends it: a small object.
@@ -66,7 +50,7 @@ fn hello(role: Role, id: Option<&str>) -> Body {
 /// The coordinator core with three participants and a client connected:
 /// each transaction is a submit, three commit votes, the decision durable
 /// and three acks (8 events), all actions dropped.
-fn coordinator_core() {
+fn coordinator_core(crit: &mut Criterion) {
     let client = ConnId(100);
     let conns: Vec<ConnId> = (1..=3).map(ConnId).collect();
     let opts = CoordinatorOptions {
@@ -93,73 +77,79 @@ fn coordinator_core() {
         );
     }
     let (mut forced, mut request) = (0u64, 0u64);
-    bench("coordinator core: whole transaction", "txn", 1, || {
-        now += 1;
-        request += 1;
-        let submit = Body::Submit(SubmitRequest {
-            data: data(),
-            request_id: Some(request),
-            ..Default::default()
-        });
-        let out = c.handle(
-            now,
-            CEvent::Message {
-                conn: client,
-                body: submit,
-            },
-        );
-        let txn = out
-            .iter()
-            .find_map(|a| match a {
-                Action::Send {
-                    body: Body::Prepare { txn, .. },
-                    ..
-                } => Some(txn.clone()),
-                _ => None,
-            })
-            .expect("a submit to a ready cluster sends prepares");
-        let mut count_forced = |out: &[Action]| {
-            forced += out
+    bench(
+        crit,
+        "coordinator core: whole transaction",
+        "txn",
+        1,
+        || {
+            now += 1;
+            request += 1;
+            let submit = Body::Submit(SubmitRequest {
+                data: data(),
+                request_id: Some(request),
+                ..Default::default()
+            });
+            let out = c.handle(
+                now,
+                CEvent::Message {
+                    conn: client,
+                    body: submit,
+                },
+            );
+            let txn = out
                 .iter()
-                .filter(|a| matches!(a, Action::Persist { sync: true, .. }))
-                .count() as u64
-        };
-        count_forced(&out);
-        for conn in &conns {
-            let vote = Body::VoteCommit {
-                txn: txn.clone(),
-                result: None,
+                .find_map(|a| match a {
+                    Action::Send {
+                        body: Body::Prepare { txn, .. },
+                        ..
+                    } => Some(txn.clone()),
+                    _ => None,
+                })
+                .expect("a submit to a ready cluster sends prepares");
+            let mut count_forced = |out: &[Action]| {
+                forced += out
+                    .iter()
+                    .filter(|a| matches!(a, Action::Persist { sync: true, .. }))
+                    .count() as u64
             };
-            count_forced(&c.handle(
-                now,
-                CEvent::Message {
-                    conn: *conn,
-                    body: vote,
-                },
-            ));
-        }
-        black_box(c.handle(now, CEvent::Durable { forced }));
-        for conn in &conns {
-            let ack = Body::Ack {
-                txn: txn.clone(),
-                decision: None,
-                heuristic: None,
-            };
-            black_box(c.handle(
-                now,
-                CEvent::Message {
-                    conn: *conn,
-                    body: ack,
-                },
-            ));
-        }
-    });
+            count_forced(&out);
+            for conn in &conns {
+                let vote = Body::VoteCommit {
+                    txn: txn.clone(),
+                    result: None,
+                };
+                count_forced(&c.handle(
+                    now,
+                    CEvent::Message {
+                        conn: *conn,
+                        body: vote,
+                    },
+                ));
+            }
+            black_box(c.handle(now, CEvent::Durable { forced }));
+            for conn in &conns {
+                let ack = Body::Ack {
+                    txn: txn.clone(),
+                    decision: None,
+                    heuristic: None,
+                };
+                black_box(c.handle(
+                    now,
+                    CEvent::Message {
+                        conn: *conn,
+                        body: ack,
+                    },
+                ));
+            }
+        },
+    );
 }
 
 /// A participant core connected to its coordinator: each transaction is
 /// a prepare, the resource's answer, the commit and the resource's answer
 /// to it (4 events).
-fn participant_core() {
+fn participant_core(crit: &mut Criterion) {
     let opts = ParticipantOptions {
         id: "p1".into(),
         heartbeat_interval_ms: u64::MAX,
@@ -178,41 +168,47 @@ fn participant_core() {
     );
     let participants: Vec<ParticipantId> = PARTICIPANTS.iter().map(|p| (*p).into()).collect();
     let mut n = 0u64;
-    bench("participant core: whole transaction", "txn", 1, || {
-        now += 1;
-        n += 1;
-        let txn = TxnId(format!("t-{n}"));
-        black_box(p.handle(
-            now,
-            PEvent::Message {
-                body: Body::Prepare {
-                    txn: txn.clone(),
-                    participants: participants.clone(),
-                    data: data(),
+    bench(
+        crit,
+        "participant core: whole transaction",
+        "txn",
+        1,
+        || {
+            now += 1;
+            n += 1;
+            let txn = TxnId(format!("t-{n}"));
+            black_box(p.handle(
+                now,
+                PEvent::Message {
+                    body: Body::Prepare {
+                        txn: txn.clone(),
+                        participants: participants.clone(),
+                        data: data(),
+                    },
                 },
-            },
-        ));
-        black_box(p.handle(
-            now,
-            PEvent::ResourcePrepared {
-                txn: txn.clone(),
-                result: Ok(Prepared::state(data())),
-            },
-        ));
-        black_box(p.handle(
-            now,
-            PEvent::Message {
-                body: Body::Commit { txn: txn.clone() },
-            },
-        ));
-        black_box(p.handle(
-            now,
-            PEvent::ResourceFinished {
-                txn,
-                result: Ok(()),
-            },
-        ));
-    });
+            ));
+            black_box(p.handle(
+                now,
+                PEvent::ResourcePrepared {
+                    txn: txn.clone(),
+                    result: Ok(Prepared::state(data())),
+                },
+            ));
+            black_box(p.handle(
+                now,
+                PEvent::Message {
+                    body: Body::Commit { txn: txn.clone() },
+                },
+            ));
+            black_box(p.handle(
+                now,
+                PEvent::ResourceFinished {
+                    txn,
+                    result: Ok(()),
+                },
+            ));
+        },
+    );
 }
 
 fn prepare_body() -> Body {
@@ -225,19 +221,19 @@ fn prepare_body() -> Body {
 
 /// Encoding and decoding one frame, and reading many frames from a buffer
 /// that holds them all (as after one large read from a socket).
-fn frames() {
-    bench("frame encode: prepare", "frame", 1, || {
+fn frames(crit: &mut Criterion) {
+    bench(crit, "frame encode: prepare", "frame", 1, || {
         black_box(twopc::net::encode(black_box(prepare_body())));
     });
     let frame = twopc::net::encode(prepare_body());
-    bench("frame decode: prepare", "frame", 1, || {
+    bench(crit, "frame decode: prepare", "frame", 1, || {
         black_box(Message::decode(black_box(&frame)).expect("decodes"));
     });
     let vote = twopc::net::encode(Body::VoteCommit {
         txn: TxnId("c7f3e2a91b-000042".into()),
         result: None,
     });
-    bench("frame decode: vote_commit", "frame", 1, || {
+    bench(crit, "frame decode: vote_commit", "frame", 1, || {
         black_box(Message::decode(black_box(&vote)).expect("decodes"));
     });
     const BURST: u64 = 256;
@@ -246,6 +242,7 @@ fn frames() {
         burst.extend(twopc::net::frame(&frame));
     }
     bench(
+        crit,
         "frames read from one buffer (256 prepares)",
         "frame",
         BURST,
@@ -272,9 +269,9 @@ fn decision(i: u64) -> Record {
 /// waiting until they are durable: one at a time (a sync each), and 64
 /// at a time, handed over together as the event loop hands over a turn
 /// (group commit: one sync for all of them), also without fsync.
-fn log() {
+fn log(crit: &mut Criterion) {
     let mut i = 0u64;
-    bench("log record encode: decision", "record", 1, || {
+    bench(crit, "log record encode: decision", "record", 1, || {
         i += 1;
         black_box(twopc::wal::encode_record(&decision(i)));
     });
@@ -293,7 +290,7 @@ fn log() {
         );
         let before = log.stats.syncs.load(std::sync::atomic::Ordering::Relaxed);
         let mut records = 0u64;
-        bench(&name, "record", in_flight, || {
+        bench(crit, &name, "record", in_flight, || {
             let mut last = 0;
             for _ in 0..in_flight {
                 i += 1;
@@ -317,21 +314,5 @@ fn log() {
     }
 }
 
-fn main() {
-    // `cargo bench` passes `--bench`; any other argument filters by name.
-    let filter: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let all: [(&str, fn()); 4] = [
-        ("coordinator", coordinator_core),
-        ("participant", participant_core),
-        ("frame", frames),
-        ("log", log),
-    ];
-    for (name, run) in all {
-        if filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str())) {
-            run();
-        }
-    }
-}
+criterion_group!(benches, coordinator_core, participant_core, frames, log);
+criterion_main!(benches);
