@@ -139,43 +139,38 @@ impl GroupCommit {
         let handoff = Arc::new(Handoff::default());
         let (st, fl, ho) = (stats.clone(), failure.clone(), handoff.clone());
         #[cfg(feature = "sim")]
-        if let Some(disk) = wal.sim_disk().cloned() {
+        let sim_disk = wal.sim_disk().cloned();
+        #[cfg(not(feature = "sim"))]
+        let sim_disk: Option<()> = None;
+        let thread = if let Some(_disk) = sim_disk {
             // A simulated disk: the writer is a task of the node's
             // (simulated) runtime, and each sync takes simulated time.
+            #[cfg(feature = "sim")]
             tokio::spawn(async move {
-                if let Err(what) = sim_writer_loop(wal, disk, rx, &ho, &dtx, st).await {
+                if let Err(what) = sim_writer_loop(wal, _disk, rx, &ho, &dtx, st).await {
                     set_failure(&fl, what);
                 }
                 drop(dtx);
                 ho.room.notify_one();
             });
-            return GroupCommit {
-                tx: Some(tx),
-                handoff,
-                queue_max: queue_max.max(1),
-                waiting: Vec::new(),
-                next_lsn: 1,
-                last_sync_lsn: 0,
-                durable: drx,
-                failure,
-                stats,
-                thread: None,
-            };
-        }
-        let thread = std::thread::Builder::new()
-            .name("wal-writer".into())
-            .spawn(move || {
-                if let Err(what) = writer_loop(wal, rx, &ho, &dtx, st) {
-                    set_failure(&fl, what);
-                }
-                // Closed only now: whoever sees the watch close finds the
-                // failure already recorded.
-                drop(dtx);
-                // A drain waiting for room finds the thread gone.
-                ho.room.notify_one();
-            });
+            Ok(None)
+        } else {
+            std::thread::Builder::new()
+                .name("wal-writer".into())
+                .spawn(move || {
+                    if let Err(what) = writer_loop(wal, rx, &ho, &dtx, st) {
+                        set_failure(&fl, what);
+                    }
+                    // Closed only now: whoever sees the watch close finds the
+                    // failure already recorded.
+                    drop(dtx);
+                    // A drain waiting for room finds the thread gone.
+                    ho.room.notify_one();
+                })
+                .map(Some)
+        };
         let thread = match thread {
-            Ok(t) => Some(t),
+            Ok(t) => t,
             Err(e) => {
                 set_failure(&failure, format!("cannot start the log writer thread: {e}"));
                 None
