@@ -53,6 +53,8 @@ pub mod net;
 #[doc(hidden)]
 pub mod protocol;
 #[doc(hidden)]
+pub mod replica;
+#[doc(hidden)]
 pub mod resource;
 #[doc(hidden)]
 pub mod runtime;

@@ -114,6 +114,31 @@ settings! {
         /// Start even without a secret on a non-loopback address, or with a
         /// weak secret, instead of refusing to.
         insecure: bool = false, Rule::Any;
+        /// The coordinator group, one entry per member (this one included):
+        /// `ID=HOST:PORT:RAFT_PORT` (comma-separated as a flag). Empty: a
+        /// single coordinator with its own log.
+        peers: Vec<String> = Vec::new(), Rule::Any;
+        /// This member's id in `peers`.
+        node_id: u64 = 1, Rule::Range(1, 1_000_000);
+        /// Start as a new member of a running group (added with `twopc
+        /// cluster add`) instead of forming the group from `peers`.
+        join: bool = false, Rule::Any;
+        /// Milliseconds without a leader's heartbeat before a member stands
+        /// for election (randomised up to twice this); also how long a
+        /// leader cut off from the majority keeps deciding.
+        raft_election_timeout_ms: u64 = 500, Rule::Range(50, 600_000);
+        /// Milliseconds between the leader's heartbeats (less than half the
+        /// election timeout).
+        raft_heartbeat_ms: u64 = 100, Rule::Range(10, 300_000);
+        /// Raft entries applied between two snapshots of the group's state;
+        /// the log before a snapshot is dropped.
+        raft_snapshot_every: u64 = 10_000, Rule::Range(10, 100_000_000);
+        /// Bytes; largest frame on the Raft port (an append of many
+        /// entries, a snapshot chunk).
+        raft_max_frame_bytes: usize = 64 * 1024 * 1024, Rule::Range(64 * 1024, 1 << 31);
+        /// Connections the Raft port serves at once (the other members use
+        /// one or two each).
+        raft_max_connections: usize = 64, Rule::Range(2, 10_000);
     }
     sections { wal: WalConfig }
     extra {
@@ -127,6 +152,50 @@ settings! {
 }
 
 impl CoordinatorConfig {
+    /// The group's members from `peers` (empty for a single coordinator),
+    /// checked: each entry well formed, ids unique, this member listed
+    /// with this process's `port`.
+    pub fn members(
+        &self,
+    ) -> Result<std::collections::BTreeMap<u64, crate::replica::Member>, ConfigError> {
+        let mut members = std::collections::BTreeMap::new();
+        for p in &self.peers {
+            let (id, m) = crate::replica::parse_peer(p).map_err(|e| invalid("peers", p, e))?;
+            if members.insert(id, m).is_some() {
+                return Err(invalid(
+                    "peers",
+                    p,
+                    format!("member id {id} appears twice; give every member its own id"),
+                ));
+            }
+        }
+        if members.is_empty() {
+            return Ok(members);
+        }
+        let Some(me) = members.get(&self.node_id) else {
+            return Err(invalid(
+                "node_id",
+                self.node_id,
+                format!(
+                    "one of the ids in `peers` ({}): the entry of this member",
+                    members.keys().map(|k| k.to_string()).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        };
+        let port = me.addr.rsplit_once(':').map_or("", |p| p.1);
+        if port != self.port.to_string() {
+            return Err(invalid(
+                "port",
+                self.port,
+                format!(
+                    "the port of member {} in `peers` ({}): clients and participants are sent there",
+                    self.node_id, me.addr
+                ),
+            ));
+        }
+        Ok(members)
+    }
+
     /// Defaults < file < env < flags (clap already merged env under flags).
     pub fn load(args: &super::CoordinatorArgs) -> Result<CoordinatorConfig, ConfigError> {
         let mut c = args.merged()?;
@@ -138,7 +207,15 @@ impl CoordinatorConfig {
     /// Each key's rule, then the rules that relate keys.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.check_keys("")?;
+        let members = self.members()?;
         let mut binds = vec![("host", self.host.as_str())];
+        let raft_hosts: Vec<String> = members
+            .values()
+            .map(|m| m.raft_addr.rsplit_once(':').map_or("", |h| h.0).to_string())
+            .collect();
+        for h in &raft_hosts {
+            binds.push(("peers", h.as_str()));
+        }
         if self.admin_port.is_some() {
             binds.push(("admin_host", self.admin_host.as_str()));
         }
@@ -165,6 +242,16 @@ impl CoordinatorConfig {
             ));
         }
         super::send_buffer(self.send_buffer_max_bytes, self.max_frame_bytes)?;
+        if self.raft_heartbeat_ms * 2 > self.raft_election_timeout_ms {
+            return Err(invalid(
+                "raft_heartbeat_ms",
+                self.raft_heartbeat_ms,
+                format!(
+                    "at most half of raft_election_timeout_ms ({}), or followers stand for election between heartbeats",
+                    self.raft_election_timeout_ms
+                ),
+            ));
+        }
         // A client that reads must never be cut off by the replies to the
         // queries it may have in flight at once, plus one frame.
         let replies = self

@@ -51,11 +51,13 @@ pub enum ErrorCode {
     InProgress,
     /// The participant was removed from the cluster by an operator.
     Removed,
+    /// This coordinator is a member of a group that another member leads.
+    NotLeader,
 }
 
 impl ErrorCode {
     /// Every code, in a fixed order (metrics index by it).
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::FrameTooLarge,
         ErrorCode::InvalidJson,
         ErrorCode::InvalidMessage,
@@ -76,6 +78,7 @@ impl ErrorCode {
         ErrorCode::TooManyConnections,
         ErrorCode::InProgress,
         ErrorCode::Removed,
+        ErrorCode::NotLeader,
     ];
 
     /// The code named `s` on the wire.
@@ -105,8 +108,28 @@ impl ErrorCode {
             ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::InProgress => "in_progress",
             ErrorCode::Removed => "removed",
+            ErrorCode::NotLeader => "not_leader",
         }
     }
+}
+
+/// The message of a `not_leader` error from group member `member`.
+pub fn not_leader_message(member: u64, term: u64, leader: Option<(u64, &str)>) -> String {
+    match leader {
+        Some((id, addr)) => format!(
+            "coordinator member {member} is not the leader (term {term}); the leader is member {id} at {addr}: connect there"
+        ),
+        None => format!(
+            "coordinator member {member} is not the leader (term {term}) and no leader is known yet (an election is under way); try another member"
+        ),
+    }
+}
+
+/// The leader's address in a [`not_leader_message`], when it names one.
+pub fn not_leader_address(message: &str) -> Option<String> {
+    let rest = message.split_once(" at ")?.1;
+    let addr = rest.split_once(": connect there")?.0;
+    (!addr.is_empty()).then(|| addr.to_string())
 }
 
 /// The code of an `error` frame as received: one this build knows, or one

@@ -9,7 +9,7 @@ use super::http::{
     AdminAnswer, AdminCall, AdminChannels, AdminQuery, AdminServer, HttpOptions, TxnListQuery,
 };
 use super::metrics::{MetricsSnapshot, WalSnapshot};
-use super::outbox::{Io, Outbox};
+use super::outbox::{Io, Log, Outbox};
 use super::timing::{PhaseTimes, Scope};
 use super::{alert, crash, open_log, Clock};
 use crate::config::CoordinatorConfig;
@@ -23,6 +23,7 @@ use crate::protocol::page::{
 };
 use crate::protocol::{Action, Body, ConnId, ErrorCode, Record, TxnId};
 use crate::security::ServerSecurity;
+use crate::replica::{Group, GroupConfig, GroupError, RaftLog};
 use crate::wal::{GroupCommit, WalError};
 use serde_json::json;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -49,6 +50,8 @@ pub enum StartError {
     Tls(#[from] crate::security::tls::TlsError),
     #[error(transparent)]
     AdminBind(#[from] super::http::BindError),
+    #[error(transparent)]
+    Group(#[from] GroupError),
 }
 
 /// A coordinator that has opened its log and bound its port.
@@ -57,11 +60,21 @@ pub struct CoordinatorServer {
     listener: listener::Listener,
     /// The HTTP admin API, when `admin_port` is set.
     admin: Option<AdminServer>,
-    core: Coordinator,
-    log: GroupCommit,
+    /// The core and its log: the process's own log for a single
+    /// coordinator; for a member of a group, the group (the core is built
+    /// whenever this member becomes the leader).
+    mode: Mode,
     clock: Clock,
     security: Arc<ServerSecurity>,
     _lock: crate::wal::DirLock,
+    /// The group's own tasks (Raft port, Raft), stopped with the server.
+    group_stop: CancellationToken,
+    group_tasks: TaskTracker,
+}
+
+enum Mode {
+    Single { core: Coordinator, log: GroupCommit },
+    Group(Group),
 }
 
 impl CoordinatorServer {
@@ -73,21 +86,60 @@ impl CoordinatorServer {
             &cfg.tls,
             crate::security::auth::Port::Coordinator,
         )?);
-        let crate::wal::Opened {
-            wal, lock, records, ..
-        } = open_log(&cfg.data_dir, &cfg.wal)?;
-        let opts = core_options(&cfg);
-        let core = Coordinator::recover(opts, clock.now(), &records);
-        let redriven = core
-            .txns()
-            .filter(|t| t.recovered && t.ended_ms.is_none())
-            .count();
-        if redriven > 0 {
-            tracing::info!(
-                redriven,
-                "recovered commit decisions without END; re-driving them"
-            );
-        }
+        let group_stop = CancellationToken::new();
+        let group_tasks = TaskTracker::new();
+        let members = cfg.members().map_err(|e| StartError::Group(GroupError::Config(e.to_string())))?;
+        let (mode, lock) = if members.is_empty() {
+            let crate::wal::Opened {
+                wal, lock, records, ..
+            } = open_log(&cfg.data_dir, &cfg.wal)?;
+            let core = Coordinator::recover(core_options(&cfg), clock.now(), &records);
+            let redriven = core
+                .txns()
+                .filter(|t| t.recovered && t.ended_ms.is_none())
+                .count();
+            if redriven > 0 {
+                tracing::info!(
+                    redriven,
+                    "recovered commit decisions without END; re-driving them"
+                );
+            }
+            let log = GroupCommit::start(wal, cfg.max_in_flight * 4 + 1024);
+            (Mode::Single { core, log }, lock)
+        } else {
+            std::fs::create_dir_all(&cfg.data_dir).map_err(|source| {
+                StartError::Group(GroupError::Storage {
+                    dir: cfg.data_dir.display().to_string(),
+                    source,
+                })
+            })?;
+            let lock = crate::wal::DirLock::acquire(&cfg.data_dir)?;
+            let gcfg = GroupConfig {
+                me: cfg.node_id,
+                members,
+                dir: cfg.data_dir.join("raft"),
+                election_timeout_ms: cfg.raft_election_timeout_ms,
+                heartbeat_ms: cfg.raft_heartbeat_ms,
+                snapshot_every: cfg.raft_snapshot_every,
+                segment_max_bytes: cfg.wal.segment_max_bytes,
+                limits: crate::replica::net::PortLimits {
+                    max_frame_bytes: cfg.raft_max_frame_bytes,
+                    max_connections: cfg.raft_max_connections,
+                    handshake_timeout: Duration::from_millis(cfg.handshake_timeout_ms),
+                },
+                join: cfg.join,
+            };
+            let group = Group::start(
+                gcfg,
+                core_options(&cfg),
+                clock,
+                cfg.secret.as_deref(),
+                group_stop.clone(),
+                group_tasks.clone(),
+            )
+            .await?;
+            (Mode::Group(group), lock)
+        };
         let addr = format!("{}:{}", cfg.host, cfg.port);
         let listener = listener::Listener::bind(&addr)
             .await
@@ -96,16 +148,16 @@ impl CoordinatorServer {
             Some(port) => Some(AdminServer::bind(&cfg.admin_host, port, http_options(&cfg)).await?),
             None => None,
         };
-        let log = GroupCommit::start(wal, cfg.max_in_flight * 4 + 1024);
         Ok(CoordinatorServer {
             cfg,
             listener,
             admin,
-            core,
-            log,
+            mode,
             clock,
             security,
             _lock: lock,
+            group_stop,
+            group_tasks,
         })
     }
 
@@ -128,19 +180,20 @@ impl CoordinatorServer {
             cfg,
             listener,
             admin,
-            core,
-            log,
+            mode,
             clock,
             security,
             _lock,
+            group_stop,
+            group_tasks,
         } = self;
         let tracker = TaskTracker::new();
-        let (ev_tx, ev_rx) = mpsc::channel(cfg.max_connections.max(16) * 4);
+        let (ev_tx, mut ev_rx) = mpsc::channel(cfg.max_connections.max(16) * 4);
         security.announce("coordinator port");
         // Connection ids for TCP connections and HTTP submits alike.
         let conn_ids = Arc::new(AtomicU64::new(1));
         let errors = Arc::new(ErrorCounts::default());
-        let (admin_tx, admin_rx) = mpsc::channel(cfg.admin_max_connections.max(1) * 2);
+        let (admin_tx, mut admin_rx) = mpsc::channel(cfg.admin_max_connections.max(1) * 2);
         if let Some(admin) = admin {
             let channels = AdminChannels {
                 calls: admin_tx,
@@ -179,33 +232,185 @@ impl CoordinatorServer {
             shutdown.clone(),
             tracker.clone(),
         ));
-        let mut driver = Driver {
-            core,
-            out: Outbox::new(log, cfg.wal.segment_max_bytes, cfg.max_frame_bytes),
-            clock,
-            exec: Executor::default(),
-            decision_sent: HashSet::new(),
-            replays: HashSet::new(),
-            errors,
-            security,
-            current_txn: None,
-            queries: VecDeque::new(),
-            queued: HashMap::new(),
-            page: PageLimits::new(
-                cfg.query_page_max,
-                cfg.query_reply_max_bytes,
-                cfg.max_frame_bytes,
-            ),
-            times: PhaseTimes::new(cfg.history_limit),
+        let result = match mode {
+            Mode::Single { core, log } => {
+                let mut driver = Driver::new(&cfg, core, log.into(), clock, &errors, &security, None);
+                let r = driver
+                    .main_loop(&mut ev_rx, &mut admin_rx, shutdown.clone())
+                    .await;
+                drop(driver);
+                r
+            }
+            Mode::Group(group) => {
+                let r = run_member(
+                    &cfg,
+                    &group,
+                    &mut ev_rx,
+                    &mut admin_rx,
+                    clock,
+                    &errors,
+                    &security,
+                    &shutdown,
+                )
+                .await;
+                let _ = tokio::time::timeout(Duration::from_secs(2), group.raft.shutdown()).await;
+                r
+            }
         };
-        let result = driver.main_loop(ev_rx, admin_rx, shutdown.clone()).await;
         tracker.close();
         // Let writers flush what is queued; bounded so shutdown cannot hang.
-        drop(driver);
         shutdown.cancel();
+        group_stop.cancel();
+        group_tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(2), tracker.wait()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), group_tasks.wait()).await;
         result
     }
+}
+
+/// A member of a coordinator group: stand by (answering `not_leader`)
+/// until this member leads, then drive a core rebuilt from the group's
+/// state until it stops leading; again until `shutdown`.
+#[allow(clippy::too_many_arguments)]
+async fn run_member(
+    cfg: &CoordinatorConfig,
+    group: &Group,
+    events: &mut mpsc::Receiver<ConnEvent>,
+    admin: &mut mpsc::Receiver<AdminCall>,
+    clock: Clock,
+    errors: &Arc<ErrorCounts>,
+    security: &Arc<ServerSecurity>,
+    shutdown: &CancellationToken,
+) -> Result<(), crate::wal::LogFailure> {
+    loop {
+        let Some(term) = stand_by(group, events, admin, errors, shutdown).await else {
+            return Ok(());
+        };
+        let records = group.machine.live_records();
+        let core = Coordinator::recover(core_options(cfg), clock.now(), &records);
+        let redriven = core
+            .txns()
+            .filter(|t| t.recovered && t.ended_ms.is_none())
+            .count();
+        tracing::info!(
+            term,
+            redriven,
+            "this member leads the coordinator group; re-driving the decisions not yet acknowledged"
+        );
+        let lost = shutdown.child_token();
+        tokio::spawn(crate::replica::watch_leadership(group.clone(), term, lost.clone()));
+        let log = RaftLog::start(group, lost.clone());
+        let mut driver = Driver::new(
+            cfg,
+            core,
+            Log::Replicated(log),
+            clock,
+            errors,
+            security,
+            Some(group.clone()),
+        );
+        let r = driver.main_loop(events, admin, lost.clone()).await;
+        lost.cancel();
+        drop(driver);
+        r?;
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
+        tracing::warn!(term, "this member no longer leads the coordinator group; its connections were closed and clients and participants go to the new leader");
+    }
+}
+
+/// Answer every connection with `not_leader` (naming the leader when one
+/// is known) and status queries with the group's view, until this member
+/// may lead (its term) or `shutdown` (None).
+async fn stand_by(
+    group: &Group,
+    events: &mut mpsc::Receiver<ConnEvent>,
+    admin: &mut mpsc::Receiver<AdminCall>,
+    errors: &Arc<ErrorCounts>,
+    shutdown: &CancellationToken,
+) -> Option<u64> {
+    let mut conns: HashMap<ConnId, mpsc::Sender<crate::net::Outgoing>> = HashMap::new();
+    let leadership = crate::replica::await_leadership(group, shutdown);
+    tokio::pin!(leadership);
+    let mut admin_open = true;
+    let result = loop {
+        tokio::select! {
+            term = &mut leadership => break term,
+            ev = events.recv() => match ev {
+                None => break None,
+                Some(ConnEvent::Opened { conn, tx, .. }) => {
+                    conns.insert(conn, tx);
+                }
+                Some(ConnEvent::Message { conn, .. } | ConnEvent::Query { conn, .. }) => {
+                    if let Some(tx) = conns.remove(&conn) {
+                        let v = group.view();
+                        // A stale view may still name this member.
+                        let leader = v
+                            .leader
+                            .filter(|l| *l != v.me)
+                            .zip(v.leader_addr.clone());
+                        let message = crate::protocol::not_leader_message(
+                            v.me,
+                            v.term,
+                            leader.as_ref().map(|(id, a)| (*id, a.as_str())),
+                        );
+                        errors.count(ErrorCode::NotLeader);
+                        let body = Body::Error {
+                            code: ErrorCode::NotLeader.into(),
+                            message,
+                            request_id: None,
+                        };
+                        let _ = tx.try_send(crate::net::Outgoing::Frame(crate::net::encode(body)));
+                        let _ = tx.try_send(crate::net::Outgoing::Close);
+                    }
+                }
+                Some(ConnEvent::Closed { conn }) => {
+                    conns.remove(&conn);
+                }
+            },
+            call = admin.recv(), if admin_open => match call {
+                None => admin_open = false,
+                Some(call) => {
+                    let answer = match call.query {
+                        AdminQuery::Status => AdminAnswer::Json(follower_status(group)),
+                        _ => {
+                            let v = group.view();
+                            AdminAnswer::NotFound(format!(
+                                "coordinator member {} is not the leader{}; ask the leader",
+                                v.me,
+                                v.leader_addr
+                                    .filter(|_| v.leader != Some(v.me))
+                                    .map(|a| format!(" (the leader's coordinator port is {a})"))
+                                    .unwrap_or_default()
+                            ))
+                        }
+                    };
+                    let _ = call.reply.send(answer);
+                }
+            },
+        }
+    };
+    // Connections that said nothing yet: the driver that follows does not
+    // know them.
+    for tx in conns.values() {
+        let _ = tx.try_send(crate::net::Outgoing::Close);
+    }
+    result
+}
+
+/// `status` on a member that does not lead.
+fn follower_status(group: &Group) -> serde_json::Value {
+    let v = group.view();
+    let state = if v.leader.is_some_and(|l| l != v.me) {
+        "FOLLOWER"
+    } else {
+        "NO_LEADER"
+    };
+    json!({
+        "state": state,
+        "group": v,
+    })
 }
 
 fn http_options(cfg: &CoordinatorConfig) -> HttpOptions {
@@ -271,6 +476,8 @@ fn to_base36(mut n: u128) -> String {
 
 struct Driver {
     core: Coordinator,
+    /// The group this member leads, for a member of one.
+    group: Option<Group>,
     out: Outbox,
     /// Applies the core's actions to the log and `out`, in order.
     exec: Executor,
@@ -312,10 +519,41 @@ const QUERIES_PER_TURN: usize = 8;
 const EVENTS_PER_TURN: usize = 512;
 
 impl Driver {
+    fn new(
+        cfg: &CoordinatorConfig,
+        core: Coordinator,
+        log: Log,
+        clock: Clock,
+        errors: &Arc<ErrorCounts>,
+        security: &Arc<ServerSecurity>,
+        group: Option<Group>,
+    ) -> Driver {
+        Driver {
+            core,
+            group,
+            out: Outbox::new(log, cfg.wal.segment_max_bytes, cfg.max_frame_bytes),
+            clock,
+            exec: Executor::default(),
+            decision_sent: HashSet::new(),
+            replays: HashSet::new(),
+            errors: errors.clone(),
+            security: security.clone(),
+            current_txn: None,
+            queries: VecDeque::new(),
+            queued: HashMap::new(),
+            page: PageLimits::new(
+                cfg.query_page_max,
+                cfg.query_reply_max_bytes,
+                cfg.max_frame_bytes,
+            ),
+            times: PhaseTimes::new(cfg.history_limit),
+        }
+    }
+
     async fn main_loop(
         &mut self,
-        mut events: mpsc::Receiver<ConnEvent>,
-        mut admin: mpsc::Receiver<AdminCall>,
+        events: &mut mpsc::Receiver<ConnEvent>,
+        admin: &mut mpsc::Receiver<AdminCall>,
         shutdown: CancellationToken,
     ) -> Result<(), crate::wal::LogFailure> {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
@@ -419,7 +657,10 @@ impl Driver {
 
     fn status_json(&self) -> serde_json::Value {
         let mut report = to_json(&self.core.status_report());
-        report["wal"] = self.out.log.stats.snapshot();
+        report["wal"] = self.out.log.stats().snapshot();
+        if let Some(g) = &self.group {
+            report["group"] = json!(g.view());
+        }
         report["connections"] = json!(self.out.connections());
         report
     }
@@ -479,7 +720,7 @@ impl Driver {
             stats: self.core.stats().clone(),
             phases: self.times.histograms().clone(),
             open: self.core.open_txns(),
-            wal: WalSnapshot::of(&self.out.log.stats),
+            wal: WalSnapshot::of(self.out.log.stats()),
             connections: self.out.connections(),
             errors: MetricsSnapshot::errors_of(&self.errors),
             auth_failures: self.security.failures.counts(),

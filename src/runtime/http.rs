@@ -866,16 +866,38 @@ async fn health(State(ctx): State<Ctx>) -> Response {
         }
         Err(resp) => return resp,
     };
+    // A member of a coordinator group that does not lead: healthy as a
+    // follower when it knows a leader; unavailable without one (no quorum
+    // it can reach, or an election under way).
+    if let Some(g) = s.get("group").filter(|g| g["role"] != "leader") {
+        let body = json!({
+            "status": if g["leader"].is_null() { "unavailable" } else { "ok" },
+            "role": if g["leader"].is_null() { "no_quorum" } else { "follower" },
+            "term": g["term"],
+            "leader": g["leader"],
+            "leader_addr": g["leader_addr"],
+        });
+        if g["leader"].is_null() {
+            let mut body = body;
+            body["reason"] = json!("no leader: this member cannot reach a majority of the coordinator group, or an election is under way; check the other members");
+            return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+        }
+        return (StatusCode::OK, Json(body)).into_response();
+    }
+    let role = s.get("group").map(|_| "leader");
     let registered = s["participants_registered"].as_u64().unwrap_or(0);
     let expected = s["expected_participants"].as_u64().unwrap_or(0);
     let state = s["state"].as_str().unwrap_or("UNKNOWN").to_string();
     if state == "READY" {
-        let body = json!({
+        let mut body = json!({
             "status": "ok",
             "state": state,
             "participants_registered": registered,
             "expected_participants": expected,
         });
+        if let Some(role) = role {
+            body["role"] = json!(role);
+        }
         return (StatusCode::OK, Json(body)).into_response();
     }
     let body = json!({

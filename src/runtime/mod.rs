@@ -23,7 +23,7 @@ use tokio::time::Instant;
 /// cores see. Tokio's instant: the system's monotonic clock in production,
 /// the simulated one inside a simulation.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Clock(Instant);
+pub struct Clock(Instant);
 
 impl Clock {
     pub fn start() -> Clock {

@@ -6,12 +6,92 @@
 use super::executor;
 use crate::net::{self, Outgoing};
 use crate::protocol::{Body, ConnId, Record};
-use crate::wal::GroupCommit;
+use crate::replica::RaftLog;
+use crate::wal::{GroupCommit, WalStats};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 
+/// Where a driver's records go: the process's own group-commit log, or
+/// (the leader of a coordinator group) Raft entries.
+pub enum Log {
+    Local(GroupCommit),
+    Replicated(RaftLog),
+}
+
+impl From<GroupCommit> for Log {
+    fn from(g: GroupCommit) -> Log {
+        Log::Local(g)
+    }
+}
+
+impl Log {
+    pub fn append(&mut self, record: &Record, sync: bool) -> u64 {
+        match self {
+            Log::Local(g) => g.append(record, sync),
+            Log::Replicated(r) => r.append(record, sync),
+        }
+    }
+    pub fn barrier(&self) -> u64 {
+        match self {
+            Log::Local(g) => g.barrier(),
+            Log::Replicated(r) => r.barrier(),
+        }
+    }
+    pub fn durable(&self) -> u64 {
+        match self {
+            Log::Local(g) => g.durable(),
+            Log::Replicated(r) => r.durable(),
+        }
+    }
+    fn watch(&self) -> watch::Receiver<u64> {
+        match self {
+            Log::Local(g) => g.watch(),
+            Log::Replicated(r) => r.watch(),
+        }
+    }
+    pub fn backlogged(&self) -> bool {
+        match self {
+            Log::Local(g) => g.backlogged(),
+            Log::Replicated(r) => r.backlogged(),
+        }
+    }
+    pub async fn drain(&mut self) {
+        match self {
+            Log::Local(g) => g.drain().await,
+            Log::Replicated(r) => r.drain().await,
+        }
+    }
+    /// Why the log stopped, once it has. A Raft log does not stop the
+    /// process: losing leadership is the driver's business.
+    pub fn failure(&self) -> Option<String> {
+        match self {
+            Log::Local(g) => g.failure(),
+            Log::Replicated(_) => None,
+        }
+    }
+    pub fn stats(&self) -> &Arc<WalStats> {
+        match self {
+            Log::Local(g) => &g.stats,
+            Log::Replicated(r) => &r.stats,
+        }
+    }
+    fn bytes_appended(&self) -> u64 {
+        match self {
+            Log::Local(g) => g.bytes_appended(),
+            // Raft snapshots on its own schedule (`raft_snapshot_every`).
+            Log::Replicated(_) => 0,
+        }
+    }
+    fn checkpoint(&mut self, live: Vec<Record>) {
+        if let Log::Local(g) = self {
+            g.checkpoint(live)
+        }
+    }
+}
+
 pub struct Outbox {
-    pub log: GroupCommit,
+    pub log: Log,
     durable: watch::Receiver<u64>,
     /// Ordered by id so that closing them all happens in one order every
     /// run (a simulation replays it).
@@ -24,7 +104,8 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn new(log: GroupCommit, segment_max_bytes: u64, max_frame_bytes: usize) -> Outbox {
+    pub fn new(log: impl Into<Log>, segment_max_bytes: u64, max_frame_bytes: usize) -> Outbox {
+        let log = log.into();
         Outbox {
             max_frame_bytes,
             durable: log.watch(),

@@ -640,7 +640,7 @@ impl Driver {
         let reply = match self.core.admin(now, query) {
             AdminReply::Status(core) => Body::StatusReport(json(&StatusReply {
                 core,
-                wal: self.out.log.stats.snapshot(),
+                wal: self.out.log.stats().snapshot(),
                 resource: self.resource.status(),
                 coordinator: format!(
                     "{}:{}",

@@ -64,6 +64,8 @@ pub enum Identity {
     Client,
     /// An operator on the coordinator: also removes participants.
     Operator,
+    /// A member of the coordinator group, on the members' Raft port.
+    Member,
 }
 
 impl Identity {
@@ -74,6 +76,7 @@ impl Identity {
             Identity::Admin(id) => ("admin", id),
             Identity::Client => ("client", "-"),
             Identity::Operator => ("operator", "-"),
+            Identity::Member => ("member", "-"),
         }
     }
 
@@ -90,6 +93,7 @@ impl Identity {
             ("admin", id) => Ok(Identity::Admin(named(id)?)),
             ("client", "-") => Ok(Identity::Client),
             ("operator", "-") => Ok(Identity::Operator),
+            ("member", "-") => Ok(Identity::Member),
             _ => Err(IdentityError::Unknown {
                 kind: kind.to_string(),
                 id: id.to_string(),
@@ -184,6 +188,7 @@ impl std::fmt::Display for Identity {
             Identity::Admin(id) => write!(f, "the admin port of participant {id}"),
             Identity::Client => f.write_str("a client"),
             Identity::Operator => f.write_str("an operator"),
+            Identity::Member => f.write_str("a coordinator group member"),
         }
     }
 }

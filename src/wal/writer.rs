@@ -49,7 +49,7 @@ pub const SYNC_BOUNDS_MICROS: [u64; 14] = [
 ];
 
 impl WalStats {
-    fn observe_sync(&self, micros: u64) {
+    pub(crate) fn observe_sync(&self, micros: u64) {
         let i = SYNC_BOUNDS_MICROS.partition_point(|b| *b < micros);
         self.sync_buckets[i].fetch_add(1, Ordering::Relaxed);
         self.sync_micros.fetch_add(micros, Ordering::Relaxed);

@@ -173,6 +173,19 @@ impl Coordinator {
     pub fn recover(opts: CoordinatorOptions, now: Millis, records: &[Record]) -> Coordinator {
         let mut c = Coordinator::new(opts, now);
         for r in records {
+            c.replay(now, r);
+        }
+        c
+    }
+
+    /// Apply one record read back from a log (recovery), or committed by
+    /// the coordinator group (a member's copy of the leader's state): the
+    /// core ends up as [`Coordinator::recover`] would leave it. A core fed
+    /// this way is never driven; a leader rebuilds its own from
+    /// [`Coordinator::live_records`].
+    pub fn replay(&mut self, now: Millis, r: &Record) {
+        let c = self;
+        {
             match r {
                 Record::Decision {
                     txn,
@@ -213,7 +226,7 @@ impl Coordinator {
                         if let Some(t) = c.history.iter_mut().rev().find(|t| &t.id == txn) {
                             t.client_named = true;
                         }
-                        continue;
+                        return;
                     }
                     let max = c.opts.timeline_max_events;
                     let mut t = c.active.remove(txn).unwrap_or_else(|| {
@@ -263,7 +276,6 @@ impl Coordinator {
                 | Record::Snapshot { .. } => {}
             }
         }
-        c
     }
 
     /// The records that must survive a log checkpoint: the members; the

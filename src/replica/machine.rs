@@ -1,0 +1,225 @@
+//! The state machine of the coordinator group: every member's copy of what
+//! the leader made durable. It is a coordinator core fed the committed
+//! records ([`Coordinator::replay`]): the decisions not yet ended, the
+//! outcomes of client-named transactions, heuristic outcomes and the
+//! participant membership. A new leader rebuilds its own core from it
+//! ([`Machine::live_records`]), as a restarted coordinator does from its log.
+//!
+//! Snapshots are the live records; the latest is kept in `snapshot.json`
+//! (written to a temporary file, synced, renamed), because the log before
+//! it is purged.
+
+use super::{Entry, LogId, Member, StorageError, TypeConfig};
+use crate::protocol::coordinator::{Coordinator, CoordinatorOptions};
+use crate::protocol::Record;
+use crate::runtime::Clock;
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, SnapshotMeta, StorageIOError,
+    StoredMembership,
+};
+use serde::{Deserialize, Serialize};
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+const SNAPSHOT: &str = "snapshot.json";
+
+/// A snapshot as kept on disk.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    meta: SnapshotMeta<u64, Member>,
+    records: Vec<Record>,
+}
+
+pub struct Machine {
+    applied: Option<LogId>,
+    membership: StoredMembership<u64, Member>,
+    core: Coordinator,
+    opts: CoordinatorOptions,
+    clock: Clock,
+    snapshot: Option<(SnapshotMeta<u64, Member>, Vec<u8>)>,
+    dir: PathBuf,
+    built: u64,
+}
+
+/// The state machine handed to openraft, shared with the runtime.
+#[derive(Clone)]
+pub struct MachineHandle(Arc<Mutex<Machine>>);
+
+fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::new(
+        ErrorSubject::StateMachine,
+        verb,
+        openraft::AnyError::error(e.to_string()),
+    )
+    .into()
+}
+
+impl MachineHandle {
+    /// The machine as of the snapshot in `dir`, if any (openraft applies the
+    /// committed entries after it).
+    pub fn open(
+        dir: PathBuf,
+        opts: CoordinatorOptions,
+        clock: Clock,
+    ) -> std::io::Result<MachineHandle> {
+        let mut m = Machine {
+            applied: None,
+            membership: StoredMembership::default(),
+            core: Coordinator::new(opts.clone(), clock.now()),
+            opts,
+            clock,
+            snapshot: None,
+            dir,
+            built: 0,
+        };
+        match std::fs::read(m.dir.join(SNAPSHOT)) {
+            Ok(bytes) => {
+                let stored: Stored = serde_json::from_slice(&bytes).map_err(|e| {
+                    std::io::Error::other(format!(
+                        "{} is not a snapshot of this coordinator group ({e}); move it away only if \
+                         the member's log is complete, or start the member with an empty data_dir \
+                         so that it copies the leader's state",
+                        m.dir.join(SNAPSHOT).display()
+                    ))
+                })?;
+                m.install(stored.meta.clone(), &stored.records);
+                m.snapshot = Some((stored.meta, serde_json::to_vec(&stored.records)?));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(MachineHandle(Arc::new(Mutex::new(m))))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Machine> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What a new leader's core is rebuilt from.
+    pub fn live_records(&self) -> Vec<Record> {
+        self.lock().core.live_records()
+    }
+
+    /// The last applied log index.
+    pub fn applied(&self) -> Option<u64> {
+        self.lock().applied.map(|l| l.index)
+    }
+}
+
+impl Machine {
+    fn install(&mut self, meta: SnapshotMeta<u64, Member>, records: &[Record]) {
+        self.core = Coordinator::recover(self.opts.clone(), self.clock.now(), records);
+        self.applied = meta.last_log_id;
+        self.membership = meta.last_membership;
+    }
+
+    /// Keep `records` as the snapshot `meta`, on disk first.
+    fn keep(&mut self, meta: SnapshotMeta<u64, Member>, records: Vec<Record>) -> std::io::Result<()> {
+        let stored = Stored { meta, records };
+        let bytes = serde_json::to_vec(&stored)?;
+        let tmp = self.dir.join("snapshot.json.new");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, self.dir.join(SNAPSHOT))?;
+        std::fs::File::open(&self.dir)?.sync_all()?;
+        self.snapshot = Some((stored.meta, serde_json::to_vec(&stored.records)?));
+        Ok(())
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for MachineHandle {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let mut m = self.lock();
+        m.built += 1;
+        let records = m.core.live_records();
+        let meta = SnapshotMeta {
+            last_log_id: m.applied,
+            last_membership: m.membership.clone(),
+            snapshot_id: format!(
+                "{}-{}",
+                m.applied.map(|l| l.index).unwrap_or(0),
+                m.built
+            ),
+        };
+        m.keep(meta.clone(), records)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let data = m.snapshot.as_ref().map(|s| s.1.clone()).unwrap_or_default();
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for MachineHandle {
+    type SnapshotBuilder = MachineHandle;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId>, StoredMembership<u64, Member>), StorageError> {
+        let m = self.lock();
+        Ok((m.applied, m.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<()>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut m = self.lock();
+        let now = m.clock.now();
+        let mut out = Vec::new();
+        for e in entries {
+            m.applied = Some(e.log_id);
+            match e.payload {
+                EntryPayload::Blank => {}
+                EntryPayload::Normal(batch) => {
+                    for r in &batch.records {
+                        m.core.replay(now, r);
+                    }
+                }
+                EntryPayload::Membership(mem) => {
+                    m.membership = StoredMembership::new(Some(e.log_id), mem);
+                }
+            }
+            out.push(());
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<u64, Member>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let records: Vec<Record> = serde_json::from_slice(snapshot.get_ref())
+            .map_err(|e| sm_err(ErrorVerb::Read, format!("a snapshot from the leader is not valid: {e}")))?;
+        let mut m = self.lock();
+        m.install(meta.clone(), &records);
+        m.keep(meta.clone(), records)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let m = self.lock();
+        Ok(m.snapshot.as_ref().map(|(meta, data)| Snapshot {
+            meta: meta.clone(),
+            snapshot: Box::new(Cursor::new(data.clone())),
+        }))
+    }
+}

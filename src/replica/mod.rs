@@ -1,0 +1,524 @@
+//! The coordinator as a replicated group (`peers:`): members run Raft
+//! (openraft) among themselves; the leader coordinates, the others stand by
+//! with a copy of every durable decision.
+//!
+//! - The Raft log is the coordinator's write-ahead log ([`store`]): what the
+//!   leader's core persists goes into Raft entries, and a record counts as
+//!   durable once Raft has committed it (a majority has it on disk). Messages
+//!   held for durability are released then, exactly as with a local log.
+//! - The state machine ([`machine`]) is a coordinator core fed the committed
+//!   records; a new leader rebuilds its core from it, as a restarted
+//!   coordinator does from its log, and re-drives what was decided.
+//! - The members' Raft port ([`net`]) carries openraft's RPCs, authenticated
+//!   with the shared secret.
+//! - [`RaftLog`] is the log a leader's driver appends to.
+
+pub mod machine;
+pub mod net;
+pub mod store;
+
+use crate::protocol::Record;
+use crate::wal::WalStats;
+use futures::stream::FuturesOrdered;
+use futures::StreamExt;
+use openraft::{Raft, ServerState};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Cursor;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// A member of the coordinator group: where clients and participants reach
+/// it, and where the other members do.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// `host:port` of its coordinator port.
+    pub addr: String,
+    /// `host:port` of its Raft port.
+    pub raft_addr: String,
+}
+
+impl std::fmt::Display for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (raft {})", self.addr, self.raft_addr)
+    }
+}
+
+/// One Raft entry: the records a leader's turn persisted, in order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    pub records: Vec<Record>,
+}
+
+impl std::fmt::Display for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} records", self.records.len())
+    }
+}
+
+openraft::declare_raft_types!(
+    /// The coordinator group's Raft types.
+    pub TypeConfig:
+        D = Batch,
+        R = (),
+        NodeId = u64,
+        Node = Member,
+);
+
+pub type LogId = openraft::LogId<u64>;
+pub type Vote = openraft::Vote<u64>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type StorageError = openraft::StorageError<u64>;
+
+/// Parse one `peers` entry: `ID=HOST:PORT:RAFT_PORT`.
+pub fn parse_peer(s: &str) -> Result<(u64, Member), String> {
+    let help = "ID=HOST:PORT:RAFT_PORT, for example 2=127.0.0.1:7001:7101 (the member's id, its coordinator port, its Raft port)";
+    let (id, rest) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not {help}"))?;
+    let id: u64 = id
+        .trim()
+        .parse()
+        .ok()
+        .filter(|i| *i > 0)
+        .ok_or_else(|| format!("`{id}` in `{s}` is not a member id (a number from 1); expected {help}"))?;
+    let (addr, raft_port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{s}` is not {help}"))?;
+    let raft_port: u16 = raft_port
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("`{raft_port}` in `{s}` is not a port; expected {help}"))?;
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| format!("`{s}` is not {help}"))?;
+    if host.is_empty() || port.parse::<u16>().ok().filter(|p| *p > 0).is_none() {
+        return Err(format!("`{s}` is not {help}"));
+    }
+    Ok((
+        id,
+        Member {
+            addr: addr.to_string(),
+            raft_addr: format!("{host}:{raft_port}"),
+        },
+    ))
+}
+
+/// How a member runs its part of the group.
+#[derive(Clone, Debug)]
+pub struct GroupConfig {
+    pub me: u64,
+    /// Every member at the group's creation (this one included).
+    pub members: BTreeMap<u64, Member>,
+    /// Where the Raft log and the snapshot live.
+    pub dir: PathBuf,
+    pub election_timeout_ms: u64,
+    pub heartbeat_ms: u64,
+    /// Entries applied since the last snapshot before the next one.
+    pub snapshot_every: u64,
+    /// Bytes of journal before it is rewritten with what is live.
+    pub segment_max_bytes: u64,
+    pub limits: net::PortLimits,
+    /// Join a running group (an operator adds it with `twopc cluster add`)
+    /// instead of forming one with `members`.
+    pub join: bool,
+}
+
+/// Why a member could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GroupError {
+    #[error("the Raft log in {dir}: {source}; check the directory's permissions and free space")]
+    Storage {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on the Raft port {addr}: {source}; choose another port in `peers` or stop the process using it")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Config(String),
+    #[error("Raft stopped while starting: {0}")]
+    Raft(String),
+}
+
+/// This member's part of the group.
+#[derive(Clone)]
+pub struct Group {
+    pub raft: Raft<TypeConfig>,
+    pub machine: machine::MachineHandle,
+    pub cfg: Arc<GroupConfig>,
+    pub stats: Arc<WalStats>,
+}
+
+impl Group {
+    /// Open the log and state machine, start Raft, bind the Raft port, and
+    /// form the group on first start.
+    pub async fn start(
+        cfg: GroupConfig,
+        core: crate::protocol::coordinator::CoordinatorOptions,
+        clock: crate::runtime::Clock,
+        secret: Option<&crate::security::auth::Secret>,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Result<Group, GroupError> {
+        let dir = cfg.dir.clone();
+        let storage = |source| GroupError::Storage {
+            dir: dir.display().to_string(),
+            source,
+        };
+        let log = store::open(&cfg.dir, cfg.segment_max_bytes).map_err(storage)?;
+        let stats = log.stats.clone();
+        let machine = machine::MachineHandle::open(cfg.dir.clone(), core, clock).map_err(storage)?;
+        let raft_cfg = openraft::Config {
+            cluster_name: "twopc".into(),
+            election_timeout_min: cfg.election_timeout_ms,
+            election_timeout_max: cfg.election_timeout_ms * 2,
+            heartbeat_interval: cfg.heartbeat_ms,
+            install_snapshot_timeout: 10_000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
+            max_in_snapshot_log_to_keep: 1000,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| GroupError::Config(format!("Raft timing: {e}")))?;
+        let auth = net::PortAuth::new(secret).map_err(GroupError::Config)?;
+        let network = net::Network {
+            me: cfg.me,
+            auth: auth.clone(),
+            limits: cfg.limits,
+        };
+        let raft = Raft::new(cfg.me, Arc::new(raft_cfg), network, log, machine.clone())
+            .await
+            .map_err(|e| GroupError::Raft(e.to_string()))?;
+        let me = cfg
+            .members
+            .get(&cfg.me)
+            .ok_or_else(|| GroupError::Config(format!("`peers` has no entry for this member's id {}", cfg.me)))?;
+        let listener = tokio::net::TcpListener::bind(&me.raft_addr)
+            .await
+            .map_err(|source| GroupError::Bind {
+                addr: me.raft_addr.clone(),
+                source,
+            })?;
+        tracker.spawn(net::serve(
+            listener,
+            raft.clone(),
+            auth,
+            cfg.me,
+            cfg.limits,
+            shutdown,
+            tracker.clone(),
+        ));
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| GroupError::Raft(e.to_string()))?;
+        if !initialized && !cfg.join {
+            // Every founding member proposes the same membership; whichever
+            // is elected, the others' identical first entry agrees with it.
+            if let Err(e) = raft.initialize(cfg.members.clone()).await {
+                tracing::debug!("group already formed: {e}");
+            }
+            tracing::info!(members = cfg.members.len(), "formed the coordinator group");
+        }
+        Ok(Group {
+            raft,
+            machine,
+            cfg: Arc::new(cfg),
+            stats,
+        })
+    }
+
+    /// This member's view of the group right now.
+    pub fn view(&self) -> GroupView {
+        let m = self.raft.metrics().borrow().clone();
+        let members: BTreeMap<u64, Member> = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| (*id, n.clone()))
+            .collect();
+        let voters: Vec<u64> = m.membership_config.membership().voter_ids().collect();
+        let last = m.last_log_index.unwrap_or(0);
+        let leader = m
+            .current_leader
+            .and_then(|id| members.get(&id).map(|n| (id, n.addr.clone())));
+        let role = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "stopped",
+        };
+        let replication = m.replication.clone();
+        let views = members
+            .iter()
+            .map(|(id, n)| {
+                let matched = if *id == m.id {
+                    m.last_log_index
+                } else {
+                    replication
+                        .as_ref()
+                        .and_then(|r| r.get(id).cloned().flatten().map(|l| l.index))
+                };
+                MemberView {
+                    id: *id,
+                    addr: n.addr.clone(),
+                    raft_addr: n.raft_addr.clone(),
+                    voter: voters.contains(id),
+                    matched_index: matched,
+                    lag: match (&replication, matched) {
+                        (Some(_), Some(i)) => Some(last.saturating_sub(i)),
+                        _ => None,
+                    },
+                }
+            })
+            .collect();
+        GroupView {
+            me: m.id,
+            role,
+            term: m.current_term,
+            leader: leader.as_ref().map(|l| l.0),
+            leader_addr: leader.map(|l| l.1),
+            last_log_index: m.last_log_index,
+            commit_index: m.last_applied.map(|l| l.index),
+            applied_index: self.machine.applied(),
+            millis_since_quorum_ack: m.millis_since_quorum_ack,
+            members: views,
+        }
+    }
+}
+
+/// What `status` says about the group.
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupView {
+    /// This member's id.
+    pub me: u64,
+    /// `leader`, `follower`, `candidate`, `learner` or `stopped`.
+    pub role: &'static str,
+    pub term: u64,
+    pub leader: Option<u64>,
+    /// The leader's coordinator port.
+    pub leader_addr: Option<String>,
+    pub last_log_index: Option<u64>,
+    /// Highest index known committed and applied here.
+    pub commit_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    /// On the leader: milliseconds since a majority last acknowledged it.
+    pub millis_since_quorum_ack: Option<u64>,
+    pub members: Vec<MemberView>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct MemberView {
+    pub id: u64,
+    pub addr: String,
+    pub raft_addr: String,
+    pub voter: bool,
+    /// On the leader: the member's last log index known to match.
+    pub matched_index: Option<u64>,
+    /// On the leader: entries the member is behind.
+    pub lag: Option<u64>,
+}
+
+/// Most Raft entries proposed and not yet committed at once; past it the
+/// leader's turns are coalesced into fewer, larger entries.
+const PROPOSALS_IN_FLIGHT: usize = 32;
+
+/// The log a leader's driver persists to: records are proposed to Raft, one
+/// entry per turn, and positions count as durable once Raft committed
+/// their entry. Dropping it (or `lost`) ends the proposer.
+pub struct RaftLog {
+    pending: Vec<Record>,
+    next: u64,
+    durable: watch::Receiver<u64>,
+    tx: mpsc::Sender<(Vec<Record>, u64)>,
+    pub stats: Arc<WalStats>,
+}
+
+impl RaftLog {
+    /// Start proposing for the leader of `term`. `lost` is cancelled when
+    /// a proposal fails (this member is no longer the leader).
+    pub fn start(group: &Group, lost: CancellationToken) -> RaftLog {
+        let (durable_tx, durable) = watch::channel(0);
+        let (tx, rx) = mpsc::channel(PROPOSALS_IN_FLIGHT * 4);
+        tokio::spawn(propose(group.raft.clone(), rx, durable_tx, lost));
+        RaftLog {
+            pending: Vec::new(),
+            next: 0,
+            durable,
+            tx,
+            stats: group.stats.clone(),
+        }
+    }
+
+    pub fn append(&mut self, record: &Record, _sync: bool) -> u64 {
+        self.pending.push(record.clone());
+        self.next += 1;
+        self.next
+    }
+
+    pub fn barrier(&self) -> u64 {
+        self.next
+    }
+
+    pub fn durable(&self) -> u64 {
+        *self.durable.borrow()
+    }
+
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.durable.clone()
+    }
+
+    pub fn backlogged(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Propose this turn's records as one entry.
+    pub async fn drain(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.pending);
+        // The proposer is gone only when leadership was lost; the driver
+        // sees `lost` next.
+        let _ = self.tx.send((batch, self.next)).await;
+    }
+}
+
+/// Hand batches to Raft in order, and advance `durable` as their entries
+/// commit (in the same order).
+async fn propose(
+    raft: Raft<TypeConfig>,
+    mut rx: mpsc::Receiver<(Vec<Record>, u64)>,
+    durable: watch::Sender<u64>,
+    lost: CancellationToken,
+) {
+    let mut inflight = FuturesOrdered::new();
+    loop {
+        tokio::select! {
+            _ = lost.cancelled() => return,
+            got = rx.recv(), if inflight.len() < PROPOSALS_IN_FLIGHT => {
+                let Some((mut records, mut end)) = got else { return };
+                while let Ok((more, e)) = rx.try_recv() {
+                    records.extend(more);
+                    end = e;
+                }
+                match raft.client_write_ff(Batch { records }).await {
+                    Ok(reply) => inflight.push_back(async move { (reply.await, end) }),
+                    Err(e) => {
+                        tracing::warn!("cannot propose to Raft: {e}; stepping down");
+                        lost.cancel();
+                        return;
+                    }
+                }
+            }
+            Some((reply, end)) = inflight.next(), if !inflight.is_empty() => match reply {
+                Ok(Ok(_)) => {
+                    durable.send_replace(end);
+                }
+                Ok(Err(e)) => {
+                    tracing::info!("a proposal was not committed: {e}; stepping down");
+                    lost.cancel();
+                    return;
+                }
+                Err(_) => {
+                    tracing::info!("Raft dropped a proposal; stepping down");
+                    lost.cancel();
+                    return;
+                }
+            },
+        }
+    }
+}
+
+/// Wait until this member may lead: Raft made it leader, a majority
+/// confirmed it, and its state machine has applied everything committed
+/// before its term (so it knows every durable decision). Returns the term.
+pub async fn await_leadership(group: &Group, shutdown: &CancellationToken) -> Option<u64> {
+    let mut metrics = group.raft.metrics();
+    loop {
+        let (leader, term) = {
+            let m = metrics.borrow_and_update();
+            (m.state == ServerState::Leader, m.current_term)
+        };
+        if leader {
+            let check = tokio::time::timeout(
+                Duration::from_millis(group.cfg.election_timeout_ms * 2),
+                group.raft.ensure_linearizable(),
+            )
+            .await;
+            if let Ok(Ok(_)) = check {
+                let still = {
+                    let m = group.raft.metrics().borrow().clone();
+                    m.state == ServerState::Leader && m.current_term == term
+                };
+                if still {
+                    return Some(term);
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            r = metrics.changed() => if r.is_err() { return None },
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+}
+
+/// Cancel `lost` once this member stops being the leader of `term`, or has
+/// not heard from a majority for an election timeout (a leader cut off from
+/// the others stops deciding before they elect another).
+pub async fn watch_leadership(group: Group, term: u64, lost: CancellationToken) {
+    let limit = group.cfg.election_timeout_ms;
+    loop {
+        let (ok, why) = {
+            let m = group.raft.metrics().borrow().clone();
+            if m.state != ServerState::Leader || m.current_term != term {
+                (false, format!("no longer the leader of term {term}"))
+            } else if m.millis_since_quorum_ack.is_some_and(|ms| ms > limit) {
+                (
+                    false,
+                    format!("no majority heard from for more than {limit} ms (raft_election_timeout_ms)"),
+                )
+            } else {
+                (true, String::new())
+            }
+        };
+        if !ok {
+            tracing::warn!("stepping down: {why}");
+            lost.cancel();
+            return;
+        }
+        tokio::select! {
+            _ = lost.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_or_say_what_is_expected() {
+        let (id, m) = parse_peer("2=127.0.0.1:7001:7101").unwrap();
+        assert_eq!(id, 2);
+        assert_eq!(m.addr, "127.0.0.1:7001");
+        assert_eq!(m.raft_addr, "127.0.0.1:7101");
+        for bad in ["127.0.0.1:7001:7101", "0=127.0.0.1:1:2", "x=h:1:2", "1=h:1", "1=:1:2", "1=h:0:5"] {
+            let e = parse_peer(bad).unwrap_err();
+            assert!(e.contains("ID=HOST:PORT:RAFT_PORT"), "{bad}: {e}");
+        }
+    }
+}

@@ -1,0 +1,384 @@
+//! The members' Raft port: openraft's three RPCs (append entries, vote,
+//! install snapshot) as length-prefixed JSON frames over TCP, one request
+//! and its reply at a time per connection.
+//!
+//! Every connection starts with a mutual proof of the shared secret when
+//! one is configured: the server sends a nonce, the member answers with its
+//! id, its own nonce and an HMAC over both under the members' key; the
+//! server answers with its HMAC. Without a secret the same exchange runs
+//! with empty MACs (loopback only; the configuration checks refuse a group
+//! on other addresses without a secret unless `insecure`).
+
+use super::{Member, TypeConfig};
+use crate::security::auth::{fresh_nonce, Identity, Key, Secret};
+use futures::{SinkExt, StreamExt};
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::Raft;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", content = "body", rename_all = "snake_case")]
+enum Request {
+    Hello {
+        member: u64,
+        nonce: String,
+        mac: String,
+    },
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<u64>),
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "type", content = "body", rename_all = "snake_case")]
+enum Reply {
+    Challenge { nonce: String },
+    Welcome { mac: String },
+    Refused { message: String },
+    Append(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
+    Vote(Result<VoteResponse<u64>, RaftError<u64>>),
+    Snapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
+}
+
+/// What both ends need to authenticate a connection.
+#[derive(Clone)]
+pub struct PortAuth {
+    key: Option<Key>,
+}
+
+impl PortAuth {
+    /// The members' key from the coordinator's secret (none without one).
+    pub fn new(secret: Option<&Secret>) -> Result<PortAuth, String> {
+        let key = match secret {
+            None => None,
+            Some(s) => Some(s.key_for(&Identity::Member).map_err(|e| {
+                format!("the coordinator group needs the master secret on every member ({e})")
+            })?),
+        };
+        Ok(PortAuth { key })
+    }
+
+    fn mac(&self, prover: &str, member: u64, server_nonce: &str, peer_nonce: &str) -> String {
+        match &self.key {
+            None => String::new(),
+            Some(k) => crate::security::auth::hmac_hex(
+                k,
+                format!("twopc raft\n{prover}\n{member}\n{server_nonce}\n{peer_nonce}").as_bytes(),
+            ),
+        }
+    }
+
+    fn verify(&self, prover: &str, member: u64, sn: &str, pn: &str, mac: &str) -> bool {
+        match &self.key {
+            None => true,
+            Some(k) => crate::security::auth::hmac_verify(
+                k,
+                format!("twopc raft\n{prover}\n{member}\n{sn}\n{pn}").as_bytes(),
+                mac,
+            ),
+        }
+    }
+}
+
+type Conn = Framed<TcpStream, LengthDelimitedCodec>;
+
+fn codec(max_frame_bytes: usize) -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(max_frame_bytes)
+        .new_codec()
+}
+
+async fn send<T: Serialize>(c: &mut Conn, v: &T) -> std::io::Result<()> {
+    let bytes = serde_json::to_vec(v).map_err(std::io::Error::other)?;
+    c.send(bytes::Bytes::from(bytes)).await
+}
+
+async fn recv<T: for<'a> Deserialize<'a>>(c: &mut Conn) -> std::io::Result<T> {
+    match c.next().await {
+        Some(Ok(frame)) => serde_json::from_slice(&frame).map_err(|e| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not a Raft frame: {e}"))
+        }),
+        Some(Err(e)) => Err(e),
+        None => Err(std::io::ErrorKind::UnexpectedEof.into()),
+    }
+}
+
+/// Serve the Raft port until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    raft: Raft<TypeConfig>,
+    auth: PortAuth,
+    me: u64,
+    limits: PortLimits,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        let Ok((stream, peer)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "Raft port at raft_max_connections; connection refused");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let raft = raft.clone();
+        let auth = auth.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            let mut c = Framed::new(stream, codec(limits.max_frame_bytes));
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                r = serve_conn(&mut c, &raft, &auth, me, limits.handshake_timeout) => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, "Raft connection ended: {e}");
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Bounds of the Raft port.
+#[derive(Clone, Copy, Debug)]
+pub struct PortLimits {
+    pub max_frame_bytes: usize,
+    pub max_connections: usize,
+    pub handshake_timeout: Duration,
+}
+
+async fn serve_conn(
+    c: &mut Conn,
+    raft: &Raft<TypeConfig>,
+    auth: &PortAuth,
+    me: u64,
+    handshake_timeout: Duration,
+) -> std::io::Result<()> {
+    let nonce = fresh_nonce();
+    send(c, &Reply::Challenge {
+        nonce: nonce.clone(),
+    })
+    .await?;
+    let hello = tokio::time::timeout(handshake_timeout, recv::<Request>(c))
+        .await
+        .map_err(|_| std::io::Error::other("no hello within handshake_timeout_ms"))??;
+    let Request::Hello {
+        member,
+        nonce: peer_nonce,
+        mac,
+    } = hello
+    else {
+        send(c, &Reply::Refused {
+            message: "hello first".into(),
+        })
+        .await?;
+        return Err(std::io::Error::other("a request before hello"));
+    };
+    if !auth.verify("peer", member, &nonce, &peer_nonce, &mac) {
+        tracing::warn!(
+            member,
+            "a connection to the Raft port failed authentication: configure the same secret on every member"
+        );
+        send(c, &Reply::Refused {
+            message: "authentication failed: every member needs the same secret".into(),
+        })
+        .await?;
+        return Err(std::io::Error::other("authentication failed"));
+    }
+    send(c, &Reply::Welcome {
+        mac: auth.mac("server", me, &nonce, &peer_nonce),
+    })
+    .await?;
+    loop {
+        let req = recv::<Request>(c).await?;
+        let reply = match req {
+            Request::Hello { .. } => return Err(std::io::Error::other("a second hello")),
+            Request::Append(r) => Reply::Append(raft.append_entries(r).await),
+            Request::Vote(r) => Reply::Vote(raft.vote(r).await),
+            Request::Snapshot(r) => Reply::Snapshot(raft.install_snapshot(r).await),
+        };
+        send(c, &reply).await?;
+    }
+}
+
+/// Makes a client per member for openraft.
+pub struct Network {
+    pub me: u64,
+    pub auth: PortAuth,
+    pub limits: PortLimits,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = MemberClient;
+
+    async fn new_client(&mut self, target: u64, node: &Member) -> MemberClient {
+        MemberClient {
+            me: self.me,
+            target,
+            addr: node.raft_addr.clone(),
+            auth: self.auth.clone(),
+            limits: self.limits,
+            conn: None,
+        }
+    }
+}
+
+/// One member's connection, made on first use and after any failure.
+pub struct MemberClient {
+    me: u64,
+    target: u64,
+    addr: String,
+    auth: PortAuth,
+    limits: PortLimits,
+    conn: Option<Conn>,
+}
+
+/// How one call failed.
+enum CallError {
+    Unreachable(std::io::Error),
+    Network(std::io::Error),
+}
+
+impl MemberClient {
+    async fn connect(&self) -> Result<Conn, CallError> {
+        let stream = tokio::time::timeout(self.limits.handshake_timeout, TcpStream::connect(&self.addr))
+            .await
+            .map_err(|_| CallError::Unreachable(std::io::ErrorKind::TimedOut.into()))?
+            .map_err(CallError::Unreachable)?;
+        let _ = stream.set_nodelay(true);
+        let mut c = Framed::new(stream, codec(self.limits.max_frame_bytes));
+        let handshake = async {
+            let Reply::Challenge { nonce } = recv::<Reply>(&mut c).await? else {
+                return Err(std::io::Error::other("no challenge from the member"));
+            };
+            let mine = fresh_nonce();
+            send(&mut c, &Request::Hello {
+                member: self.me,
+                nonce: mine.clone(),
+                mac: self.auth.mac("peer", self.me, &nonce, &mine),
+            })
+            .await?;
+            match recv::<Reply>(&mut c).await? {
+                Reply::Welcome { mac } if self.auth.verify("server", self.target, &nonce, &mine, &mac) => Ok(()),
+                Reply::Welcome { .. } => Err(std::io::Error::other(format!(
+                    "member {} at {} did not prove the secret; configure the same secret on every member",
+                    self.target, self.addr
+                ))),
+                Reply::Refused { message } => Err(std::io::Error::other(message)),
+                _ => Err(std::io::Error::other("unexpected reply to hello")),
+            }
+        };
+        tokio::time::timeout(self.limits.handshake_timeout, handshake)
+            .await
+            .map_err(|_| CallError::Unreachable(std::io::ErrorKind::TimedOut.into()))?
+            .map_err(CallError::Unreachable)?;
+        Ok(c)
+    }
+
+    async fn call(&mut self, req: Request, ttl: Duration) -> Result<Reply, CallError> {
+        let mut c = match self.conn.take() {
+            Some(c) => c,
+            None => self.connect().await?,
+        };
+        let exchange = async {
+            send(&mut c, &req).await?;
+            recv::<Reply>(&mut c).await
+        };
+        let reply = tokio::time::timeout(ttl, exchange)
+            .await
+            .map_err(|_| CallError::Network(std::io::ErrorKind::TimedOut.into()))?
+            .map_err(CallError::Network)?;
+        self.conn = Some(c);
+        Ok(reply)
+    }
+}
+
+fn rpc_err<E: std::error::Error>(e: CallError) -> RPCError<u64, Member, E> {
+    match e {
+        CallError::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
+        CallError::Network(e) => RPCError::Network(NetworkError::new(&e)),
+    }
+}
+
+fn unexpected<E: std::error::Error>() -> RPCError<u64, Member, E> {
+    RPCError::Network(NetworkError::new(&std::io::Error::other(
+        "the member answered with the wrong kind of reply",
+    )))
+}
+
+impl RaftNetwork<TypeConfig> for MemberClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, Member, RaftError<u64>>> {
+        match self
+            .call(Request::Append(rpc), option.hard_ttl())
+            .await
+            .map_err(rpc_err)?
+        {
+            Reply::Append(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<u64>,
+        RPCError<u64, Member, RaftError<u64, InstallSnapshotError>>,
+    > {
+        match self
+            .call(Request::Snapshot(rpc), option.hard_ttl())
+            .await
+            .map_err(rpc_err)?
+        {
+            Reply::Snapshot(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<u64>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<u64>, RPCError<u64, Member, RaftError<u64>>> {
+        match self
+            .call(Request::Vote(rpc), option.hard_ttl())
+            .await
+            .map_err(rpc_err)?
+        {
+            Reply::Vote(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            _ => Err(unexpected()),
+        }
+    }
+
+    fn backoff(&self) -> openraft::network::Backoff {
+        // An unreachable member is retried every 100 ms: a restarted member
+        // catches up soon after it is back.
+        openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(100)))
+    }
+}

@@ -1,0 +1,499 @@
+//! The Raft log of a coordinator member, on disk: the member's write-ahead
+//! log. A journal of operations (entries appended, a conflicting suffix
+//! truncated, a prefix purged, the vote saved), each a CRC-checked frame,
+//! written by one thread that syncs once per batch of operations (group
+//! commit). Reopening replays the journal into memory; a torn or corrupt
+//! frame at the tail is where the journal ends (it was never synced, so no
+//! one was told about it). When the journal grows past a segment, the
+//! thread rewrites what is live into a new file and removes the old one.
+
+use super::{Entry, LogId, StorageError, TypeConfig, Vote};
+use crate::wal::WalStats;
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{ErrorSubject, ErrorVerb, StorageIOError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use tokio::sync::oneshot;
+
+/// One journal operation.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Op {
+    Vote { vote: Vote },
+    Append { entries: Vec<Entry> },
+    /// Entries from `since` on were replaced (a new leader's log wins).
+    Truncate { since: u64 },
+    /// Entries up to `upto` are in a snapshot and gone from the log.
+    Purge { upto: LogId },
+    Committed { committed: Option<LogId> },
+}
+
+/// What the journal holds once replayed.
+#[derive(Default)]
+struct State {
+    vote: Option<Vote>,
+    committed: Option<LogId>,
+    purged: Option<LogId>,
+    entries: BTreeMap<u64, Entry>,
+}
+
+impl State {
+    fn apply(&mut self, op: Op) {
+        match op {
+            Op::Vote { vote } => self.vote = Some(vote),
+            Op::Append { entries } => {
+                for e in entries {
+                    self.entries.insert(e.log_id.index, e);
+                }
+            }
+            Op::Truncate { since } => {
+                self.entries.split_off(&since);
+            }
+            Op::Purge { upto } => {
+                self.entries = self.entries.split_off(&(upto.index + 1));
+                self.purged = Some(upto);
+            }
+            Op::Committed { committed } => self.committed = committed,
+        }
+    }
+
+    /// The operations that rebuild this state in a fresh journal.
+    fn live_ops(&self) -> Vec<Op> {
+        let mut ops = Vec::new();
+        if let Some(vote) = self.vote {
+            ops.push(Op::Vote { vote });
+        }
+        if let Some(upto) = self.purged {
+            ops.push(Op::Purge { upto });
+        }
+        ops.push(Op::Committed {
+            committed: self.committed,
+        });
+        if !self.entries.is_empty() {
+            ops.push(Op::Append {
+                entries: self.entries.values().cloned().collect(),
+            });
+        }
+        ops
+    }
+}
+
+/// Frame: 4 bytes length, 4 bytes CRC-32C of the payload, the JSON payload.
+fn frame(op: &Op) -> Vec<u8> {
+    let payload = serde_json::to_vec(op).unwrap_or_default();
+    let mut f = Vec::with_capacity(payload.len() + 8);
+    f.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    f.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    f.extend_from_slice(&payload);
+    f
+}
+
+/// The operations in `buf`, and how many bytes of it are whole frames.
+fn unframe(buf: &[u8]) -> (Vec<Op>, usize) {
+    let mut ops = Vec::new();
+    let mut at = 0;
+    while buf.len() - at >= 8 {
+        let len = u32::from_le_bytes(buf[at..at + 4].try_into().unwrap_or_default()) as usize;
+        let crc = u32::from_le_bytes(buf[at + 4..at + 8].try_into().unwrap_or_default());
+        let Some(payload) = buf.get(at + 8..at + 8 + len) else {
+            break;
+        };
+        if crc32c::crc32c(payload) != crc {
+            break;
+        }
+        let Ok(op) = serde_json::from_slice(payload) else {
+            break;
+        };
+        ops.push(op);
+        at += 8 + len;
+    }
+    (ops, at)
+}
+
+const JOURNAL: &str = "raft.journal";
+const REWRITE: &str = "raft.journal.new";
+
+fn io_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
+    StorageIOError::new(
+        ErrorSubject::Logs,
+        verb,
+        openraft::AnyError::error(e.to_string()),
+    )
+    .into()
+}
+
+/// A job for the writer thread.
+enum Job {
+    /// Write (and sync) these frames, then report.
+    Write {
+        frames: Vec<u8>,
+        done: Done,
+    },
+}
+
+enum Done {
+    Flushed(LogFlushed<TypeConfig>),
+    Waiting(oneshot::Sender<Result<(), String>>),
+    Nothing,
+}
+
+/// The Raft log store handed to openraft; cheap to clone (the reader is a
+/// clone).
+#[derive(Clone)]
+pub struct LogStore {
+    state: Arc<Mutex<State>>,
+    tx: std::sync::mpsc::Sender<Job>,
+    pub stats: Arc<WalStats>,
+}
+
+/// Open (or create) the journal in `dir` and start its writer thread.
+/// `segment_max_bytes`: past it the journal is rewritten with what is live.
+pub fn open(dir: &Path, segment_max_bytes: u64) -> std::io::Result<LogStore> {
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(JOURNAL);
+    // A rewrite that did not finish: the old journal is still whole.
+    let _ = std::fs::remove_file(dir.join(REWRITE));
+    let mut buf = Vec::new();
+    if let Ok(mut f) = File::open(&path) {
+        f.read_to_end(&mut buf)?;
+    }
+    let (ops, whole) = unframe(&buf);
+    let mut state = State::default();
+    for op in ops {
+        state.apply(op);
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(&path)?;
+    if whole < buf.len() {
+        tracing::warn!(
+            path = %path.display(),
+            dropped_bytes = buf.len() - whole,
+            "the Raft log ends in a torn or corrupt frame (never synced); dropping it"
+        );
+        file.set_len(whole as u64)?;
+        file.sync_all()?;
+    }
+    let state = Arc::new(Mutex::new(state));
+    let stats = Arc::new(WalStats::default());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let writer = Writer {
+        dir: dir.to_path_buf(),
+        file,
+        size: whole as u64,
+        segment_max_bytes,
+        state: state.clone(),
+        stats: stats.clone(),
+    };
+    std::thread::Builder::new()
+        .name("raft-log".into())
+        .spawn(move || writer.run(rx))?;
+    Ok(LogStore { state, tx, stats })
+}
+
+struct Writer {
+    dir: PathBuf,
+    file: File,
+    size: u64,
+    segment_max_bytes: u64,
+    state: Arc<Mutex<State>>,
+    stats: Arc<WalStats>,
+}
+
+impl Writer {
+    fn run(mut self, rx: std::sync::mpsc::Receiver<Job>) {
+        while let Ok(first) = rx.recv() {
+            let mut jobs = vec![first];
+            while let Ok(j) = rx.try_recv() {
+                jobs.push(j);
+                if jobs.len() >= 4096 {
+                    break;
+                }
+            }
+            let mut buf = Vec::new();
+            let mut dones = Vec::with_capacity(jobs.len());
+            for Job::Write { frames, done } in jobs {
+                buf.extend_from_slice(&frames);
+                dones.push(done);
+            }
+            let result = self.write(&buf).map_err(|e| e.to_string());
+            if let Err(e) = &result {
+                tracing::error!("cannot write the Raft log: {e}; this member stops taking part until restarted");
+            }
+            for d in dones {
+                match d {
+                    Done::Flushed(cb) => cb.log_io_completed(
+                        result
+                            .clone()
+                            .map_err(|e| std::io::Error::other(e.to_string())),
+                    ),
+                    Done::Waiting(tx) => {
+                        let _ = tx.send(result.clone());
+                    }
+                    Done::Nothing => {}
+                }
+            }
+            if result.is_ok() && self.size > self.segment_max_bytes {
+                if let Err(e) = self.rewrite() {
+                    tracing::error!("cannot rewrite the Raft log: {e}; keeping the old one");
+                }
+            }
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.file.write_all(buf)?;
+        let start = std::time::Instant::now();
+        self.file.sync_data()?;
+        self.stats
+            .observe_sync(start.elapsed().as_micros() as u64);
+        self.stats
+            .bytes
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        self.size += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Write what is live to a new file, sync it, and put it in place of
+    /// the journal (rename, then sync the directory).
+    fn rewrite(&mut self) -> std::io::Result<()> {
+        let ops = self
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .live_ops();
+        let mut buf = Vec::new();
+        for op in &ops {
+            buf.extend_from_slice(&frame(op));
+        }
+        let tmp = self.dir.join(REWRITE);
+        let mut f = File::create(&tmp)?;
+        f.write_all(&buf)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, self.dir.join(JOURNAL))?;
+        File::open(&self.dir)?.sync_all()?;
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(self.dir.join(JOURNAL))?;
+        self.size = buf.len() as u64;
+        self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+impl LogStore {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Apply `op` in memory and queue it for the writer.
+    fn record(&self, op: Op, done: Done) -> Result<(), StorageError> {
+        let frames = frame(&op);
+        // Under the lock: the journal gets operations in the order they
+        // were applied here.
+        let mut state = self.lock();
+        state.apply(op);
+        self.tx
+            .send(Job::Write { frames, done })
+            .map_err(|_| io_err(ErrorVerb::Write, "the Raft log writer stopped"))
+    }
+
+    /// Apply `op`, and return once it is on disk.
+    async fn record_synced(&self, op: Op) -> Result<(), StorageError> {
+        let (tx, rx) = oneshot::channel();
+        self.record(op, Done::Waiting(tx))?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(io_err(ErrorVerb::Write, e)),
+            Err(_) => Err(io_err(ErrorVerb::Write, "the Raft log writer stopped")),
+        }
+    }
+
+    /// Index of the last entry, and of the last purged one.
+    pub fn bounds(&self) -> (Option<u64>, Option<u64>) {
+        let s = self.lock();
+        let last = s
+            .entries
+            .keys()
+            .next_back()
+            .copied()
+            .or(s.purged.map(|p| p.index));
+        (last, s.purged.map(|p| p.index))
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + std::fmt::Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, StorageError> {
+        Ok(self
+            .lock()
+            .entries
+            .range(range)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let s = self.lock();
+        let last = s.entries.values().next_back().map(|e| e.log_id).or(s.purged);
+        Ok(LogState {
+            last_purged_log_id: s.purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+        self.record_synced(Op::Vote { vote: *vote }).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
+        Ok(self.lock().vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        self.record(Op::Committed { committed }, Done::Nothing)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.lock().committed)
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        self.stats
+            .records
+            .fetch_add(entries.len() as u64, Ordering::Relaxed);
+        self.record(Op::Append { entries }, Done::Flushed(callback))
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.record(
+            Op::Truncate {
+                since: log_id.index,
+            },
+            Done::Nothing,
+        )
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.record(Op::Purge { upto: log_id }, Done::Nothing)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    fn entry(term: u64, index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    #[test]
+    fn replay_applies_truncate_and_purge_in_order() {
+        let mut s = State::default();
+        s.apply(Op::Append {
+            entries: (1..=5).map(|i| entry(1, i)).collect(),
+        });
+        s.apply(Op::Truncate { since: 4 });
+        s.apply(Op::Append {
+            entries: vec![entry(2, 4)],
+        });
+        s.apply(Op::Purge {
+            upto: entry(1, 2).log_id,
+        });
+        assert_eq!(s.entries.keys().copied().collect::<Vec<_>>(), vec![3, 4]);
+        assert_eq!(s.entries[&4].log_id.leader_id.term, 2);
+        // The same state rebuilt from its live operations.
+        let mut again = State::default();
+        for op in s.live_ops() {
+            again.apply(op);
+        }
+        assert_eq!(again.entries.len(), 2);
+        assert_eq!(again.purged, s.purged);
+    }
+
+    #[test]
+    fn a_torn_tail_ends_the_journal() {
+        let mut buf = frame(&Op::Truncate { since: 7 });
+        let whole = buf.len();
+        let second = frame(&Op::Truncate { since: 9 });
+        buf.extend_from_slice(&second[..second.len() - 3]);
+        let (ops, n) = unframe(&buf);
+        assert_eq!(ops.len(), 1);
+        assert_eq!(n, whole);
+        // A flipped byte in the payload fails its checksum.
+        let mut bad = frame(&Op::Truncate { since: 7 });
+        let last = bad.len() - 1;
+        bad[last] ^= 0x20;
+        assert_eq!(unframe(&bad).0.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn entries_and_vote_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path(), 1 << 20).unwrap();
+        let vote = Vote::new(3, 2);
+        store.save_vote(&vote).await.unwrap();
+        store
+            .record_synced(Op::Append {
+                entries: (1..=3).map(|i| entry(3, i)).collect(),
+            })
+            .await
+            .unwrap();
+        drop(store);
+        let mut again = open(dir.path(), 1 << 20).unwrap();
+        assert_eq!(again.read_vote().await.unwrap(), Some(vote));
+        let st = again.get_log_state().await.unwrap();
+        assert_eq!(st.last_log_id.map(|l| l.index), Some(3));
+    }
+
+    #[tokio::test]
+    async fn a_rewrite_keeps_only_what_is_live() {
+        let dir = tempfile::tempdir().unwrap();
+        // Tiny segments: every write is followed by a rewrite.
+        let mut store = open(dir.path(), 64).unwrap();
+        store
+            .record_synced(Op::Append {
+                entries: (1..=50).map(|i| entry(1, i)).collect(),
+            })
+            .await
+            .unwrap();
+        store.purge(entry(1, 40).log_id).await.unwrap();
+        store.save_vote(&Vote::new(1, 1)).await.unwrap();
+        let big = std::fs::metadata(dir.path().join(JOURNAL)).unwrap().len();
+        drop(store);
+        let mut again = open(dir.path(), 64).unwrap();
+        let st = again.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id.map(|l| l.index), Some(40));
+        assert_eq!(st.last_log_id.map(|l| l.index), Some(50));
+        let left = again.try_get_log_entries(0..100).await.unwrap();
+        assert_eq!(left.len(), 10);
+        assert!(big < 4096, "journal rewritten to what is live: {big} bytes");
+    }
+}
