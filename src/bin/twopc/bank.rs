@@ -56,6 +56,16 @@ pub struct BankArgs {
     /// segments make checkpoints frequent.
     #[arg(long, value_name = "BYTES")]
     pub wal_segment_max_bytes: Option<u64>,
+    /// Coordinator processes: 1, or 3 or 5 for a replicated group (with
+    /// `--chaos`, leaders are killed too).
+    #[arg(long, default_value_t = 1)]
+    pub coordinators: usize,
+    /// With a group: kill (SIGKILL) the leader this many times during the
+    /// run, restarting each one, and measure every takeover (killed → a
+    /// new leader ready to decide). The clients stop once the last one is
+    /// measured (at most `--transfers` transfers).
+    #[arg(long, value_name = "N")]
+    pub leader_kills: Option<usize>,
     /// Random seed (printed; use it to replay a run's choices).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -102,6 +112,14 @@ pub async fn bank(args: BankArgs) -> ExitCode {
         eprintln!("twopc bank: --concurrency must be 1..=256 and --initial-balance non-negative");
         return ExitCode::from(EXIT_USAGE);
     }
+    if !matches!(args.coordinators, 1 | 3 | 5) {
+        eprintln!("twopc bank: --coordinators must be 1, 3 or 5");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    if args.leader_kills.is_some() && args.coordinators == 1 {
+        eprintln!("twopc bank: --leader-kills needs a group: add --coordinators 3 (or 5)");
+        return ExitCode::from(EXIT_USAGE);
+    }
     if let Some(spec) = &args.crash_at {
         let point = spec.split(':').next().unwrap_or_default();
         if !twopc::crash::POINTS.contains(&point) {
@@ -115,13 +133,22 @@ pub async fn bank(args: BankArgs) -> ExitCode {
     let seed = args.seed.unwrap_or_else(rand::random);
     if !args.json {
         println!(
-            "twopc bank: {} shards, {} accounts x {}, {} transfers, {} clients{}, seed {seed}",
+            "twopc bank: {} shards, {} accounts x {}, {} transfers, {} clients{}{}, seed {seed}",
             args.shards,
             args.accounts,
             args.initial_balance,
             args.transfers,
             args.concurrency,
-            if args.chaos { ", chaos on" } else { "" }
+            if args.coordinators > 1 {
+                format!(", a group of {} coordinators", args.coordinators)
+            } else {
+                String::new()
+            },
+            match (args.chaos, args.leader_kills) {
+                (_, Some(n)) => format!(", {n} leader kills"),
+                (true, None) => ", chaos on".to_string(),
+                (false, None) => String::new(),
+            }
         );
     }
     let shard_of = |a: usize| a % args.shards;
@@ -138,6 +165,7 @@ pub async fn bank(args: BankArgs) -> ExitCode {
         timeout_seconds: 5.0,
         wal_segment_max_bytes: args.wal_segment_max_bytes,
         crash_at: args.crash_at.clone(),
+        coordinators: args.coordinators,
         ..ClusterOptions::default()
     };
     let cluster = match LocalCluster::spawn(&opts).await {
@@ -193,8 +221,36 @@ async fn run(cluster: LocalCluster, args: &BankArgs, seed: u64) -> Result<(Value
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let started = Instant::now();
     let chaos_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let chaos = if args.chaos {
-        let (cluster, stop) = (cluster.clone(), chaos_stop.clone());
+    let failovers = Arc::new(Mutex::new(Vec::<f64>::new()));
+    let shards = args.shards;
+    let chaos = if let Some(n) = args.leader_kills {
+        let (cluster, stop, failovers) = (cluster.clone(), chaos_stop.clone(), failovers.clone());
+        let mut crng = StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
+        Some(tokio::spawn(async move {
+            let mut kills = Vec::new();
+            for _ in 0..n {
+                tokio::time::sleep(Duration::from_millis(crng.random_range(200..600))).await;
+                let mut c = cluster.lock().await;
+                let Some(victim) = c.leader().await else {
+                    return Err("no coordinator leads the group".to_string());
+                };
+                c.kill9(victim).await;
+                let took = c
+                    .await_takeover(victim, shards, Duration::from_secs(30))
+                    .await
+                    .ok_or_else(|| format!("no takeover within 30 s after killing {}", c.name(victim)))?;
+                failovers.lock().await.push(took.as_secs_f64() * 1000.0);
+                kills.push(format!("{} (leader)", c.name(victim)));
+                tokio::time::sleep(Duration::from_millis(crng.random_range(20..300))).await;
+                if let Err(e) = c.restart(victim).await {
+                    return Err(format!("restarting {}: {e}", c.name(victim)));
+                }
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            Ok(kills)
+        }))
+    } else if args.chaos {
+        let (cluster, stop, failovers) = (cluster.clone(), chaos_stop.clone(), failovers.clone());
         let mut crng = StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15);
         Some(tokio::spawn(async move {
             let mut kills = Vec::new();
@@ -204,9 +260,21 @@ async fn run(cluster: LocalCluster, args: &BankArgs, seed: u64) -> Result<(Value
                     break;
                 }
                 let mut c = cluster.lock().await;
-                let victim = crng.random_range(0..c.len());
+                // With a group, half the kills are of the leader.
+                let leader = match c.coordinators > 1 && crng.random_bool(0.5) {
+                    true => c.leader().await,
+                    false => None,
+                };
+                let victim = leader.unwrap_or_else(|| crng.random_range(0..c.len()));
                 c.kill9(victim).await;
-                kills.push(c.name(victim).to_string());
+                if leader.is_some() {
+                    if let Some(took) = c.await_takeover(victim, shards, Duration::from_secs(30)).await {
+                        failovers.lock().await.push(took.as_secs_f64() * 1000.0);
+                    }
+                    kills.push(format!("{} (leader)", c.name(victim)));
+                } else {
+                    kills.push(c.name(victim).to_string());
+                }
                 tokio::time::sleep(Duration::from_millis(crng.random_range(20..300))).await;
                 if let Err(e) = c.restart(victim).await {
                     return Err(format!("restarting {}: {e}", c.name(victim)));
@@ -236,12 +304,20 @@ async fn run(cluster: LocalCluster, args: &BankArgs, seed: u64) -> Result<(Value
     for _ in 0..args.concurrency {
         let (plan, next, addr) = (plan.clone(), next.clone(), addr.clone());
         let security = security.clone();
+        // With --leader-kills the clients stop when the kills are done.
+        let stop = args.leader_kills.map(|_| chaos_stop.clone());
         let shards = args.shards;
         // Under chaos, pace the clients so that the run spans many faults.
         let pause = Duration::from_millis(if args.chaos { 15 } else { 0 });
         workers.push(tokio::spawn(async move {
             let mut client: Option<Client> = None;
             loop {
+                if stop
+                    .as_ref()
+                    .is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+                {
+                    break;
+                }
                 let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let t = match plan.lock().await.get(n) {
                     Some(t) => t.clone(),
@@ -279,7 +355,11 @@ async fn run(cluster: LocalCluster, args: &BankArgs, seed: u64) -> Result<(Value
     if let Some(h) = reviver {
         h.await.map_err(|e| format!("restart task failed: {e}"))??;
     }
-    let plan = plan.lock().await.clone();
+    // Transfers the clients never took (they stopped with the kills).
+    let taken = next.load(std::sync::atomic::Ordering::Relaxed);
+    let mut plan = plan.lock().await.clone();
+    plan.truncate(taken);
+    let failovers = failovers.lock().await.clone();
     let mut cluster = Arc::try_unwrap(cluster)
         .map_err(|_| "the cluster is still shared".to_string())?
         .into_inner();
@@ -290,7 +370,25 @@ async fn run(cluster: LocalCluster, args: &BankArgs, seed: u64) -> Result<(Value
     let state = read_all(&addr, &security, args, plan.len()).await;
     cluster.shutdown().await;
     let state = state?;
-    Ok(check(args, &plan, &state, seed, elapsed, kills))
+    let (mut report, ok) = check(args, &plan, &state, seed, elapsed, kills);
+    if !failovers.is_empty() {
+        report["failover_ms"] = failover_summary(&failovers);
+    }
+    Ok((report, ok))
+}
+
+/// Takeover times in milliseconds: each one, and p50, p99 and max.
+fn failover_summary(ms: &[f64]) -> Value {
+    let mut sorted = ms.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let at = |q: f64| sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1];
+    json!({
+        "count": sorted.len(),
+        "p50": at(0.5),
+        "p99": at(0.99),
+        "max": sorted[sorted.len() - 1],
+        "each": ms,
+    })
 }
 
 /// Submit on a (re)connected client; any failure to obtain a decision is
@@ -518,6 +616,15 @@ fn print_report(r: &Value) {
                 names.join(", ")
             );
         }
+    }
+    if let Some(f) = r.get("failover_ms") {
+        println!(
+            "failover (leader killed → a new leader ready): {} takeovers, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
+            f["count"],
+            f["p50"].as_f64().unwrap_or(0.0),
+            f["p99"].as_f64().unwrap_or(0.0),
+            f["max"].as_f64().unwrap_or(0.0)
+        );
     }
     println!(
         "total balance: {} (expected {})",

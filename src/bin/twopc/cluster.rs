@@ -51,6 +51,9 @@ pub struct ClusterOptions {
     /// The async runtime of every process; the configured default when
     /// `None`.
     pub runtime: Option<Runtime>,
+    /// Coordinator processes: 1 is a single coordinator; 3 or 5 form a
+    /// replicated group on free loopback ports.
+    pub coordinators: usize,
 }
 
 impl Default for ClusterOptions {
@@ -72,6 +75,7 @@ impl Default for ClusterOptions {
             crash_at: None,
             setsid: false,
             runtime: None,
+            coordinators: 1,
         }
     }
 }
@@ -87,7 +91,11 @@ struct Member {
 
 /// Running processes of a local cluster. Dropping it kills them.
 pub struct LocalCluster {
+    /// The coordinator's address; for a group, every member's, comma
+    /// separated (clients follow the leader).
     pub addr: String,
+    /// Coordinator processes (the first members).
+    pub coordinators: usize,
     pub participant_ids: Vec<String>,
     /// What a client needs to talk to this cluster (its secret).
     pub security: ClientSecurity,
@@ -95,7 +103,7 @@ pub struct LocalCluster {
     secret_text: String,
     exe: PathBuf,
     dir: tempfile::TempDir,
-    /// Index 0 is the coordinator.
+    /// The coordinators first, then the participants.
     members: Vec<Member>,
     /// The crash point armed at every process's first start.
     crash_at: Option<String>,
@@ -168,6 +176,20 @@ fn own_session(cmd: &mut Command) {
     }
 }
 
+/// `n` distinct free loopback ports (bound and released: another process
+/// could take one in between, and then a member fails to start and says so).
+fn free_ports(n: usize) -> Result<Vec<u16>, String> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("cannot find free loopback ports: {e}"))?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("cannot find free loopback ports: {e}"))
+}
+
 fn os(args: &[&str]) -> Vec<OsString> {
     args.iter().map(OsString::from).collect()
 }
@@ -180,37 +202,77 @@ impl LocalCluster {
             .prefix("twopc-cluster-")
             .tempdir()
             .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-        let mut cargs = os(&["coordinator", "--host", "127.0.0.1", "--port", "0"]);
-        cargs.extend(os(&[
-            "--expected-participants",
-            &opts.participants.to_string(),
-            "--timeout-seconds",
-            &opts.timeout_seconds.to_string(),
-            "--max-in-flight",
-            &opts.max_in_flight.to_string(),
-            "--max-connections",
-            &opts.max_connections.to_string(),
-            "--log-level",
-            &opts.log_level.to_string(),
-            "--data-dir",
-        ]));
-        cargs.push(dir.path().join("coordinator").into_os_string());
-        if opts.unsafe_no_fsync {
-            cargs.push("--unsafe-no-fsync".into());
-        }
-        if let Some(n) = opts.history_limit {
-            cargs.extend(os(&["--history-limit", &n.to_string()]));
-        }
+        let group = opts.coordinators > 1;
+        // A group's members need each other's ports before they start.
+        let ports = if group {
+            free_ports(opts.coordinators * 2)?
+        } else {
+            vec![0]
+        };
+        let peers: Vec<String> = (0..opts.coordinators)
+            .filter(|_| group)
+            .map(|i| {
+                format!(
+                    "{}=127.0.0.1:{}:{}",
+                    i + 1,
+                    ports[i],
+                    ports[opts.coordinators + i]
+                )
+            })
+            .collect();
         let wal_args = match opts.wal_segment_max_bytes {
             Some(n) => os(&["--wal-segment-max-bytes", &n.to_string()]),
             None => Vec::new(),
         };
-        cargs.extend(wal_args.iter().cloned());
         let runtime_args = match opts.runtime {
             Some(r) => os(&["--runtime", &r.to_string()]),
             None => Vec::new(),
         };
-        cargs.extend(runtime_args.iter().cloned());
+        let mut coordinators = Vec::new();
+        for i in 0..opts.coordinators {
+            let name = if group {
+                format!("coordinator-{}", i + 1)
+            } else {
+                "coordinator".to_string()
+            };
+            let mut cargs = os(&["coordinator", "--host", "127.0.0.1", "--port", &ports[i].to_string()]);
+            cargs.extend(os(&[
+                "--expected-participants",
+                &opts.participants.to_string(),
+                "--timeout-seconds",
+                &opts.timeout_seconds.to_string(),
+                "--max-in-flight",
+                &opts.max_in_flight.to_string(),
+                "--max-connections",
+                &opts.max_connections.to_string(),
+                "--log-level",
+                &opts.log_level.to_string(),
+                "--data-dir",
+            ]));
+            cargs.push(dir.path().join(&name).into_os_string());
+            if group {
+                cargs.extend(os(&[
+                    "--peers",
+                    &peers.join(","),
+                    "--node-id",
+                    &(i + 1).to_string(),
+                ]));
+            }
+            if opts.unsafe_no_fsync {
+                cargs.push("--unsafe-no-fsync".into());
+            }
+            if let Some(n) = opts.history_limit {
+                cargs.extend(os(&["--history-limit", &n.to_string()]));
+            }
+            cargs.extend(wal_args.iter().cloned());
+            cargs.extend(runtime_args.iter().cloned());
+            coordinators.push(Member {
+                name,
+                args: cargs,
+                child: None,
+                starts: 0,
+            });
+        }
         let secret_text = Secret::random_text();
         let secret = Secret::from_text(&secret_text).map_err(|e| e.to_string())?;
         let mut cluster = LocalCluster {
@@ -223,33 +285,33 @@ impl LocalCluster {
             secret_text,
             exe,
             dir,
-            members: vec![Member {
-                name: "coordinator".into(),
-                args: cargs,
-                child: None,
-                starts: 0,
-            }],
+            coordinators: opts.coordinators,
+            members: coordinators,
             crash_at: opts.crash_at.clone(),
             crashes: Vec::new(),
             setsid: opts.setsid,
         };
-        cluster.start_coordinator().await?;
-        let port = cluster.addr.rsplit(':').next().unwrap_or("0").to_string();
-        // Restarts must come back on the same port.
-        let args = &mut cluster.members[0].args;
-        if let Some(i) = args.iter().position(|a| a == "--port") {
-            args[i + 1] = port.clone().into();
+        let mut addrs = Vec::new();
+        for i in 0..opts.coordinators {
+            cluster.start_coordinator(i).await?;
+            addrs.push(std::mem::take(&mut cluster.addr));
+            // Restarts must come back on the same port.
+            let port = addrs[i].rsplit(':').next().unwrap_or("0").to_string();
+            let args = &mut cluster.members[i].args;
+            if let Some(at) = args.iter().position(|a| a == "--port") {
+                args[at + 1] = port.into();
+            }
         }
+        cluster.addr = addrs.join(",");
+        let coordinators = cluster.addr.clone();
         for i in 1..=opts.participants {
             let id = format!("{}{i}", opts.id_prefix);
             let mut args = os(&[
                 "participant",
                 "--id",
                 &id,
-                "--coordinator-host",
-                "127.0.0.1",
-                "--coordinator-port",
-                &port,
+                "--coordinators",
+                &coordinators,
                 "--vote-preference",
                 &opts.vote_preference.to_string(),
                 "--commit-probability",
@@ -281,7 +343,8 @@ impl LocalCluster {
                 child: None,
                 starts: 0,
             });
-            cluster.start(i)?;
+            let at = cluster.members.len() - 1;
+            cluster.start(at)?;
             cluster.participant_ids.push(id);
         }
         cluster
@@ -296,16 +359,16 @@ impl LocalCluster {
             .join(format!("{}.log", self.members[i].name))
     }
 
-    /// Start (or restart) the coordinator and learn its address from the
-    /// line it prints once listening.
-    async fn start_coordinator(&mut self) -> Result<(), String> {
-        let log = self.log_path(0);
+    /// Start (or restart) coordinator `i` and learn its address from the
+    /// line it prints once listening (into `addr` for a single one).
+    async fn start_coordinator(&mut self, i: usize) -> Result<(), String> {
+        let log = self.log_path(i);
         let mut cmd = command(
             &self.exe,
             &log,
-            &self.members[0].args,
+            &self.members[i].args,
             &self.secret_text,
-            self.armed(0),
+            self.armed(i),
         )?;
         cmd.stdout(Stdio::piped());
         if self.setsid {
@@ -314,7 +377,7 @@ impl LocalCluster {
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("cannot start the coordinator ({}): {e}", self.exe.display()))?;
-        self.members[0].starts += 1;
+        self.members[i].starts += 1;
         let stdout = child.stdout.take().ok_or("coordinator has no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
@@ -322,13 +385,18 @@ impl LocalCluster {
             .map_err(|_| "the coordinator did not report its address within 20 s".to_string())?
             .map_err(|e| format!("reading the coordinator's output: {e}"))?
             .ok_or_else(|| format!("the coordinator exited at start; see {}", log.display()))?;
-        self.addr = line
+        let addr = line
             .rsplit(' ')
             .next()
             .filter(|a| a.contains(':'))
             .ok_or_else(|| format!("unexpected coordinator output: {line}"))?
             .to_string();
-        self.members[0].child = Some(child);
+        if self.coordinators == 1 {
+            self.addr = addr;
+        } else if self.addr.is_empty() {
+            self.addr = addr;
+        }
+        self.members[i].child = Some(child);
         Ok(())
     }
 
@@ -407,7 +475,7 @@ impl LocalCluster {
             .collect()
     }
 
-    /// Number of processes (coordinator first, then participants).
+    /// Number of processes (coordinators first, then participants).
     pub fn len(&self) -> usize {
         self.members.len()
     }
@@ -416,7 +484,7 @@ impl LocalCluster {
         &self.members[i].name
     }
 
-    /// SIGKILL process `i` (0 is the coordinator) and reap it.
+    /// SIGKILL process `i` (the coordinators come first) and reap it.
     pub async fn kill9(&mut self, i: usize) {
         if let Some(mut c) = self.members[i].child.take() {
             let _ = c.kill().await;
@@ -426,11 +494,11 @@ impl LocalCluster {
     /// Start process `i` again on its data directory.
     pub async fn restart(&mut self, i: usize) -> Result<(), String> {
         self.kill9(i).await;
-        if i == 0 {
+        if i < self.coordinators {
             // The old listening socket may take a moment to be released.
             let start = Instant::now();
             loop {
-                match self.start_coordinator().await {
+                match self.start_coordinator(i).await {
                     Ok(()) => return Ok(()),
                     Err(e) if start.elapsed() > Duration::from_secs(10) => return Err(e),
                     Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
@@ -464,6 +532,46 @@ impl LocalCluster {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The index of the coordinator that leads the group now (0 for a
+    /// single coordinator), from the status the leader reports.
+    pub async fn leader(&self) -> Option<usize> {
+        if self.coordinators == 1 {
+            return Some(0);
+        }
+        let mut c = Client::connect_with(&self.addr, &self.security, Duration::from_secs(2))
+            .await
+            .ok()?;
+        let s = c.status().await.ok()?;
+        let me = s["group"]["me"].as_u64()? as usize;
+        (s["group"]["role"] == "leader" && me >= 1).then(|| me - 1)
+    }
+
+    /// After the leader (index `old`) was killed: the time until another
+    /// member leads and is READY with `n` participants (it decides again).
+    pub async fn await_takeover(&self, old: usize, n: usize, limit: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            let attempt = async {
+                let mut c =
+                    Client::connect_with(&self.addr, &self.security, Duration::from_millis(500))
+                        .await
+                        .ok()?;
+                let s = c.status().await.ok()?;
+                let me = s["group"]["me"].as_u64()? as usize;
+                let connected = s["participants"]
+                    .as_array()
+                    .map(|a| a.iter().filter(|p| p["connected"] == true).count())
+                    .unwrap_or(0);
+                (me != old + 1 && s["state"] == "READY" && connected >= n).then_some(())
+            };
+            if attempt.await.is_some() {
+                return Some(start.elapsed());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        None
     }
 
     pub fn dir(&self) -> &Path {

@@ -72,6 +72,10 @@ pub struct DemoArgs {
     /// Commit probability of random votes.
     #[arg(long, default_value_t = 0.9)]
     pub commit_probability: f64,
+    /// Coordinator processes: 1, or 3 or 5 for a replicated group whose
+    /// leader is killed halfway through (the takeover is shown).
+    #[arg(long, default_value_t = 1)]
+    pub coordinators: usize,
 }
 
 fn usage(msg: impl std::fmt::Display) -> ExitCode {
@@ -287,6 +291,39 @@ fn print_status(s: &Value) {
     }
 }
 
+/// The demo's failover: kill the group's leader, show the takeover, bring
+/// the killed member back as a follower, and connect again.
+async fn take_over(cluster: &mut LocalCluster) -> Result<Client, String> {
+    let old = cluster
+        .leader()
+        .await
+        .ok_or("no coordinator leads the group")?;
+    println!(
+        "\n--- killing the leader, {} (SIGKILL) ---",
+        cluster.name(old)
+    );
+    cluster.kill9(old).await;
+    let n = cluster.participant_ids.len();
+    let took = cluster
+        .await_takeover(old, n, Duration::from_secs(30))
+        .await
+        .ok_or("no member took over within 30 s")?;
+    let new = cluster.leader().await.ok_or("no coordinator leads the group")?;
+    println!(
+        "--- {} took over in {} ms: elected, every durable decision re-driven, {n} participants re-registered ---",
+        cluster.name(new),
+        fmt_ms(took.as_secs_f64() * 1000.0)
+    );
+    cluster.restart(old).await?;
+    println!(
+        "--- {} restarted on its data; it rejoins as a follower ---\n",
+        cluster.name(old)
+    );
+    Client::connect_with(&cluster.addr, &cluster.security, Duration::from_secs(30))
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// Safety of one outcome as the client can see it: commit only with every
 /// vote commit; abort only with an abort vote or a stated reason.
 pub fn outcome_is_safe(o: &Outcome, participants: usize) -> bool {
@@ -305,14 +342,23 @@ pub async fn demo(args: DemoArgs) -> ExitCode {
     if !(0.0..=1.0).contains(&args.commit_probability) {
         return usage("--commit-probability must be between 0.0 and 1.0");
     }
+    if !matches!(args.coordinators, 1 | 3 | 5) {
+        return usage("--coordinators must be 1, 3 or 5");
+    }
     let opts = ClusterOptions {
         participants: args.participants,
         vote_preference: args.vote_preference,
         commit_probability: args.commit_probability,
+        coordinators: args.coordinators,
         ..ClusterOptions::default()
     };
     println!(
-        "Starting a coordinator and {} participants (votes: {}{}) on loopback...",
+        "Starting {} and {} participants (votes: {}{}) on loopback...",
+        if args.coordinators == 1 {
+            "a coordinator".to_string()
+        } else {
+            format!("a group of {} coordinators", args.coordinators)
+        },
         args.participants,
         args.vote_preference,
         if args.vote_preference == VotePreference::Random {
@@ -321,7 +367,7 @@ pub async fn demo(args: DemoArgs) -> ExitCode {
             String::new()
         }
     );
-    let cluster = match LocalCluster::spawn(&opts).await {
+    let mut cluster = match LocalCluster::spawn(&opts).await {
         Ok(c) => c,
         Err(e) => {
             eprintln!("twopc demo: {e}");
@@ -333,15 +379,15 @@ pub async fn demo(args: DemoArgs) -> ExitCode {
         cluster.addr,
         cluster.dir().display()
     );
-    let code = run_demo(&cluster, &args).await;
+    let code = run_demo(&mut cluster, &args).await;
     println!("\nShutting down...");
     cluster.shutdown().await;
     println!("Done.");
     code
 }
 
-async fn run_demo(cluster: &LocalCluster, args: &DemoArgs) -> ExitCode {
-    let ids = &cluster.participant_ids;
+async fn run_demo(cluster: &mut LocalCluster, args: &DemoArgs) -> ExitCode {
+    let ids = &cluster.participant_ids.clone();
     let mut client =
         match Client::connect_with(&cluster.addr, &cluster.security, Duration::from_secs(30)).await
         {
@@ -360,6 +406,15 @@ async fn run_demo(cluster: &LocalCluster, args: &DemoArgs) -> ExitCode {
     let (mut commits, mut aborts, mut unsafe_outcomes) = (0usize, 0usize, 0usize);
     let mut latencies = Vec::new();
     for i in 1..=args.transactions {
+        if cluster.coordinators > 1 && i == args.transactions / 2 + 1 {
+            match take_over(cluster).await {
+                Ok(c) => client = c,
+                Err(e) => {
+                    eprintln!("twopc demo: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
         let req = SubmitRequest {
             data: json!({"demo_transaction": i}),
             participants: None,
