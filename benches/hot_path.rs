@@ -163,6 +163,7 @@ fn participant_core(crit: &mut Criterion) {
         PEvent::Message {
             body: Body::Welcome {
                 state: "READY".into(),
+                term: None,
             },
         },
     );

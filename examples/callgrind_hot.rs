@@ -211,6 +211,7 @@ fn part(n: u64) {
         PEvent::Message {
             body: Body::Welcome {
                 state: "READY".into(),
+                term: None,
             },
         },
     );

@@ -268,6 +268,7 @@ fn a_participant_survives_garbage_from_its_coordinator() {
     coord.expect_error("invalid_json");
     coord.send(Body::Welcome {
         state: "READY".into(),
+        term: None,
     });
     coord.send_frame(b"[\"not\", \"a\", \"message\"]");
     coord.expect_error("invalid_message");

@@ -1040,6 +1040,7 @@ fn a_kv_participant_votes_down_operations_that_are_not_a_list() {
     assert_eq!(hello["message_type"], "hello", "{hello}");
     coord.send(Body::Welcome {
         state: "READY".into(),
+        term: None,
     });
     let mut prepare = |n: usize, data: Value| {
         let txn = TxnId(format!("fake-{n}"));

@@ -251,7 +251,7 @@ fn body() -> BoxedStrategy<Body> {
                 protocol_version,
             }
         ),
-        text().prop_map(|state| Body::Welcome { state }),
+        text().prop_map(|state| Body::Welcome { state, term: None }),
         (txn_id(), participants(), json_value()).prop_map(|(txn, participants, data)| {
             Body::Prepare {
                 txn,

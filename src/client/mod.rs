@@ -175,7 +175,7 @@ impl Client {
                 continue;
             }
             return match reply {
-                Body::Welcome { state } => {
+                Body::Welcome { state, .. } => {
                     c.coordinator_state = state;
                     Ok(c)
                 }

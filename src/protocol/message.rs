@@ -488,6 +488,11 @@ wire_messages! {
     Welcome = "welcome" {
         #[serde(default)]
         state: String,
+        /// From a member of a coordinator group: the term it leads in.
+        /// A participant refuses a welcome from a term older than one it
+        /// has seen (a deposed leader).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        term: Option<u64>,
     },
     Prepare = "prepare" txn {
         #[serde(default)]
@@ -1057,12 +1062,22 @@ mod tests {
             ErrorCode::TooManyConnections => 17,
             ErrorCode::InProgress => 18,
             ErrorCode::Removed => 19,
+            ErrorCode::NotLeader => 20,
         };
         let positions: Vec<usize> = ErrorCode::ALL.iter().map(|c| position(*c)).collect();
-        assert_eq!(positions, (0..20).collect::<Vec<_>>());
+        assert_eq!(positions, (0..21).collect::<Vec<_>>());
         for c in ErrorCode::ALL {
             assert_eq!(ErrorCode::parse(c.as_str()), Some(c));
         }
+    }
+
+    #[test]
+    fn a_not_leader_message_names_the_leader_address() {
+        let m = not_leader_message(1, 3, Some((2, "127.0.0.1:7001")));
+        assert_eq!(not_leader_address(&m).as_deref(), Some("127.0.0.1:7001"));
+        let none = not_leader_message(1, 3, None);
+        assert_eq!(not_leader_address(&none), None);
+        assert!(none.contains("try another member"), "{none}");
     }
 
     /// One example of every message type, and of each optional field both
@@ -1087,6 +1102,7 @@ mod tests {
             },
             Body::Welcome {
                 state: "ready".into(),
+                term: None,
             },
             Body::Prepare {
                 txn: t.clone(),
@@ -1337,7 +1353,8 @@ mod tests {
         assert_eq!(
             decode(r#"{"message_type":"welcome"}"#),
             Ok(Body::Welcome {
-                state: String::new()
+                state: String::new(),
+                term: None,
             })
         );
         assert_eq!(

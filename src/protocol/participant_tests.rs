@@ -189,6 +189,7 @@ fn hello() -> Body {
 fn welcome() -> Body {
     Body::Welcome {
         state: "READY".into(),
+        term: None,
     }
 }
 
@@ -863,6 +864,7 @@ fn other_messages_are_ignored_reported_or_refused() {
         Body::HeartbeatAck,
         Body::Welcome {
             state: "READY".into(),
+            term: None,
         },
         Body::StatusReport(json!({})),
     ] {
@@ -1139,7 +1141,7 @@ impl Sim {
                 self.conn = Some(conn);
                 self.step_event(Event::TransportUp { conn }, &ctx);
                 let state = "READY".to_string();
-                self.step_event(msg(Body::Welcome { state }), &ctx);
+                self.step_event(msg(Body::Welcome { state, term: None }), &ctx);
             }
             (Some(conn), true) if roll < 20 => self.prepare_step(conn, &ctx),
             (Some(_), true) => self.decision_step(&ctx),
@@ -1863,4 +1865,29 @@ fn only_a_transaction_in_doubt_may_be_resolved() {
         p.check_resolve(&tid("t9")).map_err(|e| e.code),
         Err(ErrorCode::UnknownTransaction)
     );
+}
+
+/// A welcome from a coordinator group's leader of an older term than one
+/// already seen (a deposed leader) registers nothing; a newer one does.
+#[test]
+fn a_welcome_from_an_older_leader_term_is_refused() {
+    let mut p = Participant::new(opts(), 0);
+    let term = |t: u64| Body::Welcome {
+        state: "READY".into(),
+        term: Some(t),
+    };
+    p.handle(0, Event::TransportUp { conn: C });
+    p.handle(0, msg(term(5)));
+    assert!(p.connected());
+    p.handle(1, Event::TransportDown);
+    p.handle(1, Event::TransportUp { conn: C });
+    let out = p.handle(2, msg(term(4)));
+    assert!(!p.connected(), "a welcome of term 4 after term 5 registers");
+    assert!(out.contains(&Action::Session(SessionNotice::StaleTerm { term: 4, seen: 5 })));
+    assert!(out.contains(&Action::Close { conn: C }));
+    // The same or a newer term is welcome.
+    p.handle(3, Event::TransportDown);
+    p.handle(3, Event::TransportUp { conn: C });
+    p.handle(4, msg(term(6)));
+    assert!(p.connected());
 }

@@ -309,6 +309,7 @@ async fn run_member(
             security,
             Some(group.clone()),
         );
+        driver.out.term = Some(term);
         let r = driver.main_loop(events, admin, lost.clone()).await;
         lost.cancel();
         drop(driver);

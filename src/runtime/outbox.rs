@@ -101,6 +101,9 @@ pub struct Outbox {
     /// Largest frame a peer accepts; larger messages are shrunk or dropped
     /// here rather than break the connection.
     max_frame_bytes: usize,
+    /// The term this member leads in (a coordinator group's leader): every
+    /// welcome carries it, so participants can refuse a deposed leader.
+    pub term: Option<u64>,
 }
 
 impl Outbox {
@@ -108,6 +111,7 @@ impl Outbox {
         let log = log.into();
         Outbox {
             max_frame_bytes,
+            term: None,
             durable: log.watch(),
             log,
             conns: BTreeMap::new(),
@@ -156,6 +160,13 @@ impl Outbox {
     pub fn deliver(&mut self, conn: ConnId, body: Body, crash_after: Option<&'static str>) {
         let Some((tx, peer)) = self.conns.get(&conn) else {
             return;
+        };
+        let body = match (body, self.term) {
+            (Body::Welcome { state, .. }, Some(t)) => Body::Welcome {
+                state,
+                term: Some(t),
+            },
+            (body, _) => body,
         };
         let txn = body.txn().cloned();
         let transaction_id = txn.as_ref().map(|t| t.0.as_str());

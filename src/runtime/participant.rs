@@ -545,6 +545,9 @@ impl Driver {
             SessionNotice::Refused { code, message } => {
                 tracing::error!(code = %code, "coordinator refused registration: {message}");
             }
+            SessionNotice::StaleTerm { term, seen } => tracing::warn!(
+                "a coordinator welcomed us as the leader of term {term}, but term {seen} was already led by another member: it was deposed; connecting elsewhere"
+            ),
             SessionNotice::SecretRequired => tracing::error!(
                 "the coordinator requires the shared secret: configure secret_file (--secret-file) or TWOPC_SECRET"
             ),
@@ -589,7 +592,7 @@ impl Driver {
                 } => {
                     self.admins.insert(conn);
                     let state = "participant".to_string();
-                    self.out.deliver(conn, Body::Welcome { state }, None);
+                    self.out.deliver(conn, Body::Welcome { state, term: None }, None);
                 }
                 _ => {
                     let e = WireError::new(

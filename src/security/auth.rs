@@ -1354,6 +1354,7 @@ mod tests {
         let mut pe = PeerHandshake::new(k.clone(), Role::Client, None, NP.into());
         let welcome = Body::Welcome {
             state: "READY".into(),
+            term: None,
         };
         assert!(
             matches!(pe.on_message(&welcome), PeerStep::Fail(ref m) if m.contains("without a secret"))

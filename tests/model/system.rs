@@ -334,6 +334,7 @@ fn body_of(m: Msg, n: usize) -> Body {
         Msg::Query(t) => Body::Query { txn: t.id() },
         Msg::Welcome => Body::Welcome {
             state: "READY".into(),
+            term: None,
         },
         Msg::Outcome(..) | Msg::Refused(_) => {
             panic!("{m:?} is not delivered to a core")

@@ -1537,6 +1537,12 @@ impl Sim {
             SessionNotice::Removed { message } => {
                 return Err(format!("p{} was removed: {message}", i + 1));
             }
+            SessionNotice::StaleTerm { term, seen } => {
+                return Err(format!(
+                    "p{} refused a welcome of term {term} after {seen}, with no coordinator group here",
+                    i + 1
+                ));
+            }
         }
         Ok(())
     }

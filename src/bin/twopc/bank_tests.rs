@@ -19,6 +19,8 @@ fn args() -> BankArgs {
         wal_segment_max_bytes: None,
         seed: Some(7),
         json: true,
+        coordinators: 1,
+        leader_kills: None,
     }
 }
 

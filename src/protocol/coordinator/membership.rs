@@ -70,7 +70,7 @@ impl Coordinator {
             Role::Client => {
                 self.peers.insert(conn, Peer::Client);
                 let state = self.state.as_str().to_string();
-                send(out, conn, Body::Welcome { state }, false);
+                send(out, conn, Body::Welcome { state, term: None }, false);
             }
             Role::Participant => {
                 let Some(id) = id.filter(|i| valid_participant_id(&i.0)) else {
@@ -155,7 +155,7 @@ impl Coordinator {
         notice(out, Some(conn), format!("participant {id} {message}"));
         self.check_ready(out);
         let state = self.state.as_str().to_string();
-        send(out, conn, Body::Welcome { state }, false);
+        send(out, conn, Body::Welcome { state, term: None }, false);
         // Give a returning participant every decision it has not acknowledged.
         let owed: Vec<&Txn> = self
             .active

@@ -65,6 +65,10 @@ pub enum SessionNotice {
     Silent { silent_ms: u64, limit_ms: u64 },
     /// The welcomed connection is gone.
     Lost,
+    /// A `welcome` from a coordinator group member leading in `term`, older
+    /// than `seen`, a term another member already led in: a deposed leader
+    /// that has not noticed yet. Refused; the connection is closed.
+    StaleTerm { term: u64, seen: u64 },
     /// The coordinator said this participant was removed from the cluster
     /// by an operator (error `removed`, before or after `welcome`): it must
     /// stop and not register again. The connection is closed.
@@ -110,12 +114,16 @@ pub(super) struct Session {
     /// their own rhythm from start, whatever the connections do, so that
     /// they go out at one per interval however often ticks come.
     next_beat_ms: Millis,
+    /// The highest leader term a welcome carried (coordinator groups);
+    /// welcomes from older terms are refused.
+    seen_term: u64,
 }
 
 impl Session {
     pub fn new(now: Millis, timing: Timing) -> Session {
         Session {
             link: Link::Down,
+            seen_term: 0,
             last_heard_ms: now,
             next_beat_ms: now.saturating_add(timing.interval_ms),
         }
@@ -171,7 +179,18 @@ impl Session {
         }
         self.last_heard_ms = now;
         let notice = match body {
-            Body::Welcome { state } => {
+            Body::Welcome { state, term } => {
+                if let Some(term) = term {
+                    if term < self.seen_term {
+                        out.push(Action::Session(SessionNotice::StaleTerm {
+                            term,
+                            seen: self.seen_term,
+                        }));
+                        out.push(Action::Close { conn });
+                        return Admitted::Handled;
+                    }
+                    self.seen_term = term;
+                }
                 self.link = Link::Registered { conn };
                 out.push(Action::Session(SessionNotice::Registered {
                     coordinator_state: state,

@@ -145,6 +145,7 @@ fn client_hello() -> Body {
 fn welcome(state: ClusterState) -> Body {
     Body::Welcome {
         state: state.as_str().into(),
+        term: None,
     }
 }
 
