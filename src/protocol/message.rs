@@ -51,11 +51,14 @@ pub enum ErrorCode {
     InProgress,
     /// The participant was removed from the cluster by an operator.
     Removed,
+    /// This coordinator member is not the leader of its replicated group;
+    /// the message names the leader when known ([`not_leader_message`]).
+    NotLeader,
 }
 
 impl ErrorCode {
     /// Every code, in a fixed order (metrics index by it).
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::FrameTooLarge,
         ErrorCode::InvalidJson,
         ErrorCode::InvalidMessage,
@@ -76,6 +79,7 @@ impl ErrorCode {
         ErrorCode::TooManyConnections,
         ErrorCode::InProgress,
         ErrorCode::Removed,
+        ErrorCode::NotLeader,
     ];
 
     /// The code named `s` on the wire.
@@ -105,8 +109,48 @@ impl ErrorCode {
             ErrorCode::TooManyConnections => "too_many_connections",
             ErrorCode::InProgress => "in_progress",
             ErrorCode::Removed => "removed",
+            ErrorCode::NotLeader => "not_leader",
         }
     }
+}
+
+/// Where a `not_leader` message names the leader, and what follows its
+/// address: the two ends [`not_leader_address`] looks for.
+const LEADER_IS: &str = "; the leader is member ";
+const CONNECT_THERE: &str = ": connect there";
+
+/// The message of a `not_leader` error sent by coordinator `member` in
+/// `term`: where the leader is (`leader` is its member number and
+/// `host:port`), or that an election is under way. Clients and
+/// participants follow the address ([`not_leader_address`]), so the
+/// wording of the part that names it is fixed.
+pub fn not_leader_message(member: u64, term: u64, leader: Option<(u64, &str)>) -> String {
+    match leader {
+        Some((id, addr)) => format!(
+            "coordinator member {member} is not the leader (term {term}){LEADER_IS}{id} at {addr}{CONNECT_THERE}"
+        ),
+        None => format!(
+            "coordinator member {member} is not the leader (term {term}) and no leader is \
+             known yet (an election is under way); try another member"
+        ),
+    }
+}
+
+/// The leader's `host:port` named by a [`not_leader_message`], or `None`
+/// when it names none (or is not such a message). The message comes from
+/// the network: anything that does not look like an address is ignored.
+pub fn not_leader_address(message: &str) -> Option<String> {
+    let (_, rest) = message.split_once(LEADER_IS)?;
+    let (id, rest) = rest.split_once(" at ")?;
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let addr = rest.strip_suffix(CONNECT_THERE)?;
+    let (host, port) = addr.rsplit_once(':')?;
+    let plausible = !host.is_empty()
+        && !addr.chars().any(char::is_whitespace)
+        && port.parse::<u16>().is_ok_and(|p| p > 0);
+    plausible.then(|| addr.to_string())
 }
 
 /// The code of an `error` frame as received: one this build knows, or one
@@ -1034,9 +1078,10 @@ mod tests {
             ErrorCode::TooManyConnections => 17,
             ErrorCode::InProgress => 18,
             ErrorCode::Removed => 19,
+            ErrorCode::NotLeader => 20,
         };
         let positions: Vec<usize> = ErrorCode::ALL.iter().map(|c| position(*c)).collect();
-        assert_eq!(positions, (0..20).collect::<Vec<_>>());
+        assert_eq!(positions, (0..21).collect::<Vec<_>>());
         for c in ErrorCode::ALL {
             assert_eq!(ErrorCode::parse(c.as_str()), Some(c));
         }
@@ -1502,6 +1547,45 @@ mod tests {
                 continue;
             }
             roundtrip(body);
+        }
+    }
+
+    #[test]
+    fn a_not_leader_message_names_the_leader_and_gives_its_address_back() {
+        let m = not_leader_message(1, 3, Some((2, "127.0.0.1:7001")));
+        assert_eq!(
+            m,
+            "coordinator member 1 is not the leader (term 3); the leader is member 2 \
+             at 127.0.0.1:7001: connect there"
+        );
+        assert_eq!(not_leader_address(&m).as_deref(), Some("127.0.0.1:7001"));
+        for addr in ["[::1]:7001", "coord-2.example:8080"] {
+            let m = not_leader_message(5, 12, Some((4, addr)));
+            assert_eq!(not_leader_address(&m).as_deref(), Some(addr));
+        }
+        let none = not_leader_message(1, 3, None);
+        assert_eq!(
+            none,
+            "coordinator member 1 is not the leader (term 3) and no leader is known yet \
+             (an election is under way); try another member"
+        );
+        assert_eq!(not_leader_address(&none), None);
+    }
+
+    #[test]
+    fn a_message_without_a_plausible_address_names_none() {
+        for m in [
+            "",
+            "overloaded",
+            "coordinator member 1 is not the leader (term 3); the leader is member 2 at : connect there",
+            "coordinator member 1 is not the leader (term 3); the leader is member 2 at host: connect there",
+            "coordinator member 1 is not the leader (term 3); the leader is member 2 at h:0: connect there",
+            "coordinator member 1 is not the leader (term 3); the leader is member 2 at h:99999: connect there",
+            "coordinator member 1 is not the leader (term 3); the leader is member 2 at a b:1: connect there",
+            "coordinator member 1 is not the leader (term 3); the leader is member x at h:1: connect there",
+            "coordinator member 1 is not the leader (term 3); the leader is member 2 at h:1",
+        ] {
+            assert_eq!(not_leader_address(m), None, "{m:?}");
         }
     }
 

@@ -18,6 +18,9 @@ pub mod timeline;
 pub mod types;
 
 pub use heuristic::{Heuristic, HeuristicKind};
-pub use message::{Body, ErrorCode, Message, Outcome, Role, SubmitRequest, WireCode, WireError};
+pub use message::{
+    not_leader_address, not_leader_message, Body, ErrorCode, Message, Outcome, Role, SubmitRequest,
+    WireCode, WireError,
+};
 pub use record::{Action, Record};
 pub use types::{ConnId, Decision, Millis, ParticipantId, TxnId, Vote, PROTOCOL_VERSION};
