@@ -147,7 +147,9 @@ pub fn not_leader_address(message: &str) -> Option<String> {
     }
     let addr = rest.strip_suffix(CONNECT_THERE)?;
     let (host, port) = addr.rsplit_once(':')?;
+    // A DNS name is at most 253 bytes; with brackets and a port, 262.
     let plausible = !host.is_empty()
+        && addr.len() <= 262
         && !addr.chars().any(char::is_whitespace)
         && port.parse::<u16>().is_ok_and(|p| p > 0);
     plausible.then(|| addr.to_string())
@@ -1587,6 +1589,11 @@ mod tests {
         ] {
             assert_eq!(not_leader_address(m), None, "{m:?}");
         }
+        let long = format!("{}:1", "h".repeat(300));
+        assert_eq!(
+            not_leader_address(&not_leader_message(1, 3, Some((2, &long)))),
+            None
+        );
     }
 
     /// Known codes decode typed; a newer peer's code is kept as sent and
