@@ -575,7 +575,8 @@ impl Driver {
         match notice {
             SessionNotice::Registered { coordinator_state } => {
                 self.redial.succeeded();
-                tracing::info!(%coordinator_state, "registered with the coordinator");
+                let coordinator = self.coordinator_shown();
+                tracing::info!(%coordinator_state, %coordinator, "registered with the coordinator");
                 self.registered
                     .send_if_modified(|r| !std::mem::replace(r, true));
             }
