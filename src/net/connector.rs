@@ -134,7 +134,8 @@ pub enum Ended {
 /// growing the backoff, but at most [`Targets::hops_max`] times in a row
 /// (members that name each other after a lost election must not spin the
 /// connector). A connection that proved good is dialled again first after
-/// it ends, after the backoff's first (short) delay, as with one address.
+/// it ends, after the backoff's first (short) delay, as with one address
+/// (unless it ended naming a new leader, which is dialled at once).
 #[derive(Clone, Debug)]
 pub struct Targets {
     addrs: Vec<String>,
@@ -193,10 +194,12 @@ impl Targets {
     /// before its next dial.
     pub fn ended(&mut self, dial: &Dial, ended: Ended, hint_pending: bool) -> bool {
         if ended == Ended::Lost {
+            // A good connection starts everything over; a leader that
+            // stepped down and named its successor is followed at once.
             self.tried = 0;
             self.hops = 0;
             self.again = Some(dial.addr.clone());
-            return true;
+            return !hint_pending;
         }
         if dial.redirect {
             self.hops += 1;
@@ -383,6 +386,25 @@ mod tests {
         assert_eq!(
             step(&mut t, None, Ended::Failed, false),
             ("a:1".into(), true)
+        );
+    }
+
+    #[test]
+    fn a_good_connection_that_ends_naming_a_new_leader_goes_there_at_once() {
+        let mut t = targets(&["a:1", "b:2"]);
+        assert_eq!(step(&mut t, None, Ended::Lost, true), ("a:1".into(), false));
+        assert_eq!(
+            step(&mut t, Some("b:2"), Ended::Failed, false),
+            ("b:2".into(), false)
+        );
+        // The new leader is not up yet: the old one first, then the list.
+        assert_eq!(
+            step(&mut t, None, Ended::Failed, false),
+            ("a:1".into(), false)
+        );
+        assert_eq!(
+            step(&mut t, None, Ended::Failed, false),
+            ("b:2".into(), true)
         );
     }
 
