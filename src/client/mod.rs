@@ -8,6 +8,11 @@
 //! [`Client::next_reply`] hands out the outcomes in the order they arrive,
 //! each with its request id (the coordinator echoes it), so one connection
 //! can carry many transactions in flight.
+//!
+//! The coordinator may be a replicated group whose members refuse a hello
+//! with `not_leader` unless they lead: [`Client::connect_with`] takes the
+//! members as a comma-separated list, tries them in turn and follows the
+//! leader a refusal names ([`Route`] decides where to go next).
 
 use crate::net::codec::{FrameReader, FrameWriter};
 use crate::net::stream::{BoxedStream, ConnectError, PlainOpenError};
@@ -20,7 +25,8 @@ use crate::security::ClientSecurity;
 use futures::FutureExt;
 use futures::SinkExt;
 use serde_json::Value;
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// Why a client call got no answer.
@@ -48,6 +54,23 @@ pub enum ClientError {
     SecretRequired { addr: String },
     #[error("authentication with {addr} failed: {why}")]
     Unauthorized { addr: String, why: String },
+    /// Several coordinator members (or a member and the leader it named)
+    /// were tried and none took the connection: each with why.
+    #[error(
+        "no coordinator member took the connection: {}; give the addresses of the running members, \
+         comma-separated (HOST:PORT,HOST:PORT), or wait for the group to elect a leader",
+        tried_list(.tried)
+    )]
+    NoMember { tried: Vec<(String, String)> },
+}
+
+/// `a:1 (why); b:2 (why)`.
+fn tried_list(tried: &[(String, String)]) -> String {
+    let each: Vec<String> = tried
+        .iter()
+        .map(|(a, why)| format!("{a} ({why})"))
+        .collect();
+    each.join("; ")
 }
 
 impl ClientError {
@@ -99,14 +122,62 @@ impl Client {
 
     /// Connect (TLS when `security.tls` is set), say hello, and answer the
     /// server's challenge when `security.secret` is set.
+    ///
+    /// `addr` is one `host:port` or the members of a replicated coordinator
+    /// group, comma-separated. They are tried in order (the leader this
+    /// process last reached through the same list first), a member that
+    /// refuses with `not_leader` is left for the leader it names, and all of
+    /// it takes at most `timeout`. With one address and no redirect, the
+    /// error is that address's own; after several tries it is
+    /// [`ClientError::NoMember`], naming each address and why.
     pub async fn connect_with(
         addr: &str,
         security: &ClientSecurity,
         timeout: Duration,
     ) -> Result<Client, ClientError> {
-        tokio::time::timeout(timeout, Client::open(addr, security, timeout))
-            .await
-            .map_err(|_| ClientError::Timeout(timeout))?
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut route = Route::new(members(addr), remembered_leader(addr));
+        let mut tried: Vec<(String, String)> = Vec::new();
+        let mut last = None;
+        while let Some(member) = route.next() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                tried.push((member, "not tried: out of time".into()));
+                continue;
+            }
+            // The time left is shared by the addresses left, so that one
+            // member that never answers does not keep the client from the
+            // others. Alone, an address has all of `timeout`, as ever.
+            let budget = match (tried.is_empty(), route.waiting()) {
+                (true, 1) => timeout,
+                (_, n) => left / n as u32,
+            };
+            let opened = tokio::time::timeout(budget, Client::open(&member, security, timeout))
+                .await
+                .unwrap_or(Err(ClientError::Timeout(budget)));
+            let e = match opened {
+                Ok(c) => {
+                    remember_leader(addr, &member);
+                    return Ok(c);
+                }
+                Err(e) => e,
+            };
+            match &e {
+                ClientError::Refused { code, message } if *code == ErrorCode::NotLeader => {
+                    route.not_leader(crate::protocol::not_leader_address(message));
+                    tried.push((member, format!("not the leader: {message}")));
+                }
+                ClientError::Timeout(t) => {
+                    tried.push((member, format!("no answer within {} ms", t.as_millis())))
+                }
+                other => tried.push((member, other.to_string())),
+            }
+            last = Some(e);
+        }
+        match (tried.len(), last) {
+            (1, Some(e)) => Err(e),
+            _ => Err(ClientError::NoMember { tried }),
+        }
     }
 
     async fn open(
@@ -369,6 +440,101 @@ impl Client {
     }
 }
 
+/// The members named by a `--coordinator` value: comma-separated, blanks
+/// around each ignored. A value with none is kept as it is, so that the
+/// error names what was given.
+fn members(addr: &str) -> Vec<String> {
+    let list: Vec<String> = addr
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(String::from)
+        .collect();
+    match list.is_empty() {
+        true => vec![addr.to_string()],
+        false => list,
+    }
+}
+
+/// The member that last took a connection, by the `addr` given for it
+/// (one process may talk to several groups): tried first next time.
+static LEADERS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+/// Groups [`LEADERS`] remembers at most; the oldest is forgotten first.
+const LEADERS_MAX: usize = 16;
+
+fn remembered_leader(addr: &str) -> Option<String> {
+    let leaders = LEADERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    leaders
+        .iter()
+        .find(|(a, _)| a == addr)
+        .map(|(_, l)| l.clone())
+}
+
+fn remember_leader(addr: &str, leader: &str) {
+    let mut leaders = LEADERS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    leaders.retain(|(a, _)| a != addr);
+    if leaders.len() >= LEADERS_MAX {
+        leaders.remove(0);
+    }
+    leaders.push((addr.to_string(), leader.to_string()));
+}
+
+/// Where a client connecting to a coordinator group goes next: the
+/// remembered leader, then each member once, in order; a leader named by
+/// a `not_leader` refusal goes first. Redirects are bounded (twice the
+/// list, and two more) so that members naming each other cannot keep a
+/// client going round. Pure.
+#[derive(Debug)]
+struct Route {
+    queue: VecDeque<String>,
+    hops: usize,
+    hops_max: usize,
+}
+
+impl Route {
+    fn new(members: Vec<String>, remembered: Option<String>) -> Route {
+        let hops_max = 2 * members.len() + 2;
+        let mut queue: VecDeque<String> = remembered.into_iter().collect();
+        for m in members {
+            if !queue.contains(&m) {
+                queue.push_back(m);
+            }
+        }
+        Route {
+            queue,
+            hops: 0,
+            hops_max,
+        }
+    }
+
+    /// The next address to try, or `None` when every one was.
+    fn next(&mut self) -> Option<String> {
+        self.queue.pop_front()
+    }
+
+    /// Addresses left to try, the one just taken included: how many share
+    /// the time left.
+    fn waiting(&self) -> usize {
+        self.queue.len() + 1
+    }
+
+    /// The member just tried is not the leader; `leader` is the one it
+    /// named, tried next (within the bound on redirects).
+    fn not_leader(&mut self, leader: Option<String>) {
+        let Some(leader) = leader else { return };
+        if self.hops >= self.hops_max {
+            return;
+        }
+        self.hops += 1;
+        self.queue.retain(|a| *a != leader);
+        self.queue.push_front(leader);
+    }
+}
+
 /// Plain TCP with the hello sent, or why not.
 async fn plain_with_hello(addr: &str, hello: Body) -> Result<BoxedStream, ClientError> {
     net::stream::connect_plain_sending(addr, &net::encode(hello))
@@ -387,4 +553,75 @@ async fn plain_with_hello(addr: &str, hello: Body) -> Result<BoxedStream, Client
 
 fn unexpected(b: Body) -> ClientError {
     ClientError::Protocol(format!("`{}`", b.message_type()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(members: &[&str], remembered: Option<&str>) -> Route {
+        Route::new(
+            members.iter().map(|m| m.to_string()).collect(),
+            remembered.map(String::from),
+        )
+    }
+
+    #[test]
+    fn members_are_split_on_commas_and_one_address_stays_one() {
+        assert_eq!(members("127.0.0.1:8080"), ["127.0.0.1:8080"]);
+        assert_eq!(members(" a:1 , b:2,,c:3 "), ["a:1", "b:2", "c:3"]);
+        assert_eq!(members(""), [""]);
+        assert_eq!(members(" , "), [" , "]);
+    }
+
+    #[test]
+    fn the_remembered_leader_goes_first_and_each_member_once() {
+        let mut r = route(&["a:1", "b:2", "c:3"], Some("b:2"));
+        let order: Vec<String> = std::iter::from_fn(|| r.next()).collect();
+        assert_eq!(order, ["b:2", "a:1", "c:3"]);
+        let mut r = route(&["a:1"], Some("z:9"));
+        assert_eq!(r.next().as_deref(), Some("z:9"));
+        assert_eq!(r.waiting(), 2);
+    }
+
+    #[test]
+    fn a_named_leader_is_tried_next_and_only_once_in_the_queue() {
+        let mut r = route(&["a:1", "b:2", "c:3"], None);
+        assert_eq!(r.next().as_deref(), Some("a:1"));
+        r.not_leader(Some("c:3".into()));
+        assert_eq!(r.next().as_deref(), Some("c:3"));
+        // No leader known: the list goes on.
+        r.not_leader(None);
+        assert_eq!(r.next().as_deref(), Some("b:2"));
+        assert_eq!(r.next(), None);
+    }
+
+    #[test]
+    fn redirects_are_bounded() {
+        let mut r = route(&["a:1", "b:2"], None);
+        let mut tried = 0;
+        while let Some(m) = r.next() {
+            tried += 1;
+            r.not_leader(Some(if m == "a:1" { "b:2" } else { "a:1" }.into()));
+        }
+        // The first member, then 2 × 2 + 2 redirects (the second member
+        // among them, named before its turn in the list).
+        assert_eq!(tried, 7);
+    }
+
+    #[test]
+    fn a_failure_of_several_members_names_each() {
+        let e = ClientError::NoMember {
+            tried: vec![
+                ("a:1".into(), "connection refused".into()),
+                ("b:2".into(), "not the leader: no leader yet".into()),
+            ],
+        };
+        assert_eq!(
+            e.to_string(),
+            "no coordinator member took the connection: a:1 (connection refused); \
+             b:2 (not the leader: no leader yet); give the addresses of the running members, \
+             comma-separated (HOST:PORT,HOST:PORT), or wait for the group to elect a leader"
+        );
+    }
 }

@@ -15,10 +15,15 @@ settings! {
     pub struct ParticipantConfig in "participant" {
         /// Durable participant id (1-64 of [A-Za-z0-9_.-]).
         id: ParticipantId = "p1".into(), Rule::Id;
-        /// Address of the coordinator.
+        /// Address of the coordinator (unused when `coordinators` is set).
         coordinator_host: String = "127.0.0.1".into(), Rule::Host;
-        /// TCP port of the coordinator.
+        /// TCP port of the coordinator (unused when `coordinators` is set).
         coordinator_port: u16 = 8080, Rule::Range(1, 65_535);
+        /// The members of a replicated coordinator group, each `host:port`
+        /// (comma-separated as a flag or variable); when set, replaces
+        /// coordinator_host and coordinator_port. The participant tries
+        /// them in turn and follows a member that names the leader.
+        coordinators: Vec<String> = Vec::new(), Rule::Any;
         /// How to vote when the resource has no say.
         vote_preference: VotePreference = VotePreference::Commit, Rule::Any;
         /// Probability of a commit vote when vote_preference is random.
@@ -126,9 +131,22 @@ impl ParticipantConfig {
             .unwrap_or_else(|| PathBuf::from("./data").join(&self.id.0))
     }
 
+    /// The `host:port` of every coordinator member to try, in order:
+    /// `coordinators` when set, else `coordinator_host:coordinator_port`.
+    pub fn coordinator_addrs(&self) -> Vec<String> {
+        match self.coordinators.is_empty() {
+            true => vec![format!(
+                "{}:{}",
+                self.coordinator_host, self.coordinator_port
+            )],
+            false => self.coordinators.clone(),
+        }
+    }
+
     /// Each key's rule, then the rules that relate keys.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.check_keys("")?;
+        check_coordinators(&self.coordinators)?;
         let binds: Vec<(&str, &str)> = match self.admin_port.or(self.admin_http_port) {
             Some(_) => vec![("admin_host", self.admin_host.as_str())],
             None => Vec::new(),
@@ -159,4 +177,47 @@ impl ParticipantConfig {
         )?;
         super::send_buffer(self.send_buffer_max_bytes, self.max_frame_bytes)
     }
+}
+
+/// Most members `coordinators` may list: a replicated coordinator group
+/// has 1, 3 or 5; a few more leave room for a group being moved.
+pub const COORDINATORS_MAX: usize = 9;
+
+/// Each entry of `coordinators` is `host:port` (port 1-65535), without
+/// repeats, and there are at most [`COORDINATORS_MAX`].
+fn check_coordinators(list: &[String]) -> Result<(), ConfigError> {
+    const ALLOWED: &str = "a list of host:port, one per coordinator member (port 1-65535), \
+                           e.g. 10.0.0.1:8080,10.0.0.2:8080";
+    if list.len() > COORDINATORS_MAX {
+        return Err(invalid(
+            "coordinators",
+            list.join(","),
+            format!("at most {COORDINATORS_MAX} members; {ALLOWED}"),
+        ));
+    }
+    for (i, entry) in list.iter().enumerate() {
+        let port_ok = |p: &str| p.parse::<u16>().is_ok_and(|p| p > 0);
+        let well_formed = match entry.rsplit_once(':') {
+            Some((host, port)) => {
+                !host.trim().is_empty() && !entry.chars().any(char::is_whitespace) && port_ok(port)
+            }
+            None => false,
+        };
+        if !well_formed {
+            let shown = if entry.is_empty() {
+                "\"\""
+            } else {
+                entry.as_str()
+            };
+            return Err(invalid("coordinators", shown, ALLOWED));
+        }
+        if list[..i].contains(entry) {
+            return Err(invalid(
+                "coordinators",
+                entry,
+                format!("each member once; {entry} is listed twice"),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -117,6 +117,45 @@ fn a_participant_id_is_checked_as_a_key() {
     );
 }
 
+#[test]
+fn coordinators_replace_host_and_port_and_each_must_be_host_port() {
+    let single = ParticipantConfig::default();
+    assert_eq!(single.coordinator_addrs(), ["127.0.0.1:8080"]);
+    let args =
+        participant_flags(&["--coordinators", "10.0.0.1:8080,coord-b:8081,[::1]:9"]).unwrap();
+    let group = args.merged().unwrap();
+    group.validate().unwrap();
+    assert_eq!(
+        group.coordinator_addrs(),
+        ["10.0.0.1:8080", "coord-b:8081", "[::1]:9"]
+    );
+    let refused = |list: &[&str]| {
+        let c = ParticipantConfig {
+            coordinators: list.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        c.validate().unwrap_err().to_string()
+    };
+    for (list, shown) in [
+        (&["a:1", "b"][..], "`coordinators` = b: a list of host:port"),
+        (&["a:1", ""], "`coordinators` = \"\": a list of host:port"),
+        (&[":80"], "`coordinators` = :80: a list of host:port"),
+        (&["a:0"], "`coordinators` = a:0: a list of host:port"),
+        (
+            &["a:65536"],
+            "`coordinators` = a:65536: a list of host:port",
+        ),
+        (&["a b:1"], "`coordinators` = a b:1: a list of host:port"),
+        (&["a:1", "a:1"], "each member once; a:1 is listed twice"),
+    ] {
+        let msg = refused(list);
+        assert!(msg.contains(shown), "{list:?}: {msg}");
+    }
+    let many: Vec<String> = (1..=10).map(|i| format!("h{i}:1")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    assert!(refused(&many).contains("at most 9 members"));
+}
+
 fn write_yaml(text: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.yaml");

@@ -51,7 +51,8 @@ pub enum ErrorCode {
     InProgress,
     /// The participant was removed from the cluster by an operator.
     Removed,
-    /// This coordinator is a member of a group that another member leads.
+    /// This coordinator member is not the leader of its replicated group;
+    /// the message names the leader when known ([`not_leader_message`]).
     NotLeader,
 }
 
@@ -113,23 +114,45 @@ impl ErrorCode {
     }
 }
 
-/// The message of a `not_leader` error from group member `member`.
+/// Where a `not_leader` message names the leader, and what follows its
+/// address: the two ends [`not_leader_address`] looks for.
+const LEADER_IS: &str = "; the leader is member ";
+const CONNECT_THERE: &str = ": connect there";
+
+/// The message of a `not_leader` error sent by coordinator `member` in
+/// `term`: where the leader is (`leader` is its member number and
+/// `host:port`), or that an election is under way. Clients and
+/// participants follow the address ([`not_leader_address`]), so the
+/// wording of the part that names it is fixed.
 pub fn not_leader_message(member: u64, term: u64, leader: Option<(u64, &str)>) -> String {
     match leader {
         Some((id, addr)) => format!(
-            "coordinator member {member} is not the leader (term {term}); the leader is member {id} at {addr}: connect there"
+            "coordinator member {member} is not the leader (term {term}){LEADER_IS}{id} at {addr}{CONNECT_THERE}"
         ),
         None => format!(
-            "coordinator member {member} is not the leader (term {term}) and no leader is known yet (an election is under way); try another member"
+            "coordinator member {member} is not the leader (term {term}) and no leader is \
+             known yet (an election is under way); try another member"
         ),
     }
 }
 
-/// The leader's address in a [`not_leader_message`], when it names one.
+/// The leader's `host:port` named by a [`not_leader_message`], or `None`
+/// when it names none (or is not such a message). The message comes from
+/// the network: anything that does not look like an address is ignored.
 pub fn not_leader_address(message: &str) -> Option<String> {
-    let rest = message.split_once(" at ")?.1;
-    let addr = rest.split_once(": connect there")?.0;
-    (!addr.is_empty()).then(|| addr.to_string())
+    let (_, rest) = message.split_once(LEADER_IS)?;
+    let (id, rest) = rest.split_once(" at ")?;
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let addr = rest.strip_suffix(CONNECT_THERE)?;
+    let (host, port) = addr.rsplit_once(':')?;
+    // A DNS name is at most 253 bytes; with brackets and a port, 262.
+    let plausible = !host.is_empty()
+        && addr.len() <= 262
+        && !addr.chars().any(char::is_whitespace)
+        && port.parse::<u16>().is_ok_and(|p| p > 0);
+    plausible.then(|| addr.to_string())
 }
 
 /// The code of an `error` frame as received: one this build knows, or one
@@ -1071,15 +1094,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_not_leader_message_names_the_leader_address() {
-        let m = not_leader_message(1, 3, Some((2, "127.0.0.1:7001")));
-        assert_eq!(not_leader_address(&m).as_deref(), Some("127.0.0.1:7001"));
-        let none = not_leader_message(1, 3, None);
-        assert_eq!(not_leader_address(&none), None);
-        assert!(none.contains("try another member"), "{none}");
-    }
-
     /// One example of every message type, and of each optional field both
     /// present and absent.
     fn examples() -> Vec<Body> {
@@ -1543,6 +1557,50 @@ mod tests {
             }
             roundtrip(body);
         }
+    }
+
+    #[test]
+    fn a_not_leader_message_names_the_leader_and_gives_its_address_back() {
+        let m = not_leader_message(1, 3, Some((2, "127.0.0.1:7001")));
+        assert_eq!(
+            m,
+            "coordinator member 1 is not the leader (term 3); the leader is member 2 \
+             at 127.0.0.1:7001: connect there"
+        );
+        assert_eq!(not_leader_address(&m).as_deref(), Some("127.0.0.1:7001"));
+        for addr in ["[::1]:7001", "coord-2.example:8080"] {
+            let m = not_leader_message(5, 12, Some((4, addr)));
+            assert_eq!(not_leader_address(&m).as_deref(), Some(addr));
+        }
+        let none = not_leader_message(1, 3, None);
+        assert_eq!(
+            none,
+            "coordinator member 1 is not the leader (term 3) and no leader is known yet \
+             (an election is under way); try another member"
+        );
+        assert_eq!(not_leader_address(&none), None);
+    }
+
+    #[test]
+    fn a_message_without_a_plausible_address_names_none() {
+        for m in [
+            "",
+            "overloaded",
+            "coordinator member 1 is not the leader (term 3); the leader is member 2 at : connect there",
+            "coordinator member 1 is not the leader (term 3); the leader is member 2 at host: connect there",
+            "coordinator member 1 is not the leader (term 3); the leader is member 2 at h:0: connect there",
+            "coordinator member 1 is not the leader (term 3); the leader is member 2 at h:99999: connect there",
+            "coordinator member 1 is not the leader (term 3); the leader is member 2 at a b:1: connect there",
+            "coordinator member 1 is not the leader (term 3); the leader is member x at h:1: connect there",
+            "coordinator member 1 is not the leader (term 3); the leader is member 2 at h:1",
+        ] {
+            assert_eq!(not_leader_address(m), None, "{m:?}");
+        }
+        let long = format!("{}:1", "h".repeat(300));
+        assert_eq!(
+            not_leader_address(&not_leader_message(1, 3, Some((2, &long)))),
+            None
+        );
     }
 
     /// Known codes decode typed; a newer peer's code is kept as sent and

@@ -352,7 +352,7 @@ impl ParticipantNode {
 fn connector_spec(cfg: &ParticipantConfig, tls: Option<TlsClient>) -> ConnectorSpec {
     ConnectorSpec {
         server: "coordinator",
-        addr: format!("{}:{}", cfg.coordinator_host, cfg.coordinator_port),
+        addrs: cfg.coordinator_addrs(),
         tls,
         handshake_timeout: Duration::from_millis(cfg.handshake_timeout_ms),
         secret: cfg.secret.clone(),
@@ -517,8 +517,14 @@ impl Driver {
                 self.step(Event::TransportUp { conn });
             }
             ConnEvent::Message { conn, body } | ConnEvent::Query { conn, body, .. } => {
-                if self.core.link().conn() == Some(conn) {
-                    self.step(Event::Message { body });
+                if self.core.link().conn() != Some(conn) {
+                    return;
+                }
+                match body {
+                    Body::Error { code, message, .. } if code == ErrorCode::NotLeader => {
+                        self.follow_leader(conn, &message)
+                    }
+                    body => self.step(Event::Message { body }),
                 }
             }
             ConnEvent::Closed { conn } => {
@@ -532,13 +538,45 @@ impl Driver {
         }
     }
 
+    /// The coordinator member on `conn` is not the leader: dial the leader
+    /// it names next (else the next member), and close this connection;
+    /// its `Closed` event redials. Not the core's business: to the core it
+    /// is a connection lost before welcome.
+    fn follow_leader(&mut self, conn: ConnId, message: &str) {
+        let member = self.out.peer(conn);
+        match crate::protocol::not_leader_address(message) {
+            Some(leader) => {
+                tracing::info!(
+                    "coordinator member at {member} is not the leader; following the leader at {leader}"
+                );
+                self.redial.redirect(leader);
+            }
+            None => tracing::info!(
+                "coordinator member at {member} is not the leader and knows of none yet ({}); \
+                 trying the next member",
+                bound::reason(message)
+            ),
+        }
+        self.out.close(conn);
+    }
+
+    /// The coordinator address shown in the status: the member connected
+    /// to, else every member being tried.
+    fn coordinator_shown(&self) -> String {
+        match self.core.link().conn().map(|c| self.out.peer(c)) {
+            Some(addr) if !addr.is_empty() => addr,
+            _ => self.cfg.coordinator_addrs().join(","),
+        }
+    }
+
     /// Log what the core says about the session, and tell readiness and
     /// the connector about a registration.
     fn on_session(&mut self, notice: SessionNotice) {
         match notice {
             SessionNotice::Registered { coordinator_state } => {
                 self.redial.succeeded();
-                tracing::info!(%coordinator_state, "registered with the coordinator");
+                let coordinator = self.coordinator_shown();
+                tracing::info!(%coordinator_state, %coordinator, "registered with the coordinator");
                 self.registered
                     .send_if_modified(|r| !std::mem::replace(r, true));
             }
@@ -645,10 +683,7 @@ impl Driver {
                 core,
                 wal: self.out.log.stats().snapshot(),
                 resource: self.resource.status(),
-                coordinator: format!(
-                    "{}:{}",
-                    self.cfg.coordinator_host, self.cfg.coordinator_port
-                ),
+                coordinator: self.coordinator_shown(),
             })),
             AdminReply::TxnList(page) => Body::TxnInfo(json(&page)),
             AdminReply::Txn(view) => Body::TxnInfo(json(&view)),

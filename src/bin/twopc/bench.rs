@@ -31,8 +31,8 @@ use twopc::Client;
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Coordinator address (ignored with --local).
-    #[arg(long, env = "TWOPC_COORDINATOR", default_value = "127.0.0.1:8080", value_parser = crate::host_port)]
+    /// Coordinator address HOST:PORT, or the members of a replicated coordinator group as HOST:PORT,HOST:PORT (the leader is found and followed); ignored with --local.
+    #[arg(long, env = "TWOPC_COORDINATOR", default_value = "127.0.0.1:8080", value_parser = crate::coordinator_members)]
     pub coordinator: String,
     /// Start a throw-away local cluster with this many participants (votes:
     /// commit) and benchmark it.

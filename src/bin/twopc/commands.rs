@@ -20,8 +20,8 @@ pub const EXIT_ABORTED: u8 = 3;
 /// `twopc submit`
 #[derive(Args, Debug)]
 pub struct SubmitArgs {
-    /// Coordinator address.
-    #[arg(long, env = "TWOPC_COORDINATOR", default_value = "127.0.0.1:8080", value_parser = crate::host_port)]
+    /// Coordinator address HOST:PORT, or the members of a replicated coordinator group as HOST:PORT,HOST:PORT (the leader is found and followed).
+    #[arg(long, env = "TWOPC_COORDINATOR", default_value = "127.0.0.1:8080", value_parser = crate::coordinator_members)]
     pub coordinator: String,
     /// Transaction data (JSON) handed to every participant in PREPARE.
     #[arg(long, env = "TWOPC_PAYLOAD")]
@@ -49,7 +49,8 @@ pub struct SubmitArgs {
 /// `twopc status`
 #[derive(Args, Debug)]
 pub struct StatusArgs {
-    #[arg(long, env = "TWOPC_COORDINATOR", default_value = "127.0.0.1:8080", value_parser = crate::host_port)]
+    /// Coordinator address HOST:PORT, or the members of a replicated coordinator group as HOST:PORT,HOST:PORT (the leader is found and followed).
+    #[arg(long, env = "TWOPC_COORDINATOR", default_value = "127.0.0.1:8080", value_parser = crate::coordinator_members)]
     pub coordinator: String,
     #[arg(long)]
     pub json: bool,

@@ -129,6 +129,23 @@ pub fn host_port(s: &str) -> Result<String, String> {
     }
 }
 
+/// A `--coordinator` value: one HOST:PORT, or the members of a replicated
+/// coordinator group as HOST:PORT,HOST:PORT (the client follows the leader).
+pub fn coordinator_members(s: &str) -> Result<String, String> {
+    if !s.contains(',') {
+        return host_port(s);
+    }
+    for member in s.split(',').map(str::trim) {
+        if host_port(member).is_err() {
+            return Err(format!(
+                "`{member}` in `{s}` is not HOST:PORT (for example 127.0.0.1:8080); \
+                 give each coordinator member as HOST:PORT, comma-separated"
+            ));
+        }
+    }
+    Ok(s.to_string())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // One-shot commands die quietly when stdout goes away (`twopc txn list |

@@ -17,8 +17,8 @@ use twopc::Client;
 /// Which process to ask.
 #[derive(Args, Debug, Clone)]
 pub struct Target {
-    /// Coordinator address.
-    #[arg(long, env = "TWOPC_COORDINATOR", default_value = "127.0.0.1:8080", value_parser = crate::host_port)]
+    /// Coordinator address HOST:PORT, or the members of a replicated coordinator group as HOST:PORT,HOST:PORT (the leader is found and followed).
+    #[arg(long, env = "TWOPC_COORDINATOR", default_value = "127.0.0.1:8080", value_parser = crate::coordinator_members)]
     pub coordinator: String,
     /// A participant's admin address (its --admin-port) instead of the coordinator.
     #[arg(long, value_parser = crate::host_port)]
@@ -98,8 +98,8 @@ pub enum TxnCommand {
 /// The coordinator to ask, for membership commands.
 #[derive(Args, Debug, Clone)]
 pub struct CoordinatorTarget {
-    /// Coordinator address.
-    #[arg(long, env = "TWOPC_COORDINATOR", default_value = "127.0.0.1:8080", value_parser = crate::host_port)]
+    /// Coordinator address HOST:PORT, or the members of a replicated coordinator group as HOST:PORT,HOST:PORT (the leader is found and followed).
+    #[arg(long, env = "TWOPC_COORDINATOR", default_value = "127.0.0.1:8080", value_parser = crate::coordinator_members)]
     pub coordinator: String,
     /// Print JSON.
     #[arg(long)]
