@@ -126,7 +126,7 @@ settings! {
         /// Milliseconds without a leader's heartbeat before a member stands
         /// for election (randomised up to twice this); also how long a
         /// leader cut off from the majority keeps deciding.
-        raft_election_timeout_ms: u64 = 500, Rule::Range(50, 600_000);
+        raft_election_timeout_ms: u64 = 300, Rule::Range(50, 600_000);
         /// Milliseconds between the leader's heartbeats (less than half the
         /// election timeout).
         raft_heartbeat_ms: u64 = 100, Rule::Range(10, 300_000);

@@ -26,6 +26,10 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+/// Milliseconds between two rounds of a coordinator group's members at
+/// most, whatever the backoff has grown to.
+const GROUP_ROUND_MAX_MS: u64 = 200;
+
 /// Dial attempts that fail in a row between two warnings in the log.
 const WARN_EVERY_ATTEMPTS: u32 = 20;
 
@@ -198,8 +202,17 @@ impl Targets {
             // stepped down and named its successor is followed at once.
             self.tried = 0;
             self.hops = 0;
-            self.again = Some(dial.addr.clone());
-            return !hint_pending;
+            if self.addrs.len() == 1 {
+                self.again = Some(dial.addr.clone());
+                return !hint_pending;
+            }
+            // In a group the member that was lost is most likely dead or
+            // deposed: ask the next one at once (it names the leader, which
+            // may well be the same member again).
+            if let Some(i) = self.addrs.iter().position(|a| *a == dial.addr) {
+                self.next = (i + 1) % self.addrs.len();
+            }
+            return false;
         }
         if dial.redirect {
             self.hops += 1;
@@ -289,7 +302,12 @@ pub async fn run(
             continue;
         }
         let n = redial.attempts.fetch_add(1, Ordering::Relaxed);
-        let delay = spec.backoff.delay_ms(n);
+        let mut delay = spec.backoff.delay_ms(n);
+        if spec.addrs.len() > 1 {
+            // A group elects a new leader within a second or so: keep
+            // asking its members often enough to find it soon after.
+            delay = delay.min(GROUP_ROUND_MAX_MS);
+        }
         crate::sim::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_millis(delay)) => {}
@@ -397,15 +415,25 @@ mod tests {
             step(&mut t, Some("b:2"), Ended::Failed, false),
             ("b:2".into(), false)
         );
-        // The new leader is not up yet: the old one first, then the list.
+        // The new leader is not up yet: the list, from the member after
+        // the lost one, and a wait after a whole round.
         assert_eq!(
             step(&mut t, None, Ended::Failed, false),
-            ("a:1".into(), false)
+            ("b:2".into(), false)
         );
         assert_eq!(
             step(&mut t, None, Ended::Failed, false),
-            ("b:2".into(), true)
+            ("a:1".into(), true)
         );
+    }
+
+    #[test]
+    fn in_a_group_a_lost_leader_is_not_dialled_again_first() {
+        let mut t = targets(&["a:1", "b:2", "c:3"]);
+        assert_eq!(step(&mut t, None, Ended::Failed, false), ("a:1".into(), false));
+        // b led, and was killed: c next, at once.
+        assert_eq!(step(&mut t, None, Ended::Lost, false), ("b:2".into(), false));
+        assert_eq!(step(&mut t, None, Ended::Failed, false), ("c:3".into(), false));
     }
 
     #[test]

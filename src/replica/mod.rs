@@ -222,13 +222,32 @@ impl Group {
             .is_initialized()
             .await
             .map_err(|e| GroupError::Raft(e.to_string()))?;
+        let first = cfg.members.keys().next().copied();
         if !initialized && !cfg.join {
-            // Every founding member proposes the same membership; whichever
-            // is elected, the others' identical first entry agrees with it.
-            if let Err(e) = raft.initialize(cfg.members.clone()).await {
-                tracing::debug!("group already formed: {e}");
-            }
-            tracing::info!(members = cfg.members.len(), "formed the coordinator group");
+            // The member with the lowest id forms the group (initialising
+            // starts an election at once; several doing so at the same
+            // moment only cost a few terms). The others do it too, with the
+            // same membership, if no leader has reached them after a while
+            // (the lowest is down): the identical first entries agree.
+            let raft = raft.clone();
+            let members = cfg.members.clone();
+            let delay = match first == Some(cfg.me) {
+                true => Duration::ZERO,
+                false => Duration::from_millis(cfg.election_timeout_ms * 6),
+            };
+            tracker.spawn(async move {
+                tokio::time::sleep(delay).await;
+                if raft.is_initialized().await.unwrap_or(true) {
+                    return;
+                }
+                match raft.initialize(members.clone()).await {
+                    Ok(()) => tracing::info!(
+                        members = members.len(),
+                        "formed the coordinator group"
+                    ),
+                    Err(e) => tracing::debug!("group already formed: {e}"),
+                }
+            });
         }
         Ok(Group {
             raft,
