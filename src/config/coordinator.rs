@@ -139,6 +139,10 @@ settings! {
         /// Connections the Raft port serves at once (the other members use
         /// one or two each).
         raft_max_connections: usize = 64, Rule::Range(2, 10_000);
+        /// `HOST:PORT` the Raft port listens on, when the other members
+        /// reach this one at another address than its entry in `peers`
+        /// (a proxy, NAT); unset: that entry's address.
+        raft_bind: Option<String> = None, Rule::Any;
     }
     sections { wal: WalConfig }
     extra {

@@ -127,6 +127,9 @@ pub struct GroupConfig {
     /// Join a running group (an operator adds it with `twopc cluster add`)
     /// instead of forming one with `members`.
     pub join: bool,
+    /// Where the Raft port listens, when not at this member's address in
+    /// `members` (a proxy or NAT in between).
+    pub raft_bind: Option<String>,
 }
 
 /// Why a member could not start.
@@ -203,12 +206,10 @@ impl Group {
             .members
             .get(&cfg.me)
             .ok_or_else(|| GroupError::Config(format!("`peers` has no entry for this member's id {}", cfg.me)))?;
-        let listener = tokio::net::TcpListener::bind(&me.raft_addr)
+        let bind = cfg.raft_bind.clone().unwrap_or_else(|| me.raft_addr.clone());
+        let listener = tokio::net::TcpListener::bind(&bind)
             .await
-            .map_err(|source| GroupError::Bind {
-                addr: me.raft_addr.clone(),
-                source,
-            })?;
+            .map_err(|source| GroupError::Bind { addr: bind, source })?;
         tracker.spawn(net::serve(
             listener,
             raft.clone(),

@@ -128,6 +128,7 @@ impl CoordinatorServer {
                     handshake_timeout: Duration::from_millis(cfg.handshake_timeout_ms),
                 },
                 join: cfg.join,
+                raft_bind: cfg.raft_bind.clone(),
             };
             let group = Group::start(
                 gcfg,

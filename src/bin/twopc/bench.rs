@@ -99,6 +99,10 @@ pub struct BenchArgs {
     /// schedules them as separate groups.
     #[arg(long, requires = "local")]
     pub setsid: bool,
+    /// With --local: coordinator processes, 1 or a replicated group of 3
+    /// or 5 (the clients follow its leader).
+    #[arg(long, default_value_t = 1, requires = "local")]
+    pub coordinators: usize,
     /// With --local: the async runtime of the cluster's processes
     /// (`runtime`); their configured default (current-thread) when omitted.
     #[arg(long, value_enum, requires = "local")]
@@ -193,6 +197,9 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
 
 /// Why the flags cannot run, or `None`.
 fn usage_error(args: &BenchArgs) -> Option<String> {
+    if !matches!(args.coordinators, 1 | 3 | 5) {
+        return Some("--coordinators must be 1, 3 or 5".into());
+    }
     let in_range = |c: &usize| (1..=CONCURRENCY_MAX).contains(c);
     if !in_range(&args.concurrency) {
         return Some(format!(
@@ -320,6 +327,7 @@ fn local_options(args: &BenchArgs, participants: usize, most: usize) -> ClusterO
         timeout_seconds: 60.0,
         setsid: args.setsid,
         runtime: args.server_runtime,
+        coordinators: args.coordinators,
         ..ClusterOptions::default()
     }
 }
