@@ -182,7 +182,11 @@ impl CoordinatorConfig {
                 self.node_id,
                 format!(
                     "one of the ids in `peers` ({}): the entry of this member",
-                    members.keys().map(|k| k.to_string()).collect::<Vec<_>>().join(", ")
+                    members
+                        .keys()
+                        .map(|k| k.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             ));
         };

@@ -430,10 +430,19 @@ mod tests {
     #[test]
     fn in_a_group_a_lost_leader_is_not_dialled_again_first() {
         let mut t = targets(&["a:1", "b:2", "c:3"]);
-        assert_eq!(step(&mut t, None, Ended::Failed, false), ("a:1".into(), false));
+        assert_eq!(
+            step(&mut t, None, Ended::Failed, false),
+            ("a:1".into(), false)
+        );
         // b led, and was killed: c next, at once.
-        assert_eq!(step(&mut t, None, Ended::Lost, false), ("b:2".into(), false));
-        assert_eq!(step(&mut t, None, Ended::Failed, false), ("c:3".into(), false));
+        assert_eq!(
+            step(&mut t, None, Ended::Lost, false),
+            ("b:2".into(), false)
+        );
+        assert_eq!(
+            step(&mut t, None, Ended::Failed, false),
+            ("c:3".into(), false)
+        );
     }
 
     #[test]

@@ -605,6 +605,16 @@ wire_messages! {
         #[serde(rename = "participant_id")]
         id: ParticipantId,
     },
+    /// Operator, to the leader of a coordinator group: add the member
+    /// `add` (`ID=HOST:PORT:RAFT_PORT`, started with `join`) or remove the
+    /// member numbered `remove`, by Raft's joint consensus. Answered with
+    /// `status_report` (the group's view) once the change is committed.
+    GroupChange = "group_change" {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        add: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        remove: Option<u64>,
+    },
     /// Server → peer, in reply to `hello` when a shared secret is required:
     /// a fresh random nonce (64 hex digits) to prove knowledge of the secret.
     Challenge = "challenge" {

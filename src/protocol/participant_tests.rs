@@ -1883,7 +1883,10 @@ fn a_welcome_from_an_older_leader_term_is_refused() {
     p.handle(1, Event::TransportUp { conn: C });
     let out = p.handle(2, msg(term(4)));
     assert!(!p.connected(), "a welcome of term 4 after term 5 registers");
-    assert!(out.contains(&Action::Session(SessionNotice::StaleTerm { term: 4, seen: 5 })));
+    assert!(out.contains(&Action::Session(SessionNotice::StaleTerm {
+        term: 4,
+        seen: 5
+    })));
     assert!(out.contains(&Action::Close { conn: C }));
     // The same or a newer term is welcome.
     p.handle(3, Event::TransportDown);

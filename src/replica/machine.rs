@@ -116,7 +116,11 @@ impl Machine {
     }
 
     /// Keep `records` as the snapshot `meta`, on disk first.
-    fn keep(&mut self, meta: SnapshotMeta<u64, Member>, records: Vec<Record>) -> std::io::Result<()> {
+    fn keep(
+        &mut self,
+        meta: SnapshotMeta<u64, Member>,
+        records: Vec<Record>,
+    ) -> std::io::Result<()> {
         let stored = Stored { meta, records };
         let bytes = serde_json::to_vec(&stored)?;
         let tmp = self.dir.join("snapshot.json.new");
@@ -141,11 +145,7 @@ impl RaftSnapshotBuilder<TypeConfig> for MachineHandle {
         let meta = SnapshotMeta {
             last_log_id: m.applied,
             last_membership: m.membership.clone(),
-            snapshot_id: format!(
-                "{}-{}",
-                m.applied.map(|l| l.index).unwrap_or(0),
-                m.built
-            ),
+            snapshot_id: format!("{}-{}", m.applied.map(|l| l.index).unwrap_or(0), m.built),
         };
         m.keep(meta.clone(), records)
             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
@@ -206,8 +206,12 @@ impl RaftStateMachine<TypeConfig> for MachineHandle {
         meta: &SnapshotMeta<u64, Member>,
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
-        let records: Vec<Record> = serde_json::from_slice(snapshot.get_ref())
-            .map_err(|e| sm_err(ErrorVerb::Read, format!("a snapshot from the leader is not valid: {e}")))?;
+        let records: Vec<Record> = serde_json::from_slice(snapshot.get_ref()).map_err(|e| {
+            sm_err(
+                ErrorVerb::Read,
+                format!("a snapshot from the leader is not valid: {e}"),
+            )
+        })?;
         let mut m = self.lock();
         m.install(meta.clone(), &records);
         m.keep(meta.clone(), records)

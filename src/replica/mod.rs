@@ -80,12 +80,9 @@ pub fn parse_peer(s: &str) -> Result<(u64, Member), String> {
     let (id, rest) = s
         .split_once('=')
         .ok_or_else(|| format!("`{s}` is not {help}"))?;
-    let id: u64 = id
-        .trim()
-        .parse()
-        .ok()
-        .filter(|i| *i > 0)
-        .ok_or_else(|| format!("`{id}` in `{s}` is not a member id (a number from 1); expected {help}"))?;
+    let id: u64 = id.trim().parse().ok().filter(|i| *i > 0).ok_or_else(|| {
+        format!("`{id}` in `{s}` is not a member id (a number from 1); expected {help}")
+    })?;
     let (addr, raft_port) = rest
         .rsplit_once(':')
         .ok_or_else(|| format!("`{s}` is not {help}"))?;
@@ -180,7 +177,8 @@ impl Group {
         };
         let log = store::open(&cfg.dir, cfg.segment_max_bytes).map_err(storage)?;
         let stats = log.stats.clone();
-        let machine = machine::MachineHandle::open(cfg.dir.clone(), core, clock).map_err(storage)?;
+        let machine =
+            machine::MachineHandle::open(cfg.dir.clone(), core, clock).map_err(storage)?;
         let raft_cfg = openraft::Config {
             cluster_name: "twopc".into(),
             election_timeout_min: cfg.election_timeout_ms,
@@ -202,11 +200,16 @@ impl Group {
         let raft = Raft::new(cfg.me, Arc::new(raft_cfg), network, log, machine.clone())
             .await
             .map_err(|e| GroupError::Raft(e.to_string()))?;
-        let me = cfg
-            .members
-            .get(&cfg.me)
-            .ok_or_else(|| GroupError::Config(format!("`peers` has no entry for this member's id {}", cfg.me)))?;
-        let bind = cfg.raft_bind.clone().unwrap_or_else(|| me.raft_addr.clone());
+        let me = cfg.members.get(&cfg.me).ok_or_else(|| {
+            GroupError::Config(format!(
+                "`peers` has no entry for this member's id {}",
+                cfg.me
+            ))
+        })?;
+        let bind = cfg
+            .raft_bind
+            .clone()
+            .unwrap_or_else(|| me.raft_addr.clone());
         let listener = tokio::net::TcpListener::bind(&bind)
             .await
             .map_err(|source| GroupError::Bind { addr: bind, source })?;
@@ -242,10 +245,9 @@ impl Group {
                     return;
                 }
                 match raft.initialize(members.clone()).await {
-                    Ok(()) => tracing::info!(
-                        members = members.len(),
-                        "formed the coordinator group"
-                    ),
+                    Ok(()) => {
+                        tracing::info!(members = members.len(), "formed the coordinator group")
+                    }
                     Err(e) => tracing::debug!("group already formed: {e}"),
                 }
             });
@@ -316,6 +318,66 @@ impl Group {
             members: views,
         }
     }
+}
+
+/// Add the member `add` (`ID=HOST:PORT:RAFT_PORT`) or remove the member
+/// numbered `remove`: a new member is added as a learner and brought up to
+/// date first, then the voters change by joint consensus. On the leader.
+pub async fn change_members(
+    group: &Group,
+    add: Option<String>,
+    remove: Option<u64>,
+) -> Result<(), String> {
+    const LIMIT: Duration = Duration::from_secs(60);
+    let voters: std::collections::BTreeSet<u64> = group
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .voter_ids()
+        .collect();
+    let target = match (add, remove) {
+        (Some(spec), None) => {
+            let (id, member) = parse_peer(&spec)?;
+            if voters.contains(&id) {
+                return Err(format!(
+                    "member {id} is already in the group; remove it first to move it"
+                ));
+            }
+            tokio::time::timeout(LIMIT, group.raft.add_learner(id, member.clone(), true))
+                .await
+                .map_err(|_| format!("member {id} at {} did not catch up within {LIMIT:?}; is it running with `join: true` and the same secret?", member.raft_addr))?
+                .map_err(|e| format!("cannot add member {id}: {e}"))?;
+            let mut v = voters.clone();
+            v.insert(id);
+            v
+        }
+        (None, Some(id)) => {
+            if !voters.contains(&id) {
+                return Err(format!(
+                    "member {id} is not in the group; members: {}",
+                    voters
+                        .iter()
+                        .map(|v| v.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            if voters.len() == 1 {
+                return Err("the group's last member cannot be removed".into());
+            }
+            let mut v = voters.clone();
+            v.remove(&id);
+            v
+        }
+        _ => return Err("give exactly one of add (ID=HOST:PORT:RAFT_PORT) or remove (ID)".into()),
+    };
+    tokio::time::timeout(LIMIT, group.raft.change_membership(target, false))
+        .await
+        .map_err(|_| format!("the membership change did not commit within {LIMIT:?}; check that a majority of the members is up"))?
+        .map_err(|e| format!("the membership change failed: {e}"))?;
+    Ok(())
 }
 
 /// What `status` says about the group.
@@ -536,7 +598,14 @@ mod tests {
         assert_eq!(id, 2);
         assert_eq!(m.addr, "127.0.0.1:7001");
         assert_eq!(m.raft_addr, "127.0.0.1:7101");
-        for bad in ["127.0.0.1:7001:7101", "0=127.0.0.1:1:2", "x=h:1:2", "1=h:1", "1=:1:2", "1=h:0:5"] {
+        for bad in [
+            "127.0.0.1:7001:7101",
+            "0=127.0.0.1:1:2",
+            "x=h:1:2",
+            "1=h:1",
+            "1=:1:2",
+            "1=h:0:5",
+        ] {
             let e = parse_peer(bad).unwrap_err();
             assert!(e.contains("ID=HOST:PORT:RAFT_PORT"), "{bad}: {e}");
         }

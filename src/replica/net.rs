@@ -110,7 +110,10 @@ async fn send<T: Serialize>(c: &mut Conn, v: &T) -> std::io::Result<()> {
 async fn recv<T: for<'a> Deserialize<'a>>(c: &mut Conn) -> std::io::Result<T> {
     match c.next().await {
         Some(Ok(frame)) => serde_json::from_slice(&frame).map_err(|e| {
-            std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not a Raft frame: {e}"))
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not a Raft frame: {e}"),
+            )
         }),
         Some(Err(e)) => Err(e),
         None => Err(std::io::ErrorKind::UnexpectedEof.into()),
@@ -176,9 +179,12 @@ async fn serve_conn(
     handshake_timeout: Duration,
 ) -> std::io::Result<()> {
     let nonce = fresh_nonce();
-    send(c, &Reply::Challenge {
-        nonce: nonce.clone(),
-    })
+    send(
+        c,
+        &Reply::Challenge {
+            nonce: nonce.clone(),
+        },
+    )
     .await?;
     let hello = tokio::time::timeout(handshake_timeout, recv::<Request>(c))
         .await
@@ -189,9 +195,12 @@ async fn serve_conn(
         mac,
     } = hello
     else {
-        send(c, &Reply::Refused {
-            message: "hello first".into(),
-        })
+        send(
+            c,
+            &Reply::Refused {
+                message: "hello first".into(),
+            },
+        )
         .await?;
         return Err(std::io::Error::other("a request before hello"));
     };
@@ -200,15 +209,21 @@ async fn serve_conn(
             member,
             "a connection to the Raft port failed authentication: configure the same secret on every member"
         );
-        send(c, &Reply::Refused {
-            message: "authentication failed: every member needs the same secret".into(),
-        })
+        send(
+            c,
+            &Reply::Refused {
+                message: "authentication failed: every member needs the same secret".into(),
+            },
+        )
         .await?;
         return Err(std::io::Error::other("authentication failed"));
     }
-    send(c, &Reply::Welcome {
-        mac: auth.mac("server", me, &nonce, &peer_nonce),
-    })
+    send(
+        c,
+        &Reply::Welcome {
+            mac: auth.mac("server", me, &nonce, &peer_nonce),
+        },
+    )
     .await?;
     loop {
         let req = recv::<Request>(c).await?;
@@ -262,10 +277,13 @@ enum CallError {
 
 impl MemberClient {
     async fn connect(&self) -> Result<Conn, CallError> {
-        let stream = tokio::time::timeout(self.limits.handshake_timeout, TcpStream::connect(&self.addr))
-            .await
-            .map_err(|_| CallError::Unreachable(std::io::ErrorKind::TimedOut.into()))?
-            .map_err(CallError::Unreachable)?;
+        let stream = tokio::time::timeout(
+            self.limits.handshake_timeout,
+            TcpStream::connect(&self.addr),
+        )
+        .await
+        .map_err(|_| CallError::Unreachable(std::io::ErrorKind::TimedOut.into()))?
+        .map_err(CallError::Unreachable)?;
         let _ = stream.set_nodelay(true);
         let mut c = Framed::new(stream, codec(self.limits.max_frame_bytes));
         let handshake = async {
@@ -273,11 +291,14 @@ impl MemberClient {
                 return Err(std::io::Error::other("no challenge from the member"));
             };
             let mine = fresh_nonce();
-            send(&mut c, &Request::Hello {
-                member: self.me,
-                nonce: mine.clone(),
-                mac: self.auth.mac("peer", self.me, &nonce, &mine),
-            })
+            send(
+                &mut c,
+                &Request::Hello {
+                    member: self.me,
+                    nonce: mine.clone(),
+                    mac: self.auth.mac("peer", self.me, &nonce, &mine),
+                },
+            )
             .await?;
             match recv::<Reply>(&mut c).await? {
                 Reply::Welcome { mac } if self.auth.verify("server", self.target, &nonce, &mine, &mac) => Ok(()),
@@ -338,7 +359,9 @@ impl RaftNetwork<TypeConfig> for MemberClient {
             .await
             .map_err(rpc_err)?
         {
-            Reply::Append(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Reply::Append(r) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             _ => Err(unexpected()),
         }
     }
@@ -356,7 +379,9 @@ impl RaftNetwork<TypeConfig> for MemberClient {
             .await
             .map_err(rpc_err)?
         {
-            Reply::Snapshot(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Reply::Snapshot(r) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             _ => Err(unexpected()),
         }
     }
@@ -371,7 +396,9 @@ impl RaftNetwork<TypeConfig> for MemberClient {
             .await
             .map_err(rpc_err)?
         {
-            Reply::Vote(r) => r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e))),
+            Reply::Vote(r) => {
+                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
             _ => Err(unexpected()),
         }
     }

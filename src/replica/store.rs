@@ -25,13 +25,23 @@ use tokio::sync::oneshot;
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Op {
-    Vote { vote: Vote },
-    Append { entries: Vec<Entry> },
+    Vote {
+        vote: Vote,
+    },
+    Append {
+        entries: Vec<Entry>,
+    },
     /// Entries from `since` on were replaced (a new leader's log wins).
-    Truncate { since: u64 },
+    Truncate {
+        since: u64,
+    },
     /// Entries up to `upto` are in a snapshot and gone from the log.
-    Purge { upto: LogId },
-    Committed { committed: Option<LogId> },
+    Purge {
+        upto: LogId,
+    },
+    Committed {
+        committed: Option<LogId>,
+    },
 }
 
 /// What the journal holds once replayed.
@@ -131,10 +141,7 @@ fn io_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
 /// A job for the writer thread.
 enum Job {
     /// Write (and sync) these frames, then report.
-    Write {
-        frames: Vec<u8>,
-        done: Done,
-    },
+    Write { frames: Vec<u8>, done: Done },
 }
 
 enum Done {
@@ -226,7 +233,9 @@ impl Writer {
             }
             let result = self.write(&buf).map_err(|e| e.to_string());
             if let Err(e) = &result {
-                tracing::error!("cannot write the Raft log: {e}; this member stops taking part until restarted");
+                tracing::error!(
+                    "cannot write the Raft log: {e}; this member stops taking part until restarted"
+                );
             }
             for d in dones {
                 match d {
@@ -253,8 +262,7 @@ impl Writer {
         self.file.write_all(buf)?;
         let start = std::time::Instant::now();
         self.file.sync_data()?;
-        self.stats
-            .observe_sync(start.elapsed().as_micros() as u64);
+        self.stats.observe_sync(start.elapsed().as_micros() as u64);
         self.stats
             .bytes
             .fetch_add(buf.len() as u64, Ordering::Relaxed);
@@ -349,7 +357,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let s = self.lock();
-        let last = s.entries.values().next_back().map(|e| e.log_id).or(s.purged);
+        let last = s
+            .entries
+            .values()
+            .next_back()
+            .map(|e| e.log_id)
+            .or(s.purged);
         Ok(LogState {
             last_purged_log_id: s.purged,
             last_log_id: last,
@@ -376,7 +389,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.lock().committed)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,

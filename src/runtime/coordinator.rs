@@ -22,8 +22,8 @@ use crate::protocol::page::{
     page, txn_list_page, ListKey, Order, PageLimits, PageRequest, ParamError,
 };
 use crate::protocol::{Action, Body, ConnId, ErrorCode, Record, TxnId};
-use crate::security::ServerSecurity;
 use crate::replica::{Group, GroupConfig, GroupError, RaftLog};
+use crate::security::ServerSecurity;
 use crate::wal::{GroupCommit, WalError};
 use serde_json::json;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -88,7 +88,9 @@ impl CoordinatorServer {
         )?);
         let group_stop = CancellationToken::new();
         let group_tasks = TaskTracker::new();
-        let members = cfg.members().map_err(|e| StartError::Group(GroupError::Config(e.to_string())))?;
+        let members = cfg
+            .members()
+            .map_err(|e| StartError::Group(GroupError::Config(e.to_string())))?;
         let (mode, lock) = if members.is_empty() {
             let crate::wal::Opened {
                 wal, lock, records, ..
@@ -235,7 +237,8 @@ impl CoordinatorServer {
         ));
         let result = match mode {
             Mode::Single { core, log } => {
-                let mut driver = Driver::new(&cfg, core, log.into(), clock, &errors, &security, None);
+                let mut driver =
+                    Driver::new(&cfg, core, log.into(), clock, &errors, &security, None);
                 let r = driver
                     .main_loop(&mut ev_rx, &mut admin_rx, shutdown.clone())
                     .await;
@@ -299,7 +302,11 @@ async fn run_member(
             "this member leads the coordinator group; re-driving the decisions not yet acknowledged"
         );
         let lost = shutdown.child_token();
-        tokio::spawn(crate::replica::watch_leadership(group.clone(), term, lost.clone()));
+        tokio::spawn(crate::replica::watch_leadership(
+            group.clone(),
+            term,
+            lost.clone(),
+        ));
         let log = RaftLog::start(group, lost.clone());
         let mut driver = Driver::new(
             cfg,
@@ -821,8 +828,46 @@ impl Driver {
                 };
                 self.out.deliver(conn, reply, None);
             }
+            Body::GroupChange { add, remove } => self.group_change(conn, add, remove),
             body => self.step(Event::Message { conn, body }),
         }
+    }
+
+    /// `twopc cluster add|remove`: change the group's membership through
+    /// Raft (a new member is first brought up to date as a learner), and
+    /// answer with the group's view once committed, from a task of its own
+    /// (it takes as long as the new member needs to catch up).
+    fn group_change(&mut self, conn: ConnId, add: Option<String>, remove: Option<u64>) {
+        let refuse = |this: &mut Driver, message: String| {
+            let body = this.error_body(ErrorCode::Refused, message);
+            this.out.deliver(conn, body, None);
+        };
+        let Some(group) = self.group.clone() else {
+            return refuse(
+                self,
+                "this coordinator is not a member of a group (no `peers`); membership changes need one".into(),
+            );
+        };
+        let Some(tx) = self.out.sender(conn) else {
+            return;
+        };
+        let errors = self.errors.clone();
+        tokio::spawn(async move {
+            let reply = match crate::replica::change_members(&group, add, remove).await {
+                Ok(()) => Body::StatusReport(json!({ "group": group.view() })),
+                Err(message) => {
+                    errors.count(ErrorCode::Refused);
+                    Body::Error {
+                        code: ErrorCode::Refused.into(),
+                        message,
+                        request_id: None,
+                    }
+                }
+            };
+            let _ = tx
+                .send(crate::net::Outgoing::Frame(crate::net::encode(reply)))
+                .await;
+        });
     }
 
     /// An error reply to an operator request, counted.

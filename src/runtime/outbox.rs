@@ -135,6 +135,11 @@ impl Outbox {
             .unwrap_or_default()
     }
 
+    /// The writer queue of `conn`, for a reply sent later by another task.
+    pub fn sender(&self, conn: ConnId) -> Option<mpsc::Sender<Outgoing>> {
+        self.conns.get(&conn).map(|c| c.0.clone())
+    }
+
     /// Is `conn` still served (not closed, not dropped for not reading)?
     pub fn is_open(&self, conn: ConnId) -> bool {
         self.conns.contains_key(&conn)

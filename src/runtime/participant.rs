@@ -630,7 +630,8 @@ impl Driver {
                 } => {
                     self.admins.insert(conn);
                     let state = "participant".to_string();
-                    self.out.deliver(conn, Body::Welcome { state, term: None }, None);
+                    self.out
+                        .deliver(conn, Body::Welcome { state, term: None }, None);
                 }
                 _ => {
                     let e = WireError::new(

@@ -350,7 +350,10 @@ impl std::fmt::Debug for Secret {
 /// May `identity` send `body`? Operator actions need an operator; with no
 /// authentication configured there is no identity and everything is allowed.
 pub fn permits(identity: &Identity, body: &Body) -> Result<(), WireError> {
-    let operator_only = matches!(body, Body::ParticipantRemove { .. });
+    let operator_only = matches!(
+        body,
+        Body::ParticipantRemove { .. } | Body::GroupChange { .. }
+    );
     if operator_only && *identity != Identity::Operator {
         return Err(unauthorized(format!(
             "`{}` needs the operator key; this connection authenticated as {identity}",

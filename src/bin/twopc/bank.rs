@@ -238,7 +238,9 @@ async fn run(cluster: LocalCluster, args: &BankArgs, seed: u64) -> Result<(Value
                 let took = c
                     .await_takeover(victim, shards, Duration::from_secs(30))
                     .await
-                    .ok_or_else(|| format!("no takeover within 30 s after killing {}", c.name(victim)))?;
+                    .ok_or_else(|| {
+                        format!("no takeover within 30 s after killing {}", c.name(victim))
+                    })?;
                 failovers.lock().await.push(took.as_secs_f64() * 1000.0);
                 kills.push(format!("{} (leader)", c.name(victim)));
                 tokio::time::sleep(Duration::from_millis(crng.random_range(20..300))).await;
@@ -268,7 +270,10 @@ async fn run(cluster: LocalCluster, args: &BankArgs, seed: u64) -> Result<(Value
                 let victim = leader.unwrap_or_else(|| crng.random_range(0..c.len()));
                 c.kill9(victim).await;
                 if leader.is_some() {
-                    if let Some(took) = c.await_takeover(victim, shards, Duration::from_secs(30)).await {
+                    if let Some(took) = c
+                        .await_takeover(victim, shards, Duration::from_secs(30))
+                        .await
+                    {
                         failovers.lock().await.push(took.as_secs_f64() * 1000.0);
                     }
                     kills.push(format!("{} (leader)", c.name(victim)));
@@ -381,7 +386,8 @@ async fn run(cluster: LocalCluster, args: &BankArgs, seed: u64) -> Result<(Value
 fn failover_summary(ms: &[f64]) -> Value {
     let mut sorted = ms.to_vec();
     sorted.sort_by(f64::total_cmp);
-    let at = |q: f64| sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1];
+    let at =
+        |q: f64| sorted[((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1];
     json!({
         "count": sorted.len(),
         "p50": at(0.5),

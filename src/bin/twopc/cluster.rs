@@ -235,7 +235,13 @@ impl LocalCluster {
             } else {
                 "coordinator".to_string()
             };
-            let mut cargs = os(&["coordinator", "--host", "127.0.0.1", "--port", &ports[i].to_string()]);
+            let mut cargs = os(&[
+                "coordinator",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                &ports[i].to_string(),
+            ]);
             cargs.extend(os(&[
                 "--expected-participants",
                 &opts.participants.to_string(),

@@ -309,7 +309,10 @@ async fn take_over(cluster: &mut LocalCluster) -> Result<Client, String> {
         .await_takeover(old, n, Duration::from_secs(30))
         .await
         .ok_or("no member took over within 30 s")?;
-    let new = cluster.leader().await.ok_or("no coordinator leads the group")?;
+    let new = cluster
+        .leader()
+        .await
+        .ok_or("no coordinator leads the group")?;
     println!(
         "--- {} took over in {} ms: elected, every durable decision re-driven, {n} participants re-registered ---",
         cluster.name(new),

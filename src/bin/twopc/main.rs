@@ -16,6 +16,7 @@ mod commands;
 #[path = "../common/coordinator.rs"]
 mod coordinator;
 mod credentials;
+mod group;
 mod ops;
 #[path = "../common/participant.rs"]
 mod participant;
@@ -61,6 +62,9 @@ enum Command {
     /// List or remove participants of a running coordinator.
     #[command(subcommand)]
     Participants(ParticipantsCommand),
+    /// The replicated coordinator group: status of every member, add or remove a member.
+    #[command(subcommand)]
+    Cluster(group::ClusterCommand),
     /// One request to the HTTP admin API of the coordinator or of a participant (its admin_http_port), authenticated with the shared secret when one is given.
     Http(HttpArgs),
     /// Read a node's write-ahead log.
@@ -174,6 +178,7 @@ fn main() -> ExitCode {
         Command::Bank(a) => client_runtime(bank::bank(a)),
         Command::Txn(c) => client_runtime(ops::txn(c)),
         Command::Participants(c) => client_runtime(ops::participants(c)),
+        Command::Cluster(c) => client_runtime(group::cluster(c)),
         Command::Http(a) => client_runtime(admin_http::http(a)),
         Command::Wal(c) => ops::wal_cmd(c),
         Command::GenCert(a) => credentials::gen_cert(a),
