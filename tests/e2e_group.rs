@@ -146,7 +146,8 @@ fn voters(g: &Value) -> Vec<u64> {
 #[test]
 fn members_are_added_and_removed_at_runtime() {
     let dir = tempfile::tempdir().unwrap();
-    let ports: Vec<u16> = (0..8).map(|_| common::free_port()).collect();
+    let ports: Vec<u16> = (0..11).map(|_| common::free_port()).collect();
+    let admin = |i: usize| format!("127.0.0.1:{}", ports[8 + i]);
     let entry = |i: usize| format!("{}=127.0.0.1:{}:{}", i + 1, ports[i], ports[4 + i]);
     let peers = (0..3).map(entry).collect::<Vec<_>>().join(",");
     let list = (0..3)
@@ -165,6 +166,8 @@ fn members_are_added_and_removed_at_runtime() {
             &(i + 1).to_string(),
             "--expected-participants",
             "2",
+            "--admin-port",
+            &ports[8 + i].to_string(),
             "--data-dir",
         ]
         .iter()
@@ -232,6 +235,25 @@ fn members_are_added_and_removed_at_runtime() {
         (code == 0 && s["state"] == "READY").then_some(())
     });
     submit("before-add");
+
+    // Health and metrics tell the leader and a follower apart.
+    let leader = group_json(&list)
+        .and_then(|g| g["leader"].as_u64())
+        .unwrap() as usize;
+    let follower = if leader == 1 { 2 } else { 1 };
+    let health = common::http_get(&admin(leader - 1), "/health");
+    assert!(health.contains("\"role\":\"leader\""), "{health}");
+    let health = common::http_get(&admin(follower - 1), "/health");
+    assert!(health.contains("\"role\":\"follower\""), "{health}");
+    let metrics = common::http_get(&admin(leader - 1), "/metrics");
+    assert!(metrics.contains("twopc_group_leader 1"), "{metrics}");
+    assert!(
+        metrics.contains("twopc_group_member_lag_entries{member="),
+        "{metrics}"
+    );
+    let metrics = common::http_get(&admin(follower - 1), "/metrics");
+    assert!(metrics.contains("twopc_group_leader 0"), "{metrics}");
+    assert!(metrics.contains("twopc_group_has_leader 1"), "{metrics}");
 
     let (code, out, err) = run_twopc(&[
         "cluster",

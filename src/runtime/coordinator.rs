@@ -383,6 +383,11 @@ async fn stand_by(
                 Some(call) => {
                     let answer = match call.query {
                         AdminQuery::Status => AdminAnswer::Json(follower_status(group)),
+                        AdminQuery::Metrics => AdminAnswer::Metrics(Box::new(MetricsSnapshot {
+                            group: Some(super::metrics::GroupMetrics::of(&group.view())),
+                            errors: MetricsSnapshot::errors_of(errors),
+                            ..MetricsSnapshot::default()
+                        })),
                         _ => {
                             let v = group.view();
                             AdminAnswer::NotFound(format!(
@@ -733,6 +738,10 @@ impl Driver {
             connections: self.out.connections(),
             errors: MetricsSnapshot::errors_of(&self.errors),
             auth_failures: self.security.failures.counts(),
+            group: self
+                .group
+                .as_ref()
+                .map(|g| super::metrics::GroupMetrics::of(&g.view())),
         }
     }
 

@@ -37,7 +37,7 @@ impl WalSnapshot {
 }
 
 /// Everything `GET /metrics` shows, copied out of the event loop.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct MetricsSnapshot {
     pub ready: bool,
     pub expected_participants: usize,
@@ -54,6 +54,36 @@ pub struct MetricsSnapshot {
     pub errors: Vec<(&'static str, u64)>,
     /// Refused authentications and connections, by (port, reason).
     pub auth_failures: Vec<((&'static str, &'static str), u64)>,
+    /// For a member of a coordinator group: its part in it.
+    pub group: Option<GroupMetrics>,
+}
+
+/// A coordinator group member's figures.
+#[derive(Clone, Debug, Default)]
+pub struct GroupMetrics {
+    pub leader: bool,
+    pub has_leader: bool,
+    pub term: u64,
+    pub commit_index: u64,
+    /// On the leader: entries each other member is behind, by member id.
+    pub lag: Vec<(u64, u64)>,
+}
+
+impl GroupMetrics {
+    pub fn of(v: &crate::replica::GroupView) -> GroupMetrics {
+        GroupMetrics {
+            leader: v.role == "leader",
+            has_leader: v.leader.is_some(),
+            term: v.term,
+            commit_index: v.commit_index.unwrap_or(0),
+            lag: v
+                .members
+                .iter()
+                .filter(|m| m.id != v.me)
+                .filter_map(|m| Some((m.id, m.lag?)))
+                .collect(),
+        }
+    }
 }
 
 impl MetricsSnapshot {
@@ -67,6 +97,47 @@ impl MetricsSnapshot {
 pub fn render(m: &MetricsSnapshot, http_connections: usize) -> String {
     let mut o = String::with_capacity(8 * 1024);
     let s = &m.stats;
+    if let Some(g) = &m.group {
+        header(
+            &mut o,
+            "twopc_group_leader",
+            "gauge",
+            "1 on the member that leads the coordinator group, 0 on the others.",
+        );
+        line(&mut o, "twopc_group_leader", "", g.leader as u64);
+        header(&mut o, "twopc_group_has_leader", "gauge", "1 when this member knows a leader of the group; 0 while there is none it can reach (no quorum, or an election).");
+        line(&mut o, "twopc_group_has_leader", "", g.has_leader as u64);
+        header(
+            &mut o,
+            "twopc_group_term",
+            "gauge",
+            "The Raft term this member is in.",
+        );
+        line(&mut o, "twopc_group_term", "", g.term);
+        header(
+            &mut o,
+            "twopc_group_commit_index",
+            "gauge",
+            "The highest Raft log index this member knows committed and has applied.",
+        );
+        line(&mut o, "twopc_group_commit_index", "", g.commit_index);
+        if !g.lag.is_empty() {
+            header(
+                &mut o,
+                "twopc_group_member_lag_entries",
+                "gauge",
+                "On the leader: Raft entries each other member is behind.",
+            );
+            for (id, lag) in &g.lag {
+                line(
+                    &mut o,
+                    "twopc_group_member_lag_entries",
+                    &format!("member=\"{id}\""),
+                    *lag,
+                );
+            }
+        }
+    }
     header(&mut o, "twopc_up", "gauge", "1 when the coordinator is READY (every expected participant registered), 0 while waiting for participants.");
     line(&mut o, "twopc_up", "", m.ready as u64);
     header(
@@ -396,6 +467,7 @@ mod tests {
             connections: 4,
             errors: MetricsSnapshot::errors_of(&errors),
             auth_failures: vec![(("protocol", "wrong_mac"), 2)],
+            group: None,
         }
     }
 
