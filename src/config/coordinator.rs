@@ -124,7 +124,7 @@ settings! {
         /// cluster add`) instead of forming the group from `peers`.
         join: bool = false, Rule::Any;
         /// Milliseconds without a leader's heartbeat before a member stands
-        /// for election (randomised up to twice this); also how long a
+        /// for election (randomised up to 1.5 times this, after a lease of 1.5 times this); also how long a
         /// leader cut off from the majority keeps deciding.
         raft_election_timeout_ms: u64 = 300, Rule::Range(50, 600_000);
         /// Milliseconds between the leader's heartbeats (less than half the

@@ -182,7 +182,10 @@ impl Group {
         let raft_cfg = openraft::Config {
             cluster_name: "twopc".into(),
             election_timeout_min: cfg.election_timeout_ms,
-            election_timeout_max: cfg.election_timeout_ms * 2,
+            // openraft's followers wait a leader lease of this maximum,
+            // then a random timeout up to it: 750 to 900 ms after the last
+            // heartbeat at the default 300 ms.
+            election_timeout_max: cfg.election_timeout_ms * 3 / 2,
             heartbeat_interval: cfg.heartbeat_ms,
             install_snapshot_timeout: 10_000,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
@@ -526,13 +529,23 @@ async fn propose(
 /// Wait until this member may lead: Raft made it leader, a majority
 /// confirmed it, and its state machine has applied everything committed
 /// before its term (so it knows every durable decision). Returns the term.
-pub async fn await_leadership(group: &Group, shutdown: &CancellationToken) -> Option<u64> {
+pub async fn await_leadership(
+    group: &Group,
+    shutdown: &CancellationToken,
+) -> Result<Option<u64>, String> {
     let mut metrics = group.raft.metrics();
     loop {
-        let (leader, term) = {
+        let (leader, term, stopped) = {
             let m = metrics.borrow_and_update();
-            (m.state == ServerState::Leader, m.current_term)
+            (
+                m.state == ServerState::Leader,
+                m.current_term,
+                m.running_state.as_ref().err().map(|e| e.to_string()),
+            )
         };
+        if let Some(why) = stopped {
+            return Err(format!("Raft stopped: {why}"));
+        }
         if leader {
             let check = tokio::time::timeout(
                 Duration::from_millis(group.cfg.election_timeout_ms * 2),
@@ -545,13 +558,13 @@ pub async fn await_leadership(group: &Group, shutdown: &CancellationToken) -> Op
                     m.state == ServerState::Leader && m.current_term == term
                 };
                 if still {
-                    return Some(term);
+                    return Ok(Some(term));
                 }
             }
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return None,
-            r = metrics.changed() => if r.is_err() { return None },
+            _ = shutdown.cancelled() => return Ok(None),
+            r = metrics.changed() => if r.is_err() { return Err("Raft stopped".into()) },
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
     }

@@ -287,8 +287,12 @@ async fn run_member(
     shutdown: &CancellationToken,
 ) -> Result<(), crate::wal::LogFailure> {
     loop {
-        let Some(term) = stand_by(group, events, admin, errors, shutdown).await else {
-            return Ok(());
+        let term = match stand_by(group, events, admin, errors, shutdown).await {
+            Ok(Some(term)) => term,
+            Ok(None) => return Ok(()),
+            // The Raft log failed: stop, so that a restart recovers from
+            // what is durable (as with a single coordinator's log).
+            Err(why) => return Err(crate::wal::LogFailure(why)),
         };
         let records = group.machine.live_records();
         let core = Coordinator::recover(core_options(cfg), clock.now(), &records);
@@ -338,7 +342,7 @@ async fn stand_by(
     admin: &mut mpsc::Receiver<AdminCall>,
     errors: &Arc<ErrorCounts>,
     shutdown: &CancellationToken,
-) -> Option<u64> {
+) -> Result<Option<u64>, String> {
     let mut conns: HashMap<ConnId, mpsc::Sender<crate::net::Outgoing>> = HashMap::new();
     let leadership = crate::replica::await_leadership(group, shutdown);
     tokio::pin!(leadership);
@@ -347,7 +351,7 @@ async fn stand_by(
         tokio::select! {
             term = &mut leadership => break term,
             ev = events.recv() => match ev {
-                None => break None,
+                None => break Ok(None),
                 Some(ConnEvent::Opened { conn, tx, .. }) => {
                     conns.insert(conn, tx);
                 }
