@@ -17,7 +17,7 @@
 
 mod common;
 
-use common::{clean_command, free_port, participant_txn_list, Proc, COORDINATOR, PARTICIPANT};
+use common::{clean_command, participant_txn_list, Proc, COORDINATOR, PARTICIPANT};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -334,19 +334,28 @@ impl Group {
         let mut proxy = proxied.then(Proxy::new);
         let mut members = Vec::new();
         let mut peers = Vec::new();
+        // Every port stays bound until all are chosen: ports chosen one by
+        // one (bound, then released) may repeat.
+        let mut held = Vec::new();
+        let mut hold = || {
+            let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+            let port = l.local_addr().expect("bound address").port();
+            held.push(l);
+            port
+        };
         for id in 1..=3u64 {
-            let port = free_port();
+            let port = hold();
             let (raft_port, raft_bind) = match proxy.as_mut() {
                 Some(proxy) => {
                     // The proxy holds the port named in `peers`; the member
                     // listens on another one.
                     let listener = TcpListener::bind("127.0.0.1:0").expect("proxy port");
                     let front = listener.local_addr().expect("proxy addr").port();
-                    let real = format!("127.0.0.1:{}", free_port());
+                    let real = format!("127.0.0.1:{}", hold());
                     proxy.serve(listener, id, real.clone());
                     (front, Some(real))
                 }
-                None => (free_port(), None),
+                None => (hold(), None),
             };
             peers.push(format!("{id}=127.0.0.1:{port}:{raft_port}"));
             members.push(Member {
@@ -359,6 +368,7 @@ impl Group {
                 http: String::new(),
             });
         }
+        drop(held);
         let addrs = members
             .iter()
             .map(|m| format!("127.0.0.1:{}", m.port))
@@ -1087,13 +1097,18 @@ fn a_leader_cut_off_from_the_majority_stops_and_the_majority_goes_on() {
     };
     let base = decided(&new);
     load.wait_progress(10, "10 outcomes during the partition", PATIENCE);
-    let now = direct_status(&new_addr).expect("the new leader's status");
-    assert!(
-        decided(&now) >= base + 10,
-        "the clients got outcomes but the new leader decided only {} since it took over: {now}",
-        decided(&now) - base
+    // (The leader counts a transaction once it ended: acknowledged too.)
+    poll(
+        "the new leader to have decided 10 transactions",
+        PATIENCE,
+        || {
+            let now = direct_status(&new_addr).map_err(|e| e.to_string())?;
+            match member_id(&now) == new_id && decided(&now) >= base + 10 {
+                true => Ok(()),
+                false => Err(now.to_string()),
+            }
+        },
     );
-    assert_eq!(member_id(&now), new_id);
     // The old leader is still cut off and still refuses.
     assert!(
         matches!(direct_status(&old_addr), Err(ClientError::Refused { .. })),
@@ -1380,5 +1395,42 @@ fn stopping_and_starting_every_member_keeps_every_decision() {
         rerun.len(),
         transfers.len(),
         dropped.join("\n")
+    );
+}
+
+/// A leader cut off from both other members, which has stopped deciding,
+/// says so on `GET /health`: 503 with role `no_quorum` and a reason about
+/// the majority it cannot reach, not a leader's readiness report (which
+/// would advise starting participants).
+#[test]
+fn a_cut_off_leader_reports_no_quorum_on_health() {
+    let _serial = serial();
+    let g = Group::start(true);
+    let before = g.wait_ready();
+    let old = member_id(&before);
+    let old_addr = format!("127.0.0.1:{}", g.members[g.idx(old)].port);
+    for o in (1..=3).filter(|i| *i != old) {
+        g.proxy().cut(old, o);
+    }
+    // First it stops deciding (its coordinator port refuses)...
+    poll(
+        "the cut-off leader to refuse with not_leader",
+        ELECTION_TIMEOUT + SLACK,
+        || match direct_status(&old_addr) {
+            Err(ClientError::Refused { code, .. })
+                if code.known() == Some(ErrorCode::NotLeader) =>
+            {
+                Ok(())
+            }
+            other => Err(format!("{other:?}")),
+        },
+    );
+    // ...and then its health must say why.
+    let (code, h) = g.member_health(old).expect("the cut-off member's /health");
+    let reason = h["reason"].as_str().unwrap_or_default();
+    assert!(
+        code == 503 && h["role"] == "no_quorum" && reason.contains("majority"),
+        "a leader cut off from the majority answers /health with {code} {h}; expected 503 with \
+         role no_quorum and a reason naming the majority it cannot reach"
     );
 }
