@@ -1264,13 +1264,16 @@ fn a_rolling_restart_of_every_member_loses_no_transaction() {
         let down = Instant::now();
         g.start_member(i);
         let ready = g.wait_ready();
+        let applied = ready["group"]["applied_index"].as_u64().unwrap_or(0);
+        // It follows the current leader and has applied at least what the
+        // leader had when the group was READY again.
         poll(&format!("member {id} to rejoin"), PATIENCE, || {
             let s = g.member_status(id)?;
             let l = g.leader_status()?;
             let gr = &s["group"];
             let ok = gr["leader"].as_u64() == Some(member_id(&l))
                 && gr["term"].as_u64() == Some(term(&l))
-                && gr["applied_index"].is_u64();
+                && gr["applied_index"].as_u64().is_some_and(|a| a >= applied);
             match ok {
                 true => Ok(()),
                 false => Err(format!("member {s}; leader {l}")),
