@@ -14,6 +14,11 @@
 //! on both of its shards or neither, the data agrees with every outcome a
 //! client saw, nothing in doubt on any participant, and submitting an id
 //! again answers its recorded outcome instead of running it twice.
+//!
+//! Two smaller tests pin what the big ones rely on: every member stopped
+//! and started again still knows every decision, and a cut-off leader says
+//! on `GET /health` that it has no quorum. `TWOPC_TEST_KEEP=1` keeps the
+//! data directories and logs; `TWOPC_TEST_SEED` replays a run's transfers.
 
 mod common;
 
