@@ -462,6 +462,18 @@ impl Group {
     }
 
     fn start_shard(&mut self, s: usize) {
+        let shard = self.spawn_shard(s, &[]);
+        self.shards.push(shard);
+    }
+
+    /// Kill shard `s` (SIGKILL) and start it again on its data directory
+    /// with `env` (a crash point) added.
+    fn restart_shard(&mut self, s: usize, env: &[(&str, &str)]) {
+        self.shards[s].proc.kill9();
+        self.shards[s] = self.spawn_shard(s, env);
+    }
+
+    fn spawn_shard(&self, s: usize, env: &[(&str, &str)]) -> Shard {
         let id = format!("s{}", s + 1);
         let seed: serde_json::Map<String, Value> = (0..ACCOUNTS)
             .filter(|a| a % SHARDS == s)
@@ -479,6 +491,7 @@ impl Group {
             .arg(self.dir.path().join(&id))
             .args(["--admin-port", "0", "--log-level", "debug"])
             .args(["--reconnect-initial-ms", "20", "--reconnect-max-ms", "200"])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(append(&log));
@@ -499,7 +512,7 @@ impl Group {
             log: log.clone(),
         };
         let admin = admin.unwrap_or_else(|| panic!("{id} did not start; log:\n{}", tail(&log)));
-        self.shards.push(Shard { id, proc, admin });
+        Shard { id, proc, admin }
     }
 
     /// The leader's status, reached through the member list as a client
@@ -1390,6 +1403,15 @@ fn stopping_and_starting_every_member_keeps_every_decision() {
                 .map(|l| format!("member {}: {l}", m.id))
         })
         .collect();
+    // What the shards hold now: each transfer moved 1 from `from` to `to`
+    // once, or more often if it ran again.
+    let state = read_all(&g.addrs, &transfers);
+    let balances: Vec<String> = (0..7)
+        .map(|a| {
+            let v = &state[&format!("{}/{}", shard_of(a), account(a))];
+            format!("{}={v}", account(a))
+        })
+        .collect();
     let rerun: Vec<&str> = transfers
         .iter()
         .zip(&again)
@@ -1399,7 +1421,9 @@ fn stopping_and_starting_every_member_keeps_every_decision() {
     assert!(
         rerun.is_empty() && dropped.is_empty(),
         "after stopping and starting every member, {} of {} decided transfers ran again \
-         ({rerun:?}; answers {again:?}), and members dropped their Raft log at start:\n{}",
+         ({rerun:?}; answers {again:?}; balances now {balances:?}, each {INITIAL_BALANCE} \
+         before; each applied once: acct-00=99, acct-01..05=100, acct-06=101), and members \
+         dropped their Raft log at start:\n{}",
         rerun.len(),
         transfers.len(),
         dropped.join("\n")
@@ -1440,5 +1464,186 @@ fn a_cut_off_leader_reports_no_quorum_on_health() {
         code == 503 && h["role"] == "no_quorum" && reason.contains("majority"),
         "a leader cut off from the majority answers /health with {code} {h}; expected 503 with \
          role no_quorum and a reason naming the majority it cannot reach"
+    );
+}
+
+/// Cut member `old` (the leader) off from both others until another member
+/// leads; heal; return the new leader's id.
+fn move_leadership(g: &Group, old: u64) -> u64 {
+    let others: Vec<u64> = (1..=3).filter(|i| *i != old).collect();
+    for o in &others {
+        g.proxy().cut(old, *o);
+    }
+    let majority: String = others
+        .iter()
+        .map(|i| format!("127.0.0.1:{}", g.members[g.idx(*i)].port))
+        .collect::<Vec<_>>()
+        .join(",");
+    let new = poll("another member to lead", PATIENCE, || {
+        let s = leader_status_at(&majority)?;
+        match member_id(&s) != old {
+            true => Ok(member_id(&s)),
+            false => Err(s.to_string()),
+        }
+    });
+    g.proxy().heal();
+    new
+}
+
+/// A client-named transfer that committed while one participant had not
+/// acknowledged it yet is re-driven by the next leader, and ends there. After
+/// one more change of leader, submitting it again under its id must still
+/// be answered from the record (`repeated`), never run a second time. No
+/// process restarts a coordinator member here: the leaders change by
+/// partitions only.
+#[test]
+fn a_transfer_redriven_by_a_new_leader_is_still_known_after_the_next_leader() {
+    let _serial = serial();
+    let mut g = Group::start(true);
+    // s2 dies (SIGKILL) right after sending its next vote: the transfer
+    // commits, and s2's acknowledgement is missing.
+    g.restart_shard(1, &[("TWOPC_CRASH_AT", "participant.after_vote_sent")]);
+    let first = g.wait_ready();
+    let t = Transfer {
+        id: "redriven-1".into(),
+        from: 0,
+        to: 1,
+        amount: 7,
+        seen: Seen::Unknown,
+        submits: 1,
+        errors: Vec::new(),
+    };
+    assert_eq!(
+        (shard_of(t.from).as_str(), shard_of(t.to).as_str()),
+        ("s1", "s2")
+    );
+    let (_, o) = block_on(async {
+        let mut c = Client::connect_with(
+            &g.addrs,
+            &ClientSecurity::default(),
+            Duration::from_secs(10),
+        )
+        .await?;
+        c.submit(t.request()).await
+    })
+    .expect("the transfer's outcome");
+    assert_eq!(o.decision, Decision::Commit, "{o:?}");
+    let exit = g.shards[1].proc.wait_exit(PATIENCE);
+    assert!(exit.is_some(), "s2 did not stop at its crash point");
+
+    // Leader 1 → leader 2, which re-drives the commit; s2 comes back and
+    // acknowledges it, so it ends at leader 2.
+    let second = move_leadership(&g, member_id(&first));
+    g.restart_shard(1, &[]);
+    let s = g.wait_ready();
+    poll("the re-driven transfer to end", PATIENCE, || {
+        let s = direct_status(&format!(
+            "127.0.0.1:{}",
+            g.members[g.idx(member_id(&s))].port
+        ))
+        .map_err(|e| e.to_string())?;
+        let tx = &s["transactions"];
+        match tx["in_flight"] == 0 && tx["awaiting_acks"] == 0 {
+            true => Ok(()),
+            false => Err(s.to_string()),
+        }
+    });
+    // Leader 2 → leader 3.
+    let third = move_leadership(&g, member_id(&g.wait_ready()));
+    g.wait_ready();
+    let (_, again) = block_on(async {
+        let mut c = Client::connect_with(
+            &g.addrs,
+            &ClientSecurity::default(),
+            Duration::from_secs(10),
+        )
+        .await?;
+        c.submit(t.request()).await
+    })
+    .expect("the resubmitted transfer's outcome");
+    let state = read_all(&g.addrs, std::slice::from_ref(&t));
+    assert!(
+        again.repeated && again.decision == Decision::Commit,
+        "transfer {} committed under member {}, was re-driven and ended under member {second}; \
+         submitted again under member {third} it was {} (repeated: {}, {:?}); balances now {} {} / {} {} \
+         (each {} before, amount {})",
+        t.id,
+        member_id(&first),
+        if again.repeated {
+            "answered from the record"
+        } else {
+            "run again"
+        },
+        again.repeated,
+        again.decision,
+        account(t.from),
+        state[&format!("s1/{}", account(t.from))],
+        account(t.to),
+        state[&format!("s2/{}", account(t.to))],
+        INITIAL_BALANCE,
+        t.amount
+    );
+}
+
+/// A transfer committed while one participant had not yet learned the
+/// decision (it died right after voting) must end committed on both shards,
+/// even when every member is stopped (SIGTERM) and started again before
+/// that participant comes back and asks.
+#[test]
+fn a_decision_a_participant_still_waits_for_survives_a_restart_of_every_member() {
+    let _serial = serial();
+    let mut g = Group::start(false);
+    g.restart_shard(1, &[("TWOPC_CRASH_AT", "participant.after_vote_sent")]);
+    g.wait_ready();
+    let t = Transfer {
+        id: "waiting-1".into(),
+        from: 0,
+        to: 1,
+        amount: 7,
+        seen: Seen::Unknown,
+        submits: 1,
+        errors: Vec::new(),
+    };
+    let (_, o) = block_on(async {
+        let mut c = Client::connect_with(
+            &g.addrs,
+            &ClientSecurity::default(),
+            Duration::from_secs(10),
+        )
+        .await?;
+        c.submit(t.request()).await
+    })
+    .expect("the transfer's outcome");
+    assert_eq!(o.decision, Decision::Commit, "{o:?}");
+    let exit = g.shards[1].proc.wait_exit(PATIENCE);
+    assert!(exit.is_some(), "s2 did not stop at its crash point");
+    for m in g.members.iter_mut() {
+        let status = m.proc.as_mut().expect("running").terminate();
+        assert!(
+            status.is_some(),
+            "member {} did not exit after SIGTERM",
+            m.id
+        );
+    }
+    for i in 0..3 {
+        g.start_member(i);
+    }
+    g.restart_shard(1, &[]);
+    g.wait_ready();
+    let state = read_all(&g.addrs, std::slice::from_ref(&t));
+    let on = |shard: &str| !state[&format!("{shard}/{}", marker(&t.id))].is_null();
+    assert!(
+        on("s1") && on("s2"),
+        "transfer {} was reported committed; after every member restarted it is on s1: {}, \
+         on s2: {} (balances {} {} / {} {}, each {INITIAL_BALANCE} before, amount {}); s2's log:\n{}",
+        t.id,
+        on("s1"),
+        on("s2"),
+        account(t.from),
+        state[&format!("s1/{}", account(t.from))],
+        account(t.to),
+        state[&format!("s2/{}", account(t.to))],
+        t.amount,
+        tail(&g.shards[1].proc.log)
     );
 }
