@@ -263,6 +263,7 @@ fn decision(i: u64) -> Record {
         txn: TxnId(format!("c7f3e2a91b-{i:06}")),
         decision: Decision::Commit,
         participants: PARTICIPANTS.iter().map(|p| (*p).into()).collect(),
+        client_named: false,
     }
 }
 

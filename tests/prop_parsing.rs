@@ -758,6 +758,7 @@ fn record() -> BoxedStrategy<Record> {
                 txn,
                 decision,
                 participants,
+                client_named: false,
             }
         }),
         any_txn.clone().prop_map(|txn| Record::End { txn }),

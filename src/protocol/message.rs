@@ -1128,6 +1128,10 @@ mod tests {
                 state: "ready".into(),
                 term: None,
             },
+            Body::Welcome {
+                state: "READY".into(),
+                term: Some(4),
+            },
             Body::Prepare {
                 txn: t.clone(),
                 participants: vec!["p1".into(), "p2".into()],
@@ -1266,6 +1270,14 @@ mod tests {
                 id: ParticipantId::from("p3"),
                 force: true,
             },
+            Body::GroupChange {
+                add: Some("4=127.0.0.1:7004:7104".into()),
+                remove: None,
+            },
+            Body::GroupChange {
+                add: None,
+                remove: Some(2),
+            },
             Body::Challenge {
                 nonce: "ab".into(),
                 participant_id: None,
@@ -1289,6 +1301,7 @@ mod tests {
         r#"{"message_type":"hello","payload":{"id":"p1","protocol_version":1,"role":"participant"},"timestamp":1.5}"#,
         r#"{"message_type":"hello","payload":{"protocol_version":7,"role":"client"},"timestamp":1.5}"#,
         r#"{"message_type":"welcome","payload":{"state":"ready"},"timestamp":1.5}"#,
+        r#"{"message_type":"welcome","payload":{"state":"READY","term":4},"timestamp":1.5}"#,
         r#"{"message_type":"prepare","transaction_id":"t1","payload":{"data":{"a":[true,null,2.5],"x":1},"participants":["p1","p2"]},"timestamp":1.5}"#,
         r#"{"message_type":"vote_commit","transaction_id":"t1","payload":{},"timestamp":1.5}"#,
         r#"{"message_type":"vote_commit","transaction_id":"t1","payload":{"result":{"balance":5}},"timestamp":1.5}"#,
@@ -1323,6 +1336,8 @@ mod tests {
         r#"{"message_type":"resolve","transaction_id":"t1","payload":{"decision":"commit","operator":"alice","reason":"coordinator lost"},"timestamp":1.5}"#,
         r#"{"message_type":"participant_remove","payload":{"participant_id":"p3"},"timestamp":1.5}"#,
         r#"{"message_type":"participant_remove","payload":{"force":true,"participant_id":"p3"},"timestamp":1.5}"#,
+        r#"{"message_type":"group_change","payload":{"add":"4=127.0.0.1:7004:7104"},"timestamp":1.5}"#,
+        r#"{"message_type":"group_change","payload":{"remove":2},"timestamp":1.5}"#,
         r#"{"message_type":"challenge","payload":{"nonce":"ab"},"timestamp":1.5}"#,
         r#"{"message_type":"challenge","payload":{"nonce":"ab","participant_id":"p1"},"timestamp":1.5}"#,
         r#"{"message_type":"auth","payload":{"mac":"ef","nonce":"cd"},"timestamp":1.5}"#,

@@ -982,6 +982,7 @@ fn recover_ignores_coordinator_records() {
             txn: tid("t1"),
             decision: Decision::Commit,
             participants: pids(&["p1"]),
+            client_named: false,
         },
         Record::End { txn: tid("t1") },
     ];

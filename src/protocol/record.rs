@@ -25,6 +25,11 @@ pub enum Record {
         txn: TxnId,
         decision: Decision,
         participants: Vec<ParticipantId>,
+        /// The client chose the id: its `Outcome` (not `End`) closes it,
+        /// and a repeated submit is answered from it. Carried so that a
+        /// checkpoint, or a new leader of a coordinator group, keeps it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        client_named: bool,
     },
     /// Coordinator: every participant acknowledged; `txn` can be forgotten.
     End { txn: TxnId },

@@ -7,6 +7,9 @@
 //! one was told about it). When the journal grows past a segment, the
 //! thread rewrites what is live into a new file and removes the old one.
 
+// openraft's storage error is its own (large) type; the trait fixes it.
+#![allow(clippy::result_large_err)]
+
 use super::{Entry, LogId, StorageError, TypeConfig, Vote};
 use crate::wal::WalStats;
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -21,9 +24,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
-/// One journal operation.
+/// One journal operation. Externally tagged: an internally tagged enum
+/// goes through serde's buffered content, which cannot read a membership's
+/// member ids back as map keys.
 #[derive(Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 enum Op {
     Vote {
         vote: Vote,
@@ -422,7 +427,36 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openraft::{CommittedLeaderId, EntryPayload};
+    use openraft::{CommittedLeaderId, EntryPayload, Membership};
+
+    #[test]
+    fn a_membership_entry_reads_back() {
+        let members: std::collections::BTreeMap<u64, super::super::Member> = (1..=3)
+            .map(|i| {
+                (
+                    i,
+                    super::super::Member {
+                        addr: format!("127.0.0.1:700{i}"),
+                        raft_addr: format!("127.0.0.1:710{i}"),
+                    },
+                )
+            })
+            .collect();
+        let e = Entry {
+            log_id: LogId::new(CommittedLeaderId::new(0, 0), 0),
+            payload: EntryPayload::Membership(Membership::from(members)),
+        };
+        let (ops, n) = unframe(&frame(&Op::Append { entries: vec![e] }));
+        assert_eq!(ops.len(), 1, "the membership entry must read back");
+        assert!(n > 0);
+        let Op::Append { entries } = &ops[0] else {
+            panic!("not an append")
+        };
+        let EntryPayload::Membership(m) = &entries[0].payload else {
+            panic!("not a membership")
+        };
+        assert_eq!(m.voter_ids().collect::<Vec<_>>(), vec![1, 2, 3]);
+    }
 
     fn entry(term: u64, index: u64) -> Entry {
         Entry {

@@ -73,7 +73,10 @@ pub struct CoordinatorServer {
 }
 
 enum Mode {
-    Single { core: Coordinator, log: GroupCommit },
+    Single {
+        core: Box<Coordinator>,
+        log: GroupCommit,
+    },
     Group(Group),
 }
 
@@ -107,7 +110,13 @@ impl CoordinatorServer {
                 );
             }
             let log = GroupCommit::start(wal, cfg.max_in_flight * 4 + 1024);
-            (Mode::Single { core, log }, lock)
+            (
+                Mode::Single {
+                    core: Box::new(core),
+                    log,
+                },
+                lock,
+            )
         } else {
             std::fs::create_dir_all(&cfg.data_dir).map_err(|source| {
                 StartError::Group(GroupError::Storage {
@@ -238,7 +247,7 @@ impl CoordinatorServer {
         let result = match mode {
             Mode::Single { core, log } => {
                 let mut driver =
-                    Driver::new(&cfg, core, log.into(), clock, &errors, &security, None);
+                    Driver::new(&cfg, *core, log.into(), clock, &errors, &security, None);
                 let r = driver
                     .main_loop(&mut ev_rx, &mut admin_rx, shutdown.clone())
                     .await;
@@ -419,7 +428,14 @@ async fn stand_by(
 
 /// `status` on a member that does not lead.
 fn follower_status(group: &Group) -> serde_json::Value {
-    let v = group.view();
+    let mut v = group.view();
+    // Raft may still call this member the leader after it stepped down
+    // (no majority heard from): it leads nothing here.
+    if v.leader == Some(v.me) {
+        v.leader = None;
+        v.leader_addr = None;
+        v.role = "no_quorum";
+    }
     let state = if v.leader.is_some_and(|l| l != v.me) {
         "FOLLOWER"
     } else {

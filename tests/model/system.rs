@@ -205,6 +205,7 @@ fn rec_of(r: &Record, n: usize) -> Rec {
             txn,
             decision: Decision::Commit,
             participants,
+            ..
         } => {
             assert_eq!(participants, &all_pids(n));
             Rec::Decision(Tx::parse(txn))
@@ -241,6 +242,7 @@ fn record_of(r: Rec, n: usize) -> Record {
             txn: t.id(),
             decision: Decision::Commit,
             participants: all_pids(n),
+            client_named: false,
         },
         Rec::End(t) => Record::End { txn: t.id() },
         Rec::Joined(i) => Record::Joined {

@@ -191,9 +191,11 @@ impl Coordinator {
                     txn,
                     decision: Decision::Commit,
                     participants,
+                    client_named,
                 } => {
                     let max = c.opts.timeline_max_events;
                     let mut t = Txn::new(txn.clone(), participants.clone(), now, now, max);
+                    t.client_named = *client_named;
                     t.timeline.assume_durable();
                     t.timeline.record(now, Step::Recovered);
                     t.phase = TxnPhase::CommitPhase;
@@ -313,6 +315,7 @@ impl Coordinator {
                     txn: t.id.clone(),
                     decision,
                     participants: t.participants.clone(),
+                    client_named: t.client_named,
                 }),
                 // A client-named abort is remembered before its heuristics
                 // are attached to it.
@@ -882,6 +885,7 @@ impl Coordinator {
                         txn: txn.clone(),
                         decision,
                         participants: t.participants.clone(),
+                        client_named: t.client_named,
                     },
                     sync: true,
                 });

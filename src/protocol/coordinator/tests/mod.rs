@@ -72,6 +72,20 @@ fn persist_commit(txn: &str, participants: &[&str]) -> Action {
             txn: tid(txn),
             decision: Decision::Commit,
             participants: pids(participants),
+            client_named: false,
+        },
+        sync: true,
+    }
+}
+
+/// The commit decision of a transaction whose id the client chose.
+fn persist_named_commit(txn: &str, participants: &[&str]) -> Action {
+    Action::Persist {
+        record: Record::Decision {
+            txn: tid(txn),
+            decision: Decision::Commit,
+            participants: pids(participants),
+            client_named: true,
         },
         sync: true,
     }
@@ -295,6 +309,7 @@ fn decision_record(txn: &str, decision: Decision, participants: &[&str]) -> Reco
         txn: tid(txn),
         decision,
         participants: pids(participants),
+        client_named: false,
     }
 }
 

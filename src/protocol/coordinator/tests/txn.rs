@@ -196,6 +196,7 @@ fn all_commit_votes_persist_the_decision_before_sending_it() {
             txn: tid("t-1"),
             decision: Decision::Commit,
             participants: pids(&["p1", "p2"]),
+            client_named: false,
         }]
     );
 }
@@ -882,7 +883,7 @@ fn a_client_named_commit_is_run_once_and_its_outcome_kept() {
     assert_eq!(
         c.handle(2, msg(P2, vote_commit("order-7"))),
         vec![
-            persist_commit("order-7", &["p1", "p2"]),
+            persist_named_commit("order-7", &["p1", "p2"]),
             send(P1, commit("order-7"), true),
             send(P2, commit("order-7"), true),
             send(CLIENT, told.clone(), true),
@@ -912,7 +913,12 @@ fn a_client_named_commit_is_run_once_and_its_outcome_kept() {
     assert_eq!(
         txn_records(&c),
         vec![
-            decision_record("order-7", Decision::Commit, &["p1", "p2"]),
+            Record::Decision {
+                txn: tid("order-7"),
+                decision: Decision::Commit,
+                participants: pids(&["p1", "p2"]),
+                client_named: true,
+            },
             outcome_record("order-7", Decision::Commit)
         ]
     );
@@ -920,6 +926,49 @@ fn a_client_named_commit_is_run_once_and_its_outcome_kept() {
     assert_eq!(
         r.txn(&tid("order-7")).map(|t| (t.phase, t.client_named)),
         Some((TxnPhase::Completed, true))
+    );
+}
+
+/// A client-named commit still waiting for acknowledgements when the log is
+/// checkpointed, or when a coordinator group changes leader, comes back
+/// client-named: it ends with its `Outcome` (not `End`), so a later
+/// recovery still answers a repeated submit instead of running it again.
+#[test]
+fn a_client_named_commit_recovered_before_its_acks_still_ends_with_its_outcome() {
+    let mut c = ready();
+    c.handle(0, msg(CLIENT, submit_named(1, "order-8")));
+    c.handle(1, msg(P1, vote_commit("order-8")));
+    c.handle(2, msg(P2, vote_commit("order-8")));
+    let mut r = Coordinator::recover(opts(), 10, &c.live_records());
+    r.handle(10, msg(P1, hello("p1")));
+    r.handle(10, msg(P2, hello("p2")));
+    r.handle(11, msg(P1, ack("order-8")));
+    let out = r.handle(12, msg(P2, ack("order-8")));
+    let persisted: Vec<&Record> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Persist { record, .. } => Some(record),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        persisted
+            .iter()
+            .any(|r| matches!(r, Record::Outcome { txn, decision: Decision::Commit, .. } if *txn == tid("order-8"))),
+        "{out:?}"
+    );
+    assert!(
+        !persisted.iter().any(|r| matches!(r, Record::End { .. })),
+        "{out:?}"
+    );
+    let mut again = Coordinator::recover(opts(), 20, &r.live_records());
+    again.handle(20, msg(CLIENT, client_hello()));
+    again.handle(20, msg(P1, hello("p1")));
+    again.handle(20, msg(P2, hello("p2")));
+    let out = again.handle(21, msg(CLIENT, submit_named(2, "order-8")));
+    assert!(
+        matches!(&out[..], [Action::Send { body: Body::Outcome { outcome, .. }, .. }] if outcome.repeated && outcome.decision == Decision::Commit),
+        "{out:?}"
     );
 }
 

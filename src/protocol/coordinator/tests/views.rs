@@ -182,6 +182,7 @@ fn timeline_of_a_recovered_commit_starts_with_recovery() {
         txn: tid("t-7"),
         decision: Decision::Commit,
         participants: pids(&["p1"]),
+        client_named: false,
     }];
     let mut c = Coordinator::recover(
         CoordinatorOptions {
