@@ -451,6 +451,12 @@ async fn read_all(
     transfers: usize,
 ) -> Result<BTreeMap<String, Value>, String> {
     let mut out = BTreeMap::new();
+    // One read transaction per shard and chunk of keys: a kv transaction
+    // takes at most 10,000 operations. The workload has stopped, so every
+    // chunk sees the final state of its keys (an in-doubt transfer holds the
+    // locks of all its keys until it is resolved).
+    const READS_PER_TRANSACTION: usize = 5_000;
+    let mut reads = Vec::new();
     for s in 0..args.shards {
         let id = format!("s{}", s + 1);
         let mut ops: Vec<Value> = (0..args.accounts)
@@ -458,6 +464,11 @@ async fn read_all(
             .map(|a| json!({"op": "get", "key": account(a)}))
             .collect();
         ops.extend((0..transfers).map(|n| json!({"op": "get", "key": marker(n)})));
+        for chunk in ops.chunks(READS_PER_TRANSACTION) {
+            reads.push((id.clone(), chunk.to_vec()));
+        }
+    }
+    for (id, ops) in reads {
         let req = SubmitRequest {
             data: json!({"operations": { id.clone(): ops }}),
             participants: None,
