@@ -229,7 +229,7 @@ impl LocalCluster {
             None => Vec::new(),
         };
         let mut coordinators = Vec::new();
-        for i in 0..opts.coordinators {
+        for (i, port) in ports.iter().enumerate().take(opts.coordinators) {
             let name = if group {
                 format!("coordinator-{}", i + 1)
             } else {
@@ -240,7 +240,7 @@ impl LocalCluster {
                 "--host",
                 "127.0.0.1",
                 "--port",
-                &ports[i].to_string(),
+                &port.to_string(),
             ]);
             cargs.extend(os(&[
                 "--expected-participants",
@@ -397,9 +397,8 @@ impl LocalCluster {
             .filter(|a| a.contains(':'))
             .ok_or_else(|| format!("unexpected coordinator output: {line}"))?
             .to_string();
-        if self.coordinators == 1 {
-            self.addr = addr;
-        } else if self.addr.is_empty() {
+        // A group's `addr` is the list of its members, set once at start.
+        if self.coordinators == 1 || self.addr.is_empty() {
             self.addr = addr;
         }
         self.members[i].child = Some(child);
