@@ -141,8 +141,8 @@ fn voters(g: &Value) -> Vec<u64> {
 
 /// `twopc cluster add` brings a member started with `--join` into a running
 /// group (it catches up, then votes); `twopc cluster remove` takes one out;
-/// transactions keep committing throughout; bad requests are refused with
-/// what to do.
+/// a client keeps submitting throughout and every transaction gets its one
+/// outcome; bad requests are refused with what to do.
 #[test]
 fn members_are_added_and_removed_at_runtime() {
     let dir = tempfile::tempdir().unwrap();
@@ -236,6 +236,16 @@ fn members_are_added_and_removed_at_runtime() {
     });
     submit("before-add");
 
+    // Load throughout the membership changes: one client submitting
+    // transactions with ids of its own, each resubmitted after any error
+    // until it has an outcome.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let members = format!("{list},127.0.0.1:{}", ports[3]);
+    let load = {
+        let (stop, members) = (stop.clone(), members.clone());
+        std::thread::spawn(move || common::block_on(keep_submitting(&members, &stop)))
+    };
+
     // Health and metrics tell the leader and a follower apart.
     let leader = group_json(&list)
         .and_then(|g| g["leader"].as_u64())
@@ -254,6 +264,19 @@ fn members_are_added_and_removed_at_runtime() {
     let metrics = common::http_get(&admin(follower - 1), "/metrics");
     assert!(metrics.contains("twopc_group_leader 0"), "{metrics}");
     assert!(metrics.contains("twopc_group_has_leader 1"), "{metrics}");
+    // `twopc http` given every member's admin address sends to the leader.
+    let admins = (0..3).map(admin).collect::<Vec<_>>().join(",");
+    let (code, out, err) = run_twopc(&[
+        "http",
+        "POST",
+        "/transactions",
+        "--data",
+        r#"{"transaction_id": "via-http", "data": {"n": 1}}"#,
+        "--coordinator-admin",
+        &admins,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("\"decision\":\"commit\""), "{out}");
 
     let (code, out, err) = run_twopc(&[
         "cluster",
@@ -296,4 +319,73 @@ fn members_are_added_and_removed_at_runtime() {
     assert!(!voters(&g).contains(&follower), "{g}");
     assert_eq!(voters(&g).len(), 3, "{g}");
     submit("after-remove");
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let outcomes = load.join().expect("load thread");
+    assert!(
+        !outcomes.is_empty(),
+        "no transaction ran during the changes"
+    );
+    // Every id the load ran has its one outcome: submitted again, it is
+    // answered as a repeat with the same decision.
+    common::block_on(async {
+        let mut c = twopc::Client::connect_with(&members, &Default::default(), common::PATIENCE)
+            .await
+            .expect("connect");
+        for (id, decision) in &outcomes {
+            let (_, o) = c.submit(named(id)).await.expect("resubmit");
+            assert!(o.repeated, "{id} ran again");
+            assert_eq!(o.decision, *decision, "{id}");
+        }
+    });
+}
+
+fn named(id: &str) -> twopc::SubmitRequest {
+    twopc::SubmitRequest {
+        transaction_id: Some(twopc::TxnId(id.to_string())),
+        ..Default::default()
+    }
+}
+
+/// Submit `load-1`, `load-2`, ... until `stop`, each until it has an
+/// outcome (at most a minute per id); the outcomes.
+async fn keep_submitting(
+    members: &str,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Vec<(String, twopc::Decision)> {
+    let mut outcomes = Vec::new();
+    let mut client: Option<twopc::Client> = None;
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        n += 1;
+        let id = format!("load-{n}");
+        let start = std::time::Instant::now();
+        loop {
+            assert!(start.elapsed() < common::PATIENCE, "{id} got no outcome");
+            if client.is_none() {
+                client = twopc::Client::connect_with(
+                    members,
+                    &Default::default(),
+                    std::time::Duration::from_secs(5),
+                )
+                .await
+                .ok();
+            }
+            let Some(c) = client.as_mut() else {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            };
+            match c.submit(named(&id)).await {
+                Ok((_, o)) => {
+                    outcomes.push((id, o.decision));
+                    break;
+                }
+                Err(_) => {
+                    client = None;
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    outcomes
 }

@@ -900,7 +900,7 @@ async fn health(State(ctx): State<Ctx>) -> Response {
         }
         return (StatusCode::OK, Json(body)).into_response();
     }
-    let body = json!({
+    let mut body = json!({
         "status": "unavailable",
         "state": state,
         "participants_registered": registered,
@@ -909,6 +909,9 @@ async fn health(State(ctx): State<Ctx>) -> Response {
             "waiting for participants: {registered} of {expected} registered; start the missing participants"
         ),
     });
+    if let Some(role) = role {
+        body["role"] = json!(role);
+    }
     (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 

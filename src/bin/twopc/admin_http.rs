@@ -31,7 +31,9 @@ pub struct HttpArgs {
     #[arg(long)]
     pub data: Option<String>,
     /// The HTTP admin address: the coordinator's admin_host:admin_port, or a
-    /// participant's admin_host:admin_http_port.
+    /// participant's admin_host:admin_http_port. For a coordinator group,
+    /// every member's admin address, comma-separated: the request goes to
+    /// the one whose /health says it leads.
     #[arg(
         long,
         visible_alias = "admin",
@@ -60,6 +62,42 @@ pub struct HttpReply {
 
 /// Send `method path` with `body` to the admin API at `addr`; with `secret`,
 /// authenticate it. Errors say what went wrong and what to check.
+/// Of the admin addresses of a coordinator group's members (comma
+/// separated), the one whose `/health` says it leads: requests that change
+/// something (a submit) are only served there.
+async fn leader_admin(list: &str, tls: Option<&TlsClient>) -> Result<String, String> {
+    let mut seen = Vec::new();
+    for addr in list.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+        let reply = tokio::time::timeout(
+            Duration::from_secs(5),
+            request(addr, "GET", "/health", b"", None, tls),
+        )
+        .await;
+        let health = match reply {
+            Ok(Ok(r)) => serde_json::from_slice::<serde_json::Value>(&r.body).unwrap_or_default(),
+            Ok(Err(e)) => {
+                seen.push(format!("{addr}: {e}"));
+                continue;
+            }
+            Err(_) => {
+                seen.push(format!("{addr}: no answer within 5 s"));
+                continue;
+            }
+        };
+        if health["role"] == "leader" {
+            return Ok(addr.to_string());
+        }
+        seen.push(format!(
+            "{addr}: {}",
+            health["role"].as_str().unwrap_or("not a group member")
+        ));
+    }
+    Err(format!(
+        "no member leads the coordinator group (an election may be under way, no majority is up, or the leader is not READY yet); {}",
+        seen.join("; ")
+    ))
+}
+
 pub async fn request(
     addr: &str,
     method: &str,
@@ -202,8 +240,19 @@ pub async fn http(a: HttpArgs) -> ExitCode {
         }
     };
     let body = a.data.unwrap_or_default();
+    let target = if a.coordinator_admin.contains(',') {
+        match leader_admin(&a.coordinator_admin, tls.as_ref()).await {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("twopc http: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        a.coordinator_admin.clone()
+    };
     let call = request(
-        &a.coordinator_admin,
+        &target,
         &method,
         &a.path,
         body.as_bytes(),

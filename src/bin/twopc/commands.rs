@@ -263,6 +263,16 @@ fn print_status(s: &Value) {
             .unwrap_or(parts.len() as u64),
         s["expected_participants"]
     );
+    let g = &s["group"];
+    if g.is_object() {
+        println!(
+            "group: member {} at {} leads in term {}, {} members (twopc cluster status for each)",
+            g["leader"],
+            g["leader_addr"].as_str().unwrap_or("?"),
+            g["term"],
+            g["members"].as_array().map_or(0, |m| m.len())
+        );
+    }
     if !parts.is_empty() {
         println!(
             "  {:<16} {:<10} {:<6} LAST HEARTBEAT",
