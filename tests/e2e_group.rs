@@ -65,6 +65,45 @@ fn killing_the_leader_twenty_times_under_bank_load_loses_nothing() {
     );
 }
 
+/// `twopc bank --chaos` with a group: random SIGKILLs of shards and of
+/// coordinator members, half of them aimed at the leader; the checker's
+/// verdict must be clean.
+#[test]
+fn bank_chaos_with_a_group_kills_leaders_too_and_stays_atomic() {
+    let seed = seed().to_string();
+    eprintln!("group bank chaos: TWOPC_TEST_SEED={seed} replays this run's choices");
+    let (code, out, err) = run_twopc(&[
+        "bank",
+        "--coordinators",
+        "3",
+        "--chaos",
+        "--transfers",
+        "600",
+        "--seed",
+        &seed,
+        "--json",
+    ]);
+    let r: Value = serde_json::from_str(out.trim()).unwrap_or(Value::Null);
+    let all = format!("seed {seed}\nstdout: {out}\nstderr: {err}");
+    assert_eq!(code, 0, "{all}");
+    assert_eq!(r["ok"], true, "{all}");
+    assert_eq!(
+        r["violations"].as_array().map(|v| v.len()),
+        Some(0),
+        "{all}"
+    );
+    let kills: Vec<&str> = r["kills"]
+        .as_array()
+        .map(|k| k.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    assert!(!kills.is_empty(), "chaos killed nothing: {all}");
+    let leaders = kills.iter().filter(|k| k.ends_with("(leader)")).count();
+    eprintln!("{} kills, {leaders} of them of the leader", kills.len());
+    if leaders > 0 {
+        assert!(r["failover_ms"]["count"].as_u64().unwrap_or(0) > 0, "{all}");
+    }
+}
+
 /// `twopc demo --coordinators 3` kills the leader halfway, shows which
 /// member took over, and every transaction after it still gets a decision.
 #[test]
