@@ -29,7 +29,9 @@ use std::path::{Path, PathBuf};
 /// - `config`: defaults < YAML < env < flags; it validates resource
 ///   settings, security files and log sizes, so it sits above those;
 /// - `resource`: what a participant votes with, each owning its settings; it
-///   retries its database with `net`'s one backoff;
+///   retries its database with `net`'s one backoff; `replica`: the
+///   coordinator group's Raft storage, state machine and Raft port, which
+///   the configuration parses members for and the runtime drives;
 /// - `net` (connections) and `wal` (the log): independent of each other;
 /// - `security` (pure handshakes and TLS, which `net` gates connections
 ///   with) and `log_writer` (escaped text logs);
@@ -41,7 +43,7 @@ const LAYERS: &[&[&str]] = &[
     &["bin"],
     &["runtime", "client"],
     &["config"],
-    &["resource"],
+    &["resource", "replica"],
     &["net", "wal"],
     &["security", "log_writer"],
     &["protocol"],

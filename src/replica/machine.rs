@@ -15,7 +15,6 @@
 use super::{Entry, LogId, Member, StorageError, TypeConfig};
 use crate::protocol::coordinator::{Coordinator, CoordinatorOptions};
 use crate::protocol::Record;
-use crate::runtime::Clock;
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, SnapshotMeta, StorageIOError,
@@ -27,6 +26,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 const SNAPSHOT: &str = "snapshot.json";
+
+/// The cores' milliseconds: since `started`.
+fn millis_since(started: tokio::time::Instant) -> crate::protocol::Millis {
+    started.elapsed().as_millis() as crate::protocol::Millis
+}
 
 /// A snapshot as kept on disk.
 #[derive(Serialize, Deserialize)]
@@ -40,7 +44,8 @@ pub struct Machine {
     membership: StoredMembership<u64, Member>,
     core: Coordinator,
     opts: CoordinatorOptions,
-    clock: Clock,
+    /// The coordinator's clock: milliseconds since this instant.
+    started: tokio::time::Instant,
     snapshot: Option<(SnapshotMeta<u64, Member>, Vec<u8>)>,
     dir: PathBuf,
     built: u64,
@@ -65,14 +70,14 @@ impl MachineHandle {
     pub fn open(
         dir: PathBuf,
         opts: CoordinatorOptions,
-        clock: Clock,
+        started: tokio::time::Instant,
     ) -> std::io::Result<MachineHandle> {
         let mut m = Machine {
             applied: None,
             membership: StoredMembership::default(),
-            core: Coordinator::new(opts.clone(), clock.now()),
+            core: Coordinator::new(opts.clone(), millis_since(started)),
             opts,
-            clock,
+            started,
             snapshot: None,
             dir,
             built: 0,
@@ -113,7 +118,7 @@ impl MachineHandle {
 
 impl Machine {
     fn install(&mut self, meta: SnapshotMeta<u64, Member>, records: &[Record]) {
-        self.core = Coordinator::recover(self.opts.clone(), self.clock.now(), records);
+        self.core = Coordinator::recover(self.opts.clone(), millis_since(self.started), records);
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership;
     }
@@ -176,7 +181,7 @@ impl RaftStateMachine<TypeConfig> for MachineHandle {
         I::IntoIter: Send,
     {
         let mut m = self.lock();
-        let now = m.clock.now();
+        let now = millis_since(m.started);
         let mut out = Vec::new();
         for e in entries {
             m.applied = Some(e.log_id);
@@ -243,7 +248,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let opts = CoordinatorOptions::default();
         let h =
-            MachineHandle::open(dir.path().to_path_buf(), opts.clone(), Clock::start()).unwrap();
+            MachineHandle::open(dir.path().to_path_buf(), opts.clone(), tokio::time::Instant::now()).unwrap();
         let members: std::collections::BTreeMap<u64, Member> = (1..=3)
             .map(|i| {
                 (
@@ -273,7 +278,7 @@ mod tests {
             m.install(meta.clone(), &records);
             m.keep(meta, records).unwrap();
         }
-        let again = MachineHandle::open(dir.path().to_path_buf(), opts, Clock::start()).unwrap();
+        let again = MachineHandle::open(dir.path().to_path_buf(), opts, tokio::time::Instant::now()).unwrap();
         assert_eq!(again.applied(), Some(40));
         let live = again.live_records();
         assert!(

@@ -165,7 +165,7 @@ impl Group {
     pub async fn start(
         cfg: GroupConfig,
         core: crate::protocol::coordinator::CoordinatorOptions,
-        clock: crate::runtime::Clock,
+        started: tokio::time::Instant,
         secret: Option<&crate::security::auth::Secret>,
         shutdown: CancellationToken,
         tracker: TaskTracker,
@@ -178,7 +178,7 @@ impl Group {
         let log = store::open(&cfg.dir, cfg.segment_max_bytes).map_err(storage)?;
         let stats = log.stats.clone();
         let machine =
-            machine::MachineHandle::open(cfg.dir.clone(), core, clock).map_err(storage)?;
+            machine::MachineHandle::open(cfg.dir.clone(), core, started).map_err(storage)?;
         let raft_cfg = openraft::Config {
             cluster_name: "twopc".into(),
             election_timeout_min: cfg.election_timeout_ms,

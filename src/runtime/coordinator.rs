@@ -144,7 +144,7 @@ impl CoordinatorServer {
             let group = Group::start(
                 gcfg,
                 core_options(&cfg),
-                clock,
+                clock.started(),
                 cfg.secret.as_deref(),
                 group_stop.clone(),
                 group_tasks.clone(),

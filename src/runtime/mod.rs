@@ -33,6 +33,11 @@ impl Clock {
         self.0.elapsed().as_millis() as Millis
     }
 
+    /// The instant the clock counts from.
+    pub fn started(&self) -> Instant {
+        self.0
+    }
+
     /// One reading in the cores' milliseconds and in microseconds, for
     /// latencies finer than the cores' clock (see [`timing`]).
     pub fn now_with_micros(&self) -> (Millis, u64) {
