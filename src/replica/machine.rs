@@ -247,8 +247,12 @@ mod tests {
     fn a_kept_snapshot_reopens_with_its_membership_and_records() {
         let dir = tempfile::tempdir().unwrap();
         let opts = CoordinatorOptions::default();
-        let h =
-            MachineHandle::open(dir.path().to_path_buf(), opts.clone(), tokio::time::Instant::now()).unwrap();
+        let h = MachineHandle::open(
+            dir.path().to_path_buf(),
+            opts.clone(),
+            tokio::time::Instant::now(),
+        )
+        .unwrap();
         let members: std::collections::BTreeMap<u64, Member> = (1..=3)
             .map(|i| {
                 (
@@ -278,7 +282,9 @@ mod tests {
             m.install(meta.clone(), &records);
             m.keep(meta, records).unwrap();
         }
-        let again = MachineHandle::open(dir.path().to_path_buf(), opts, tokio::time::Instant::now()).unwrap();
+        let again =
+            MachineHandle::open(dir.path().to_path_buf(), opts, tokio::time::Instant::now())
+                .unwrap();
         assert_eq!(again.applied(), Some(40));
         let live = again.live_records();
         assert!(
