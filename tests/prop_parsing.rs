@@ -251,7 +251,8 @@ fn body() -> BoxedStrategy<Body> {
                 protocol_version,
             }
         ),
-        text().prop_map(|state| Body::Welcome { state, term: None }),
+        (text(), proptest::option::of(any::<u64>()))
+            .prop_map(|(state, term)| Body::Welcome { state, term }),
         (txn_id(), participants(), json_value()).prop_map(|(txn, participants, data)| {
             Body::Prepare {
                 txn,
@@ -305,6 +306,11 @@ fn body() -> BoxedStrategy<Body> {
             id: ParticipantId(id),
             force,
         }),
+        (
+            proptest::option::of(text()),
+            proptest::option::of(any::<u64>())
+        )
+            .prop_map(|(add, remove)| Body::GroupChange { add, remove }),
         json_object().prop_map(|o| Body::TxnInfo(Value::Object(o))),
         (txn_id(), decision(), reason).prop_map(|(txn, decision, reason)| Body::Resolve {
             txn,
