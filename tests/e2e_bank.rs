@@ -6,18 +6,6 @@ mod common;
 use common::run_twopc;
 use serde_json::Value;
 
-fn seed() -> u64 {
-    std::env::var("TWOPC_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(1)
-        })
-}
-
 fn bank(args: &[&str]) -> (i32, Value, String) {
     let (code, out, err) = run_twopc(args);
     let report: Value = serde_json::from_str(out.trim()).unwrap_or(Value::Null);
@@ -39,7 +27,7 @@ fn transfers_without_faults_conserve_money() {
 
 #[test]
 fn transfers_under_sigkill_chaos_stay_atomic() {
-    let seed = seed().to_string();
+    let seed = common::seed().to_string();
     // Printed before the run: the transfers and the chaos schedule (victims
     // and pauses) are drawn from this seed alone.
     eprintln!("bank chaos: TWOPC_TEST_SEED={seed} replays this run's choices");

@@ -7,18 +7,6 @@ mod common;
 use common::run_twopc;
 use serde_json::Value;
 
-fn seed() -> u64 {
-    std::env::var("TWOPC_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(1)
-        })
-}
-
 /// Twenty times: kill -9 the leader under a bank workload, time the
 /// takeover, restart the killed member. No client-visible commit may be
 /// lost, money is conserved, no balance goes negative, every transfer is
@@ -26,7 +14,7 @@ fn seed() -> u64 {
 /// reads take every account's lock).
 #[test]
 fn killing_the_leader_twenty_times_under_bank_load_loses_nothing() {
-    let seed = seed().to_string();
+    let seed = common::seed().to_string();
     eprintln!("group leader kills: TWOPC_TEST_SEED={seed} replays this run's choices");
     let (code, out, err) = run_twopc(&[
         "bank",
@@ -70,7 +58,7 @@ fn killing_the_leader_twenty_times_under_bank_load_loses_nothing() {
 /// verdict must be clean.
 #[test]
 fn bank_chaos_with_a_group_kills_leaders_too_and_stays_atomic() {
-    let seed = seed().to_string();
+    let seed = common::seed().to_string();
     eprintln!("group bank chaos: TWOPC_TEST_SEED={seed} replays this run's choices");
     let (code, out, err) = run_twopc(&[
         "bank",

@@ -62,18 +62,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn seed() -> u64 {
-    std::env::var("TWOPC_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(1)
-        })
-}
-
 /// Run `f` on a private current-thread runtime.
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
@@ -1032,7 +1020,7 @@ fn term(s: &Value) -> u64 {
 #[test]
 fn a_leader_cut_off_from_the_majority_stops_and_the_majority_goes_on() {
     let _serial = serial();
-    let seed = seed();
+    let seed = common::seed();
     eprintln!("partition: TWOPC_TEST_SEED={seed} replays this run's transfers");
     let began = Instant::now();
     let g = Group::start(true);
@@ -1181,7 +1169,7 @@ fn a_leader_cut_off_from_the_majority_stops_and_the_majority_goes_on() {
 #[test]
 fn a_follower_killed_and_restarted_under_load_catches_up() {
     let _serial = serial();
-    let seed = seed();
+    let seed = common::seed();
     eprintln!("follower kill: TWOPC_TEST_SEED={seed} replays this run's transfers");
     let began = Instant::now();
     let mut g = Group::start(false);
@@ -1257,7 +1245,7 @@ fn a_follower_killed_and_restarted_under_load_catches_up() {
 #[test]
 fn a_rolling_restart_of_every_member_loses_no_transaction() {
     let _serial = serial();
-    let seed = seed();
+    let seed = common::seed();
     eprintln!("rolling restart: TWOPC_TEST_SEED={seed} replays this run's transfers");
     let began = Instant::now();
     let mut g = Group::start(false);

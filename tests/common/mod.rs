@@ -92,6 +92,20 @@ impl Drop for Proc {
     }
 }
 
+/// The seed of a randomized test: `TWOPC_TEST_SEED` when set (to replay a
+/// run), else the clock. Tests print it before they start.
+pub fn seed() -> u64 {
+    std::env::var("TWOPC_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(1)
+        })
+}
+
 /// Run an async client call to completion on a private runtime.
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
