@@ -109,6 +109,10 @@ pub enum Bug {
     /// after the participant reconnects, or resent after silence) goes to
     /// another participant's connection instead.
     DecisionToWrongParticipant,
+    /// A coordinator group's leader counts its records durable when it
+    /// hands them to Raft, before a majority has them: its COMMIT can leave
+    /// and be lost with it, and the next leader aborts the transaction.
+    GroupDecisionBeforeCommitted,
 }
 
 #[cfg(all(feature = "sim", feature = "fault-injection"))]

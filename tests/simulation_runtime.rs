@@ -12,6 +12,13 @@
 //!   of one seed produce the same events).
 //! - The `checker_` tests run the nodes with a deliberate runtime bug
 //!   (`twopc::sim::Bug`) and pin the first seed whose run is caught.
+//! - The `group_` tests run the same world with a replicated coordinator
+//!   group of three members (Raft, openraft, among them) instead of one
+//!   coordinator: members crash, are partitioned and lose syncs like any
+//!   node, leaders change, and the client resubmits a transfer under its
+//!   own id after losing its outcome (`TWOPC_SIMRT_GROUP_SEEDS=N`,
+//!   `TWOPC_SIMRT_GROUP_FIRST_SEED=S`; `TWOPC_SIMRT_COORDINATORS=3` makes
+//!   `replay` run a group).
 
 mod simrt;
 
@@ -78,10 +85,12 @@ fn seeds() {
     }
 }
 
-/// `TWOPC_SIMRT_SEED=S`: run one seed again (seed 1 when unset).
+/// `TWOPC_SIMRT_SEED=S`: run one seed again (seed 1 when unset);
+/// `TWOPC_SIMRT_COORDINATORS=3`: with a coordinator group.
 #[test]
 fn replay() {
     let seed = env_u64("TWOPC_SIMRT_SEED", 1);
+    let coordinators = env_u64("TWOPC_SIMRT_COORDINATORS", 1) as usize;
     // RUST_LOG=debug: the nodes' own log lines too.
     if std::env::var_os("RUST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
@@ -90,7 +99,14 @@ fn replay() {
             .without_time()
             .try_init();
     }
-    run_seeds(Config::default(), seed, 1);
+    run_seeds(
+        Config {
+            coordinators,
+            ..Config::default()
+        },
+        seed,
+        1,
+    );
 }
 
 #[test]
@@ -113,17 +129,21 @@ const CI_SEEDS: u64 = 30;
 /// Run seeds 1, 2, … with `bug` armed until one is caught; that seed, the
 /// violation's first line, and the wall time it took.
 fn first_catch(bug: Bug) -> (u64, String, f64) {
+    first_catch_in(bug, Config::default(), CI_SEEDS)
+}
+
+fn first_catch_in(bug: Bug, cfg: Config, seeds: u64) -> (u64, String, f64) {
     let started = Instant::now();
     twopc::sim::arm_bug(Some(bug));
     let mut caught = None;
-    for seed in 1..=CI_SEEDS {
-        if let Err(e) = World::new(Config::default(), seed).run() {
+    for seed in 1..=seeds {
+        if let Err(e) = World::new(cfg, seed).run() {
             caught = Some((seed, e));
             break;
         }
     }
     twopc::sim::arm_bug(None);
-    let (seed, e) = caught.unwrap_or_else(|| panic!("{bug:?} not caught in seeds 1..={CI_SEEDS}"));
+    let (seed, e) = caught.unwrap_or_else(|| panic!("{bug:?} not caught in seeds 1..={seeds}"));
     let secs = started.elapsed().as_secs_f64();
     let first = e.lines().next().unwrap_or_default().to_string();
     let _ = writeln!(
@@ -160,4 +180,65 @@ fn checker_decision_to_wrong_participant() {
     let (seed, first, _) = first_catch(Bug::DecisionToWrongParticipant);
     assert_eq!(seed, 2, "{first}");
     assert!(first.contains("still holds prepared work"), "{first}");
+}
+
+/// Seeds `cargo test` runs with a coordinator group (a group's world runs
+/// three more nodes, and Raft's heartbeats, so a seed takes longer).
+const GROUP_CI_SEEDS: u64 = 12;
+
+fn group() -> Config {
+    Config {
+        coordinators: 3,
+        ..Config::default()
+    }
+}
+
+#[test]
+fn group_seeds() {
+    let first = env_u64("TWOPC_SIMRT_GROUP_FIRST_SEED", 1);
+    let count = env_u64("TWOPC_SIMRT_GROUP_SEEDS", GROUP_CI_SEEDS);
+    let r = run_seeds(group(), first, count);
+    assert!(r.committed > 0 && r.aborted > 0, "{r:?}");
+    if count >= GROUP_CI_SEEDS {
+        for kind in [
+            "coordinator crash",
+            "partition",
+            "paused node",
+            "fsync error",
+        ] {
+            assert!(
+                r.faults.get(kind).copied().unwrap_or(0) > 0,
+                "no `{kind}` fault in {count} seeds: {r:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn group_same_seed_same_events() {
+    for seed in [2, 5] {
+        let a = World::new(group(), seed).run().expect("first run");
+        let b = World::new(group(), seed).run().expect("second run");
+        assert_eq!(a.digest, b.digest, "seed {seed}: two runs differ");
+        assert!(a.fault_count() > 0 && a.applied > 0, "{a:?}");
+    }
+}
+
+/// Seeds the group's checker may take to catch its bug: the bug shows only
+/// when a leader that released a COMMIT early loses it (crashed, or cut off
+/// from the other members) while some participant has not received it.
+const GROUP_CHECKER_SEEDS: u64 = 20;
+
+#[test]
+fn checker_group_decision_before_committed() {
+    // A leader releases COMMIT before a majority has the decision and is
+    // then cut off or crashes; the next leader never learnt the decision,
+    // and a participant that missed the COMMIT is told abort.
+    let (seed, first, _) = first_catch_in(
+        Bug::GroupDecisionBeforeCommitted,
+        group(),
+        GROUP_CHECKER_SEEDS,
+    );
+    assert_eq!(seed, 16, "{first}");
+    assert!(first.contains("atomicity"), "{first}");
 }

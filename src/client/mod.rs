@@ -463,6 +463,11 @@ static LEADERS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
 const LEADERS_MAX: usize = 16;
 
 fn remembered_leader(addr: &str) -> Option<String> {
+    // Inside a simulation the process holds many worlds at once (one per
+    // test thread): none remembers another's leader, so a seed replays.
+    if crate::sim::active() {
+        return None;
+    }
     let leaders = LEADERS
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);

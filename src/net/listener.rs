@@ -55,6 +55,23 @@ impl Listener {
         }
     }
 
+    /// Take the next connection as a plain byte stream (no delay set on a
+    /// real socket): for ports that run their own framing (the Raft port).
+    pub async fn accept_stream(
+        &self,
+    ) -> std::io::Result<(super::stream::BoxedStream, std::net::SocketAddr)> {
+        let (accepted, addr) = self.accept().await?;
+        let stream: super::stream::BoxedStream = match accepted {
+            Accepted::Tcp(s) => {
+                let _ = s.set_nodelay(true);
+                Box::new(s)
+            }
+            #[cfg(feature = "sim")]
+            Accepted::Sim(s) => Box::new(s),
+        };
+        Ok((stream, addr))
+    }
+
     async fn accept(&self) -> std::io::Result<(Accepted, std::net::SocketAddr)> {
         match self {
             Listener::Tcp(l) => l.accept().await.map(|(s, a)| (Accepted::Tcp(s), a)),

@@ -22,7 +22,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 use std::io::Cursor;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 const SNAPSHOT: &str = "snapshot.json";
@@ -82,8 +82,8 @@ impl MachineHandle {
             dir,
             built: 0,
         };
-        match std::fs::read(m.dir.join(SNAPSHOT)) {
-            Ok(bytes) => {
+        match read_snapshot(&m.dir) {
+            Ok(Some(bytes)) => {
                 let stored: Stored = serde_json::from_slice(&bytes).map_err(|e| {
                     std::io::Error::other(format!(
                         "{} is not a snapshot of this coordinator group ({e}); move it away only if \
@@ -95,7 +95,7 @@ impl MachineHandle {
                 m.install(stored.meta.clone(), &stored.records);
                 m.snapshot = Some((stored.meta, serde_json::to_vec(&stored.records)?));
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Ok(None) => {}
             Err(e) => return Err(e),
         }
         Ok(MachineHandle(Arc::new(Mutex::new(m))))
@@ -130,19 +130,49 @@ impl Machine {
         records: Vec<Record>,
     ) -> std::io::Result<()> {
         let stored = Stored { meta, records };
-        let bytes = serde_json::to_vec(&stored)?;
-        let tmp = self.dir.join("snapshot.json.new");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, self.dir.join(SNAPSHOT))?;
-        std::fs::File::open(&self.dir)?.sync_all()?;
+        write_snapshot(&self.dir, serde_json::to_vec(&stored)?)?;
         self.snapshot = Some((stored.meta, serde_json::to_vec(&stored.records)?));
         Ok(())
     }
+}
+
+/// The kept snapshot's bytes in `dir`, if there is one. Inside a
+/// simulation, from the simulated disk attached to the snapshot's path.
+fn read_snapshot(dir: &Path) -> std::io::Result<Option<Vec<u8>>> {
+    #[cfg(feature = "sim")]
+    if let Some(disk) = crate::sim::disk(&dir.join(SNAPSHOT)) {
+        return Ok(disk
+            .segments()
+            .pop()
+            .map(|(_, b)| b)
+            .filter(|b| !b.is_empty()));
+    }
+    match std::fs::read(dir.join(SNAPSHOT)) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Put `bytes` in place of the kept snapshot, durably: a new file synced,
+/// renamed over the old one, the directory synced. Inside a simulation one
+/// durable step on the simulated disk.
+fn write_snapshot(dir: &Path, bytes: Vec<u8>) -> std::io::Result<()> {
+    #[cfg(feature = "sim")]
+    if let Some(disk) = crate::sim::disk(&dir.join(SNAPSHOT)) {
+        let next = disk.segments().last().map_or(1, |(s, _)| s + 1);
+        disk.replace_with(next, bytes);
+        return Ok(());
+    }
+    let tmp = dir.join("snapshot.json.new");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(SNAPSHOT))?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for MachineHandle {

@@ -13,6 +13,7 @@
 //!   with the shared secret.
 //! - [`RaftLog`] is the log a leader's driver appends to.
 
+pub mod draws;
 pub mod machine;
 pub mod net;
 pub mod store;
@@ -67,6 +68,7 @@ openraft::declare_raft_types!(
         R = (),
         NodeId = u64,
         Node = Member,
+        AsyncRuntime = draws::Runtime,
 );
 
 pub type LogId = openraft::LogId<u64>;
@@ -213,7 +215,7 @@ impl Group {
             .raft_bind
             .clone()
             .unwrap_or_else(|| me.raft_addr.clone());
-        let listener = tokio::net::TcpListener::bind(&bind)
+        let listener = crate::net::listener::Listener::bind(&bind)
             .await
             .map_err(|source| GroupError::Bind { addr: bind, source })?;
         tracker.spawn(net::serve(
@@ -490,7 +492,7 @@ async fn propose(
 ) {
     let mut inflight = FuturesOrdered::new();
     loop {
-        tokio::select! {
+        crate::sim::select! {
             _ = lost.cancelled() => return,
             got = rx.recv(), if inflight.len() < PROPOSALS_IN_FLIGHT => {
                 let Some((mut records, mut end)) = got else { return };
@@ -499,7 +501,14 @@ async fn propose(
                     end = e;
                 }
                 match raft.client_write_ff(Batch { records }).await {
-                    Ok(reply) => inflight.push_back(async move { (reply.await, end) }),
+                    Ok(reply) => {
+                        if crate::sim::bug(crate::sim::Bug::GroupDecisionBeforeCommitted) {
+                            durable.send_replace(end);
+                        }
+                        // Boxed: the select's arms are expanded twice (see
+                        // `sim::select!`), and both must push one type.
+                        inflight.push_back(futures::FutureExt::boxed(async move { (reply.await, end) }))
+                    }
                     Err(e) => {
                         tracing::warn!("cannot propose to Raft: {e}; stepping down");
                         lost.cancel();
@@ -509,7 +518,11 @@ async fn propose(
             }
             Some((reply, end)) = inflight.next(), if !inflight.is_empty() => match reply {
                 Ok(Ok(_)) => {
-                    durable.send_replace(end);
+                    durable.send_if_modified(|d| {
+                        let later = end > *d;
+                        *d = (*d).max(end);
+                        later
+                    });
                 }
                 Ok(Err(e)) => {
                     tracing::info!("a proposal was not committed: {e}; stepping down");
@@ -561,8 +574,16 @@ pub async fn await_leadership(
                     return Ok(Some(term));
                 }
             }
+            // Not confirmed (a majority is unreachable, which can fail at
+            // once): wait before asking again rather than on the next
+            // metrics change, which each failed round trip makes.
+            crate::sim::select! {
+                _ = shutdown.cancelled() => return Ok(None),
+                _ = tokio::time::sleep(Duration::from_millis(group.cfg.heartbeat_ms.max(10))) => {}
+            }
+            continue;
         }
-        tokio::select! {
+        crate::sim::select! {
             _ = shutdown.cancelled() => return Ok(None),
             r = metrics.changed() => if r.is_err() { return Err("Raft stopped".into()) },
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
@@ -594,7 +615,7 @@ pub async fn watch_leadership(group: Group, term: u64, lost: CancellationToken) 
             lost.cancel();
             return;
         }
-        tokio::select! {
+        crate::sim::select! {
             _ = lost.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_millis(20)) => {}
         }

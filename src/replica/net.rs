@@ -24,7 +24,6 @@ use openraft::Raft;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
@@ -94,7 +93,7 @@ impl PortAuth {
     }
 }
 
-type Conn = Framed<TcpStream, LengthDelimitedCodec>;
+type Conn = Framed<crate::net::stream::BoxedStream, LengthDelimitedCodec>;
 
 fn codec(max_frame_bytes: usize) -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
@@ -122,7 +121,7 @@ async fn recv<T: for<'a> Deserialize<'a>>(c: &mut Conn) -> std::io::Result<T> {
 
 /// Serve the Raft port until `shutdown`.
 pub async fn serve(
-    listener: TcpListener,
+    listener: crate::net::listener::Listener,
     raft: Raft<TypeConfig>,
     auth: PortAuth,
     me: u64,
@@ -132,9 +131,9 @@ pub async fn serve(
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     loop {
-        let accepted = tokio::select! {
+        let accepted = crate::sim::select! {
             _ = shutdown.cancelled() => return,
-            a = listener.accept() => a,
+            a = listener.accept_stream() => a,
         };
         let Ok((stream, peer)) = accepted else {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -144,14 +143,13 @@ pub async fn serve(
             tracing::warn!(%peer, "Raft port at raft_max_connections; connection refused");
             continue;
         };
-        let _ = stream.set_nodelay(true);
         let raft = raft.clone();
         let auth = auth.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             let _permit = permit;
             let mut c = Framed::new(stream, codec(limits.max_frame_bytes));
-            tokio::select! {
+            crate::sim::select! {
                 _ = shutdown.cancelled() => {}
                 r = serve_conn(&mut c, &raft, &auth, me, limits.handshake_timeout) => {
                     if let Err(e) = r {
@@ -254,7 +252,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.raft_addr.clone(),
             auth: self.auth.clone(),
             limits: self.limits,
-            conn: None,
+            conn: std::sync::Mutex::new(None),
         }
     }
 }
@@ -266,7 +264,9 @@ pub struct MemberClient {
     addr: String,
     auth: PortAuth,
     limits: PortLimits,
-    conn: Option<Conn>,
+    /// openraft wants its clients `Sync`; the lock is never contended
+    /// (calls take `&mut self`).
+    conn: std::sync::Mutex<Option<Conn>>,
 }
 
 /// How one call failed.
@@ -279,12 +279,11 @@ impl MemberClient {
     async fn connect(&self) -> Result<Conn, CallError> {
         let stream = tokio::time::timeout(
             self.limits.handshake_timeout,
-            TcpStream::connect(&self.addr),
+            crate::net::stream::connect(&self.addr, None),
         )
         .await
         .map_err(|_| CallError::Unreachable(std::io::ErrorKind::TimedOut.into()))?
-        .map_err(CallError::Unreachable)?;
-        let _ = stream.set_nodelay(true);
+        .map_err(|e| CallError::Unreachable(std::io::Error::other(e)))?;
         let mut c = Framed::new(stream, codec(self.limits.max_frame_bytes));
         let handshake = async {
             let Reply::Challenge { nonce } = recv::<Reply>(&mut c).await? else {
@@ -318,7 +317,12 @@ impl MemberClient {
     }
 
     async fn call(&mut self, req: Request, ttl: Duration) -> Result<Reply, CallError> {
-        let mut c = match self.conn.take() {
+        let kept = self
+            .conn
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let mut c = match kept {
             Some(c) => c,
             None => self.connect().await?,
         };
@@ -330,7 +334,7 @@ impl MemberClient {
             .await
             .map_err(|_| CallError::Network(std::io::ErrorKind::TimedOut.into()))?
             .map_err(CallError::Network)?;
-        self.conn = Some(c);
+        *self.conn.get_mut().unwrap_or_else(|p| p.into_inner()) = Some(c);
         Ok(reply)
     }
 }

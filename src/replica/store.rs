@@ -22,7 +22,7 @@ use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 /// One journal operation. Externally tagged: an internally tagged enum
 /// goes through serde's buffered content, which cannot read a membership's
@@ -143,7 +143,7 @@ fn io_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
     .into()
 }
 
-/// A job for the writer thread.
+/// A job for the writer.
 enum Job {
     /// Write (and sync) these frames, then report.
     Write { frames: Vec<u8>, done: Done },
@@ -155,18 +155,52 @@ enum Done {
     Nothing,
 }
 
+impl Done {
+    fn complete(self, result: &Result<(), String>) {
+        match self {
+            Done::Flushed(cb) => cb.log_io_completed(
+                result
+                    .clone()
+                    .map_err(|e| std::io::Error::other(e.to_string())),
+            ),
+            Done::Waiting(tx) => {
+                let _ = tx.send(result.clone());
+            }
+            Done::Nothing => {}
+        }
+    }
+}
+
 /// The Raft log store handed to openraft; cheap to clone (the reader is a
 /// clone).
 #[derive(Clone)]
 pub struct LogStore {
     state: Arc<Mutex<State>>,
-    tx: std::sync::mpsc::Sender<Job>,
+    tx: mpsc::UnboundedSender<Job>,
     pub stats: Arc<WalStats>,
 }
 
-/// Open (or create) the journal in `dir` and start its writer thread.
+/// Where the journal lives: a file, or inside a simulation a simulated
+/// disk (one segment; a rewrite replaces it with the next).
+enum Backing {
+    File {
+        dir: PathBuf,
+        file: File,
+    },
+    #[cfg(feature = "sim")]
+    Sim {
+        disk: crate::sim::SimDisk,
+        seq: u64,
+    },
+}
+
+/// Open (or create) the journal in `dir` and start its writer.
 /// `segment_max_bytes`: past it the journal is rewritten with what is live.
 pub fn open(dir: &Path, segment_max_bytes: u64) -> std::io::Result<LogStore> {
+    #[cfg(feature = "sim")]
+    if let Some(disk) = crate::sim::disk(dir) {
+        return Ok(open_sim(disk, segment_max_bytes));
+    }
     std::fs::create_dir_all(dir)?;
     let path = dir.join(JOURNAL);
     // A rewrite that did not finish: the old journal is still whole.
@@ -175,11 +209,7 @@ pub fn open(dir: &Path, segment_max_bytes: u64) -> std::io::Result<LogStore> {
     if let Ok(mut f) = File::open(&path) {
         f.read_to_end(&mut buf)?;
     }
-    let (ops, whole) = unframe(&buf);
-    let mut state = State::default();
-    for op in ops {
-        state.apply(op);
-    }
+    let (state, whole) = replay(&buf);
     let file = OpenOptions::new()
         .create(true)
         .append(true)
@@ -194,90 +224,151 @@ pub fn open(dir: &Path, segment_max_bytes: u64) -> std::io::Result<LogStore> {
         file.set_len(whole as u64)?;
         file.sync_all()?;
     }
+    let (store, writer, rx) = assemble(
+        state,
+        Backing::File {
+            dir: dir.to_path_buf(),
+            file,
+        },
+        whole as u64,
+        segment_max_bytes,
+    );
+    std::thread::Builder::new()
+        .name("raft-log".into())
+        .spawn(move || writer.run_thread(rx))?;
+    Ok(store)
+}
+
+/// The journal on a simulated disk, its writer a task (the simulation runs
+/// every node on one thread).
+#[cfg(feature = "sim")]
+fn open_sim(disk: crate::sim::SimDisk, segment_max_bytes: u64) -> LogStore {
+    let segments = disk.segments();
+    let (seq, buf) = segments.last().cloned().unwrap_or((1, Vec::new()));
+    let (state, whole) = replay(&buf);
+    if whole < buf.len() {
+        tracing::warn!(
+            dropped_bytes = buf.len() - whole,
+            "the Raft log ends in a torn or corrupt frame (never synced); dropping it"
+        );
+    }
+    disk.create(seq);
+    disk.truncate(seq, whole);
+    let (store, writer, rx) = assemble(
+        state,
+        Backing::Sim { disk, seq },
+        whole as u64,
+        segment_max_bytes,
+    );
+    tokio::spawn(writer.run_task(rx));
+    store
+}
+
+/// The state a journal's whole frames rebuild, and how many bytes they take.
+fn replay(buf: &[u8]) -> (State, usize) {
+    let (ops, whole) = unframe(buf);
+    let mut state = State::default();
+    for op in ops {
+        state.apply(op);
+    }
+    (state, whole)
+}
+
+fn assemble(
+    state: State,
+    backing: Backing,
+    size: u64,
+    segment_max_bytes: u64,
+) -> (LogStore, Writer, mpsc::UnboundedReceiver<Job>) {
     let state = Arc::new(Mutex::new(state));
     let stats = Arc::new(WalStats::default());
-    let (tx, rx) = std::sync::mpsc::channel();
+    let (tx, rx) = mpsc::unbounded_channel();
     let writer = Writer {
-        dir: dir.to_path_buf(),
-        file,
-        size: whole as u64,
+        backing,
+        size,
         segment_max_bytes,
         state: state.clone(),
         stats: stats.clone(),
     };
-    std::thread::Builder::new()
-        .name("raft-log".into())
-        .spawn(move || writer.run(rx))?;
-    Ok(LogStore { state, tx, stats })
+    (LogStore { state, tx, stats }, writer, rx)
 }
 
 struct Writer {
-    dir: PathBuf,
-    file: File,
+    backing: Backing,
     size: u64,
     segment_max_bytes: u64,
     state: Arc<Mutex<State>>,
     stats: Arc<WalStats>,
 }
 
+/// Jobs waiting besides `first` (up to a bound): one write and one sync
+/// for all of them.
+fn take_batch(first: Job, rx: &mut mpsc::UnboundedReceiver<Job>) -> (Vec<u8>, Vec<Done>) {
+    let mut buf = Vec::new();
+    let mut dones = Vec::new();
+    let mut next = Some(first);
+    while let Some(Job::Write { frames, done }) = next {
+        buf.extend_from_slice(&frames);
+        dones.push(done);
+        if dones.len() >= 4096 {
+            break;
+        }
+        next = rx.try_recv().ok();
+    }
+    (buf, dones)
+}
+
 impl Writer {
-    fn run(mut self, rx: std::sync::mpsc::Receiver<Job>) {
-        while let Ok(first) = rx.recv() {
-            let mut jobs = vec![first];
-            while let Ok(j) = rx.try_recv() {
-                jobs.push(j);
-                if jobs.len() >= 4096 {
-                    break;
-                }
+    /// The writer thread over a file: write, sync, report, per batch. After
+    /// a failed write or sync it stops (what the file holds is unknown):
+    /// every later operation fails, and openraft stops this member.
+    fn run_thread(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
+        while let Some(first) = rx.blocking_recv() {
+            let (buf, dones) = take_batch(first, &mut rx);
+            let result = self.write_file(&buf).map_err(|e| e.to_string());
+            if !self.finish_batch(&buf, dones, result) {
+                return;
             }
-            let mut buf = Vec::new();
-            let mut dones = Vec::with_capacity(jobs.len());
-            for Job::Write { frames, done } in jobs {
-                buf.extend_from_slice(&frames);
-                dones.push(done);
-            }
-            let result = self.write(&buf).map_err(|e| e.to_string());
-            if let Err(e) = &result {
-                tracing::error!(
-                    "cannot write the Raft log: {e}; this member stops taking part until restarted"
-                );
-            }
-            for d in dones {
-                match d {
-                    Done::Flushed(cb) => cb.log_io_completed(
-                        result
-                            .clone()
-                            .map_err(|e| std::io::Error::other(e.to_string())),
-                    ),
-                    Done::Waiting(tx) => {
-                        let _ = tx.send(result.clone());
-                    }
-                    Done::Nothing => {}
-                }
-            }
-            if result.is_ok() && self.size > self.segment_max_bytes {
-                if let Err(e) = self.rewrite() {
+            if self.size > self.segment_max_bytes {
+                if let Err(e) = self.rewrite_file() {
                     tracing::error!("cannot rewrite the Raft log: {e}; keeping the old one");
                 }
             }
         }
     }
 
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        self.file.write_all(buf)?;
+    /// Report a batch's result; false when the writer must stop.
+    fn finish_batch(&mut self, buf: &[u8], dones: Vec<Done>, result: Result<(), String>) -> bool {
+        match &result {
+            Ok(()) => {
+                self.stats
+                    .bytes
+                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
+                self.size += buf.len() as u64;
+            }
+            Err(e) => tracing::error!(
+                "cannot write the Raft log: {e}; this member stops taking part until restarted"
+            ),
+        }
+        for d in dones {
+            d.complete(&result);
+        }
+        result.is_ok()
+    }
+
+    fn write_file(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        let Backing::File { file, .. } = &mut self.backing else {
+            return Err(std::io::Error::other("not a file journal"));
+        };
+        file.write_all(buf)?;
         let start = std::time::Instant::now();
-        self.file.sync_data()?;
+        file.sync_data()?;
         self.stats.observe_sync(start.elapsed().as_micros() as u64);
-        self.stats
-            .bytes
-            .fetch_add(buf.len() as u64, Ordering::Relaxed);
-        self.size += buf.len() as u64;
         Ok(())
     }
 
-    /// Write what is live to a new file, sync it, and put it in place of
-    /// the journal (rename, then sync the directory).
-    fn rewrite(&mut self) -> std::io::Result<()> {
+    /// The live operations, framed: what a rewritten journal holds.
+    fn live_bytes(&self) -> Vec<u8> {
         let ops = self
             .state
             .lock()
@@ -287,18 +378,59 @@ impl Writer {
         for op in &ops {
             buf.extend_from_slice(&frame(op));
         }
-        let tmp = self.dir.join(REWRITE);
+        buf
+    }
+
+    /// Write what is live to a new file, sync it, and put it in place of
+    /// the journal (rename, then sync the directory).
+    fn rewrite_file(&mut self) -> std::io::Result<()> {
+        let buf = self.live_bytes();
+        let Backing::File { dir, file } = &mut self.backing else {
+            return Err(std::io::Error::other("not a file journal"));
+        };
+        let tmp = dir.join(REWRITE);
         let mut f = File::create(&tmp)?;
         f.write_all(&buf)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, self.dir.join(JOURNAL))?;
-        File::open(&self.dir)?.sync_all()?;
-        self.file = OpenOptions::new()
-            .append(true)
-            .open(self.dir.join(JOURNAL))?;
+        std::fs::rename(&tmp, dir.join(JOURNAL))?;
+        File::open(&*dir)?.sync_all()?;
+        *file = OpenOptions::new().append(true).open(dir.join(JOURNAL))?;
         self.size = buf.len() as u64;
         self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The writer as a task over a simulated disk: the batch is written
+    /// before the sync's delay, so a crash during it finds the batch
+    /// written but not synced.
+    #[cfg(feature = "sim")]
+    async fn run_task(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
+        while let Some(first) = rx.recv().await {
+            let (buf, dones) = take_batch(first, &mut rx);
+            let Backing::Sim { disk, seq } = &self.backing else {
+                return;
+            };
+            let (disk, seq) = (disk.clone(), *seq);
+            disk.write(seq, &buf);
+            let started = tokio::time::Instant::now();
+            tokio::time::sleep(disk.sync_delay()).await;
+            let result = match disk.sync(seq) {
+                crate::sim::SyncOutcome::Synced => Ok(()),
+                crate::sim::SyncOutcome::Failed => Err("sync failed (simulated EIO)".to_string()),
+            };
+            self.stats
+                .observe_sync(started.elapsed().as_micros() as u64);
+            if !self.finish_batch(&buf, dones, result) {
+                return;
+            }
+            if self.size > self.segment_max_bytes {
+                let live = self.live_bytes();
+                self.size = live.len() as u64;
+                disk.replace_with(seq + 1, live);
+                self.backing = Backing::Sim { disk, seq: seq + 1 };
+                self.stats.checkpoints.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 

@@ -118,13 +118,7 @@ impl CoordinatorServer {
                 lock,
             )
         } else {
-            std::fs::create_dir_all(&cfg.data_dir).map_err(|source| {
-                StartError::Group(GroupError::Storage {
-                    dir: cfg.data_dir.display().to_string(),
-                    source,
-                })
-            })?;
-            let lock = crate::wal::DirLock::acquire(&cfg.data_dir)?;
+            let lock = group_dir_lock(&cfg.data_dir)?;
             let gcfg = GroupConfig {
                 me: cfg.node_id,
                 members,
@@ -281,6 +275,23 @@ impl CoordinatorServer {
     }
 }
 
+/// Create a group member's data directory and lock it. Inside a
+/// simulation its Raft log and snapshot are on simulated disks, and there
+/// is no directory.
+fn group_dir_lock(dir: &std::path::Path) -> Result<crate::wal::DirLock, StartError> {
+    #[cfg(feature = "sim")]
+    if crate::sim::disk(&dir.join("raft")).is_some() {
+        return Ok(crate::wal::DirLock::none());
+    }
+    std::fs::create_dir_all(dir).map_err(|source| {
+        StartError::Group(GroupError::Storage {
+            dir: dir.display().to_string(),
+            source,
+        })
+    })?;
+    Ok(crate::wal::DirLock::acquire(dir)?)
+}
+
 /// A member of a coordinator group: stand by (answering `not_leader`)
 /// until this member leads, then drive a core rebuilt from the group's
 /// state until it stops leading; again until `shutdown`.
@@ -357,7 +368,7 @@ async fn stand_by(
     tokio::pin!(leadership);
     let mut admin_open = true;
     let result = loop {
-        tokio::select! {
+        crate::sim::select! {
             term = &mut leadership => break term,
             ev = events.recv() => match ev {
                 None => break Ok(None),

@@ -60,11 +60,19 @@ pub const PARTICIPANTS: usize = 3;
 const ACCOUNTS: usize = 4;
 const INITIAL_BALANCE: i64 = 1_000;
 const COORD_PORT: u16 = 7000;
+const RAFT_PORT: u16 = 7100;
+/// A group's Raft entries between snapshots, and its journal's segment
+/// size: small, so that runs take snapshots, rewrite journals and send
+/// snapshots to members that fell behind.
+const GROUP_SNAPSHOT_EVERY: u64 = 150;
+const GROUP_SEGMENT_BYTES: u64 = 64 * 1024;
 const MIN_LATENCY: Duration = Duration::from_millis(1);
 const BASE_MAX_LATENCY: Duration = Duration::from_millis(5);
 const SYNC_LATENCY: Duration = Duration::from_millis(2);
 /// Trace lines kept for a failure report.
 const TRACE_KEPT: usize = 60;
+/// Submits of one transfer at most, with a coordinator group.
+const GROUP_RESUBMITS: u32 = 8;
 /// How long before the end of a run the auditor reads the coordinator's status.
 const AUDIT_BEFORE_END_MS: u64 = 500;
 
@@ -77,6 +85,9 @@ pub struct Config {
     pub heal_ms: u64,
     /// Mean milliseconds between two faults.
     pub fault_every_ms: u64,
+    /// Coordinator processes: 1 (one coordinator, host `coordinator`) or a
+    /// replicated group of 3 (hosts `c1`..`c3`, Raft among them).
+    pub coordinators: usize,
 }
 
 impl Default for Config {
@@ -85,6 +96,7 @@ impl Default for Config {
             fault_ms: 3_000,
             heal_ms: 4_000,
             fault_every_ms: 60,
+            coordinators: 1,
         }
     }
 }
@@ -149,6 +161,11 @@ struct Ghost {
     report: Report,
     /// `TWOPC_SIMRT_TRACE=1`: print every trace line.
     print_all: bool,
+    /// A coordinator group's world: a client-named transaction that no
+    /// leader made durable is aborted by the next leader (presumed abort)
+    /// and may then run again under the same id when the client resubmits
+    /// it, so one id can be applied as Abort and later as Commit.
+    reruns: bool,
     /// The coordinator's open transactions (still voting, awaiting
     /// acknowledgements) as its status said near the end of the run.
     coordinator_open: Option<(u64, u64)>,
@@ -182,16 +199,23 @@ impl Ghost {
     fn applied(&mut self, i: usize, txn: &TxnId, d: Decision) {
         self.note(format!("p{}: applies {d:?} to {txn}", i + 1));
         self.report.applied += 1;
+        let reruns = self.reruns;
         let outcomes = self.applied.entry(txn.clone()).or_default();
         if let Some(before) = outcomes.insert(i, d) {
-            if before != d {
+            let rerun = reruns && before == Decision::Abort && d == Decision::Commit;
+            if before != d && !rerun {
                 return self.violate(format!(
                     "stability: p{} applied {before:?} to {txn}, then {d:?}",
                     i + 1
                 ));
             }
         }
-        if let Some((j, other)) = outcomes.iter().find(|(_, o)| **o != d) {
+        // A commit anywhere is final: no participant may abort the id
+        // after it (and, without re-runs, none may have aborted it before).
+        let conflict = outcomes
+            .iter()
+            .find(|(_, o)| **o != d && (!reruns || **o == Decision::Commit));
+        if let Some((j, other)) = conflict {
             let what = format!(
                 "atomicity: {txn} applied as {d:?} at p{} and {other:?} at p{}",
                 i + 1,
@@ -316,7 +340,11 @@ pub struct World {
     seed: u64,
     rng: StdRng,
     ghost: Shared,
+    /// Each host's log: a participant's or a single coordinator's
+    /// write-ahead log, a group member's Raft journal.
     disks: BTreeMap<String, SimDisk>,
+    /// A group member's kept snapshot (written in one durable step).
+    snapshots: BTreeMap<String, SimDisk>,
     /// Each participant's current kv store (replaced at each start).
     kvs: Vec<KvSlot>,
     later: BTreeMap<u64, Vec<Later>>,
@@ -329,13 +357,44 @@ fn data_dir(name: &str) -> std::path::PathBuf {
     std::path::PathBuf::from(format!("/sim/{name}"))
 }
 
-fn coordinator_config() -> CoordinatorConfig {
+/// The coordinator hosts of a world with `n` coordinators.
+fn coordinator_hosts(n: usize) -> Vec<String> {
+    match n {
+        1 => vec!["coordinator".to_string()],
+        _ => (1..=n).map(|k| format!("c{k}")).collect(),
+    }
+}
+
+/// Where clients and participants reach the coordinator(s).
+fn coordinator_addrs(n: usize) -> Vec<String> {
+    coordinator_hosts(n)
+        .into_iter()
+        .map(|h| format!("{h}:{COORD_PORT}"))
+        .collect()
+}
+
+/// The config of coordinator `h` in a world with `n` coordinators.
+fn coordinator_config(h: &str, n: usize) -> CoordinatorConfig {
+    let mut cfg = single_coordinator_config(h);
+    if n > 1 {
+        cfg.peers = (1..=n)
+            .map(|k| format!("{k}=c{k}:{COORD_PORT}:{RAFT_PORT}"))
+            .collect();
+        cfg.node_id = h.trim_start_matches('c').parse().expect("member host c<k>");
+        cfg.raft_bind = Some(format!("0.0.0.0:{RAFT_PORT}"));
+        cfg.raft_snapshot_every = GROUP_SNAPSHOT_EVERY;
+        cfg.wal.segment_max_bytes = GROUP_SEGMENT_BYTES;
+    }
+    cfg
+}
+
+fn single_coordinator_config(h: &str) -> CoordinatorConfig {
     CoordinatorConfig {
         host: "0.0.0.0".into(),
         port: COORD_PORT,
         expected_participants: PARTICIPANTS,
         timeout_seconds: 1.0,
-        data_dir: data_dir("coordinator"),
+        data_dir: data_dir(h),
         heartbeat_interval_ms: 100,
         heartbeat_failure_threshold: 4,
         handshake_timeout_ms: 1_000,
@@ -346,7 +405,7 @@ fn coordinator_config() -> CoordinatorConfig {
     }
 }
 
-fn participant_config(i: usize) -> ParticipantConfig {
+fn participant_config(i: usize, coordinators: usize) -> ParticipantConfig {
     let mut cfg = ParticipantConfig {
         id: pid(i),
         coordinator_host: "coordinator".into(),
@@ -362,6 +421,9 @@ fn participant_config(i: usize) -> ParticipantConfig {
         ..ParticipantConfig::default()
     };
     cfg.resource = twopc::config::ResourceKind::Kv;
+    if coordinators > 1 {
+        cfg.coordinators = coordinator_addrs(coordinators);
+    }
     cfg
 }
 
@@ -375,7 +437,13 @@ fn initial_accounts() -> Value {
 impl World {
     pub fn new(cfg: Config, seed: u64) -> World {
         let mut disks = BTreeMap::new();
-        disks.insert("coordinator".to_string(), SimDisk::new(SYNC_LATENCY));
+        let mut snapshots = BTreeMap::new();
+        for h in coordinator_hosts(cfg.coordinators) {
+            disks.insert(h.clone(), SimDisk::new(SYNC_LATENCY));
+            if cfg.coordinators > 1 {
+                snapshots.insert(h, SimDisk::new(SYNC_LATENCY));
+            }
+        }
         for i in 0..PARTICIPANTS {
             disks.insert(host(i), SimDisk::new(SYNC_LATENCY));
         }
@@ -386,9 +454,11 @@ impl World {
             ghost: Arc::new(Mutex::new(Ghost {
                 digest: 0xcbf2_9ce4_8422_2325,
                 print_all: std::env::var_os("TWOPC_SIMRT_TRACE").is_some(),
+                reruns: cfg.coordinators > 1,
                 ..Ghost::default()
             })),
             disks,
+            snapshots,
             kvs: (0..PARTICIPANTS).map(|_| Arc::default()).collect(),
             later: BTreeMap::new(),
             down: BTreeSet::new(),
@@ -401,7 +471,15 @@ impl World {
     pub fn run(mut self) -> Result<Report, String> {
         twopc::sim::seed(self.seed);
         for (name, d) in &self.disks {
-            twopc::sim::attach_disk(&data_dir(name), d.clone());
+            match self.snapshots.get(name) {
+                // A group member: its Raft journal and its snapshot.
+                Some(snap) => {
+                    let raft = data_dir(name).join("raft");
+                    twopc::sim::attach_disk(&raft.join("snapshot.json"), snap.clone());
+                    twopc::sim::attach_disk(&raft, d.clone());
+                }
+                None => twopc::sim::attach_disk(&data_dir(name), d.clone()),
+            }
         }
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.drive()));
         twopc::sim::detach_disks();
@@ -424,10 +502,14 @@ impl World {
                 Ok(r)
             }
             Err(e) => Err(format!(
-                "seed {}: {e}\nlast events:\n{}\nreplay: TWOPC_SIMRT_SEED={} cargo test --test simulation_runtime replay -- --nocapture",
+                "seed {}: {e}\nlast events:\n{}\nreplay: TWOPC_SIMRT_SEED={}{} cargo test --test simulation_runtime replay -- --nocapture",
                 self.seed,
                 g.trace.iter().cloned().collect::<Vec<_>>().join("\n"),
-                self.seed
+                self.seed,
+                match self.cfg.coordinators {
+                    1 => String::new(),
+                    n => format!(" TWOPC_SIMRT_COORDINATORS={n}"),
+                }
             )),
         }
     }
@@ -442,7 +524,9 @@ impl World {
             .max_message_latency(BASE_MAX_LATENCY)
             .rng_seed(self.seed)
             .build();
-        self.add_coordinator(&mut sim);
+        for h in coordinator_hosts(self.cfg.coordinators) {
+            self.add_coordinator(&mut sim, h);
+        }
         for i in 0..PARTICIPANTS {
             self.add_participant(&mut sim, i);
         }
@@ -483,19 +567,22 @@ impl World {
         *lock(&self.ghost).report.faults.entry(kind).or_insert(0) += 1;
     }
 
-    fn add_coordinator(&self, sim: &mut turmoil::Sim<'_>) {
+    fn add_coordinator(&self, sim: &mut turmoil::Sim<'_>, h: String) {
         let ghost = self.ghost.clone();
-        sim.host("coordinator", move || {
+        let n = self.cfg.coordinators;
+        let name = h.clone();
+        sim.host(name.as_str(), move || {
             let ghost = ghost.clone();
+            let h = h.clone();
             async move {
-                lock(&ghost).note("coordinator: starts".into());
-                let server = CoordinatorServer::start(coordinator_config())
+                lock(&ghost).note(format!("{h}: starts"));
+                let server = CoordinatorServer::start(coordinator_config(&h, n))
                     .await
                     .map_err(|e| e.to_string())?;
                 if let Err(e) = server.run(CancellationToken::new()).await {
                     let mut g = lock(&ghost);
-                    g.note(format!("coordinator: stopped: {e}"));
-                    g.log_failed.insert("coordinator".into());
+                    g.note(format!("{h}: stopped: {e}"));
+                    g.log_failed.insert(h.clone());
                 }
                 Ok(())
             }
@@ -506,6 +593,7 @@ impl World {
         let ghost = self.ghost.clone();
         let slot = self.kvs[i].clone();
         let disk = self.disks[&host(i)].clone();
+        let coordinators = self.cfg.coordinators;
         sim.host(host(i), move || {
             let ghost = ghost.clone();
             let mut kv = KvStore::new();
@@ -522,9 +610,10 @@ impl World {
                     kv,
                     ghost: ghost.clone(),
                 };
-                let node = ParticipantNode::start(participant_config(i), Box::new(resource))
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let node =
+                    ParticipantNode::start(participant_config(i, coordinators), Box::new(resource))
+                        .await
+                        .map_err(|e| e.to_string())?;
                 if let Err(e) = node.run(CancellationToken::new()).await {
                     let mut g = lock(&ghost);
                     g.note(format!("p{}: stopped: {e}", i + 1));
@@ -538,6 +627,8 @@ impl World {
     fn add_client(&mut self, sim: &mut turmoil::Sim<'_>) {
         let ghost = self.ghost.clone();
         let fault_ms = self.cfg.fault_ms;
+        let group = self.cfg.coordinators > 1;
+        let addr = coordinator_addrs(self.cfg.coordinators).join(",");
         let mut rng = StdRng::seed_from_u64(self.seed ^ 0x00c1_1e47);
         sim.client("client", async move {
             let mut client: Option<Client> = None;
@@ -545,8 +636,7 @@ impl World {
             while turmoil::elapsed() < Duration::from_millis(fault_ms) {
                 let c = match client.as_mut() {
                     Some(c) => c,
-                    None => match Client::connect("coordinator:7000", Duration::from_secs(3)).await
-                    {
+                    None => match Client::connect(&addr, Duration::from_secs(3)).await {
                         Ok(c) => client.insert(c),
                         Err(e) => {
                             lock(&ghost).note(format!("client: cannot connect: {e}"));
@@ -578,9 +668,32 @@ impl World {
                     data: json!({ "operations": ops }),
                     participants: Some(vec![pid(from), pid(to)]),
                     request_id: Some(id),
+                    // With a group the transfer is named by the client, so
+                    // that a resubmit after a failover runs it at most once.
+                    transaction_id: group.then(|| TxnId::from(format!("t{id}").as_str())),
                     ..Default::default()
                 };
-                match c.submit(req).await {
+                let mut result = c.submit(req.clone()).await;
+                // With a group, a transfer whose outcome was lost with the
+                // connection is submitted again under its id (to whichever
+                // member leads now) until the one outcome is known.
+                let mut tries = 1;
+                while group && result.is_err() && tries < GROUP_RESUBMITS {
+                    if let Err(e) = &result {
+                        lock(&ghost).note(format!("client: transfer {id}: {e}; submitting it again"));
+                    }
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    result = match Client::connect(&addr, Duration::from_secs(3)).await {
+                        Ok(mut again) => {
+                            let r = again.submit(req.clone()).await;
+                            client = Some(again);
+                            r
+                        }
+                        Err(e) => Err(e),
+                    };
+                }
+                match result {
                     Ok((txn, outcome)) => {
                         let mut g = lock(&ghost);
                         g.note(format!(
@@ -613,11 +726,11 @@ impl World {
         let ghost = self.ghost.clone();
         let ask_at =
             Duration::from_millis(self.cfg.fault_ms + self.cfg.heal_ms - AUDIT_BEFORE_END_MS);
+        let addr = coordinator_addrs(self.cfg.coordinators).join(",");
         sim.client("auditor", async move {
             tokio::time::sleep(ask_at.saturating_sub(turmoil::elapsed())).await;
             loop {
-                let status = match Client::connect("coordinator:7000", Duration::from_secs(1)).await
-                {
+                let status = match Client::connect(&addr, Duration::from_secs(1)).await {
                     Ok(mut c) => c.status().await.map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 };
@@ -723,22 +836,31 @@ impl World {
     }
 
     fn node(&mut self) -> String {
-        let i = self.rng.random_range(0..=PARTICIPANTS);
-        if i == PARTICIPANTS {
-            "coordinator".into()
-        } else {
-            host(i)
+        let coordinators = coordinator_hosts(self.cfg.coordinators);
+        let i = self.rng.random_range(0..PARTICIPANTS + coordinators.len());
+        match i.checked_sub(PARTICIPANTS) {
+            Some(k) => coordinators[k].clone(),
+            None => host(i),
         }
+    }
+
+    fn is_coordinator(&self, h: &str) -> bool {
+        coordinator_hosts(self.cfg.coordinators)
+            .iter()
+            .any(|c| c == h)
     }
 
     fn inject(&mut self, sim: &mut turmoil::Sim<'_>, now: u64) {
         let h = self.node();
-        match self.rng.random_range(0..9) {
+        // A group's world has one more kind: a member cut off from the
+        // other members (not from participants or clients).
+        let kinds = if self.cfg.coordinators > 1 { 10 } else { 9 };
+        match self.rng.random_range(0..kinds) {
             0 | 1 => {
                 if self.down.contains(&h) {
                     return;
                 }
-                self.count(if h == "coordinator" {
+                self.count(if self.is_coordinator(&h) {
                     "coordinator crash"
                 } else {
                     "participant crash"
@@ -805,6 +927,17 @@ impl World {
                 self.count("connection reset");
                 self.note(format!("fault: reset every connection of {h}"));
                 twopc::sim::reset_connections(sim.lookup(h.as_str()));
+            }
+            9 => {
+                let members = coordinator_hosts(self.cfg.coordinators);
+                let m = members[self.rng.random_range(0..members.len())].clone();
+                self.count("member cut off from the group");
+                self.note(format!("fault: {m} cut off from the other members"));
+                let d = self.rng.random_range(200..1_500);
+                for other in members.iter().filter(|o| **o != m) {
+                    sim.partition(m.as_str(), other.as_str());
+                    self.at(now + d, Later::Repair(m.clone(), other.clone()));
+                }
             }
             _ => {
                 if self.down.contains(&h) {
