@@ -357,8 +357,10 @@ impl Writer {
     }
 
     fn write_file(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        let Backing::File { file, .. } = &mut self.backing else {
-            return Err(std::io::Error::other("not a file journal"));
+        let file = match &mut self.backing {
+            Backing::File { file, .. } => file,
+            #[cfg(feature = "sim")]
+            Backing::Sim { .. } => return Err(std::io::Error::other("not a file journal")),
         };
         file.write_all(buf)?;
         let start = std::time::Instant::now();
@@ -385,8 +387,10 @@ impl Writer {
     /// the journal (rename, then sync the directory).
     fn rewrite_file(&mut self) -> std::io::Result<()> {
         let buf = self.live_bytes();
-        let Backing::File { dir, file } = &mut self.backing else {
-            return Err(std::io::Error::other("not a file journal"));
+        let (dir, file) = match &mut self.backing {
+            Backing::File { dir, file } => (dir, file),
+            #[cfg(feature = "sim")]
+            Backing::Sim { .. } => return Err(std::io::Error::other("not a file journal")),
         };
         let tmp = dir.join(REWRITE);
         let mut f = File::create(&tmp)?;
