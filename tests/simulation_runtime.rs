@@ -214,6 +214,16 @@ fn group_seeds() {
     }
 }
 
+/// Seed 50 found a member restored as leader of its old term after a crash
+/// that lost entries it had already sent (openraft restores a committed
+/// vote for itself without an election): it wrote other entries under the
+/// same terms and indexes, and a later leader committed a lost decision
+/// (t8) over the abort the client had been told. Money was created.
+#[test]
+fn group_seed_50_restart_in_the_same_term() {
+    run_seeds(group(), 50, 1);
+}
+
 #[test]
 fn group_same_seed_same_events() {
     for seed in [2, 5] {

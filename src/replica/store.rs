@@ -265,11 +265,25 @@ fn open_sim(disk: crate::sim::SimDisk, segment_max_bytes: u64) -> LogStore {
 }
 
 /// The state a journal's whole frames rebuild, and how many bytes they take.
+///
+/// The saved vote comes back uncommitted. openraft restores a member whose
+/// committed vote names itself as leader of the same term at once, without
+/// an election; but entries it had appended and sent before a crash may be
+/// missing from its own journal (written, not yet synced), while a follower
+/// has them. Leading on in the same term it would write different entries
+/// under the same term and index, and Raft's log matching (same term and
+/// index, same entry) would no longer hold: a later leader could commit the
+/// lost entry over decisions taken since. An uncommitted vote for the same
+/// term and leader still keeps this member from voting for anyone else in
+/// that term; it only makes the group elect a leader of a new term.
 fn replay(buf: &[u8]) -> (State, usize) {
     let (ops, whole) = unframe(buf);
     let mut state = State::default();
     for op in ops {
         state.apply(op);
+    }
+    if let Some(vote) = state.vote.as_mut() {
+        vote.committed = false;
     }
     (state, whole)
 }
@@ -658,6 +672,18 @@ mod tests {
         assert_eq!(again.read_vote().await.unwrap(), Some(vote));
         let st = again.get_log_state().await.unwrap();
         assert_eq!(st.last_log_id.map(|l| l.index), Some(3));
+    }
+
+    #[tokio::test]
+    async fn a_committed_vote_comes_back_uncommitted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path(), 1 << 20).unwrap();
+        store.save_vote(&Vote::new_committed(4, 1)).await.unwrap();
+        drop(store);
+        let mut again = open(dir.path(), 1 << 20).unwrap();
+        let vote = again.read_vote().await.unwrap().unwrap();
+        assert_eq!(vote, Vote::new(4, 1), "same term and leader, not committed");
+        assert!(!vote.committed);
     }
 
     #[tokio::test]
