@@ -136,6 +136,14 @@ impl Machine {
     }
 }
 
+/// The records a kept snapshot holds (none when `bytes` is not one): for
+/// checks that read a member's disk.
+pub fn records_in_snapshot(bytes: &[u8]) -> Vec<Record> {
+    serde_json::from_slice::<Stored>(bytes)
+        .map(|s| s.records)
+        .unwrap_or_default()
+}
+
 /// The kept snapshot's bytes in `dir`, if there is one. Inside a
 /// simulation, from the simulated disk attached to the snapshot's path.
 fn read_snapshot(dir: &Path) -> std::io::Result<Option<Vec<u8>>> {

@@ -288,6 +288,22 @@ fn replay(buf: &[u8]) -> (State, usize) {
     (state, whole)
 }
 
+/// The coordinator records in the entries a journal's whole frames hold
+/// (after its truncations and purges): for checks that read a member's
+/// disk, such as the runtime simulation's.
+pub fn records_in_journal(bytes: &[u8]) -> Vec<crate::protocol::Record> {
+    let (state, _) = replay(bytes);
+    state
+        .entries
+        .into_values()
+        .filter_map(|e| match e.payload {
+            openraft::EntryPayload::Normal(batch) => Some(batch.records),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
 fn assemble(
     state: State,
     backing: Backing,

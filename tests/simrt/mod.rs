@@ -169,6 +169,30 @@ struct Ghost {
     /// The coordinator's open transactions (still voting, awaiting
     /// acknowledgements) as its status said near the end of the run.
     coordinator_open: Option<(u64, u64)>,
+    /// A group's members: each one's Raft journal and snapshot disk, read
+    /// to check that a decision is on a majority's disks before any
+    /// participant applies it.
+    members: Vec<(String, SimDisk, SimDisk)>,
+}
+
+/// Does this member's synced journal or snapshot hold `txn`'s commit?
+fn member_has_commit(journal: &SimDisk, snapshot: &SimDisk, txn: &TxnId) -> bool {
+    let bytes: Vec<u8> = journal
+        .synced_segments()
+        .into_iter()
+        .flat_map(|(_, b)| b)
+        .collect();
+    let snap = snapshot
+        .synced_segments()
+        .pop()
+        .map(|(_, b)| twopc::replica::machine::records_in_snapshot(&b))
+        .unwrap_or_default();
+    twopc::replica::store::records_in_journal(&bytes)
+        .into_iter()
+        .chain(snap)
+        .any(|r| {
+            matches!(r, Record::Decision { txn: t, decision: Decision::Commit, .. } if t == *txn)
+        })
 }
 
 impl Ghost {
@@ -200,8 +224,26 @@ impl Ghost {
         self.note(format!("p{}: applies {d:?} to {txn}", i + 1));
         self.report.applied += 1;
         let reruns = self.reruns;
+        let before = self.applied.entry(txn.clone()).or_default().insert(i, d);
+        // The group's rule: a decision is durable (on a majority of the
+        // members' synced logs) before any COMMIT leaves.
+        if d == Decision::Commit && before != Some(Decision::Commit) && !self.members.is_empty() {
+            let on_disk = self
+                .members
+                .iter()
+                .filter(|(_, j, s)| member_has_commit(j, s, txn))
+                .count();
+            if on_disk * 2 <= self.members.len() {
+                let what = format!(
+                    "durability: p{} applied Commit to {txn} while only {on_disk} of {} members had the decision synced",
+                    i + 1,
+                    self.members.len()
+                );
+                return self.violate(what);
+            }
+        }
         let outcomes = self.applied.entry(txn.clone()).or_default();
-        if let Some(before) = outcomes.insert(i, d) {
+        if let Some(before) = before {
             let rerun = reruns && before == Decision::Abort && d == Decision::Commit;
             if before != d && !rerun {
                 return self.violate(format!(
@@ -455,6 +497,10 @@ impl World {
                 digest: 0xcbf2_9ce4_8422_2325,
                 print_all: std::env::var_os("TWOPC_SIMRT_TRACE").is_some(),
                 reruns: cfg.coordinators > 1,
+                members: snapshots
+                    .iter()
+                    .map(|(h, snap)| (h.clone(), disks[h].clone(), snap.clone()))
+                    .collect(),
                 ..Ghost::default()
             })),
             disks,
