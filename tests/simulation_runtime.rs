@@ -67,21 +67,40 @@ fn seeds() {
     let r = run_seeds(Config::default(), first, count);
     assert!(r.committed > 0 && r.aborted > 0, "{r:?}");
     if count >= 16 {
-        for kind in [
-            "coordinator crash",
-            "participant crash",
-            "partition",
-            "one-way partition",
-            "paused node",
-            "latency spike",
-            "stalled disk",
-            "fsync error",
-        ] {
-            assert!(
-                r.faults.get(kind).copied().unwrap_or(0) > 0,
-                "no `{kind}` fault in {count} seeds: {r:?}"
-            );
-        }
+        assert_faults_drawn(
+            &r,
+            count,
+            &[
+                "coordinator crash",
+                "participant crash",
+                "partition",
+                "one-way partition",
+                "paused node",
+                "latency spike",
+                "stalled disk",
+                "fsync error",
+            ],
+        );
+    }
+}
+
+/// Each of `kinds` was injected at least once in the `count` seeds of `r`.
+fn assert_faults_drawn(r: &Report, count: u64, kinds: &[&str]) {
+    for kind in kinds {
+        assert!(
+            r.faults.get(kind).copied().unwrap_or(0) > 0,
+            "no `{kind}` fault in {count} seeds: {r:?}"
+        );
+    }
+}
+
+/// Each of `seeds` run twice with `cfg` gives the same events.
+fn assert_replays(cfg: Config, seeds: &[u64]) {
+    for &seed in seeds {
+        let a = World::new(cfg, seed).run().expect("first run");
+        let b = World::new(cfg, seed).run().expect("second run");
+        assert_eq!(a.digest, b.digest, "seed {seed}: two runs differ");
+        assert!(a.fault_count() > 0 && a.applied > 0, "{a:?}");
     }
 }
 
@@ -111,16 +130,7 @@ fn replay() {
 
 #[test]
 fn same_seed_same_events() {
-    for seed in [3, 11] {
-        let a = World::new(Config::default(), seed)
-            .run()
-            .expect("first run");
-        let b = World::new(Config::default(), seed)
-            .run()
-            .expect("second run");
-        assert_eq!(a.digest, b.digest, "seed {seed}: two runs differ");
-        assert!(a.fault_count() > 0 && a.applied > 0, "{a:?}");
-    }
+    assert_replays(Config::default(), &[3, 11]);
 }
 
 /// Seeds `cargo test` runs; a checker must catch its bug within them.
@@ -200,17 +210,16 @@ fn group_seeds() {
     let r = run_seeds(group(), first, count);
     assert!(r.committed > 0 && r.aborted > 0, "{r:?}");
     if count >= GROUP_CI_SEEDS {
-        for kind in [
-            "coordinator crash",
-            "partition",
-            "paused node",
-            "fsync error",
-        ] {
-            assert!(
-                r.faults.get(kind).copied().unwrap_or(0) > 0,
-                "no `{kind}` fault in {count} seeds: {r:?}"
-            );
-        }
+        assert_faults_drawn(
+            &r,
+            count,
+            &[
+                "coordinator crash",
+                "partition",
+                "paused node",
+                "fsync error",
+            ],
+        );
     }
 }
 
@@ -226,12 +235,7 @@ fn group_seed_50_restart_in_the_same_term() {
 
 #[test]
 fn group_same_seed_same_events() {
-    for seed in [2, 5] {
-        let a = World::new(group(), seed).run().expect("first run");
-        let b = World::new(group(), seed).run().expect("second run");
-        assert_eq!(a.digest, b.digest, "seed {seed}: two runs differ");
-        assert!(a.fault_count() > 0 && a.applied > 0, "{a:?}");
-    }
+    assert_replays(group(), &[2, 5]);
 }
 
 /// Seeds the group's checker may take to catch its bug.
