@@ -185,6 +185,7 @@ fn participant_core(crit: &mut Criterion) {
                         txn: txn.clone(),
                         participants: participants.clone(),
                         data: data(),
+                        term: None,
                     },
                 },
             ));
@@ -198,7 +199,10 @@ fn participant_core(crit: &mut Criterion) {
             black_box(p.handle(
                 now,
                 PEvent::Message {
-                    body: Body::Commit { txn: txn.clone() },
+                    body: Body::Commit {
+                        txn: txn.clone(),
+                        term: None,
+                    },
                 },
             ));
             black_box(p.handle(
@@ -217,6 +221,7 @@ fn prepare_body() -> Body {
         txn: TxnId("c7f3e2a91b-000042".into()),
         participants: PARTICIPANTS.iter().map(|p| (*p).into()).collect(),
         data: data(),
+        term: None,
     }
 }
 

@@ -51,12 +51,16 @@ fn frame(kind: &str) -> Body {
             txn: t(),
             participants: PARTICIPANTS.iter().map(|p| (*p).into()).collect(),
             data: data(),
+            term: None,
         },
         "vote" => Body::VoteCommit {
             txn: t(),
             result: None,
         },
-        "commit" => Body::Commit { txn: t() },
+        "commit" => Body::Commit {
+            txn: t(),
+            term: None,
+        },
         "ack" => Body::Ack {
             txn: t(),
             decision: None,
@@ -226,6 +230,7 @@ fn part(n: u64) {
                     txn: txn.clone(),
                     participants: participants.clone(),
                     data: data(),
+                    term: None,
                 },
             },
         ));
@@ -239,7 +244,10 @@ fn part(n: u64) {
         black_box(p.handle(
             now,
             PEvent::Message {
-                body: Body::Commit { txn: txn.clone() },
+                body: Body::Commit {
+                    txn: txn.clone(),
+                    term: None,
+                },
             },
         ));
         black_box(p.handle(

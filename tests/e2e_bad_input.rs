@@ -284,11 +284,12 @@ fn a_participant_survives_garbage_from_its_coordinator() {
         txn: txn.clone(),
         participants: vec!["p1".into()],
         data: json!({"k": "v"}),
+        term: None,
     });
     let vote = coord.recv_skip_heartbeats().expect("vote");
     assert_eq!(vote["message_type"], "vote_commit", "{vote}");
     assert_eq!(vote["transaction_id"], "fake-1", "{vote}");
-    coord.send(Body::Commit { txn });
+    coord.send(Body::Commit { txn, term: None });
     let ack = coord.recv_skip_heartbeats().expect("ack");
     assert_eq!(ack["message_type"], "ack", "{ack}");
     assert_eq!(ack["transaction_id"], "fake-1", "{ack}");
@@ -307,5 +308,82 @@ fn a_participant_survives_garbage_from_its_coordinator() {
         c.participants[0].is_running(),
         "participant exited:\n{}",
         c.participants[0].log_text()
+    );
+}
+
+/// Fencing by the leader's term, with a real participant process against a
+/// fake coordinator group member: once the participant has taken messages
+/// from the leader of term 5, a decision from term 4 (a deposed leader) is
+/// refused with `not_leader` and the connection closed, a welcome from term
+/// 4 is refused, and both still are after the participant is killed with
+/// SIGKILL and restarted, because the term is in its log. The leader of a
+/// newer term is welcome and finishes the transaction left in doubt.
+#[test]
+fn a_participant_refuses_a_deposed_leader_even_after_a_restart() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fake coordinator");
+    let mut c = Cluster::new();
+    c.port = listener.local_addr().expect("addr").port();
+    let args = ["--heartbeat-interval-ms", "20000"];
+    c.start_participant("p1", &args, &[]);
+    let accept = |listener: &std::net::TcpListener| {
+        let (stream, _) = listener.accept().expect("participant connects");
+        let mut coord = RawConn::from_stream(stream);
+        let hello = coord.recv().expect("hello");
+        assert_eq!(hello["message_type"], "hello", "{hello}");
+        coord
+    };
+    let welcome = |term: u64| Body::Welcome {
+        state: "READY".into(),
+        term: Some(term),
+    };
+    let txn = TxnId::from("fenced-1");
+
+    let mut leader5 = accept(&listener);
+    leader5.send(welcome(5));
+    leader5.send(Body::Prepare {
+        txn: txn.clone(),
+        participants: vec!["p1".into()],
+        data: json!({"k": "v"}),
+        term: Some(5),
+    });
+    let vote = leader5.recv_skip_heartbeats().expect("vote");
+    assert_eq!(vote["message_type"], "vote_commit", "{vote}");
+    // A deposed leader's decision, on the same connection.
+    leader5.send(Body::Commit {
+        txn: txn.clone(),
+        term: Some(4),
+    });
+    let refusal = leader5.expect_error("not_leader");
+    assert!(
+        refusal.contains("term 4") && refusal.contains("term 5"),
+        "{refusal}"
+    );
+    leader5.expect_closed();
+
+    let mut leader4 = accept(&listener);
+    leader4.send(welcome(4));
+    leader4.expect_closed();
+
+    c.restart_participant(0, &args, &[]);
+    let mut leader4 = accept(&listener);
+    leader4.send(welcome(4));
+    leader4.expect_closed();
+
+    // The leader of term 6 is asked about the transaction in doubt and
+    // its decision is applied.
+    let mut leader6 = accept(&listener);
+    leader6.send(welcome(6));
+    let query = leader6.recv_skip_heartbeats().expect("query");
+    assert_eq!(query["message_type"], "query", "{query}");
+    assert_eq!(query["transaction_id"], "fenced-1", "{query}");
+    leader6.send(Body::Commit { txn, term: Some(6) });
+    let ack = leader6.recv_skip_heartbeats().expect("ack");
+    assert_eq!(ack["message_type"], "ack", "{ack}");
+    assert_eq!(ack["payload"]["decision"], "commit", "{ack}");
+    let log = c.participants[0].log_text();
+    assert!(
+        log.contains("sent `commit` as the leader of term 4")
+            && log.contains("sent `welcome` as the leader of term 4"),
+        "{log}"
     );
 }

@@ -1048,6 +1048,7 @@ fn a_kv_participant_votes_down_operations_that_are_not_a_list() {
             txn: txn.clone(),
             participants: vec!["s1".into()],
             data,
+            term: None,
         });
         let vote = coord.recv_skip_heartbeats().expect("vote");
         assert_eq!(vote["transaction_id"], txn.0, "{vote}");

@@ -253,18 +253,25 @@ fn body() -> BoxedStrategy<Body> {
         ),
         (text(), proptest::option::of(any::<u64>()))
             .prop_map(|(state, term)| Body::Welcome { state, term }),
-        (txn_id(), participants(), json_value()).prop_map(|(txn, participants, data)| {
-            Body::Prepare {
+        (
+            txn_id(),
+            participants(),
+            json_value(),
+            proptest::option::of(any::<u64>())
+        )
+            .prop_map(|(txn, participants, data, term)| Body::Prepare {
                 txn,
                 participants,
                 data,
-            }
-        }),
+                term,
+            }),
         (txn_id(), result).prop_map(|(txn, result)| Body::VoteCommit { txn, result }),
         (txn_id(), proptest::option::of(text()))
             .prop_map(|(txn, reason)| Body::VoteAbort { txn, reason }),
-        txn_id().prop_map(|txn| Body::Commit { txn }),
-        txn_id().prop_map(|txn| Body::Abort { txn }),
+        (txn_id(), proptest::option::of(any::<u64>()))
+            .prop_map(|(txn, term)| Body::Commit { txn, term }),
+        (txn_id(), proptest::option::of(any::<u64>()))
+            .prop_map(|(txn, term)| Body::Abort { txn, term }),
         (
             txn_id(),
             proptest::option::of(decision()),
@@ -803,6 +810,7 @@ fn record() -> BoxedStrategy<Record> {
             participant,
             expected
         }),
+        any::<u64>().prop_map(|term| Record::Term { term }),
     ]
     .boxed()
 }
@@ -820,6 +828,7 @@ fn record_kind(r: &Record) -> &'static str {
         Record::Outcome { .. } => "outcome",
         Record::Joined { .. } => "joined",
         Record::Removed { .. } => "removed",
+        Record::Term { .. } => "term",
     }
 }
 
@@ -833,6 +842,7 @@ const RECORD_KINDS: &[&str] = &[
     "outcome",
     "joined",
     "removed",
+    "term",
 ];
 
 /// Field names of the record kinds.
@@ -847,6 +857,7 @@ const RECORD_FIELDS: &[&str] = &[
     "merge",
     "participant",
     "expected",
+    "term",
 ];
 
 /// Payloads for a log frame whose header is correct: random bytes, random

@@ -522,6 +522,10 @@ wire_messages! {
         data: Value,
         #[serde(default)]
         participants: Vec<ParticipantId>,
+        /// From a member of a coordinator group: the term it leads in (see
+        /// `welcome`). A participant refuses a prepare from an older term.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        term: Option<u64>,
     },
     VoteCommit = "vote_commit" txn {
         /// What the resource read while preparing (for example the values
@@ -533,8 +537,15 @@ wire_messages! {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
-    Commit = "commit" txn {},
-    Abort = "abort" txn {},
+    /// `term`: as in `prepare`; a decision from an older term is refused.
+    Commit = "commit" txn {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        term: Option<u64>,
+    },
+    Abort = "abort" txn {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        term: Option<u64>,
+    },
     Ack = "ack" txn {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         decision: Option<Decision>,
@@ -658,8 +669,32 @@ impl Body {
     /// The decision message for `decision`.
     pub fn decision(txn: TxnId, decision: Decision) -> Body {
         match decision {
-            Decision::Commit => Body::Commit { txn },
-            Decision::Abort => Body::Abort { txn },
+            Decision::Commit => Body::Commit { txn, term: None },
+            Decision::Abort => Body::Abort { txn, term: None },
+        }
+    }
+
+    /// The leader's term stamped on the messages a participant fences by
+    /// (`welcome`, `prepare`, `commit`, `abort`); others are unchanged.
+    pub fn with_term(mut self, t: u64) -> Body {
+        match &mut self {
+            Body::Welcome { term, .. }
+            | Body::Prepare { term, .. }
+            | Body::Commit { term, .. }
+            | Body::Abort { term, .. } => *term = Some(t),
+            _ => {}
+        }
+        self
+    }
+
+    /// The leader's term a fenced message carries, if any.
+    pub fn term(&self) -> Option<u64> {
+        match self {
+            Body::Welcome { term, .. }
+            | Body::Prepare { term, .. }
+            | Body::Commit { term, .. }
+            | Body::Abort { term, .. } => *term,
+            _ => None,
         }
     }
 
@@ -1136,6 +1171,13 @@ mod tests {
                 txn: t.clone(),
                 participants: vec!["p1".into(), "p2".into()],
                 data: serde_json::json!({"x": 1, "a": [true, null, 2.5]}),
+                term: None,
+            },
+            Body::Prepare {
+                txn: t.clone(),
+                participants: vec!["p1".into()],
+                data: Value::Null,
+                term: Some(3),
             },
             Body::VoteCommit {
                 txn: t.clone(),
@@ -1157,8 +1199,22 @@ mod tests {
                 txn: t.clone(),
                 reason: None,
             },
-            Body::Commit { txn: t.clone() },
-            Body::Abort { txn: t.clone() },
+            Body::Commit {
+                txn: t.clone(),
+                term: None,
+            },
+            Body::Commit {
+                txn: t.clone(),
+                term: Some(7),
+            },
+            Body::Abort {
+                txn: t.clone(),
+                term: None,
+            },
+            Body::Abort {
+                txn: t.clone(),
+                term: Some(7),
+            },
             Body::Ack {
                 txn: t.clone(),
                 decision: Some(Decision::Commit),
@@ -1303,13 +1359,16 @@ mod tests {
         r#"{"message_type":"welcome","payload":{"state":"ready"},"timestamp":1.5}"#,
         r#"{"message_type":"welcome","payload":{"state":"READY","term":4},"timestamp":1.5}"#,
         r#"{"message_type":"prepare","transaction_id":"t1","payload":{"data":{"a":[true,null,2.5],"x":1},"participants":["p1","p2"]},"timestamp":1.5}"#,
+        r#"{"message_type":"prepare","transaction_id":"t1","payload":{"data":null,"participants":["p1"],"term":3},"timestamp":1.5}"#,
         r#"{"message_type":"vote_commit","transaction_id":"t1","payload":{},"timestamp":1.5}"#,
         r#"{"message_type":"vote_commit","transaction_id":"t1","payload":{"result":{"balance":5}},"timestamp":1.5}"#,
         r#"{"message_type":"vote_commit","transaction_id":"t1","payload":{"result":null},"timestamp":1.5}"#,
         r#"{"message_type":"vote_abort","transaction_id":"t1","payload":{"reason":"no"},"timestamp":1.5}"#,
         r#"{"message_type":"vote_abort","transaction_id":"t1","payload":{},"timestamp":1.5}"#,
         r#"{"message_type":"commit","transaction_id":"t1","payload":{},"timestamp":1.5}"#,
+        r#"{"message_type":"commit","transaction_id":"t1","payload":{"term":7},"timestamp":1.5}"#,
         r#"{"message_type":"abort","transaction_id":"t1","payload":{},"timestamp":1.5}"#,
+        r#"{"message_type":"abort","transaction_id":"t1","payload":{"term":7},"timestamp":1.5}"#,
         r#"{"message_type":"ack","transaction_id":"t1","payload":{"decision":"commit"},"timestamp":1.5}"#,
         r#"{"message_type":"ack","transaction_id":"t1","payload":{},"timestamp":1.5}"#,
         r#"{"message_type":"ack","transaction_id":"t1","payload":{"decision":"commit","heuristic":{"detail":"rolled back by hand","kind":"mixed"}},"timestamp":1.5}"#,
@@ -1402,6 +1461,7 @@ mod tests {
                 txn: t(),
                 participants: vec![],
                 data: Value::Null,
+                term: None,
             })
         );
         assert_eq!(

@@ -311,6 +311,7 @@ impl Participant {
                         .or_insert_with(|| PTxn::new(state, Vec::new(), now));
                     t.heuristic_outcome = Some(heuristic.clone().bounded());
                 }
+                Record::Term { term } => p.session.restore_term(*term),
                 Record::Decision { .. }
                 | Record::End { .. }
                 | Record::Outcome { .. }
@@ -346,6 +347,11 @@ impl Participant {
         let mut ids: Vec<&TxnId> = self.txns.keys().collect();
         ids.sort();
         let mut v = Vec::new();
+        if self.session.seen_term() > 0 {
+            v.push(Record::Term {
+                term: self.session.seen_term(),
+            });
+        }
         for id in ids {
             let t = &self.txns[id];
             let kept = t.heuristic.is_some() || t.heuristic_outcome.is_some();
@@ -470,9 +476,10 @@ impl Participant {
                 txn,
                 participants,
                 data,
+                ..
             } => self.on_prepare(txn, participants, data, out),
-            Body::Commit { txn } => self.on_decision(txn, Decision::Commit, out),
-            Body::Abort { txn } => self.on_decision(txn, Decision::Abort, out),
+            Body::Commit { txn, .. } => self.on_decision(txn, Decision::Commit, out),
+            Body::Abort { txn, .. } => self.on_decision(txn, Decision::Abort, out),
             Body::HeartbeatAck | Body::Welcome { .. } | Body::StatusReport(_) => {}
             Body::Error { code, message, .. } => out.push(Action::Alert {
                 txn: None,

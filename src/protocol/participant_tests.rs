@@ -51,15 +51,22 @@ fn prepare(txn: &str) -> Body {
         txn: tid(txn),
         participants: pids(&["p1", "p2"]),
         data: data(),
+        term: None,
     }
 }
 
 fn commit(txn: &str) -> Body {
-    Body::Commit { txn: tid(txn) }
+    Body::Commit {
+        txn: tid(txn),
+        term: None,
+    }
 }
 
 fn abort(txn: &str) -> Body {
-    Body::Abort { txn: tid(txn) }
+    Body::Abort {
+        txn: tid(txn),
+        term: None,
+    }
 }
 
 fn ack(txn: &str, decision: Decision) -> Body {
@@ -259,6 +266,7 @@ fn prepare_without_a_participant_list_is_accepted() {
         txn: tid("t1"),
         participants: vec![],
         data: Value::Null,
+        term: None,
     };
     assert_eq!(
         p.handle(1, msg(body)),
@@ -277,6 +285,7 @@ fn prepare_that_does_not_list_us_is_voted_down() {
         txn: tid("t1"),
         participants: pids(&["p2", "p3"]),
         data: data(),
+        term: None,
     };
     let voted_down = vec![send(
         vote_abort("t1", "not a listed participant of this transaction (p1)"),
@@ -1171,6 +1180,7 @@ impl Sim {
             txn,
             participants: pids(&["p1", "p2"]),
             data: Value::Null,
+            term: None,
         };
         self.step_event(msg(body), ctx);
     }
@@ -1268,6 +1278,7 @@ impl Sim {
                 let forced = match record {
                     Record::Prepared { .. } | Record::Heuristic { .. } => true,
                     Record::Decided { decision, .. } => *decision == Decision::Commit,
+                    Record::Term { .. } => false,
                     Record::Decision { .. }
                     | Record::End { .. }
                     | Record::Outcome { .. }
@@ -1886,12 +1897,136 @@ fn a_welcome_from_an_older_leader_term_is_refused() {
     assert!(!p.connected(), "a welcome of term 4 after term 5 registers");
     assert!(out.contains(&Action::Session(SessionNotice::StaleTerm {
         term: 4,
-        seen: 5
+        seen: 5,
+        message_type: "welcome",
     })));
     assert!(out.contains(&Action::Close { conn: C }));
-    // The same or a newer term is welcome.
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::Persist { .. })),
+        "{out:?}"
+    );
+    // The same or a newer term is welcome; a newer one is logged.
     p.handle(3, Event::TransportDown);
     p.handle(3, Event::TransportUp { conn: C });
-    p.handle(4, msg(term(6)));
+    let out = p.handle(4, msg(term(5)));
     assert!(p.connected());
+    assert!(
+        !out.iter().any(|a| matches!(a, Action::Persist { .. })),
+        "the same term is not logged again: {out:?}"
+    );
+    p.handle(5, Event::TransportDown);
+    p.handle(5, Event::TransportUp { conn: C });
+    let out = p.handle(6, msg(term(6)));
+    assert!(p.connected());
+    assert!(out.contains(&Action::Persist {
+        record: Record::Term { term: 6 },
+        sync: false
+    }));
+}
+
+/// Every prepare and decision is fenced too, not only the welcome: one
+/// from a term older than the highest seen is refused with `not_leader`
+/// and the connection closed, and it reaches neither the log nor the
+/// resource; a newer term on the connection raises the one seen (and is
+/// logged before the vote it leads to).
+#[test]
+fn a_prepare_or_decision_from_an_older_leader_term_is_refused() {
+    let mut p = Participant::new(opts(), 0);
+    p.handle(0, Event::TransportUp { conn: C });
+    p.handle(
+        0,
+        msg(Body::Welcome {
+            state: "READY".into(),
+            term: Some(5),
+        }),
+    );
+    assert!(p.connected());
+    let stale = |body: Body| body.with_term(4);
+    for body in [
+        stale(prepare("t1")),
+        stale(commit("t1")),
+        stale(abort("t1")),
+    ] {
+        let kind = body.message_type();
+        let out = p.handle(1, msg(body));
+        assert!(
+            out.contains(&Action::Session(SessionNotice::StaleTerm {
+                term: 4,
+                seen: 5,
+                message_type: kind,
+            })),
+            "{kind}: {out:?}"
+        );
+        let refused = out.iter().any(|a| {
+            matches!(a, Action::Reject { conn, error, close: true }
+                if *conn == C && error.code == ErrorCode::NotLeader
+                    && error.message.contains("term 4") && error.message.contains("term 5"))
+        });
+        assert!(refused, "{kind}: {out:?}");
+        assert!(
+            !out.iter().any(|a| matches!(
+                a,
+                Action::Persist { .. }
+                    | Action::PrepareResource { .. }
+                    | Action::FinishResource { .. }
+                    | Action::Send { .. }
+            )),
+            "{kind} from a deposed leader had an effect: {out:?}"
+        );
+    }
+    assert!(p.txn(&tid("t1")).is_none());
+    // The current term and an unstamped message (a single coordinator)
+    // pass; a newer term is logged before the resource is asked.
+    let out = p.handle(2, msg(prepare("t2").with_term(5)));
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::PrepareResource { .. })));
+    let out = p.handle(3, msg(prepare("t3")));
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::PrepareResource { .. })));
+    let out = p.handle(4, msg(prepare("t4").with_term(7)));
+    let term_at = out.iter().position(|a| {
+        a == &Action::Persist {
+            record: Record::Term { term: 7 },
+            sync: false,
+        }
+    });
+    let ask_at = out
+        .iter()
+        .position(|a| matches!(a, Action::PrepareResource { .. }));
+    assert!(
+        matches!((term_at, ask_at), (Some(a), Some(b)) if a < b),
+        "{out:?}"
+    );
+    let out = p.handle(5, msg(commit("t2").with_term(5)));
+    assert!(out
+        .iter()
+        .any(|a| matches!(a, Action::Reject { close: true, .. })));
+}
+
+/// The highest term seen survives a restart: it is in the log and in
+/// every checkpoint, and a recovered participant refuses a welcome from
+/// an older term.
+#[test]
+fn the_highest_term_seen_survives_a_restart_and_a_checkpoint() {
+    let records = vec![Record::Term { term: 3 }, Record::Term { term: 8 }];
+    let mut p = Participant::recover(opts(), 0, &records);
+    assert!(p.live_records().contains(&Record::Term { term: 8 }));
+    p.handle(0, Event::TransportUp { conn: C });
+    let out = p.handle(
+        1,
+        msg(Body::Welcome {
+            state: "READY".into(),
+            term: Some(7),
+        }),
+    );
+    assert!(!p.connected(), "{out:?}");
+    assert!(out.contains(&Action::Close { conn: C }));
+    // Without a group there is nothing to keep.
+    let fresh = Participant::new(opts(), 0);
+    assert!(!fresh
+        .live_records()
+        .iter()
+        .any(|r| matches!(r, Record::Term { .. })));
 }

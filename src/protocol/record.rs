@@ -82,6 +82,11 @@ pub enum Record {
         participant: ParticipantId,
         heuristic: Heuristic,
     },
+    /// Participant: the highest term of a coordinator group's leader it has
+    /// taken messages from; a restarted participant still refuses a leader
+    /// of an older (deposed) term. Written when it rises, and first after a
+    /// checkpoint's snapshot.
+    Term { term: u64 },
     /// Participant: the resource's committed state as of a checkpoint (for
     /// example the whole key-value store). Written first in a new segment;
     /// recovery starts from it and replays the records that follow.
@@ -106,7 +111,10 @@ impl Record {
             | Record::Decided { txn, .. }
             | Record::Outcome { txn, .. }
             | Record::Heuristic { txn, .. } => Some(txn),
-            Record::Snapshot { .. } | Record::Joined { .. } | Record::Removed { .. } => None,
+            Record::Snapshot { .. }
+            | Record::Term { .. }
+            | Record::Joined { .. }
+            | Record::Removed { .. } => None,
         }
     }
 }

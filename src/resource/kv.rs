@@ -296,6 +296,7 @@ impl KvStore {
                 | Record::Outcome { .. }
                 | Record::Joined { .. }
                 | Record::Removed { .. }
+                | Record::Term { .. }
                 | Record::Heuristic { .. } => {}
             }
         }

@@ -739,6 +739,7 @@ fn logged(participant: &ParticipantId, log: &[Record]) -> HashMap<String, Logged
             | Record::Outcome { .. }
             | Record::Joined { .. }
             | Record::Removed { .. }
+            | Record::Term { .. }
             | Record::Heuristic { .. } => {}
         }
     }

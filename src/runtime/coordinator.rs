@@ -978,6 +978,7 @@ impl Driver {
                 | Record::Heuristic { .. }
                 | Record::Prepared { .. }
                 | Record::Decided { .. }
+                | Record::Term { .. }
                 | Record::Snapshot { .. } => {}
             },
             Action::Send { body, .. } => match body {
@@ -1064,7 +1065,7 @@ fn misrouted(
     conn: ConnId,
     body: &Body,
 ) -> ConnId {
-    let (Body::Commit { txn } | Body::Abort { txn, .. }) = body else {
+    let (Body::Commit { txn, .. } | Body::Abort { txn, .. }) = body else {
         return conn;
     };
     let peer = out.peer(conn);
@@ -1082,7 +1083,7 @@ fn misrouted(
 /// Send a message whose durability requirement is met, running the crash
 /// points that surround the first COMMIT of a transaction.
 fn send_checked(out: &mut Outbox, decision_sent: &mut HashSet<TxnId>, conn: ConnId, body: Body) {
-    if let Body::Commit { txn } = &body {
+    if let Body::Commit { txn, .. } = &body {
         if crash::enabled() && !decision_sent.contains(txn) {
             crash::hit("coordinator.after_decision_logged");
             decision_sent.insert(txn.clone());

@@ -102,7 +102,8 @@ pub struct Outbox {
     /// here rather than break the connection.
     max_frame_bytes: usize,
     /// The term this member leads in (a coordinator group's leader): every
-    /// welcome carries it, so participants can refuse a deposed leader.
+    /// welcome, prepare and decision carries it, so participants can refuse
+    /// a deposed leader.
     pub term: Option<u64>,
 }
 
@@ -166,12 +167,9 @@ impl Outbox {
         let Some((tx, peer)) = self.conns.get(&conn) else {
             return;
         };
-        let body = match (body, self.term) {
-            (Body::Welcome { state, .. }, Some(t)) => Body::Welcome {
-                state,
-                term: Some(t),
-            },
-            (body, _) => body,
+        let body = match self.term {
+            Some(t) => body.with_term(t),
+            None => body,
         };
         let txn = body.txn().cloned();
         let transaction_id = txn.as_ref().map(|t| t.0.as_str());

@@ -583,8 +583,12 @@ impl Driver {
             SessionNotice::Refused { code, message } => {
                 tracing::error!(code = %code, "coordinator refused registration: {message}");
             }
-            SessionNotice::StaleTerm { term, seen } => tracing::warn!(
-                "a coordinator welcomed us as the leader of term {term}, but term {seen} was already led by another member: it was deposed; connecting elsewhere"
+            SessionNotice::StaleTerm {
+                term,
+                seen,
+                message_type,
+            } => tracing::warn!(
+                "a coordinator member sent `{message_type}` as the leader of term {term}, but term {seen} was already led by another member: it was deposed; refused, connecting elsewhere"
             ),
             SessionNotice::SecretRequired => tracing::error!(
                 "the coordinator requires the shared secret: configure secret_file (--secret-file) or TWOPC_SECRET"

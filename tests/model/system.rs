@@ -276,6 +276,7 @@ fn msg_of(body: &Body, n: usize) -> Option<Msg> {
             txn,
             participants,
             data,
+            ..
         } => {
             assert_eq!(participants, &all_pids(n));
             assert!(data.is_null());
@@ -283,8 +284,8 @@ fn msg_of(body: &Body, n: usize) -> Option<Msg> {
         }
         Body::VoteCommit { txn, .. } => Msg::VoteCommit(tx(txn)),
         Body::VoteAbort { txn, .. } => Msg::VoteAbort(tx(txn)),
-        Body::Commit { txn } => Msg::Commit(tx(txn)),
-        Body::Abort { txn } => Msg::Abort(tx(txn)),
+        Body::Commit { txn, .. } => Msg::Commit(tx(txn)),
+        Body::Abort { txn, .. } => Msg::Abort(tx(txn)),
         Body::Ack {
             txn,
             decision,
@@ -317,6 +318,7 @@ fn body_of(m: Msg, n: usize) -> Body {
             txn: t.id(),
             participants: all_pids(n),
             data: Value::Null,
+            term: None,
         },
         Msg::VoteCommit(t) => Body::VoteCommit {
             txn: t.id(),
@@ -326,8 +328,14 @@ fn body_of(m: Msg, n: usize) -> Body {
             txn: t.id(),
             reason: None,
         },
-        Msg::Commit(t) => Body::Commit { txn: t.id() },
-        Msg::Abort(t) => Body::Abort { txn: t.id() },
+        Msg::Commit(t) => Body::Commit {
+            txn: t.id(),
+            term: None,
+        },
+        Msg::Abort(t) => Body::Abort {
+            txn: t.id(),
+            term: None,
+        },
         Msg::Ack(t, d) => Body::Ack {
             txn: t.id(),
             decision: d.map(Dec::decision),

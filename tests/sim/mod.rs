@@ -692,8 +692,8 @@ impl Sim {
         let t = (self.now + lat).max(queue.back().map_or(0, |f| f.0));
         // The checker's view of what left each process.
         match (&from, &body) {
-            (Node::Coord, Body::Commit { txn }) => self.coord_said(txn, Decision::Commit)?,
-            (Node::Coord, Body::Abort { txn }) => self.coord_said(txn, Decision::Abort)?,
+            (Node::Coord, Body::Commit { txn, .. }) => self.coord_said(txn, Decision::Commit)?,
+            (Node::Coord, Body::Abort { txn, .. }) => self.coord_said(txn, Decision::Abort)?,
             (Node::Coord, Body::Outcome { txn, outcome }) => {
                 self.coord_said(txn, outcome.decision)?
             }
@@ -1537,9 +1537,13 @@ impl Sim {
             SessionNotice::Removed { message } => {
                 return Err(format!("p{} was removed: {message}", i + 1));
             }
-            SessionNotice::StaleTerm { term, seen } => {
+            SessionNotice::StaleTerm {
+                term,
+                seen,
+                message_type,
+            } => {
                 return Err(format!(
-                    "p{} refused a welcome of term {term} after {seen}, with no coordinator group here",
+                    "p{} refused a `{message_type}` of term {term} after {seen}, with no coordinator group here",
                     i + 1
                 ));
             }

@@ -620,7 +620,10 @@ pub fn summarize(records: &[wal::Located]) -> Vec<Value> {
                     "detail": heuristic.detail,
                 }));
             }
-            Record::Snapshot { .. } | Record::Joined { .. } | Record::Removed { .. } => {}
+            Record::Snapshot { .. }
+            | Record::Term { .. }
+            | Record::Joined { .. }
+            | Record::Removed { .. } => {}
         }
     }
     order
@@ -701,6 +704,12 @@ pub fn wal_cmd(cmd: WalCommand) -> ExitCode {
         "records": report.records.len(),
         "snapshots": report.records.iter().filter(|l| matches!(l.record, Record::Snapshot { .. })).count(),
         "membership": membership(&report.records),
+        // A participant's: the highest coordinator-group leader term it
+        // took messages from (older ones are refused).
+        "leader_term_seen": report.records.iter().filter_map(|l| match l.record {
+            Record::Term { term } => Some(term),
+            _ => None,
+        }).max(),
         "torn_tail": place(&report.torn_tail),
         "corruption": place(&report.corruption),
         "transactions": txns,
@@ -721,6 +730,9 @@ pub fn wal_cmd(cmd: WalCommand) -> ExitCode {
                 d.offset,
                 d.why
             );
+        }
+        if let Some(t) = out["leader_term_seen"].as_u64() {
+            println!("highest coordinator leader term seen: {t} (older terms are refused)");
         }
         if let Some(d) = &report.corruption {
             println!(

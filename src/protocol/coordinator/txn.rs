@@ -275,6 +275,7 @@ impl Coordinator {
                 }
                 | Record::Prepared { .. }
                 | Record::Decided { .. }
+                | Record::Term { .. }
                 | Record::Snapshot { .. } => {}
             }
         }
@@ -661,6 +662,7 @@ impl Coordinator {
                             txn: id.clone(),
                             participants: participants.clone(),
                             data,
+                            term: None,
                         },
                         false,
                     )

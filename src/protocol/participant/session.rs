@@ -9,8 +9,8 @@
 //! close, and [`SessionNotice`]s for the operator's log. It never opens a
 //! connection: dialling and redialling are the runtime's.
 
-use crate::protocol::message::{Body, ErrorCode, Role, WireCode};
-use crate::protocol::record::Action;
+use crate::protocol::message::{Body, ErrorCode, Role, WireCode, WireError};
+use crate::protocol::record::{Action, Record};
 use crate::protocol::types::{ConnId, Millis, ParticipantId, PROTOCOL_VERSION};
 
 /// Where the participant stands with its coordinator.
@@ -65,10 +65,16 @@ pub enum SessionNotice {
     Silent { silent_ms: u64, limit_ms: u64 },
     /// The welcomed connection is gone.
     Lost,
-    /// A `welcome` from a coordinator group member leading in `term`, older
-    /// than `seen`, a term another member already led in: a deposed leader
-    /// that has not noticed yet. Refused; the connection is closed.
-    StaleTerm { term: u64, seen: u64 },
+    /// A `welcome`, `prepare` or decision (`message_type`) from a
+    /// coordinator group member leading in `term`, older than `seen`, a term
+    /// another member already led in: a deposed leader that has not noticed
+    /// yet. Refused (a `welcome` silently, the others with a `not_leader`
+    /// error); the connection is closed.
+    StaleTerm {
+        term: u64,
+        seen: u64,
+        message_type: &'static str,
+    },
     /// The coordinator said this participant was removed from the cluster
     /// by an operator (error `removed`, before or after `welcome`): it must
     /// stop and not register again. The connection is closed.
@@ -114,8 +120,9 @@ pub(super) struct Session {
     /// their own rhythm from start, whatever the connections do, so that
     /// they go out at one per interval however often ticks come.
     next_beat_ms: Millis,
-    /// The highest leader term a welcome carried (coordinator groups);
-    /// welcomes from older terms are refused.
+    /// The highest leader term a welcome, prepare or decision carried
+    /// (coordinator groups); those from older terms are refused. Logged
+    /// (`term` records) when it rises, so a restart keeps it.
     seen_term: u64,
 }
 
@@ -131,6 +138,61 @@ impl Session {
 
     pub fn link(&self) -> Link {
         self.link
+    }
+
+    /// The highest leader term seen (0: none).
+    pub fn seen_term(&self) -> u64 {
+        self.seen_term
+    }
+
+    /// Take up the highest term seen before a restart (from the log).
+    pub fn restore_term(&mut self, term: u64) {
+        self.seen_term = self.seen_term.max(term);
+    }
+
+    /// Fence by the leader's term `body` carries, if any: false when it is
+    /// older than one seen (the notice and, unless `silently`, a
+    /// `not_leader` error go out, and the connection is closed); a newer
+    /// term is logged before anything the message leads to.
+    fn fence(&mut self, conn: ConnId, body: &Body, silently: bool, out: &mut Vec<Action>) -> bool {
+        let Some(term) = body.term() else {
+            return true;
+        };
+        if term < self.seen_term {
+            let message_type = body.message_type();
+            out.push(Action::Session(SessionNotice::StaleTerm {
+                term,
+                seen: self.seen_term,
+                message_type,
+            }));
+            if silently {
+                out.push(Action::Close { conn });
+            } else {
+                out.push(Action::Reject {
+                    conn,
+                    error: WireError::new(
+                        ErrorCode::NotLeader,
+                        format!(
+                            "`{message_type}` refused: it comes from term {term}, but this participant \
+                             has seen term {}, led by another member; this member was deposed",
+                            self.seen_term
+                        ),
+                    ),
+                    close: true,
+                });
+            }
+            return false;
+        }
+        if term > self.seen_term {
+            self.seen_term = term;
+            // Not forced: it precedes in the log every record written
+            // under this term, and whatever forces those forces it too.
+            out.push(Action::Persist {
+                record: Record::Term { term },
+                sync: false,
+            });
+        }
+        true
     }
 
     /// A connection opened: say hello on it. One opened before the last
@@ -175,22 +237,17 @@ impl Session {
         }
         if let Link::Registered { .. } = self.link {
             self.last_heard_ms = now;
+            if !self.fence(conn, &body, false, out) {
+                return Admitted::Handled;
+            }
             return Admitted::Protocol(body);
         }
         self.last_heard_ms = now;
         let notice = match body {
-            Body::Welcome { state, term } => {
-                if let Some(term) = term {
-                    if term < self.seen_term {
-                        out.push(Action::Session(SessionNotice::StaleTerm {
-                            term,
-                            seen: self.seen_term,
-                        }));
-                        out.push(Action::Close { conn });
-                        return Admitted::Handled;
-                    }
-                    self.seen_term = term;
-                }
+            Body::Welcome { .. } if !self.fence(conn, &body, true, out) => {
+                return Admitted::Handled;
+            }
+            Body::Welcome { state, .. } => {
                 self.link = Link::Registered { conn };
                 out.push(Action::Session(SessionNotice::Registered {
                     coordinator_state: state,

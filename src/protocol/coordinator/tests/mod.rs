@@ -190,15 +190,22 @@ fn prepare(txn: &str, participants: &[&str]) -> Body {
         txn: tid(txn),
         participants: pids(participants),
         data: data(),
+        term: None,
     }
 }
 
 fn commit(txn: &str) -> Body {
-    Body::Commit { txn: tid(txn) }
+    Body::Commit {
+        txn: tid(txn),
+        term: None,
+    }
 }
 
 fn abort(txn: &str) -> Body {
-    Body::Abort { txn: tid(txn) }
+    Body::Abort {
+        txn: tid(txn),
+        term: None,
+    }
 }
 
 fn vote_commit(txn: &str) -> Body {

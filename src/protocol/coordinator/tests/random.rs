@@ -207,8 +207,8 @@ impl Sim {
                         }
                         None
                     }
-                    Body::Commit { txn } => Some((txn, Decision::Commit)),
-                    Body::Abort { txn } => Some((txn, Decision::Abort)),
+                    Body::Commit { txn, .. } => Some((txn, Decision::Commit)),
+                    Body::Abort { txn, .. } => Some((txn, Decision::Abort)),
                     Body::Outcome { txn, outcome } => Some((txn, outcome.decision)),
                     _ => None,
                 };

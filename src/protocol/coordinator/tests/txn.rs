@@ -1159,6 +1159,7 @@ fn operations_name_registered_participants_of_the_submit_only() {
                     txn: tid("t-1"),
                     participants: pids(&["p1", "p2"]),
                     data: json!({"operations": [{"op": "put"}]}),
+                    term: None,
                 },
                 false
             ),
@@ -1168,6 +1169,7 @@ fn operations_name_registered_participants_of_the_submit_only() {
                     txn: tid("t-1"),
                     participants: pids(&["p1", "p2"]),
                     data: json!({"operations": []}),
+                    term: None,
                 },
                 false
             ),
