@@ -14,6 +14,7 @@
 //! - [`RaftLog`] is the log a leader's driver appends to.
 
 pub mod draws;
+pub mod elect;
 pub mod machine;
 pub mod net;
 pub mod store;
@@ -184,10 +185,12 @@ impl Group {
         let raft_cfg = openraft::Config {
             cluster_name: "twopc".into(),
             election_timeout_min: cfg.election_timeout_ms,
-            // openraft's followers wait a leader lease of this maximum,
-            // then a random timeout up to it: 750 to 900 ms after the last
-            // heartbeat at the default 300 ms.
+            // openraft's followers refuse to vote for a leader lease of
+            // this maximum after their leader's last word. Elections are
+            // this group's own timer's ([`elect`]): 750 to 900 ms after the
+            // last heartbeat at the default 300 ms, drawn anew every round.
             election_timeout_max: cfg.election_timeout_ms * 3 / 2,
+            enable_elect: false,
             heartbeat_interval: cfg.heartbeat_ms,
             install_snapshot_timeout: 10_000,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
@@ -197,10 +200,12 @@ impl Group {
         .validate()
         .map_err(|e| GroupError::Config(format!("Raft timing: {e}")))?;
         let auth = net::PortAuth::new(secret).map_err(GroupError::Config)?;
+        let greater_log = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let network = net::Network {
             me: cfg.me,
             auth: auth.clone(),
             limits: cfg.limits,
+            greater_log: greater_log.clone(),
         };
         let raft = Raft::new(cfg.me, Arc::new(raft_cfg), network, log, machine.clone())
             .await
@@ -224,8 +229,17 @@ impl Group {
             auth,
             cfg.me,
             cfg.limits,
-            shutdown,
+            shutdown.clone(),
             tracker.clone(),
+        ));
+        tracker.spawn(elect::drive(
+            raft.clone(),
+            elect::Timing {
+                election_timeout_ms: cfg.election_timeout_ms,
+                lease_ms: cfg.election_timeout_ms * 3 / 2,
+            },
+            greater_log,
+            shutdown.clone(),
         ));
         let initialized = raft
             .is_initialized()

@@ -22,6 +22,7 @@ use openraft::raft::{
 };
 use openraft::Raft;
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
@@ -240,6 +241,9 @@ pub struct Network {
     pub me: u64,
     pub auth: PortAuth,
     pub limits: PortLimits,
+    /// Set when a member refused this one's candidacy holding a longer
+    /// log than it: see [`super::elect`].
+    pub greater_log: Arc<AtomicBool>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -252,6 +256,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.raft_addr.clone(),
             auth: self.auth.clone(),
             limits: self.limits,
+            greater_log: self.greater_log.clone(),
             conn: std::sync::Mutex::new(None),
         }
     }
@@ -264,6 +269,7 @@ pub struct MemberClient {
     addr: String,
     auth: PortAuth,
     limits: PortLimits,
+    greater_log: Arc<AtomicBool>,
     /// openraft wants its clients `Sync`; the lock is never contended
     /// (calls take `&mut self`).
     conn: std::sync::Mutex<Option<Conn>>,
@@ -395,13 +401,18 @@ impl RaftNetwork<TypeConfig> for MemberClient {
         rpc: VoteRequest<u64>,
         option: RPCOption,
     ) -> Result<VoteResponse<u64>, RPCError<u64, Member, RaftError<u64>>> {
+        let mine = rpc.last_log_id;
         match self
             .call(Request::Vote(rpc), option.hard_ttl())
             .await
             .map_err(rpc_err)?
         {
             Reply::Vote(r) => {
-                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+                let r = r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))?;
+                if r.last_log_id > mine {
+                    self.greater_log.store(true, Ordering::Relaxed);
+                }
+                Ok(r)
             }
             _ => Err(unexpected()),
         }
