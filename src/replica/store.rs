@@ -2,7 +2,8 @@
 //! log. A journal of operations (entries appended, a conflicting suffix
 //! truncated, a prefix purged, the vote saved), each a CRC-checked frame,
 //! written by one thread that syncs once per batch of operations (group
-//! commit). Reopening replays the journal into memory; a torn or corrupt
+//! commit; a batch nobody waits on, such as a saved commit index, is
+//! written and left for the next sync). Reopening replays the journal into memory; a torn or corrupt
 //! frame at the tail is where the journal ends (it was never synced, so no
 //! one was told about it). When the journal grows past a segment, the
 //! thread rewrites what is live into a new file and removes the old one.
@@ -145,7 +146,7 @@ fn io_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
 
 /// A job for the writer.
 enum Job {
-    /// Write (and sync) these frames, then report.
+    /// Write these frames (and sync, when `done` waits for it), then report.
     Write { frames: Vec<u8>, done: Done },
 }
 
@@ -156,6 +157,16 @@ enum Done {
 }
 
 impl Done {
+    /// Does someone wait for this to be on disk? Saving the commit index,
+    /// truncating and purging wait for nothing: they are written in order
+    /// with the rest, and the next sync covers them. openraft re-learns the
+    /// commit index from the leader after a restart, and a truncation or a
+    /// purge that a crash loses leaves no hole: the journal is cut at the
+    /// first damaged frame, so it keeps a prefix of the operations.
+    fn needs_sync(&self) -> bool {
+        !matches!(self, Done::Nothing)
+    }
+
     fn complete(self, result: &Result<(), String>) {
         match self {
             Done::Flushed(cb) => cb.log_io_completed(
@@ -355,7 +366,8 @@ impl Writer {
     fn run_thread(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
         while let Some(first) = rx.blocking_recv() {
             let (buf, dones) = take_batch(first, &mut rx);
-            let result = self.write_file(&buf).map_err(|e| e.to_string());
+            let sync = dones.iter().any(Done::needs_sync);
+            let result = self.write_file(&buf, sync).map_err(|e| e.to_string());
             if !self.finish_batch(&buf, dones, result) {
                 return;
             }
@@ -386,13 +398,16 @@ impl Writer {
         result.is_ok()
     }
 
-    fn write_file(&mut self, buf: &[u8]) -> std::io::Result<()> {
+    fn write_file(&mut self, buf: &[u8], sync: bool) -> std::io::Result<()> {
         let file = match &mut self.backing {
             Backing::File { file, .. } => file,
             #[cfg(feature = "sim")]
             Backing::Sim { .. } => return Err(std::io::Error::other("not a file journal")),
         };
         file.write_all(buf)?;
+        if !sync {
+            return Ok(());
+        }
         let start = std::time::Instant::now();
         file.sync_data()?;
         self.stats.observe_sync(start.elapsed().as_micros() as u64);
@@ -446,6 +461,12 @@ impl Writer {
             };
             let (disk, seq) = (disk.clone(), *seq);
             disk.write(seq, &buf);
+            if !dones.iter().any(Done::needs_sync) {
+                if !self.finish_batch(&buf, dones, Ok(())) {
+                    return;
+                }
+                continue;
+            }
             let started = tokio::time::Instant::now();
             tokio::time::sleep(disk.sync_delay()).await;
             let result = match disk.sync(seq) {
