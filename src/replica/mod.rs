@@ -441,6 +441,8 @@ const PROPOSALS_IN_FLIGHT: usize = 32;
 pub struct RaftLog {
     pending: Vec<Record>,
     next: u64,
+    /// Position of the last record appended with `sync`.
+    last_forced: u64,
     durable: watch::Receiver<u64>,
     tx: mpsc::Sender<(Vec<Record>, u64)>,
     pub stats: Arc<WalStats>,
@@ -456,20 +458,26 @@ impl RaftLog {
         RaftLog {
             pending: Vec::new(),
             next: 0,
+            last_forced: 0,
             durable,
             tx,
             stats: group.stats.clone(),
         }
     }
 
-    pub fn append(&mut self, record: &Record, _sync: bool) -> u64 {
+    pub fn append(&mut self, record: &Record, sync: bool) -> u64 {
         self.pending.push(record.clone());
         self.next += 1;
+        if sync {
+            self.last_forced = self.next;
+        }
         self.next
     }
 
+    /// What a message sent after durability waits for: the last record
+    /// appended with `sync` (as with a local log).
     pub fn barrier(&self) -> u64 {
-        self.next
+        self.last_forced
     }
 
     pub fn durable(&self) -> u64 {
