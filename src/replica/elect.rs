@@ -82,7 +82,7 @@ pub async fn drive(
         let state = raft
             .with_raft_state(|st| {
                 (
-                    st.vote_ref().clone(),
+                    *st.vote_ref(),
                     st.vote_last_modified(),
                     st.server_state == openraft::ServerState::Leader,
                 )
@@ -94,7 +94,7 @@ pub async fn drive(
         // Another round (a new term, a new leader): a new draw.
         if last_vote.as_ref() != Some(&vote) {
             draw = timing.draw();
-            last_vote = Some(vote.clone());
+            last_vote = Some(vote);
         }
         // A leader heard from: whatever this member lacked, it gets.
         if vote.is_committed() {
