@@ -754,7 +754,11 @@ fn removal_over_http_needs_the_operator_key_and_the_core_says_when() {
     // No proof at all: 401.
     assert_unauthorized(&http(&admin, "DELETE", path, None), "");
 
-    // The core's own refusals, with the operator key.
+    // The core's own refusals, with the operator key. The transaction
+    // above must have ended first (its acks may still be on the way when
+    // the client has its outcome): until then p2 is still needed by it,
+    // which the core says before it asks for `force`.
+    settled_counts(&c);
     let r = signed(&admin, "DELETE", "/participants/p9", b"");
     assert_eq!(r.status, 404, "{}", r.body);
     assert_eq!(r.json()["error"], "unknown_participant");
