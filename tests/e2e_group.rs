@@ -182,6 +182,7 @@ fn members_are_added_and_removed_at_runtime() {
         .collect::<Vec<_>>()
         .join(",");
     let mut procs = Vec::new();
+    let mut founders = Vec::new();
     for i in 0..3 {
         let args: Vec<String> = [
             "coordinator",
@@ -202,6 +203,7 @@ fn members_are_added_and_removed_at_runtime() {
         .chain([dir.path().join(format!("c{}", i + 1)).display().to_string()])
         .collect();
         procs.push(start(dir.path(), &format!("c{}", i + 1), &args));
+        founders.push(args);
     }
     for p in ["p1", "p2"] {
         let args: Vec<String> = [
@@ -346,6 +348,30 @@ fn members_are_added_and_removed_at_runtime() {
     assert!(!voters(&g).contains(&follower), "{g}");
     assert_eq!(voters(&g).len(), 3, "{g}");
     submit("after-remove");
+
+    // The founders' `peers` matched the group they formed: no warning.
+    for p in &procs[..3] {
+        let log = p.log_text();
+        assert!(!log.contains("does not match"), "{}: {log}", p.name);
+    }
+    // A founder restarted with its old `peers` after the changes is told
+    // that they no longer match, and how.
+    let again = [1u64, 2, 3]
+        .into_iter()
+        .find(|m| *m != leader && *m != follower)
+        .unwrap() as usize;
+    procs[again - 1].kill9();
+    procs[again - 1] = start(dir.path(), &format!("c{again}-again"), &founders[again - 1]);
+    let warned = eventually("the warning about `peers`", || {
+        let log = procs[again - 1].log_text();
+        log.contains("`peers` does not match the coordinator group's membership")
+            .then_some(log)
+    });
+    assert!(warned.contains("the group has 4=127.0.0.1:"), "{warned}");
+    assert!(
+        warned.contains(&format!("`peers` has {follower}=127.0.0.1:")),
+        "{warned}"
+    );
 
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let outcomes = load.join().expect("load thread");

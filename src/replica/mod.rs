@@ -241,6 +241,13 @@ impl Group {
             greater_log,
             shutdown.clone(),
         ));
+        if !cfg.join {
+            tracker.spawn(warn_if_peers_differ(
+                raft.clone(),
+                cfg.members.clone(),
+                shutdown.clone(),
+            ));
+        }
         let initialized = raft
             .is_initialized()
             .await
@@ -429,6 +436,89 @@ pub struct MemberView {
     pub matched_index: Option<u64>,
     /// On the leader: entries the member is behind.
     pub lag: Option<u64>,
+}
+
+/// Once this member knows the group's membership (from its log, or from
+/// the leader), warn when it is not what `peers` says: `peers` only forms
+/// the group, and members added or removed since (or a member given other
+/// `peers` than the rest) leave it out of date.
+async fn warn_if_peers_differ(
+    raft: Raft<TypeConfig>,
+    peers: BTreeMap<u64, Member>,
+    shutdown: CancellationToken,
+) {
+    let mut metrics = raft.metrics();
+    loop {
+        let group: BTreeMap<u64, Member> = {
+            let m = metrics.borrow_and_update();
+            m.membership_config
+                .membership()
+                .nodes()
+                .map(|(id, n)| (*id, n.clone()))
+                .collect()
+        };
+        if !group.is_empty() {
+            if let Some(why) = peers_differ(&peers, &group) {
+                tracing::warn!(
+                    "`peers` does not match the coordinator group's membership: {why}. \
+                     `peers` only forms the group; the group's own membership (changed with \
+                     `twopc cluster add` and `remove`) is what counts. Update `peers` on every \
+                     member to match `twopc cluster status`"
+                );
+            }
+            return;
+        }
+        crate::sim::select! {
+            _ = shutdown.cancelled() => return,
+            r = metrics.changed() => if r.is_err() { return },
+        }
+    }
+}
+
+/// How `peers` and the group's membership differ, if they do.
+fn peers_differ(peers: &BTreeMap<u64, Member>, group: &BTreeMap<u64, Member>) -> Option<String> {
+    let show = |m: &BTreeMap<u64, Member>, ids: &[u64]| {
+        ids.iter()
+            .map(|id| format!("{id}={}", m[id]))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let missing: Vec<u64> = group
+        .keys()
+        .filter(|id| !peers.contains_key(id))
+        .copied()
+        .collect();
+    let extra: Vec<u64> = peers
+        .keys()
+        .filter(|id| !group.contains_key(id))
+        .copied()
+        .collect();
+    let moved: Vec<u64> = peers
+        .iter()
+        .filter(|(id, m)| group.get(id).is_some_and(|g| g != *m))
+        .map(|(id, _)| *id)
+        .collect();
+    let mut why = Vec::new();
+    if !missing.is_empty() {
+        why.push(format!(
+            "the group has {} not in `peers`",
+            show(group, &missing)
+        ));
+    }
+    if !extra.is_empty() {
+        why.push(format!(
+            "`peers` has {}, not in the group",
+            show(peers, &extra)
+        ));
+    }
+    if !moved.is_empty() {
+        why.push(format!(
+            "the group has {} where `peers` says {}",
+            show(group, &moved),
+            show(peers, &moved)
+        ));
+    }
+    (!why.is_empty()).then(|| why.join("; "))
 }
 
 /// Most Raft entries proposed and not yet committed at once; past it the
@@ -665,5 +755,29 @@ mod tests {
             let e = parse_peer(bad).unwrap_err();
             assert!(e.contains("ID=HOST:PORT:RAFT_PORT"), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn peers_that_differ_from_the_group_say_how() {
+        let set = |peers: &[&str]| -> BTreeMap<u64, Member> {
+            peers.iter().map(|p| parse_peer(p).unwrap()).collect()
+        };
+        let three = set(&["1=h:1:11", "2=h:2:12", "3=h:3:13"]);
+        assert_eq!(peers_differ(&three, &three), None);
+        // A member added with `twopc cluster add`, one removed, one moved.
+        let group = set(&["1=h:1:11", "2=h:2:22", "4=h:4:14"]);
+        let why = peers_differ(&three, &group).unwrap();
+        assert!(
+            why.contains("the group has 4=h:4 (raft h:14) not in `peers`"),
+            "{why}"
+        );
+        assert!(
+            why.contains("`peers` has 3=h:3 (raft h:13), not in the group"),
+            "{why}"
+        );
+        assert!(
+            why.contains("the group has 2=h:2 (raft h:22) where `peers` says 2=h:2 (raft h:12)"),
+            "{why}"
+        );
     }
 }
