@@ -233,6 +233,18 @@ fn group_seed_50_restart_in_the_same_term() {
     run_seeds(group(), 50, 1);
 }
 
+/// Seed 499 found a member that led again in the same term (it had lost
+/// contact with the majority and stepped down, while Raft kept it leader)
+/// without knowing the decision it had proposed before and not yet seen
+/// committed: it presumed the transaction aborted and told the
+/// participants, and the decision was committed later, with the client
+/// told commit. A member now leads only after a barrier entry of its own
+/// has been applied.
+#[test]
+fn group_seed_499_leading_again_in_the_same_term() {
+    run_seeds(group(), 499, 1);
+}
+
 #[test]
 fn group_same_seed_same_events() {
     assert_replays(group(), &[2, 5]);

@@ -540,19 +540,23 @@ pub struct RaftLog {
 
 impl RaftLog {
     /// Start proposing for the leader of `term`. `lost` is cancelled when
-    /// a proposal fails (this member is no longer the leader).
-    pub fn start(group: &Group, lost: CancellationToken) -> RaftLog {
+    /// a proposal fails (this member is no longer the leader). The handle
+    /// is the proposer's: once `lost` is cancelled, awaiting it ensures
+    /// that nothing more of this leadership reaches Raft (see
+    /// [`await_leadership`]'s barrier).
+    pub fn start(group: &Group, lost: CancellationToken) -> (RaftLog, tokio::task::JoinHandle<()>) {
         let (durable_tx, durable) = watch::channel(0);
         let (tx, rx) = mpsc::channel(PROPOSALS_IN_FLIGHT * 4);
-        tokio::spawn(propose(group.raft.clone(), rx, durable_tx, lost));
-        RaftLog {
+        let proposer = tokio::spawn(propose(group.raft.clone(), rx, durable_tx, lost));
+        let log = RaftLog {
             pending: Vec::new(),
             next: 0,
             last_forced: 0,
             durable,
             tx,
             stats: group.stats.clone(),
-        }
+        };
+        (log, proposer)
     }
 
     pub fn append(&mut self, record: &Record, sync: bool) -> u64 {
@@ -677,7 +681,29 @@ pub async fn await_leadership(
                 group.raft.ensure_linearizable(),
             )
             .await;
-            if let Ok(Ok(_)) = check {
+            // Then a barrier entry through the log, whose reply comes once
+            // it and everything before it are applied. Everything includes
+            // what this member proposed while it led before in this same
+            // term (it lost contact with the majority and stepped down, but
+            // Raft kept it leader): those entries are not committed yet and
+            // not in the state machine, and a decision among them would
+            // otherwise be presumed aborted now and committed later.
+            let barrier = async {
+                check.ok()?.ok()?;
+                group
+                    .raft
+                    .client_write(Batch {
+                        records: Vec::new(),
+                    })
+                    .await
+                    .ok()
+            };
+            let applied = tokio::time::timeout(
+                Duration::from_millis(group.cfg.election_timeout_ms * 2),
+                barrier,
+            )
+            .await;
+            if let Ok(Some(_)) = applied {
                 let still = {
                     let m = group.raft.metrics().borrow().clone();
                     m.state == ServerState::Leader && m.current_term == term

@@ -331,7 +331,7 @@ async fn run_member(
             term,
             lost.clone(),
         ));
-        let log = RaftLog::start(group, lost.clone());
+        let (log, proposer) = RaftLog::start(group, lost.clone());
         let mut driver = Driver::new(
             cfg,
             core,
@@ -345,6 +345,9 @@ async fn run_member(
         let r = driver.main_loop(events, admin, lost.clone()).await;
         lost.cancel();
         drop(driver);
+        // Nothing of this leadership may reach Raft after the next one's
+        // barrier (see `await_leadership`).
+        let _ = proposer.await;
         r?;
         if shutdown.is_cancelled() {
             return Ok(());
