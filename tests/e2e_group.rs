@@ -3,6 +3,7 @@
 //! clients that follow the leader, and the leader killed with SIGKILL.
 
 mod common;
+mod http;
 
 use common::run_twopc;
 use serde_json::Value;
@@ -293,6 +294,53 @@ fn members_are_added_and_removed_at_runtime() {
     let metrics = common::http_get(&admin(follower - 1), "/metrics");
     assert!(metrics.contains("twopc_group_leader 0"), "{metrics}");
     assert!(metrics.contains("twopc_group_has_leader 1"), "{metrics}");
+    // A follower names the leader's admin API: in its health, and in a 421
+    // `not_leader` to anything it does not serve itself (a submit included).
+    let health: Value =
+        serde_json::from_str(&common::http_get(&admin(follower - 1), "/health")).unwrap();
+    assert_eq!(
+        health["leader_admin"],
+        admin(leader - 1).as_str(),
+        "{health}"
+    );
+    for (method, path, body) in [
+        ("GET", "/transactions", None),
+        ("GET", "/participants", None),
+        (
+            "POST",
+            "/transactions",
+            Some(&br#"{"transaction_id": "at-a-follower", "data": {"n": 1}}"#[..]),
+        ),
+    ] {
+        let r = http::http(&admin(follower - 1), method, path, body);
+        assert_eq!(r.status, 421, "{method} {path}: {}", r.body);
+        let v = r.json();
+        assert_eq!(v["error"], "not_leader", "{method} {path}: {v}");
+        assert_eq!(v["leader"], leader as u64, "{method} {path}: {v}");
+        assert_eq!(
+            v["leader_admin"],
+            admin(leader - 1).as_str(),
+            "{method} {path}: {v}"
+        );
+        let message = v["message"].as_str().unwrap();
+        assert!(
+            message.contains(&admin(leader - 1)),
+            "{method} {path}: {message}"
+        );
+    }
+    // `twopc http` given only a follower follows it to the leader.
+    let (code, out, err) = run_twopc(&[
+        "http",
+        "POST",
+        "/transactions",
+        "--data",
+        r#"{"transaction_id": "via-a-follower", "data": {"n": 1}}"#,
+        "--coordinator-admin",
+        &admin(follower - 1),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("\"decision\":\"commit\""), "{out}");
+    assert!(err.contains("does not lead the coordinator group"), "{err}");
     // `twopc http` given every member's admin address sends to the leader.
     let admins = (0..3).map(admin).collect::<Vec<_>>().join(",");
     let (code, out, err) = run_twopc(&[

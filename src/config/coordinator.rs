@@ -156,6 +156,26 @@ settings! {
 }
 
 impl CoordinatorConfig {
+    /// The admin API's address as the other members of a group and HTTP
+    /// clients reach it: `admin_host:admin_port`, with this member's host
+    /// from `members` when the admin API listens on every interface. None
+    /// without an admin API, or with port 0 (known only once bound).
+    pub fn advertised_admin(
+        &self,
+        members: &std::collections::BTreeMap<u64, crate::replica::Member>,
+    ) -> Option<String> {
+        let port = self.admin_port.filter(|p| *p > 0)?;
+        let host = match self.admin_host.parse::<std::net::IpAddr>() {
+            Ok(ip) if ip.is_unspecified() => {
+                let me = &members.get(&self.node_id)?.addr;
+                me.rsplit_once(':')?.0.to_string()
+            }
+            Ok(std::net::IpAddr::V6(ip)) => format!("[{ip}]"),
+            _ => self.admin_host.clone(),
+        };
+        Some(format!("{host}:{port}"))
+    }
+
     /// The group's members from `peers` (empty for a single coordinator),
     /// checked: each entry well formed, ids unique, this member listed
     /// with this process's `port`.

@@ -412,3 +412,42 @@ fn colours_only_on_a_terminal_and_without_no_color() {
     // no-color.org: an empty NO_COLOR does not count.
     assert!(super::colour_allowed(Some(OsStr::new("")), true));
 }
+
+#[test]
+fn a_group_member_announces_an_admin_address_others_can_reach() {
+    let cfg = |host: &str, port: Option<u16>| CoordinatorConfig {
+        admin_host: host.into(),
+        admin_port: port,
+        port: 7001,
+        node_id: 2,
+        peers: vec!["1=10.0.0.1:7001:7101".into(), "2=10.0.0.2:7001:7101".into()],
+        ..CoordinatorConfig::default()
+    };
+    let c = cfg("127.0.0.1", Some(9090));
+    let members = c.members().unwrap();
+    assert_eq!(
+        c.advertised_admin(&members).as_deref(),
+        Some("127.0.0.1:9090")
+    );
+    // Every interface: the host others reach this member at.
+    let c = cfg("0.0.0.0", Some(9090));
+    assert_eq!(
+        c.advertised_admin(&members).as_deref(),
+        Some("10.0.0.2:9090")
+    );
+    let c = cfg("::", Some(9090));
+    assert_eq!(
+        c.advertised_admin(&members).as_deref(),
+        Some("10.0.0.2:9090")
+    );
+    let c = cfg("::1", Some(9090));
+    assert_eq!(c.advertised_admin(&members).as_deref(), Some("[::1]:9090"));
+    let c = cfg("admin.example", Some(9090));
+    assert_eq!(
+        c.advertised_admin(&members).as_deref(),
+        Some("admin.example:9090")
+    );
+    // No admin API, or a port chosen by the system: nothing to announce.
+    assert_eq!(cfg("127.0.0.1", None).advertised_admin(&members), None);
+    assert_eq!(cfg("127.0.0.1", Some(0)).advertised_admin(&members), None);
+}

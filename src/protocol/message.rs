@@ -146,13 +146,18 @@ pub fn not_leader_address(message: &str) -> Option<String> {
         return None;
     }
     let addr = rest.strip_suffix(CONNECT_THERE)?;
-    let (host, port) = addr.rsplit_once(':')?;
-    // A DNS name is at most 253 bytes; with brackets and a port, 262.
-    let plausible = !host.is_empty()
-        && addr.len() <= 262
-        && !addr.chars().any(char::is_whitespace)
-        && port.parse::<u16>().is_ok_and(|p| p > 0);
-    plausible.then(|| addr.to_string())
+    plausible_addr(addr).then(|| addr.to_string())
+}
+
+/// Does `addr`, received from the network, look like a `host:port`? A
+/// DNS name is at most 253 bytes; with brackets and a port, 262.
+pub fn plausible_addr(addr: &str) -> bool {
+    addr.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty()
+            && addr.len() <= 262
+            && !addr.chars().any(char::is_whitespace)
+            && port.parse::<u16>().is_ok_and(|p| p > 0)
+    })
 }
 
 /// The code of an `error` frame as received: one this build knows, or one

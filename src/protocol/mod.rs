@@ -19,8 +19,8 @@ pub mod types;
 
 pub use heuristic::{Heuristic, HeuristicKind};
 pub use message::{
-    not_leader_address, not_leader_message, Body, ErrorCode, Message, Outcome, Role, SubmitRequest,
-    WireCode, WireError,
+    not_leader_address, not_leader_message, plausible_addr, Body, ErrorCode, Message, Outcome,
+    Role, SubmitRequest, WireCode, WireError,
 };
 pub use record::{Action, Record};
 pub use types::{ConnId, Decision, Millis, ParticipantId, TxnId, Vote, PROTOCOL_VERSION};

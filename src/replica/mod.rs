@@ -130,6 +130,10 @@ pub struct GroupConfig {
     /// Where the Raft port listens, when not at this member's address in
     /// `members` (a proxy or NAT in between).
     pub raft_bind: Option<String>,
+    /// This member's admin HTTP address as others reach it, when the admin
+    /// API is on: the members announce theirs to each other, so that a
+    /// follower's admin API can name the leader's.
+    pub admin: Option<String>,
 }
 
 /// Why a member could not start.
@@ -160,6 +164,8 @@ pub struct Group {
     pub machine: machine::MachineHandle,
     pub cfg: Arc<GroupConfig>,
     pub stats: Arc<WalStats>,
+    /// The other members' admin addresses, as they announced them.
+    pub admins: net::Admins,
 }
 
 impl Group {
@@ -205,6 +211,7 @@ impl Group {
             me: cfg.me,
             auth: auth.clone(),
             limits: cfg.limits,
+            admin: cfg.admin.clone(),
             greater_log: greater_log.clone(),
         };
         let raft = Raft::new(cfg.me, Arc::new(raft_cfg), network, log, machine.clone())
@@ -223,12 +230,14 @@ impl Group {
         let listener = crate::net::listener::Listener::bind(&bind)
             .await
             .map_err(|source| GroupError::Bind { addr: bind, source })?;
+        let admins = net::Admins::default();
         tracker.spawn(net::serve(
             listener,
             raft.clone(),
             auth,
             cfg.me,
             cfg.limits,
+            admins.clone(),
             shutdown.clone(),
             tracker.clone(),
         ));
@@ -283,6 +292,7 @@ impl Group {
             machine,
             cfg: Arc::new(cfg),
             stats,
+            admins,
         })
     }
 
@@ -331,12 +341,23 @@ impl Group {
                 }
             })
             .collect();
+        let leader_admin = match leader.as_ref().map(|l| l.0) {
+            Some(id) if id == m.id => self.cfg.admin.clone(),
+            Some(id) => self
+                .admins
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&id)
+                .cloned(),
+            None => None,
+        };
         GroupView {
             me: m.id,
             role,
             term: m.current_term,
             leader: leader.as_ref().map(|l| l.0),
             leader_addr: leader.map(|l| l.1),
+            leader_admin,
             last_log_index: m.last_log_index,
             commit_index: m.last_applied.map(|l| l.index),
             applied_index: self.machine.applied(),
@@ -417,6 +438,9 @@ pub struct GroupView {
     pub leader: Option<u64>,
     /// The leader's coordinator port.
     pub leader_addr: Option<String>,
+    /// The leader's admin HTTP address, when it has an admin API and has
+    /// announced it to this member.
+    pub leader_admin: Option<String>,
     pub last_log_index: Option<u64>,
     /// Highest index known committed and applied here.
     pub commit_index: Option<u64>,

@@ -37,6 +37,10 @@ enum Request {
         member: u64,
         nonce: String,
         mac: String,
+        /// The member's admin HTTP address, when it has one: a follower
+        /// names its leader's to HTTP clients. Covered by the MAC.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        admin: Option<String>,
     },
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<u64>),
@@ -94,6 +98,17 @@ impl PortAuth {
     }
 }
 
+/// Who proves the secret in a hello: a member, with its admin address.
+fn peer_prover(admin: Option<&str>) -> String {
+    match admin {
+        None => "peer".into(),
+        Some(a) => format!("peer admin={a}"),
+    }
+}
+
+/// The admin HTTP addresses the members announced in their hellos.
+pub type Admins = Arc<std::sync::Mutex<std::collections::BTreeMap<u64, String>>>;
+
 type Conn = Framed<crate::net::stream::BoxedStream, LengthDelimitedCodec>;
 
 fn codec(max_frame_bytes: usize) -> LengthDelimitedCodec {
@@ -121,12 +136,14 @@ async fn recv<T: for<'a> Deserialize<'a>>(c: &mut Conn) -> std::io::Result<T> {
 }
 
 /// Serve the Raft port until `shutdown`.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: crate::net::listener::Listener,
     raft: Raft<TypeConfig>,
     auth: PortAuth,
     me: u64,
     limits: PortLimits,
+    admins: Admins,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
@@ -146,13 +163,14 @@ pub async fn serve(
         };
         let raft = raft.clone();
         let auth = auth.clone();
+        let admins = admins.clone();
         let shutdown = shutdown.clone();
         tracker.spawn(async move {
             let _permit = permit;
             let mut c = Framed::new(stream, codec(limits.max_frame_bytes));
             crate::sim::select! {
                 _ = shutdown.cancelled() => {}
-                r = serve_conn(&mut c, &raft, &auth, me, limits.handshake_timeout) => {
+                r = serve_conn(&mut c, &raft, &auth, me, limits.handshake_timeout, &admins) => {
                     if let Err(e) = r {
                         tracing::debug!(%peer, "Raft connection ended: {e}");
                     }
@@ -176,6 +194,7 @@ async fn serve_conn(
     auth: &PortAuth,
     me: u64,
     handshake_timeout: Duration,
+    admins: &Admins,
 ) -> std::io::Result<()> {
     let nonce = fresh_nonce();
     send(
@@ -192,6 +211,7 @@ async fn serve_conn(
         member,
         nonce: peer_nonce,
         mac,
+        admin,
     } = hello
     else {
         send(
@@ -203,7 +223,13 @@ async fn serve_conn(
         .await?;
         return Err(std::io::Error::other("a request before hello"));
     };
-    if !auth.verify("peer", member, &nonce, &peer_nonce, &mac) {
+    if !auth.verify(
+        &peer_prover(admin.as_deref()),
+        member,
+        &nonce,
+        &peer_nonce,
+        &mac,
+    ) {
         tracing::warn!(
             member,
             "a connection to the Raft port failed authentication: configure the same secret on every member"
@@ -224,6 +250,12 @@ async fn serve_conn(
         },
     )
     .await?;
+    if let Some(a) = admin.filter(|a| crate::protocol::plausible_addr(a)) {
+        admins
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(member, a);
+    }
     loop {
         let req = recv::<Request>(c).await?;
         let reply = match req {
@@ -241,6 +273,8 @@ pub struct Network {
     pub me: u64,
     pub auth: PortAuth,
     pub limits: PortLimits,
+    /// This member's admin HTTP address, announced in its hellos.
+    pub admin: Option<String>,
     /// Set when a member refused this one's candidacy holding a longer
     /// log than it: see [`super::elect`].
     pub greater_log: Arc<AtomicBool>,
@@ -256,6 +290,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             addr: node.raft_addr.clone(),
             auth: self.auth.clone(),
             limits: self.limits,
+            admin: self.admin.clone(),
             greater_log: self.greater_log.clone(),
             conn: std::sync::Mutex::new(None),
         }
@@ -269,6 +304,7 @@ pub struct MemberClient {
     addr: String,
     auth: PortAuth,
     limits: PortLimits,
+    admin: Option<String>,
     greater_log: Arc<AtomicBool>,
     /// openraft wants its clients `Sync`; the lock is never contended
     /// (calls take `&mut self`).
@@ -301,7 +337,10 @@ impl MemberClient {
                 &Request::Hello {
                     member: self.me,
                     nonce: mine.clone(),
-                    mac: self.auth.mac("peer", self.me, &nonce, &mine),
+                    mac: self
+                        .auth
+                        .mac(&peer_prover(self.admin.as_deref()), self.me, &nonce, &mine),
+                    admin: self.admin.clone(),
                 },
             )
             .await?;

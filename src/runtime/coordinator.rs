@@ -119,6 +119,7 @@ impl CoordinatorServer {
             )
         } else {
             let lock = group_dir_lock(&cfg.data_dir)?;
+            let admin = cfg.advertised_admin(&members);
             let gcfg = GroupConfig {
                 me: cfg.node_id,
                 members,
@@ -134,6 +135,7 @@ impl CoordinatorServer {
                 },
                 join: cfg.join,
                 raft_bind: cfg.raft_bind.clone(),
+                admin,
             };
             let group = Group::start(
                 gcfg,
@@ -415,17 +417,7 @@ async fn stand_by(
                             errors: MetricsSnapshot::errors_of(errors),
                             ..MetricsSnapshot::default()
                         })),
-                        _ => {
-                            let v = group.view();
-                            AdminAnswer::NotFound(format!(
-                                "coordinator member {} is not the leader{}; ask the leader",
-                                v.me,
-                                v.leader_addr
-                                    .filter(|_| v.leader != Some(v.me))
-                                    .map(|a| format!(" (the leader's coordinator port is {a})"))
-                                    .unwrap_or_default()
-                            ))
-                        }
+                        _ => AdminAnswer::NotLeader(not_leader_json(group)),
                     };
                     let _ = call.reply.send(answer);
                 }
@@ -438,6 +430,38 @@ async fn stand_by(
         let _ = tx.try_send(crate::net::Outgoing::Close);
     }
     result
+}
+
+/// What a member that does not lead answers on its admin API to anything
+/// but status, health and metrics: who leads, and where its admin API is.
+pub(crate) fn not_leader_json(group: &Group) -> serde_json::Value {
+    let v = group.view();
+    let (leader, addr, admin) = match v.leader.filter(|l| *l != v.me) {
+        Some(l) => (Some(l), v.leader_addr, v.leader_admin),
+        None => (None, None, None),
+    };
+    let message = match (leader, &admin, &addr) {
+        (Some(l), Some(a), _) => format!(
+            "coordinator member {} is not the leader (term {}); member {l} leads: send the request to its admin API at {a}",
+            v.me, v.term
+        ),
+        (Some(l), None, Some(c)) => format!(
+            "coordinator member {} is not the leader (term {}); member {l} leads (its coordinator port is {c}, its admin address is not known here): send the request to its admin API",
+            v.me, v.term
+        ),
+        _ => format!(
+            "coordinator member {} is not the leader (term {}) and knows no leader (an election is under way, or no majority is reachable); retry, or try another member",
+            v.me, v.term
+        ),
+    };
+    json!({
+        "error": ErrorCode::NotLeader.as_str(),
+        "message": message,
+        "term": v.term,
+        "leader": leader,
+        "leader_addr": addr,
+        "leader_admin": admin,
+    })
 }
 
 /// `status` on a member that does not lead.

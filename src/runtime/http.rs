@@ -92,6 +92,9 @@ pub enum AdminAnswer {
     InvalidParam(ParamError),
     NotFound(String),
     Metrics(Box<MetricsSnapshot>),
+    /// A coordinator group member that does not lead: the body of a 421
+    /// naming the leader (see `not_leader_json`).
+    NotLeader(Value),
 }
 
 /// One query with the channel its answer goes back on.
@@ -811,6 +814,9 @@ impl Ctx {
             .await
             .map_err(|_| busy())?;
         match tokio::time::timeout(LOOP_PATIENCE, answer).await {
+            Ok(Ok(AdminAnswer::NotLeader(v))) => {
+                Err((StatusCode::MISDIRECTED_REQUEST, Json(v)).into_response())
+            }
             Ok(Ok(a)) => Ok(a),
             _ => Err(busy()),
         }
@@ -825,7 +831,7 @@ impl Ctx {
                 ErrorCode::UnknownTransaction.as_str(),
                 m,
             ),
-            Ok(AdminAnswer::Metrics(_)) => error(
+            Ok(AdminAnswer::Metrics(_) | AdminAnswer::NotLeader(_)) => error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
                 "unexpected answer from the event loop",
@@ -876,6 +882,7 @@ async fn health(State(ctx): State<Ctx>) -> Response {
             "term": g["term"],
             "leader": g["leader"],
             "leader_addr": g["leader_addr"],
+            "leader_admin": g["leader_admin"],
         });
         if g["leader"].is_null() {
             let mut body = body;
@@ -1665,14 +1672,37 @@ async fn exchange(
                     // was used for another request; a removal or resolve
                     // the core does not allow now.
                     Some(ErrorCode::InProgress | ErrorCode::Refused) => StatusCode::CONFLICT,
+                    // A coordinator group member that does not lead.
+                    Some(ErrorCode::NotLeader) => StatusCode::MISDIRECTED_REQUEST,
                     _ => StatusCode::INTERNAL_SERVER_ERROR,
                 };
-                return Err(error_json(status, code.as_str(), message));
+                let mut answer = error_json(status, code.as_str(), message);
+                if code.known() == Some(ErrorCode::NotLeader) {
+                    name_the_leader(ctx, &mut answer.1).await;
+                }
+                return Err(answer);
             }
             // The welcome, or anything else a client may ignore.
             Ok(Body::Welcome { .. } | Body::HeartbeatAck) | Err(_) => continue,
             Ok(reply) => return Ok(reply),
         }
+    }
+}
+
+/// Add to a `not_leader` answer what this member knows of the leader (as
+/// the 421 of any other endpoint has it): its id, coordinator port and
+/// admin address.
+async fn name_the_leader(ctx: &Ctx, body: &mut Value) {
+    let Ok(AdminAnswer::Json(status)) = ctx.ask(AdminQuery::Status).await else {
+        return;
+    };
+    let group = &status["group"];
+    for key in ["term", "leader", "leader_addr", "leader_admin"] {
+        body[key] = group[key].clone();
+    }
+    if let (Some(admin), Some(message)) = (group["leader_admin"].as_str(), body["message"].as_str())
+    {
+        body["message"] = json!(format!("{message}; its admin API is at {admin}"));
     }
 }
 

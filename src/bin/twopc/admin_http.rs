@@ -217,6 +217,17 @@ fn nonce_of(reply: &HttpReply) -> Result<(String, Option<String>), String> {
     }
 }
 
+/// The leader's admin address named by a 421 `not_leader` answer.
+fn leader_named_by(reply: &HttpReply) -> Option<String> {
+    if reply.status != 421 {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&reply.body).ok()?;
+    let admin = v["leader_admin"].as_str()?;
+    (v["error"] == "not_leader" && twopc::protocol::plausible_addr(admin))
+        .then(|| admin.to_string())
+}
+
 /// `twopc http`: print the body on stdout; exit 0 for a 2xx status, 1 for
 /// any other status or a failed request (said on stderr), 2 for bad usage.
 pub async fn http(a: HttpArgs) -> ExitCode {
@@ -251,26 +262,42 @@ pub async fn http(a: HttpArgs) -> ExitCode {
     } else {
         a.coordinator_admin.clone()
     };
-    let call = request(
-        &target,
-        &method,
-        &a.path,
-        body.as_bytes(),
-        secret.as_deref(),
-        tls.as_ref(),
-    );
-    let reply = match tokio::time::timeout(Duration::from_secs(a.timeout_seconds), call).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            eprintln!("twopc http: {e}");
-            return ExitCode::from(1);
-        }
-        Err(_) => {
-            eprintln!(
-                "twopc http: no answer within {} s (--timeout-seconds)",
-                a.timeout_seconds
-            );
-            return ExitCode::from(1);
+    // A member that does not lead answers 421 `not_leader` naming the
+    // leader's admin address: follow it, a few times at most (the
+    // leadership may move while this runs).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(a.timeout_seconds);
+    let mut target = target;
+    let mut hops = 0;
+    let reply = loop {
+        let call = request(
+            &target,
+            &method,
+            &a.path,
+            body.as_bytes(),
+            secret.as_deref(),
+            tls.as_ref(),
+        );
+        let reply = match tokio::time::timeout_at(deadline, call).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                eprintln!("twopc http: {e}");
+                return ExitCode::from(1);
+            }
+            Err(_) => {
+                eprintln!(
+                    "twopc http: no answer within {} s (--timeout-seconds)",
+                    a.timeout_seconds
+                );
+                return ExitCode::from(1);
+            }
+        };
+        match leader_named_by(&reply) {
+            Some(leader) if hops < 3 && leader != target => {
+                eprintln!("twopc http: {target} does not lead the coordinator group; sending to the leader's admin API at {leader}");
+                target = leader;
+                hops += 1;
+            }
+            _ => break reply,
         }
     };
     let text = String::from_utf8_lossy(&reply.body);
