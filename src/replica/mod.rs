@@ -545,6 +545,52 @@ fn peers_differ(peers: &BTreeMap<u64, Member>, group: &BTreeMap<u64, Member>) ->
     (!why.is_empty()).then(|| why.join("; "))
 }
 
+/// How long records nobody waits for may wait for a forced one (the
+/// driver's tick, 20 ms, proposes them at the latest on its next turn
+/// after this), and how many may wait.
+const UNFORCED_MAX_WAIT: Duration = Duration::from_millis(5);
+const UNFORCED_MAX_RECORDS: usize = 256;
+
+/// A leader's records not yet proposed. Records nobody waits for (a
+/// transaction's `end`) wait a little for a forced one to ride with: each
+/// entry costs a forced write on the leader, which openraft 0.9 makes
+/// before it replicates anything after it, and a round trip during which
+/// the next entry cannot go to that follower.
+#[derive(Default)]
+struct Pending {
+    records: Vec<Record>,
+    /// When the oldest record came, while none of them is forced.
+    unforced_since: Option<tokio::time::Instant>,
+}
+
+impl Pending {
+    fn push(&mut self, record: &Record, sync: bool, now: tokio::time::Instant) {
+        self.records.push(record.clone());
+        if sync {
+            self.unforced_since = None;
+        } else if self.records.len() == 1 {
+            self.unforced_since = Some(now);
+        }
+    }
+
+    /// Should the records be proposed now?
+    fn due(&self, now: tokio::time::Instant) -> bool {
+        match self.unforced_since {
+            _ if self.records.is_empty() => false,
+            None => true,
+            Some(since) => {
+                self.records.len() >= UNFORCED_MAX_RECORDS
+                    || now.duration_since(since) >= UNFORCED_MAX_WAIT
+            }
+        }
+    }
+
+    fn take(&mut self) -> Vec<Record> {
+        self.unforced_since = None;
+        std::mem::take(&mut self.records)
+    }
+}
+
 /// Most Raft entries proposed and not yet committed at once; past it the
 /// leader's turns are coalesced into fewer, larger entries.
 const PROPOSALS_IN_FLIGHT: usize = 32;
@@ -553,7 +599,7 @@ const PROPOSALS_IN_FLIGHT: usize = 32;
 /// entry per turn, and positions count as durable once Raft committed
 /// their entry. Dropping it (or `lost`) ends the proposer.
 pub struct RaftLog {
-    pending: Vec<Record>,
+    pending: Pending,
     next: u64,
     /// Position of the last record appended with `sync`.
     last_forced: u64,
@@ -573,7 +619,7 @@ impl RaftLog {
         let (tx, rx) = mpsc::channel(PROPOSALS_IN_FLIGHT * 4);
         let proposer = tokio::spawn(propose(group.raft.clone(), rx, durable_tx, lost));
         let log = RaftLog {
-            pending: Vec::new(),
+            pending: Pending::default(),
             next: 0,
             last_forced: 0,
             durable,
@@ -584,7 +630,7 @@ impl RaftLog {
     }
 
     pub fn append(&mut self, record: &Record, sync: bool) -> u64 {
-        self.pending.push(record.clone());
+        self.pending.push(record, sync, tokio::time::Instant::now());
         self.next += 1;
         if sync {
             self.last_forced = self.next;
@@ -606,16 +652,17 @@ impl RaftLog {
         self.durable.clone()
     }
 
+    /// Records to propose now (see [`Pending`]).
     pub fn backlogged(&self) -> bool {
-        !self.pending.is_empty()
+        self.pending.due(tokio::time::Instant::now())
     }
 
     /// Propose this turn's records as one entry.
     pub async fn drain(&mut self) {
-        if self.pending.is_empty() {
+        if self.pending.records.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.pending);
+        let batch = self.pending.take();
         // The proposer is gone only when leadership was lost; the driver
         // sees `lost` next.
         let _ = self.tx.send((batch, self.next)).await;
@@ -787,6 +834,39 @@ pub async fn watch_leadership(group: Group, term: u64, lost: CancellationToken) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn records_nobody_waits_for_wait_for_a_forced_one_a_little() {
+        let t0 = tokio::time::Instant::now();
+        let end = |n: u32| Record::End {
+            txn: crate::protocol::TxnId(format!("t{n}")),
+        };
+        let mut p = Pending::default();
+        assert!(!p.due(t0), "nothing to propose");
+        p.push(&end(1), false, t0);
+        p.push(&end(2), false, t0 + Duration::from_millis(1));
+        assert!(!p.due(t0 + Duration::from_millis(4)), "an end waits");
+        assert!(
+            p.due(t0 + UNFORCED_MAX_WAIT),
+            "not longer than UNFORCED_MAX_WAIT"
+        );
+        // A forced record takes them along at once.
+        p.push(&end(3), true, t0 + Duration::from_millis(2));
+        assert!(p.due(t0 + Duration::from_millis(2)));
+        assert_eq!(p.take().len(), 3);
+        assert!(!p.due(t0 + Duration::from_secs(1)), "taken");
+        // An unforced record after a forced one does not hold it back.
+        p.push(&end(4), true, t0);
+        p.push(&end(5), false, t0);
+        assert!(p.due(t0));
+        p.take();
+        // Nor do more than UNFORCED_MAX_RECORDS wait.
+        for n in 0..UNFORCED_MAX_RECORDS as u32 {
+            assert!(!p.due(t0), "{n} waiting");
+            p.push(&end(n), false, t0);
+        }
+        assert!(p.due(t0));
+    }
 
     #[test]
     fn peers_parse_or_say_what_is_expected() {
