@@ -134,6 +134,9 @@ pub struct GroupConfig {
     /// API is on: the members announce theirs to each other, so that a
     /// follower's admin API can name the leader's.
     pub admin: Option<String>,
+    /// `wal.unsafe_no_fsync`: the Raft log is written without syncing
+    /// (benchmarks only).
+    pub unsafe_no_fsync: bool,
 }
 
 /// Why a member could not start.
@@ -184,7 +187,8 @@ impl Group {
             dir: dir.display().to_string(),
             source,
         };
-        let log = store::open(&cfg.dir, cfg.segment_max_bytes).map_err(storage)?;
+        let log =
+            store::open(&cfg.dir, cfg.segment_max_bytes, cfg.unsafe_no_fsync).map_err(storage)?;
         let stats = log.stats.clone();
         let machine =
             machine::MachineHandle::open(cfg.dir.clone(), core, started).map_err(storage)?;

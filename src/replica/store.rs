@@ -207,7 +207,13 @@ enum Backing {
 
 /// Open (or create) the journal in `dir` and start its writer.
 /// `segment_max_bytes`: past it the journal is rewritten with what is live.
-pub fn open(dir: &Path, segment_max_bytes: u64) -> std::io::Result<LogStore> {
+/// `unsafe_no_fsync`: write without syncing (benchmarks only: a machine
+/// crash can lose what Raft counted as committed).
+pub fn open(
+    dir: &Path,
+    segment_max_bytes: u64,
+    unsafe_no_fsync: bool,
+) -> std::io::Result<LogStore> {
     #[cfg(feature = "sim")]
     if let Some(disk) = crate::sim::disk(dir) {
         return Ok(open_sim(disk, segment_max_bytes));
@@ -243,6 +249,7 @@ pub fn open(dir: &Path, segment_max_bytes: u64) -> std::io::Result<LogStore> {
         },
         whole as u64,
         segment_max_bytes,
+        unsafe_no_fsync,
     );
     std::thread::Builder::new()
         .name("raft-log".into())
@@ -270,6 +277,7 @@ fn open_sim(disk: crate::sim::SimDisk, segment_max_bytes: u64) -> LogStore {
         Backing::Sim { disk, seq },
         whole as u64,
         segment_max_bytes,
+        false,
     );
     tokio::spawn(writer.run_task(rx));
     store
@@ -320,6 +328,7 @@ fn assemble(
     backing: Backing,
     size: u64,
     segment_max_bytes: u64,
+    unsafe_no_fsync: bool,
 ) -> (LogStore, Writer, mpsc::UnboundedReceiver<Job>) {
     let state = Arc::new(Mutex::new(state));
     let stats = Arc::new(WalStats::default());
@@ -328,6 +337,7 @@ fn assemble(
         backing,
         size,
         segment_max_bytes,
+        unsafe_no_fsync,
         state: state.clone(),
         stats: stats.clone(),
     };
@@ -338,6 +348,7 @@ struct Writer {
     backing: Backing,
     size: u64,
     segment_max_bytes: u64,
+    unsafe_no_fsync: bool,
     state: Arc<Mutex<State>>,
     stats: Arc<WalStats>,
 }
@@ -405,7 +416,7 @@ impl Writer {
             Backing::Sim { .. } => return Err(std::io::Error::other("not a file journal")),
         };
         file.write_all(buf)?;
-        if !sync {
+        if !sync || self.unsafe_no_fsync {
             return Ok(());
         }
         let start = std::time::Instant::now();
@@ -676,6 +687,26 @@ mod tests {
         assert_eq!(again.purged, s.purged);
     }
 
+    #[tokio::test]
+    async fn unsafe_no_fsync_writes_the_journal_without_syncing_it() {
+        for (no_fsync, syncs) in [(false, 1), (true, 0)] {
+            let dir = tempfile::tempdir().unwrap();
+            let store = open(dir.path(), 1 << 20, no_fsync).unwrap();
+            store
+                .record_synced(Op::Truncate { since: 7 })
+                .await
+                .unwrap();
+            assert_eq!(
+                store.stats.syncs.load(Ordering::Relaxed),
+                syncs,
+                "unsafe_no_fsync {no_fsync}"
+            );
+            // Written all the same.
+            let bytes = std::fs::read(dir.path().join(JOURNAL)).unwrap();
+            assert_eq!(unframe(&bytes).0.len(), 1, "unsafe_no_fsync {no_fsync}");
+        }
+    }
+
     #[test]
     fn a_torn_tail_ends_the_journal() {
         let mut buf = frame(&Op::Truncate { since: 7 });
@@ -695,7 +726,7 @@ mod tests {
     #[tokio::test]
     async fn entries_and_vote_survive_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = open(dir.path(), 1 << 20).unwrap();
+        let mut store = open(dir.path(), 1 << 20, false).unwrap();
         let vote = Vote::new(3, 2);
         store.save_vote(&vote).await.unwrap();
         store
@@ -705,7 +736,7 @@ mod tests {
             .await
             .unwrap();
         drop(store);
-        let mut again = open(dir.path(), 1 << 20).unwrap();
+        let mut again = open(dir.path(), 1 << 20, false).unwrap();
         assert_eq!(again.read_vote().await.unwrap(), Some(vote));
         let st = again.get_log_state().await.unwrap();
         assert_eq!(st.last_log_id.map(|l| l.index), Some(3));
@@ -714,10 +745,10 @@ mod tests {
     #[tokio::test]
     async fn a_committed_vote_comes_back_uncommitted() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = open(dir.path(), 1 << 20).unwrap();
+        let mut store = open(dir.path(), 1 << 20, false).unwrap();
         store.save_vote(&Vote::new_committed(4, 1)).await.unwrap();
         drop(store);
-        let mut again = open(dir.path(), 1 << 20).unwrap();
+        let mut again = open(dir.path(), 1 << 20, false).unwrap();
         let vote = again.read_vote().await.unwrap().unwrap();
         assert_eq!(vote, Vote::new(4, 1), "same term and leader, not committed");
         assert!(!vote.committed);
@@ -727,7 +758,7 @@ mod tests {
     async fn a_rewrite_keeps_only_what_is_live() {
         let dir = tempfile::tempdir().unwrap();
         // Tiny segments: every write is followed by a rewrite.
-        let mut store = open(dir.path(), 64).unwrap();
+        let mut store = open(dir.path(), 64, false).unwrap();
         store
             .record_synced(Op::Append {
                 entries: (1..=50).map(|i| entry(1, i)).collect(),
@@ -738,7 +769,7 @@ mod tests {
         store.save_vote(&Vote::new(1, 1)).await.unwrap();
         let big = std::fs::metadata(dir.path().join(JOURNAL)).unwrap().len();
         drop(store);
-        let mut again = open(dir.path(), 64).unwrap();
+        let mut again = open(dir.path(), 64, false).unwrap();
         let st = again.get_log_state().await.unwrap();
         assert_eq!(st.last_purged_log_id.map(|l| l.index), Some(40));
         assert_eq!(st.last_log_id.map(|l| l.index), Some(50));

@@ -136,7 +136,11 @@ impl CoordinatorServer {
                 join: cfg.join,
                 raft_bind: cfg.raft_bind.clone(),
                 admin,
+                unsafe_no_fsync: cfg.wal.unsafe_no_fsync,
             };
+            if cfg.wal.unsafe_no_fsync {
+                tracing::warn!("!!! wal.unsafe_no_fsync is ON: the Raft log is NOT synced; a machine crash can lose or split decisions. Use for benchmarks only. !!!");
+            }
             let group = Group::start(
                 gcfg,
                 core_options(&cfg),
