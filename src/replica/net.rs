@@ -463,3 +463,44 @@ impl RaftNetwork<TypeConfig> for MemberClient {
         openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(100)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_admin_address_in_a_hello_is_covered_by_its_mac() {
+        let secret = Secret::from_text("members' secret 42").unwrap();
+        let auth = PortAuth::new(Some(&secret)).unwrap();
+        let (sn, pn) = ("server-nonce", "peer-nonce");
+        let admin = peer_prover(Some("10.0.0.1:9090"));
+        let mac = auth.mac(&admin, 2, sn, pn);
+        assert!(auth.verify(&admin, 2, sn, pn, &mac));
+        // Another address, none, or another member: refused.
+        assert!(!auth.verify(&peer_prover(Some("10.6.6.6:9090")), 2, sn, pn, &mac));
+        assert!(!auth.verify(&peer_prover(None), 2, sn, pn, &mac));
+        assert!(!auth.verify(&admin, 3, sn, pn, &mac));
+        // A hello without an address proves the plain prover.
+        let plain = auth.mac(&peer_prover(None), 2, sn, pn);
+        assert!(auth.verify(&peer_prover(None), 2, sn, pn, &plain));
+        assert!(!auth.verify(&admin, 2, sn, pn, &plain));
+    }
+
+    #[test]
+    fn a_hello_without_an_admin_address_reads_as_before() {
+        // A member of an earlier build sends no `admin`; one of this build
+        // leaves it out when it has no admin API.
+        let old = r#"{"type":"hello","body":{"member":2,"nonce":"n","mac":""}}"#;
+        let Ok(Request::Hello { member, admin, .. }) = serde_json::from_str::<Request>(old) else {
+            panic!("an old hello must parse")
+        };
+        assert_eq!((member, admin), (2, None));
+        let none = Request::Hello {
+            member: 2,
+            nonce: "n".into(),
+            mac: String::new(),
+            admin: None,
+        };
+        assert_eq!(serde_json::to_string(&none).unwrap(), old);
+    }
+}
