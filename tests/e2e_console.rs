@@ -788,6 +788,109 @@ fn removal_over_http_needs_the_operator_key_and_the_core_says_when() {
 
 /// A participant started with `--admin-http-port 0` and `args`; returns
 /// its index and the console's address.
+/// On a member of a coordinator group that does not lead, the console
+/// says so and links to the leader's console, which shows the members.
+#[test]
+fn on_a_follower_the_console_links_to_the_leaders() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..9).map(|_| free_port()).collect();
+    let admin = |i: usize| format!("127.0.0.1:{}", ports[6 + i]);
+    let peers = (0..3)
+        .map(|i| format!("{}=127.0.0.1:{}:{}", i + 1, ports[i], ports[3 + i]))
+        .collect::<Vec<_>>()
+        .join(",");
+    let list = (0..3)
+        .map(|i| format!("127.0.0.1:{}", ports[i]))
+        .collect::<Vec<_>>()
+        .join(",");
+    let _members: Vec<Proc> = (0..3)
+        .map(|i| {
+            let args: Vec<String> = [
+                "coordinator",
+                "--port",
+                &ports[i].to_string(),
+                "--peers",
+                &peers,
+                "--node-id",
+                &(i + 1).to_string(),
+                "--expected-participants",
+                "1",
+                "--admin-port",
+                &ports[6 + i].to_string(),
+                "--data-dir",
+                &dir.path().join(format!("c{}", i + 1)).display().to_string(),
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            start_logged(dir.path(), &format!("c{}", i + 1), &args)
+        })
+        .collect();
+    // The leader, once a follower knows its admin address too.
+    let start = Instant::now();
+    let (leader, follower) = loop {
+        let (code, out, _) = run_twopc(&["cluster", "status", "--coordinator", &list, "--json"]);
+        let g: Value = serde_json::from_str(out.trim()).unwrap_or(Value::Null);
+        if let (0, Some(l)) = (code, g["leader"].as_u64()) {
+            let f = if l == 1 { 2 } else { 1 };
+            let h = get(&admin(f as usize - 1), "/health");
+            if h.status == 200 && h.json()["leader_admin"] == admin(l as usize - 1).as_str() {
+                break (l as usize, f as usize);
+            }
+        }
+        assert!(
+            start.elapsed() < PATIENCE,
+            "no leader known to the followers: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let b = Browser::start();
+    b.goto(&format!("http://{}/", admin(follower - 1)));
+    let href = b.wait(
+        "the banner naming the leader",
+        "const b = document.getElementById('banner'); const a = b && b.querySelector('a'); \
+         return (!b.hidden && a && b.innerText.includes('does not lead')) ? a.href : null;",
+        json!([]),
+    );
+    assert_eq!(
+        href,
+        format!("http://{}/", admin(leader - 1)),
+        "{}",
+        b.text("#banner")
+    );
+    b.goto(href.as_str().unwrap());
+    // The leader's console: its members, one of them leading, no banner.
+    let rows = b.wait(
+        "the members table with a leader",
+        "const box = document.getElementById('members-box'); \
+         if (!box || box.hidden) return null; \
+         const rows = [...document.querySelectorAll('#members tbody tr')].map((r) => r.innerText); \
+         return (rows.length === 3 && rows.filter((r) => r.includes('leader')).length === 1) ? rows : null;",
+        json!([]),
+    );
+    let leading = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r.as_str().unwrap().contains("leader"));
+    assert!(
+        leading
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{leader} (")),
+        "{rows}"
+    );
+    assert!(
+        b.exec(
+            "return document.getElementById('banner').hidden;",
+            json!([])
+        ) == true,
+        "{}",
+        b.text("#banner")
+    );
+}
+
 fn start_participant_console(c: &mut Cluster, id: &str, args: &[&str]) -> (usize, String) {
     let mut all = args.to_vec();
     all.extend_from_slice(&["--admin-http-port", "0"]);

@@ -114,24 +114,6 @@ fn the_demo_with_three_coordinators_shows_a_takeover() {
     assert!(out.contains("6 transactions, 6 committed"), "{all}");
 }
 
-/// Start `twopc ARGS` with its stderr in `dir/name.log`, killed on drop.
-fn start(dir: &std::path::Path, name: &str, args: &[String]) -> common::Proc {
-    let log = dir.join(format!("{name}.log"));
-    let err = std::fs::File::create(&log).expect("log file");
-    let child = common::clean_command(common::TWOPC)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(err)
-        .spawn()
-        .expect("spawn twopc");
-    common::Proc {
-        name: name.into(),
-        child: Some(child),
-        log,
-    }
-}
-
 /// Poll `f` until it returns Some, or fail naming `what`.
 fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let start = std::time::Instant::now();
@@ -203,7 +185,11 @@ fn members_are_added_and_removed_at_runtime() {
         .map(|s| s.to_string())
         .chain([dir.path().join(format!("c{}", i + 1)).display().to_string()])
         .collect();
-        procs.push(start(dir.path(), &format!("c{}", i + 1), &args));
+        procs.push(common::start_logged(
+            dir.path(),
+            &format!("c{}", i + 1),
+            &args,
+        ));
         founders.push(args);
     }
     for p in ["p1", "p2"] {
@@ -219,7 +205,7 @@ fn members_are_added_and_removed_at_runtime() {
         .map(|s| s.to_string())
         .chain([dir.path().join(p).display().to_string()])
         .collect();
-        procs.push(start(dir.path(), p, &args));
+        procs.push(common::start_logged(dir.path(), p, &args));
     }
     let joining: Vec<String> = [
         "coordinator",
@@ -238,7 +224,7 @@ fn members_are_added_and_removed_at_runtime() {
     .map(|s| s.to_string())
     .chain([dir.path().join("c4").display().to_string()])
     .collect();
-    procs.push(start(dir.path(), "c4", &joining));
+    procs.push(common::start_logged(dir.path(), "c4", &joining));
     let g = eventually("a leader", || {
         group_json(&list).filter(|g| g["leader"].is_u64())
     });
@@ -409,7 +395,8 @@ fn members_are_added_and_removed_at_runtime() {
         .find(|m| *m != leader && *m != follower)
         .unwrap() as usize;
     procs[again - 1].kill9();
-    procs[again - 1] = start(dir.path(), &format!("c{again}-again"), &founders[again - 1]);
+    procs[again - 1] =
+        common::start_logged(dir.path(), &format!("c{again}-again"), &founders[again - 1]);
     let warned = eventually("the warning about `peers`", || {
         let log = procs[again - 1].log_text();
         log.contains("`peers` does not match the coordinator group's membership")

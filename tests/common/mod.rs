@@ -764,3 +764,21 @@ pub fn http_get(admin: &str, path: &str) -> String {
     assert_eq!(code, 0, "GET {path}: {out}{err}");
     out
 }
+
+/// Start `twopc ARGS` with its stderr in `dir/name.log`, killed on drop.
+pub fn start_logged(dir: &Path, name: &str, args: &[String]) -> Proc {
+    let log = dir.join(format!("{name}.log"));
+    let err = std::fs::File::create(&log).expect("log file");
+    let child = clean_command(TWOPC)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(err)
+        .spawn()
+        .expect("spawn twopc");
+    Proc {
+        name: name.into(),
+        child: Some(child),
+        log,
+    }
+}

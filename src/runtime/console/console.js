@@ -186,6 +186,7 @@ class ApiError extends Error {
     super(body && body.message ? body.message : `HTTP ${status}`);
     this.status = status;
     this.code = body && body.error;
+    this.body = body;
   }
 }
 class LoginNeeded extends Error {}
@@ -326,7 +327,8 @@ async function poll() {
     banner('');
   } catch (e) {
     if (e instanceof LoginNeeded) return;
-    banner(`Cannot reach the coordinator's API: ${e.message}`);
+    if (e.code === 'not_leader') notLeader(e.body);
+    else banner(`Cannot reach the coordinator's API: ${e.message}`);
   }
   if (!$('app').hidden) S.timer = setTimeout(poll, POLL_MS);
 }
@@ -334,6 +336,17 @@ async function poll() {
 function banner(text) {
   $('banner').hidden = !text;
   $('banner').textContent = text;
+}
+
+// A member of a coordinator group that does not lead serves only its
+// status and metrics: say so, with a link to the leader's console when
+// this member knows where it is.
+function notLeader(body) {
+  banner(`This member does not lead the coordinator group: ${body.message}`);
+  if (body.leader_admin) {
+    const link = el('a', { href: `${location.protocol}//${body.leader_admin}/` }, "Open the leader's console");
+    $('banner').append(' ', link);
+  }
 }
 
 // ---- cluster ----
@@ -394,19 +407,24 @@ async function refreshCluster() {
   );
 }
 
-// A replicated coordinator reports its members (role, term, leader); a
-// single one does not.
+// A member of a coordinator group reports the group (`group`: its term,
+// the leader, each member with how far it is behind); a single coordinator
+// does not.
 function renderMembers(status) {
-  const members = Array.isArray(status.members) ? status.members : null;
+  const g = status.group;
+  const members = g && Array.isArray(g.members) ? g.members : null;
   $('members-box').hidden = !members;
   if (!members) {
     $('members-note').textContent += ' · single coordinator';
     return;
   }
+  $('members-note').textContent += ` · member ${g.me} of a group of ${members.length}, term ${g.term}`;
+  const role = (m) => (m.id === g.leader ? 'leader' : m.voter ? 'follower' : 'learner');
+  const lag = (m) => (m.lag === null || m.lag === undefined ? '–' : String(m.lag));
   $('members').tBodies[0].replaceChildren(
     ...members.map((m) =>
-      el('tr', {}, el('td', {}, String(m.id)), el('td', {}, String(m.role)), el('td', {}, String(m.term ?? '–')),
-        el('td', {}, String(m.leader ?? status.leader ?? '–'))),
+      el('tr', {}, el('td', {}, `${m.id} (${m.addr})`), el('td', {}, role(m)), el('td', {}, lag(m)),
+        el('td', {}, String(g.leader ?? '–'))),
     ),
   );
 }
