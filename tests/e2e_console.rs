@@ -805,24 +805,7 @@ fn on_a_follower_the_console_links_to_the_leaders() {
         .join(",");
     let _members: Vec<Proc> = (0..3)
         .map(|i| {
-            let args: Vec<String> = [
-                "coordinator",
-                "--port",
-                &ports[i].to_string(),
-                "--peers",
-                &peers,
-                "--node-id",
-                &(i + 1).to_string(),
-                "--expected-participants",
-                "1",
-                "--admin-port",
-                &ports[6 + i].to_string(),
-                "--data-dir",
-                &dir.path().join(format!("c{}", i + 1)).display().to_string(),
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+            let args = member_args(i + 1, ports[i], ports[6 + i], &peers, 1, dir.path());
             start_logged(dir.path(), &format!("c{}", i + 1), &args)
         })
         .collect();

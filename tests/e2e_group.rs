@@ -167,24 +167,7 @@ fn members_are_added_and_removed_at_runtime() {
     let mut procs = Vec::new();
     let mut founders = Vec::new();
     for i in 0..3 {
-        let args: Vec<String> = [
-            "coordinator",
-            "--port",
-            &ports[i].to_string(),
-            "--peers",
-            &peers,
-            "--node-id",
-            &(i + 1).to_string(),
-            "--expected-participants",
-            "2",
-            "--admin-port",
-            &ports[8 + i].to_string(),
-            "--data-dir",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .chain([dir.path().join(format!("c{}", i + 1)).display().to_string()])
-        .collect();
+        let args = common::member_args(i + 1, ports[i], ports[8 + i], &peers, 2, dir.path());
         procs.push(common::start_logged(
             dir.path(),
             &format!("c{}", i + 1),

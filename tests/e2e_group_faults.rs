@@ -56,6 +56,51 @@ const CLIENTS: usize = 4;
 /// The tests start many processes each: one at a time on a small machine.
 static SERIAL: Mutex<()> = Mutex::new(());
 
+/// The start of a test under load: the other group tests kept out, the
+/// run's seed said (`TWOPC_TEST_SEED` replays its transfers), a group
+/// (behind the proxy with `proxied`) and a workload with 20 outcomes in
+/// before `before`, and when it began.
+fn under_load(
+    what: &str,
+    tag: &str,
+    proxied: bool,
+    before: &str,
+) -> (std::sync::MutexGuard<'static, ()>, Group, Workload, Instant) {
+    let serial = serial();
+    let seed = common::seed();
+    eprintln!("{what}: TWOPC_TEST_SEED={seed} replays this run's transfers");
+    let began = Instant::now();
+    let g = Group::start(proxied);
+    let load = Workload::start(&g.addrs, tag, seed);
+    load.wait_progress(20, &format!("20 outcomes before {before}"), PATIENCE);
+    (serial, g, load, began)
+}
+
+/// Submit `t` once to the group (following its leader) and return the
+/// outcome, or fail naming `what`.
+fn submit_once(g: &Group, t: &Transfer, what: &str) -> twopc::protocol::Outcome {
+    block_on(async {
+        let mut c = Client::connect_with(
+            &g.addrs,
+            &ClientSecurity::default(),
+            Duration::from_secs(10),
+        )
+        .await?;
+        c.submit(t.request()).await
+    })
+    .map(|(_, o)| o)
+    .unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// Submit `t` and see it commit while s2, armed to stop right after its
+/// vote, stops at that point: the acknowledgement of s2 is missing.
+fn commit_as_s2_stops(g: &mut Group, t: &Transfer) {
+    let o = submit_once(g, t, "the transfer's outcome");
+    assert_eq!(o.decision, Decision::Commit, "{o:?}");
+    let exit = g.shards[1].proc.wait_exit(PATIENCE);
+    assert!(exit.is_some(), "s2 did not stop at its crash point");
+}
+
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL
         .lock()
@@ -1019,13 +1064,7 @@ fn term(s: &Value) -> u64 {
 /// outcome the clients saw.
 #[test]
 fn a_leader_cut_off_from_the_majority_stops_and_the_majority_goes_on() {
-    let _serial = serial();
-    let seed = common::seed();
-    eprintln!("partition: TWOPC_TEST_SEED={seed} replays this run's transfers");
-    let began = Instant::now();
-    let g = Group::start(true);
-    let load = Workload::start(&g.addrs, "part", seed);
-    load.wait_progress(20, "20 outcomes before the partition", PATIENCE);
+    let (_serial, g, load, began) = under_load("partition", "part", true, "the partition");
 
     let before = g.wait_ready();
     let old = member_id(&before);
@@ -1168,13 +1207,7 @@ fn a_leader_cut_off_from_the_majority_stops_and_the_majority_goes_on() {
 /// with the leader's).
 #[test]
 fn a_follower_killed_and_restarted_under_load_catches_up() {
-    let _serial = serial();
-    let seed = common::seed();
-    eprintln!("follower kill: TWOPC_TEST_SEED={seed} replays this run's transfers");
-    let began = Instant::now();
-    let mut g = Group::start(false);
-    let load = Workload::start(&g.addrs, "fk", seed);
-    load.wait_progress(20, "20 outcomes before the kill", PATIENCE);
+    let (_serial, mut g, load, began) = under_load("follower kill", "fk", false, "the kill");
     let leader = g.wait_ready();
     let leader_id = member_id(&leader);
     let victim = (1..=3).find(|i| *i != leader_id).expect("a follower");
@@ -1244,13 +1277,8 @@ fn a_follower_killed_and_restarted_under_load_catches_up() {
 /// exactly one outcome and the data matches them.
 #[test]
 fn a_rolling_restart_of_every_member_loses_no_transaction() {
-    let _serial = serial();
-    let seed = common::seed();
-    eprintln!("rolling restart: TWOPC_TEST_SEED={seed} replays this run's transfers");
-    let began = Instant::now();
-    let mut g = Group::start(false);
-    let load = Workload::start(&g.addrs, "roll", seed);
-    load.wait_progress(20, "20 outcomes before the restarts", PATIENCE);
+    let (_serial, mut g, load, began) =
+        under_load("rolling restart", "roll", false, "the restarts");
     let mut leaders = Vec::new();
     for (n, id) in [1u64, 2, 3].into_iter().enumerate() {
         let i = g.idx(id);
@@ -1505,19 +1533,7 @@ fn a_transfer_redriven_by_a_new_leader_is_still_known_after_the_next_leader() {
         (shard_of(t.from).as_str(), shard_of(t.to).as_str()),
         ("s1", "s2")
     );
-    let (_, o) = block_on(async {
-        let mut c = Client::connect_with(
-            &g.addrs,
-            &ClientSecurity::default(),
-            Duration::from_secs(10),
-        )
-        .await?;
-        c.submit(t.request()).await
-    })
-    .expect("the transfer's outcome");
-    assert_eq!(o.decision, Decision::Commit, "{o:?}");
-    let exit = g.shards[1].proc.wait_exit(PATIENCE);
-    assert!(exit.is_some(), "s2 did not stop at its crash point");
+    commit_as_s2_stops(&mut g, &t);
 
     // Leader 1 → leader 2, which re-drives the commit; s2 comes back and
     // acknowledges it, so it ends at leader 2.
@@ -1539,16 +1555,7 @@ fn a_transfer_redriven_by_a_new_leader_is_still_known_after_the_next_leader() {
     // Leader 2 → leader 3.
     let third = move_leadership(&g, member_id(&g.wait_ready()));
     g.wait_ready();
-    let (_, again) = block_on(async {
-        let mut c = Client::connect_with(
-            &g.addrs,
-            &ClientSecurity::default(),
-            Duration::from_secs(10),
-        )
-        .await?;
-        c.submit(t.request()).await
-    })
-    .expect("the resubmitted transfer's outcome");
+    let again = submit_once(&g, &t, "the resubmitted transfer's outcome");
     let state = read_all(&g.addrs, std::slice::from_ref(&t));
     assert!(
         again.repeated && again.decision == Decision::Commit,
@@ -1592,19 +1599,7 @@ fn a_decision_a_participant_still_waits_for_survives_a_restart_of_every_member()
         submits: 1,
         errors: Vec::new(),
     };
-    let (_, o) = block_on(async {
-        let mut c = Client::connect_with(
-            &g.addrs,
-            &ClientSecurity::default(),
-            Duration::from_secs(10),
-        )
-        .await?;
-        c.submit(t.request()).await
-    })
-    .expect("the transfer's outcome");
-    assert_eq!(o.decision, Decision::Commit, "{o:?}");
-    let exit = g.shards[1].proc.wait_exit(PATIENCE);
-    assert!(exit.is_some(), "s2 did not stop at its crash point");
+    commit_as_s2_stops(&mut g, &t);
     for m in g.members.iter_mut() {
         let status = m.proc.as_mut().expect("running").terminate();
         assert!(

@@ -782,3 +782,34 @@ pub fn start_logged(dir: &Path, name: &str, args: &[String]) -> Proc {
         log,
     }
 }
+
+/// The arguments of coordinator group member `id` (from 1): its
+/// coordinator and admin ports, every member's `peers`, the participants
+/// it waits for, and its data directory `dir/cID`.
+pub fn member_args(
+    id: usize,
+    port: u16,
+    admin_port: u16,
+    peers: &str,
+    expected: usize,
+    dir: &Path,
+) -> Vec<String> {
+    [
+        "coordinator",
+        "--port",
+        &port.to_string(),
+        "--peers",
+        peers,
+        "--node-id",
+        &id.to_string(),
+        "--expected-participants",
+        &expected.to_string(),
+        "--admin-port",
+        &admin_port.to_string(),
+        "--data-dir",
+        &dir.join(format!("c{id}")).display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
