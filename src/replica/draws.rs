@@ -3,36 +3,36 @@
 //! source, seeded inside a simulation so that a seed replays, the
 //! thread's ordinary generator outside one.
 
-use openraft::async_runtime::{AsyncRuntime, TokioOneShotSender};
+#![allow(deprecated)] // openraft re-exports its tokio runtime under a deprecated path.
+
+use openraft::async_runtime::AsyncRuntime;
 use openraft::{OptionalSend, TokioRuntime};
 use std::future::Future;
 use std::time::Duration;
 
 /// tokio, with [`Draws`] as the random source.
-#[derive(Debug, Default, PartialEq, Eq, Clone, Copy)]
-pub struct Runtime;
+#[derive(Debug)]
+pub struct Runtime(TokioRuntime);
 
 /// Random numbers from [`crate::sim::random_range`].
 pub struct Draws;
 
-impl rand_core_06::RngCore for Draws {
-    fn next_u32(&mut self) -> u32 {
-        crate::sim::random_range(0, u32::MAX as u64) as u32
+impl rand_010::TryRng for Draws {
+    type Error = std::convert::Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        Ok(crate::sim::random_range(0, u32::MAX as u64) as u32)
     }
 
-    fn next_u64(&mut self) -> u64 {
-        crate::sim::random_range(0, u64::MAX)
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        Ok(crate::sim::random_range(0, u64::MAX))
     }
 
-    fn fill_bytes(&mut self, dest: &mut [u8]) {
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), Self::Error> {
         for chunk in dest.chunks_mut(8) {
-            let v = self.next_u64().to_le_bytes();
+            let v = crate::sim::random_range(0, u64::MAX).to_le_bytes();
             chunk.copy_from_slice(&v[..chunk.len()]);
         }
-    }
-
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_core_06::Error> {
-        self.fill_bytes(dest);
         Ok(())
     }
 }
@@ -46,9 +46,10 @@ impl AsyncRuntime for Runtime {
     type Timeout<R, T: Future<Output = R> + OptionalSend> =
         <TokioRuntime as AsyncRuntime>::Timeout<R, T>;
     type ThreadLocalRng = Draws;
-    type OneshotSender<T: OptionalSend> = TokioOneShotSender<T>;
-    type OneshotReceiverError = <TokioRuntime as AsyncRuntime>::OneshotReceiverError;
-    type OneshotReceiver<T: OptionalSend> = <TokioRuntime as AsyncRuntime>::OneshotReceiver<T>;
+    type Mpsc = <TokioRuntime as AsyncRuntime>::Mpsc;
+    type Watch = <TokioRuntime as AsyncRuntime>::Watch;
+    type Oneshot = <TokioRuntime as AsyncRuntime>::Oneshot;
+    type Mutex<T: OptionalSend + 'static> = <TokioRuntime as AsyncRuntime>::Mutex<T>;
 
     fn spawn<T>(future: T) -> Self::JoinHandle<T::Output>
     where
@@ -88,10 +89,25 @@ impl AsyncRuntime for Runtime {
         Draws
     }
 
-    fn oneshot<T>() -> (Self::OneshotSender<T>, Self::OneshotReceiver<T>)
+    fn new(threads: usize) -> Self {
+        Runtime(TokioRuntime::new(threads))
+    }
+
+    fn block_on<F, T>(&mut self, future: F) -> T
     where
-        T: OptionalSend,
+        F: Future<Output = T>,
     {
-        TokioRuntime::oneshot()
+        self.0.block_on(future)
+    }
+
+    /// On tokio's blocking pool (the default starts an OS thread per call,
+    /// which a simulation cannot see).
+    fn spawn_blocking<F, T>(f: F) -> impl Future<Output = Result<T, std::io::Error>> + Send
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        let task = tokio::task::spawn_blocking(f);
+        async move { task.await.map_err(std::io::Error::other) }
     }
 }

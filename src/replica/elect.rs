@@ -29,8 +29,6 @@
 //! openraft's own elections are switched off (`enable_elect: false`); a
 //! leader or a member that is not a voter ignores the trigger.
 
-use super::TypeConfig;
-use openraft::Raft;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,7 +67,7 @@ impl Timing {
 /// set by the network when a vote reply shows a longer log than this
 /// member's.
 pub async fn drive(
-    raft: Raft<TypeConfig>,
+    raft: super::RaftNode,
     timing: Timing,
     greater_log: Arc<AtomicBool>,
     shutdown: CancellationToken,
@@ -101,6 +99,12 @@ pub async fn drive(
             greater_log.store(false, Ordering::Relaxed);
         }
         let now = tokio::time::Instant::now();
+        // openraft's instant, as tokio's. What it set while starting (the
+        // vote read back from the log) counts as nothing heard: this
+        // member's Raft port was not open yet.
+        let since = since
+            .map(|s| now - openraft::Instant::elapsed(&s))
+            .filter(|s| *s > started);
         let mut deadline = match (leader, since) {
             // A leader's own watch decides when it stops leading; look again
             // an election timeout later.
@@ -119,7 +123,7 @@ pub async fn drive(
         }
         if deadline <= now {
             greater_log.store(false, Ordering::Relaxed);
-            if raft.trigger().elect().await.is_err() {
+            if raft.trigger().elect(false).await.is_err() {
                 return;
             }
             tried = Some(now);

@@ -9,19 +9,14 @@
 //! (written to a temporary file, synced, renamed), because the log before
 //! it is purged.
 
-// openraft's storage error is its own (large) type; the trait fixes it.
-#![allow(clippy::result_large_err)]
-
-use super::{Entry, LogId, Member, StorageError, TypeConfig};
+use super::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::protocol::coordinator::{Coordinator, CoordinatorOptions};
 use crate::protocol::Record;
-use openraft::storage::{RaftStateMachine, Snapshot};
-use openraft::{
-    EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, SnapshotMeta, StorageIOError,
-    StoredMembership,
-};
+use futures::{Stream, TryStreamExt};
+use openraft::alias::SnapshotOf;
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
-use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -35,18 +30,18 @@ fn millis_since(started: tokio::time::Instant) -> crate::protocol::Millis {
 /// A snapshot as kept on disk.
 #[derive(Serialize, Deserialize)]
 struct Stored {
-    meta: SnapshotMeta<u64, Member>,
+    meta: SnapshotMeta,
     records: Vec<Record>,
 }
 
 pub struct Machine {
     applied: Option<LogId>,
-    membership: StoredMembership<u64, Member>,
+    membership: StoredMembership,
     core: Coordinator,
     opts: CoordinatorOptions,
     /// The coordinator's clock: milliseconds since this instant.
     started: tokio::time::Instant,
-    snapshot: Option<(SnapshotMeta<u64, Member>, Vec<u8>)>,
+    snapshot: Option<(SnapshotMeta, Vec<u8>)>,
     dir: PathBuf,
     built: u64,
 }
@@ -55,13 +50,8 @@ pub struct Machine {
 #[derive(Clone)]
 pub struct MachineHandle(Arc<Mutex<Machine>>);
 
-fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
-    StorageIOError::new(
-        ErrorSubject::StateMachine,
-        verb,
-        openraft::AnyError::error(e.to_string()),
-    )
-    .into()
+fn sm_err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(format!("the group's state machine: {e}"))
 }
 
 impl MachineHandle {
@@ -117,18 +107,14 @@ impl MachineHandle {
 }
 
 impl Machine {
-    fn install(&mut self, meta: SnapshotMeta<u64, Member>, records: &[Record]) {
+    fn install(&mut self, meta: SnapshotMeta, records: &[Record]) {
         self.core = Coordinator::recover(self.opts.clone(), millis_since(self.started), records);
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership;
     }
 
     /// Keep `records` as the snapshot `meta`, on disk first.
-    fn keep(
-        &mut self,
-        meta: SnapshotMeta<u64, Member>,
-        records: Vec<Record>,
-    ) -> std::io::Result<()> {
+    fn keep(&mut self, meta: SnapshotMeta, records: Vec<Record>) -> std::io::Result<()> {
         let stored = Stored { meta, records };
         write_snapshot(&self.dir, serde_json::to_vec(&stored)?)?;
         self.snapshot = Some((stored.meta, serde_json::to_vec(&stored.records)?));
@@ -184,100 +170,97 @@ fn write_snapshot(dir: &Path, bytes: Vec<u8>) -> std::io::Result<()> {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for MachineHandle {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+    type SnapshotData = Vec<u8>;
+
+    async fn build_snapshot(&mut self) -> std::io::Result<SnapshotOf<TypeConfig, Vec<u8>>> {
         let mut m = self.lock();
         m.built += 1;
         let records = m.core.live_records();
         let meta = SnapshotMeta {
             last_log_id: m.applied,
             last_membership: m.membership.clone(),
-            snapshot_id: format!("{}-{}", m.applied.map(|l| l.index).unwrap_or(0), m.built),
         };
-        m.keep(meta.clone(), records)
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        m.keep(meta.clone(), records).map_err(sm_err)?;
         let data = m.snapshot.as_ref().map(|s| s.1.clone()).unwrap_or_default();
-        Ok(Snapshot {
+        Ok(SnapshotOf::<TypeConfig, Vec<u8>> {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: data,
         })
     }
 }
 
 impl RaftStateMachine<TypeConfig> for MachineHandle {
+    type SnapshotData = Vec<u8>;
     type SnapshotBuilder = MachineHandle;
 
-    async fn applied_state(
-        &mut self,
-    ) -> Result<(Option<LogId>, StoredMembership<u64, Member>), StorageError> {
+    async fn applied_state(&mut self) -> std::io::Result<(Option<LogId>, StoredMembership)> {
         let m = self.lock();
         Ok((m.applied, m.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<()>, StorageError>
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> std::io::Result<()>
     where
-        I: IntoIterator<Item = Entry> + Send,
-        I::IntoIter: Send,
+        Strm: Stream<Item = std::io::Result<EntryResponder<TypeConfig>>> + Unpin + OptionalSend,
     {
-        let mut m = self.lock();
-        let now = millis_since(m.started);
-        let mut out = Vec::new();
-        for e in entries {
-            m.applied = Some(e.log_id);
-            match e.payload {
-                EntryPayload::Blank => {}
-                EntryPayload::Normal(batch) => {
-                    for r in &batch.records {
-                        m.core.replay(now, r);
+        while let Some((e, responder)) = entries.try_next().await? {
+            {
+                let mut m = self.lock();
+                let now = millis_since(m.started);
+                m.applied = Some(e.log_id);
+                match e.payload {
+                    EntryPayload::Blank => {}
+                    EntryPayload::Normal(batch) => {
+                        for r in &batch.records {
+                            m.core.replay(now, r);
+                        }
+                    }
+                    EntryPayload::Membership(mem) => {
+                        m.membership = StoredMembership::new(Some(e.log_id), mem);
                     }
                 }
-                EntryPayload::Membership(mem) => {
-                    m.membership = StoredMembership::new(Some(e.log_id), mem);
-                }
             }
-            out.push(());
+            if let Some(r) = responder {
+                r.send(());
+            }
         }
-        Ok(out)
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
-    }
-
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<u64, Member>,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError> {
-        let records: Vec<Record> = serde_json::from_slice(snapshot.get_ref()).map_err(|e| {
-            sm_err(
-                ErrorVerb::Read,
-                format!("a snapshot from the leader is not valid: {e}"),
-            )
-        })?;
+        meta: &SnapshotMeta,
+        snapshot: Vec<u8>,
+    ) -> std::io::Result<()> {
+        let records: Vec<Record> = serde_json::from_slice(&snapshot)
+            .map_err(|e| sm_err(format!("a snapshot from the leader is not valid: {e}")))?;
         let mut m = self.lock();
         m.install(meta.clone(), &records);
-        m.keep(meta.clone(), records)
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        m.keep(meta.clone(), records).map_err(sm_err)?;
         Ok(())
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> std::io::Result<Option<SnapshotOf<TypeConfig, Vec<u8>>>> {
         let m = self.lock();
-        Ok(m.snapshot.as_ref().map(|(meta, data)| Snapshot {
-            meta: meta.clone(),
-            snapshot: Box::new(Cursor::new(data.clone())),
-        }))
+        Ok(m.snapshot
+            .as_ref()
+            .map(|(meta, data)| SnapshotOf::<TypeConfig, Vec<u8>> {
+                meta: meta.clone(),
+                snapshot: data.clone(),
+            }))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::{CommittedLeaderId, Member, Membership};
     use super::*;
-    use openraft::{CommittedLeaderId, Membership};
+    use openraft::vote::RaftLeaderId;
 
     /// A snapshot on disk (meta with the membership, and the records)
     /// reads back into the same state.
@@ -306,7 +289,6 @@ mod tests {
         let meta = SnapshotMeta {
             last_log_id: Some(log_id),
             last_membership: StoredMembership::new(Some(log_id), Membership::from(members)),
-            snapshot_id: "40-1".into(),
         };
         let txn = crate::protocol::TxnId("t-1".into());
         let records = vec![Record::Decision {

@@ -23,10 +23,10 @@ use crate::protocol::Record;
 use crate::wal::WalStats;
 use futures::stream::FuturesOrdered;
 use futures::StreamExt;
-use openraft::{Raft, ServerState};
+use openraft::async_runtime::WatchReceiver;
+use openraft::ServerState;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Cursor;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,10 +72,16 @@ openraft::declare_raft_types!(
         AsyncRuntime = draws::Runtime,
 );
 
-pub type LogId = openraft::LogId<u64>;
-pub type Vote = openraft::Vote<u64>;
-pub type Entry = openraft::Entry<TypeConfig>;
-pub type StorageError = openraft::StorageError<u64>;
+pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
+pub type Vote = openraft::alias::VoteOf<TypeConfig>;
+pub type Entry = openraft::alias::EntryOf<TypeConfig>;
+/// The leader (term and member) an entry was written under.
+pub type CommittedLeaderId = openraft::alias::CommittedLeaderIdOf<TypeConfig>;
+pub type Membership = openraft::Membership<u64, Member>;
+pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
+pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+/// A member's Raft handle.
+pub type RaftNode = openraft::Raft<TypeConfig, machine::MachineHandle>;
 
 /// Parse one `peers` entry: `ID=HOST:PORT:RAFT_PORT`.
 pub fn parse_peer(s: &str) -> Result<(u64, Member), String> {
@@ -163,7 +169,7 @@ pub enum GroupError {
 /// This member's part of the group.
 #[derive(Clone)]
 pub struct Group {
-    pub raft: Raft<TypeConfig>,
+    pub raft: RaftNode,
     pub machine: machine::MachineHandle,
     pub cfg: Arc<GroupConfig>,
     pub stats: Arc<WalStats>,
@@ -218,7 +224,7 @@ impl Group {
             admin: cfg.admin.clone(),
             greater_log: greater_log.clone(),
         };
-        let raft = Raft::new(cfg.me, Arc::new(raft_cfg), network, log, machine.clone())
+        let raft = RaftNode::new(cfg.me, Arc::new(raft_cfg), network, log, machine.clone())
             .await
             .map_err(|e| GroupError::Raft(e.to_string()))?;
         let me = cfg.members.get(&cfg.me).ok_or_else(|| {
@@ -302,7 +308,7 @@ impl Group {
 
     /// This member's view of the group right now.
     pub fn view(&self) -> GroupView {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         let members: BTreeMap<u64, Member> = m
             .membership_config
             .membership()
@@ -365,10 +371,17 @@ impl Group {
             last_log_index: m.last_log_index,
             commit_index: m.last_applied.map(|l| l.index),
             applied_index: self.machine.applied(),
-            millis_since_quorum_ack: m.millis_since_quorum_ack,
+            millis_since_quorum_ack: millis_since_quorum_ack(&m),
             members: views,
         }
     }
+}
+
+/// On the leader: milliseconds since a majority last acknowledged it.
+fn millis_since_quorum_ack(m: &openraft::RaftMetrics<TypeConfig>) -> Option<u64> {
+    m.last_quorum_acked
+        .as_ref()
+        .map(|at| openraft::Instant::elapsed(&**at).as_millis() as u64)
 }
 
 /// Add the member `add` (`ID=HOST:PORT:RAFT_PORT`) or remove the member
@@ -383,7 +396,7 @@ pub async fn change_members(
     let voters: std::collections::BTreeSet<u64> = group
         .raft
         .metrics()
-        .borrow()
+        .borrow_watched()
         .membership_config
         .membership()
         .voter_ids()
@@ -471,7 +484,7 @@ pub struct MemberView {
 /// the group, and members added or removed since (or a member given other
 /// `peers` than the rest) leave it out of date.
 async fn warn_if_peers_differ(
-    raft: Raft<TypeConfig>,
+    raft: RaftNode,
     peers: BTreeMap<u64, Member>,
     shutdown: CancellationToken,
 ) {
@@ -676,7 +689,7 @@ impl RaftLog {
 /// Hand batches to Raft in order, and advance `durable` as their entries
 /// commit (in the same order).
 async fn propose(
-    raft: Raft<TypeConfig>,
+    raft: RaftNode,
     mut rx: mpsc::Receiver<(Vec<Record>, u64)>,
     durable: watch::Sender<u64>,
     lost: CancellationToken,
@@ -691,8 +704,9 @@ async fn propose(
                     records.extend(more);
                     end = e;
                 }
-                match raft.client_write_ff(Batch { records }).await {
-                    Ok(reply) => {
+                let (responder, reply) = openraft::impls::ProgressResponder::complete_only();
+                match raft.client_write_ff(Batch { records }, Some(responder)).await {
+                    Ok(()) => {
                         if crate::sim::bug(crate::sim::Bug::GroupDecisionBeforeCommitted) {
                             durable.send_replace(end);
                         }
@@ -753,7 +767,9 @@ pub async fn await_leadership(
         if leader {
             let check = tokio::time::timeout(
                 Duration::from_millis(group.cfg.election_timeout_ms * 2),
-                group.raft.ensure_linearizable(),
+                group
+                    .raft
+                    .ensure_linearizable(openraft::ReadPolicy::ReadIndex),
             )
             .await;
             // Then a barrier entry through the log, whose reply comes once
@@ -763,6 +779,7 @@ pub async fn await_leadership(
             // Raft kept it leader): those entries are not committed yet and
             // not in the state machine, and a decision among them would
             // otherwise be presumed aborted now and committed later.
+            tracing::debug!(?check, "await_leadership: linearizable");
             let barrier = async {
                 check.ok()?.ok()?;
                 group
@@ -778,9 +795,10 @@ pub async fn await_leadership(
                 barrier,
             )
             .await;
+            tracing::debug!(?applied, "await_leadership: barrier");
             if let Ok(Some(_)) = applied {
                 let still = {
-                    let m = group.raft.metrics().borrow().clone();
+                    let m = group.raft.metrics().borrow_watched().clone();
                     m.state == ServerState::Leader && m.current_term == term
                 };
                 if still {
@@ -811,10 +829,10 @@ pub async fn watch_leadership(group: Group, term: u64, lost: CancellationToken) 
     let limit = group.cfg.election_timeout_ms;
     loop {
         let (ok, why) = {
-            let m = group.raft.metrics().borrow().clone();
+            let m = group.raft.metrics().borrow_watched().clone();
             if m.state != ServerState::Leader || m.current_term != term {
                 (false, format!("no longer the leader of term {term}"))
-            } else if m.millis_since_quorum_ack.is_some_and(|ms| ms > limit) {
+            } else if millis_since_quorum_ack(&m).is_some_and(|ms| ms > limit) {
                 (
                     false,
                     format!("no majority heard from for more than {limit} ms (raft_election_timeout_ms)"),

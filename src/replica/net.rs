@@ -1,5 +1,5 @@
-//! The members' Raft port: openraft's three RPCs (append entries, vote,
-//! install snapshot) as length-prefixed JSON frames over TCP, one request
+//! The members' Raft port: openraft's RPCs (append entries, vote, and a
+//! snapshot in parts) as length-prefixed JSON frames over TCP, one request
 //! and its reply at a time per connection.
 //!
 //! Every connection starts with a mutual proof of the shared secret when
@@ -9,18 +9,19 @@
 //! with empty MACs (loopback only; the configuration checks refuse a group
 //! on other addresses without a secret unless `insecure`).
 
-use super::{Member, TypeConfig};
+use super::{Member, RaftNode, SnapshotMeta, TypeConfig, Vote};
 use crate::security::auth::{fresh_nonce, Identity, Key, Secret};
 use futures::{SinkExt, StreamExt};
+use openraft::alias::SnapshotOf;
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
+    Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::Raft;
+use openraft::{OptionalSend, RaftNetworkV2};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -43,19 +44,34 @@ enum Request {
         admin: Option<String>,
     },
     Append(AppendEntriesRequest<TypeConfig>),
-    Vote(VoteRequest<u64>),
-    Snapshot(InstallSnapshotRequest<TypeConfig>),
+    Vote(VoteRequest<TypeConfig>),
+    /// One part of a snapshot, in order from offset 0; the last (`done`) installs it.
+    Snapshot {
+        vote: Vote,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Vec<u8>,
+        done: bool,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "type", content = "body", rename_all = "snake_case")]
 enum Reply {
-    Challenge { nonce: String },
-    Welcome { mac: String },
-    Refused { message: String },
-    Append(Result<AppendEntriesResponse<u64>, RaftError<u64>>),
-    Vote(Result<VoteResponse<u64>, RaftError<u64>>),
-    Snapshot(Result<InstallSnapshotResponse<u64>, RaftError<u64, InstallSnapshotError>>),
+    Challenge {
+        nonce: String,
+    },
+    Welcome {
+        mac: String,
+    },
+    Refused {
+        message: String,
+    },
+    Append(Result<AppendEntriesResponse<TypeConfig>, RaftError<TypeConfig>>),
+    Vote(Result<VoteResponse<TypeConfig>, RaftError<TypeConfig>>),
+    /// A part other than the last was taken.
+    SnapshotPart,
+    Snapshot(Result<SnapshotResponse<TypeConfig>, Fatal<TypeConfig>>),
 }
 
 /// What both ends need to authenticate a connection.
@@ -139,7 +155,7 @@ async fn recv<T: for<'a> Deserialize<'a>>(c: &mut Conn) -> std::io::Result<T> {
 #[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: crate::net::listener::Listener,
-    raft: Raft<TypeConfig>,
+    raft: RaftNode,
     auth: PortAuth,
     me: u64,
     limits: PortLimits,
@@ -190,7 +206,7 @@ pub struct PortLimits {
 
 async fn serve_conn(
     c: &mut Conn,
-    raft: &Raft<TypeConfig>,
+    raft: &RaftNode,
     auth: &PortAuth,
     me: u64,
     handshake_timeout: Duration,
@@ -256,13 +272,38 @@ async fn serve_conn(
             .unwrap_or_else(|p| p.into_inner())
             .insert(member, a);
     }
+    // A snapshot being received: its parts so far.
+    let mut snapshot: Vec<u8> = Vec::new();
     loop {
         let req = recv::<Request>(c).await?;
         let reply = match req {
             Request::Hello { .. } => return Err(std::io::Error::other("a second hello")),
             Request::Append(r) => Reply::Append(raft.append_entries(r).await),
             Request::Vote(r) => Reply::Vote(raft.vote(r).await),
-            Request::Snapshot(r) => Reply::Snapshot(raft.install_snapshot(r).await),
+            Request::Snapshot {
+                vote,
+                meta,
+                offset,
+                data,
+                done,
+            } => {
+                if offset != snapshot.len() as u64 {
+                    return Err(std::io::Error::other(format!(
+                        "a snapshot part at offset {offset}, expected {}",
+                        snapshot.len()
+                    )));
+                }
+                snapshot.extend_from_slice(&data);
+                if !done {
+                    Reply::SnapshotPart
+                } else {
+                    let whole = SnapshotOf::<TypeConfig, Vec<u8>> {
+                        meta,
+                        snapshot: std::mem::take(&mut snapshot),
+                    };
+                    Reply::Snapshot(raft.install_full_snapshot(vote, whole).await)
+                }
+            }
         };
         send(c, &reply).await?;
     }
@@ -384,62 +425,42 @@ impl MemberClient {
     }
 }
 
-fn rpc_err<E: std::error::Error>(e: CallError) -> RPCError<u64, Member, E> {
+fn rpc_err<E: std::error::Error>(e: CallError) -> RPCError<TypeConfig, E> {
     match e {
         CallError::Unreachable(e) => RPCError::Unreachable(Unreachable::new(&e)),
         CallError::Network(e) => RPCError::Network(NetworkError::new(&e)),
     }
 }
 
-fn unexpected<E: std::error::Error>() -> RPCError<u64, Member, E> {
+fn unexpected<E: std::error::Error>() -> RPCError<TypeConfig, E> {
     RPCError::Network(NetworkError::new(&std::io::Error::other(
         "the member answered with the wrong kind of reply",
     )))
 }
 
-impl RaftNetwork<TypeConfig> for MemberClient {
+impl RaftNetworkV2<TypeConfig> for MemberClient {
+    type SnapshotData = Vec<u8>;
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, Member, RaftError<u64>>> {
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         match self
             .call(Request::Append(rpc), option.hard_ttl())
             .await
             .map_err(rpc_err)?
         {
-            Reply::Append(r) => {
-                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
-            }
-            _ => Err(unexpected()),
-        }
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<u64>,
-        RPCError<u64, Member, RaftError<u64, InstallSnapshotError>>,
-    > {
-        match self
-            .call(Request::Snapshot(rpc), option.hard_ttl())
-            .await
-            .map_err(rpc_err)?
-        {
-            Reply::Snapshot(r) => {
-                r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
-            }
+            Reply::Append(r) => r.map_err(|e| remote(self.target, e)),
             _ => Err(unexpected()),
         }
     }
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<u64>,
+        rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<VoteResponse<u64>, RPCError<u64, Member, RaftError<u64>>> {
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
         let mine = rpc.last_log_id;
         match self
             .call(Request::Vote(rpc), option.hard_ttl())
@@ -447,7 +468,7 @@ impl RaftNetwork<TypeConfig> for MemberClient {
             .map_err(rpc_err)?
         {
             Reply::Vote(r) => {
-                let r = r.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))?;
+                let r = r.map_err(|e| remote(self.target, e))?;
                 if r.last_log_id > mine {
                     self.greater_log.store(true, Ordering::Relaxed);
                 }
@@ -457,10 +478,86 @@ impl RaftNetwork<TypeConfig> for MemberClient {
         }
     }
 
-    fn backoff(&self) -> openraft::network::Backoff {
+    /// The snapshot in parts of at most a quarter of a frame (a byte takes
+    /// up to four in JSON), each acknowledged before the next.
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: SnapshotOf<TypeConfig, Vec<u8>>,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let part = (self.limits.max_frame_bytes / 4)
+            .saturating_sub(4096)
+            .max(1024);
+        let data = snapshot.snapshot;
+        let meta = snapshot.meta;
+        let send_all = async {
+            let mut offset = 0;
+            loop {
+                let end = (offset + part).min(data.len());
+                let done = end == data.len();
+                let req = Request::Snapshot {
+                    vote,
+                    meta: meta.clone(),
+                    offset: offset as u64,
+                    data: data[offset..end].to_vec(),
+                    done,
+                };
+                let reply = self
+                    .call(req, option.hard_ttl())
+                    .await
+                    .map_err(|e| match e {
+                        CallError::Unreachable(e) => {
+                            StreamingError::Unreachable(Unreachable::new(&e))
+                        }
+                        CallError::Network(e) => StreamingError::Network(NetworkError::new(&e)),
+                    })?;
+                match (reply, done) {
+                    (Reply::SnapshotPart, false) => offset = end,
+                    (Reply::Snapshot(Ok(r)), true) => return Ok(r),
+                    (Reply::Snapshot(Err(e)), true) => {
+                        return Err(StreamingError::Network(NetworkError::new(
+                            &std::io::Error::other(format!(
+                                "member {} could not install the snapshot: {e}",
+                                self.target
+                            )),
+                        )))
+                    }
+                    _ => {
+                        return Err(StreamingError::Network(NetworkError::new(
+                            &std::io::Error::other(
+                                "the member answered with the wrong kind of reply",
+                            ),
+                        )))
+                    }
+                }
+            }
+        };
+        crate::sim::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            r = send_all => r,
+        }
+    }
+
+    fn backoff(&self) -> Option<openraft::network::Backoff> {
         // An unreachable member is retried every 100 ms: a restarted member
         // catches up soon after it is back.
-        openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(100)))
+        Some(openraft::network::Backoff::new(std::iter::repeat(
+            Duration::from_millis(100),
+        )))
+    }
+}
+
+fn remote<E: std::error::Error>(
+    target: u64,
+    e: RaftError<TypeConfig, E>,
+) -> RPCError<TypeConfig, E> {
+    match e {
+        RaftError::APIError(e) => RPCError::RemoteError(RemoteError::new(target, e)),
+        RaftError::Fatal(f) => RPCError::Network(NetworkError::new(&std::io::Error::other(
+            format!("member {target} stopped: {f}"),
+        ))),
     }
 }
 

@@ -8,13 +8,10 @@
 //! one was told about it). When the journal grows past a segment, the
 //! thread rewrites what is live into a new file and removes the old one.
 
-// openraft's storage error is its own (large) type; the trait fixes it.
-#![allow(clippy::result_large_err)]
-
-use super::{Entry, LogId, StorageError, TypeConfig, Vote};
+use super::{Entry, LogId, TypeConfig, Vote};
 use crate::wal::WalStats;
-use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::{ErrorSubject, ErrorVerb, StorageIOError};
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::OptionalSend;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -135,13 +132,8 @@ fn unframe(buf: &[u8]) -> (Vec<Op>, usize) {
 const JOURNAL: &str = "raft.journal";
 const REWRITE: &str = "raft.journal.new";
 
-fn io_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
-    StorageIOError::new(
-        ErrorSubject::Logs,
-        verb,
-        openraft::AnyError::error(e.to_string()),
-    )
-    .into()
+fn io_err(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(format!("the Raft log: {e}"))
 }
 
 /// A job for the writer.
@@ -151,7 +143,7 @@ enum Job {
 }
 
 enum Done {
-    Flushed(LogFlushed<TypeConfig>),
+    Flushed(IOFlushed<TypeConfig>),
     Waiting(oneshot::Sender<Result<(), String>>),
     Nothing,
 }
@@ -169,7 +161,7 @@ impl Done {
 
     fn complete(self, result: &Result<(), String>) {
         match self {
-            Done::Flushed(cb) => cb.log_io_completed(
+            Done::Flushed(cb) => cb.io_completed(
                 result
                     .clone()
                     .map_err(|e| std::io::Error::other(e.to_string())),
@@ -506,7 +498,7 @@ impl LogStore {
     }
 
     /// Apply `op` in memory and queue it for the writer.
-    fn record(&self, op: Op, done: Done) -> Result<(), StorageError> {
+    fn record(&self, op: Op, done: Done) -> std::io::Result<()> {
         let frames = frame(&op);
         // Under the lock: the journal gets operations in the order they
         // were applied here.
@@ -514,17 +506,17 @@ impl LogStore {
         state.apply(op);
         self.tx
             .send(Job::Write { frames, done })
-            .map_err(|_| io_err(ErrorVerb::Write, "the Raft log writer stopped"))
+            .map_err(|_| io_err("its writer stopped"))
     }
 
     /// Apply `op`, and return once it is on disk.
-    async fn record_synced(&self, op: Op) -> Result<(), StorageError> {
+    async fn record_synced(&self, op: Op) -> std::io::Result<()> {
         let (tx, rx) = oneshot::channel();
         self.record(op, Done::Waiting(tx))?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(io_err(ErrorVerb::Write, e)),
-            Err(_) => Err(io_err(ErrorVerb::Write, "the Raft log writer stopped")),
+            Ok(Err(e)) => Err(io_err(e)),
+            Err(_) => Err(io_err("its writer stopped")),
         }
     }
 
@@ -542,10 +534,10 @@ impl LogStore {
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + std::fmt::Debug + Send>(
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + std::fmt::Debug + OptionalSend>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry>, StorageError> {
+    ) -> std::io::Result<Vec<Entry>> {
         Ok(self
             .lock()
             .entries
@@ -553,12 +545,16 @@ impl RaftLogReader<TypeConfig> for LogStore {
             .map(|(_, e)| e.clone())
             .collect())
     }
+
+    async fn read_vote(&mut self) -> std::io::Result<Option<Vote>> {
+        Ok(self.lock().vote)
+    }
 }
 
 impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+    async fn get_log_state(&mut self) -> std::io::Result<LogState<TypeConfig>> {
         let s = self.lock();
         let last = s
             .entries
@@ -576,30 +572,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.clone()
     }
 
-    async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
+    async fn save_vote(&mut self, vote: &Vote) -> std::io::Result<()> {
         self.record_synced(Op::Vote { vote: *vote }).await
     }
 
-    async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        Ok(self.lock().vote)
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+    async fn save_committed(&mut self, committed: Option<LogId>) -> std::io::Result<()> {
         self.record(Op::Committed { committed }, Done::Nothing)
     }
 
-    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+    async fn read_committed(&mut self) -> std::io::Result<Option<LogId>> {
         Ok(self.lock().committed)
     }
 
     async fn append<I>(
         &mut self,
         entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+        callback: IOFlushed<TypeConfig>,
+    ) -> std::io::Result<()>
     where
-        I: IntoIterator<Item = Entry> + Send,
-        I::IntoIter: Send,
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
         self.stats
@@ -608,24 +600,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.record(Op::Append { entries }, Done::Flushed(callback))
     }
 
-    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+    async fn truncate_after(&mut self, last: Option<LogId>) -> std::io::Result<()> {
         self.record(
             Op::Truncate {
-                since: log_id.index,
+                since: last.map_or(0, |l| l.index + 1),
             },
             Done::Nothing,
         )
     }
 
-    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+    async fn purge(&mut self, log_id: LogId) -> std::io::Result<()> {
         self.record(Op::Purge { upto: log_id }, Done::Nothing)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::{CommittedLeaderId, Membership};
     use super::*;
-    use openraft::{CommittedLeaderId, EntryPayload, Membership};
+    use openraft::vote::RaftLeaderId;
+    use openraft::EntryPayload;
 
     #[test]
     fn a_membership_entry_reads_back() {
@@ -705,6 +699,31 @@ mod tests {
             let bytes = std::fs::read(dir.path().join(JOURNAL)).unwrap();
             assert_eq!(unframe(&bytes).0.len(), 1, "unsafe_no_fsync {no_fsync}");
         }
+    }
+
+    /// A journal written by the build before this one (openraft 0.9: a
+    /// group of three, one participant, five transactions) reads back whole
+    /// under this one: an upgrade keeps every entry and the vote.
+    #[test]
+    fn a_journal_from_the_openraft_0_9_build_reads_back() {
+        let bytes = include_bytes!("testdata/journal-openraft-0.9.bin");
+        let (ops, whole) = unframe(bytes);
+        assert_eq!(whole, bytes.len(), "every frame must read");
+        assert!(ops.len() > 10, "{} operations", ops.len());
+        let (state, _) = replay(bytes);
+        assert_eq!(state.entries.len(), 11, "entries 0 to 10");
+        let vote = state.vote.expect("the vote");
+        assert_eq!((vote.leader_id.term, vote.leader_id.node_id), (1, 1));
+        let EntryPayload::Membership(m) = &state.entries[&0].payload else {
+            panic!("entry 0 is the membership")
+        };
+        assert_eq!(m.voter_ids().collect::<Vec<_>>(), vec![1, 2, 3]);
+        let records = records_in_journal(bytes);
+        let decided = records
+            .iter()
+            .filter(|r| matches!(r, crate::protocol::Record::Decision { .. }))
+            .count();
+        assert_eq!(decided, 5, "{records:?}");
     }
 
     #[test]
