@@ -411,6 +411,125 @@ fn members_are_added_and_removed_at_runtime() {
     });
 }
 
+/// A member added after the group's log before its snapshot was purged
+/// gets the snapshot: sent in parts of a quarter frame (the smallest frames
+/// allowed, 64 KiB), installed, and kept on its disk with the outcomes of
+/// the transactions that ran before it joined.
+#[test]
+fn a_member_added_after_the_log_was_purged_gets_the_snapshot_in_parts() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..11).map(|_| common::free_port()).collect();
+    let entry = |i: usize| format!("{}=127.0.0.1:{}:{}", i + 1, ports[i], ports[4 + i]);
+    let peers = (0..3).map(entry).collect::<Vec<_>>().join(",");
+    let list = (0..3)
+        .map(|i| format!("127.0.0.1:{}", ports[i]))
+        .collect::<Vec<_>>()
+        .join(",");
+    let small = [
+        "--raft-snapshot-every",
+        "10",
+        "--raft-max-frame-bytes",
+        "65536",
+    ];
+    let mut procs = Vec::new();
+    for i in 0..3 {
+        let mut args = common::member_args(i + 1, ports[i], ports[8 + i], &peers, 1, dir.path());
+        args.extend(small.iter().map(|s| s.to_string()));
+        procs.push(common::start_logged(
+            dir.path(),
+            &format!("c{}", i + 1),
+            &args,
+        ));
+    }
+    let p1: Vec<String> = [
+        "participant",
+        "--id",
+        "p1",
+        "--coordinators",
+        &list,
+        "--data-dir",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([dir.path().join("p1").display().to_string()])
+    .collect();
+    procs.push(common::start_logged(dir.path(), "p1", &p1));
+    eventually("participants registered", || {
+        let (code, out, _) = run_twopc(&["status", "--coordinator", &list, "--json"]);
+        let s: Value = serde_json::from_str(out.trim()).ok()?;
+        (code == 0 && s["state"] == "READY").then_some(())
+    });
+    // Client-named transactions: their outcomes are kept for exactly-once
+    // answers, so the snapshot grows past one part (about 12 KiB).
+    const N: usize = 400;
+    common::block_on(async {
+        let mut c = twopc::Client::connect_with(&list, &Default::default(), common::PATIENCE)
+            .await
+            .expect("connect");
+        for n in 0..N {
+            let id = format!("before-join-{n}");
+            let (_, o) = c.submit(named(&id)).await.expect("submit");
+            assert_eq!(o.decision, twopc::Decision::Commit, "{id}");
+        }
+    });
+    let g = group_json(&list).expect("status");
+    let commit = g["commit_index"].as_u64().expect("commit index");
+    assert!(commit > 2 * 10, "{g}");
+    let mut joining: Vec<String> = [
+        "coordinator",
+        "--port",
+        &ports[3].to_string(),
+        "--peers",
+        &entry(3),
+        "--node-id",
+        "4",
+        "--join",
+        "--expected-participants",
+        "1",
+        "--data-dir",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([dir.path().join("c4").display().to_string()])
+    .collect();
+    joining.extend(small.iter().map(|s| s.to_string()));
+    procs.push(common::start_logged(dir.path(), "c4", &joining));
+    let (code, out, err) = run_twopc(&["cluster", "add", &entry(3), "--coordinator", &list]);
+    assert_eq!(code, 0, "{out}{err}");
+    // Member 4 caught up: it applied at least what was committed before it
+    // came, starting from the snapshot (the entries before it are gone).
+    let g = eventually("member 4 caught up", || {
+        let g = group_json(&list)?;
+        let m4 = g["members"]
+            .as_array()?
+            .iter()
+            .find(|m| m["id"] == 4)?
+            .clone();
+        (m4["matched_index"].as_u64()? >= commit).then_some(g)
+    });
+    assert_eq!(voters(&g), vec![1, 2, 3, 4], "{g}");
+    let snapshot = std::fs::read(dir.path().join("c4").join("raft").join("snapshot.json"))
+        .expect("member 4 keeps the snapshot it was sent");
+    assert!(
+        snapshot.len() > 64 * 1024 / 4,
+        "a snapshot of {} bytes fits one part; the test needs several",
+        snapshot.len()
+    );
+    let text = String::from_utf8_lossy(&snapshot);
+    assert!(
+        text.contains("\"before-join-0\""),
+        "the first outcome is in it"
+    );
+    // The leader's latest snapshot (every 10 entries) holds most of them;
+    // the rest came to member 4 as log entries after it.
+    assert!(
+        text.contains(&format!("\"before-join-{}\"", N / 2)),
+        "a later outcome is in it"
+    );
+    let log = procs[4].log_text();
+    assert!(!log.contains("ERROR"), "{log}");
+}
+
 fn named(id: &str) -> twopc::SubmitRequest {
     twopc::SubmitRequest {
         transaction_id: Some(twopc::TxnId(id.to_string())),

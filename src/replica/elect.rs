@@ -1,7 +1,7 @@
 //! When a member stands for election: a timer of the group's own instead
 //! of openraft's.
 //!
-//! openraft 0.9 draws a member's random election timeout once, when Raft
+//! openraft 0.9, where this timer began, draws a member's random election timeout once, when Raft
 //! starts, and looks at it only on its tick (every 1.5 heartbeats). Two
 //! members whose first candidacies collide (a split vote: each votes for
 //! itself) then collide again in every following round, at the same
@@ -25,7 +25,9 @@
 //!   first every round keeps the others from electing anyone.
 //!
 //! The time of the last vote change or leader contact is openraft's own
-//! (`vote_last_modified`), the one its leader lease is counted from.
+//! (`vote_last_modified`), the one its leader lease is counted from; a
+//! time from before this timer started (openraft dates the vote it reads
+//! back at start from then) counts as nothing heard.
 //! openraft's own elections are switched off (`enable_elect: false`); a
 //! leader or a member that is not a voter ignores the trigger.
 

@@ -210,7 +210,9 @@ impl Group {
             heartbeat_interval: cfg.heartbeat_ms,
             install_snapshot_timeout: 10_000,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_every),
-            max_in_snapshot_log_to_keep: 1000,
+            // Log kept behind a snapshot, for a member a little behind:
+            // at most one snapshot interval (and at most 1,000 entries).
+            max_in_snapshot_log_to_keep: cfg.snapshot_every.min(1000),
             ..Default::default()
         }
         .validate()
@@ -570,9 +572,7 @@ const UNFORCED_MAX_RECORDS: usize = 256;
 
 /// A leader's records not yet proposed. Records nobody waits for (a
 /// transaction's `end`) wait a little for a forced one to ride with: each
-/// entry costs a forced write on the leader, which openraft 0.9 makes
-/// before it replicates anything after it, and a round trip during which
-/// the next entry cannot go to that follower.
+/// entry costs a forced write on every member and its own AppendEntries.
 #[derive(Default)]
 struct Pending {
     records: Vec<Record>,

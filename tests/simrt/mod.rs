@@ -425,6 +425,9 @@ fn coordinator_config(h: &str, n: usize) -> CoordinatorConfig {
         cfg.node_id = h.trim_start_matches('c').parse().expect("member host c<k>");
         cfg.raft_bind = Some(format!("0.0.0.0:{RAFT_PORT}"));
         cfg.raft_snapshot_every = GROUP_SNAPSHOT_EVERY;
+        // The smallest frames allowed: a snapshot a member sends goes in
+        // parts of about 12 KiB, so larger ones take several.
+        cfg.raft_max_frame_bytes = 64 * 1024;
         cfg.wal.segment_max_bytes = GROUP_SEGMENT_BYTES;
     }
     cfg
