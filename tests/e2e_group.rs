@@ -190,23 +190,7 @@ fn members_are_added_and_removed_at_runtime() {
         .collect();
         procs.push(common::start_logged(dir.path(), p, &args));
     }
-    let joining: Vec<String> = [
-        "coordinator",
-        "--port",
-        &ports[3].to_string(),
-        "--peers",
-        &entry(3),
-        "--node-id",
-        "4",
-        "--join",
-        "--expected-participants",
-        "2",
-        "--data-dir",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([dir.path().join("c4").display().to_string()])
-    .collect();
+    let joining = joining_args(ports[3], &entry(3), 2, dir.path());
     procs.push(common::start_logged(dir.path(), "c4", &joining));
     let g = eventually("a leader", || {
         group_json(&list).filter(|g| g["leader"].is_u64())
@@ -475,23 +459,7 @@ fn a_member_added_after_the_log_was_purged_gets_the_snapshot_in_parts() {
     let g = group_json(&list).expect("status");
     let commit = g["commit_index"].as_u64().expect("commit index");
     assert!(commit > 2 * 10, "{g}");
-    let mut joining: Vec<String> = [
-        "coordinator",
-        "--port",
-        &ports[3].to_string(),
-        "--peers",
-        &entry(3),
-        "--node-id",
-        "4",
-        "--join",
-        "--expected-participants",
-        "1",
-        "--data-dir",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([dir.path().join("c4").display().to_string()])
-    .collect();
+    let mut joining = joining_args(ports[3], &entry(3), 1, dir.path());
     joining.extend(small.iter().map(|s| s.to_string()));
     procs.push(common::start_logged(dir.path(), "c4", &joining));
     let (code, out, err) = run_twopc(&["cluster", "add", &entry(3), "--coordinator", &list]);
@@ -528,6 +496,28 @@ fn a_member_added_after_the_log_was_purged_gets_the_snapshot_in_parts() {
     );
     let log = procs[4].log_text();
     assert!(!log.contains("ERROR"), "{log}");
+}
+
+/// The arguments of member 4 (`entry`, coordinator port `port`), started
+/// with `--join` to be added to a running group, its data in `dir/c4`.
+fn joining_args(port: u16, entry: &str, expected: usize, dir: &std::path::Path) -> Vec<String> {
+    [
+        "coordinator",
+        "--port",
+        &port.to_string(),
+        "--peers",
+        entry,
+        "--node-id",
+        "4",
+        "--join",
+        "--expected-participants",
+        &expected.to_string(),
+        "--data-dir",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([dir.join("c4").display().to_string()])
+    .collect()
 }
 
 fn named(id: &str) -> twopc::SubmitRequest {

@@ -43,7 +43,6 @@ pub struct Machine {
     started: tokio::time::Instant,
     snapshot: Option<(SnapshotMeta, Vec<u8>)>,
     dir: PathBuf,
-    built: u64,
 }
 
 /// The state machine handed to openraft, shared with the runtime.
@@ -70,7 +69,6 @@ impl MachineHandle {
             started,
             snapshot: None,
             dir,
-            built: 0,
         };
         match read_snapshot(&m.dir) {
             Ok(Some(bytes)) => {
@@ -174,7 +172,6 @@ impl RaftSnapshotBuilder<TypeConfig> for MachineHandle {
 
     async fn build_snapshot(&mut self) -> std::io::Result<SnapshotOf<TypeConfig, Vec<u8>>> {
         let mut m = self.lock();
-        m.built += 1;
         let records = m.core.live_records();
         let meta = SnapshotMeta {
             last_log_id: m.applied,
