@@ -695,6 +695,9 @@ async fn propose(
     lost: CancellationToken,
 ) {
     let mut inflight = FuturesOrdered::new();
+    // The final replies of committed entries (once applied), kept until
+    // they come: openraft warns of a reply nobody waits for.
+    let mut applying = futures::stream::FuturesUnordered::new();
     loop {
         crate::sim::select! {
             _ = lost.cancelled() => return,
@@ -704,7 +707,9 @@ async fn propose(
                     records.extend(more);
                     end = e;
                 }
-                let (responder, reply) = openraft::impls::ProgressResponder::complete_only();
+                // Durable once committed (on a majority's disks): the
+                // leader's own apply of the entry is not waited for.
+                let (responder, committed, reply) = openraft::impls::ProgressResponder::new();
                 match raft.client_write_ff(Batch { records }, Some(responder)).await {
                     Ok(()) => {
                         if crate::sim::bug(crate::sim::Bug::GroupDecisionBeforeCommitted) {
@@ -712,7 +717,13 @@ async fn propose(
                         }
                         // Boxed: the select's arms are expanded twice (see
                         // `sim::select!`), and both must push one type.
-                        inflight.push_back(futures::FutureExt::boxed(async move { (reply.await, end) }))
+                        inflight.push_back(futures::FutureExt::boxed(async move {
+                            match committed.await {
+                                Ok(_) => (Ok(reply), end),
+                                // Not committed: the final reply says why.
+                                Err(_) => (Err(reply.await), end),
+                            }
+                        }))
                     }
                     Err(e) => {
                         tracing::warn!("cannot propose to Raft: {e}; stepping down");
@@ -721,20 +732,27 @@ async fn propose(
                     }
                 }
             }
+            _ = applying.next(), if !applying.is_empty() => {}
             Some((reply, end)) = inflight.next(), if !inflight.is_empty() => match reply {
-                Ok(Ok(_)) => {
+                Ok(applied) => {
                     durable.send_if_modified(|d| {
                         let later = end > *d;
                         *d = (*d).max(end);
                         later
                     });
+                    applying.push(applied);
                 }
-                Ok(Err(e)) => {
+                Err(Ok(Ok(_))) => {
+                    tracing::info!("a proposal was applied without its commit being told; stepping down");
+                    lost.cancel();
+                    return;
+                }
+                Err(Ok(Err(e))) => {
                     tracing::info!("a proposal was not committed: {e}; stepping down");
                     lost.cancel();
                     return;
                 }
-                Err(_) => {
+                Err(Err(_)) => {
                     tracing::info!("Raft dropped a proposal; stepping down");
                     lost.cancel();
                     return;

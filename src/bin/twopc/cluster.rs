@@ -17,6 +17,10 @@ use twopc::security::auth::Secret;
 use twopc::security::{ClientSecurity, SECRET_ENV};
 use twopc::Client;
 
+/// How long the cluster's own status calls wait for an answer: a member
+/// that takes the connection and never answers is asked again.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// What to start.
 #[derive(Clone, Debug)]
 pub struct ClusterOptions {
@@ -522,7 +526,7 @@ impl LocalCluster {
             if let Ok(mut c) =
                 Client::connect_with(&self.addr, &self.security, Duration::from_secs(2)).await
             {
-                if let Ok(s) = c.status().await {
+                if let Ok(Ok(s)) = tokio::time::timeout(STATUS_TIMEOUT, c.status()).await {
                     let connected = s["participants"]
                         .as_array()
                         .map(|a| a.iter().filter(|p| p["connected"] == true).count())
@@ -548,7 +552,10 @@ impl LocalCluster {
         let mut c = Client::connect_with(&self.addr, &self.security, Duration::from_secs(2))
             .await
             .ok()?;
-        let s = c.status().await.ok()?;
+        let s = tokio::time::timeout(STATUS_TIMEOUT, c.status())
+            .await
+            .ok()?
+            .ok()?;
         let me = s["group"]["me"].as_u64()? as usize;
         (s["group"]["role"] == "leader" && me >= 1).then(|| me - 1)
     }
@@ -571,7 +578,9 @@ impl LocalCluster {
                     .unwrap_or(0);
                 (me != old + 1 && s["state"] == "READY" && connected >= n).then_some(())
             };
-            if attempt.await.is_some() {
+            // Bounded: a member that takes the connection and never
+            // answers must not stall the wait.
+            if let Ok(Some(())) = tokio::time::timeout(STATUS_TIMEOUT, attempt).await {
                 return Some(start.elapsed());
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
