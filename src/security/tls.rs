@@ -394,9 +394,14 @@ mod tests {
         let mut i = 0;
         while i + 2 < der.len() && times.len() < 2 {
             let (tag, len) = (der[i], der[i + 1] as usize);
-            if (tag == 0x17 && len == 13) || (tag == 0x18 && len == 15) {
-                let text = std::str::from_utf8(&der[i + 2..i + 2 + len]).unwrap();
-                times.push(text.to_string());
+            // A time is digits ending in 'Z'; the same two header bytes
+            // can occur by chance in the serial number or the key.
+            let body = der.get(i + 2..i + 2 + len).unwrap_or_default();
+            let is_time = body.len() == len
+                && body.last() == Some(&b'Z')
+                && body[..len - 1].iter().all(u8::is_ascii_digit);
+            if is_time && ((tag == 0x17 && len == 13) || (tag == 0x18 && len == 15)) {
+                times.push(String::from_utf8_lossy(body).into_owned());
                 i += 2 + len;
             } else {
                 i += 1;
