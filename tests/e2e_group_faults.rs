@@ -372,15 +372,9 @@ impl Group {
         let mut proxy = proxied.then(Proxy::new);
         let mut members = Vec::new();
         let mut peers = Vec::new();
-        // Every port stays bound until all are chosen: ports chosen one by
-        // one (bound, then released) may repeat.
-        let mut held = Vec::new();
-        let mut hold = || {
-            let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-            let port = l.local_addr().expect("bound address").port();
-            held.push(l);
-            port
-        };
+        // Distinct ports outside the ephemeral range: no outgoing
+        // connection takes one before its member listens on it.
+        let hold = common::free_port;
         for id in 1..=3u64 {
             let port = hold();
             let (raft_port, raft_bind) = match proxy.as_mut() {
@@ -406,7 +400,6 @@ impl Group {
                 http: String::new(),
             });
         }
-        drop(held);
         let addrs = members
             .iter()
             .map(|m| format!("127.0.0.1:{}", m.port))

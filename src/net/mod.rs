@@ -11,6 +11,7 @@ pub(crate) mod connection;
 pub(crate) mod connector;
 pub(crate) mod error_counts;
 pub(crate) mod listener;
+pub mod ports;
 pub(crate) mod slots;
 pub(crate) mod stream;
 pub(crate) mod writer;

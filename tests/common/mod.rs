@@ -402,12 +402,11 @@ pub fn submit_to(
     })
 }
 
-/// A loopback port nobody listens on (bound, then released).
+/// A loopback port nobody listens on, outside the ephemeral range (so no
+/// outgoing connection takes it before the process that is given it
+/// listens).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
+    twopc::net::ports::free_loopback_port().expect("a free loopback port")
 }
 
 /// Run `cmd` to completion with stdout and stderr captured; a process still

@@ -180,16 +180,12 @@ fn own_session(cmd: &mut Command) {
     }
 }
 
-/// `n` distinct free loopback ports (bound and released: another process
-/// could take one in between, and then a member fails to start and says so).
+/// `n` distinct free loopback ports, outside the ephemeral range (another
+/// listener could still take one in between; then a member fails to start
+/// and says so).
 fn free_ports(n: usize) -> Result<Vec<u16>, String> {
-    let listeners: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("cannot find free loopback ports: {e}"))?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
+    (0..n)
+        .map(|_| twopc::net::ports::free_loopback_port())
         .collect::<Result<_, _>>()
         .map_err(|e| format!("cannot find free loopback ports: {e}"))
 }
