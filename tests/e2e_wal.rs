@@ -9,7 +9,6 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use twopc::protocol::{Decision, Record, TxnId};
@@ -52,16 +51,23 @@ fn stop(p: &mut Proc) {
     );
 }
 
+/// The newest segment and the bytes its records take (the file goes on
+/// with zeros written ahead of them).
 fn newest_segment(dir: &Path) -> (PathBuf, u64) {
-    wal_segments(dir).pop().expect("a log segment")
+    let report = twopc::wal::scan(dir).expect("scan the log");
+    let seg = report.segments.last().expect("a log segment").clone();
+    (seg, *report.lengths.last().expect("its length"))
 }
 
-fn append(path: &Path, bytes: &[u8]) {
+/// Write `bytes` at `at` in `path`: over the zeros after the records, as an
+/// append cut short by a crash leaves them.
+fn write_at(path: &Path, at: u64, bytes: &[u8]) {
+    use std::os::unix::fs::FileExt;
     std::fs::OpenOptions::new()
-        .append(true)
+        .write(true)
         .open(path)
-        .and_then(|mut f| f.write_all(bytes))
-        .expect("append to a segment");
+        .and_then(|f| f.write_all_at(bytes, at))
+        .expect("write into a segment");
 }
 
 /// transaction id -> state, from a `wal inspect` report.
@@ -118,9 +124,13 @@ fn a_torn_tail_is_cut_at_start_up_and_nothing_acknowledged_is_lost() {
         decision: Decision::Commit,
         heuristic: None,
     });
-    append(&pseg, &frame[..frame.len() / 2]);
+    write_at(&pseg, plen, &frame[..frame.len() / 2]);
     let (cseg, clen) = newest_segment(&cdir);
-    append(&cseg, &[0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8]);
+    write_at(
+        &cseg,
+        clen,
+        &[0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5, 6, 7, 8],
+    );
 
     for (dir, seg, len, before) in [
         (&pdir, &pseg, plen, &p_before),

@@ -134,13 +134,6 @@ fn unframe(buf: &[u8]) -> (Vec<Op>, usize) {
 
 const JOURNAL: &str = "raft.journal";
 
-/// The journal file is extended this many bytes at a time with zeros, and
-/// frames are written over them: a sync of data written inside the file
-/// has no new file size to record, which makes it cheaper (on this
-/// project's 2-core machine with ext4, 0.12 to 0.15 ms a sync against 0.17
-/// to 0.20 ms when appending, and about a fifth less system CPU). A zero
-/// frame header ends the journal when it is read back, as a torn one does.
-const PREALLOCATE_BYTES: u64 = 1 << 20;
 const REWRITE: &str = "raft.journal.new";
 
 fn io_err(e: impl std::fmt::Display) -> std::io::Error {
@@ -201,7 +194,7 @@ enum Backing {
         dir: PathBuf,
         file: File,
         /// Bytes the file holds: the journal's frames, then zeros written
-        /// ahead of them (see [`PREALLOCATE_BYTES`]).
+        /// ahead of them (see [`crate::wal::PREALLOCATE_BYTES`]).
         allocated: u64,
     },
     #[cfg(feature = "sim")]
@@ -417,7 +410,6 @@ impl Writer {
     }
 
     fn write_file(&mut self, buf: &[u8], sync: bool) -> std::io::Result<()> {
-        use std::os::unix::fs::FileExt;
         let (file, allocated) = match &mut self.backing {
             Backing::File {
                 file, allocated, ..
@@ -425,20 +417,8 @@ impl Writer {
             #[cfg(feature = "sim")]
             Backing::Sim { .. } => return Err(std::io::Error::other("not a file journal")),
         };
-        let end = self.size + buf.len() as u64;
-        if end > *allocated {
-            // Zeros ahead of the frames, synced with this batch. If they
-            // cannot be written (a full disk), the frames extend the file
-            // as an append would.
-            let upto = end.div_ceil(PREALLOCATE_BYTES) * PREALLOCATE_BYTES;
-            let zeros = vec![0u8; (upto - end) as usize];
-            match file.write_all_at(&zeros, end) {
-                Ok(()) => *allocated = upto,
-                Err(e) => tracing::debug!("cannot extend the Raft log ahead: {e}"),
-            }
-        }
-        file.write_all_at(buf, self.size)?;
-        *allocated = (*allocated).max(end);
+        let step = crate::wal::preallocation_step(self.segment_max_bytes);
+        crate::wal::write_preallocated(file, buf, self.size, allocated, step)?;
         if !sync || self.unsafe_no_fsync {
             return Ok(());
         }
@@ -814,7 +794,11 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         let (ops, whole) = unframe(&bytes);
         assert_eq!(ops.len(), 1);
-        assert_eq!(bytes.len() as u64, PREALLOCATE_BYTES, "zeros written ahead");
+        assert_eq!(
+            bytes.len() as u64,
+            crate::wal::PREALLOCATE_BYTES,
+            "zeros written ahead"
+        );
         assert!(bytes[whole..].iter().all(|b| *b == 0));
         drop(store);
         // Reopened, the next frame goes after the last one, not after the
@@ -835,7 +819,7 @@ mod tests {
         assert_eq!(indexes, vec![1, 2, 3, 4, 5]);
         assert_eq!(
             std::fs::metadata(&path).unwrap().len(),
-            PREALLOCATE_BYTES,
+            crate::wal::PREALLOCATE_BYTES,
             "a reopen keeps the zeros ahead"
         );
         // A batch past the zeros extends the file by whole steps.
@@ -853,7 +837,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             std::fs::metadata(&path).unwrap().len(),
-            2 * PREALLOCATE_BYTES
+            2 * crate::wal::PREALLOCATE_BYTES
         );
         drop(again);
         let mut last = open(dir.path(), 1 << 30, false).unwrap();

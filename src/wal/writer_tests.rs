@@ -39,11 +39,12 @@ fn await_durable(rx: &mut watch::Receiver<u64>, lsn: u64) -> u64 {
     got.expect("the writer thread stopped before the append was durable")
 }
 
-/// Bytes in the log's (single) segment of `dir`.
+/// Bytes of records in the log's (single) segment of `dir` (the file also
+/// holds the zeros written ahead of them).
 fn segment_bytes(dir: &Path) -> u64 {
-    let segments = crate::wal::list_segments(dir).expect("list segments");
-    assert_eq!(segments.len(), 1, "{segments:?}");
-    std::fs::metadata(&segments[0].1).map_or(0, |m| m.len())
+    let report = crate::wal::scan(dir).expect("scan the log");
+    assert_eq!(report.segments.len(), 1, "{:?}", report.segments);
+    report.lengths[0]
 }
 
 /// Wait until the segment of `dir` holds `bytes` bytes.
