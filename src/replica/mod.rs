@@ -718,11 +718,16 @@ async fn propose(
                         // Boxed: the select's arms are expanded twice (see
                         // `sim::select!`), and both must push one type.
                         inflight.push_back(futures::FutureExt::boxed(async move {
-                            match committed.await {
-                                Ok(_) => (Ok(reply), end),
+                            let outcome = match committed.await {
+                                Ok(_) => Ok(reply),
                                 // Not committed: the final reply says why.
-                                Err(_) => (Err(reply.await), end),
-                            }
+                                Err(_) => Err(match reply.await {
+                                    Ok(Ok(_)) => "a proposal was applied without its commit being told".to_string(),
+                                    Ok(Err(e)) => format!("a proposal was not committed: {e}"),
+                                    Err(_) => "Raft dropped a proposal".to_string(),
+                                }),
+                            };
+                            (outcome, end)
                         }))
                     }
                     Err(e) => {
@@ -742,18 +747,8 @@ async fn propose(
                     });
                     applying.push(applied);
                 }
-                Err(Ok(Ok(_))) => {
-                    tracing::info!("a proposal was applied without its commit being told; stepping down");
-                    lost.cancel();
-                    return;
-                }
-                Err(Ok(Err(e))) => {
-                    tracing::info!("a proposal was not committed: {e}; stepping down");
-                    lost.cancel();
-                    return;
-                }
-                Err(Err(_)) => {
-                    tracing::info!("Raft dropped a proposal; stepping down");
+                Err(why) => {
+                    tracing::info!("{why}; stepping down");
                     lost.cancel();
                     return;
                 }
