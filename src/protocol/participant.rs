@@ -33,7 +33,7 @@ use super::record::{Action, Record};
 use super::types::{ConnId, Decision, Millis, ParticipantId, TxnId, Vote};
 use serde_json::Value;
 use session::{Admitted, Session, Timing};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 /// Tunables of the participant core. All durations are milliseconds.
 #[derive(Clone, Debug)]
@@ -222,6 +222,12 @@ pub struct Participant {
     txns: HashMap<TxnId, PTxn>,
     /// Decided transactions in the order they ended, to bound `txns`.
     ended: VecDeque<TxnId>,
+    /// Every transaction in doubt (`Prepared`), in id order, so that a tick
+    /// looks at those and not at the whole history kept in `txns`. An id
+    /// enters when its transaction becomes `Prepared` and leaves when it is
+    /// decided; one whose transaction left `Prepared` some other way is
+    /// dropped by the next tick.
+    prepared: BTreeSet<TxnId>,
     committed: u64,
     aborted: u64,
     now: Millis,
@@ -238,6 +244,7 @@ impl Participant {
             session,
             txns: HashMap::new(),
             ended: VecDeque::new(),
+            prepared: BTreeSet::new(),
             committed: 0,
             aborted: 0,
             now,
@@ -320,6 +327,12 @@ impl Participant {
                 | Record::Snapshot { .. } => {}
             }
         }
+        p.prepared = p
+            .txns
+            .iter()
+            .filter(|(_, t)| t.state == PState::Prepared)
+            .map(|(id, _)| id.clone())
+            .collect();
         p.trim_history();
         p
     }
@@ -401,14 +414,15 @@ impl Participant {
 
     /// Transactions voted commit and not yet decided.
     pub fn in_doubt(&self) -> Vec<TxnId> {
-        let mut v: Vec<TxnId> = self
-            .txns
+        self.prepared
             .iter()
-            .filter(|(_, t)| t.state == PState::Prepared)
-            .map(|(id, _)| id.clone())
-            .collect();
-        v.sort();
-        v
+            .filter(|id| {
+                self.txns
+                    .get(*id)
+                    .is_some_and(|t| t.state == PState::Prepared)
+            })
+            .cloned()
+            .collect()
     }
 
     pub fn counts(&self) -> (u64, u64) {
@@ -452,16 +466,18 @@ impl Participant {
             } => self.on_resolve(txn, decision, reason, &mut out),
             Event::Tick => {
                 self.session.tick(self.now, timing(&self.opts), &mut out);
-                // Only the due ones are copied and sorted: thousands may
-                // be in doubt while their decisions are on the way, and
-                // this runs on every tick.
-                let mut due: Vec<TxnId> = self
-                    .txns
+                // This runs on every tick: it looks at the transactions in
+                // doubt only (in id order), never at the history.
+                let txns = &self.txns;
+                self.prepared
+                    .retain(|id| txns.get(id).is_some_and(|t| t.state == PState::Prepared));
+                let now = self.now;
+                let due: Vec<TxnId> = self
+                    .prepared
                     .iter()
-                    .filter(|(_, t)| t.state == PState::Prepared && t.next_query_ms <= self.now)
-                    .map(|(id, _)| id.clone())
+                    .filter(|id| txns.get(*id).is_some_and(|t| t.next_query_ms <= now))
+                    .cloned()
                     .collect();
-                due.sort();
                 for id in due {
                     self.query(&id, &mut out);
                 }
@@ -557,6 +573,7 @@ impl Participant {
             Ok(prepared) if !t.abort_requested => {
                 let Prepared { state, output } = prepared;
                 t.state = PState::Prepared;
+                self.prepared.insert(txn.clone());
                 t.vote = Some(Vote::Commit);
                 t.since_ms = now;
                 t.query_backoff_ms = self.opts.decision_timeout_ms;
@@ -808,6 +825,9 @@ impl Participant {
             return;
         };
         let was_prepared = t.state == PState::Prepared;
+        if was_prepared {
+            self.prepared.remove(&txn);
+        }
         t.state = match decision {
             Decision::Commit => PState::Committed,
             Decision::Abort => PState::Aborted,

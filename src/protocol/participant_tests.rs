@@ -755,6 +755,42 @@ fn default_decision_timeout_is_respected() {
 }
 
 #[test]
+fn only_transactions_still_in_doubt_are_queried_in_id_order() {
+    let mut p = connected_with(ParticipantOptions {
+        decision_timeout_ms: 1_000,
+        query_max_ms: 1_000,
+        ..opts()
+    });
+    for t in ["t3", "t1", "t2", "t4"] {
+        p.handle(100, msg(prepare(t)));
+        p.handle(100, prepared_ok(t));
+    }
+    // A history of ended transactions is never asked about.
+    for i in 0..50 {
+        let t = format!("done-{i}");
+        p.handle(100, msg(prepare(&t)));
+        p.handle(100, prepared_ok(&t));
+        p.handle(100, msg(commit(&t)));
+    }
+    assert_eq!(
+        p.handle(1_100, Event::Tick),
+        ["t1", "t2", "t3", "t4"]
+            .iter()
+            .map(|t| send(query(t), false))
+            .collect::<Vec<_>>()
+    );
+    p.handle(1_200, msg(commit("t2")));
+    p.handle(1_200, msg(abort("t4")));
+    assert_eq!(p.in_doubt(), vec![tid("t1"), tid("t3")]);
+    assert_eq!(
+        p.handle(2_100, Event::Tick),
+        vec![send(query("t1"), false), send(query("t3"), false)]
+    );
+    // Recovered from the log, the same two are in doubt.
+    let q = Participant::recover(opts(), 0, &p.live_records());
+    assert_eq!(q.in_doubt(), vec![tid("t1"), tid("t3")]);
+}
+#[test]
 fn resolve_of_an_in_doubt_transaction_persists_a_forced_heuristic_outcome() {
     let mut p = prepared();
     assert_eq!(
