@@ -163,6 +163,7 @@ impl Coordinator {
             .filter(|t| {
                 t.decision.is_some() && t.participants.contains(&id) && !t.acks.contains(&id)
             })
+            .map(|t| &**t)
             .collect();
         let mut owed: Vec<(TxnId, Decision)> = owed
             .into_iter()

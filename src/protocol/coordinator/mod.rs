@@ -160,10 +160,12 @@ pub struct Coordinator {
     peers: HashMap<ConnId, Peer>,
     /// Transactions not yet ended (deciding, or waiting for acks). Ordered,
     /// so that the actions of a step come out in the same order on every
-    /// run: a seeded simulation must replay exactly.
-    active: BTreeMap<TxnId, Txn>,
+    /// run: a seeded simulation must replay exactly. Boxed, as in
+    /// `history`: a transaction is large, and the map's nodes and the
+    /// queue move their values on every insert and removal.
+    active: BTreeMap<TxnId, Box<Txn>>,
     /// Recently ended transactions, oldest first, bounded by `history_limit`.
-    history: VecDeque<Txn>,
+    history: VecDeque<Box<Txn>>,
     /// Bytes of read results kept in `history`, bounded by
     /// `history_max_bytes`.
     history_results_bytes: usize,

@@ -115,12 +115,12 @@ impl Txn {
         now: Millis,
         deadline_ms: Millis,
         timeline_max_events: usize,
-    ) -> Txn {
+    ) -> Box<Txn> {
         let timeline = Timeline::with_room(
             timeline_max_events,
             timeline_events_expected(participants.len()),
         );
-        Txn {
+        Box::new(Txn {
             id,
             participants,
             phase: TxnPhase::PreparePhase,
@@ -149,7 +149,7 @@ impl Txn {
             next_resend_ms: 0,
             resend_backoff_ms: 0,
             waiter: None,
-        }
+        })
     }
 
     /// Forget the read results, saying why (they were told to the client
@@ -301,6 +301,7 @@ impl Coordinator {
                     .iter()
                     .filter(|t| !t.heuristics.is_empty() || t.client_named),
             )
+            .map(|t| &**t)
             .collect();
         txns.sort_by(|a, b| a.id.cmp(&b.id));
         let mut v = self.membership_records();
@@ -380,7 +381,12 @@ impl Coordinator {
     fn remembered_mut(&mut self, id: &TxnId) -> Option<&mut Txn> {
         match self.active.get_mut(id) {
             Some(t) => Some(t),
-            None => self.history.iter_mut().rev().find(|t| &t.id == id),
+            None => self
+                .history
+                .iter_mut()
+                .rev()
+                .find(|t| &t.id == id)
+                .map(|t| &mut **t),
         }
     }
 
@@ -389,11 +395,15 @@ impl Coordinator {
         self.active
             .get(id)
             .or_else(|| self.history.iter().rev().find(|t| &t.id == id))
+            .map(|t| &**t)
     }
 
     /// Active transactions followed by recently ended ones.
     pub fn txns(&self) -> impl Iterator<Item = &Txn> {
-        self.active.values().chain(self.history.iter())
+        self.active
+            .values()
+            .chain(self.history.iter())
+            .map(|t| &**t)
     }
 
     /// The first `forced` forced writes are durable: mark the commit
@@ -1127,7 +1137,7 @@ impl Coordinator {
         self.remember(t);
     }
 
-    pub(super) fn remember(&mut self, mut t: Txn) {
+    pub(super) fn remember(&mut self, mut t: Box<Txn>) {
         if let Some(d) = t.decision {
             self.history_index.insert(t.id.clone(), d);
         }

@@ -41,7 +41,7 @@ fn a_transaction_is_never_both_active_and_ended() {
     c.handle(12, msg(P1, ack("t-1")));
     c.handle(12, msg(P2, ack("t-1")));
     let ended = c.txn(&tid("t-1")).unwrap().clone();
-    c.active.insert(ended.id.clone(), ended);
+    c.active.insert(ended.id.clone(), Box::new(ended));
     // Its phase (completed) would not fit an active transaction either;
     // the id is checked first.
     tick(&mut c);

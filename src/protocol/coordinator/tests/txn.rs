@@ -609,7 +609,7 @@ fn live_records_list_only_unended_commits_sorted() {
 fn txn_with_votes(votes: &[(&str, Vote)]) -> Txn {
     let mut t = Txn::new(tid("t-1"), pids(&["p1", "p2"]), 0, 100, 16);
     t.votes = votes.iter().map(|(p, v)| (pid(p), *v)).collect();
-    t
+    *t
 }
 
 #[test]
