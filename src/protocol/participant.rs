@@ -468,16 +468,17 @@ impl Participant {
                 self.session.tick(self.now, timing(&self.opts), &mut out);
                 // This runs on every tick: it looks at the transactions in
                 // doubt only (in id order), never at the history.
-                let txns = &self.txns;
-                self.prepared
-                    .retain(|id| txns.get(id).is_some_and(|t| t.state == PState::Prepared));
-                let now = self.now;
-                let due: Vec<TxnId> = self
-                    .prepared
-                    .iter()
-                    .filter(|id| txns.get(*id).is_some_and(|t| t.next_query_ms <= now))
-                    .cloned()
-                    .collect();
+                let (txns, now) = (&self.txns, self.now);
+                let mut due = Vec::new();
+                self.prepared.retain(|id| match txns.get(id) {
+                    Some(t) if t.state == PState::Prepared => {
+                        if t.next_query_ms <= now {
+                            due.push(id.clone());
+                        }
+                        true
+                    }
+                    _ => false,
+                });
                 for id in due {
                     self.query(&id, &mut out);
                 }
