@@ -193,8 +193,9 @@ impl Group {
             dir: dir.display().to_string(),
             source,
         };
-        let log =
-            store::open(&cfg.dir, cfg.segment_max_bytes, cfg.unsafe_no_fsync).map_err(storage)?;
+        let log = store::open(&cfg.dir, cfg.segment_max_bytes, cfg.unsafe_no_fsync)
+            .map_err(storage)?
+            .for_member(cfg.me);
         let stats = log.stats.clone();
         let machine =
             machine::MachineHandle::open(cfg.dir.clone(), core, started).map_err(storage)?;

@@ -2,14 +2,16 @@
 //! log. A journal of operations (entries appended, a conflicting suffix
 //! truncated, a prefix purged, the vote saved), each a CRC-checked frame,
 //! written by one thread that syncs once per batch of operations (group
-//! commit; a batch nobody waits on, such as a saved commit index, is
-//! written and left for the next sync). Reopening replays the journal into memory; a torn or corrupt
-//! frame at the tail is where the journal ends (it was never synced, so no
-//! one was told about it). The file is extended with zeros ahead of the
-//! frames, a megabyte at a time, so that a sync has no new file size to
-//! record; a zero header ends the journal when it is read. When the journal
-//! grows past a segment, the thread rewrites what is live into a new file
-//! and removes the old one.
+//! commit; an operation nobody waits on, such as a saved commit index, is
+//! held back and written with the next one that is waited on). A follower
+//! writes and syncs the entries its leader sent on its own thread when the
+//! writer thread is idle (see [`LogStore::append`]). Reopening replays the
+//! journal into memory; a torn or corrupt frame at the tail is where the
+//! journal ends (it was never synced, so no one was told about it). The
+//! file is extended with zeros ahead of the frames, a megabyte at a time,
+//! so that a sync has no new file size to record; a zero header ends the
+//! journal when it is read. When the journal grows past a segment, the
+//! thread rewrites what is live into a new file and removes the old one.
 
 use super::{Entry, LogId, TypeConfig, Vote};
 use crate::wal::WalStats;
@@ -21,7 +23,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot};
 
@@ -57,7 +59,17 @@ struct State {
     committed: Option<LogId>,
     purged: Option<LogId>,
     entries: BTreeMap<u64, Entry>,
+    /// Frames of operations nobody waits for (see [`Done::needs_sync`]),
+    /// applied here and not yet handed to the writer: they go to the file
+    /// in front of the next operation that is waited for, covered by its
+    /// sync. Holding them here rather than writing them at once saves the
+    /// writer a wake-up and a write per commit index saved.
+    unwritten: Vec<u8>,
 }
+
+/// Most bytes of operations nobody waits for held back (see
+/// [`State::unwritten`]) before they are handed to the writer anyway.
+const UNWRITTEN_MAX_BYTES: usize = 64 * 1024;
 
 impl State {
     fn apply(&mut self, op: Op) {
@@ -154,11 +166,13 @@ enum Done {
 
 impl Done {
     /// Does someone wait for this to be on disk? Saving the commit index,
-    /// truncating and purging wait for nothing: they are written in order
-    /// with the rest, and the next sync covers them. openraft re-learns the
-    /// commit index from the leader after a restart, and a truncation or a
-    /// purge that a crash loses leaves no hole: the journal is cut at the
-    /// first damaged frame, so it keeps a prefix of the operations.
+    /// truncating and purging wait for nothing: they are held back and
+    /// written in order in front of the next operation that is waited for,
+    /// and its sync covers them (see [`State::unwritten`]). openraft
+    /// re-learns the commit index from the leader after a restart, and a
+    /// truncation or a purge that a crash loses leaves no hole: the journal
+    /// keeps a prefix of the operations (it is cut at the first damaged
+    /// frame, and held-back operations reach it only in order).
     fn needs_sync(&self) -> bool {
         !matches!(self, Done::Nothing)
     }
@@ -184,6 +198,15 @@ impl Done {
 pub struct LogStore {
     state: Arc<Mutex<State>>,
     tx: mpsc::UnboundedSender<Job>,
+    /// The writer over a file, shared with its thread: a follower's
+    /// appends are written by the caller when the thread is idle (see
+    /// [`LogStore::append`]). None over a simulated disk.
+    writer: Option<Arc<Mutex<Writer>>>,
+    /// Jobs sent to the writer and not yet done.
+    queued: Arc<AtomicUsize>,
+    /// This member's id, once known ([`LogStore::for_member`]): entries
+    /// written under another leader are a follower's.
+    me: Option<u64>,
     pub stats: Arc<WalStats>,
 }
 
@@ -240,7 +263,7 @@ pub fn open(
         file.sync_all()?;
         allocated = whole as u64;
     }
-    let (store, writer, rx) = assemble(
+    let (mut store, writer, rx) = assemble(
         state,
         Backing::File {
             dir: dir.to_path_buf(),
@@ -251,9 +274,12 @@ pub fn open(
         segment_max_bytes,
         unsafe_no_fsync,
     );
+    let writer = Arc::new(Mutex::new(writer));
+    store.writer = Some(writer.clone());
+    let queued = store.queued.clone();
     std::thread::Builder::new()
         .name("raft-log".into())
-        .spawn(move || writer.run_thread(rx))?;
+        .spawn(move || Writer::run_thread(&writer, &queued, rx))?;
     Ok(store)
 }
 
@@ -279,7 +305,8 @@ fn open_sim(disk: crate::sim::SimDisk, segment_max_bytes: u64) -> LogStore {
         segment_max_bytes,
         false,
     );
-    tokio::spawn(writer.run_task(rx));
+    let queued = store.queued.clone();
+    tokio::spawn(writer.run_task(queued, rx));
     store
 }
 
@@ -338,10 +365,19 @@ fn assemble(
         size,
         segment_max_bytes,
         unsafe_no_fsync,
+        failed: false,
         state: state.clone(),
         stats: stats.clone(),
     };
-    (LogStore { state, tx, stats }, writer, rx)
+    let store = LogStore {
+        state,
+        tx,
+        writer: None,
+        queued: Arc::new(AtomicUsize::new(0)),
+        me: None,
+        stats,
+    };
+    (store, writer, rx)
 }
 
 struct Writer {
@@ -349,8 +385,15 @@ struct Writer {
     size: u64,
     segment_max_bytes: u64,
     unsafe_no_fsync: bool,
+    /// A write or sync failed: what the file holds is unknown, and every
+    /// later operation fails.
+    failed: bool,
     state: Arc<Mutex<State>>,
     stats: Arc<WalStats>,
+}
+
+fn lock_writer(w: &Mutex<Writer>) -> std::sync::MutexGuard<'_, Writer> {
+    w.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Jobs waiting besides `first` (up to a bound): one write and one sync
@@ -374,16 +417,28 @@ impl Writer {
     /// The writer thread over a file: write, sync, report, per batch. After
     /// a failed write or sync it stops (what the file holds is unknown):
     /// every later operation fails, and openraft stops this member.
-    fn run_thread(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
+    fn run_thread(
+        shared: &Mutex<Writer>,
+        queued: &AtomicUsize,
+        mut rx: mpsc::UnboundedReceiver<Job>,
+    ) {
         while let Some(first) = rx.blocking_recv() {
+            let mut w = lock_writer(shared);
             let (buf, dones) = take_batch(first, &mut rx);
-            let sync = dones.iter().any(Done::needs_sync);
-            let result = self.write_file(&buf, sync).map_err(|e| e.to_string());
-            if !self.finish_batch(&buf, dones, result) {
+            let n = dones.len();
+            let result = if w.failed {
+                Err("an earlier write or sync failed".to_string())
+            } else {
+                let sync = dones.iter().any(Done::needs_sync);
+                w.write_file(&buf, sync).map_err(|e| e.to_string())
+            };
+            let ok = w.finish_batch(&buf, dones, result);
+            queued.fetch_sub(n, Ordering::AcqRel);
+            if !ok {
                 return;
             }
-            if self.size > self.segment_max_bytes {
-                if let Err(e) = self.rewrite_file() {
+            if w.size > w.segment_max_bytes {
+                if let Err(e) = w.rewrite_file() {
                     tracing::error!("cannot rewrite the Raft log: {e}; keeping the old one");
                 }
             }
@@ -399,9 +454,12 @@ impl Writer {
                     .fetch_add(buf.len() as u64, Ordering::Relaxed);
                 self.size += buf.len() as u64;
             }
-            Err(e) => tracing::error!(
-                "cannot write the Raft log: {e}; this member stops taking part until restarted"
-            ),
+            Err(e) => {
+                self.failed = true;
+                tracing::error!(
+                    "cannot write the Raft log: {e}; this member stops taking part until restarted"
+                )
+            }
         }
         for d in dones {
             d.complete(&result);
@@ -475,9 +533,10 @@ impl Writer {
     /// before the sync's delay, so a crash during it finds the batch
     /// written but not synced.
     #[cfg(feature = "sim")]
-    async fn run_task(mut self, mut rx: mpsc::UnboundedReceiver<Job>) {
+    async fn run_task(mut self, queued: Arc<AtomicUsize>, mut rx: mpsc::UnboundedReceiver<Job>) {
         while let Some(first) = rx.recv().await {
             let (buf, dones) = take_batch(first, &mut rx);
+            queued.fetch_sub(dones.len(), Ordering::AcqRel);
             let Backing::Sim { disk, seq } = &self.backing else {
                 return;
             };
@@ -511,21 +570,74 @@ impl Writer {
     }
 }
 
+/// `frames`, after the operations held back in `state` (taken).
+fn with_unwritten(state: &mut State, frames: Vec<u8>) -> Vec<u8> {
+    if state.unwritten.is_empty() {
+        return frames;
+    }
+    let mut all = std::mem::take(&mut state.unwritten);
+    all.extend_from_slice(&frames);
+    all
+}
+
 impl LogStore {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Apply `op` in memory and queue it for the writer.
+    /// This member's store: entries written under another leader are then
+    /// appended as a follower's (see [`LogStore::append`]).
+    pub fn for_member(mut self, me: u64) -> LogStore {
+        self.me = Some(me);
+        self
+    }
+
+    /// Apply `op` in memory and queue it for the writer (an operation
+    /// nobody waits for is held back, see [`State::unwritten`]).
     fn record(&self, op: Op, done: Done) -> std::io::Result<()> {
         let frames = frame(&op);
         // Under the lock: the journal gets operations in the order they
         // were applied here.
         let mut state = self.lock();
         state.apply(op);
-        self.tx
-            .send(Job::Write { frames, done })
-            .map_err(|_| io_err("its writer stopped"))
+        if !done.needs_sync() && state.unwritten.len() + frames.len() <= UNWRITTEN_MAX_BYTES {
+            state.unwritten.extend_from_slice(&frames);
+            return Ok(());
+        }
+        let frames = with_unwritten(&mut state, frames);
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        self.tx.send(Job::Write { frames, done }).map_err(|_| {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            io_err("its writer stopped")
+        })
+    }
+
+    /// Apply `op` and write and sync it on this thread, if the writer
+    /// thread is idle (nothing queued, not writing) and the journal needs
+    /// no rewrite after it; else queue it as [`LogStore::record`] does.
+    /// Operations reach the file in the order they are applied either way:
+    /// nothing is queued before this one, and whatever is queued after it
+    /// waits for the writer, held here until this one is written.
+    fn record_here(&self, op: Op, done: Done) -> std::io::Result<()> {
+        let Some(shared) = &self.writer else {
+            return self.record(op, done);
+        };
+        let frames = frame(&op);
+        let mut state = self.lock();
+        let idle = self.queued.load(Ordering::Acquire) == 0;
+        let mut w = match shared.try_lock() {
+            Ok(w) if idle && !w.failed && w.size + frames.len() as u64 <= w.segment_max_bytes => w,
+            _ => {
+                drop(state);
+                return self.record(op, done);
+            }
+        };
+        state.apply(op);
+        let frames = with_unwritten(&mut state, frames);
+        drop(state);
+        let result = w.write_file(&frames, true).map_err(|e| e.to_string());
+        w.finish_batch(&frames, vec![done], result);
+        Ok(())
     }
 
     /// Apply `op`, and return once it is on disk.
@@ -616,7 +728,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.stats
             .records
             .fetch_add(entries.len() as u64, Ordering::Relaxed);
-        self.record(Op::Append { entries }, Done::Flushed(callback))
+        // A follower's entries (another leader's) are written and synced
+        // here when the writer is idle: a follower has nothing to do until
+        // they are on disk (its leader waits for the answer before sending
+        // more), and the two hand-overs between threads it saves are on
+        // the path of every decision. A leader's own appends go to the
+        // writer, which syncs them while its thread goes on (replicating
+        // them, among other things).
+        let theirs = entries
+            .last()
+            .is_some_and(|e| self.me.is_some_and(|me| e.log_id.leader_id.node_id != me));
+        let op = Op::Append { entries };
+        if theirs {
+            self.record_here(op, Done::Flushed(callback))
+        } else {
+            self.record(op, Done::Flushed(callback))
+        }
     }
 
     async fn truncate_after(&mut self, last: Option<LogId>) -> std::io::Result<()> {
@@ -637,6 +764,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 mod tests {
     use super::super::{CommittedLeaderId, Membership};
     use super::*;
+    use futures::FutureExt;
+    use openraft::type_config::TypeConfigExt;
     use openraft::vote::RaftLeaderId;
     use openraft::EntryPayload;
 
@@ -889,6 +1018,82 @@ mod tests {
         let vote = again.read_vote().await.unwrap().unwrap();
         assert_eq!(vote, Vote::new(4, 1), "same term and leader, not committed");
         assert!(!vote.committed);
+    }
+
+    fn entry_of(term: u64, leader: u64, index: u64) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, leader), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    /// The operations the journal's file holds.
+    fn ops_on_file(dir: &Path) -> Vec<Op> {
+        unframe(&std::fs::read(dir.join(JOURNAL)).unwrap()).0
+    }
+
+    /// A follower (member 2) appending its leader's (member 1) entries
+    /// writes and syncs them before `append` returns, on its own thread;
+    /// its own entries, as leader, are synced by the writer thread.
+    #[tokio::test]
+    async fn a_followers_entries_are_synced_before_append_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path(), 1 << 20, false).unwrap().for_member(2);
+        let (tx, rx) = TypeConfig::oneshot();
+        store
+            .append(vec![entry_of(3, 1, 1)], IOFlushed::signal(tx))
+            .await
+            .unwrap();
+        assert!(
+            matches!(rx.now_or_never(), Some(Ok(Ok(())))),
+            "reported synced when append returned"
+        );
+        assert_eq!(store.stats.syncs.load(Ordering::Relaxed), 1);
+        assert_eq!(ops_on_file(dir.path()).len(), 1);
+        // As leader of term 4: the writer thread syncs them.
+        let (tx, rx) = TypeConfig::oneshot();
+        store
+            .append(vec![entry_of(4, 2, 2)], IOFlushed::signal(tx))
+            .await
+            .unwrap();
+        rx.await.unwrap().unwrap();
+        assert_eq!(store.stats.syncs.load(Ordering::Relaxed), 2);
+        drop(store);
+        let mut again = open(dir.path(), 1 << 20, false).unwrap();
+        let st = again.get_log_state().await.unwrap();
+        assert_eq!(st.last_log_id, Some(entry_of(4, 2, 2).log_id));
+    }
+
+    /// A saved commit index (nobody waits for it) is held back, and
+    /// written in order in front of the next operation that is waited for.
+    #[tokio::test]
+    async fn operations_nobody_waits_for_go_in_front_of_the_next_synced_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = open(dir.path(), 1 << 20, false).unwrap().for_member(2);
+        store
+            .record_synced(Op::Append {
+                entries: vec![entry_of(3, 1, 1)],
+            })
+            .await
+            .unwrap();
+        let committed = Some(entry_of(3, 1, 1).log_id);
+        store.save_committed(committed).await.unwrap();
+        assert_eq!(store.read_committed().await.unwrap(), committed);
+        assert_eq!(ops_on_file(dir.path()).len(), 1, "not written yet");
+        let (tx, rx) = TypeConfig::oneshot();
+        store
+            .append(vec![entry_of(3, 1, 2)], IOFlushed::signal(tx))
+            .await
+            .unwrap();
+        assert!(matches!(rx.now_or_never(), Some(Ok(Ok(())))));
+        let ops = ops_on_file(dir.path());
+        assert!(
+            matches!(ops.as_slice(), [Op::Append { .. }, Op::Committed { committed: c }, Op::Append { .. }] if *c == committed),
+            "the commit index goes in front of the next append"
+        );
+        drop(store);
+        let mut again = open(dir.path(), 1 << 20, false).unwrap();
+        assert_eq!(again.read_committed().await.unwrap(), committed);
     }
 
     #[tokio::test]
