@@ -2,7 +2,9 @@
 //! the leader made durable. It is a coordinator core fed the committed
 //! records ([`Coordinator::replay`]): the decisions not yet ended, the
 //! outcomes of client-named transactions, heuristic outcomes and the
-//! participant membership. A new leader rebuilds its own core from it
+//! participant membership. Ordinary commit decisions wait beside the core
+//! until their end (most of them never need it; see
+//! [`Machine::apply_record`]). A new leader rebuilds its own core from it
 //! ([`Machine::live_records`]), as a restarted coordinator does from its log.
 //!
 //! Snapshots are the live records; the latest is kept in `snapshot.json`
@@ -11,12 +13,13 @@
 
 use super::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::protocol::coordinator::{Coordinator, CoordinatorOptions};
-use crate::protocol::Record;
+use crate::protocol::{Record, TxnId};
 use futures::{Stream, TryStreamExt};
 use openraft::alias::SnapshotOf;
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -38,6 +41,17 @@ pub struct Machine {
     applied: Option<LogId>,
     membership: StoredMembership,
     core: Coordinator,
+    /// Commit decisions of ordinary transactions (not client-named) not
+    /// yet ended, by id, as their records: most of what a member applies
+    /// is such a decision and, a little later, its end, which the core
+    /// would make into a transaction and then into history that nothing
+    /// reads. They are kept outside the core until something else about
+    /// them comes (see [`Machine::apply_record`]), and are live records.
+    ordinary: BTreeMap<TxnId, Record>,
+    /// The decisions of `ordinary` that ended, oldest first, as many as
+    /// the core's history keeps: a heuristic outcome reported after the
+    /// end finds its transaction here, as it would in the core's history.
+    ended: VecDeque<Record>,
     opts: CoordinatorOptions,
     /// The coordinator's clock: milliseconds since this instant.
     started: tokio::time::Instant,
@@ -69,6 +83,8 @@ impl MachineHandle {
             applied: None,
             membership: StoredMembership::default(),
             core: Coordinator::new(opts.clone(), millis_since(started)),
+            ordinary: BTreeMap::new(),
+            ended: VecDeque::new(),
             opts,
             started,
             snapshot: None,
@@ -99,7 +115,7 @@ impl MachineHandle {
 
     /// What a new leader's core is rebuilt from.
     pub fn live_records(&self) -> Vec<Record> {
-        self.lock().core.live_records()
+        self.lock().live_records()
     }
 
     /// The last applied log index.
@@ -111,8 +127,58 @@ impl MachineHandle {
 impl Machine {
     fn install(&mut self, meta: SnapshotMeta, records: &[Record]) {
         self.core = Coordinator::recover(self.opts.clone(), millis_since(self.started), records);
+        self.ordinary.clear();
+        self.ended.clear();
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership;
+    }
+
+    /// The core's live records, then the ordinary decisions not ended.
+    fn live_records(&self) -> Vec<Record> {
+        let mut v = self.core.live_records();
+        v.extend(self.ordinary.values().cloned());
+        v
+    }
+
+    /// Apply one committed record. An ordinary commit decision (not
+    /// client-named, of a transaction the core does not know) waits in
+    /// `ordinary`; its end moves it to `ended`. Anything else about such a
+    /// transaction (a heuristic outcome, above all) first gives the core
+    /// its decision (and end), so the core sees every transaction it has
+    /// to keep exactly as if it had applied every record itself.
+    fn apply_record(&mut self, now: crate::protocol::Millis, r: Record) {
+        match &r {
+            Record::Decision {
+                txn,
+                decision: crate::protocol::Decision::Commit,
+                client_named: false,
+                ..
+            } if !self.core.knows(txn) => {
+                self.ordinary.insert(txn.clone(), r);
+                return;
+            }
+            Record::End { txn } => {
+                if let Some(d) = self.ordinary.remove(txn) {
+                    self.ended.push_back(d);
+                    if self.ended.len() > self.opts.history_limit {
+                        self.ended.pop_front();
+                    }
+                    return;
+                }
+            }
+            _ => {}
+        }
+        if let Some(txn) = r.txn() {
+            if let Some(d) = self.ordinary.remove(txn) {
+                self.core.replay(now, &d);
+            } else if let Some(at) = self.ended.iter().rposition(|d| d.txn() == Some(txn)) {
+                if let Some(d) = self.ended.remove(at) {
+                    self.core.replay(now, &d);
+                    self.core.replay(now, &Record::End { txn: txn.clone() });
+                }
+            }
+        }
+        self.core.replay(now, &r);
     }
 
     /// Keep `records` as the snapshot `meta`, on disk first.
@@ -176,7 +242,7 @@ impl RaftSnapshotBuilder<TypeConfig> for MachineHandle {
 
     async fn build_snapshot(&mut self) -> std::io::Result<SnapshotOf<TypeConfig, Vec<u8>>> {
         let mut m = self.lock();
-        let records = m.core.live_records();
+        let records = m.live_records();
         let meta = SnapshotMeta {
             last_log_id: m.applied,
             last_membership: m.membership.clone(),
@@ -211,8 +277,8 @@ impl RaftStateMachine<TypeConfig> for MachineHandle {
                 match e.payload {
                     EntryPayload::Blank => {}
                     EntryPayload::Normal(batch) => {
-                        for r in &batch.records {
-                            m.core.replay(now, r);
+                        for r in batch.records {
+                            m.apply_record(now, r);
                         }
                     }
                     EntryPayload::Membership(mem) => {
@@ -262,6 +328,145 @@ mod tests {
     use super::super::{CommittedLeaderId, Member, Membership};
     use super::*;
     use openraft::vote::RaftLeaderId;
+
+    /// The records of the test below: 1..=8 decided; 1..=6 ended (5
+    /// client-named, its outcome in place of the end); a heuristic outcome
+    /// before the end (2), right after it (3), on one not ended (7), and
+    /// last on the first one (1).
+    fn mixed_records() -> Vec<Record> {
+        use crate::protocol::heuristic::{Heuristic, HeuristicKind};
+        use crate::protocol::Decision;
+        let id = |i: u32| TxnId(format!("t-{i:02}"));
+        let ps: Vec<crate::protocol::ParticipantId> = vec!["p1".into(), "p2".into()];
+        let heuristic = |i: u32| Record::Heuristic {
+            txn: id(i),
+            decision: Decision::Commit,
+            participant: "p2".into(),
+            heuristic: Heuristic {
+                kind: HeuristicKind::Mixed,
+                detail: format!("rolled back t-{i:02} by hand"),
+            },
+        };
+        let mut records = vec![Record::Joined {
+            participant: "p1".into(),
+        }];
+        for i in 1..=8 {
+            records.push(Record::Decision {
+                txn: id(i),
+                decision: Decision::Commit,
+                participants: ps.clone(),
+                client_named: i == 5,
+            });
+        }
+        records.push(heuristic(2));
+        for i in 1..=6 {
+            records.push(match i {
+                5 => Record::Outcome {
+                    txn: id(5),
+                    decision: Decision::Commit,
+                    participants: ps.clone(),
+                },
+                _ => Record::End { txn: id(i) },
+            });
+        }
+        records.push(heuristic(3));
+        records.push(heuristic(7));
+        records.push(heuristic(1));
+        records
+    }
+
+    fn sorted_json(v: Vec<Record>) -> Vec<String> {
+        let mut v: Vec<String> = v
+            .iter()
+            .map(|r| serde_json::to_string(r).unwrap())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Ordinary decisions kept outside the core give the same live records
+    /// as a core fed every record: those not ended are live, those ended
+    /// are not, and a heuristic outcome reported before or after the end
+    /// comes back with the transaction's decision, participants and end.
+    #[test]
+    fn ordinary_decisions_outside_the_core_leave_the_same_live_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = CoordinatorOptions::default();
+        let h = MachineHandle::open(
+            dir.path().to_path_buf(),
+            opts.clone(),
+            tokio::time::Instant::now(),
+        )
+        .unwrap();
+        let records = mixed_records();
+        let mut core = Coordinator::new(opts, 0);
+        for r in &records {
+            core.replay(0, r);
+        }
+        {
+            let mut m = h.lock();
+            for r in records {
+                m.apply_record(0, r);
+            }
+            let waiting: Vec<&str> = m.ordinary.keys().map(|t| t.0.as_str()).collect();
+            assert_eq!(waiting, ["t-08"], "only 8 waits outside the core");
+            assert_eq!(m.ended.len(), 2, "4 and 6 ended without anything more");
+        }
+        let expected = sorted_json(core.live_records());
+        assert!(
+            expected
+                .iter()
+                .any(|r| r.contains("t-03") && r.contains("\"end\"")),
+            "the core brings back 3 ended: {expected:?}"
+        );
+        assert_eq!(sorted_json(h.live_records()), expected);
+    }
+
+    /// The ended ordinary decisions are bounded by the core's history
+    /// window, and do not count against the core's own: a client-named
+    /// outcome stays known however many ordinary transactions end after it.
+    #[test]
+    fn ended_ordinary_decisions_are_kept_as_long_as_the_history_window() {
+        use crate::protocol::Decision;
+        let dir = tempfile::tempdir().unwrap();
+        let opts = CoordinatorOptions {
+            history_limit: 2,
+            ..CoordinatorOptions::default()
+        };
+        let h = MachineHandle::open(dir.path().to_path_buf(), opts, tokio::time::Instant::now())
+            .unwrap();
+        let id = |i: u32| TxnId(format!("t-{i:02}"));
+        let ps: Vec<crate::protocol::ParticipantId> = vec!["p1".into()];
+        let mut m = h.lock();
+        m.apply_record(
+            0,
+            Record::Outcome {
+                txn: id(0),
+                decision: Decision::Commit,
+                participants: ps.clone(),
+            },
+        );
+        for i in 1..=10 {
+            m.apply_record(
+                0,
+                Record::Decision {
+                    txn: id(i),
+                    decision: Decision::Commit,
+                    participants: ps.clone(),
+                    client_named: false,
+                },
+            );
+            m.apply_record(0, Record::End { txn: id(i) });
+        }
+        assert_eq!(m.ended.len(), 2);
+        assert!(m.ordinary.is_empty());
+        let live = sorted_json(m.live_records());
+        assert!(
+            live.iter()
+                .any(|r| r.contains("t-00") && r.contains("outcome")),
+            "the client-named outcome is still known: {live:?}"
+        );
+    }
 
     /// A snapshot on disk (meta with the membership, and the records)
     /// reads back into the same state.

@@ -258,6 +258,12 @@ impl Coordinator {
         (self.committed, self.aborted, self.in_prepare)
     }
 
+    /// Does the core know `id`, active or remembered? (Without searching
+    /// its history.)
+    pub fn knows(&self, id: &TxnId) -> bool {
+        self.active.contains_key(id) || self.history_index.contains_key(id)
+    }
+
     /// Decision counters and phase latency histograms.
     /// Submits queued until the cluster is ready, oldest first: each
     /// client's connection and request id. Read-only, for tests and
