@@ -277,7 +277,15 @@ impl RaftStateMachine<TypeConfig> for MachineHandle {
                 match e.payload {
                     EntryPayload::Blank => {}
                     EntryPayload::Normal(batch) => {
-                        for r in batch.records {
+                        let records = batch.records().map_err(|why| {
+                            sm_err(format!(
+                                "committed entry {} holds records this member cannot read \
+                                 ({why}): run every member of the group on the same twopc \
+                                 version",
+                                e.log_id
+                            ))
+                        })?;
+                        for r in records {
                             m.apply_record(now, r);
                         }
                     }

@@ -50,15 +50,44 @@ impl std::fmt::Display for Member {
     }
 }
 
-/// One Raft entry: the records a leader's turn persisted, in order.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// One Raft entry: the records a leader's turn persisted, in order, kept
+/// as their JSON list. The leader encodes them once; every member's
+/// journal and every AppendEntries carry that text as it is, and a member
+/// decodes it once, when it applies the entry. (The same JSON as a list of
+/// records in the entry: journals written before read back unchanged.)
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Batch {
-    pub records: Vec<Record>,
+    records: Box<serde_json::value::RawValue>,
+}
+
+impl Batch {
+    pub fn new(records: &[Record]) -> Batch {
+        let text = serde_json::to_string(records).unwrap_or_else(|_| "[]".into());
+        Batch {
+            records: serde_json::value::RawValue::from_string(text)
+                .unwrap_or_else(|_| Self::empty_list()),
+        }
+    }
+
+    fn empty_list() -> Box<serde_json::value::RawValue> {
+        serde_json::value::RawValue::from_string("[]".into()).expect("an empty list is JSON")
+    }
+
+    /// The records, decoded.
+    pub fn records(&self) -> Result<Vec<Record>, serde_json::Error> {
+        serde_json::from_str(self.records.get())
+    }
+}
+
+impl PartialEq for Batch {
+    fn eq(&self, other: &Batch) -> bool {
+        self.records.get() == other.records.get()
+    }
 }
 
 impl std::fmt::Display for Batch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} records", self.records.len())
+        write!(f, "{} bytes of records", self.records.get().len())
     }
 }
 
@@ -711,7 +740,7 @@ async fn propose(
                 // Durable once committed (on a majority's disks): the
                 // leader's own apply of the entry is not waited for.
                 let (responder, committed, reply) = openraft::impls::ProgressResponder::new();
-                match raft.client_write_ff(Batch { records }, Some(responder)).await {
+                match raft.client_write_ff(Batch::new(&records), Some(responder)).await {
                     Ok(()) => {
                         if crate::sim::bug(crate::sim::Bug::GroupDecisionBeforeCommitted) {
                             durable.send_replace(end);
@@ -796,13 +825,7 @@ pub async fn await_leadership(
             tracing::debug!(?check, "await_leadership: linearizable");
             let barrier = async {
                 check.ok()?.ok()?;
-                group
-                    .raft
-                    .client_write(Batch {
-                        records: Vec::new(),
-                    })
-                    .await
-                    .ok()
+                group.raft.client_write(Batch::new(&[])).await.ok()
             };
             let applied = tokio::time::timeout(
                 Duration::from_millis(group.cfg.election_timeout_ms * 2),
@@ -870,6 +893,42 @@ pub async fn watch_leadership(group: Group, term: u64, lost: CancellationToken) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A batch is the JSON of its records, encoded once: the same text as
+    /// an entry of a list of records (what journals written before hold),
+    /// and it reads back from either.
+    #[test]
+    fn a_batch_is_its_records_json_and_reads_back_from_the_older_form() {
+        #[derive(Serialize)]
+        struct Older {
+            records: Vec<Record>,
+        }
+        let records = vec![
+            Record::Decision {
+                txn: crate::protocol::TxnId("t-1".into()),
+                decision: crate::protocol::Decision::Commit,
+                participants: vec!["p1".into(), "p2".into()],
+                client_named: false,
+            },
+            Record::End {
+                txn: crate::protocol::TxnId("t-1".into()),
+            },
+        ];
+        let older = serde_json::to_string(&Older {
+            records: records.clone(),
+        })
+        .unwrap();
+        let batch = Batch::new(&records);
+        assert_eq!(serde_json::to_string(&batch).unwrap(), older);
+        let back: Batch = serde_json::from_str(&older).unwrap();
+        assert_eq!(back, batch);
+        assert_eq!(back.records().unwrap(), records);
+        let bad: Batch = serde_json::from_str(r#"{"records":[{"kind":"no such kind"}]}"#).unwrap();
+        assert!(
+            bad.records().is_err(),
+            "records this build cannot read are an error"
+        );
+    }
 
     #[test]
     fn records_nobody_waits_for_wait_for_a_forced_one_a_little() {

@@ -343,7 +343,7 @@ pub fn records_in_journal(bytes: &[u8]) -> Vec<crate::protocol::Record> {
         .entries
         .into_values()
         .filter_map(|e| match e.payload {
-            openraft::EntryPayload::Normal(batch) => Some(batch.records),
+            openraft::EntryPayload::Normal(batch) => batch.records().ok(),
             _ => None,
         })
         .flatten()
@@ -954,11 +954,11 @@ mod tests {
         // A batch past the zeros extends the file by whole steps.
         let big = Entry {
             log_id: entry(1, 6).log_id,
-            payload: EntryPayload::Normal(super::super::Batch {
-                records: vec![crate::protocol::Record::End {
+            payload: EntryPayload::Normal(super::super::Batch::new(&[
+                crate::protocol::Record::End {
                     txn: crate::protocol::TxnId("x".repeat(1 << 20)),
-                }],
-            }),
+                },
+            ])),
         };
         again
             .record_synced(Op::Append { entries: vec![big] })
