@@ -13,12 +13,15 @@
 
 use super::{LogId, SnapshotMeta, StoredMembership, TypeConfig};
 use crate::protocol::coordinator::{Coordinator, CoordinatorOptions};
+use crate::protocol::Millis;
 use crate::protocol::{Record, TxnId};
 use futures::{Stream, TryStreamExt};
 use openraft::alias::SnapshotOf;
 use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -28,6 +31,20 @@ const SNAPSHOT: &str = "snapshot.json";
 /// The cores' milliseconds: since `started`.
 fn millis_since(started: tokio::time::Instant) -> crate::protocol::Millis {
     started.elapsed().as_millis() as crate::protocol::Millis
+}
+
+/// What [`Machine::apply_raw`] reads of a record before deciding whether
+/// to decode it.
+#[derive(Deserialize)]
+struct Peek<'a> {
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    txn: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    decision: Option<Cow<'a, str>>,
+    #[serde(default)]
+    client_named: bool,
 }
 
 /// A snapshot as kept on disk.
@@ -42,16 +59,17 @@ pub struct Machine {
     membership: StoredMembership,
     core: Coordinator,
     /// Commit decisions of ordinary transactions (not client-named) not
-    /// yet ended, by id, as their records: most of what a member applies
-    /// is such a decision and, a little later, its end, which the core
-    /// would make into a transaction and then into history that nothing
-    /// reads. They are kept outside the core until something else about
-    /// them comes (see [`Machine::apply_record`]), and are live records.
-    ordinary: BTreeMap<TxnId, Record>,
+    /// yet ended, by transaction id, as the JSON of their records: most of
+    /// what a member applies is such a decision and, a little later, its
+    /// end, which the core would make into a transaction and then into
+    /// history that nothing reads. They wait here, undecoded, until
+    /// something else about them comes (see [`Machine::apply_record`]),
+    /// and are live records.
+    ordinary: BTreeMap<String, Box<RawValue>>,
     /// The decisions of `ordinary` that ended, oldest first, as many as
     /// the core's history keeps: a heuristic outcome reported after the
     /// end finds its transaction here, as it would in the core's history.
-    ended: VecDeque<Record>,
+    ended: VecDeque<(String, Box<RawValue>)>,
     opts: CoordinatorOptions,
     /// The coordinator's clock: milliseconds since this instant.
     started: tokio::time::Instant,
@@ -136,17 +154,57 @@ impl Machine {
     /// The core's live records, then the ordinary decisions not ended.
     fn live_records(&self) -> Vec<Record> {
         let mut v = self.core.live_records();
-        v.extend(self.ordinary.values().cloned());
+        v.extend(
+            self.ordinary
+                .values()
+                .filter_map(|raw| serde_json::from_str(raw.get()).ok()),
+        );
         v
     }
 
-    /// Apply one committed record. An ordinary commit decision (not
-    /// client-named, of a transaction the core does not know) waits in
-    /// `ordinary`; its end moves it to `ended`. Anything else about such a
-    /// transaction (a heuristic outcome, above all) first gives the core
-    /// its decision (and end), so the core sees every transaction it has
-    /// to keep exactly as if it had applied every record itself.
-    fn apply_record(&mut self, now: crate::protocol::Millis, r: Record) {
+    /// Apply one committed record, as its JSON. An ordinary commit
+    /// decision (not client-named, of a transaction the core does not
+    /// know) is kept as it is in `ordinary`, and its end moves it to
+    /// `ended`, without decoding either; anything else is decoded and
+    /// applied by [`Machine::apply_record`].
+    fn apply_raw(&mut self, now: Millis, raw: &RawValue) -> Result<(), serde_json::Error> {
+        let peek: Peek = serde_json::from_str(raw.get())?;
+        match (&*peek.kind, peek.txn) {
+            ("decision", Some(txn))
+                if peek.decision.as_deref() == Some("commit") && !peek.client_named =>
+            {
+                let id = TxnId(txn.into_owned());
+                if !self.core.knows(&id) {
+                    self.ordinary.insert(id.0, raw.to_owned());
+                    return Ok(());
+                }
+            }
+            ("end", Some(txn)) => {
+                if let Some((id, d)) = self.ordinary.remove_entry(&*txn) {
+                    self.end_ordinary(id, d);
+                    return Ok(());
+                }
+            }
+            _ => {}
+        }
+        self.apply_record(now, serde_json::from_str(raw.get())?);
+        Ok(())
+    }
+
+    fn end_ordinary(&mut self, id: String, decision: Box<RawValue>) {
+        self.ended.push_back((id, decision));
+        if self.ended.len() > self.opts.history_limit {
+            self.ended.pop_front();
+        }
+    }
+
+    /// Apply one committed record: ordinary decisions and their ends as
+    /// [`Machine::apply_raw`] does; anything else about a transaction that
+    /// waits in `ordinary`, or a heuristic outcome about one in `ended`,
+    /// first gives the core its decision (and end), so the core sees every
+    /// transaction it has to keep exactly as if it had applied every record
+    /// itself.
+    fn apply_record(&mut self, now: Millis, r: Record) {
         match &r {
             Record::Decision {
                 txn,
@@ -154,26 +212,37 @@ impl Machine {
                 client_named: false,
                 ..
             } if !self.core.knows(txn) => {
-                self.ordinary.insert(txn.clone(), r);
-                return;
+                if let Ok(raw) = serde_json::value::to_raw_value(&r) {
+                    self.ordinary.insert(txn.0.clone(), raw);
+                    return;
+                }
             }
             Record::End { txn } => {
-                if let Some(d) = self.ordinary.remove(txn) {
-                    self.ended.push_back(d);
-                    if self.ended.len() > self.opts.history_limit {
-                        self.ended.pop_front();
-                    }
+                if let Some((id, d)) = self.ordinary.remove_entry(txn.0.as_str()) {
+                    self.end_ordinary(id, d);
                     return;
                 }
             }
             _ => {}
         }
         if let Some(txn) = r.txn() {
-            if let Some(d) = self.ordinary.remove(txn) {
-                self.core.replay(now, &d);
-            } else if let Some(at) = self.ended.iter().rposition(|d| d.txn() == Some(txn)) {
-                if let Some(d) = self.ended.remove(at) {
+            // Only a heuristic outcome comes after a commit's end (the
+            // search of `ended` is linear, and rare).
+            let waiting = match self.ordinary.remove(txn.0.as_str()) {
+                Some(d) => Some((d, false)),
+                None if matches!(r, Record::Heuristic { .. }) => self
+                    .ended
+                    .iter()
+                    .rposition(|(id, _)| *id == txn.0)
+                    .and_then(|at| self.ended.remove(at))
+                    .map(|(_, d)| (d, true)),
+                None => None,
+            };
+            if let Some((d, ended)) = waiting {
+                if let Ok(d) = serde_json::from_str::<Record>(d.get()) {
                     self.core.replay(now, &d);
+                }
+                if ended {
                     self.core.replay(now, &Record::End { txn: txn.clone() });
                 }
             }
@@ -277,16 +346,16 @@ impl RaftStateMachine<TypeConfig> for MachineHandle {
                 match e.payload {
                     EntryPayload::Blank => {}
                     EntryPayload::Normal(batch) => {
-                        let records = batch.records().map_err(|why| {
+                        let unreadable = |why: serde_json::Error| {
                             sm_err(format!(
                                 "committed entry {} holds records this member cannot read \
                                  ({why}): run every member of the group on the same twopc \
                                  version",
                                 e.log_id
                             ))
-                        })?;
-                        for r in records {
-                            m.apply_record(now, r);
+                        };
+                        for raw in batch.raw_records().map_err(unreadable)? {
+                            m.apply_raw(now, raw).map_err(unreadable)?;
                         }
                     }
                     EntryPayload::Membership(mem) => {
@@ -336,6 +405,16 @@ mod tests {
     use super::super::{CommittedLeaderId, Member, Membership};
     use super::*;
     use openraft::vote::RaftLeaderId;
+
+    /// Apply `r` as a member does: from its JSON.
+    fn apply(m: &mut Machine, r: Record) {
+        m.apply_raw(0, &serde_json::value::to_raw_value(&r).unwrap())
+            .unwrap();
+    }
+
+    fn machine(dir: &Path, opts: CoordinatorOptions) -> MachineHandle {
+        MachineHandle::open(dir.to_path_buf(), opts, tokio::time::Instant::now()).unwrap()
+    }
 
     /// The records of the test below: 1..=8 decided; 1..=6 ended (5
     /// client-named, its outcome in place of the end); a heuristic outcome
@@ -400,12 +479,7 @@ mod tests {
     fn ordinary_decisions_outside_the_core_leave_the_same_live_records() {
         let dir = tempfile::tempdir().unwrap();
         let opts = CoordinatorOptions::default();
-        let h = MachineHandle::open(
-            dir.path().to_path_buf(),
-            opts.clone(),
-            tokio::time::Instant::now(),
-        )
-        .unwrap();
+        let h = machine(dir.path(), opts.clone());
         let records = mixed_records();
         let mut core = Coordinator::new(opts, 0);
         for r in &records {
@@ -414,9 +488,9 @@ mod tests {
         {
             let mut m = h.lock();
             for r in records {
-                m.apply_record(0, r);
+                apply(&mut m, r);
             }
-            let waiting: Vec<&str> = m.ordinary.keys().map(|t| t.0.as_str()).collect();
+            let waiting: Vec<&str> = m.ordinary.keys().map(|t| t.as_str()).collect();
             assert_eq!(waiting, ["t-08"], "only 8 waits outside the core");
             assert_eq!(m.ended.len(), 2, "4 and 6 ended without anything more");
         }
@@ -441,13 +515,12 @@ mod tests {
             history_limit: 2,
             ..CoordinatorOptions::default()
         };
-        let h = MachineHandle::open(dir.path().to_path_buf(), opts, tokio::time::Instant::now())
-            .unwrap();
+        let h = machine(dir.path(), opts);
         let id = |i: u32| TxnId(format!("t-{i:02}"));
         let ps: Vec<crate::protocol::ParticipantId> = vec!["p1".into()];
         let mut m = h.lock();
-        m.apply_record(
-            0,
+        apply(
+            &mut m,
             Record::Outcome {
                 txn: id(0),
                 decision: Decision::Commit,
@@ -455,8 +528,8 @@ mod tests {
             },
         );
         for i in 1..=10 {
-            m.apply_record(
-                0,
+            apply(
+                &mut m,
                 Record::Decision {
                     txn: id(i),
                     decision: Decision::Commit,
@@ -464,7 +537,7 @@ mod tests {
                     client_named: false,
                 },
             );
-            m.apply_record(0, Record::End { txn: id(i) });
+            apply(&mut m, Record::End { txn: id(i) });
         }
         assert_eq!(m.ended.len(), 2);
         assert!(m.ordinary.is_empty());
@@ -482,12 +555,7 @@ mod tests {
     fn a_kept_snapshot_reopens_with_its_membership_and_records() {
         let dir = tempfile::tempdir().unwrap();
         let opts = CoordinatorOptions::default();
-        let h = MachineHandle::open(
-            dir.path().to_path_buf(),
-            opts.clone(),
-            tokio::time::Instant::now(),
-        )
-        .unwrap();
+        let h = machine(dir.path(), opts.clone());
         let members: std::collections::BTreeMap<u64, Member> = (1..=3)
             .map(|i| {
                 (
@@ -516,9 +584,7 @@ mod tests {
             m.install(meta.clone(), &records);
             m.keep(meta, records).unwrap();
         }
-        let again =
-            MachineHandle::open(dir.path().to_path_buf(), opts, tokio::time::Instant::now())
-                .unwrap();
+        let again = machine(dir.path(), opts);
         assert_eq!(again.applied(), Some(40));
         let live = again.live_records();
         assert!(

@@ -77,6 +77,11 @@ impl Batch {
     pub fn records(&self) -> Result<Vec<Record>, serde_json::Error> {
         serde_json::from_str(self.records.get())
     }
+
+    /// The JSON of each record, in order.
+    pub fn raw_records(&self) -> Result<Vec<&serde_json::value::RawValue>, serde_json::Error> {
+        serde_json::from_str(self.records.get())
+    }
 }
 
 impl PartialEq for Batch {

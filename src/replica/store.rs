@@ -423,21 +423,28 @@ impl Writer {
         mut rx: mpsc::UnboundedReceiver<Job>,
     ) {
         while let Some(first) = rx.blocking_recv() {
-            let mut w = lock_writer(shared);
             let (buf, dones) = take_batch(first, &mut rx);
-            let n = dones.len();
+            let mut w = lock_writer(shared);
             let result = if w.failed {
                 Err("an earlier write or sync failed".to_string())
             } else {
                 let sync = dones.iter().any(Done::needs_sync);
                 w.write_file(&buf, sync).map_err(|e| e.to_string())
             };
-            let ok = w.finish_batch(&buf, dones, result);
-            queued.fetch_sub(n, Ordering::AcqRel);
+            let ok = w.note_batch(&buf, &result);
+            let rewrite = w.size > w.segment_max_bytes;
+            // The writer is idle before anyone hears back: an append that
+            // follows at once may be written by its caller.
+            drop(w);
+            queued.fetch_sub(dones.len(), Ordering::AcqRel);
+            for d in dones {
+                d.complete(&result);
+            }
             if !ok {
                 return;
             }
-            if w.size > w.segment_max_bytes {
+            if rewrite {
+                let mut w = lock_writer(shared);
                 if let Err(e) = w.rewrite_file() {
                     tracing::error!("cannot rewrite the Raft log: {e}; keeping the old one");
                 }
@@ -447,7 +454,17 @@ impl Writer {
 
     /// Report a batch's result; false when the writer must stop.
     fn finish_batch(&mut self, buf: &[u8], dones: Vec<Done>, result: Result<(), String>) -> bool {
-        match &result {
+        let ok = self.note_batch(buf, &result);
+        for d in dones {
+            d.complete(&result);
+        }
+        ok
+    }
+
+    /// Count a batch written, or note that writing failed; false when the
+    /// writer must stop.
+    fn note_batch(&mut self, buf: &[u8], result: &Result<(), String>) -> bool {
+        match result {
             Ok(()) => {
                 self.stats
                     .bytes
@@ -460,9 +477,6 @@ impl Writer {
                     "cannot write the Raft log: {e}; this member stops taking part until restarted"
                 )
             }
-        }
-        for d in dones {
-            d.complete(&result);
         }
         result.is_ok()
     }
@@ -1070,12 +1084,12 @@ mod tests {
     async fn operations_nobody_waits_for_go_in_front_of_the_next_synced_one() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = open(dir.path(), 1 << 20, false).unwrap().for_member(2);
+        let (tx, rx) = TypeConfig::oneshot();
         store
-            .record_synced(Op::Append {
-                entries: vec![entry_of(3, 1, 1)],
-            })
+            .append(vec![entry_of(3, 1, 1)], IOFlushed::signal(tx))
             .await
             .unwrap();
+        assert!(matches!(rx.now_or_never(), Some(Ok(Ok(())))));
         let committed = Some(entry_of(3, 1, 1).log_id);
         store.save_committed(committed).await.unwrap();
         assert_eq!(store.read_committed().await.unwrap(), committed);
