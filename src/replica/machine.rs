@@ -131,8 +131,10 @@ impl MachineHandle {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// What a new leader's core is rebuilt from.
-    pub fn live_records(&self) -> Vec<Record> {
+    /// What a new leader's core is rebuilt from. An error when a commit
+    /// decision kept undecoded cannot be read (see [`Machine::apply_raw`]):
+    /// leading without it would lose it.
+    pub fn live_records(&self) -> Result<Vec<Record>, String> {
         self.lock().live_records()
     }
 
@@ -152,14 +154,17 @@ impl Machine {
     }
 
     /// The core's live records, then the ordinary decisions not ended.
-    fn live_records(&self) -> Vec<Record> {
+    fn live_records(&self) -> Result<Vec<Record>, String> {
         let mut v = self.core.live_records();
-        v.extend(
-            self.ordinary
-                .values()
-                .filter_map(|raw| serde_json::from_str(raw.get()).ok()),
-        );
-        v
+        for (txn, raw) in &self.ordinary {
+            v.push(serde_json::from_str(raw.get()).map_err(|e| {
+                format!(
+                    "the group's state holds the commit decision of {txn} in a form this member \
+                     cannot read ({e}); run every member of the group on the same twopc version"
+                )
+            })?);
+        }
+        Ok(v)
     }
 
     /// Apply one committed record, as its JSON. An ordinary commit
@@ -311,7 +316,7 @@ impl RaftSnapshotBuilder<TypeConfig> for MachineHandle {
 
     async fn build_snapshot(&mut self) -> std::io::Result<SnapshotOf<TypeConfig, Vec<u8>>> {
         let mut m = self.lock();
-        let records = m.live_records();
+        let records = m.live_records().map_err(sm_err)?;
         let meta = SnapshotMeta {
             last_log_id: m.applied,
             last_membership: m.membership.clone(),
@@ -501,7 +506,26 @@ mod tests {
                 .any(|r| r.contains("t-03") && r.contains("\"end\"")),
             "the core brings back 3 ended: {expected:?}"
         );
-        assert_eq!(sorted_json(h.live_records()), expected);
+        assert_eq!(sorted_json(h.live_records().unwrap()), expected);
+    }
+
+    /// A commit decision kept undecoded that cannot be read is an error
+    /// when the live records are asked for (a new leader would otherwise
+    /// lose it), naming the transaction.
+    #[test]
+    fn an_unreadable_decision_kept_undecoded_fails_the_live_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = machine(dir.path(), CoordinatorOptions::default());
+        let raw = RawValue::from_string(
+            r#"{"kind":"decision","txn":"t-9","decision":"commit","participants":5}"#.into(),
+        )
+        .unwrap();
+        h.lock().apply_raw(0, &raw).unwrap();
+        let err = h.live_records().unwrap_err();
+        assert!(
+            err.contains("t-9") && err.contains("same twopc version"),
+            "{err}"
+        );
     }
 
     /// The ended ordinary decisions are bounded by the core's history
@@ -541,7 +565,7 @@ mod tests {
         }
         assert_eq!(m.ended.len(), 2);
         assert!(m.ordinary.is_empty());
-        let live = sorted_json(m.live_records());
+        let live = sorted_json(m.live_records().unwrap());
         assert!(
             live.iter()
                 .any(|r| r.contains("t-00") && r.contains("outcome")),
@@ -586,7 +610,7 @@ mod tests {
         }
         let again = machine(dir.path(), opts);
         assert_eq!(again.applied(), Some(40));
-        let live = again.live_records();
+        let live = again.live_records().unwrap();
         assert!(
             live.iter().any(
                 |r| matches!(r, Record::Decision { txn: t, client_named: true, .. } if *t == txn)

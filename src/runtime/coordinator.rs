@@ -320,7 +320,11 @@ async fn run_member(
             // what is durable (as with a single coordinator's log).
             Err(why) => return Err(crate::wal::LogFailure(why)),
         };
-        let records = group.machine.live_records();
+        // A state this member cannot read stops it, as a damaged log does.
+        let records = group
+            .machine
+            .live_records()
+            .map_err(crate::wal::LogFailure)?;
         let core = Coordinator::recover(core_options(cfg), clock.now(), &records);
         let redriven = core
             .txns()
