@@ -61,16 +61,18 @@ pub struct Batch {
 }
 
 impl Batch {
-    pub fn new(records: &[Record]) -> Batch {
-        let text = serde_json::to_string(records).unwrap_or_else(|_| "[]".into());
-        Batch {
-            records: serde_json::value::RawValue::from_string(text)
-                .unwrap_or_else(|_| Self::empty_list()),
-        }
+    pub fn new(records: &[Record]) -> Result<Batch, serde_json::Error> {
+        Ok(Batch {
+            records: serde_json::value::to_raw_value(records)?,
+        })
     }
 
-    fn empty_list() -> Box<serde_json::value::RawValue> {
-        serde_json::value::RawValue::from_string("[]".into()).expect("an empty list is JSON")
+    /// An entry with no records (a new leader's barrier).
+    pub fn empty() -> Batch {
+        Batch {
+            records: serde_json::value::RawValue::from_string("[]".into())
+                .expect("an empty list is JSON"),
+        }
     }
 
     /// The records, decoded.
@@ -744,8 +746,18 @@ async fn propose(
                 }
                 // Durable once committed (on a majority's disks): the
                 // leader's own apply of the entry is not waited for.
+                let batch = match Batch::new(&records) {
+                    Ok(b) => b,
+                    // Never seen: records are plain data. Nothing of them
+                    // is durable, so nothing may be released: step down.
+                    Err(e) => {
+                        tracing::error!("cannot encode records for Raft: {e}; stepping down");
+                        lost.cancel();
+                        return;
+                    }
+                };
                 let (responder, committed, reply) = openraft::impls::ProgressResponder::new();
-                match raft.client_write_ff(Batch::new(&records), Some(responder)).await {
+                match raft.client_write_ff(batch, Some(responder)).await {
                     Ok(()) => {
                         if crate::sim::bug(crate::sim::Bug::GroupDecisionBeforeCommitted) {
                             durable.send_replace(end);
@@ -830,7 +842,7 @@ pub async fn await_leadership(
             tracing::debug!(?check, "await_leadership: linearizable");
             let barrier = async {
                 check.ok()?.ok()?;
-                group.raft.client_write(Batch::new(&[])).await.ok()
+                group.raft.client_write(Batch::empty()).await.ok()
             };
             let applied = tokio::time::timeout(
                 Duration::from_millis(group.cfg.election_timeout_ms * 2),
@@ -923,7 +935,7 @@ mod tests {
             records: records.clone(),
         })
         .unwrap();
-        let batch = Batch::new(&records);
+        let batch = Batch::new(&records).unwrap();
         assert_eq!(serde_json::to_string(&batch).unwrap(), older);
         let back: Batch = serde_json::from_str(&older).unwrap();
         assert_eq!(back, batch);

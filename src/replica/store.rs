@@ -968,11 +968,12 @@ mod tests {
         // A batch past the zeros extends the file by whole steps.
         let big = Entry {
             log_id: entry(1, 6).log_id,
-            payload: EntryPayload::Normal(super::super::Batch::new(&[
-                crate::protocol::Record::End {
+            payload: EntryPayload::Normal(
+                super::super::Batch::new(&[crate::protocol::Record::End {
                     txn: crate::protocol::TxnId("x".repeat(1 << 20)),
-                },
-            ])),
+                }])
+                .unwrap(),
+            ),
         };
         again
             .record_synced(Op::Append { entries: vec![big] })
