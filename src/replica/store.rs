@@ -113,13 +113,14 @@ impl State {
 }
 
 /// Frame: 4 bytes length, 4 bytes CRC-32C of the payload, the JSON payload.
-fn frame(op: &Op) -> Vec<u8> {
-    let payload = serde_json::to_vec(op).unwrap_or_default();
+fn frame(op: &Op) -> std::io::Result<Vec<u8>> {
+    let payload = serde_json::to_vec(op)
+        .map_err(|e| io_err(format!("cannot encode an operation for it: {e}")))?;
     let mut f = Vec::with_capacity(payload.len() + 8);
     f.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     f.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
     f.extend_from_slice(&payload);
-    f
+    Ok(f)
 }
 
 /// The operations in `buf`, and how many bytes of it are whole frames.
@@ -501,7 +502,7 @@ impl Writer {
     }
 
     /// The live operations, framed: what a rewritten journal holds.
-    fn live_bytes(&self) -> Vec<u8> {
+    fn live_bytes(&self) -> std::io::Result<Vec<u8>> {
         let ops = self
             .state
             .lock()
@@ -509,15 +510,15 @@ impl Writer {
             .live_ops();
         let mut buf = Vec::new();
         for op in &ops {
-            buf.extend_from_slice(&frame(op));
+            buf.extend_from_slice(&frame(op)?);
         }
-        buf
+        Ok(buf)
     }
 
     /// Write what is live to a new file, sync it, and put it in place of
     /// the journal (rename, then sync the directory).
     fn rewrite_file(&mut self) -> std::io::Result<()> {
-        let buf = self.live_bytes();
+        let buf = self.live_bytes()?;
         let (dir, file, allocated) = match &mut self.backing {
             Backing::File {
                 dir,
@@ -574,7 +575,13 @@ impl Writer {
                 return;
             }
             if self.size > self.segment_max_bytes {
-                let live = self.live_bytes();
+                let live = match self.live_bytes() {
+                    Ok(live) => live,
+                    Err(e) => {
+                        tracing::error!("cannot rewrite the Raft log: {e}; keeping the old one");
+                        continue;
+                    }
+                };
                 self.size = live.len() as u64;
                 disk.replace_with(seq + 1, live);
                 self.backing = Backing::Sim { disk, seq: seq + 1 };
@@ -609,7 +616,7 @@ impl LogStore {
     /// Apply `op` in memory and queue it for the writer (an operation
     /// nobody waits for is held back, see [`State::unwritten`]).
     fn record(&self, op: Op, done: Done) -> std::io::Result<()> {
-        let frames = frame(&op);
+        let frames = frame(&op)?;
         // Under the lock: the journal gets operations in the order they
         // were applied here.
         let mut state = self.lock();
@@ -636,7 +643,7 @@ impl LogStore {
         let Some(shared) = &self.writer else {
             return self.record(op, done);
         };
-        let frames = frame(&op);
+        let frames = frame(&op)?;
         let mut state = self.lock();
         let idle = self.queued.load(Ordering::Acquire) == 0;
         let mut w = match shared.try_lock() {
@@ -800,7 +807,7 @@ mod tests {
             log_id: LogId::new(CommittedLeaderId::new(0, 0), 0),
             payload: EntryPayload::Membership(Membership::from(members)),
         };
-        let (ops, n) = unframe(&frame(&Op::Append { entries: vec![e] }));
+        let (ops, n) = unframe(&frame(&Op::Append { entries: vec![e] }).unwrap());
         assert_eq!(ops.len(), 1, "the membership entry must read back");
         assert!(n > 0);
         let Op::Append { entries } = &ops[0] else {
@@ -890,15 +897,15 @@ mod tests {
 
     #[test]
     fn a_torn_tail_ends_the_journal() {
-        let mut buf = frame(&Op::Truncate { since: 7 });
+        let mut buf = frame(&Op::Truncate { since: 7 }).unwrap();
         let whole = buf.len();
-        let second = frame(&Op::Truncate { since: 9 });
+        let second = frame(&Op::Truncate { since: 9 }).unwrap();
         buf.extend_from_slice(&second[..second.len() - 3]);
         let (ops, n) = unframe(&buf);
         assert_eq!(ops.len(), 1);
         assert_eq!(n, whole);
         // A flipped byte in the payload fails its checksum.
-        let mut bad = frame(&Op::Truncate { since: 7 });
+        let mut bad = frame(&Op::Truncate { since: 7 }).unwrap();
         let last = bad.len() - 1;
         bad[last] ^= 0x20;
         assert_eq!(unframe(&bad).0.len(), 0);
@@ -994,11 +1001,13 @@ mod tests {
         let path = dir.path().join(JOURNAL);
         let mut bytes = frame(&Op::Append {
             entries: vec![entry(1, 1)],
-        });
+        })
+        .unwrap();
         let whole = bytes.len();
         let torn = frame(&Op::Append {
             entries: vec![entry(1, 2)],
-        });
+        })
+        .unwrap();
         bytes.extend_from_slice(&torn[..torn.len() / 2]);
         bytes.resize(4096, 0);
         std::fs::write(&path, &bytes).unwrap();
