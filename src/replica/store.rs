@@ -1056,6 +1056,16 @@ mod tests {
         unframe(&std::fs::read(dir.join(JOURNAL)).unwrap()).0
     }
 
+    /// Append `e`; the report of its sync, to check or wait for.
+    async fn append_one(
+        store: &mut LogStore,
+        e: Entry,
+    ) -> openraft::alias::OneshotReceiverOf<TypeConfig, std::io::Result<()>> {
+        let (tx, rx) = TypeConfig::oneshot();
+        store.append(vec![e], IOFlushed::signal(tx)).await.unwrap();
+        rx
+    }
+
     /// A follower (member 2) appending its leader's (member 1) entries
     /// writes and syncs them before `append` returns, on its own thread;
     /// its own entries, as leader, are synced by the writer thread.
@@ -1063,11 +1073,7 @@ mod tests {
     async fn a_followers_entries_are_synced_before_append_returns() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = open(dir.path(), 1 << 20, false).unwrap().for_member(2);
-        let (tx, rx) = TypeConfig::oneshot();
-        store
-            .append(vec![entry_of(3, 1, 1)], IOFlushed::signal(tx))
-            .await
-            .unwrap();
+        let rx = append_one(&mut store, entry_of(3, 1, 1)).await;
         assert!(
             matches!(rx.now_or_never(), Some(Ok(Ok(())))),
             "reported synced when append returned"
@@ -1075,11 +1081,7 @@ mod tests {
         assert_eq!(store.stats.syncs.load(Ordering::Relaxed), 1);
         assert_eq!(ops_on_file(dir.path()).len(), 1);
         // As leader of term 4: the writer thread syncs them.
-        let (tx, rx) = TypeConfig::oneshot();
-        store
-            .append(vec![entry_of(4, 2, 2)], IOFlushed::signal(tx))
-            .await
-            .unwrap();
+        let rx = append_one(&mut store, entry_of(4, 2, 2)).await;
         rx.await.unwrap().unwrap();
         assert_eq!(store.stats.syncs.load(Ordering::Relaxed), 2);
         drop(store);
@@ -1094,21 +1096,13 @@ mod tests {
     async fn operations_nobody_waits_for_go_in_front_of_the_next_synced_one() {
         let dir = tempfile::tempdir().unwrap();
         let mut store = open(dir.path(), 1 << 20, false).unwrap().for_member(2);
-        let (tx, rx) = TypeConfig::oneshot();
-        store
-            .append(vec![entry_of(3, 1, 1)], IOFlushed::signal(tx))
-            .await
-            .unwrap();
+        let rx = append_one(&mut store, entry_of(3, 1, 1)).await;
         assert!(matches!(rx.now_or_never(), Some(Ok(Ok(())))));
         let committed = Some(entry_of(3, 1, 1).log_id);
         store.save_committed(committed).await.unwrap();
         assert_eq!(store.read_committed().await.unwrap(), committed);
         assert_eq!(ops_on_file(dir.path()).len(), 1, "not written yet");
-        let (tx, rx) = TypeConfig::oneshot();
-        store
-            .append(vec![entry_of(3, 1, 2)], IOFlushed::signal(tx))
-            .await
-            .unwrap();
+        let rx = append_one(&mut store, entry_of(3, 1, 2)).await;
         assert!(matches!(rx.now_or_never(), Some(Ok(Ok(())))));
         let ops = ops_on_file(dir.path());
         assert!(
