@@ -192,8 +192,7 @@ impl Machine {
             }
             _ => {}
         }
-        self.apply_record(now, serde_json::from_str(raw.get())?);
-        Ok(())
+        self.apply_record(now, serde_json::from_str(raw.get())?)
     }
 
     fn end_ordinary(&mut self, id: String, decision: Box<RawValue>) {
@@ -203,33 +202,12 @@ impl Machine {
         }
     }
 
-    /// Apply one committed record: ordinary decisions and their ends as
-    /// [`Machine::apply_raw`] does; anything else about a transaction that
-    /// waits in `ordinary`, or a heuristic outcome about one in `ended`,
-    /// first gives the core its decision (and end), so the core sees every
-    /// transaction it has to keep exactly as if it had applied every record
-    /// itself.
-    fn apply_record(&mut self, now: Millis, r: Record) {
-        match &r {
-            Record::Decision {
-                txn,
-                decision: crate::protocol::Decision::Commit,
-                client_named: false,
-                ..
-            } if !self.core.knows(txn) => {
-                if let Ok(raw) = serde_json::value::to_raw_value(&r) {
-                    self.ordinary.insert(txn.0.clone(), raw);
-                    return;
-                }
-            }
-            Record::End { txn } => {
-                if let Some((id, d)) = self.ordinary.remove_entry(txn.0.as_str()) {
-                    self.end_ordinary(id, d);
-                    return;
-                }
-            }
-            _ => {}
-        }
+    /// Apply one committed record that [`Machine::apply_raw`] did not keep
+    /// aside. Anything about a transaction that waits in `ordinary`, or a
+    /// heuristic outcome about one in `ended`, first gives the core its
+    /// decision (and end), so the core sees every transaction it has to
+    /// keep exactly as if it had applied every record itself.
+    fn apply_record(&mut self, now: Millis, r: Record) -> Result<(), serde_json::Error> {
         if let Some(txn) = r.txn() {
             // Only a heuristic outcome comes after a commit's end (the
             // search of `ended` is linear, and rare).
@@ -244,15 +222,14 @@ impl Machine {
                 None => None,
             };
             if let Some((d, ended)) = waiting {
-                if let Ok(d) = serde_json::from_str::<Record>(d.get()) {
-                    self.core.replay(now, &d);
-                }
+                self.core.replay(now, &serde_json::from_str(d.get())?);
                 if ended {
                     self.core.replay(now, &Record::End { txn: txn.clone() });
                 }
             }
         }
         self.core.replay(now, &r);
+        Ok(())
     }
 
     /// Keep `records` as the snapshot `meta`, on disk first.
