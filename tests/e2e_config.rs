@@ -375,3 +375,34 @@ fn a_yaml_value_of_the_wrong_type_is_refused_naming_its_key_path() {
         &["coordinator.wal.segment_max_bytes: invalid type"],
     );
 }
+
+#[test]
+fn a_commit_hold_longer_than_the_heartbeat_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("coordinator");
+    let data = data.to_str().expect("utf-8");
+    assert_refused(
+        COORDINATOR,
+        &["--data-dir", data, "--raft-commit-hold-ms", "101"],
+        &[],
+        &[
+            "raft_commit_hold_ms",
+            "101",
+            "at most raft_heartbeat_ms (100)",
+        ],
+    );
+    let yaml = write(
+        &dir.path().join("c.yaml"),
+        "coordinator:\n  raft_heartbeat_ms: 40\n  raft_commit_hold_ms: 50\n",
+    );
+    assert_refused(
+        COORDINATOR,
+        &["--data-dir", data, "--config", &yaml],
+        &[],
+        &[
+            "raft_commit_hold_ms",
+            "50",
+            "at most raft_heartbeat_ms (40)",
+        ],
+    );
+}

@@ -130,6 +130,10 @@ settings! {
         /// Milliseconds between the leader's heartbeats (less than half the
         /// election timeout).
         raft_heartbeat_ms: u64 = 100, Rule::Range(10, 300_000);
+        /// Milliseconds a leader holds back telling a follower only a new
+        /// commit index, to tell it with the next entries instead; 0 tells
+        /// it at once. At most the heartbeat interval.
+        raft_commit_hold_ms: u64 = 10, Rule::Range(0, 300_000);
         /// Raft entries applied between two snapshots of the group's state;
         /// the log before a snapshot is dropped.
         raft_snapshot_every: u64 = 10_000, Rule::Range(10, 100_000_000);
@@ -277,6 +281,16 @@ impl CoordinatorConfig {
                 format!(
                     "at most half of raft_election_timeout_ms ({}), or followers stand for election between heartbeats",
                     self.raft_election_timeout_ms
+                ),
+            ));
+        }
+        if self.raft_commit_hold_ms > self.raft_heartbeat_ms {
+            return Err(invalid(
+                "raft_commit_hold_ms",
+                self.raft_commit_hold_ms,
+                format!(
+                    "at most raft_heartbeat_ms ({}); a heartbeat tells followers the commit index anyway",
+                    self.raft_heartbeat_ms
                 ),
             ));
         }

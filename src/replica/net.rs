@@ -11,15 +11,18 @@
 
 use super::{Member, RaftNode, SnapshotMeta, TypeConfig, Vote};
 use crate::security::auth::{fresh_nonce, Identity, Key, Secret};
+use futures::Stream;
 use futures::{SinkExt, StreamExt};
 use openraft::alias::SnapshotOf;
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::error::{
     Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
     Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetworkFactory};
+use openraft::network::{stream_append_sequential, RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest,
+    VoteResponse,
 };
 use openraft::{OptionalSend, RaftNetworkV2};
 use serde::{Deserialize, Serialize};
@@ -202,6 +205,9 @@ pub struct PortLimits {
     pub max_frame_bytes: usize,
     pub max_connections: usize,
     pub handshake_timeout: Duration,
+    /// How long a leader holds back an AppendEntries that carries no
+    /// entries, waiting for one that does (see [`fold_commit_notices`]).
+    pub commit_hold: Duration,
 }
 
 async fn serve_conn(
@@ -540,6 +546,26 @@ impl RaftNetworkV2<TypeConfig> for MemberClient {
         }
     }
 
+    /// Replication and heartbeats, one request and its answer at a time as
+    /// in openraft's default, but through [`fold_commit_notices`].
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+            RPCError<TypeConfig>,
+        >,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        let hold = self.limits.commit_hold;
+        stream_append_sequential(self, fold_commit_notices(input, hold), option)
+    }
+
     fn backoff(&self) -> Option<openraft::network::Backoff> {
         // An unreachable member is retried every 100 ms: a restarted member
         // catches up soon after it is back.
@@ -547,6 +573,46 @@ impl RaftNetworkV2<TypeConfig> for MemberClient {
             Duration::from_millis(100),
         )))
     }
+}
+
+/// Requests of one replication stream, with a request that carries no
+/// entries held back up to `hold` for the next one.
+///
+/// After every commit openraft sends each follower an AppendEntries
+/// without entries that only tells it the new commit index, and waits for
+/// its answer before sending the next entries. A follower needs that index
+/// only to apply decisions it stands by with, and the next request carries
+/// it too (openraft reads the commit index afresh for each). So while such
+/// a request is held, a request that follows in time replaces it: the
+/// message, its answer and the wait are saved. When nothing follows within
+/// `hold`, or the stream ends (a heartbeat is a stream of one; so is a probe
+/// for the follower's log), the held request goes as it is.
+///
+/// Nothing is answered for the request that was replaced, so the leader
+/// learns nothing it did not hear: openraft credits the follower's answer
+/// to the next request to both, and their send times are the earlier one's,
+/// which only shortens the lease it counts from them. `hold` of zero sends
+/// every request as it comes.
+fn fold_commit_notices<S>(
+    input: S,
+    hold: Duration,
+) -> BoxStream<'static, AppendEntriesRequest<TypeConfig>>
+where
+    S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+{
+    Box::pin(futures::stream::unfold(
+        input.fuse(),
+        move |mut input| async move {
+            let mut req = input.next().await?;
+            while req.entries.is_empty() && !hold.is_zero() {
+                match tokio::time::timeout(hold, input.next()).await {
+                    Ok(Some(next)) => req = next,
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            Some((req, input))
+        },
+    ))
 }
 
 fn remote<E: std::error::Error>(
@@ -563,7 +629,91 @@ fn remote<E: std::error::Error>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::{CommittedLeaderId, Entry, LogId};
     use super::*;
+    use futures::channel::mpsc;
+    use openraft::vote::RaftLeaderId;
+    use openraft::EntryPayload;
+
+    /// An AppendEntries after index `prev`, carrying entries up to `last`
+    /// (none when equal) and the commit index `commit`.
+    fn append(prev: u64, last: u64, commit: u64) -> AppendEntriesRequest<TypeConfig> {
+        let id = |i| LogId::new(CommittedLeaderId::new(1, 1), i);
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: Some(id(prev)),
+            leader_commit: Some(id(commit)),
+            entries: (prev + 1..=last)
+                .map(|i| Entry {
+                    log_id: id(i),
+                    payload: EntryPayload::Blank,
+                })
+                .collect(),
+        }
+    }
+
+    /// (last entry's index, commit index) of what the fold passed on.
+    fn shape(r: &AppendEntriesRequest<TypeConfig>) -> (Option<u64>, u64) {
+        (
+            r.entries.last().map(|e| e.log_id.index),
+            r.leader_commit.unwrap().index,
+        )
+    }
+
+    /// What the fold passes on of `requests`, a whole stream.
+    async fn folded(
+        requests: Vec<AppendEntriesRequest<TypeConfig>>,
+        hold: Duration,
+    ) -> Vec<(Option<u64>, u64)> {
+        fold_commit_notices(futures::stream::iter(requests), hold)
+            .map(|r| shape(&r))
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_commit_notice_followed_by_entries_is_not_sent() {
+        let requests = vec![
+            append(0, 2, 0),
+            append(2, 2, 2),
+            append(2, 2, 2),
+            append(2, 3, 2),
+        ];
+        // Both notices gave way to the entries after them, which carry the
+        // same commit index; the hour-long hold was never waited out.
+        assert_eq!(
+            folded(requests, Duration::from_secs(3600)).await,
+            vec![(Some(2), 0), (Some(3), 2)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_commit_notice_goes_when_nothing_follows() {
+        // The stream ends (a heartbeat, a probe): sent at once.
+        let requests = vec![append(2, 2, 2)];
+        assert_eq!(
+            folded(requests, Duration::from_secs(3600)).await,
+            vec![(None, 2)]
+        );
+
+        // The stream stays open with nothing more: sent when the hold ends.
+        let (tx, rx) = mpsc::unbounded();
+        tx.unbounded_send(append(2, 2, 2)).unwrap();
+        let mut folded = fold_commit_notices(rx, Duration::from_millis(20));
+        let first = folded.next().await.map(|r| shape(&r));
+        assert_eq!(first, Some((None, 2)));
+        drop(tx);
+        assert!(folded.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn without_a_hold_every_request_is_sent() {
+        let requests = vec![append(0, 2, 0), append(2, 2, 2), append(2, 3, 2)];
+        assert_eq!(
+            folded(requests, Duration::ZERO).await,
+            vec![(Some(2), 0), (None, 2), (Some(3), 2)]
+        );
+    }
 
     #[test]
     fn the_admin_address_in_a_hello_is_covered_by_its_mac() {

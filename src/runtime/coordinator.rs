@@ -132,6 +132,7 @@ impl CoordinatorServer {
                     max_frame_bytes: cfg.raft_max_frame_bytes,
                     max_connections: cfg.raft_max_connections,
                     handshake_timeout: Duration::from_millis(cfg.handshake_timeout_ms),
+                    commit_hold: Duration::from_millis(cfg.raft_commit_hold_ms),
                 },
                 join: cfg.join,
                 raft_bind: cfg.raft_bind.clone(),
