@@ -590,9 +590,11 @@ impl RaftNetworkV2<TypeConfig> for MemberClient {
 ///
 /// Nothing is answered for the request that was replaced, so the leader
 /// learns nothing it did not hear: openraft credits the follower's answer
-/// to the next request to both, and their send times are the earlier one's,
-/// which only shortens the lease it counts from them. `hold` of zero sends
-/// every request as it comes.
+/// to the next request to both, dated from when that request was made
+/// (before it left). A held request that goes when its hold ends is dated
+/// from when it was made too, earlier than it left, which only shortens
+/// the lease the leader counts from it. `hold` of zero sends every request
+/// as it comes.
 fn fold_commit_notices<S>(
     input: S,
     hold: Duration,
