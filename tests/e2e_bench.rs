@@ -94,6 +94,37 @@ fn calibrate_reports_the_floor_and_the_latency_against_it() {
     let p50 = v["latency_ms"]["p50"].as_f64().expect("p50");
     let ratio = c["p50_over_floor"].as_f64().expect("ratio");
     assert!((ratio * floor - p50).abs() < 0.01, "{v}");
+    assert!(
+        c.get("group").is_none(),
+        "one coordinator, no group floor: {v}"
+    );
+}
+
+/// With a coordinator group, the calibration also times a forced write on
+/// a majority of as many members, and gives what that adds over one
+/// forced write alone.
+#[test]
+fn calibrate_with_a_group_reports_what_a_majority_s_forced_write_adds() {
+    let v = bench(&["--coordinators", "3", "--calibrate"]);
+    assert_eq!(
+        v["commits"].as_u64().unwrap_or(0) + v["aborts"].as_u64().unwrap_or(0),
+        200,
+        "{v}"
+    );
+    let g = &v["calibration"]["group"];
+    assert_eq!(g["members"], 3, "{v}");
+    let majority = &g["majority_forced_write"];
+    assert!(majority["samples"].as_u64().is_some_and(|n| n > 0), "{v}");
+    let p50 = majority["p50_ms"].as_f64().expect("majority p50");
+    let alone = v["calibration"]["two_forced_writes"]["p50_ms"]
+        .as_f64()
+        .expect("pair")
+        / 2.0;
+    let added = g["added_floor_ms"].as_f64().expect("added");
+    assert!(
+        (added - (p50 - alone).max(0.0)).abs() < 0.002,
+        "added is the majority's write less one alone: {v}"
+    );
 }
 
 /// The servers run on one thread unless told otherwise (the log writer is

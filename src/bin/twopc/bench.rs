@@ -110,7 +110,9 @@ pub struct BenchArgs {
     /// First measure the physical floor of one transaction on this machine
     /// (two forced writes in sequence on the cluster's disk, plus two
     /// loopback round trips) and report the latency percentiles as
-    /// multiples of it.
+    /// multiples of it. With --coordinators 3 or 5, also the least a group
+    /// adds: a forced write on a majority of members sharing this disk,
+    /// against one alone.
     #[arg(long)]
     pub calibrate: bool,
     /// A process of a remote cluster to report CPU time and write system
@@ -342,7 +344,7 @@ async fn measure(
     watch: &[(String, u32)],
     cluster: Option<&LocalCluster>,
 ) -> Result<Vec<Value>, String> {
-    let floor = calibrate_on(args.calibrate, cluster)
+    let floor = calibrate_on(args.calibrate, cluster, args.coordinators)
         .await
         .map_err(|e| format!("--calibrate: {e}"))?;
     let most = concurrencies.iter().copied().max().unwrap_or(1);
@@ -406,6 +408,7 @@ fn print_all(r: &Value) {
 async fn calibrate_on(
     calibrate: bool,
     cluster: Option<&LocalCluster>,
+    members: usize,
 ) -> Result<Option<calibrate::Floor>, String> {
     if !calibrate {
         return Ok(None);
@@ -414,7 +417,7 @@ async fn calibrate_on(
         Some(c) => c.dir().to_path_buf(),
         None => std::env::temp_dir(),
     };
-    match tokio::task::spawn_blocking(move || calibrate::measure(&dir)).await {
+    match tokio::task::spawn_blocking(move || calibrate::measure(&dir, members)).await {
         Ok(r) => r.map(Some),
         Err(e) => Err(format!("the measurement stopped: {e}")),
     }
@@ -842,6 +845,14 @@ fn print_report(r: &Value) {
             ms(&c["p50_over_floor"]),
             ms(&c["p99_over_floor"]),
         );
+        if let Some(g) = c.get("group").filter(|g| g.is_object()) {
+            println!(
+                "  group floor  {:.3} ms added: a forced write on a majority of {} members takes {:.3} ms here, one alone half the pair",
+                ms(&g["added_floor_ms"]),
+                g["members"],
+                ms(&g["majority_forced_write"]["p50_ms"]),
+            );
+        }
     }
 }
 
