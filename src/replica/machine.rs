@@ -320,6 +320,14 @@ impl RaftStateMachine<TypeConfig> for MachineHandle {
     where
         Strm: Stream<Item = std::io::Result<EntryResponder<TypeConfig>>> + Unpin + OptionalSend,
     {
+        // Let what is ready run first. openraft hands committed entries to
+        // this task just before the commit's other effects would run: on a
+        // follower, its answer to the AppendEntries that carried the commit
+        // (its leader waits for that answer before deciding anything else);
+        // on the leader, the driver that the commit lets send decisions.
+        // Applying only keeps this member's standby copy, so it can wait
+        // for them (all on one thread).
+        tokio::task::yield_now().await;
         while let Some((e, responder)) = entries.try_next().await? {
             {
                 let mut m = self.lock();
