@@ -21,8 +21,6 @@ pub mod store;
 
 use crate::protocol::Record;
 use crate::wal::WalStats;
-use futures::stream::FuturesOrdered;
-use futures::StreamExt;
 use openraft::async_runtime::WatchReceiver;
 use openraft::ServerState;
 use serde::{Deserialize, Serialize};
@@ -98,15 +96,35 @@ impl std::fmt::Display for Batch {
     }
 }
 
-openraft::declare_raft_types!(
-    /// The coordinator group's Raft types.
-    pub TypeConfig:
-        D = Batch,
-        R = (),
-        NodeId = u64,
-        Node = Member,
-        AsyncRuntime = draws::Runtime,
-);
+/// The coordinator group's Raft types (written out rather than declared
+/// with openraft's macro, which cannot name a responder generic over what
+/// it answers).
+#[derive(Debug, Clone, Copy, Default, Eq, PartialEq, Ord, PartialOrd)]
+pub struct TypeConfig {}
+
+impl openraft::RaftTypeConfig for TypeConfig {
+    type D = Batch;
+    type R = ();
+    type NodeId = u64;
+    type Node = Member;
+    type Term = u64;
+    type LeaderId = openraft::impls::leader_id_adv::LeaderId<u64, u64>;
+    type Vote = openraft::impls::Vote<Self::LeaderId>;
+    type Payload = openraft::EntryPayload<Batch, u64, Member>;
+    type Entry =
+        openraft::Entry<<Self::LeaderId as openraft::vote::RaftLeaderId>::Committed, Self::Payload>;
+    /// A proposal's [`Commit`] (openraft's own calls use its own).
+    type Responder<T>
+        = Commit<T>
+    where
+        T: openraft::OptionalSend + 'static;
+    type Batch<T>
+        = openraft::impls::InlineBatch<T>
+    where
+        T: openraft::OptionalSend + 'static;
+    type AsyncRuntime = draws::Runtime;
+    type ErrorSource = openraft::impls::BoxedErrorSource;
+}
 
 pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
 pub type Vote = openraft::alias::VoteOf<TypeConfig>;
@@ -723,83 +741,116 @@ impl RaftLog {
     }
 }
 
-/// Hand batches to Raft in order, and advance `durable` as their entries
-/// commit (in the same order).
+/// What openraft tells of one proposal, on the leader's Raft task: its
+/// entry committed (a majority has it on disk), then applied, or it failed.
+/// The commit advances `durable` there and then, so the driver is the next
+/// to run and sends what the entry held back before anything else the
+/// commit set going (the state machine's apply, the commit index for the
+/// followers). A proposal that completes without having committed, or is
+/// dropped, failed: this member is no longer the leader, so `lost`.
+pub struct Commit<T> {
+    /// The driver's log position the entry's records end at.
+    end: u64,
+    durable: Arc<watch::Sender<u64>>,
+    lost: CancellationToken,
+    committed: bool,
+    /// One of [`PROPOSALS_IN_FLIGHT`], returned when openraft is done.
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    _result: std::marker::PhantomData<fn(T)>,
+}
+
+impl<T> Commit<T> {
+    fn failed(&self) {
+        if !self.committed && !self.lost.is_cancelled() {
+            tracing::info!("a proposal was not committed; stepping down");
+            self.lost.cancel();
+        }
+    }
+}
+
+impl<T: openraft::OptionalSend + 'static> openraft::raft::responder::Responder<TypeConfig, T>
+    for Commit<T>
+{
+    fn on_commit(&mut self, _log_id: LogId) {
+        self.committed = true;
+        let end = self.end;
+        self.durable.send_if_modified(|d| {
+            let later = end > *d;
+            *d = (*d).max(end);
+            later
+        });
+    }
+
+    fn on_complete(mut self, _result: T) {
+        self.failed();
+        // Done: nothing more to report when dropped.
+        self.committed = true;
+    }
+}
+
+impl<T> Drop for Commit<T> {
+    fn drop(&mut self) {
+        self.failed();
+    }
+}
+
+/// Hand batches to Raft in order, each with a [`Commit`] that advances
+/// `durable` when its entry commits, at most [`PROPOSALS_IN_FLIGHT`] at a
+/// time.
 async fn propose(
     raft: RaftNode,
     mut rx: mpsc::Receiver<(Vec<Record>, u64)>,
     durable: watch::Sender<u64>,
     lost: CancellationToken,
 ) {
-    let mut inflight = FuturesOrdered::new();
-    // The final replies of committed entries (once applied), kept until
-    // they come: openraft warns of a reply nobody waits for.
-    let mut applying = futures::stream::FuturesUnordered::new();
+    let durable = Arc::new(durable);
+    let slots = Arc::new(tokio::sync::Semaphore::new(PROPOSALS_IN_FLIGHT));
     loop {
-        crate::sim::select! {
+        // A slot first: past the limit, turns wait in the channel, and are
+        // proposed together once a slot is free.
+        let slot = crate::sim::select! {
             _ = lost.cancelled() => return,
-            got = rx.recv(), if inflight.len() < PROPOSALS_IN_FLIGHT => {
-                let Some((mut records, mut end)) = got else { return };
-                while let Ok((more, e)) = rx.try_recv() {
-                    records.extend(more);
-                    end = e;
-                }
-                // Durable once committed (on a majority's disks): the
-                // leader's own apply of the entry is not waited for.
-                let batch = match Batch::new(&records) {
-                    Ok(b) => b,
-                    // Never seen: records are plain data. Nothing of them
-                    // is durable, so nothing may be released: step down.
-                    Err(e) => {
-                        tracing::error!("cannot encode records for Raft: {e}; stepping down");
-                        lost.cancel();
-                        return;
-                    }
-                };
-                let (responder, committed, reply) = openraft::impls::ProgressResponder::new();
-                match raft.client_write_ff(batch, Some(responder)).await {
-                    Ok(()) => {
-                        if crate::sim::bug(crate::sim::Bug::GroupDecisionBeforeCommitted) {
-                            durable.send_replace(end);
-                        }
-                        // Boxed: the select's arms are expanded twice (see
-                        // `sim::select!`), and both must push one type.
-                        inflight.push_back(futures::FutureExt::boxed(async move {
-                            let outcome = match committed.await {
-                                Ok(_) => Ok(reply),
-                                // Not committed: the final reply says why.
-                                Err(_) => Err(match reply.await {
-                                    Ok(Ok(_)) => "a proposal was applied without its commit being told".to_string(),
-                                    Ok(Err(e)) => format!("a proposal was not committed: {e}"),
-                                    Err(_) => "Raft dropped a proposal".to_string(),
-                                }),
-                            };
-                            (outcome, end)
-                        }))
-                    }
-                    Err(e) => {
-                        tracing::warn!("cannot propose to Raft: {e}; stepping down");
-                        lost.cancel();
-                        return;
-                    }
-                }
-            }
-            _ = applying.next(), if !applying.is_empty() => {}
-            Some((reply, end)) = inflight.next(), if !inflight.is_empty() => match reply {
-                Ok(applied) => {
-                    durable.send_if_modified(|d| {
-                        let later = end > *d;
-                        *d = (*d).max(end);
-                        later
-                    });
-                    applying.push(applied);
-                }
-                Err(why) => {
-                    tracing::info!("{why}; stepping down");
-                    lost.cancel();
-                    return;
-                }
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return,
             },
+        };
+        let got = crate::sim::select! {
+            _ = lost.cancelled() => return,
+            got = rx.recv() => got,
+        };
+        let Some((mut records, mut end)) = got else {
+            return;
+        };
+        while let Ok((more, e)) = rx.try_recv() {
+            records.extend(more);
+            end = e;
+        }
+        let batch = match Batch::new(&records) {
+            Ok(b) => b,
+            // Never seen: records are plain data. Nothing of them is
+            // durable, so nothing may be released: step down.
+            Err(e) => {
+                tracing::error!("cannot encode records for Raft: {e}; stepping down");
+                lost.cancel();
+                return;
+            }
+        };
+        if crate::sim::bug(crate::sim::Bug::GroupDecisionBeforeCommitted) {
+            durable.send_replace(end);
+        }
+        let commit = Commit {
+            end,
+            durable: durable.clone(),
+            lost: lost.clone(),
+            committed: false,
+            _slot: Some(slot),
+            _result: std::marker::PhantomData,
+        };
+        if let Err(e) = raft.client_write_ff(batch, Some(commit)).await {
+            tracing::warn!("cannot propose to Raft: {e}; stepping down");
+            lost.cancel();
+            return;
         }
     }
 }
@@ -945,6 +996,55 @@ mod tests {
             bad.records().is_err(),
             "records this build cannot read are an error"
         );
+    }
+
+    /// A proposal's commit advances `durable` to its end (never back); one
+    /// that completes without having committed, or is dropped, cancels
+    /// `lost`; its slot is returned either way.
+    #[test]
+    fn a_commit_advances_durable_and_a_failure_loses_the_leadership() {
+        use openraft::raft::responder::Responder;
+        use openraft::vote::RaftLeaderId;
+        let (tx, rx) = watch::channel(0u64);
+        let durable = Arc::new(tx);
+        let slots = Arc::new(tokio::sync::Semaphore::new(2));
+        let lost = CancellationToken::new();
+        let commit = |end: u64| Commit::<()> {
+            end,
+            durable: durable.clone(),
+            lost: lost.clone(),
+            committed: false,
+            _slot: Some(slots.clone().try_acquire_owned().expect("a free slot")),
+            _result: std::marker::PhantomData,
+        };
+        let log_id = LogId::new(CommittedLeaderId::new(1, 1), 7);
+        let (mut a, mut b) = (commit(5), commit(9));
+        assert_eq!(slots.available_permits(), 0);
+        b.on_commit(log_id);
+        assert_eq!(*rx.borrow(), 9);
+        a.on_commit(log_id);
+        assert_eq!(*rx.borrow(), 9, "durable never goes back");
+        a.on_complete(());
+        b.on_complete(());
+        assert!(!lost.is_cancelled(), "committed and applied: still leading");
+        assert_eq!(slots.available_permits(), 2, "slots returned");
+        commit(12).on_complete(());
+        assert!(
+            lost.is_cancelled(),
+            "completed without a commit: not leading"
+        );
+        assert_eq!(*rx.borrow(), 9);
+        let lost = CancellationToken::new();
+        drop(Commit::<()> {
+            end: 13,
+            durable: durable.clone(),
+            lost: lost.clone(),
+            committed: false,
+            _slot: None,
+            _result: std::marker::PhantomData,
+        });
+        assert!(lost.is_cancelled(), "dropped without a word: not leading");
+        assert_eq!(slots.available_permits(), 2);
     }
 
     #[test]
