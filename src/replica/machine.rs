@@ -326,8 +326,14 @@ impl RaftStateMachine<TypeConfig> for MachineHandle {
         // (its leader waits for that answer before deciding anything else);
         // on the leader, the driver that the commit lets send decisions.
         // Applying only keeps this member's standby copy, so it can wait
-        // for them (all on one thread).
-        tokio::task::yield_now().await;
+        // for them (all on one thread). Twice: a yielded task runs again
+        // once the runtime's queue is empty, which is also when the
+        // current-thread runtime polls the driver (its main future); the
+        // connection writers the driver then wakes are queued behind this
+        // task, and the second yield lets them write first.
+        for _ in 0..2 {
+            tokio::task::yield_now().await;
+        }
         while let Some((e, responder)) = entries.try_next().await? {
             {
                 let mut m = self.lock();
