@@ -754,8 +754,9 @@ pub struct Commit<T> {
     durable: Arc<watch::Sender<u64>>,
     lost: CancellationToken,
     committed: bool,
-    /// One of [`PROPOSALS_IN_FLIGHT`], returned when openraft is done.
-    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// One of [`PROPOSALS_IN_FLIGHT`], returned once the entry commits
+    /// (or the proposal fails).
+    slot: Option<tokio::sync::OwnedSemaphorePermit>,
     _result: std::marker::PhantomData<fn(T)>,
 }
 
@@ -773,6 +774,7 @@ impl<T: openraft::OptionalSend + 'static> openraft::raft::responder::Responder<T
 {
     fn on_commit(&mut self, _log_id: LogId) {
         self.committed = true;
+        self.slot = None;
         let end = self.end;
         self.durable.send_if_modified(|d| {
             let later = end > *d;
@@ -844,7 +846,7 @@ async fn propose(
             durable: durable.clone(),
             lost: lost.clone(),
             committed: false,
-            _slot: Some(slot),
+            slot: Some(slot),
             _result: std::marker::PhantomData,
         };
         if let Err(e) = raft.client_write_ff(batch, Some(commit)).await {
@@ -1014,7 +1016,7 @@ mod tests {
             durable: durable.clone(),
             lost: lost.clone(),
             committed: false,
-            _slot: Some(slots.clone().try_acquire_owned().expect("a free slot")),
+            slot: Some(slots.clone().try_acquire_owned().expect("a free slot")),
             _result: std::marker::PhantomData,
         };
         let log_id = LogId::new(CommittedLeaderId::new(1, 1), 7);
@@ -1040,7 +1042,7 @@ mod tests {
             durable: durable.clone(),
             lost: lost.clone(),
             committed: false,
-            _slot: None,
+            slot: None,
             _result: std::marker::PhantomData,
         });
         assert!(lost.is_cancelled(), "dropped without a word: not leading");
