@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -669,36 +669,42 @@ const PROPOSALS_IN_FLIGHT: usize = 32;
 
 /// The log a leader's driver persists to: records are proposed to Raft, one
 /// entry per turn, and positions count as durable once Raft committed
-/// their entry. Dropping it (or `lost`) ends the proposer.
+/// their entry. The driver proposes itself, on its own task: the entry is
+/// in Raft's queue before the driver waits for anything. Past
+/// [`PROPOSALS_IN_FLIGHT`] the records wait in `pending` and go together
+/// once an entry commits (which also wakes the driver, see [`Commit`]).
+/// Once `lost` is cancelled nothing more is proposed.
 pub struct RaftLog {
     pending: Pending,
     next: u64,
     /// Position of the last record appended with `sync`.
     last_forced: u64,
     durable: watch::Receiver<u64>,
-    tx: mpsc::Sender<(Vec<Record>, u64)>,
+    durable_tx: Arc<watch::Sender<u64>>,
+    raft: RaftNode,
+    slots: Arc<tokio::sync::Semaphore>,
+    lost: CancellationToken,
     pub stats: Arc<WalStats>,
 }
 
 impl RaftLog {
     /// Start proposing for the leader of `term`. `lost` is cancelled when
-    /// a proposal fails (this member is no longer the leader). The handle
-    /// is the proposer's: once `lost` is cancelled, awaiting it ensures
-    /// that nothing more of this leadership reaches Raft (see
+    /// a proposal fails (this member is no longer the leader). Nothing of
+    /// this leadership reaches Raft after the log is dropped (see
     /// [`await_leadership`]'s barrier).
-    pub fn start(group: &Group, lost: CancellationToken) -> (RaftLog, tokio::task::JoinHandle<()>) {
+    pub fn start(group: &Group, lost: CancellationToken) -> RaftLog {
         let (durable_tx, durable) = watch::channel(0);
-        let (tx, rx) = mpsc::channel(PROPOSALS_IN_FLIGHT * 4);
-        let proposer = tokio::spawn(propose(group.raft.clone(), rx, durable_tx, lost));
-        let log = RaftLog {
+        RaftLog {
             pending: Pending::default(),
             next: 0,
             last_forced: 0,
             durable,
-            tx,
+            durable_tx: Arc::new(durable_tx),
+            raft: group.raft.clone(),
+            slots: Arc::new(tokio::sync::Semaphore::new(PROPOSALS_IN_FLIGHT)),
+            lost,
             stats: group.stats.clone(),
-        };
-        (log, proposer)
+        }
     }
 
     pub fn append(&mut self, record: &Record, sync: bool) -> u64 {
@@ -724,20 +730,48 @@ impl RaftLog {
         self.durable.clone()
     }
 
-    /// Records to propose now (see [`Pending`]).
+    /// Records to propose now (see [`Pending`]), and a slot for them.
     pub fn backlogged(&self) -> bool {
-        self.pending.due(tokio::time::Instant::now())
+        self.pending.due(tokio::time::Instant::now()) && self.slots.available_permits() > 0
     }
 
-    /// Propose this turn's records as one entry.
+    /// Propose the records waiting as one entry, if a slot is free (else
+    /// they wait for the next turn after a commit). A proposal that cannot
+    /// be made loses the leadership.
     pub async fn drain(&mut self) {
-        if self.pending.records.is_empty() {
+        if self.pending.records.is_empty() || self.lost.is_cancelled() {
             return;
         }
-        let batch = self.pending.take();
-        // The proposer is gone only when leadership was lost; the driver
-        // sees `lost` next.
-        let _ = self.tx.send((batch, self.next)).await;
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            return;
+        };
+        let records = self.pending.take();
+        let end = self.next;
+        let batch = match Batch::new(&records) {
+            Ok(b) => b,
+            // Never seen: records are plain data. Nothing of them is
+            // durable, so nothing may be released: step down.
+            Err(e) => {
+                tracing::error!("cannot encode records for Raft: {e}; stepping down");
+                self.lost.cancel();
+                return;
+            }
+        };
+        if crate::sim::bug(crate::sim::Bug::GroupDecisionBeforeCommitted) {
+            self.durable_tx.send_replace(end);
+        }
+        let commit = Commit {
+            end,
+            durable: self.durable_tx.clone(),
+            lost: self.lost.clone(),
+            committed: false,
+            slot: Some(slot),
+            _result: std::marker::PhantomData,
+        };
+        if let Err(e) = self.raft.client_write_ff(batch, Some(commit)).await {
+            tracing::warn!("cannot propose to Raft: {e}; stepping down");
+            self.lost.cancel();
+        }
     }
 }
 
@@ -793,67 +827,6 @@ impl<T: openraft::OptionalSend + 'static> openraft::raft::responder::Responder<T
 impl<T> Drop for Commit<T> {
     fn drop(&mut self) {
         self.failed();
-    }
-}
-
-/// Hand batches to Raft in order, each with a [`Commit`] that advances
-/// `durable` when its entry commits, at most [`PROPOSALS_IN_FLIGHT`] at a
-/// time.
-async fn propose(
-    raft: RaftNode,
-    mut rx: mpsc::Receiver<(Vec<Record>, u64)>,
-    durable: watch::Sender<u64>,
-    lost: CancellationToken,
-) {
-    let durable = Arc::new(durable);
-    let slots = Arc::new(tokio::sync::Semaphore::new(PROPOSALS_IN_FLIGHT));
-    loop {
-        // A slot first: past the limit, turns wait in the channel, and are
-        // proposed together once a slot is free.
-        let slot = crate::sim::select! {
-            _ = lost.cancelled() => return,
-            slot = slots.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => return,
-            },
-        };
-        let got = crate::sim::select! {
-            _ = lost.cancelled() => return,
-            got = rx.recv() => got,
-        };
-        let Some((mut records, mut end)) = got else {
-            return;
-        };
-        while let Ok((more, e)) = rx.try_recv() {
-            records.extend(more);
-            end = e;
-        }
-        let batch = match Batch::new(&records) {
-            Ok(b) => b,
-            // Never seen: records are plain data. Nothing of them is
-            // durable, so nothing may be released: step down.
-            Err(e) => {
-                tracing::error!("cannot encode records for Raft: {e}; stepping down");
-                lost.cancel();
-                return;
-            }
-        };
-        if crate::sim::bug(crate::sim::Bug::GroupDecisionBeforeCommitted) {
-            durable.send_replace(end);
-        }
-        let commit = Commit {
-            end,
-            durable: durable.clone(),
-            lost: lost.clone(),
-            committed: false,
-            slot: Some(slot),
-            _result: std::marker::PhantomData,
-        };
-        if let Err(e) = raft.client_write_ff(batch, Some(commit)).await {
-            tracing::warn!("cannot propose to Raft: {e}; stepping down");
-            lost.cancel();
-            return;
-        }
     }
 }
 

@@ -342,7 +342,7 @@ async fn run_member(
             term,
             lost.clone(),
         ));
-        let (log, proposer) = RaftLog::start(group, lost.clone());
+        let log = RaftLog::start(group, lost.clone());
         let mut driver = Driver::new(
             cfg,
             core,
@@ -355,10 +355,9 @@ async fn run_member(
         driver.out.term = Some(term);
         let r = driver.main_loop(events, admin, lost.clone()).await;
         lost.cancel();
+        // Nothing of this leadership reaches Raft once its log is dropped
+        // (see `await_leadership`'s barrier).
         drop(driver);
-        // Nothing of this leadership may reach Raft after the next one's
-        // barrier (see `await_leadership`).
-        let _ = proposer.await;
         r?;
         if shutdown.is_cancelled() {
             return Ok(());
